@@ -31,7 +31,10 @@ def bin_dir() -> Path:
 
 
 def stack_dir() -> Path:
-    return home() / "stack"
+    """The embedded stack's state, data and logs; ``ROLLCALL_STACK_DIR`` gives a private stack
+    (tests use it) while models, binaries and caches stay shared under ``home()``."""
+    override = os.environ.get("ROLLCALL_STACK_DIR")
+    return Path(override).resolve() if override else home() / "stack"
 
 
 def scenarios_dir() -> Path:

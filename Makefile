@@ -1,0 +1,49 @@
+# Two commands on a fresh machine: `make demo` and `make test`. Both run `make setup` first, which
+# bootstraps everything (Debian packages when root, .venv with the pinned packages, model files,
+# the broker binary) and does no work the second time.
+
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+ROLLCALL := $(VENV)/bin/rollcall
+HOME_DIR := $(or $(ROLLCALL_HOME),var)
+INSTALLED := $(VENV)/.installed
+PACK := $(HOME_DIR)/models/open/manifest.json
+TANSU := $(HOME_DIR)/bin/tansu
+
+.PHONY: setup debian demo test clean distclean
+
+setup: debian $(INSTALLED) $(PACK) $(TANSU)
+
+debian:
+	@bash infra/setup/debian-packages.sh
+
+$(PY):
+	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "setup: Python 3.11+ is needed, found " + sys.version.split()[0] + ": set PYTHON=/path/to/python3.11")'
+	$(PYTHON) -m venv $(VENV)
+
+$(INSTALLED): requirements.lock pyproject.toml | $(PY)
+	$(PY) -m pip install --disable-pip-version-check -q -r requirements.lock
+	$(PY) -m pip install --disable-pip-version-check -q --no-deps --no-build-isolation -e .
+	@touch $@
+
+$(PACK): $(INSTALLED)
+	$(ROLLCALL) models fetch open
+
+$(TANSU): $(INSTALLED)
+	$(ROLLCALL) stack fetch
+
+demo: setup
+	$(ROLLCALL) up
+	$(ROLLCALL) scenario run infra/scenarios/default.toml
+
+test: setup
+	$(PY) -m pytest -q -rfEs
+
+clean:
+	-$(ROLLCALL) down
+	rm -rf .pytest_cache
+
+distclean: clean
+	rm -rf $(VENV) var

@@ -1,0 +1,265 @@
+"""The `rollcall` command line.
+
+Every command that can fail because of its input fails with one line naming the thing and the fix
+(``RollcallError``), a non-zero exit, and no traceback.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sys
+from pathlib import Path
+
+import click
+
+from infra.errors import RollcallError
+
+
+def _config(ctx: click.Context):
+    from processor.config import load_config
+
+    if "config" not in ctx.obj:
+        ctx.obj["config"] = load_config(ctx.obj.get("config_path"))
+    return ctx.obj["config"]
+
+
+def _print_json(document) -> None:
+    click.echo(json.dumps(document, indent=2, sort_keys=True, default=str))
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.option("--config", "config_path", type=click.Path(dir_okay=False, path_type=Path), envvar="ROLLCALL_CONFIG",
+              help="Campus config (TOML). Default: ./rollcall.toml, else the shipped example.")
+@click.pass_context
+def cli(ctx: click.Context, config_path: Path | None) -> None:
+    """Rollcall: automatic attendance from campus cameras."""
+    ctx.ensure_object(dict)
+    ctx.obj["config_path"] = config_path
+
+
+# --- the embedded stack ---------------------------------------------------------------------------
+
+
+@cli.command()
+@click.option("--no-render", is_flag=True, help="Do not render missing demo scenarios; serve only what exists.")
+@click.pass_context
+def up(ctx: click.Context, no_render: bool) -> None:
+    """Start the embedded stack: PostgreSQL, the Kafka-compatible broker and the RTSP server.
+
+    Ports come from [stack] (0 = choose free ones and keep them). Topics are created with their
+    partition counts, the database is migrated and the configured topology loaded. Idempotent.
+    """
+    from infra import db, stack
+    from infra.scenario_runner import demo_mounts
+
+    config = _config(ctx)
+    mounts = demo_mounts(config, render_missing=not no_render)
+    state = stack.up(
+        pg_port=config.stack.postgres_port,
+        kafka_port=config.stack.kafka_port,
+        rtsp_port=config.stack.rtsp_port,
+        topics=[(t.name, t.partitions) for t in config.kafka.topics.all()],
+        rtsp_mounts=mounts,
+    )
+    report = db.migrate(state.database_url)
+    asyncio.run(db.load_topology(state.database_url, config))
+    click.echo(f"postgres  {state.database_url}  (migrations applied now: {len(report.applied)})")
+    click.echo(f"kafka     {state.kafka_bootstrap_servers}")
+    for mount in sorted(mounts):
+        click.echo(f"camera    {state.rtsp_url(mount)}")
+    click.echo("stack is up; `rollcall status` shows it, `rollcall down` stops it")
+
+
+@cli.command()
+def down() -> None:
+    """Stop every process of the embedded stack by its own PID (the PostgreSQL data is kept)."""
+    from infra import stack
+
+    stopped = stack.down()
+    click.echo(f"stopped: {', '.join(stopped) if stopped else 'nothing was running'}")
+
+
+@cli.command()
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON document.")
+def status(as_json: bool) -> None:
+    """Show each component of the embedded stack: running, stopped or crashed."""
+    from infra import stack
+
+    report = stack.status()
+    if as_json:
+        _print_json(report)
+        return
+    for name, info in report.items():
+        state = info.get("state", "?")
+        detail = "  ".join(f"{k}={v}" for k, v in info.items() if k != "state" and v is not None)
+        click.echo(f"{name:10} {state:9} {detail}")
+    if any(info.get("state") == "crashed" for info in report.values()):
+        sys.exit(1)
+
+
+# --- database -------------------------------------------------------------------------------------
+
+
+@cli.group()
+def db() -> None:
+    """Database schema and topology."""
+
+
+@db.command("migrate")
+@click.pass_context
+def db_migrate(ctx: click.Context) -> None:
+    """Apply pending schema migrations (idempotent, recorded in _yoyo_migration)."""
+    from infra import db as database
+    from infra.endpoints import resolve
+
+    url = resolve(_config(ctx), need=("database",)).database_url
+    report = database.migrate(url)
+    click.echo(f"applied {len(report.applied)} migration(s){': ' + ', '.join(report.applied) if report.applied else ''}; "
+               f"{len(report.already)} already applied")
+
+
+@db.command("status")
+@click.pass_context
+def db_status(ctx: click.Context) -> None:
+    """List the migrations and whether each is applied."""
+    from infra import db as database
+    from infra.endpoints import resolve
+
+    for migration_id, applied in database.migration_status(resolve(_config(ctx), need=("database",)).database_url):
+        click.echo(f"{'applied' if applied else 'pending':8} {migration_id}")
+
+
+@db.command("load-config")
+@click.pass_context
+def db_load_config(ctx: click.Context) -> None:
+    """Load rooms, cameras, doors, courses, rosters and timetable from the config into the database."""
+    from infra import db as database
+    from infra.endpoints import resolve
+
+    config = _config(ctx)
+    counts = asyncio.run(database.load_topology(resolve(config, need=("database",)).database_url, config))
+    click.echo(", ".join(f"{table}: {count}" for table, count in counts.items()))
+
+
+# --- configuration --------------------------------------------------------------------------------
+
+
+@cli.group("config")
+def config_group() -> None:
+    """Configuration file."""
+
+
+@config_group.command("check")
+@click.argument("path", required=False, type=click.Path(dir_okay=False, path_type=Path))
+@click.pass_context
+def config_check(ctx: click.Context, path: Path | None) -> None:
+    """Validate a config file (default: the one in use) and summarise it."""
+    from processor.config import load_config
+
+    config = load_config(path or ctx.obj.get("config_path"))
+    click.echo(f"{config.source}: ok — {len(config.cameras)} cameras, {len(config.rooms)} rooms, "
+               f"{len(config.doors)} doors, {len(config.courses)} courses, {len(config.timetable)} timetable entries, "
+               f"model pack {config.models.pack!r}")
+
+
+# --- model packs ----------------------------------------------------------------------------------
+
+
+@cli.group()
+def models() -> None:
+    """Model packs: face detector, face embedder, person detector."""
+
+
+@models.command("list")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON document.")
+def models_list(as_json: bool) -> None:
+    """List the packs, their files, where they come from, their licences, and whether fetched."""
+    from processor import model_packs
+
+    packs = model_packs.list_packs()
+    if as_json:
+        _print_json([model_packs.pack_info_dict(p) for p in packs])
+        return
+    for pack in packs:
+        click.echo(model_packs.describe_pack(pack))
+
+
+@models.command("fetch")
+@click.argument("pack", default="open")
+def models_fetch(pack: str) -> None:
+    """Fetch a model pack (default: open). Cached: a second fetch does no work."""
+    from processor import model_packs
+
+    path = model_packs.fetch_pack(pack)
+    click.echo(f"model pack {pack!r} ready in {path}")
+
+
+# --- scenarios ------------------------------------------------------------------------------------
+
+
+@cli.group()
+def scenario() -> None:
+    """Rendered test scenarios with ground truth."""
+
+
+@scenario.command("render")
+@click.argument("spec", type=click.Path(path_type=Path))
+@click.option("--out", "out_dir", type=click.Path(file_okay=False, path_type=Path), required=True,
+              help="Folder for door.ts, room.ts and ground_truth.json.")
+def scenario_render(spec: Path, out_dir: Path) -> None:
+    """Render a scenario spec (TOML) to door/room camera videos and ground truth. Cached."""
+    from infra.scenario.render import render
+
+    result = render(spec, out_dir)
+    click.echo(f"{'cached' if result.cached else 'rendered'}: {out_dir}")
+
+
+@scenario.command("run")
+@click.argument("spec", type=click.Path(path_type=Path))
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON document with the results.")
+@click.pass_context
+def scenario_run(ctx: click.Context, spec: Path, as_json: bool) -> None:
+    """Render (cached), bring up the stack, serve the videos over RTSP, run the system, score it."""
+    from infra.scenario_runner import run_scenario
+
+    result = run_scenario(spec, config=_config(ctx), progress=None if as_json else click.echo)
+    if as_json:
+        _print_json(result)
+    else:
+        for key, value in sorted(_flatten(result).items()):
+            click.echo(f"{key:32} {value}")
+
+
+def _flatten(document, prefix: str = "") -> dict:
+    flat = {}
+    for key, value in document.items():
+        if isinstance(value, dict):
+            flat.update(_flatten(value, f"{prefix}{key}."))
+        else:
+            flat[f"{prefix}{key}"] = value
+    return flat
+
+
+# --- entry point ----------------------------------------------------------------------------------
+
+
+def main(argv: list[str] | None = None) -> None:
+    try:
+        cli.main(args=argv, prog_name="rollcall", standalone_mode=False)
+    except RollcallError as exc:
+        click.echo(f"rollcall: error: {exc}", err=True)
+        sys.exit(exc.exit_code)
+    except click.exceptions.Abort:
+        click.echo("rollcall: interrupted", err=True)
+        sys.exit(130)
+    except click.ClickException as exc:
+        exc.show()
+        sys.exit(exc.exit_code)
+    except KeyboardInterrupt:
+        click.echo("rollcall: interrupted", err=True)
+        sys.exit(130)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,409 @@
+"""The campus configuration: one TOML file, environment overrides, validated on load.
+
+A deployment describes its cameras (door or room role), rooms, doors (which door camera feeds which
+room camera, the entry-zone polygon on the room camera, the transit window), courses with rosters and
+policies, the timetable, thresholds, the model pack and the Kafka topics. Every address is
+configuration: ``"embedded"`` (the default) means "the embedded stack of `rollcall up`", and the
+environment variables below point the same code at a campus's real services:
+
+- ``DATABASE_URL``                  → ``[database] url``
+- ``KAFKA_BOOTSTRAP_SERVERS``       → ``[kafka] bootstrap_servers``
+- ``ROLLCALL_MODEL_PACK``           → ``[models] pack``
+- ``ROLLCALL_CAMERA_<ID>_URL``      → the url of camera ``<ID>`` (upper case, ``-`` and ``.`` as ``_``)
+- ``ROLLCALL__<SECTION>__<KEY>``    → any scalar key, e.g. ``ROLLCALL__THRESHOLDS__MIN_FACE_PX=48``
+
+Errors name the file, the key and what is wrong, in one line (``RollcallError``).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import tomllib
+import datetime as dt
+from pathlib import Path
+from typing import Annotated, Any, Literal
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from infra.errors import RollcallError
+from infra.paths import PROJECT_ROOT
+
+EMBEDDED = "embedded"
+EXAMPLE_CONFIG = PROJECT_ROOT / "infra" / "rollcall.example.toml"
+
+Slug = Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")]
+Weekday = Literal["mon", "tue", "wed", "thu", "fri", "sat", "sun"]
+WEEKDAYS: tuple[str, ...] = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
+
+
+class _Strict(BaseModel):
+    # Unknown keys are errors: a typo in a campus config must not be silently ignored.
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class SiteConfig(_Strict):
+    name: str = "Rollcall campus"
+    timezone: str = "UTC"
+
+    @field_validator("timezone")
+    @classmethod
+    def _known_zone(cls, value: str) -> str:
+        try:
+            ZoneInfo(value)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise ValueError(f"unknown time zone {value!r}: use an IANA name such as 'Europe/Paris'") from None
+        return value
+
+
+class TopicConfig(_Strict):
+    name: str = Field(pattern=r"^[A-Za-z0-9._-]{1,249}$")
+    partitions: int = Field(default=6, ge=1, le=1000)
+    replication_factor: int = Field(default=1, ge=1, le=10)
+
+
+class TopicsConfig(_Strict):
+    # The .v1 suffix is the event contract's major version: a breaking change gets new topics.
+    recognitions: TopicConfig = TopicConfig(name="rollcall.recognitions.v1", partitions=12)
+    presence: TopicConfig = TopicConfig(name="rollcall.presence.v1", partitions=12)
+    attendance: TopicConfig = TopicConfig(name="rollcall.attendance.v1", partitions=6)
+    dead_letter: TopicConfig = TopicConfig(name="rollcall.dead-letter.v1", partitions=3)
+
+    def all(self) -> list[TopicConfig]:
+        return [self.recognitions, self.presence, self.attendance, self.dead_letter]
+
+
+class KafkaConfig(_Strict):
+    bootstrap_servers: str = EMBEDDED
+    client_id: str = "rollcall"
+    # Works on a real Kafka cluster; the bundled Tansu broker rejects aiokafka's InitProducerId v0.
+    enable_idempotence: bool = False
+    security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = "PLAINTEXT"
+    topics: TopicsConfig = TopicsConfig()
+
+
+class DatabaseConfig(_Strict):
+    url: str = EMBEDDED
+
+    @field_validator("url")
+    @classmethod
+    def _postgres_url(cls, value: str) -> str:
+        if value != EMBEDDED and not re.match(r"^postgres(ql)?://", value):
+            raise ValueError("must be 'embedded' or a postgresql://user@host:port/dbname URL")
+        return value
+
+
+class StackConfig(_Strict):
+    """The embedded single-machine stack (`rollcall up`); 0 picks a free port and keeps it."""
+
+    postgres_port: int = Field(default=0, ge=0, le=65535)
+    kafka_port: int = Field(default=0, ge=0, le=65535)
+    rtsp_port: int = Field(default=0, ge=0, le=65535)
+    # Scenario specs whose rendered videos the embedded RTSP server serves (mounts /<name>/door, /<name>/room).
+    scenarios: list[str] = ["infra/scenarios/default.toml"]
+
+
+class ModelsConfig(_Strict):
+    pack: str = "open"
+    providers: list[str] = Field(
+        default_factory=list,
+        description="onnxruntime providers in order of preference; empty = CUDA/TensorRT when present, else CPU",
+    )
+
+
+class ThresholdsConfig(_Strict):
+    # Cosine similarity needed to accept a face match; None = the model pack's calibrated default.
+    face_match: float | None = Field(default=None, ge=-1.0, le=1.0)
+    face_margin: float = Field(default=0.08, ge=0.0, le=2.0)
+    face_detection: float = Field(default=0.6, gt=0.0, lt=1.0)
+    min_face_px: int = Field(default=40, ge=8)
+    min_sharpness: float = Field(default=40.0, ge=0.0, description="variance of the Laplacian on the face crop")
+    max_yaw_deg: float = Field(default=40.0, gt=0.0, le=90.0)
+    person_detection: float = Field(default=0.4, gt=0.0, lt=1.0)
+
+
+class CameraConfig(_Strict):
+    id: Slug
+    url: str
+    role: Literal["door", "room"]
+    room: Slug
+    name: str = ""
+    analysis_fps: float = Field(default=5.0, gt=0.0, le=60.0)
+    enabled: bool = True
+
+    @field_validator("url")
+    @classmethod
+    def _camera_url(cls, value: str) -> str:
+        if not re.match(r"^(rtsp|rtsps|http|https|file)://|^embedded:[A-Za-z0-9_./-]+$", value):
+            raise ValueError("must be an rtsp://, http(s):// or file:// URL, or embedded:<mount> for the embedded RTSP server")
+        return value
+
+
+class RoomConfig(_Strict):
+    id: Slug
+    name: str = ""
+    capacity: int | None = Field(default=None, ge=1)
+
+
+class TransitWindow(_Strict):
+    min_s: float = Field(default=1.0, ge=0.0)
+    max_s: float = Field(default=15.0, gt=0.0)
+
+    @model_validator(mode="after")
+    def _ordered(self) -> "TransitWindow":
+        if self.max_s <= self.min_s:
+            raise ValueError("max_s must be greater than min_s")
+        return self
+
+
+class DoorConfig(_Strict):
+    id: Slug
+    room: Slug
+    door_camera: Slug
+    room_camera: Slug
+    # Polygon on the room camera's image, in pixels, where people arriving through this door appear.
+    entry_zone: list[tuple[float, float]] = Field(min_length=3)
+    transit: TransitWindow = TransitWindow()
+
+
+class AttendancePolicy(_Strict):
+    early_arrival_min: int = Field(default=15, ge=0, description="how early before the start a person may arrive")
+    late_after_min: int = Field(default=10, ge=0, description="arriving later than this after the start is late")
+    present_min_minutes: int = Field(default=20, ge=0, description="minutes of presence needed to count as present")
+    left_early_min: int = Field(default=10, ge=0, description="leaving this long before the end counts as left early")
+
+
+class CourseConfig(_Strict):
+    id: Slug
+    name: str = ""
+    roster: list[Slug] = []
+    faculty: list[Slug] = []
+    policy: AttendancePolicy = AttendancePolicy()
+
+
+class TimetableEntry(_Strict):
+    course: Slug
+    room: Slug
+    weekday: Weekday | None = None  # weekly recurring slot
+    date: dt.date | None = None  # or a one-off session
+    start: dt.time
+    end: dt.time
+
+    @model_validator(mode="after")
+    def _one_kind(self) -> "TimetableEntry":
+        if (self.weekday is None) == (self.date is None):
+            raise ValueError("give exactly one of weekday (weekly slot) or date (one-off session)")
+        if self.end <= self.start:
+            raise ValueError("end must be after start")
+        return self
+
+
+class PrivacyConfig(_Strict):
+    keep_enrolment_photos: bool = False  # embeddings only, unless a campus decides otherwise
+    enrolment_retention_days: int = Field(default=365, ge=1)
+    review_crop_retention_days: int = Field(default=7, ge=0)
+    presence_event_retention_days: int = Field(default=30, ge=1)
+    pseudonymise_attendance_on_erase: bool = True
+
+
+class Config(_Strict):
+    site: SiteConfig = SiteConfig()
+    database: DatabaseConfig = DatabaseConfig()
+    kafka: KafkaConfig = KafkaConfig()
+    stack: StackConfig = StackConfig()
+    models: ModelsConfig = ModelsConfig()
+    thresholds: ThresholdsConfig = ThresholdsConfig()
+    privacy: PrivacyConfig = PrivacyConfig()
+    cameras: list[CameraConfig] = []
+    rooms: list[RoomConfig] = []
+    doors: list[DoorConfig] = []
+    courses: list[CourseConfig] = []
+    timetable: list[TimetableEntry] = []
+
+    # Where it was read from: relative paths in the file (stack.scenarios) resolve against it.
+    source: Path | None = Field(default=None, exclude=True)
+
+    def camera(self, camera_id: str) -> CameraConfig:
+        for camera in self.cameras:
+            if camera.id == camera_id:
+                return camera
+        raise KeyError(camera_id)
+
+    def resolve_path(self, value: str) -> Path:
+        path = Path(value)
+        if path.is_absolute():
+            return path
+        for base in ([self.source.parent] if self.source else []) + [Path.cwd(), PROJECT_ROOT]:
+            if (base / path).exists():
+                return (base / path).resolve()
+        return (PROJECT_ROOT / path).resolve()
+
+
+# --- loading ------------------------------------------------------------------------------------
+
+
+def default_config_path() -> Path:
+    """``ROLLCALL_CONFIG``, else ``./rollcall.toml``, else the shipped example (what `make demo` uses)."""
+    if os.environ.get("ROLLCALL_CONFIG"):
+        return Path(os.environ["ROLLCALL_CONFIG"])
+    local = Path.cwd() / "rollcall.toml"
+    return local if local.exists() else EXAMPLE_CONFIG
+
+
+def load_config(path: Path | str | None = None, environ: dict[str, str] | None = None) -> Config:
+    path = Path(path) if path is not None else default_config_path()
+    environ = dict(os.environ) if environ is None else environ
+    shown = _display(path)
+    try:
+        raw = tomllib.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise RollcallError(f"{shown}: config file not found: pass --config PATH or set ROLLCALL_CONFIG") from None
+    except IsADirectoryError:
+        raise RollcallError(f"{shown}: is a folder, not a config file: pass the .toml file itself") from None
+    except UnicodeDecodeError:
+        raise RollcallError(f"{shown}: not a text file: the config must be UTF-8 TOML") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise RollcallError(f"{shown}: not valid TOML: {exc}") from None
+    return config_from_dict(raw, source=path, environ=environ)
+
+
+def config_from_dict(raw: dict[str, Any], *, source: Path | None = None,
+                     environ: dict[str, str] | None = None) -> Config:
+    shown = _display(source) if source else "<config>"
+    origins: dict[str, str] = {}
+    raw = _apply_environment(raw, environ or {}, shown, origins)
+    try:
+        config = Config.model_validate({**raw, "source": source})
+    except ValidationError as exc:
+        raise RollcallError(f"{shown}: {_first_error(exc, origins)}") from None
+    problem = _cross_reference_problem(config)
+    if problem:
+        raise RollcallError(f"{shown}: {problem}")
+    return config
+
+
+def _apply_environment(raw: dict[str, Any], environ: dict[str, str], shown: str,
+                       origins: dict[str, str]) -> dict[str, Any]:
+    """Overlay the environment on the file; ``origins`` records which key came from which variable."""
+    raw = _deep_copy(raw)
+    for variable, section, key in (("DATABASE_URL", "database", "url"),
+                                   ("KAFKA_BOOTSTRAP_SERVERS", "kafka", "bootstrap_servers"),
+                                   ("ROLLCALL_MODEL_PACK", "models", "pack")):
+        if environ.get(variable):
+            table = raw.setdefault(section, {})
+            if not isinstance(table, dict):
+                raise RollcallError(f"{shown}: {section}: must be a table")
+            table[key] = environ[variable]
+            origins[f"{section}.{key}"] = variable
+    cameras = raw.get("cameras")
+    if isinstance(cameras, list):
+        for index, camera in enumerate(cameras):
+            if isinstance(camera, dict) and isinstance(camera.get("id"), str):
+                variable = f"ROLLCALL_CAMERA_{_env_name(camera['id'])}_URL"
+                if environ.get(variable):
+                    camera["url"] = environ[variable]
+                    origins[f"cameras[{index}].url"] = variable
+    for key, value in environ.items():
+        if not key.startswith("ROLLCALL__"):
+            continue
+        parts = [p.lower() for p in key[len("ROLLCALL__"):].split("__") if p]
+        if len(parts) < 2:
+            raise RollcallError(f"environment {key}: needs ROLLCALL__SECTION__KEY, e.g. ROLLCALL__THRESHOLDS__MIN_FACE_PX")
+        node = raw
+        for part in parts[:-1]:
+            child = node.setdefault(part, {})
+            if not isinstance(child, dict):
+                raise RollcallError(f"environment {key}: {'.'.join(parts[:-1])} in {shown} is not a table")
+            node = child
+        node[parts[-1]] = _toml_scalar(value)
+        origins[".".join(parts)] = key
+    return raw
+
+
+def _toml_scalar(text: str) -> Any:
+    # "48" -> 48, "true" -> True, "[1, 2]" -> [1, 2]; anything that is not a TOML value stays a string
+    try:
+        return tomllib.loads(f"v = {text}")["v"]
+    except tomllib.TOMLDecodeError:
+        return text
+
+
+def _cross_reference_problem(config: Config) -> str | None:
+    for section, items in (("cameras", config.cameras), ("rooms", config.rooms),
+                           ("doors", config.doors), ("courses", config.courses)):
+        seen: set[str] = set()
+        for index, item in enumerate(items):
+            if item.id in seen:
+                return f"{section}[{index}].id: {item.id!r} is used twice: ids must be unique"
+            seen.add(item.id)
+    rooms = {room.id for room in config.rooms}
+    cameras = {camera.id: camera for camera in config.cameras}
+    courses = {course.id for course in config.courses}
+    for index, camera in enumerate(config.cameras):
+        if camera.room not in rooms:
+            return f"cameras[{index}].room: no room {camera.room!r}: add it under [[rooms]] or fix the id"
+    for index, door in enumerate(config.doors):
+        if door.room not in rooms:
+            return f"doors[{index}].room: no room {door.room!r}: add it under [[rooms]] or fix the id"
+        for key, role in (("door_camera", "door"), ("room_camera", "room")):
+            camera_id = getattr(door, key)
+            camera = cameras.get(camera_id)
+            if camera is None:
+                return f"doors[{index}].{key}: no camera {camera_id!r}: add it under [[cameras]] or fix the id"
+            if camera.role != role:
+                return f"doors[{index}].{key}: camera {camera_id!r} has role {camera.role!r}, expected {role!r}"
+        if cameras[door.room_camera].room != door.room:
+            return f"doors[{index}].room_camera: camera {door.room_camera!r} is in room {cameras[door.room_camera].room!r}, not {door.room!r}"
+    for index, entry in enumerate(config.timetable):
+        if entry.course not in courses:
+            return f"timetable[{index}].course: no course {entry.course!r}: add it under [[courses]] or fix the id"
+        if entry.room not in rooms:
+            return f"timetable[{index}].room: no room {entry.room!r}: add it under [[rooms]] or fix the id"
+    return None
+
+
+def _first_error(exc: ValidationError, origins: dict[str, str]) -> str:
+    error = exc.errors()[0]
+    where = _location(error["loc"])
+    if where in origins:
+        where += f" (set by environment variable {origins[where]})"
+    message = error["msg"].removeprefix("Value error, ")
+    if error["type"] == "extra_forbidden":
+        message = "unknown key: check its spelling against the configuration reference in README.md"
+    elif error["type"] == "missing":
+        message = "required key is missing"
+    count = exc.error_count()
+    more = f" (and {count - 1} more problem{'s' if count > 2 else ''})" if count > 1 else ""
+    return f"{where or '(top level)'}: {message}{more}"
+
+
+def _location(loc: tuple[Any, ...]) -> str:
+    text = ""
+    for part in loc:
+        if isinstance(part, int):
+            text += f"[{part}]"
+        elif isinstance(part, str) and not part.startswith(("function-", "literal[")):
+            text += f".{part}" if text else part
+    return text
+
+
+def _env_name(camera_id: str) -> str:
+    return re.sub(r"[^A-Za-z0-9]", "_", camera_id).upper()
+
+
+def _display(path: Path | None) -> str:
+    if path is None:
+        return "<config>"
+    try:
+        return str(Path(path).resolve().relative_to(Path.cwd()))
+    except ValueError:
+        return str(path)
+
+
+def _deep_copy(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {k: _deep_copy(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_deep_copy(v) for v in value]
+    return value
