@@ -34,7 +34,7 @@ import sys
 
 log = logging.getLogger("rollcall.rtsp")
 
-PIPELINE = (
+PIPELINE = os.environ.get("RTSP_PIPE") or (
     "( multifilesrc location={location} loop=true ! tsdemux ! h264parse config-interval=-1"
     " ! rtph264pay name=pay0 pt=96 config-interval=-1 )"
 )
