@@ -34,10 +34,9 @@ import sys
 
 log = logging.getLogger("rollcall.rtsp")
 
-PIPELINE = os.environ.get("RTSP_PIPE") or (
-    "( multifilesrc location={location} loop=true ! tsdemux ! h264parse config-interval=-1"
-    " ! rtph264pay name=pay0 pt=96 config-interval=-1 )"
-)
+# NOTE: config-interval=-1 on h264parse/rtph264pay garbled the decoded pictures (wrong references, no
+# decoder error) in a test here; x264 muxed into MPEG-TS already repeats SPS/PPS at every IDR.
+PIPELINE = "( multifilesrc location={location} loop=true ! tsdemux ! h264parse ! rtph264pay name=pay0 pt=96 )"
 
 
 def _gst_quote(path: str) -> str:
