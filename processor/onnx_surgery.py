@@ -15,7 +15,7 @@ Two edits, both done once when a model pack is fetched, never at run time:
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 
 import numpy as np
 import onnx
@@ -51,23 +51,24 @@ def fold_constant_dequantize(model: onnx.ModelProto) -> int:
     """Replace every DequantizeLinear fed only by initializers (and Reshapes of the result) by an fp32
     initializer. Returns the number of nodes removed. Edits ``model`` in place."""
     graph = model.graph
-    consts: dict[str, np.ndarray] = {name: numpy_helper.to_array(t) for name, t in _initializers(graph).items()}
+    known: dict[str, np.ndarray] = {name: numpy_helper.to_array(t) for name, t in _initializers(graph).items()}
     folded: dict[str, np.ndarray] = {}
     keep: list[onnx.NodeProto] = []
     removed = 0
     for node in graph.node:
-        known = {**consts, **folded}
         inputs = [i for i in node.input if i]
         if node.op_type == "DequantizeLinear" and all(i in known for i in inputs):
             attrs = {a.name: helper.get_attribute_value(a) for a in node.attribute}
             x, scale = known[node.input[0]], known[node.input[1]]
             zp = known[node.input[2]] if len(node.input) > 2 and node.input[2] else None
-            folded[node.output[0]] = dequantize(x, scale, zp, int(attrs.get("axis", 1)), int(attrs.get("block_size", 0)))
+            folded[node.output[0]] = known[node.output[0]] = dequantize(
+                x, scale, zp, int(attrs.get("axis", 1)), int(attrs.get("block_size", 0)))
             removed += 1
             continue
         if node.op_type == "Reshape" and node.input[0] in folded and node.input[1] in known:
             data, shape = folded[node.input[0]], known[node.input[1]].astype(np.int64)
-            folded[node.output[0]] = data.reshape(tuple(int(data.shape[i]) if s == 0 else int(s) for i, s in enumerate(shape)))
+            target = tuple(int(data.shape[i]) if s == 0 else int(s) for i, s in enumerate(shape))  # 0: keep axis
+            folded[node.output[0]] = known[node.output[0]] = data.reshape(target)
             removed += 1
             continue
         keep.append(node)
@@ -84,7 +85,8 @@ def fold_constant_dequantize(model: onnx.ModelProto) -> int:
 
 
 def _drop_unused(model: onnx.ModelProto) -> None:
-    """Remove initializers nobody reads, and graph inputs that are initializers or unread."""
+    """Remove initializers nobody reads, and graph inputs that are initializers or unread (old exporters list
+    every weight as a graph input too, which keeps the runtime from treating them as constants)."""
     graph = model.graph
     used = {i for n in graph.node for i in n.input} | {o.name for o in graph.output}
     inits = [t for t in graph.initializer if t.name in used]
@@ -97,11 +99,6 @@ def _drop_unused(model: onnx.ModelProto) -> None:
     vis = [v for v in graph.value_info if v.name in used]
     del graph.value_info[:]
     graph.value_info.extend(vis)
-
-
-def strip_initializer_inputs(model: onnx.ModelProto) -> None:
-    """Old exporters list every weight as a graph input too; that blocks constant folding in the runtime."""
-    _drop_unused(model)
 
 
 def _set_dims(value: onnx.ValueInfoProto, dims: Mapping[int, int | str]) -> None:
@@ -175,7 +172,3 @@ def describe_io(model: onnx.ModelProto) -> dict[str, list[tuple[str, list[int | 
 
     return {"inputs": [(v.name, dims(v)) for v in model.graph.input],
             "outputs": [(v.name, dims(v)) for v in model.graph.output]}
-
-
-def count_ops(model: onnx.ModelProto, ops: Sequence[str]) -> int:
-    return sum(1 for n in model.graph.node if n.op_type in ops)
