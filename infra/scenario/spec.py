@@ -1,0 +1,357 @@
+"""Scenario specs: a TOML file that says who walks in when, and which photos show them.
+
+Layout (photo paths are relative to the spec file; absolute paths work too)::
+
+    [scenario]
+    name = "default"          # letters, digits, '.', '_', '-' (it names the output folder)
+    duration_s = 75           # video length
+    fps = 10
+    seed = 7                  # optional, default 0: noise, sway, figure choice
+    transit_s = 4.0           # optional: seconds from passing the door to appearing in the room
+    door_passage_s = 3.5      # optional: seconds a face takes to approach the door camera
+
+    [cameras.door]            # optional, default 1280x720 (even numbers, 640x360 .. 1920x1080)
+    width = 1280
+    height = 720
+    [cameras.room]
+    width = 1280
+    height = 720
+
+    [[people]]                # enrolled people
+    id = "macron"
+    name = "Emmanuel Macron"
+    enroll = ["photos/macron_2014.jpg"]   # enrolment photos (not shown in the videos)
+    door_photo = "photos/macron_2025.jpg" # the face the door camera sees: must differ from enroll
+    arrive_s = 4                          # when the approach to the door camera starts
+    leave_s = 50                          # optional: when they get up and walk out
+
+    [[visitors]]              # not enrolled; id optional (default visitor-1, visitor-2, ...)
+    door_photo = "photos/sunak.jpg"
+    arrive_s = 20
+
+    [session]
+    course = "CS101"
+    room = "B-204"
+    start_s = 6
+    end_s = 70
+    min_presence_s = 10       # optional: see ground truth's expected_present rule
+
+Timeline of one arrival (all derived from the spec, recorded in the ground truth):
+``arrive_s`` face starts approaching the door camera -> ``t_pass = arrive_s + door_passage_s``
+passes the door (face largest) -> ``t_appear = t_pass + transit_s`` appears in the room's doorway ->
+``t_seated = t_appear + ENTRY_WALK_S`` at their place -> (``leave_s``) walks out, gone
+``EXIT_WALK_S`` later.
+
+Every problem is one :class:`RollcallError` line naming the file, the key and the fix.
+"""
+
+from __future__ import annotations
+
+import difflib
+import hashlib
+import os
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Optional
+
+import cv2
+import numpy as np
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from infra.errors import RollcallError
+
+# Fixed walking times in the room camera (seconds), so timings are known from the spec alone.
+ENTRY_WALK_S = 5.0  # doorway -> through the entry zone -> their place
+EXIT_WALK_S = 5.0  # their place -> through the entry zone -> gone through the doorway
+DOOR_EXIT_S = 0.5  # after t_pass the face leaves the door camera's frame
+DOOR_LANES = 2  # at most this many faces at the door camera at once (they use separate lanes)
+ROOM_PLACES = 7  # at most this many people in the room at once (places they walk to)
+
+_ID_RE = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$"
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
+
+
+class ScenarioSection(_Model):
+    name: str = Field(pattern=_ID_RE)
+    duration_s: float = Field(gt=0, le=3600)
+    fps: int = Field(ge=1, le=60)
+    seed: int = 0
+    transit_s: float = Field(default=4.0, ge=0, le=600)
+    door_passage_s: float = Field(default=3.5, ge=1.5, le=10)
+
+
+class Camera(_Model):
+    width: int = Field(default=1280, ge=640, le=1920, multiple_of=2)
+    height: int = Field(default=720, ge=360, le=1080, multiple_of=2)
+
+
+class Cameras(_Model):
+    door: Camera = Camera()
+    room: Camera = Camera()
+
+
+class PersonEntry(_Model):
+    id: str = Field(pattern=_ID_RE)
+    name: str = Field(min_length=1)
+    enroll: list[str] = Field(min_length=1)
+    door_photo: str
+    arrive_s: float
+    leave_s: Optional[float] = None
+
+
+class VisitorEntry(_Model):
+    id: Optional[str] = Field(default=None, pattern=_ID_RE)
+    name: Optional[str] = None
+    door_photo: str
+    arrive_s: float
+    leave_s: Optional[float] = None
+
+
+class SessionSection(_Model):
+    course: str = Field(min_length=1)
+    room: str = Field(min_length=1)
+    start_s: float
+    end_s: float
+    min_presence_s: float = Field(default=10.0, ge=0)
+
+
+class SpecFile(_Model):
+    scenario: ScenarioSection
+    cameras: Cameras = Cameras()
+    people: list[PersonEntry] = Field(min_length=1)
+    visitors: list[VisitorEntry] = []
+    session: SessionSection
+
+
+@dataclass(frozen=True)
+class Arrival:
+    """One person walking in (enrolled or visitor), with its derived timeline."""
+
+    id: str
+    name: str
+    enrolled: bool
+    key: str  # where it sits in the spec, e.g. "people[1]" or "visitors[0]"
+    door_photo: Path
+    enroll: tuple[Path, ...]
+    arrive_s: float
+    t_pass: float
+    t_appear: float
+    t_seated: float
+    leave_s: Optional[float]
+    t_gone: Optional[float]
+    door_lane: int
+
+
+@dataclass(frozen=True)
+class ScenarioSpec:
+    path: Path
+    raw: SpecFile
+    arrivals: tuple[Arrival, ...]
+    photos: tuple[Path, ...] = field(default_factory=tuple)  # every photo, in spec order, no repeats
+
+    @property
+    def name(self) -> str:
+        return self.raw.scenario.name
+
+    @property
+    def fps(self) -> int:
+        return self.raw.scenario.fps
+
+    @property
+    def duration_s(self) -> float:
+        return self.raw.scenario.duration_s
+
+    @property
+    def n_frames(self) -> int:
+        return int(round(self.duration_s * self.fps))
+
+
+def display_path(path: Path) -> str:
+    """The path as the user would type it: relative to the working folder when inside it."""
+    try:
+        rel = os.path.relpath(path)
+    except ValueError:
+        return str(path)
+    return rel if not rel.startswith("..") else str(path)
+
+
+def load_spec(spec_path: str | os.PathLike) -> ScenarioSpec:
+    """Read, validate and resolve a scenario spec; raise a one-line RollcallError on any problem."""
+    path = Path(spec_path).expanduser().absolute()
+    where = display_path(path)
+    if not path.is_file():
+        raise RollcallError(f"{where}: scenario spec not found — check the path")
+    try:
+        data = tomllib.loads(path.read_bytes().decode("utf-8"))
+    except UnicodeDecodeError:
+        raise RollcallError(f"{where}: not UTF-8 text — save the spec as UTF-8 TOML") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise RollcallError(f"{where}: malformed TOML: {exc} — fix the syntax there") from None
+    try:
+        raw = SpecFile.model_validate(data)
+    except ValidationError as exc:
+        raise RollcallError(f"{where}: {_first_error(exc)}") from None
+    return _check(path, where, raw)
+
+
+def _first_error(exc: ValidationError) -> str:
+    errors = exc.errors(include_url=False)
+    # a misspelt key shows up as an unknown key plus a missing one: report the unknown key first
+    err = next((e for e in errors if e["type"] == "extra_forbidden"), errors[0])
+    key = _key(err["loc"])
+    kind = err["type"]
+    if kind == "missing":
+        return f"{key}: missing — add it (see infra/scenarios/default.toml)"
+    if kind == "extra_forbidden":
+        missing = [str(e["loc"][-1]) for e in errors if e["type"] == "missing" and e["loc"][:-1] == err["loc"][:-1]]
+        close = difflib.get_close_matches(str(err["loc"][-1]), missing, n=1)
+        hint = f"did you mean {close[0]}?" if close else "remove it or fix the spelling"
+        return f"{key}: unknown key — {hint}"
+    if kind == "string_pattern_mismatch":
+        return (f"{key}: {err['input']!r} is not a valid id — use letters, digits, '.', '_' or '-' "
+                "(at most 64, starting with a letter or digit)")
+    got = err.get("input")
+    shown = "" if isinstance(got, (dict, list)) else f" (got {got!r})"
+    return f"{key}: {err['msg'].rstrip('.')}{shown} — fix the value"
+
+
+def _key(loc: tuple[Any, ...]) -> str:
+    out = ""
+    for part in loc:
+        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
+    return out or "(top level)"
+
+
+def _fail(where: str, key: str, what: str) -> RollcallError:
+    return RollcallError(f"{where}: {key}: {what}")
+
+
+def _check(path: Path, where: str, raw: SpecFile) -> ScenarioSpec:
+    sc = raw.scenario
+    dur = sc.duration_s
+    if round(dur * sc.fps) < 1:
+        raise _fail(where, "scenario.duration_s", f"{dur} s at {sc.fps} fps is not even one frame — make it longer")
+
+    # photos: exist, are images; remember their bytes' hashes to spot a door photo reused for enrolment
+    digests: dict[Path, str] = {}
+    order: list[Path] = []
+
+    def photo(key: str, value: str) -> Path:
+        p = Path(value).expanduser()
+        p = p if p.is_absolute() else path.parent / p
+        p = Path(os.path.normpath(p))
+        if p not in digests:
+            if not p.exists():
+                raise _fail(where, key, f"file {value} does not exist — fix the path (relative to the spec file)"
+                            " or run `rollcall models fetch open` to get the test photos")
+            if not p.is_file():
+                raise _fail(where, key, f"{value} is not a file — point it at a JPEG or PNG photo")
+            blob = p.read_bytes()
+            img = cv2.imdecode(np.frombuffer(blob, np.uint8), cv2.IMREAD_COLOR) if blob else None
+            if img is None or img.size == 0:
+                raise _fail(where, key, f"file {value} is not an image OpenCV can read — use a JPEG or PNG photo")
+            if min(img.shape[:2]) < 48:
+                raise _fail(where, key, f"photo {value} is only {img.shape[1]}x{img.shape[0]} px — use a larger photo")
+            digests[p] = hashlib.sha256(blob).hexdigest()
+            order.append(p)
+        return p
+
+    enrolled_photos: dict[str, str] = {}  # sha -> "people[i].enroll[j]"
+    people_photos: list[tuple[tuple[Path, ...], Path]] = []
+    for i, person in enumerate(raw.people):
+        paths = tuple(photo(f"people[{i}].enroll[{j}]", v) for j, v in enumerate(person.enroll))
+        for j, p in enumerate(paths):
+            enrolled_photos.setdefault(digests[p], f"people[{i}].enroll[{j}]")
+        people_photos.append((paths, photo(f"people[{i}].door_photo", person.door_photo)))
+    visitor_photos = [photo(f"visitors[{i}].door_photo", v.door_photo) for i, v in enumerate(raw.visitors)]
+
+    # The point of the door camera is recognition from a photo the system was NOT enrolled with:
+    # a door photo identical to any enrolment photo would make the test trivially easy (and for a
+    # visitor, wrong), so it is rejected rather than warned about.
+    for i, (_, door) in enumerate(people_photos):
+        if digests[door] in enrolled_photos:
+            raise _fail(where, f"people[{i}].door_photo", f"same photo as {enrolled_photos[digests[door]]} — "
+                        "use a different photo of the person, so the door tests recognition, not a lookup")
+    for i, door in enumerate(visitor_photos):
+        if digests[door] in enrolled_photos:
+            raise _fail(where, f"visitors[{i}].door_photo", f"same photo as {enrolled_photos[digests[door]]} — "
+                        "a visitor must not be an enrolment photo; use another photo")
+
+    # ids
+    seen: dict[str, str] = {}
+    entries: list[tuple[str, str, str, bool, Any]] = []
+    for i, person in enumerate(raw.people):
+        entries.append((f"people[{i}]", person.id, person.name, True, person))
+    for i, visitor in enumerate(raw.visitors):
+        vid = visitor.id or f"visitor-{i + 1}"
+        entries.append((f"visitors[{i}]", vid, visitor.name or vid, False, visitor))
+    for key, ident, _, _, _ in entries:
+        if ident in seen:
+            raise _fail(where, f"{key}.id", f"duplicate id {ident!r} (also {seen[ident]}) — ids must be unique")
+        seen[ident] = key
+
+    # times
+    arrivals: list[dict[str, Any]] = []
+    for n, (key, ident, name, enrolled, e) in enumerate(entries):
+        if not 0 <= e.arrive_s < dur:
+            raise _fail(where, f"{key}.arrive_s", f"{e.arrive_s:g} s is outside the scenario [0, {dur:g}) — "
+                        "make it a time inside scenario.duration_s")
+        t_pass = e.arrive_s + sc.door_passage_s
+        t_appear = t_pass + sc.transit_s
+        t_seated = t_appear + ENTRY_WALK_S
+        if t_seated > dur:
+            raise _fail(where, f"{key}.arrive_s", f"{e.arrive_s:g} s is too late: in place at {t_seated:g} s "
+                        f"(arrive + door_passage_s + transit_s + {ENTRY_WALK_S:g} s walk), after the end "
+                        f"({dur:g} s) — arrive earlier or lengthen scenario.duration_s")
+        t_gone = None
+        if e.leave_s is not None:
+            if e.leave_s < t_seated:
+                raise _fail(where, f"{key}.leave_s", f"{e.leave_s:g} s is before the person is in place "
+                            f"({t_seated:g} s = arrive_s + door_passage_s + transit_s + {ENTRY_WALK_S:g} s walk)"
+                            " — leave later or arrive earlier")
+            t_gone = e.leave_s + EXIT_WALK_S
+            if t_gone > dur:
+                raise _fail(where, f"{key}.leave_s", f"{e.leave_s:g} s is too late: the walk out ends at "
+                            f"{t_gone:g} s, after the end ({dur:g} s) — leave earlier or remove leave_s")
+        paths = people_photos[n][0] if enrolled else ()
+        door = people_photos[n][1] if enrolled else visitor_photos[n - len(raw.people)]
+        arrivals.append(dict(id=ident, name=name, enrolled=enrolled, key=key, door_photo=door, enroll=paths,
+                             arrive_s=e.arrive_s, t_pass=t_pass, t_appear=t_appear, t_seated=t_seated,
+                             leave_s=e.leave_s, t_gone=t_gone, door_lane=-1))
+
+    # door lanes: faces at the door camera at the same time walk in separate lanes
+    busy: list[list[tuple[float, float]]] = [[] for _ in range(DOOR_LANES)]
+    for n, a in enumerate(sorted(arrivals, key=lambda a: (a["arrive_s"], a["key"]))):
+        span = (a["arrive_s"], a["t_pass"] + DOOR_EXIT_S + 0.2)
+        for lane in [(n + k) % DOOR_LANES for k in range(DOOR_LANES)]:  # alternate sides when free
+            if all(span[1] <= s or span[0] >= e for s, e in busy[lane]):
+                busy[lane].append(span)
+                a["door_lane"] = lane
+                break
+        else:
+            raise _fail(where, f"{a['key']}.arrive_s", f"more than {DOOR_LANES} people at the door camera at once "
+                        f"around {a['arrive_s']:g} s — space arrivals at least "
+                        f"{sc.door_passage_s + DOOR_EXIT_S + 0.2:g} s apart")
+
+    # room places: at most ROOM_PLACES people in the room at once
+    spans = sorted((a["t_appear"], a["t_gone"] if a["t_gone"] is not None else float("inf"), a["key"]) for a in arrivals)
+    for start, _, key in spans:
+        inside = sum(1 for s, e, _ in spans if s <= start < e)
+        if inside > ROOM_PLACES:
+            raise _fail(where, f"{key}.arrive_s", f"more than {ROOM_PLACES} people in the room at {start:g} s — "
+                        f"the room camera has {ROOM_PLACES} places; have fewer people or some leave earlier")
+
+    se = raw.session
+    if se.end_s <= se.start_s:
+        raise _fail(where, "session.end_s", f"{se.end_s:g} s is not after session.start_s ({se.start_s:g} s) — "
+                    "the session must end after it starts")
+    if se.start_s < 0 or se.end_s > dur:
+        key = "session.start_s" if se.start_s < 0 else "session.end_s"
+        raise _fail(where, key, f"session [{se.start_s:g}, {se.end_s:g}] s is outside the scenario "
+                    f"[0, {dur:g}] s — keep the session inside scenario.duration_s")
+
+    return ScenarioSpec(path=path, raw=raw, arrivals=tuple(Arrival(**a) for a in arrivals), photos=tuple(order))
