@@ -28,7 +28,7 @@ def render_cached(spec_path: Path):
     from infra.scenario.spec import load_spec
 
     spec = load_spec(spec_path)
-    return spec, render(spec_path, scenarios_dir() / spec.scenario.name)
+    return spec, render(spec_path, scenarios_dir() / spec.name)
 
 
 def demo_mounts(config: Config, *, render_missing: bool = True) -> dict[str, Path]:
@@ -38,11 +38,11 @@ def demo_mounts(config: Config, *, render_missing: bool = True) -> dict[str, Pat
         spec_path = config.resolve_path(entry)
         if render_missing:
             spec, _ = render_cached(spec_path)
-            name = spec.scenario.name
+            name = spec.name
         else:
             from infra.scenario.spec import load_spec
 
-            name = load_spec(spec_path).scenario.name
+            name = load_spec(spec_path).name
         folder = scenarios_dir() / name
         for camera in ("door", "room"):
             video = folder / f"{camera}.ts"
@@ -90,7 +90,7 @@ def run_scenario(spec_path: Path, *, config: Config, progress: Callable[[str], N
     say = progress or (lambda _message: None)
     spec_path = Path(spec_path)
     spec, rendered = render_cached(spec_path)
-    name = spec.scenario.name
+    name = spec.name
     folder = scenarios_dir() / name
     say(f"scenario {name}: {'cached render' if rendered.cached else 'rendered'} in {folder}")
 
@@ -111,14 +111,14 @@ def run_scenario(spec_path: Path, *, config: Config, progress: Callable[[str], N
     try:
         counts = {camera: StreamCount(url=state.rtsp_url(path.lstrip("/")))
                   for camera, path in (("door", f"run-{run_id}/door"), ("room", f"run-{run_id}/room"))}
-        say(f"decoding {', '.join(c.url for c in counts.values())} for {spec.scenario.duration_s} s")
+        say(f"decoding {', '.join(c.url for c in counts.values())} for {spec.duration_s} s")
         stop = threading.Event()
-        threads = [threading.Thread(target=decode_for, args=(c.url, spec.scenario.duration_s, c, stop),
+        threads = [threading.Thread(target=decode_for, args=(c.url, spec.duration_s, c, stop),
                                     name=f"decode-{camera}", daemon=True) for camera, c in counts.items()]
         for thread in threads:
             thread.start()
         for thread in threads:
-            thread.join(timeout=spec.scenario.duration_s + 30)
+            thread.join(timeout=spec.duration_s + 30)
         stop.set()
     finally:
         stack.set_rtsp_mounts(base_mounts)
@@ -127,7 +127,7 @@ def run_scenario(spec_path: Path, *, config: Config, progress: Callable[[str], N
     if failed and all(c.frames == 0 for c in counts.values()):
         raise RollcallError(f"scenario {name}: no camera stream could be decoded ({failed}); see `rollcall status`")
     truth = rendered.ground_truth
-    expected_frames = int(round(spec.scenario.duration_s * spec.scenario.fps))
+    expected_frames = int(round(spec.duration_s * spec.fps))
     not_measured = {
         "attendance.precision": "the attendance writer is not built yet (issue 5)",
         "attendance.recall": "the attendance writer is not built yet (issue 5)",

@@ -218,14 +218,16 @@ def scenario() -> None:
 
 @scenario.command("render")
 @click.argument("spec", type=click.Path(path_type=Path))
-@click.option("--out", "out_dir", type=click.Path(file_okay=False, path_type=Path), required=True,
-              help="Folder for door.ts, room.ts and ground_truth.json.")
-def scenario_render(spec: Path, out_dir: Path) -> None:
+@click.option("--out", "out_dir", type=click.Path(file_okay=False, path_type=Path),
+              help="Folder for door.ts, room.ts and ground_truth.json (default: var/scenarios/<name>).")
+def scenario_render(spec: Path, out_dir: Path | None) -> None:
     """Render a scenario spec (TOML) to door/room camera videos and ground truth. Cached."""
-    from infra.scenario.render import render
+    from infra.scenario import default_out_dir, load_spec, render
 
+    out_dir = out_dir or default_out_dir(load_spec(spec))
     result = render(spec, out_dir)
-    click.echo(f"{'cached' if result.cached else 'rendered'}: {out_dir}")
+    click.echo(f"{'cached' if result.cached else f'rendered in {result.seconds:.1f} s'}: "
+               f"{result.door_video}, {result.room_video}, {result.ground_truth_path}")
 
 
 @scenario.command("run")
