@@ -44,7 +44,7 @@ def resolve(config: Config, *, need: tuple[str, ...] = ("database", "kafka", "ca
         database_url = embedded("postgres", "DATABASE_URL").database_url
     kafka = config.kafka.bootstrap_servers
     if "kafka" in need and kafka == EMBEDDED:
-        kafka = embedded("broker", "KAFKA_BOOTSTRAP_SERVERS").kafka_bootstrap_servers
+        kafka = embedded("kafka", "KAFKA_BOOTSTRAP_SERVERS").kafka_bootstrap_servers
     cameras: dict[str, str] = {}
     for camera in config.cameras:
         url = camera.url

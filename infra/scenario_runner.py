@@ -10,7 +10,7 @@ from __future__ import annotations
 import threading
 import time
 import uuid
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
@@ -55,15 +55,15 @@ def demo_mounts(config: Config, *, render_missing: bool = True) -> dict[str, Pat
 class StreamCount:
     """Frames one RTSP client decoded, and how it ended."""
 
+    camera_id: str
     url: str
     frames: int = 0
-    first_frame_s: float | None = None  # seconds from start to the first decoded frame
+    first_frame_s: float | None = None  # seconds from opening to the first decoded frame
     error: str | None = None
-    pts_s: list[float] = field(default_factory=list)
 
 
-def decode_for(url: str, seconds: float, result: StreamCount, stop: threading.Event) -> None:
-    """Decode an RTSP stream for ``seconds`` of wall time, counting frames (a thread per camera)."""
+def decode_frames(url: str, frames: int, deadline_s: float, result: StreamCount, stop: threading.Event) -> None:
+    """Decode up to ``frames`` frames of an RTSP stream (one loop of the video), or until the deadline."""
     import av
 
     started = time.monotonic()
@@ -71,24 +71,42 @@ def decode_for(url: str, seconds: float, result: StreamCount, stop: threading.Ev
         with av.open(url, options=RTSP_OPTIONS, timeout=(10.0, 10.0)) as container:
             stream = container.streams.video[0]
             stream.thread_type = "AUTO"
-            for frame in container.decode(stream):
-                now = time.monotonic()
+            for _frame in container.decode(stream):
                 if result.first_frame_s is None:
-                    result.first_frame_s = round(now - started, 3)
+                    result.first_frame_s = round(time.monotonic() - started, 3)
                 result.frames += 1
-                if frame.time is not None:
-                    result.pts_s.append(float(frame.time))
-                if stop.is_set() or now - started >= seconds:
+                if result.frames >= frames or stop.is_set() or time.monotonic() - started >= deadline_s:
                     break
     except av.FFmpegError as exc:
         result.error = f"{type(exc).__name__}: {exc}"
+
+
+def scenario_door(config: Config, spec):
+    """The configured door of the scenario's session room: its cameras play the rendered videos."""
+    room = spec.raw.session.room
+    for door in config.doors:
+        if door.room == room:
+            return door
+    raise RollcallError(
+        f"{spec_display(spec)}: session.room {room!r} has no door in the config {config.source}: "
+        "add a [[doors]] entry for that room or run with a config that has one"
+    )
+
+
+def spec_display(spec) -> str:
+    from infra.scenario.spec import display_path
+
+    return display_path(spec.path)
 
 
 def run_scenario(spec_path: Path, *, config: Config, progress: Callable[[str], None] | None = None) -> dict:
     from infra import db, stack
 
     say = progress or (lambda _message: None)
+    from infra.scenario.spec import load_spec
+
     spec_path = Path(spec_path)
+    door = scenario_door(config, load_spec(spec_path))  # fail fast, before any rendering
     spec, rendered = render_cached(spec_path)
     name = spec.name
     folder = scenarios_dir() / name
@@ -109,16 +127,17 @@ def run_scenario(spec_path: Path, *, config: Config, progress: Callable[[str], N
     say(f"stack up: postgres {state.database_url}, kafka {state.kafka_bootstrap_servers}")
 
     try:
-        counts = {camera: StreamCount(url=state.rtsp_url(path.lstrip("/")))
-                  for camera, path in (("door", f"run-{run_id}/door"), ("room", f"run-{run_id}/room"))}
-        say(f"decoding {', '.join(c.url for c in counts.values())} for {spec.duration_s} s")
+        counts = {role: StreamCount(camera_id=camera_id, url=state.rtsp_url(f"run-{run_id}/{role}"))
+                  for role, camera_id in (("door", door.door_camera), ("room", door.room_camera))}
+        say(f"decoding {', '.join(f'{c.camera_id} <- {c.url}' for c in counts.values())} ({spec.duration_s:g} s)")
         stop = threading.Event()
-        threads = [threading.Thread(target=decode_for, args=(c.url, spec.duration_s, c, stop),
-                                    name=f"decode-{camera}", daemon=True) for camera, c in counts.items()]
+        deadline = spec.duration_s + 20  # live stream: one loop takes duration_s of wall time
+        threads = [threading.Thread(target=decode_frames, args=(c.url, spec.n_frames, deadline, c, stop),
+                                    name=f"decode-{role}", daemon=True) for role, c in counts.items()]
         for thread in threads:
             thread.start()
         for thread in threads:
-            thread.join(timeout=spec.duration_s + 30)
+            thread.join(timeout=deadline + 15)
         stop.set()
     finally:
         stack.set_rtsp_mounts(base_mounts)
@@ -127,7 +146,7 @@ def run_scenario(spec_path: Path, *, config: Config, progress: Callable[[str], N
     if failed and all(c.frames == 0 for c in counts.values()):
         raise RollcallError(f"scenario {name}: no camera stream could be decoded ({failed}); see `rollcall status`")
     truth = rendered.ground_truth
-    expected_frames = int(round(spec.duration_s * spec.fps))
+    expected_frames = spec.n_frames
     not_measured = {
         "attendance.precision": "the attendance writer is not built yet (issue 5)",
         "attendance.recall": "the attendance writer is not built yet (issue 5)",
@@ -144,8 +163,8 @@ def run_scenario(spec_path: Path, *, config: Config, progress: Callable[[str], N
         "frames": {
             "decoded": sum(c.frames for c in counts.values()),
             "expected": expected_frames * len(counts),
-            "per_camera": {camera: {"decoded": c.frames, "first_frame_s": c.first_frame_s, "error": c.error}
-                           for camera, c in counts.items()},
+            "per_camera": {c.camera_id: {"role": role, "decoded": c.frames, "first_frame_s": c.first_frame_s,
+                                         "error": c.error} for role, c in counts.items()},
         },
         "ground_truth": {
             "people": len(truth.get("people", [])),

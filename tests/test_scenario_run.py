@@ -1,0 +1,52 @@
+"""`rollcall scenario run` end to end on the default scenario: rendered (cached), served by the
+embedded RTSP server, decoded over RTSP/TCP, one JSON document out. Scores whose parts are not built
+yet must be null with a reason, never a number."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+from infra.paths import PROJECT_ROOT
+
+DEFAULT_SPEC = PROJECT_ROOT / "infra" / "scenarios" / "default.toml"
+
+
+def test_scenario_run_json_on_default_scenario(stack, stack_dir):
+    env = {**os.environ, "ROLLCALL_STACK_DIR": str(stack_dir)}
+    result = subprocess.run([sys.executable, "-m", "processor.cli", "scenario", "run", str(DEFAULT_SPEC), "--json"],
+                            capture_output=True, text=True, env=env, timeout=400)
+    assert result.returncode == 0, result.stderr
+    document = json.loads(result.stdout)
+    for section, key in (("attendance", "precision"), ("attendance", "recall"), ("handoff", "accuracy"),
+                         ("events", "recognitions"), ("events", "presence"), ("frames", "decoded")):
+        assert key in document[section], (section, key)
+    # Not built yet: null, with the reason given.
+    for dotted in ("attendance.precision", "attendance.recall", "handoff.accuracy",
+                   "events.recognitions", "events.presence"):
+        section, key = dotted.split(".")
+        if document[section][key] is None:
+            assert dotted in document["not_measured"]
+    frames = document["frames"]
+    # One loop of each camera's video over RTSP: every frame arrives (a little slack for the loop edge).
+    assert frames["expected"] == 2 * 750
+    assert frames["decoded"] >= 0.98 * frames["expected"], frames
+    assert set(frames["per_camera"]) == {"door-a101", "room-a101"}
+    for camera in frames["per_camera"].values():
+        assert camera["error"] is None and camera["first_frame_s"] < 5
+    assert sorted(document["ground_truth"]["expected_present"]) == ["ardern", "macron", "obama"]
+
+
+def test_scenario_run_with_unknown_room_is_one_line(stack, stack_dir, tmp_path):
+    spec = tmp_path / "elsewhere.toml"
+    spec.write_text(DEFAULT_SPEC.read_text().replace('room = "A101"', 'room = "Z999"')
+                    .replace('"photos/', f'"{DEFAULT_SPEC.parent}/photos/').replace('name = "default"', 'name = "elsewhere"'))
+    env = {**os.environ, "ROLLCALL_STACK_DIR": str(stack_dir)}
+    result = subprocess.run([sys.executable, "-m", "processor.cli", "scenario", "run", str(spec), "--json"],
+                            capture_output=True, text=True, env=env, timeout=120)
+    assert not (tmp_path / "elsewhere").exists()
+    assert result.returncode == 2
+    assert "Traceback" not in result.stderr
+    assert "session.room 'Z999' has no door" in result.stderr and len(result.stderr.strip().splitlines()) == 1
