@@ -9,7 +9,8 @@ gstreamer1.0-plugins-base gstreamer1.0-plugins-good gstreamer1.0-plugins-bad.
 
 ``mounts.json`` maps a mount path to an MPEG-TS file: ``{"/cam1": "/abs/cam1.ts", ...}``. It is read at
 start and again on SIGHUP, so mounts can be added, changed or removed without a restart (clients already
-playing a removed mount keep playing until they disconnect). SIGTERM/SIGINT stop the server cleanly.
+playing a removed mount keep playing until they disconnect). After each read the server writes
+``mounts.json.applied`` ({"source": what it read, "served": what it serves}). SIGTERM/SIGINT stop it.
 
 Each mount is shared media (one pipeline per mount, however many clients)::
 
@@ -131,6 +132,17 @@ def main(argv: list[str] | None = None) -> int:
             mount_points.add_factory(mount, make_factory(mount, location))
             current[mount] = location
             log.info("mount %s -> %s", mount, location)
+        write_applied(wanted)
+
+    def write_applied(wanted: dict[str, str]) -> None:
+        # tells `set_rtsp_mounts` (which waits for it) that this content of the mounts file is served
+        applied = args.mounts + ".applied"
+        try:
+            with open(applied + ".partial", "w", encoding="utf-8") as handle:
+                json.dump({"source": wanted, "served": current, "pid": os.getpid()}, handle)
+            os.replace(applied + ".partial", applied)
+        except OSError as exc:
+            log.error("cannot write %s (%s)", applied, exc)
 
     load_mounts()
     if server.attach(None) == 0:
