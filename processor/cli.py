@@ -92,7 +92,7 @@ def status(as_json: bool) -> None:
         return
     for name, info in report.items():
         state = info.get("state", "?")
-        detail = "  ".join(f"{k}={v}" for k, v in info.items() if k != "state" and v is not None)
+        detail = "  ".join(f"{k}={v}" for k, v in info.items() if k != "state" and v not in (None, "", {}))
         click.echo(f"{name:10} {state:9} {detail}")
     if any(info.get("state") == "crashed" for info in report.values()):
         sys.exit(1)
