@@ -40,6 +40,8 @@ class FrameBuffer:
         self._lock = threading.Lock()
         self._loop = loop
         self.ready = asyncio.Event()
+        # Set as well on every put: the batcher shares one wake-up event across all cameras.
+        self.wakeup: asyncio.Event | None = None
         self.dropped = 0  # frames pushed out unanalysed because a newer one arrived
 
     def bind(self, loop: asyncio.AbstractEventLoop) -> None:
@@ -52,7 +54,15 @@ class FrameBuffer:
                 self.dropped += 1
             self._frames.append(frame)
         if self._loop is not None and not self._loop.is_closed():
-            self._loop.call_soon_threadsafe(self.ready.set)
+            try:
+                self._loop.call_soon_threadsafe(self._signal)
+            except RuntimeError:  # the loop closed between the check and the call
+                pass
+
+    def _signal(self) -> None:
+        self.ready.set()
+        if self.wakeup is not None:
+            self.wakeup.set()
 
     def take(self) -> Frame | None:
         """The oldest waiting frame, or None."""

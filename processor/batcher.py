@@ -1,0 +1,89 @@
+"""The batcher: gathers frames from many cameras into one inference batch.
+
+A batch closes when it holds ``max_batch`` frames or ``max_wait_s`` has passed since its first frame,
+whichever comes first (the idea of DeepStream's nvstreammux and Roboflow's InferencePipeline). Cameras
+are visited round-robin, one frame each per pass, so a busy camera cannot starve the others. Each
+stage that batches has its own batcher over its own cameras (door cameras for faces, room cameras
+for persons).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from typing import Callable, Mapping
+
+from processor.frames import Frame, FrameBuffer
+
+
+class Batcher:
+    def __init__(self, buffers: Callable[[], Mapping[str, FrameBuffer]], *, max_batch: int = 8,
+                 max_wait_s: float = 0.02):
+        if max_batch < 1:
+            raise ValueError("max_batch must be at least 1")
+        self._buffers = buffers
+        self.max_batch = max_batch
+        self.max_wait_s = max_wait_s
+        self._wakeup = asyncio.Event()
+        self._start = 0  # round-robin position
+        self.batches = 0
+        self.frames = 0
+
+    def _current(self) -> list[FrameBuffer]:
+        buffers = list(self._buffers().values())
+        for buffer in buffers:
+            if buffer.wakeup is not self._wakeup:
+                buffer.wakeup = self._wakeup
+        return buffers
+
+    def _collect(self, batch: list[Frame], buffers: list[FrameBuffer]) -> None:
+        """One round-robin sweep after another until the batch is full or every buffer is empty."""
+        if not buffers:
+            return
+        progressed = True
+        while len(batch) < self.max_batch and progressed:
+            progressed = False
+            for offset in range(len(buffers)):
+                if len(batch) >= self.max_batch:
+                    break
+                buffer = buffers[(self._start + offset) % len(buffers)]
+                frame = buffer.take()
+                if frame is not None:
+                    batch.append(frame)
+                    progressed = True
+        self._start = (self._start + 1) % len(buffers)
+
+    async def next_batch(self) -> list[Frame]:
+        """Wait for at least one frame, then up to max_wait_s more for a full batch."""
+        batch: list[Frame] = []
+        while not batch:
+            self._wakeup.clear()
+            self._collect(batch, self._current())
+            if not batch:
+                try:
+                    # the timeout also picks up cameras added since the last look
+                    await asyncio.wait_for(self._wakeup.wait(), timeout=0.5)
+                except TimeoutError:
+                    pass
+        deadline = time.monotonic() + self.max_wait_s
+        while len(batch) < self.max_batch:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                break
+            self._wakeup.clear()
+            self._collect(batch, self._current())
+            if len(batch) >= self.max_batch:
+                break
+            try:
+                await asyncio.wait_for(self._wakeup.wait(), timeout=remaining)
+            except TimeoutError:
+                self._collect(batch, self._current())
+                break
+        self.batches += 1
+        self.frames += len(batch)
+        return batch
+
+    async def run(self, out: asyncio.Queue) -> None:
+        """Entry point: put batches on ``out`` (bounded: back-pressure leaves frames in the drop-oldest buffers)."""
+        while True:
+            await out.put(await self.next_batch())

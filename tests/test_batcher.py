@@ -1,0 +1,75 @@
+"""The batcher and the drop-oldest frame buffer: pure logic, with frames put from real threads."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+
+import numpy as np
+
+from processor.batcher import Batcher
+from processor.frames import Frame, FrameBuffer
+
+IMAGE = np.zeros((4, 4, 3), np.uint8)
+
+
+def frame(camera: str, seq: int) -> Frame:
+    return Frame(camera_id=camera, seq=seq, pts_s=seq / 10, captured_at=time.time(), image=IMAGE)
+
+
+async def test_buffer_keeps_newest_and_counts_drops():
+    buffer = FrameBuffer("cam", capacity=2, loop=asyncio.get_running_loop())
+    for seq in range(5):
+        buffer.put(frame("cam", seq))
+    assert buffer.dropped == 3
+    assert [buffer.take().seq, buffer.take().seq] == [3, 4]
+    assert buffer.take() is None and not buffer.ready.is_set()
+
+
+async def test_batch_closes_when_full_round_robin_across_cameras():
+    loop = asyncio.get_running_loop()
+    buffers = {name: FrameBuffer(name, capacity=4, loop=loop) for name in ("a", "b", "c")}
+    for seq in range(4):
+        buffers["a"].put(frame("a", seq))
+    buffers["b"].put(frame("b", 0))
+    buffers["c"].put(frame("c", 0))
+    batcher = Batcher(lambda: buffers, max_batch=4, max_wait_s=1.0)
+    started = time.monotonic()
+    batch = await batcher.next_batch()
+    assert time.monotonic() - started < 0.5  # full: no waiting for max_wait
+    cameras = [f.camera_id for f in batch]
+    assert len(batch) == 4 and set(cameras) == {"a", "b", "c"}  # every camera got a turn
+
+
+async def test_batch_closes_after_max_wait_with_what_arrived():
+    loop = asyncio.get_running_loop()
+    buffers = {"a": FrameBuffer("a", capacity=2, loop=loop)}
+    batcher = Batcher(lambda: buffers, max_batch=8, max_wait_s=0.1)
+
+    def producer():
+        time.sleep(0.05)
+        buffers["a"].put(frame("a", 0))
+        time.sleep(0.03)
+        buffers["a"].put(frame("a", 1))
+
+    thread = threading.Thread(target=producer)
+    thread.start()
+    started = time.monotonic()
+    batch = await batcher.next_batch()
+    waited = time.monotonic() - started
+    thread.join()
+    assert [f.seq for f in batch] == [0, 1]
+    assert 0.12 <= waited < 0.5  # first frame at ~0.05 s, then max_wait 0.1 s
+
+
+async def test_camera_added_later_is_picked_up():
+    loop = asyncio.get_running_loop()
+    buffers: dict[str, FrameBuffer] = {}
+    batcher = Batcher(lambda: buffers, max_batch=2, max_wait_s=0.01)
+    task = asyncio.create_task(batcher.next_batch())
+    await asyncio.sleep(0.05)
+    buffers["late"] = FrameBuffer("late", capacity=2, loop=loop)
+    buffers["late"].put(frame("late", 7))
+    batch = await asyncio.wait_for(task, timeout=2)
+    assert [f.seq for f in batch] == [7]
