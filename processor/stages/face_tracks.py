@@ -1,0 +1,188 @@
+"""Face tracks at a door camera: identity is decided per track from several frames, not per frame.
+
+Faces are tracked across frames with ByteTrack (the ``trackers`` library), one tracker per camera even
+though detection is batched across cameras. Each track accumulates its embeddings weighted by face
+quality; the track is decided once: as soon as it has ``decide_after`` good frames and the gallery
+recognises it confidently, or else when the track ends (lost for ``lost_after_s`` of stream time),
+known or unknown. One person walking in therefore gives one recognition.
+"""
+
+from __future__ import annotations
+
+import itertools
+from dataclasses import dataclass, field
+from typing import Callable
+
+import numpy as np
+
+_run_ids = itertools.count(1)
+
+
+@dataclass
+class FaceObservation:
+    """One detected face in one frame, after the quality gate and (if it passed) the embedder."""
+
+    box: tuple[float, float, float, float]  # x1, y1, x2, y2 in frame pixels
+    score: float  # detector confidence
+    quality: float  # 0..1; 0 when the quality gate rejected the face
+    embedding: np.ndarray | None  # L2-normalised; None when gated out
+    crop: np.ndarray | None = None  # the aligned crop (kept for the best frame only, for review)
+
+
+@dataclass
+class TrackDecision:
+    camera_id: str
+    track_id: str
+    embedding: np.ndarray  # quality-weighted mean of the track's embeddings, L2-normalised
+    quality: float  # best face quality seen on the track
+    frames: int  # frames whose embeddings went into the decision
+    box: tuple[float, float, float, float]  # of the best frame
+    frame_size: tuple[int, int]  # width, height
+    best_pts_s: float
+    first_pts_s: float
+    last_pts_s: float
+    captured_at: float  # wall clock of the frame that completed the decision (latency start)
+    crop: np.ndarray | None
+    person_id: str | None = None  # filled by the matcher
+    score: float = 0.0
+    margin: float = 0.0
+    ended: bool = False  # decided because the track ended (not early)
+
+
+@dataclass
+class _Track:
+    track_id: str
+    first_pts_s: float
+    last_pts_s: float
+    weighted_sum: np.ndarray | None = None
+    weight: float = 0.0
+    frames: int = 0
+    best_quality: float = -1.0
+    best_box: tuple[float, float, float, float] = (0, 0, 0, 0)
+    best_pts_s: float = 0.0
+    best_crop: np.ndarray | None = None
+    decided: bool = False
+    last_captured_at: float = 0.0
+
+    def add(self, obs: FaceObservation, pts_s: float, captured_at: float) -> None:
+        self.last_pts_s = pts_s
+        self.last_captured_at = captured_at
+        if obs.embedding is None or obs.quality <= 0:
+            return
+        weighted = obs.embedding.astype(np.float32) * obs.quality
+        self.weighted_sum = weighted if self.weighted_sum is None else self.weighted_sum + weighted
+        self.weight += obs.quality
+        self.frames += 1
+        if obs.quality > self.best_quality:
+            self.best_quality, self.best_box, self.best_pts_s = obs.quality, obs.box, pts_s
+            self.best_crop = obs.crop
+
+    def mean_embedding(self) -> np.ndarray:
+        vector = self.weighted_sum / max(self.weight, 1e-9)
+        return vector / max(float(np.linalg.norm(vector)), 1e-9)
+
+
+@dataclass
+class MatchResult:
+    person_id: str | None
+    score: float
+    margin: float
+
+
+Matcher = Callable[[np.ndarray], MatchResult]  # one embedding (D,) -> match
+
+
+@dataclass
+class FaceTracker:
+    """Per-camera face tracks (one instance per door camera)."""
+
+    camera_id: str
+    fps: float
+    decide_after: int = 5  # good frames before an early (known) decision
+    lost_after_s: float = 1.0
+    min_frames: int = 2  # a track with fewer good frames never becomes an event
+    _tracker: object = field(init=False, repr=False)
+    _tracks: dict[int, _Track] = field(default_factory=dict, init=False, repr=False)
+    _run: int = field(default_factory=lambda: next(_run_ids), init=False)
+    tracks_started: int = field(default=0, init=False)
+    tracks_without_good_frames: int = field(default=0, init=False)
+
+    def __post_init__(self) -> None:
+        from trackers import ByteTrackTracker
+
+        self._tracker = ByteTrackTracker(
+            lost_track_buffer=max(1, int(round(self.lost_after_s * self.fps))),
+            frame_rate=self.fps,
+            track_activation_threshold=0.5,
+            minimum_consecutive_frames=1,
+            minimum_iou_threshold=0.1,
+            high_conf_det_threshold=0.6,
+        )
+
+    def update(self, *, pts_s: float, captured_at: float, frame_size: tuple[int, int],
+               faces: list[FaceObservation], match: Matcher) -> list[TrackDecision]:
+        """Feed one analysed frame; return the decisions it completed (early or on track end)."""
+        import supervision as sv
+
+        decisions: list[TrackDecision] = []
+        if faces:
+            detections = sv.Detections(
+                xyxy=np.array([f.box for f in faces], dtype=np.float32),
+                confidence=np.array([f.score for f in faces], dtype=np.float32),
+                class_id=np.zeros(len(faces), dtype=int),
+                data={"index": np.arange(len(faces))},
+            )
+        else:
+            detections = sv.Detections.empty()
+        tracked = self._tracker.update(detections)
+        ids = tracked.tracker_id if tracked.tracker_id is not None else []
+        for tracker_id, index in zip(ids, tracked.data.get("index", [])):
+            if tracker_id is None or int(tracker_id) < 0:
+                continue  # not confirmed yet
+            track = self._tracks.get(int(tracker_id))
+            if track is None:
+                track = _Track(track_id=f"{self.camera_id}-{self._run}-{int(tracker_id)}",
+                               first_pts_s=pts_s, last_pts_s=pts_s)
+                self._tracks[int(tracker_id)] = track
+                self.tracks_started += 1
+            track.add(faces[int(index)], pts_s, captured_at)
+            if not track.decided and track.frames >= self.decide_after:
+                decision = self._decide(track, frame_size, match, ended=False)
+                if decision.person_id is not None:
+                    track.decided = True
+                    decisions.append(decision)
+        for key in [k for k, t in self._tracks.items() if pts_s - t.last_pts_s > self.lost_after_s]:
+            decisions.extend(self._end(self._tracks.pop(key), frame_size, match))
+        return decisions
+
+    def flush(self, frame_size: tuple[int, int], match: Matcher) -> list[TrackDecision]:
+        """End every open track (the camera stopped or the processor is shutting down)."""
+        decisions: list[TrackDecision] = []
+        for track in self._tracks.values():
+            decisions.extend(self._end(track, frame_size, match))
+        self._tracks.clear()
+        return decisions
+
+    def _end(self, track: _Track, frame_size: tuple[int, int], match: Matcher) -> list[TrackDecision]:
+        if track.decided:
+            return []
+        if track.frames < self.min_frames:
+            self.tracks_without_good_frames += 1
+            return []
+        track.decided = True
+        return [self._decide(track, frame_size, match, ended=True)]
+
+    def _decide(self, track: _Track, frame_size: tuple[int, int], match: Matcher, *, ended: bool) -> TrackDecision:
+        embedding = track.mean_embedding()
+        result = match(embedding)
+        return TrackDecision(
+            camera_id=self.camera_id, track_id=track.track_id, embedding=embedding,
+            quality=float(track.best_quality), frames=track.frames, box=track.best_box,
+            frame_size=frame_size, best_pts_s=track.best_pts_s, first_pts_s=track.first_pts_s,
+            last_pts_s=track.last_pts_s, captured_at=track.last_captured_at, crop=track.best_crop,
+            person_id=result.person_id, score=float(result.score), margin=float(result.margin), ended=ended,
+        )
+
+    @property
+    def open_tracks(self) -> int:
+        return len(self._tracks)
