@@ -111,6 +111,63 @@ def stack_fetch() -> None:
     click.echo(f"broker binary ready: {broker.ensure_tansu()}")
 
 
+# --- the processor --------------------------------------------------------------------------------
+
+
+@cli.command("run")
+@click.option("--metrics-port", type=int, default=9108, show_default=True,
+              help="Port of the Prometheus /metrics endpoint on 127.0.0.1 (0 = a free one).")
+@click.option("--max-batch", type=int, default=8, show_default=True, help="Frames per inference batch at most.")
+@click.option("--max-wait-ms", type=float, default=20.0, show_default=True,
+              help="How long a batch waits for more frames after its first.")
+@click.option("-v", "--verbose", is_flag=True, help="Log every recognition and camera state change.")
+@click.pass_context
+def run_processor(ctx: click.Context, metrics_port: int, max_batch: int, max_wait_ms: float, verbose: bool) -> None:
+    """Run the processor on the configured cameras until interrupted (SIGHUP reloads the cameras)."""
+    import logging
+    import signal
+
+    from infra.endpoints import resolve
+    from processor.config import load_config
+    from processor.pipeline import Processor
+
+    logging.basicConfig(level=logging.INFO if verbose else logging.WARNING,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    config = _config(ctx)
+    endpoints = resolve(config)
+
+    async def main() -> None:
+        processor = Processor(config, camera_urls=endpoints.camera_urls, database_url=endpoints.database_url,
+                              kafka_bootstrap_servers=endpoints.kafka_bootstrap_servers,
+                              metrics_port=metrics_port, max_batch=max_batch, max_wait_s=max_wait_ms / 1000)
+        loop = asyncio.get_running_loop()
+        stopping = asyncio.Event()
+        loop.add_signal_handler(signal.SIGTERM, stopping.set)
+        loop.add_signal_handler(signal.SIGINT, stopping.set)
+
+        def reload() -> None:
+            try:
+                fresh = load_config(config.source)
+                urls = resolve(fresh, need=("cameras",)).camera_urls
+            except RollcallError as exc:
+                click.echo(f"rollcall: reload refused, keeping the running cameras: {exc}", err=True)
+                return
+            processor.reload_cameras(fresh, urls)
+            click.echo(f"reloaded cameras from {config.source}", err=True)
+
+        loop.add_signal_handler(signal.SIGHUP, reload)
+        runner = asyncio.create_task(processor.run_forever())
+        await processor.started.wait()
+        click.echo(f"processor running on {len(processor.door_cameras())} door camera(s); "
+                   f"metrics on http://127.0.0.1:{processor.metrics_port}/metrics", err=True)
+        waiter = asyncio.create_task(stopping.wait())
+        await asyncio.wait([runner, waiter], return_when=asyncio.FIRST_COMPLETED)
+        runner.cancel()
+        await asyncio.gather(runner, return_exceptions=True)
+
+    asyncio.run(main())
+
+
 # --- database -------------------------------------------------------------------------------------
 
 
@@ -242,8 +299,10 @@ def scenario_run(ctx: click.Context, spec: Path, as_json: bool) -> None:
     if as_json:
         _print_json(result)
     else:
-        for key, value in sorted(_flatten(result).items()):
-            click.echo(f"{key:32} {value}")
+        flat = _flatten(result)
+        width = max(map(len, flat), default=0)
+        for key, value in sorted(flat.items()):
+            click.echo(f"{key:{width}}  {value}")
 
 
 def _flatten(document, prefix: str = "") -> dict:

@@ -1,0 +1,294 @@
+"""The processor: sources → batcher → stages → event publisher, wired with bounded queues.
+
+    IngestManager (a decoder thread per camera, drop-oldest FrameBuffers)
+        → Batcher (door cameras; max batch / max wait)          ─ queue ─
+        → FaceStage (detect → align → quality gate → embed, batched, in a worker thread)  ─ queue ─
+        → RecognitionStage (per-camera face tracks → gallery match → recognition events)
+        → EventPublisher (bounded outgoing buffer, never blocks the frames)
+
+Per-camera state (face trackers) lives in the recognition stage, keyed by camera, even though
+inference is batched across cameras. Nothing is shared between stages but the queues.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from dataclasses import dataclass, field
+from typing import Callable
+
+import numpy as np
+
+from processor import metrics
+from processor.config import CameraConfig, Config
+from processor.frames import Frame
+from processor.stages.face_tracks import FaceObservation, FaceTracker, MatchResult, TrackDecision
+
+log = logging.getLogger("rollcall.processor")
+
+
+@dataclass
+class FaceBatchResult:
+    frame: Frame
+    faces: list[FaceObservation]
+
+
+class FaceStage:
+    """Door cameras: one detector call and one embedder call per batch of frames."""
+
+    name = "faces"
+
+    def __init__(self, detector, embedder, thresholds, *, keep_crops: bool = True):
+        self.detector = detector
+        self.embedder = embedder
+        self.thresholds = thresholds
+        self.keep_crops = keep_crops
+        self.gate_reasons: dict[str, int] = {}
+
+    def process(self, batch: list[Frame]) -> list[FaceBatchResult]:
+        from processor.stages.faces import align, assess
+
+        detections = self.detector.detect([frame.image for frame in batch])
+        results: list[FaceBatchResult] = []
+        crops: list[np.ndarray] = []
+        owners: list[FaceObservation] = []
+        for frame, faces in zip(batch, detections):
+            observations = []
+            for detection in faces:
+                crop = align(frame.image, detection.landmarks)
+                quality = assess(frame.image, detection, crop, self.thresholds)
+                outcome = quality.reason or "accepted"
+                self.gate_reasons[outcome] = self.gate_reasons.get(outcome, 0) + 1
+                metrics.FACES.labels(frame.camera_id, outcome).inc()
+                observation = FaceObservation(
+                    box=tuple(float(v) for v in detection.box), score=float(detection.score),
+                    quality=float(quality.score) if quality.reason is None else 0.0, embedding=None,
+                    crop=crop if self.keep_crops else None)
+                if quality.reason is None:
+                    crops.append(crop)
+                    owners.append(observation)
+                observations.append(observation)
+            results.append(FaceBatchResult(frame, observations))
+        if crops:
+            embeddings = self.embedder.embed(crops)
+            for observation, embedding in zip(owners, embeddings):
+                observation.embedding = embedding
+        return results
+
+    async def run(self, inbox: asyncio.Queue, outbox: asyncio.Queue) -> None:
+        while True:
+            batch = await inbox.get()
+            started = time.perf_counter()
+            results = await asyncio.to_thread(self.process, batch)
+            metrics.STAGE_SECONDS.labels(self.name).observe(time.perf_counter() - started)
+            metrics.BATCH_SIZE.labels(self.name).observe(len(batch))
+            await outbox.put(results)
+
+
+@dataclass
+class RecognitionStage:
+    """Per-camera face tracks → one decision per track → a recognition event on Kafka."""
+
+    cameras: dict[str, CameraConfig]
+    doors_by_camera: dict[str, str]
+    gallery: Callable[[], object]  # returns the current Gallery
+    publish: Callable[[str, str, dict], bool]  # (topic, key, event) -> accepted
+    topic: str
+    model_pack: str
+    fps_of: Callable[[str], float]
+    review: Callable[[TrackDecision, dict], None] | None = None
+    trackers: dict[str, FaceTracker] = field(default_factory=dict)
+    decisions: list[TrackDecision] = field(default_factory=list)  # kept short; the events are on Kafka
+    latencies_s: list[float] = field(default_factory=list)
+
+    def _tracker(self, camera_id: str) -> FaceTracker:
+        tracker = self.trackers.get(camera_id)
+        if tracker is None:
+            tracker = self.trackers[camera_id] = FaceTracker(camera_id=camera_id, fps=self.fps_of(camera_id))
+        return tracker
+
+    def _match(self, embedding: np.ndarray) -> MatchResult:
+        gallery = self.gallery()
+        if gallery is None or len(gallery) == 0:
+            return MatchResult(None, 0.0, 0.0)
+        best = gallery.match(embedding[None, :])[0]
+        return MatchResult(best.person_id, float(best.score), float(best.margin))
+
+    def handle(self, results: list[FaceBatchResult]) -> None:
+        for result in results:
+            frame = result.frame
+            height, width = frame.image.shape[:2]
+            tracker = self._tracker(frame.camera_id)
+            for decision in tracker.update(pts_s=frame.pts_s, captured_at=frame.captured_at,
+                                           frame_size=(width, height), faces=result.faces, match=self._match):
+                self.emit(decision, frame)
+
+    def flush(self) -> None:
+        for camera_id, tracker in self.trackers.items():
+            for decision in tracker.flush((0, 0), self._match):
+                self.emit(decision, None)
+
+    def emit(self, decision: TrackDecision, frame: Frame | None) -> None:
+        from processor.events import recognition_event
+
+        camera = self.cameras.get(decision.camera_id)
+        event = recognition_event(
+            camera_id=decision.camera_id,
+            room_id=camera.room if camera else None,
+            door_id=self.doors_by_camera.get(decision.camera_id),
+            track_id=decision.track_id,
+            person_id=decision.person_id,
+            score=decision.score,
+            margin=decision.margin,
+            quality=decision.quality,
+            box=decision.box,
+            frame_size=decision.frame_size,
+            frames=decision.frames,
+            frame_time=_stream_to_wall(decision, decision.best_pts_s),
+            first_seen=_stream_to_wall(decision, decision.first_pts_s),
+            last_seen=_stream_to_wall(decision, decision.last_pts_s),
+            model_pack=self.model_pack,
+        )
+        self.publish(self.topic, decision.camera_id, event)
+        latency = time.time() - decision.captured_at
+        self.latencies_s.append(latency)
+        metrics.EVENT_LATENCY.labels("recognition").observe(latency)
+        metrics.RECOGNITIONS.labels(decision.camera_id, "known" if decision.person_id else "unknown").inc()
+        self.decisions.append(decision)
+        del self.decisions[:-1000]
+        if decision.person_id is None and self.review is not None:
+            self.review(decision, event)
+        log.info("recognition %s on %s: %s (score %.3f, margin %.3f, %d frames)", decision.track_id,
+                 decision.camera_id, decision.person_id or "unknown", decision.score, decision.margin,
+                 decision.frames)
+
+    async def run(self, inbox: asyncio.Queue) -> None:
+        while True:
+            self.handle(await inbox.get())
+
+
+def _stream_to_wall(decision: TrackDecision, pts_s: float) -> float:
+    # The deciding frame's wall-clock capture time, shifted by the stream-time difference.
+    return decision.captured_at - (decision.last_pts_s - pts_s)
+
+
+class Processor:
+    """Runs the door-camera face pipeline for the configured cameras until stopped."""
+
+    def __init__(self, config: Config, *, camera_urls: dict[str, str], database_url: str,
+                 kafka_bootstrap_servers: str, metrics_port: int | None = None,
+                 max_batch: int = 8, max_wait_s: float = 0.02):
+        self.config = config
+        self.camera_urls = camera_urls
+        self.database_url = database_url
+        self.kafka_bootstrap_servers = kafka_bootstrap_servers
+        self.metrics_port = metrics_port
+        self.max_batch = max_batch
+        self.max_wait_s = max_wait_s
+        self.ingest = None
+        self.publisher = None
+        self.gallery_watcher = None
+        self.recognition: RecognitionStage | None = None
+        self.face_stage: FaceStage | None = None
+        self._tasks: list[asyncio.Task] = []
+        self.started = asyncio.Event()
+
+    def door_cameras(self) -> list[CameraConfig]:
+        return [c for c in self.config.cameras if c.role == "door" and c.enabled]
+
+    async def start(self) -> None:
+        from processor import model_packs
+        from processor.batcher import Batcher
+        from processor.gallery import GalleryWatcher
+        from processor.ingest import IngestManager
+        from processor.publisher import EventPublisher
+        from processor.stages.faces import FaceDetector, FaceEmbedder
+
+        config = self.config
+        pack = model_packs.load_pack(config.models.pack)
+        threshold = config.thresholds.face_match if config.thresholds.face_match is not None else pack.match_threshold
+        detector = FaceDetector(pack, score_threshold=config.thresholds.face_detection)
+        embedder = FaceEmbedder(pack)
+        self.publisher = EventPublisher(config.kafka.bootstrap_servers if config.kafka.bootstrap_servers != "embedded"
+                                        else self.kafka_bootstrap_servers,
+                                        client_id=config.kafka.client_id,
+                                        enable_idempotence=config.kafka.enable_idempotence,
+                                        security_protocol=config.kafka.security_protocol)
+        await self.publisher.start()
+        self.gallery_watcher = GalleryWatcher(self.database_url, config.models.pack, threshold=threshold,
+                                              margin=config.thresholds.face_margin)
+        await self.gallery_watcher.start()
+        self.ingest = IngestManager()
+        door_cameras = self.door_cameras()
+        self.ingest.sync(door_cameras, resolve_url=lambda camera: self.camera_urls[camera.id])
+        self.face_stage = FaceStage(detector, embedder, config.thresholds)
+        self.recognition = RecognitionStage(
+            cameras={c.id: c for c in config.cameras},
+            doors_by_camera={d.door_camera: d.id for d in config.doors},
+            gallery=lambda: self.gallery_watcher.current,
+            publish=self.publisher.publish,
+            topic=config.kafka.topics.recognitions.name,
+            model_pack=config.models.pack,
+            fps_of=lambda camera_id: config.camera(camera_id).analysis_fps,
+        )
+        batches: asyncio.Queue = asyncio.Queue(maxsize=2)
+        results: asyncio.Queue = asyncio.Queue(maxsize=4)
+        batcher = Batcher(self.ingest.buffers, max_batch=self.max_batch, max_wait_s=self.max_wait_s)
+        self._queues = {"batches": batches, "face_results": results}
+        self._tasks = [
+            asyncio.create_task(batcher.run(batches), name="batcher"),
+            asyncio.create_task(self.face_stage.run(batches, results), name="face-stage"),
+            asyncio.create_task(self.recognition.run(results), name="recognition-stage"),
+            asyncio.create_task(self._watch_queues(), name="queue-metrics"),
+        ]
+        if self.metrics_port is not None:
+            self.metrics_port = metrics.serve(self.metrics_port)
+            log.info("metrics on http://127.0.0.1:%d/metrics", self.metrics_port)
+        self.started.set()
+
+    def reload_cameras(self, config: Config, camera_urls: dict[str, str]) -> None:
+        """Config reload: add, remove or restart changed door cameras; the others keep running."""
+        self.config = config
+        self.camera_urls = camera_urls
+        if self.recognition is not None:
+            self.recognition.cameras = {c.id: c for c in config.cameras}
+            self.recognition.doors_by_camera = {d.door_camera: d.id for d in config.doors}
+        if self.ingest is not None:
+            self.ingest.sync(self.door_cameras(), resolve_url=lambda camera: self.camera_urls[camera.id])
+
+    async def _watch_queues(self) -> None:
+        while True:
+            for name, queue in self._queues.items():
+                metrics.QUEUE_DEPTH.labels(name).set(queue.qsize())
+            await asyncio.sleep(1.0)
+
+    async def stop(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        if self.recognition is not None:
+            self.recognition.flush()
+        if self.ingest is not None:
+            await self.ingest.stop()
+        if self.gallery_watcher is not None:
+            await self.gallery_watcher.stop()
+        if self.publisher is not None:
+            await self.publisher.stop()
+
+    async def run_forever(self) -> None:
+        await self.start()
+        try:
+            failed = await _first_failure(self._tasks)
+            if failed is not None:
+                raise failed
+        finally:
+            await self.stop()
+
+
+async def _first_failure(tasks: list[asyncio.Task]) -> BaseException | None:
+    done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_EXCEPTION)
+    for task in done:
+        if not task.cancelled() and task.exception() is not None:
+            return task.exception()
+    return None
