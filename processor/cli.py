@@ -168,6 +168,57 @@ def run_processor(ctx: click.Context, metrics_port: int, max_batch: int, max_wai
     asyncio.run(main())
 
 
+# --- enrolment ------------------------------------------------------------------------------------
+
+
+@cli.command()
+@click.argument("person_id", required=False)
+@click.argument("photos", nargs=-1, type=click.Path(path_type=Path))
+@click.option("--name", help="Display name (default: keep the current one; a new person gets their id).")
+@click.option("--from-dir", "from_dir", type=click.Path(file_okay=False, path_type=Path),
+              help="Enrol a folder of people instead: DIR/<person id>/<photos>, optional DIR/<person id>/name.txt.")
+@click.option("--consent", is_flag=True,
+              help="The person(s) agreed to face recognition. Required; recorded with the time.")
+@click.option("--consent-by", help="Who recorded the consent (default: the login name).")
+@click.option("--pack", help="Model pack to enrol for (default: [models] pack).")
+@click.pass_context
+def enroll(ctx: click.Context, person_id: str | None, photos: tuple[Path, ...], name: str | None,
+           from_dir: Path | None, consent: bool, consent_by: str | None, pack: str | None) -> None:
+    """Enrol faces from photos: PERSON_ID --name NAME --consent PHOTOS..., or --from-dir DIR --consent.
+
+    Each photo is checked (one clear face, large and sharp enough); rejected photos are listed with their
+    reason and the others enrolled. Only the embedding is stored (the photo too with [privacy]
+    keep_enrolment_photos), with the consent time and an expiry ([privacy] enrolment_retention_days).
+    Exit status 1 when nothing was enrolled.
+    """
+    import getpass
+
+    from rich.console import Console
+
+    from infra.endpoints import resolve
+    from processor.enroll import RichProgress, enroll_from_dir, enroll_photos
+
+    if from_dir is not None and (person_id or photos or name):
+        raise RollcallError("give either PERSON_ID [--name NAME] PHOTOS... or --from-dir DIR, not both")
+    if from_dir is None and (not person_id or not photos):
+        raise RollcallError("give PERSON_ID and at least one photo (rollcall enroll ID --consent a.jpg b.jpg), "
+                            "or --from-dir DIR")
+    config = _config(ctx)
+    url = resolve(config, need=("database",)).database_url
+    options = dict(consent=consent, consent_by=consent_by or getpass.getuser(), pack=pack or config.models.pack,
+                   thresholds=config.thresholds, privacy=config.privacy)
+    with RichProgress("enrolling", console=Console(stderr=True)) as bar:
+        if from_dir is not None:
+            report = asyncio.run(enroll_from_dir(url, from_dir, progress=bar, **options))
+        else:
+            report = asyncio.run(enroll_photos(url, person_id, name, list(photos), progress=bar, **options))
+    for rejected in report.rejected:
+        click.echo(f"rejected {rejected.path}: {rejected.reason}")
+    click.echo(report.summary())
+    if not report.accepted:
+        sys.exit(1)
+
+
 # --- database -------------------------------------------------------------------------------------
 
 

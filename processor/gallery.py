@@ -57,25 +57,8 @@ CHANNEL = "rollcall_gallery"
 DEFAULT_MARGIN = 0.08
 
 
-@dataclass(frozen=True)
-class Calibration:
-    threshold: float
-    margin: float
-    note: str
-
-
-# Calibrated defaults per pack (numbers in the module docstring). The pack registry
-# (model_packs.PackSpec.match_threshold) still carries an uncalibrated placeholder for ``open``; these win.
-CALIBRATED: dict[str, Calibration] = {
-    "open": Calibration(0.40, DEFAULT_MARGIN,
-                        "door-camera frames of the default scenario and the 10 sample photos: same person >= 0.479, "
-                        "different people <= 0.296"),
-}
-
-
 def default_threshold(model_pack: str) -> float:
-    if model_pack in CALIBRATED:
-        return CALIBRATED[model_pack].threshold
+    """The pack's calibrated match threshold (model_packs.PackSpec.match_threshold)."""
     from processor import model_packs
 
     return float(model_packs.pack_spec(model_pack).match_threshold)
@@ -88,7 +71,7 @@ def match_settings(model_pack: str, thresholds: Any = None) -> tuple[float, floa
         threshold = default_threshold(model_pack)
     margin = getattr(thresholds, "face_margin", None)
     if margin is None:
-        margin = CALIBRATED[model_pack].margin if model_pack in CALIBRATED else DEFAULT_MARGIN
+        margin = DEFAULT_MARGIN
     return float(threshold), float(margin)
 
 

@@ -188,9 +188,9 @@ _OPEN = PackSpec(
     embedding_dim=128,
     person_class_ids=(0, 1),
     class_names={0: "Normal", 1: "Fall"},
-    match_threshold=0.363,
-    match_threshold_note=("placeholder, not calibrated for Rollcall: OpenCV's documented SFace cosine threshold. "
-                          "Measured on the sample photos: same person 0.60-0.89, different people -0.08-0.32"),
+    match_threshold=0.40,
+    match_threshold_note=("calibrated (processor/gallery.py docstring) on door-camera frames of the default scenario "
+                          "and the 10 sample photos: same person >= 0.479, different people <= 0.296"),
     face_score_threshold=0.6, face_nms_iou=0.3,
     person_score_threshold=0.35, person_nms_iou=0.5,
     recipe=1,

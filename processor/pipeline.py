@@ -198,7 +198,6 @@ class Processor:
         return [c for c in self.config.cameras if c.role == "door" and c.enabled]
 
     async def start(self) -> None:
-        from processor import model_packs
         from processor.batcher import Batcher
         from processor.gallery import GalleryWatcher
         from processor.ingest import IngestManager
@@ -206,18 +205,19 @@ class Processor:
         from processor.stages.faces import FaceDetector, FaceEmbedder
 
         config = self.config
-        pack = model_packs.load_pack(config.models.pack)
-        threshold = config.thresholds.face_match if config.thresholds.face_match is not None else pack.match_threshold
-        detector = FaceDetector(pack, score_threshold=config.thresholds.face_detection)
-        embedder = FaceEmbedder(pack)
+        pack = config.models.pack
+        providers = config.models.providers or None
+        # input_size=None: the detector picks a letterbox size from the frame (640x384 for 720p: all faces, 5x faster)
+        detector = FaceDetector(pack, score_threshold=config.thresholds.face_detection, input_size=None,
+                                providers=providers)
+        embedder = FaceEmbedder(pack, providers=providers)
         self.publisher = EventPublisher(config.kafka.bootstrap_servers if config.kafka.bootstrap_servers != "embedded"
                                         else self.kafka_bootstrap_servers,
                                         client_id=config.kafka.client_id,
                                         enable_idempotence=config.kafka.enable_idempotence,
                                         security_protocol=config.kafka.security_protocol)
         await self.publisher.start()
-        self.gallery_watcher = GalleryWatcher(self.database_url, config.models.pack, threshold=threshold,
-                                              margin=config.thresholds.face_margin)
+        self.gallery_watcher = GalleryWatcher(self.database_url, pack, thresholds=config.thresholds)
         await self.gallery_watcher.start()
         self.ingest = IngestManager()
         door_cameras = self.door_cameras()
@@ -230,7 +230,7 @@ class Processor:
             publish=self.publisher.publish,
             topic=config.kafka.topics.recognitions.name,
             model_pack=config.models.pack,
-            fps_of=lambda camera_id: config.camera(camera_id).analysis_fps,
+            fps_of=lambda camera_id: self.config.camera(camera_id).analysis_fps,
         )
         batches: asyncio.Queue = asyncio.Queue(maxsize=2)
         results: asyncio.Queue = asyncio.Queue(maxsize=4)
