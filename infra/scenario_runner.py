@@ -7,6 +7,8 @@ the reason under ``not_measured``, never a made-up number.
 
 from __future__ import annotations
 
+import asyncio
+import logging
 import threading
 import time
 import uuid
@@ -17,6 +19,8 @@ from typing import Callable
 from infra.errors import RollcallError
 from infra.paths import scenarios_dir
 from processor.config import Config
+
+log = logging.getLogger("rollcall.scenario")
 
 # PyAV/FFmpeg options for RTSP: TCP (no UDP loss on busy networks), a short probe (opens in ~0.6 s).
 RTSP_OPTIONS = {"rtsp_transport": "tcp", "analyzeduration": "500000", "timeout": "5000000"}
@@ -101,10 +105,9 @@ def spec_display(spec) -> str:
 
 def run_scenario(spec_path: Path, *, config: Config, progress: Callable[[str], None] | None = None) -> dict:
     from infra import db, stack
-
-    say = progress or (lambda _message: None)
     from infra.scenario.spec import load_spec
 
+    say = progress or (lambda _message: None)
     spec_path = Path(spec_path)
     door = scenario_door(config, load_spec(spec_path))  # fail fast, before any rendering
     spec, rendered = render_cached(spec_path)
@@ -125,46 +128,207 @@ def run_scenario(spec_path: Path, *, config: Config, progress: Callable[[str], N
     )
     db.migrate(state.database_url)
     say(f"stack up: postgres {state.database_url}, kafka {state.kafka_bootstrap_servers}")
-
+    urls = {door.door_camera: state.rtsp_url(f"run-{run_id}/door"), door.room_camera: state.rtsp_url(f"run-{run_id}/room")}
+    run_config = config.model_copy(update={
+        "cameras": [c.model_copy(update={"url": urls.get(c.id, c.url), "enabled": c.id in urls}) for c in config.cameras],
+    })
     try:
-        counts = {role: StreamCount(camera_id=camera_id, url=state.rtsp_url(f"run-{run_id}/{role}"))
-                  for role, camera_id in (("door", door.door_camera), ("room", door.room_camera))}
-        say(f"decoding {', '.join(f'{c.camera_id} <- {c.url}' for c in counts.values())} ({spec.duration_s:g} s)")
-        stop = threading.Event()
-        deadline = spec.duration_s + 20  # live stream: one loop takes duration_s of wall time
-        threads = [threading.Thread(target=decode_frames, args=(c.url, spec.n_frames, deadline, c, stop),
-                                    name=f"decode-{role}", daemon=True) for role, c in counts.items()]
-        for thread in threads:
-            thread.start()
-        for thread in threads:
-            thread.join(timeout=deadline + 15)
-        stop.set()
+        outcome = asyncio.run(_run_system(spec, run_config, door, state, say))
     finally:
         stack.set_rtsp_mounts(base_mounts)
+    return _report(spec, spec_path, rendered.ground_truth, outcome)
 
-    failed = {camera: c.error for camera, c in counts.items() if c.error}
-    if failed and all(c.frames == 0 for c in counts.values()):
-        raise RollcallError(f"scenario {name}: no camera stream could be decoded ({failed}); see `rollcall status`")
-    truth = rendered.ground_truth
-    expected_frames = spec.n_frames
+
+@dataclass
+class RunOutcome:
+    door: dict  # the processor's ingest stats for the door camera
+    room: StreamCount
+    events: list[dict]
+    latencies_s: list[float]
+    gate: dict[str, int]
+
+
+async def _run_system(spec, config: Config, door, state, say) -> RunOutcome:
+    from infra import db
+    from processor.pipeline import Processor
+
+    await db.load_topology(state.database_url, config)
+    await enroll_scenario_people(spec, config, state.database_url, say)
+    topic = config.kafka.topics.recognitions.name
+    reader = await RecognitionReader.start(state.kafka_bootstrap_servers, topic)
+    processor = Processor(config, database_url=state.database_url,
+                          kafka_bootstrap_servers=state.kafka_bootstrap_servers)
+    room = StreamCount(camera_id=door.room_camera, url=config.camera(door.room_camera).url)
+    stop = threading.Event()
+    deadline = spec.duration_s + 20  # a live stream: one loop of the video takes duration_s of wall time
+    try:
+        await processor.start()
+        say(f"processor on {door.door_camera} <- {config.camera(door.door_camera).url}; "
+            f"decoding {room.camera_id} <- {room.url} ({spec.duration_s:g} s)")
+        room_task = asyncio.create_task(asyncio.to_thread(decode_frames, room.url, spec.n_frames, deadline, room, stop))
+        started = time.monotonic()
+        while time.monotonic() - started < deadline:
+            stats = processor.ingest.stats().get(door.door_camera, {})
+            if stats.get("decoded", 0) >= spec.n_frames:
+                break
+            await asyncio.sleep(0.25)
+        door_stats = processor.ingest.stats().get(door.door_camera, {})
+        await room_task
+    finally:
+        stop.set()
+        await processor.stop()  # ends open face tracks and flushes the publisher
+    events = await reader.read_all(idle_s=1.5)
+    return RunOutcome(door=door_stats, room=room, events=events,
+                      latencies_s=list(processor.recognition.latencies_s) if processor.recognition else [],
+                      gate=dict(processor.face_stage.gate_reasons) if processor.face_stage else {})
+
+
+async def enroll_scenario_people(spec, config: Config, database_url: str, say) -> None:
+    """Enrol the scenario's people from their enrolment photos (never the door photos), afresh."""
+    import asyncpg
+
+    from processor.enroll import enroll_photos
+
+    people = [a for a in spec.arrivals if a.enrolled]
+    conn = await asyncpg.connect(database_url)
+    try:
+        # Start from their enrolment photos only: earlier runs or other scenarios must not help.
+        await conn.execute("DELETE FROM face_enrolment WHERE person_id = ANY($1::text[]) AND model_pack = $2",
+                           [p.id for p in people], config.models.pack)
+    finally:
+        await conn.close()
+    for person in people:
+        report = await enroll_photos(database_url, person.id, person.name, list(person.enroll), consent=True,
+                                     consent_by=f"scenario {spec.name}", pack=config.models.pack,
+                                     thresholds=config.thresholds, privacy=config.privacy)
+        if not report.accepted:
+            reasons = "; ".join(f"{r.path}: {r.reason}" for r in report.rejected)
+            raise RollcallError(f"scenario {spec.name}: could not enrol {person.id} ({reasons})")
+    say(f"enrolled {len(people)} people from their enrolment photos")
+
+
+class RecognitionReader:
+    """Reads the recognition topic from its current end (no consumer group: a pure observer)."""
+
+    def __init__(self, consumer, topic: str):
+        self.consumer = consumer
+        self.topic = topic
+
+    @classmethod
+    async def start(cls, bootstrap: str, topic: str) -> "RecognitionReader":
+        from aiokafka import AIOKafkaConsumer, TopicPartition
+
+        consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False,
+                                    auto_offset_reset="latest")
+        await consumer.start()
+        partitions = consumer.partitions_for_topic(topic) or set()
+        if not partitions:
+            await consumer.stop()
+            raise RollcallError(f"topic {topic} does not exist on {bootstrap}: run `rollcall up` to create it")
+        assigned = [TopicPartition(topic, p) for p in sorted(partitions)]
+        consumer.assign(assigned)
+        await consumer.seek_to_end(*assigned)
+        for tp in assigned:
+            await consumer.position(tp)  # pin the end now, before the processor publishes
+        return cls(consumer, topic)
+
+    async def read_all(self, idle_s: float) -> list[dict]:
+        from processor.events import MalformedEvent, decode
+
+        events: list[dict] = []
+        try:
+            while True:
+                batches = await self.consumer.getmany(timeout_ms=int(idle_s * 1000))
+                if not batches:
+                    return events
+                for records in batches.values():
+                    for record in records:
+                        try:
+                            events.append(decode(self.topic, record.value))
+                        except MalformedEvent as exc:
+                            log.warning("malformed event on %s: %s", self.topic, exc)
+        finally:
+            await self.consumer.stop()
+
+
+def score_recognitions(events: list[dict], truth: dict) -> dict:
+    """Door recognitions against the ground truth, by identity.
+
+    Each enrolled person must give exactly one event with their id, each visitor exactly one
+    ``unknown`` event, and no event may carry the id of someone who did not pass the door.
+    """
+    people = truth.get("people", [])
+    enrolled = [p["id"] for p in people if p.get("enrolled")]
+    visitors = [p["id"] for p in people if not p.get("enrolled")]
+    by_person: dict[str, int] = {}
+    unknown = 0
+    for event in events:
+        if event.get("person_id"):
+            by_person[event["person_id"]] = by_person.get(event["person_id"], 0) + 1
+        else:
+            unknown += 1
+    recognised = [pid for pid in enrolled if by_person.get(pid, 0) >= 1]
+    wrong = sorted(pid for pid in by_person if pid not in enrolled)
+    duplicates = sum(max(0, n - 1) for pid, n in by_person.items() if pid in enrolled)
+    visitors_unknown = min(unknown, len(visitors))
+    passages = len(enrolled) + len(visitors)
+    correct = len(recognised) + visitors_unknown
+    return {
+        "passages": passages,
+        "events": len(events),
+        "correct": correct,
+        "accuracy": round(correct / passages, 4) if passages else None,
+        "recognised": recognised,
+        "missed": [pid for pid in enrolled if pid not in recognised],
+        "wrong_ids": wrong,
+        "duplicates": duplicates,
+        "unknown_events": unknown,
+        "visitors": len(visitors),
+        "one_event_per_passage": len(events) == passages and duplicates == 0 and not wrong,
+    }
+
+
+def _percentile_ms(values: list[float], q: float) -> float | None:
+    if not values:
+        return None
+    import numpy as np
+
+    return round(float(np.percentile(np.array(values) * 1000.0, q)), 1)
+
+
+def _report(spec, spec_path: Path, truth: dict, outcome: RunOutcome) -> dict:
+    door_decoded = int(outcome.door.get("decoded", 0))
+    if door_decoded == 0 and outcome.room.frames == 0:
+        raise RollcallError(f"scenario {spec.name}: no camera stream could be decoded "
+                            f"(door: {outcome.door.get('last_error')}, room: {outcome.room.error}); see `rollcall status`")
+    recognition = score_recognitions(outcome.events, truth)
+    recognition["latency_p50_ms"] = _percentile_ms(outcome.latencies_s, 50)
+    recognition["latency_p95_ms"] = _percentile_ms(outcome.latencies_s, 95)
+    recognition["quality_gate"] = outcome.gate
     not_measured = {
         "attendance.precision": "the attendance writer is not built yet (issue 5)",
         "attendance.recall": "the attendance writer is not built yet (issue 5)",
         "handoff.accuracy": "person tracking and door-to-room handoff are not built yet (issue 4)",
-        "events.recognitions": "the face recognition stage is not built yet (issue 3)",
         "events.presence": "person tracking is not built yet (issue 4)",
     }
     return {
-        "scenario": name,
+        "scenario": spec.name,
         "spec": str(spec_path),
         "attendance": {"precision": None, "recall": None},
         "handoff": {"accuracy": None},
-        "events": {"recognitions": None, "presence": None},
+        "events": {"recognitions": len(outcome.events), "presence": None},
+        "recognition": recognition,
         "frames": {
-            "decoded": sum(c.frames for c in counts.values()),
-            "expected": expected_frames * len(counts),
-            "per_camera": {c.camera_id: {"role": role, "decoded": c.frames, "first_frame_s": c.first_frame_s,
-                                         "error": c.error} for role, c in counts.items()},
+            "decoded": door_decoded + outcome.room.frames,
+            "expected": 2 * spec.n_frames,
+            "per_camera": {
+                outcome.door.get("camera_id", "door"): {
+                    "role": "door", "decoded": door_decoded, "analysed": outcome.door.get("analysed"),
+                    "dropped": outcome.door.get("dropped"), "reconnects": outcome.door.get("reconnects"),
+                    "error": outcome.door.get("last_error")},
+                outcome.room.camera_id: {"role": "room", "decoded": outcome.room.frames,
+                                         "first_frame_s": outcome.room.first_frame_s, "error": outcome.room.error},
+            },
         },
         "ground_truth": {
             "people": len(truth.get("people", [])),

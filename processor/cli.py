@@ -134,10 +134,10 @@ def run_processor(ctx: click.Context, metrics_port: int, max_batch: int, max_wai
     logging.basicConfig(level=logging.INFO if verbose else logging.WARNING,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     config = _config(ctx)
-    endpoints = resolve(config)
+    endpoints = resolve(config, need=("database", "kafka"))
 
     async def main() -> None:
-        processor = Processor(config, camera_urls=endpoints.camera_urls, database_url=endpoints.database_url,
+        processor = Processor(config, database_url=endpoints.database_url,
                               kafka_bootstrap_servers=endpoints.kafka_bootstrap_servers,
                               metrics_port=metrics_port, max_batch=max_batch, max_wait_s=max_wait_ms / 1000)
         loop = asyncio.get_running_loop()
@@ -148,11 +148,10 @@ def run_processor(ctx: click.Context, metrics_port: int, max_batch: int, max_wai
         def reload() -> None:
             try:
                 fresh = load_config(config.source)
-                urls = resolve(fresh, need=("cameras",)).camera_urls
             except RollcallError as exc:
                 click.echo(f"rollcall: reload refused, keeping the running cameras: {exc}", err=True)
                 return
-            processor.reload_cameras(fresh, urls)
+            processor.reload_cameras(fresh)
             click.echo(f"reloaded cameras from {config.source}", err=True)
 
         loop.add_signal_handler(signal.SIGHUP, reload)

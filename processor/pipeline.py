@@ -176,11 +176,10 @@ def _stream_to_wall(decision: TrackDecision, pts_s: float) -> float:
 class Processor:
     """Runs the door-camera face pipeline for the configured cameras until stopped."""
 
-    def __init__(self, config: Config, *, camera_urls: dict[str, str], database_url: str,
+    def __init__(self, config: Config, *, database_url: str,
                  kafka_bootstrap_servers: str, metrics_port: int | None = None,
                  max_batch: int = 8, max_wait_s: float = 0.02):
         self.config = config
-        self.camera_urls = camera_urls
         self.database_url = database_url
         self.kafka_bootstrap_servers = kafka_bootstrap_servers
         self.metrics_port = metrics_port
@@ -220,8 +219,7 @@ class Processor:
         self.gallery_watcher = GalleryWatcher(self.database_url, pack, thresholds=config.thresholds)
         await self.gallery_watcher.start()
         self.ingest = IngestManager()
-        door_cameras = self.door_cameras()
-        self.ingest.sync(door_cameras, resolve_url=lambda camera: self.camera_urls[camera.id])
+        self.ingest.sync(self.door_cameras())  # embedded:<mount> urls are resolved at each (re)connect
         self.face_stage = FaceStage(detector, embedder, config.thresholds)
         self.recognition = RecognitionStage(
             cameras={c.id: c for c in config.cameras},
@@ -247,15 +245,14 @@ class Processor:
             log.info("metrics on http://127.0.0.1:%d/metrics", self.metrics_port)
         self.started.set()
 
-    def reload_cameras(self, config: Config, camera_urls: dict[str, str]) -> None:
+    def reload_cameras(self, config: Config) -> None:
         """Config reload: add, remove or restart changed door cameras; the others keep running."""
         self.config = config
-        self.camera_urls = camera_urls
         if self.recognition is not None:
             self.recognition.cameras = {c.id: c for c in config.cameras}
             self.recognition.doors_by_camera = {d.door_camera: d.id for d in config.doors}
         if self.ingest is not None:
-            self.ingest.sync(self.door_cameras(), resolve_url=lambda camera: self.camera_urls[camera.id])
+            self.ingest.sync(self.door_cameras())
 
     async def _watch_queues(self) -> None:
         while True:
