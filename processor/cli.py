@@ -365,6 +365,33 @@ def _flatten(document, prefix: str = "") -> dict:
     return flat
 
 
+# --- benchmarks -----------------------------------------------------------------------------------
+
+
+@cli.group()
+def bench() -> None:
+    """Benchmarks that print figures measured in one run (ratios against baselines of the same run)."""
+
+
+@bench.command("faces")
+@click.option("--streams", type=int, default=4, show_default=True, help="Concurrent RTSP door streams.")
+@click.option("--seconds", type=float, default=30.0, show_default=True, help="Measuring window of the pipeline.")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON document.")
+@click.pass_context
+def bench_faces_command(ctx: click.Context, streams: int, seconds: float, as_json: bool) -> None:
+    """Face pipeline faces/s with N RTSP streams vs the model-only ceiling vs a naive per-face loop."""
+    from processor.bench import bench_faces
+
+    result = bench_faces(_config(ctx), streams=streams, seconds=seconds,
+                         say=(lambda _m: None) if as_json else (lambda m: click.echo(m, err=True)))
+    if as_json:
+        _print_json(result)
+    else:
+        width = max(map(len, result))
+        for key, value in result.items():
+            click.echo(f"{key:{width}}  {value}")
+
+
 # --- entry point ----------------------------------------------------------------------------------
 
 

@@ -230,9 +230,11 @@ class Processor:
             model_pack=config.models.pack,
             fps_of=lambda camera_id: self.config.camera(camera_id).analysis_fps,
         )
-        batches: asyncio.Queue = asyncio.Queue(maxsize=2)
-        results: asyncio.Queue = asyncio.Queue(maxsize=4)
-        batcher = Batcher(self.ingest.buffers, max_batch=self.max_batch, max_wait_s=self.max_wait_s)
+        # Small queues: when inference falls behind, frames wait in the drop-oldest buffers (and are
+        # shed there), not here, so latency stays bounded.
+        batches: asyncio.Queue = asyncio.Queue(maxsize=1)
+        results: asyncio.Queue = asyncio.Queue(maxsize=2)
+        self.batcher = batcher = Batcher(self.ingest.buffers, max_batch=self.max_batch, max_wait_s=self.max_wait_s)
         self._queues = {"batches": batches, "face_results": results}
         self._tasks = [
             asyncio.create_task(batcher.run(batches), name="batcher"),
