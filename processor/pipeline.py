@@ -99,6 +99,7 @@ class RecognitionStage:
     fps_of: Callable[[str], float]
     review: Callable[[TrackDecision, dict], None] | None = None
     trackers: dict[str, FaceTracker] = field(default_factory=dict)
+    frame_sizes: dict[str, tuple[int, int]] = field(default_factory=dict)  # last seen, per camera
     decisions: list[TrackDecision] = field(default_factory=list)  # kept short; the events are on Kafka
     latencies_s: list[float] = field(default_factory=list)
 
@@ -119,6 +120,7 @@ class RecognitionStage:
         for result in results:
             frame = result.frame
             height, width = frame.image.shape[:2]
+            self.frame_sizes[frame.camera_id] = (width, height)
             tracker = self._tracker(frame.camera_id)
             for decision in tracker.update(pts_s=frame.pts_s, captured_at=frame.captured_at,
                                            frame_size=(width, height), faces=result.faces, match=self._match):
@@ -126,7 +128,7 @@ class RecognitionStage:
 
     def flush(self) -> None:
         for camera_id, tracker in self.trackers.items():
-            for decision in tracker.flush((0, 0), self._match):
+            for decision in tracker.flush(self.frame_sizes.get(camera_id, (1, 1)), self._match):
                 self.emit(decision, None)
 
     def emit(self, decision: TrackDecision, frame: Frame | None) -> None:
@@ -135,7 +137,7 @@ class RecognitionStage:
         camera = self.cameras.get(decision.camera_id)
         event = recognition_event(
             camera_id=decision.camera_id,
-            room_id=camera.room if camera else None,
+            room_id=camera.room if camera else "unknown",
             door_id=self.doors_by_camera.get(decision.camera_id),
             track_id=decision.track_id,
             person_id=decision.person_id,

@@ -9,13 +9,11 @@ known or unknown. One person walking in therefore gives one recognition.
 
 from __future__ import annotations
 
-import itertools
+import uuid
 from dataclasses import dataclass, field
 from typing import Callable
 
 import numpy as np
-
-_run_ids = itertools.count(1)
 
 
 @dataclass
@@ -103,7 +101,8 @@ class FaceTracker:
     min_frames: int = 2  # a track with fewer good frames never becomes an event
     _tracker: object = field(init=False, repr=False)
     _tracks: dict[int, _Track] = field(default_factory=dict, init=False, repr=False)
-    _run: int = field(default_factory=lambda: next(_run_ids), init=False)
+    # Track ids must not repeat across processor restarts: a short random run id is part of them.
+    _run: str = field(default_factory=lambda: uuid.uuid4().hex[:8], init=False)
     tracks_started: int = field(default=0, init=False)
     tracks_without_good_frames: int = field(default=0, init=False)
 
