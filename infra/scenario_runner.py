@@ -146,6 +146,7 @@ class RunOutcome:
     events: list[dict]
     latencies_s: list[float]
     gate: dict[str, int]
+    review_written: int | None  # unknown-face crops written to the review queue (None: queue off)
 
 
 async def _run_system(spec, config: Config, door, state, say) -> RunOutcome:
@@ -180,7 +181,8 @@ async def _run_system(spec, config: Config, door, state, say) -> RunOutcome:
     events = await reader.read_all(idle_s=1.5)
     return RunOutcome(door=door_stats, room=room, events=events,
                       latencies_s=list(processor.recognition.latencies_s) if processor.recognition else [],
-                      gate=dict(processor.face_stage.gate_reasons) if processor.face_stage else {})
+                      gate=dict(processor.face_stage.gate_reasons) if processor.face_stage else {},
+                      review_written=processor.review.written if processor.review is not None else None)
 
 
 async def enroll_scenario_people(spec, config: Config, database_url: str, say) -> None:
@@ -305,6 +307,7 @@ def _report(spec, spec_path: Path, truth: dict, outcome: RunOutcome) -> dict:
     recognition["latency_p50_ms"] = _percentile_ms(outcome.latencies_s, 50)
     recognition["latency_p95_ms"] = _percentile_ms(outcome.latencies_s, 95)
     recognition["quality_gate"] = outcome.gate
+    recognition["review_queue_written"] = outcome.review_written
     not_measured = {
         "attendance.precision": "the attendance writer is not built yet (issue 5)",
         "attendance.recall": "the attendance writer is not built yet (issue 5)",

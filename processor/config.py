@@ -202,7 +202,9 @@ class TimetableEntry(_Strict):
 class PrivacyConfig(_Strict):
     keep_enrolment_photos: bool = False  # embeddings only, unless a campus decides otherwise
     enrolment_retention_days: int = Field(default=365, ge=1)
-    review_crop_retention_days: int = Field(default=7, ge=0)
+    # The best crop of unknown face tracks goes to the review queue (PostgreSQL) only when this is on.
+    review_unknown_faces: bool = False
+    review_crop_retention_days: int = Field(default=7, ge=1)
     presence_event_retention_days: int = Field(default=30, ge=1)
     pseudonymise_attendance_on_erase: bool = True
 

@@ -191,6 +191,7 @@ class Processor:
         self.publisher = None
         self.gallery_watcher = None
         self.recognition: RecognitionStage | None = None
+        self.review = None
         self.face_stage: FaceStage | None = None
         self._tasks: list[asyncio.Task] = []
         self.started = asyncio.Event()
@@ -222,7 +223,13 @@ class Processor:
         await self.gallery_watcher.start()
         self.ingest = IngestManager()
         self.ingest.sync(self.door_cameras())  # embedded:<mount> urls are resolved at each (re)connect
-        self.face_stage = FaceStage(detector, embedder, config.thresholds)
+        if config.privacy.review_unknown_faces:
+            from processor.review import ReviewQueue
+
+            self.review = ReviewQueue(self.database_url, pack, retention_days=config.privacy.review_crop_retention_days)
+            await self.review.start()
+        self.face_stage = FaceStage(detector, embedder, config.thresholds,
+                                    keep_crops=config.privacy.review_unknown_faces)
         self.recognition = RecognitionStage(
             cameras={c.id: c for c in config.cameras},
             doors_by_camera={d.door_camera: d.id for d in config.doors},
@@ -231,6 +238,7 @@ class Processor:
             topic=config.kafka.topics.recognitions.name,
             model_pack=config.models.pack,
             fps_of=lambda camera_id: self.config.camera(camera_id).analysis_fps,
+            review=self.review.submit if self.review is not None else None,
         )
         # Small queues: when inference falls behind, frames wait in the drop-oldest buffers (and are
         # shed there), not here, so latency stays bounded.
@@ -272,6 +280,8 @@ class Processor:
             self.recognition.flush()
         if self.ingest is not None:
             await self.ingest.stop()
+        if self.review is not None:
+            await self.review.stop()
         if self.gallery_watcher is not None:
             await self.gallery_watcher.stop()
         if self.publisher is not None:

@@ -31,6 +31,8 @@ def test_scenario_run_json_on_default_scenario(stack, stack_dir):
     assert recognition["unknown_events"] == 2 and recognition["visitors"] == 2, recognition
     assert recognition["one_event_per_passage"] and document["events"]["recognitions"] == 5, recognition
     assert recognition["latency_p50_ms"] is not None
+    # The example config turns the review queue on: each visitor's best crop is waiting for an operator.
+    assert recognition["review_queue_written"] == 2, recognition
     # Not built yet: null, with the reason given.
     for dotted in ("attendance.precision", "attendance.recall", "handoff.accuracy", "events.presence"):
         section, key = dotted.split(".")

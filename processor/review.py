@@ -1,0 +1,90 @@
+"""The unknown-face review queue: the best crop of each unknown face track, for an operator to accept
+as a person or reject. Only with ``[privacy] review_unknown_faces = true``; rows expire after
+``review_crop_retention_days``. Writing happens off the frame path through a bounded queue: when
+PostgreSQL is slow or away, items wait (and the oldest are dropped, counted, past ``max_pending``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import logging
+from collections import deque
+
+import cv2
+
+from infra.db import describe_unreachable
+from processor.stages.face_tracks import TrackDecision
+
+log = logging.getLogger("rollcall.review")
+
+
+class ReviewQueue:
+    def __init__(self, database_url: str, model_pack: str, *, retention_days: int, max_pending: int = 200):
+        self.database_url = database_url
+        self.model_pack = model_pack
+        self.retention = dt.timedelta(days=retention_days)
+        self._pending: deque[tuple[TrackDecision, dict]] = deque(maxlen=max_pending)
+        self._wakeup = asyncio.Event()
+        self._task: asyncio.Task | None = None
+        self.written = 0
+        self.dropped = 0
+        self.failures = 0
+
+    def submit(self, decision: TrackDecision, event: dict) -> None:
+        """Called from the recognition stage; never blocks."""
+        if decision.crop is None:
+            return
+        if len(self._pending) == self._pending.maxlen:
+            self.dropped += 1
+        self._pending.append((decision, event))
+        self._wakeup.set()
+
+    async def start(self) -> None:
+        self._task = asyncio.create_task(self._run(), name="review-writer")
+
+    async def stop(self, timeout_s: float = 5.0) -> None:
+        if self._task is None:
+            return
+        deadline = asyncio.get_running_loop().time() + timeout_s
+        while self._pending and asyncio.get_running_loop().time() < deadline and self.failures == 0:
+            await asyncio.sleep(0.05)
+        self._task.cancel()
+        await asyncio.gather(self._task, return_exceptions=True)
+
+    async def _run(self) -> None:
+        import asyncpg
+
+        delay = 0.5
+        conn = None
+        while True:
+            if not self._pending:
+                self._wakeup.clear()
+                await self._wakeup.wait()
+                continue
+            try:
+                if conn is None or conn.is_closed():
+                    conn = await asyncpg.connect(self.database_url, timeout=10)
+                decision, event = self._pending[0]
+                ok, jpeg = await asyncio.to_thread(cv2.imencode, ".jpg", decision.crop, [cv2.IMWRITE_JPEG_QUALITY, 90])
+                captured = dt.datetime.fromtimestamp(decision.captured_at, dt.timezone.utc)
+                await conn.execute(
+                    """INSERT INTO review_face (camera_id, track_id, event_id, captured_at, model_pack, embedding,
+                       embedding_dim, crop_jpeg, quality, best_score, expires_at)
+                       VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11) ON CONFLICT (event_id) DO NOTHING""",
+                    decision.camera_id, decision.track_id, event["event_id"], captured, self.model_pack,
+                    [float(v) for v in decision.embedding], int(decision.embedding.shape[0]),
+                    jpeg.tobytes() if ok else None, decision.quality, decision.score, captured + self.retention)
+                self._pending.popleft()
+                self.written += 1
+                delay = 0.5
+            except asyncio.CancelledError:
+                if conn is not None:
+                    await conn.close()
+                raise
+            except (OSError, asyncpg.PostgresError, TimeoutError) as exc:
+                self.failures += 1
+                log.warning("%s; retrying in %.1f s", describe_unreachable(self.database_url, exc), delay)
+                conn = None
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 30.0)
