@@ -103,6 +103,8 @@ def main(argv: list[str] | None = None) -> int:
         return factory
 
     server = GstRtspServer.RTSPServer()
+    # Clients get their own threads: one slow media preparation (a broken file) must not stall the others.
+    server.get_thread_pool().set_max_threads(64)
     server.set_address(args.host)
     server.set_service(str(args.port))
     mount_points = server.get_mount_points()

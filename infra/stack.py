@@ -255,6 +255,13 @@ def _check(component: str, record: Mapping | None) -> tuple[str, str]:
 
 
 # ------------------------------------------------------------------------------------------ RTSP mounts
+def _looks_like_mpeg_ts(path: Path) -> bool:
+    """MPEG-TS packets are 188 bytes, each starting with the sync byte 0x47."""
+    with path.open("rb") as handle:
+        head = handle.read(188 * 4)
+    return len(head) >= 188 and all(head[i] == 0x47 for i in range(0, len(head) - 187, 188))
+
+
 def _normalize_mounts(mounts: Mapping[str, Path | str]) -> dict[str, str]:
     clean = {}
     for mount, file in mounts.items():
@@ -264,6 +271,10 @@ def _normalize_mounts(mounts: Mapping[str, Path | str]) -> dict[str, str]:
         path = Path(file).expanduser().resolve()
         if not path.is_file():
             raise RollcallError(f"RTSP mount {mount}: video file {path} does not exist; render or fix it first")
+        if not _looks_like_mpeg_ts(path):
+            # A non-TS file makes the GStreamer server stall every new connection for ~20 s.
+            raise RollcallError(f"RTSP mount {mount}: {path} is not an MPEG-TS file (no 0x47 sync bytes); "
+                                "serve H.264 in MPEG-TS (.ts)")
         clean[mount] = str(path)
     return clean
 
