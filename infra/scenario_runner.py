@@ -178,7 +178,10 @@ async def _run_system(spec, config: Config, door, state, say) -> RunOutcome:
     finally:
         stop.set()
         await processor.stop()  # ends open face tracks and flushes the publisher
-    events = await reader.read_all(idle_s=1.5)
+    # The topic is shared (other processors, other cameras): keep only this run's face tracks.
+    prefixes = tuple(f"{tracker.camera_id}-{tracker.run_id}-" for tracker in processor.recognition.trackers.values()) \
+        if processor.recognition else ()
+    events = [e for e in await reader.read_all(idle_s=1.5) if str(e.get("track_id", "")).startswith(prefixes)]
     return RunOutcome(door=door_stats, room=room, events=events,
                       latencies_s=list(processor.recognition.latencies_s) if processor.recognition else [],
                       gate=dict(processor.face_stage.gate_reasons) if processor.face_stage else {},

@@ -102,7 +102,7 @@ class FaceTracker:
     _tracker: object = field(init=False, repr=False)
     _tracks: dict[int, _Track] = field(default_factory=dict, init=False, repr=False)
     # Track ids must not repeat across processor restarts: a short random run id is part of them.
-    _run: str = field(default_factory=lambda: uuid.uuid4().hex[:8], init=False)
+    run_id: str = field(default_factory=lambda: uuid.uuid4().hex[:8], init=False)
     tracks_started: int = field(default=0, init=False)
     tracks_without_good_frames: int = field(default=0, init=False)
 
@@ -140,7 +140,7 @@ class FaceTracker:
                 continue  # not confirmed yet
             track = self._tracks.get(int(tracker_id))
             if track is None:
-                track = _Track(track_id=f"{self.camera_id}-{self._run}-{int(tracker_id)}",
+                track = _Track(track_id=f"{self.camera_id}-{self.run_id}-{int(tracker_id)}",
                                first_pts_s=pts_s, last_pts_s=pts_s)
                 self._tracks[int(tracker_id)] = track
                 self.tracks_started += 1
