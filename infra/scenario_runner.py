@@ -181,7 +181,7 @@ async def _run_system(spec, config: Config, door, state, say) -> RunOutcome:
     # The topic is shared (other processors, other cameras): keep only this run's face tracks.
     prefixes = tuple(f"{tracker.camera_id}-{tracker.run_id}-" for tracker in processor.recognition.trackers.values()) \
         if processor.recognition else ()
-    events = [e for e in await reader.read_all(idle_s=1.5) if str(e.get("track_id", "")).startswith(prefixes)]
+    events = [e for e in await reader.read_all() if str(e.get("track_id", "")).startswith(prefixes)]
     return RunOutcome(door=door_stats, room=room, events=events,
                       latencies_s=list(processor.recognition.latencies_s) if processor.recognition else [],
                       gate=dict(processor.face_stage.gate_reasons) if processor.face_stage else {},
@@ -237,21 +237,30 @@ class RecognitionReader:
             await consumer.position(tp)  # pin the end now, before the processor publishes
         return cls(consumer, topic)
 
-    async def read_all(self, idle_s: float) -> list[dict]:
+    async def read_all(self, timeout_s: float = 30.0) -> list[dict]:
+        """Everything published since ``start`` up to the end offsets as they are now (bounded: other
+        producers may keep writing to a shared topic)."""
         from processor.events import MalformedEvent, decode
 
         events: list[dict] = []
         try:
-            while True:
-                batches = await self.consumer.getmany(timeout_ms=int(idle_s * 1000))
-                if not batches:
-                    return events
-                for records in batches.values():
+            assigned = list(self.consumer.assignment())
+            ends = await self.consumer.end_offsets(assigned)
+            deadline = time.monotonic() + timeout_s
+            while time.monotonic() < deadline:
+                remaining = [tp for tp in assigned if await self.consumer.position(tp) < ends[tp]]
+                if not remaining:
+                    break
+                batches = await self.consumer.getmany(*remaining, timeout_ms=500)
+                for tp, records in batches.items():
                     for record in records:
+                        if record.offset >= ends[tp]:
+                            continue
                         try:
                             events.append(decode(self.topic, record.value))
                         except MalformedEvent as exc:
                             log.warning("malformed event on %s: %s", self.topic, exc)
+            return events
         finally:
             await self.consumer.stop()
 

@@ -2,8 +2,11 @@
 
     IngestManager (a decoder thread per camera, drop-oldest FrameBuffers)
         → Batcher (door cameras; max batch / max wait)          ─ queue ─
-        → FaceStage (detect → align → quality gate → embed, batched, in a worker thread)  ─ queue ─
-        → RecognitionStage (per-camera face tracks → gallery match → recognition events)
+        → FaceStage (detect → align → quality gate, batched, in a worker thread)  ─ queue ─
+        → RecognitionStage (per-camera face tracks → embed the faces of undecided tracks, batched →
+                            gallery match → recognition events)
+
+The two stages run in parallel (detection of the next batch while this one is embedded).
         → EventPublisher (bounded outgoing buffer, never blocks the frames)
 
 Per-camera state (face trackers) lives in the recognition stage, keyed by camera, even though
@@ -35,15 +38,13 @@ class FaceBatchResult:
 
 
 class FaceStage:
-    """Door cameras: one detector call and one embedder call per batch of frames."""
+    """Door cameras: one detector call per batch of frames, then alignment and the quality gate."""
 
     name = "faces"
 
-    def __init__(self, detector, embedder, thresholds, *, keep_crops: bool = True):
+    def __init__(self, detector, thresholds):
         self.detector = detector
-        self.embedder = embedder
         self.thresholds = thresholds
-        self.keep_crops = keep_crops
         self.gate_reasons: dict[str, int] = {}
 
     def process(self, batch: list[Frame]) -> list[FaceBatchResult]:
@@ -51,8 +52,6 @@ class FaceStage:
 
         detections = self.detector.detect([frame.image for frame in batch])
         results: list[FaceBatchResult] = []
-        crops: list[np.ndarray] = []
-        owners: list[FaceObservation] = []
         for frame, faces in zip(batch, detections):
             observations = []
             for detection in faces:
@@ -61,19 +60,12 @@ class FaceStage:
                 outcome = quality.reason or "accepted"
                 self.gate_reasons[outcome] = self.gate_reasons.get(outcome, 0) + 1
                 metrics.FACES.labels(frame.camera_id, outcome).inc()
-                observation = FaceObservation(
+                accepted = quality.reason is None
+                observations.append(FaceObservation(
                     box=tuple(float(v) for v in detection.box), score=float(detection.score),
-                    quality=float(quality.score) if quality.reason is None else 0.0, embedding=None,
-                    crop=crop if self.keep_crops else None)
-                if quality.reason is None:
-                    crops.append(crop)
-                    owners.append(observation)
-                observations.append(observation)
+                    quality=float(quality.score) if accepted else 0.0, embedding=None,
+                    crop=crop if accepted else None))
             results.append(FaceBatchResult(frame, observations))
-        if crops:
-            embeddings = self.embedder.embed(crops)
-            for observation, embedding in zip(owners, embeddings):
-                observation.embedding = embedding
         return results
 
     async def run(self, inbox: asyncio.Queue, outbox: asyncio.Queue) -> None:
@@ -88,8 +80,10 @@ class FaceStage:
 
 @dataclass
 class RecognitionStage:
-    """Per-camera face tracks → one decision per track → a recognition event on Kafka."""
+    """Per-camera face tracks → embeddings for undecided tracks (one batched call across cameras) →
+    one decision per track → a recognition event on Kafka."""
 
+    embedder: object  # FaceEmbedder
     cameras: dict[str, CameraConfig]
     doors_by_camera: dict[str, str]
     gallery: Callable[[], object]  # returns the current Gallery
@@ -102,6 +96,8 @@ class RecognitionStage:
     frame_sizes: dict[str, tuple[int, int]] = field(default_factory=dict)  # last seen, per camera
     decisions: list[TrackDecision] = field(default_factory=list)  # kept short; the events are on Kafka
     latencies_s: list[float] = field(default_factory=list)
+    faces_seen: int = 0  # faces on confirmed tracks
+    faces_embedded: int = 0  # of those, embedded (the rest were gated out or on decided tracks)
 
     def _tracker(self, camera_id: str) -> FaceTracker:
         tracker = self.trackers.get(camera_id)
@@ -116,14 +112,32 @@ class RecognitionStage:
         best = gallery.match(embedding[None, :])[0]
         return MatchResult(best.person_id, float(best.score), float(best.margin))
 
-    def handle(self, results: list[FaceBatchResult]) -> None:
+    async def handle(self, results: list[FaceBatchResult]) -> None:
+        assigned = []
+        crops: list[np.ndarray] = []
+        wanting: list[FaceObservation] = []
         for result in results:
-            frame = result.frame
+            tracker = self._tracker(result.frame.camera_id)
+            pairs = tracker.assign(result.faces)
+            for key, face in pairs:
+                if tracker.wants_embedding(key, face):
+                    crops.append(face.crop)
+                    wanting.append(face)
+            assigned.append((result.frame, tracker, pairs))
+            self.faces_seen += len(pairs)
+        if crops:
+            started = time.perf_counter()
+            embeddings = await asyncio.to_thread(self.embedder.embed, crops)
+            metrics.STAGE_SECONDS.labels("embed").observe(time.perf_counter() - started)
+            metrics.BATCH_SIZE.labels("embed").observe(len(crops))
+            for face, embedding in zip(wanting, embeddings):
+                face.embedding = embedding
+            self.faces_embedded += len(crops)
+        for frame, tracker, pairs in assigned:
             height, width = frame.image.shape[:2]
             self.frame_sizes[frame.camera_id] = (width, height)
-            tracker = self._tracker(frame.camera_id)
-            for decision in tracker.update(pts_s=frame.pts_s, captured_at=frame.captured_at,
-                                           frame_size=(width, height), faces=result.faces, match=self._match):
+            for decision in tracker.settle(pairs, pts_s=frame.pts_s, captured_at=frame.captured_at,
+                                           frame_size=(width, height), match=self._match):
                 self.emit(decision, frame)
 
     def flush(self) -> None:
@@ -167,7 +181,7 @@ class RecognitionStage:
 
     async def run(self, inbox: asyncio.Queue) -> None:
         while True:
-            self.handle(await inbox.get())
+            await self.handle(await inbox.get())
 
 
 def _stream_to_wall(decision: TrackDecision, pts_s: float) -> float:
@@ -228,9 +242,9 @@ class Processor:
 
             self.review = ReviewQueue(self.database_url, pack, retention_days=config.privacy.review_crop_retention_days)
             await self.review.start()
-        self.face_stage = FaceStage(detector, embedder, config.thresholds,
-                                    keep_crops=config.privacy.review_unknown_faces)
+        self.face_stage = FaceStage(detector, config.thresholds)
         self.recognition = RecognitionStage(
+            embedder=embedder,
             cameras={c.id: c for c in config.cameras},
             doors_by_camera={d.door_camera: d.id for d in config.doors},
             gallery=lambda: self.gallery_watcher.current,

@@ -1,7 +1,8 @@
 """Face tracks at a door camera: identity is decided per track from several frames, not per frame.
 
 Faces are tracked across frames with ByteTrack (the ``trackers`` library), one tracker per camera even
-though detection is batched across cameras. Each track accumulates its embeddings weighted by face
+though detection is batched across cameras. Tracking comes before embedding (``assign`` then ``settle``), so
+faces on a track that is already decided are never embedded again. Each track accumulates its embeddings weighted by face
 quality; the track is decided once: as soon as it has ``decide_after`` good frames and the gallery
 recognises it confidently, or else when the track ends (lost for ``lost_after_s`` of stream time),
 known or unknown. One person walking in therefore gives one recognition.
@@ -24,7 +25,7 @@ class FaceObservation:
     score: float  # detector confidence
     quality: float  # 0..1; 0 when the quality gate rejected the face
     embedding: np.ndarray | None  # L2-normalised; None when gated out
-    crop: np.ndarray | None = None  # the aligned crop (kept for the best frame only, for review)
+    crop: np.ndarray | None = None  # the aligned crop: embedded when its track wants it; the best one kept for review
 
 
 @dataclass
@@ -118,12 +119,10 @@ class FaceTracker:
             high_conf_det_threshold=0.6,
         )
 
-    def update(self, *, pts_s: float, captured_at: float, frame_size: tuple[int, int],
-               faces: list[FaceObservation], match: Matcher) -> list[TrackDecision]:
-        """Feed one analysed frame; return the decisions it completed (early or on track end)."""
+    def assign(self, faces: list[FaceObservation]) -> list[tuple[int, FaceObservation]]:
+        """Phase 1: ByteTrack over this frame's faces; the faces on confirmed tracks, with their track key."""
         import supervision as sv
 
-        decisions: list[TrackDecision] = []
         if faces:
             detections = sv.Detections(
                 xyxy=np.array([f.box for f in faces], dtype=np.float32),
@@ -135,16 +134,26 @@ class FaceTracker:
             detections = sv.Detections.empty()
         tracked = self._tracker.update(detections)
         ids = tracked.tracker_id if tracked.tracker_id is not None else []
-        for tracker_id, index in zip(ids, tracked.data.get("index", [])):
-            if tracker_id is None or int(tracker_id) < 0:
-                continue  # not confirmed yet
-            track = self._tracks.get(int(tracker_id))
+        return [(int(tracker_id), faces[int(index)]) for tracker_id, index in zip(ids, tracked.data.get("index", []))
+                if tracker_id is not None and int(tracker_id) >= 0]  # -1: not confirmed yet
+
+    def wants_embedding(self, key: int, face: FaceObservation) -> bool:
+        """Only faces that passed the quality gate, on tracks not decided yet, are worth an embedding."""
+        track = self._tracks.get(key)
+        return face.quality > 0 and face.crop is not None and not (track is not None and track.decided)
+
+    def settle(self, assigned: list[tuple[int, FaceObservation]], *, pts_s: float, captured_at: float,
+               frame_size: tuple[int, int], match: Matcher) -> list[TrackDecision]:
+        """Phase 2: add the faces (embedded where wanted) to their tracks; return the decisions completed
+        (early, or because a track ended)."""
+        decisions: list[TrackDecision] = []
+        for key, face in assigned:
+            track = self._tracks.get(key)
             if track is None:
-                track = _Track(track_id=f"{self.camera_id}-{self.run_id}-{int(tracker_id)}",
-                               first_pts_s=pts_s, last_pts_s=pts_s)
-                self._tracks[int(tracker_id)] = track
+                track = _Track(track_id=f"{self.camera_id}-{self.run_id}-{key}", first_pts_s=pts_s, last_pts_s=pts_s)
+                self._tracks[key] = track
                 self.tracks_started += 1
-            track.add(faces[int(index)], pts_s, captured_at)
+            track.add(face, pts_s, captured_at)
             if not track.decided and track.frames >= self.decide_after:
                 decision = self._decide(track, frame_size, match, ended=False)
                 if decision.person_id is not None:
@@ -153,6 +162,12 @@ class FaceTracker:
         for key in [k for k, t in self._tracks.items() if pts_s - t.last_pts_s > self.lost_after_s]:
             decisions.extend(self._end(self._tracks.pop(key), frame_size, match))
         return decisions
+
+    def update(self, *, pts_s: float, captured_at: float, frame_size: tuple[int, int],
+               faces: list[FaceObservation], match: Matcher) -> list[TrackDecision]:
+        """Both phases for faces that already carry their embeddings (tests, simple callers)."""
+        return self.settle(self.assign(faces), pts_s=pts_s, captured_at=captured_at, frame_size=frame_size,
+                           match=match)
 
     def flush(self, frame_size: tuple[int, int], match: Matcher) -> list[TrackDecision]:
         """End every open track (the camera stopped or the processor is shutting down)."""
