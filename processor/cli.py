@@ -374,7 +374,8 @@ def bench() -> None:
 
 
 @bench.command("faces")
-@click.option("--streams", type=int, default=4, show_default=True, help="Concurrent RTSP door streams.")
+@click.option("--streams", type=int, default=8, show_default=True,
+              help="Concurrent RTSP door streams (10 fps each; enough to saturate 2 CPU cores).")
 @click.option("--seconds", type=float, default=30.0, show_default=True, help="Measuring window of the pipeline.")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON document.")
 @click.pass_context
