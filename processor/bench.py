@@ -141,7 +141,7 @@ async def measure_pipeline(config: Config, state, door_video: Path, streams: int
         frames = processor.batcher.frames - frames0
         batches = max(1, processor.batcher.batches - batches0)
         stats = processor.ingest.stats()
-        latencies = processor.recognition.latencies_s[latencies0:]
+        latencies = list(processor.recognition.latencies_s)[latencies0:]
     finally:
         await processor.stop()
         stack.set_rtsp_mounts(previous)

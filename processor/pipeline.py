@@ -18,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections import deque
 from dataclasses import dataclass, field
 from typing import Callable
 
@@ -94,8 +95,8 @@ class RecognitionStage:
     review: Callable[[TrackDecision, dict], None] | None = None
     trackers: dict[str, FaceTracker] = field(default_factory=dict)
     frame_sizes: dict[str, tuple[int, int]] = field(default_factory=dict)  # last seen, per camera
-    decisions: list[TrackDecision] = field(default_factory=list)  # kept short; the events are on Kafka
-    latencies_s: list[float] = field(default_factory=list)
+    # recent capture-to-event latencies, bounded (the histogram metric keeps the long view)
+    latencies_s: deque[float] = field(default_factory=lambda: deque(maxlen=100_000))
     faces_seen: int = 0  # faces on confirmed tracks
     faces_embedded: int = 0  # of those, embedded (the rest were gated out or on decided tracks)
 
@@ -138,14 +139,14 @@ class RecognitionStage:
             self.frame_sizes[frame.camera_id] = (width, height)
             for decision in tracker.settle(pairs, pts_s=frame.pts_s, captured_at=frame.captured_at,
                                            frame_size=(width, height), match=self._match):
-                self.emit(decision, frame)
+                self.emit(decision)
 
     def flush(self) -> None:
         for camera_id, tracker in self.trackers.items():
             for decision in tracker.flush(self.frame_sizes.get(camera_id, (1, 1)), self._match):
-                self.emit(decision, None)
+                self.emit(decision)
 
-    def emit(self, decision: TrackDecision, frame: Frame | None) -> None:
+    def emit(self, decision: TrackDecision) -> None:
         from processor.events import recognition_event
 
         camera = self.cameras.get(decision.camera_id)
@@ -171,8 +172,6 @@ class RecognitionStage:
         self.latencies_s.append(latency)
         metrics.EVENT_LATENCY.labels("recognition").observe(latency)
         metrics.RECOGNITIONS.labels(decision.camera_id, "known" if decision.person_id else "unknown").inc()
-        self.decisions.append(decision)
-        del self.decisions[:-1000]
         if decision.person_id is None and self.review is not None:
             self.review(decision, event)
         log.info("recognition %s on %s: %s (score %.3f, margin %.3f, %d frames)", decision.track_id,
