@@ -32,6 +32,7 @@ from prometheus_client import REGISTRY
 from infra import stack as embedded
 from infra.ports import choose_free_port, wait_until
 from processor.ingest import CameraState, IngestManager, IngestOptions
+from tests.videos import make_numbered_video, picture_number
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(120)]
 
@@ -43,36 +44,8 @@ OPTIONS = IngestOptions(stall_timeout_s=1.5, open_timeout_s=1.5, keyframe_timeou
 
 
 # ------------------------------------------------------------------------------------------ videos
-def picture(index: int, width: int, height: int) -> np.ndarray:
-    y, x = np.mgrid[0:height, 0:width]
-    img = np.empty((height, width, 3), np.uint8)
-    img[..., 0] = (x * 255 // width + index * 3) % 256
-    img[..., 1] = y * 255 // height
-    img[..., 2] = (x + y + index * 4) % 256
-    img[:40, :330] = 0
-    for bit in range(8):
-        if (index >> bit) & 1:
-            img[4:36, 4 + bit * 40:36 + bit * 40] = 255
-    return img
-
-
-def index_of(bgr: np.ndarray) -> int:
-    return sum(1 << bit for bit in range(8) if bgr[20, 20 + bit * 40].mean() > 127)
-
-
 def make_video(path: Path, width: int, height: int, frames: int = LOOP) -> Path:
-    import av
-
-    with av.open(str(path), "w", format="mpegts") as container:
-        stream = container.add_stream("libx264", rate=FPS)
-        stream.width, stream.height, stream.pix_fmt = width, height, "yuv420p"
-        stream.options = {"preset": "veryfast", "x264-params": f"keyint={FPS}:min-keyint={FPS}:scenecut=0"}
-        for i in range(frames):
-            frame = av.VideoFrame.from_ndarray(picture(i, width, height), format="rgb24")
-            frame.pts = i
-            container.mux(stream.encode(frame))
-        container.mux(stream.encode())
-    return path
+    return make_numbered_video(path, width, height, frames, FPS)
 
 
 def damage(source: Path, target: Path, every: int = 3, seed: int = 3) -> Path:
@@ -196,8 +169,8 @@ async def test_sampled_at_half_rate_by_pts_and_slow_consumer_drops_oldest(media)
         pts = [f.pts_s for f in fast]
         assert all(b > a for a, b in zip(pts, pts[1:])), pts
         assert all(abs((b - a) - 0.2) < 0.02 for a, b in zip(pts, pts[1:])), pts
-        steps = {(index_of(b.image) - index_of(a.image)) % LOOP for a, b in zip(fast, fast[1:])}
-        assert steps == {2}, [index_of(f.image) for f in fast]
+        steps = {(picture_number(b.image) - picture_number(a.image)) % LOOP for a, b in zip(fast, fast[1:])}
+        assert steps == {2}, [picture_number(f.image) for f in fast]
         assert [f.seq for f in fast] == list(range(fast[0].seq, fast[0].seq + len(fast)))
         assert all(f.image.shape == (720, 1280, 3) and f.image.dtype == np.uint8 for f in fast)
         assert all(f.camera_id == "hd" and abs(f.captured_at - time.time()) < 10 for f in fast)

@@ -25,6 +25,7 @@ import pytest
 from infra import broker, stack
 from infra.errors import RollcallError
 from infra.ports import wait_until
+from tests.videos import make_numbered_video, numbered_picture, picture_number
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(120)]
 
@@ -35,35 +36,11 @@ TOPIC = "stack-test"
 
 # ------------------------------------------------------------------------------------------ the video
 def frame_picture(index: int) -> np.ndarray:
-    y, x = np.mgrid[0:H, 0:W]
-    img = np.zeros((H, W, 3), np.uint8)
-    img[..., 0] = x * 255 // W
-    img[..., 1] = y * 255 // H
-    img[..., 2] = (x + y + index * 4) % 256
-    img[:40] = 0
-    for bit in range(8):
-        if (index >> bit) & 1:
-            img[4:36, 4 + bit * 40:36 + bit * 40] = 255
-    return img
-
-
-def frame_index(img: np.ndarray) -> int:
-    return sum(1 << bit for bit in range(8) if img[20, 20 + bit * 40].mean() > 127)
+    return numbered_picture(index, W, H)
 
 
 def make_video(path: Path) -> Path:
-    import av
-
-    with av.open(str(path), "w", format="mpegts") as container:
-        stream = container.add_stream("libx264", rate=FPS)
-        stream.width, stream.height, stream.pix_fmt = W, H, "yuv420p"
-        stream.options = {"preset": "medium", "g": str(FPS), "keyint_min": str(FPS)}
-        for i in range(N_FRAMES):
-            frame = av.VideoFrame.from_ndarray(frame_picture(i), format="rgb24")
-            frame.pts = i
-            container.mux(stream.encode(frame))
-        container.mux(stream.encode())
-    return path
+    return make_numbered_video(path, W, H, N_FRAMES, FPS, preset="medium")
 
 
 # ------------------------------------------------------------------------------------------- fixtures
@@ -281,7 +258,7 @@ def _decode(url: str, seconds: float, result: dict, logs: list) -> None:
                         result["skipped"] += 1
                         continue
                     img = frame.to_ndarray(format="rgb24")
-                    index = frame_index(img)
+                    index = picture_number(img)
                     diff = np.abs(img[44:].astype(int) - frame_picture(index)[44:].astype(int)).mean()
                     result["frames"] += 1
                     result["corrupt"] += int(frame.is_corrupt)
