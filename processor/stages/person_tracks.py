@@ -1,0 +1,265 @@
+"""Person tracks on a room camera: who appeared (and through which door), who was lost, who left.
+
+One :class:`PersonTracker` per room camera. Detections (:class:`processor.stages.persons.PersonDetection`)
+are tracked frame to frame with ByteTrack (the ``trackers`` library, fed each frame's stream time so dropped
+frames are handled in time, not in frame counts). On top of ByteTrack's short-lived ids the tracker keeps
+Rollcall tracks with a stable ``track_id`` (``<camera>-<run id>-<counter>``; the random run id keeps ids
+unique across processor restarts) and turns their life into :class:`TrackEvent` s:
+
+``appeared``
+    A new ByteTrack id that does not continue an earlier track. ``entered_via`` is the door id when the
+    first box's bottom centre (the feet) lies in that door's entry zone (``supervision.PolygonZone``,
+    anchor ``BOTTOM_CENTER``), else ``None`` (someone first seen in the middle of the room).
+``lost``
+    An active track not seen for ``lost_after_s`` of stream time.
+``reacquired``
+    A new ByteTrack id whose first bottom centre is within ``reacquire_px`` of the last bottom centre of a
+    track unseen for less than ``reacquire_s``, and not in an entry zone: it continues that track (same
+    ``track_id``) instead of appearing. A track that was not yet declared lost is continued silently (that
+    is ByteTrack's own id switch, not an event).
+``exited``
+    A lost track whose last bottom centre was in an entry zone (``exited_via`` = that door; emitted with
+    its ``lost`` event), or any track unseen for ``reacquire_s`` (lost for good, ``exited_via`` None).
+    :meth:`PersonTracker.flush` ends every open track the same way.
+
+Identity is not decided here: a track carries ``identity`` and ``identity_source`` for the handoff unit
+to set (:meth:`PersonTracker.track`), and every event copies them as they were when it was emitted.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from processor.stages.persons import PersonDetection
+
+EVENT_KINDS = ("appeared", "lost", "reacquired", "exited")
+
+Box = tuple[float, float, float, float]
+
+
+@dataclass
+class PersonTrack:
+    """One Rollcall person track on one room camera."""
+
+    track_id: str
+    camera_id: str
+    first_pts_s: float
+    last_pts_s: float
+    box: Box  # last box seen
+    entered_via: str | None = None
+    identity: str | None = None  # set by others (door handoff, review); never by the tracker
+    identity_source: str | None = None
+    state: str = "active"  # "active" | "lost" | "exited"
+    lost_since_s: float | None = None
+    reacquisitions: int = 0
+    tracker_ids: list[int] = field(default_factory=list)  # ByteTrack ids that made up this track
+
+    @property
+    def foot(self) -> tuple[float, float]:
+        return (self.box[0] + self.box[2]) / 2.0, self.box[3]
+
+
+@dataclass(frozen=True)
+class TrackEvent:
+    kind: str  # one of EVENT_KINDS
+    camera_id: str
+    track_id: str
+    pts_s: float  # stream time of the frame the event was decided on
+    box: Box  # the track's box (last one seen for lost / exited)
+    entered_via: str | None = None
+    exited_via: str | None = None
+    last_seen_pts_s: float | None = None
+    identity: str | None = None
+    identity_source: str | None = None
+
+
+class PersonTracker:
+    """ByteTrack per room camera, turned into Rollcall track events (see the module docstring)."""
+
+    def __init__(self, camera_id: str, fps: float,
+                 entry_zones: Mapping[str, Sequence[tuple[float, float]]] | None = None, *,
+                 lost_after_s: float = 2.0, reacquire_s: float = 5.0, reacquire_px: float = 150.0,
+                 track_activation_threshold: float = 0.45, high_conf_det_threshold: float = 0.5,
+                 minimum_consecutive_frames: int = 2, minimum_iou_threshold: float = 0.1):
+        import supervision as sv
+        from trackers import ByteTrackTracker
+
+        if reacquire_s < lost_after_s:
+            raise ValueError("reacquire_s must be at least lost_after_s")
+        self.camera_id = camera_id
+        self.fps = float(fps)
+        self.lost_after_s = float(lost_after_s)
+        self.reacquire_s = float(reacquire_s)
+        self.reacquire_px = float(reacquire_px)
+        self.run_id = uuid.uuid4().hex[:8]
+        self._zones = {door: sv.PolygonZone(np.round(np.asarray(poly, np.float64)).astype(np.int64),
+                                            triggering_anchors=(sv.Position.BOTTOM_CENTER,))
+                       for door, poly in (entry_zones or {}).items()}
+        self._tracker = ByteTrackTracker(
+            lost_track_buffer=max(1, int(round(self.lost_after_s * self.fps))),
+            frame_rate=self.fps,
+            track_activation_threshold=track_activation_threshold,
+            minimum_consecutive_frames=minimum_consecutive_frames,
+            minimum_iou_threshold=minimum_iou_threshold,
+            high_conf_det_threshold=high_conf_det_threshold,
+        )
+        self._counter = 0
+        self._tracks: dict[str, PersonTrack] = {}  # open tracks (active or lost) by track_id
+        self._by_tracker_id: dict[int, str] = {}  # ByteTrack id -> track_id (the track's current id only)
+        self.tracks_started = 0
+        self.reacquired = 0
+        self.silent_continuations = 0  # ByteTrack id switches stitched before the track was declared lost
+
+    # ------------------------------------------------------------------------------------------ api
+
+    def track(self, track_id: str) -> PersonTrack | None:
+        return self._tracks.get(track_id)
+
+    @property
+    def open_tracks(self) -> list[PersonTrack]:
+        return list(self._tracks.values())
+
+    def zone_of(self, boxes: np.ndarray) -> list[str | None]:
+        """The door whose entry zone holds each box's bottom centre (first match), else None."""
+        import supervision as sv
+
+        result: list[str | None] = [None] * len(boxes)
+        if not len(boxes) or not self._zones:
+            return result
+        dets = sv.Detections(xyxy=np.asarray(boxes, np.float32).reshape(-1, 4))
+        for door, zone in self._zones.items():
+            inside = zone.trigger(dets)
+            for i, hit in enumerate(inside):
+                if hit and result[i] is None:
+                    result[i] = door
+        return result
+
+    def update(self, pts_s: float, detections: Sequence[PersonDetection]) -> list[TrackEvent]:
+        """Track this frame's detections; the events it decided, in order."""
+        import supervision as sv
+
+        if detections:
+            dets = sv.Detections(
+                xyxy=np.array([d.box for d in detections], dtype=np.float32),
+                confidence=np.array([d.score for d in detections], dtype=np.float32),
+                class_id=np.zeros(len(detections), dtype=int),
+            )
+        else:
+            dets = sv.Detections.empty()
+        tracked = self._tracker.update(dets, timestamp=float(pts_s))
+        ids = tracked.tracker_id if tracked.tracker_id is not None else np.empty(0, int)
+        keep = [i for i, t in enumerate(ids) if t is not None and int(t) >= 0]  # -1: not confirmed yet
+        boxes = np.asarray(tracked.xyxy, np.float64)[keep] if keep else np.empty((0, 4))
+        tids = [int(ids[i]) for i in keep]
+        zones = self.zone_of(boxes)
+
+        events: list[TrackEvent] = []
+        seen: set[str] = set()
+        new: list[int] = []
+        for j, tid in enumerate(tids):
+            track_id = self._by_tracker_id.get(tid)
+            if track_id is None or track_id not in self._tracks:
+                new.append(j)
+                continue
+            track = self._tracks[track_id]
+            if track_id in seen:  # two ByteTrack ids on one track: keep the first, drop this one's link
+                self._by_tracker_id.pop(tid, None)
+                new.append(j)
+                continue
+            events.extend(self._see(track, pts_s, tuple(boxes[j])))
+            seen.add(track_id)
+        for j in new:
+            tid, box = tids[j], tuple(float(v) for v in boxes[j])
+            door = zones[j]
+            previous = None if door is not None else self._reacquire_candidate(box, pts_s, seen)
+            if previous is not None:
+                old = previous.tracker_ids[-1] if previous.tracker_ids else None
+                if old is not None and self._by_tracker_id.get(old) == previous.track_id:
+                    del self._by_tracker_id[old]
+                previous.tracker_ids.append(tid)
+                self._by_tracker_id[tid] = previous.track_id
+                if previous.state == "active":
+                    self.silent_continuations += 1
+                events.extend(self._see(previous, pts_s, box))
+                seen.add(previous.track_id)
+                continue
+            self._counter += 1
+            self.tracks_started += 1
+            track = PersonTrack(track_id=f"{self.camera_id}-{self.run_id}-{self._counter}", camera_id=self.camera_id,
+                                first_pts_s=float(pts_s), last_pts_s=float(pts_s), box=box, entered_via=door,
+                                tracker_ids=[tid])
+            self._tracks[track.track_id] = track
+            self._by_tracker_id[tid] = track.track_id
+            seen.add(track.track_id)
+            events.append(self._event("appeared", track, pts_s))
+        events.extend(self._age(pts_s, seen))
+        return events
+
+    def flush(self, pts_s: float) -> list[TrackEvent]:
+        """End every open track (the camera stopped or the processor is shutting down)."""
+        events = []
+        for track in list(self._tracks.values()):
+            if track.state == "active":
+                track.state, track.lost_since_s = "lost", float(pts_s)
+                events.append(self._event("lost", track, pts_s))
+            events.append(self._exit(track, pts_s, self.zone_of(np.array([track.box]))[0]))
+        return events
+
+    # ------------------------------------------------------------------------------------- internals
+
+    def _see(self, track: PersonTrack, pts_s: float, box: Box) -> list[TrackEvent]:
+        track.box = tuple(float(v) for v in box)
+        track.last_pts_s = float(pts_s)
+        if track.state == "lost":
+            track.state, track.lost_since_s = "active", None
+            track.reacquisitions += 1
+            self.reacquired += 1
+            return [self._event("reacquired", track, pts_s)]
+        return []
+
+    def _reacquire_candidate(self, box: Box, pts_s: float, seen: set[str]) -> PersonTrack | None:
+        fx, fy = (box[0] + box[2]) / 2.0, box[3]
+        best, best_d = None, self.reacquire_px
+        for track in self._tracks.values():
+            if track.track_id in seen or track.last_pts_s >= pts_s or pts_s - track.last_pts_s > self.reacquire_s:
+                continue
+            tx, ty = track.foot
+            d = float(np.hypot(fx - tx, fy - ty))
+            if d <= best_d:
+                best, best_d = track, d
+        return best
+
+    def _age(self, pts_s: float, seen: set[str]) -> list[TrackEvent]:
+        events: list[TrackEvent] = []
+        for track in list(self._tracks.values()):
+            if track.track_id in seen:
+                continue
+            unseen = pts_s - track.last_pts_s
+            if track.state == "active" and unseen >= self.lost_after_s:
+                track.state, track.lost_since_s = "lost", float(pts_s)
+                events.append(self._event("lost", track, pts_s))
+                door = self.zone_of(np.array([track.box]))[0]
+                if door is not None:  # walked out through a door
+                    events.append(self._exit(track, pts_s, door))
+                    continue
+            if track.state == "lost" and unseen > self.reacquire_s:
+                events.append(self._exit(track, pts_s, None))
+        return events
+
+    def _exit(self, track: PersonTrack, pts_s: float, door: str | None) -> TrackEvent:
+        track.state = "exited"
+        self._tracks.pop(track.track_id, None)
+        for tid in track.tracker_ids:
+            if self._by_tracker_id.get(tid) == track.track_id:
+                del self._by_tracker_id[tid]
+        return self._event("exited", track, pts_s, exited_via=door)
+
+    def _event(self, kind: str, track: PersonTrack, pts_s: float, exited_via: str | None = None) -> TrackEvent:
+        return TrackEvent(kind=kind, camera_id=self.camera_id, track_id=track.track_id, pts_s=float(pts_s),
+                          box=track.box, entered_via=track.entered_via, exited_via=exited_via,
+                          last_seen_pts_s=track.last_pts_s, identity=track.identity,
+                          identity_source=track.identity_source)

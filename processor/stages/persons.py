@@ -1,0 +1,132 @@
+"""Person detection on room-camera frames: batched, synchronous, free of asyncio.
+
+:class:`PersonDetector` runs the model pack's YOLOv8 person detector (``person_detector`` role; the open
+pack's is a fall-detection fine-tune whose classes Normal and Fall both mean "a person"). Every image of a
+batch is letterboxed onto the fixed 640x640 input (aspect kept, centred, padding 114), the batch goes through
+ONE onnxruntime call, and each image's ``[4 + num_classes, 8400]`` output is decoded: box cx, cy, w, h in
+input pixels, score = max over the pack's person class ids, class-agnostic NMS (``cv2.dnn.NMSBoxes``), and
+boxes mapped back to the image's own pixels and clipped. A batch of N gives the same detections as N single
+calls (the graph has no cross-image ops).
+
+As in :mod:`processor.stages.faces`, the asynchronous pipeline calls :meth:`PersonDetector.detect` from a
+worker thread; onnxruntime sessions may be shared between threads.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import cv2
+import numpy as np
+
+from processor import model_packs as mp
+
+PAD_VALUE = 114
+
+
+@dataclass(frozen=True, slots=True)
+class PersonDetection:
+    box: tuple[float, float, float, float]  # x1, y1, x2, y2 in the image's pixels
+    score: float
+    class_id: int  # the pack's class (open pack: 0 Normal, 1 Fall)
+
+    @property
+    def bottom_center(self) -> tuple[float, float]:
+        """Where the person stands (the feet): what zones are tested with."""
+        return (self.box[0] + self.box[2]) / 2.0, self.box[3]
+
+
+@dataclass(frozen=True, slots=True)
+class Letterbox:
+    scale: float
+    pad_x: float
+    pad_y: float
+
+
+def letterbox(image: np.ndarray, width: int, height: int) -> tuple[np.ndarray, Letterbox]:
+    """Resize ``image`` into a ``width`` x ``height`` canvas, aspect kept, centred, padded with 114."""
+    h, w = image.shape[:2]
+    s = min(width / w, height / h)
+    nw, nh = max(1, min(width, round(w * s))), max(1, min(height, round(h * s)))
+    small = image if (nw, nh) == (w, h) else cv2.resize(image, (nw, nh), interpolation=cv2.INTER_LINEAR)
+    pad_x, pad_y = (width - nw) // 2, (height - nh) // 2
+    canvas = np.full((height, width, 3), PAD_VALUE, np.uint8)
+    canvas[pad_y:pad_y + nh, pad_x:pad_x + nw] = small
+    return canvas, Letterbox(s, float(pad_x), float(pad_y))
+
+
+class PersonDetector:
+    """Batched YOLOv8 person detection (one onnxruntime call per batch)."""
+
+    def __init__(self, pack: str | mp.LoadedPack = mp.DEFAULT_PACK, score_threshold: float | None = None,
+                 nms_iou: float | None = None, providers: Sequence[Any] | None = None, session: Any = None):
+        self.pack = mp.load_pack(pack) if isinstance(pack, str) else pack
+        spec = self.pack.model("person_detector")
+        if spec.arch != "yolov8":
+            raise ValueError(f"no person detector decoding for arch {spec.arch!r}")
+        self.input_width, self.input_height = spec.input_size or spec.default_size
+        self.swap_rb = spec.color.upper() == "RGB"
+        self.mean, self.std = float(spec.mean), float(spec.std)
+        self.class_ids = tuple(int(c) for c in self.pack.spec.person_class_ids)
+        self.score_threshold = float(score_threshold if score_threshold is not None
+                                     else self.pack.spec.person_score_threshold)
+        self.nms_iou = float(nms_iou if nms_iou is not None else self.pack.spec.person_nms_iou)
+        self.session = session or mp.create_session(self.pack.path("person_detector"), providers)
+        self.input_name = self.session.get_inputs()[0].name
+        self.output_name = self.session.get_outputs()[0].name
+
+    def preprocess(self, images: Sequence[np.ndarray]) -> tuple[np.ndarray, list[Letterbox]]:
+        """The NCHW float32 blob of the batch and each image's letterbox transform."""
+        blob = np.empty((len(images), 3, self.input_height, self.input_width), np.float32)
+        boxes = []
+        for i, img in enumerate(images):
+            canvas, lb = letterbox(img, self.input_width, self.input_height)
+            if self.swap_rb:
+                canvas = canvas[:, :, ::-1]
+            blob[i] = canvas.transpose(2, 0, 1)
+            boxes.append(lb)
+        if self.mean:
+            blob -= self.mean
+        if self.std != 1.0:
+            blob /= self.std
+        return blob, boxes
+
+    def detect(self, images: Sequence[np.ndarray]) -> list[list[PersonDetection]]:
+        """Persons in each BGR image, best score first, in that image's own pixel coordinates."""
+        if not len(images):
+            return []
+        for img in images:
+            if img.ndim != 3 or img.shape[2] != 3:
+                raise ValueError(f"expected HxWx3 BGR images, got shape {img.shape}")
+        blob, boxes = self.preprocess(images)
+        (output,) = self.session.run([self.output_name], {self.input_name: blob})
+        return [self._decode(output[i], boxes[i], img.shape[:2]) for i, img in enumerate(images)]
+
+    def _decode(self, out: np.ndarray, lb: Letterbox, shape: tuple[int, int]) -> list[PersonDetection]:
+        # out: [4 + num_classes, anchors]
+        scores_all = out[4:][list(self.class_ids)]  # [len(class_ids), anchors]
+        best = scores_all.argmax(0)
+        score = scores_all[best, np.arange(scores_all.shape[1])]
+        idx = np.flatnonzero(score >= self.score_threshold)
+        if not idx.size:
+            return []
+        cx, cy, w, h = (out[k, idx] for k in range(4))
+        x = (cx - w / 2 - lb.pad_x) / lb.scale
+        y = (cy - h / 2 - lb.pad_y) / lb.scale
+        xywh = np.stack([x, y, w / lb.scale, h / lb.scale], 1).astype(np.float64)
+        score_a = score[idx].astype(np.float64)
+        keep = np.asarray(cv2.dnn.NMSBoxes(xywh.tolist(), score_a.tolist(), self.score_threshold, self.nms_iou),
+                          int).ravel()
+        keep = keep[np.argsort(-score_a[keep], kind="stable")]
+        h_img, w_img = shape
+        found = []
+        for i in keep:
+            bx, by, bw, bh = xywh[i]
+            box = (max(0.0, float(bx)), max(0.0, float(by)),
+                   min(float(w_img), float(bx + bw)), min(float(h_img), float(by + bh)))
+            if box[2] - box[0] < 1 or box[3] - box[1] < 1:
+                continue
+            found.append(PersonDetection(box, float(score_a[i]), int(self.class_ids[int(best[idx[i]])])))
+        return found
