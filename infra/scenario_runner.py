@@ -8,8 +8,8 @@ the reason under ``not_measured``, never a made-up number.
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
 import logging
-import threading
 import time
 import uuid
 from dataclasses import dataclass
@@ -22,8 +22,6 @@ from processor.config import Config
 
 log = logging.getLogger("rollcall.scenario")
 
-# PyAV/FFmpeg options for RTSP: TCP (no UDP loss on busy networks), a short probe (opens in ~0.6 s).
-RTSP_OPTIONS = {"rtsp_transport": "tcp", "analyzeduration": "500000", "timeout": "5000000"}
 
 
 def render_cached(spec_path: Path):
@@ -53,36 +51,6 @@ def demo_mounts(config: Config, *, render_missing: bool = True) -> dict[str, Pat
             if video.exists():
                 mounts[f"/{name}/{camera}"] = video
     return mounts
-
-
-@dataclass
-class StreamCount:
-    """Frames one RTSP client decoded, and how it ended."""
-
-    camera_id: str
-    url: str
-    frames: int = 0
-    first_frame_s: float | None = None  # seconds from opening to the first decoded frame
-    error: str | None = None
-
-
-def decode_frames(url: str, frames: int, deadline_s: float, result: StreamCount, stop: threading.Event) -> None:
-    """Decode up to ``frames`` frames of an RTSP stream (one loop of the video), or until the deadline."""
-    import av
-
-    started = time.monotonic()
-    try:
-        with av.open(url, options=RTSP_OPTIONS, timeout=(10.0, 10.0)) as container:
-            stream = container.streams.video[0]
-            stream.thread_type = "AUTO"
-            for _frame in container.decode(stream):
-                if result.first_frame_s is None:
-                    result.first_frame_s = round(time.monotonic() - started, 3)
-                result.frames += 1
-                if result.frames >= frames or stop.is_set() or time.monotonic() - started >= deadline_s:
-                    break
-    except av.FFmpegError as exc:
-        result.error = f"{type(exc).__name__}: {exc}"
 
 
 def scenario_door(config: Config, spec):
@@ -142,8 +110,10 @@ def run_scenario(spec_path: Path, *, config: Config, progress: Callable[[str], N
 @dataclass
 class RunOutcome:
     door: dict  # the processor's ingest stats for the door camera
-    room: StreamCount
-    events: list[dict]
+    room: dict  # ... and for the room camera
+    events: list[dict]  # this run's recognition events
+    presence: list[dict]  # this run's presence events
+    room_origin: float | None  # Unix time of the room video's first analysed frame
     latencies_s: list[float]
     gate: dict[str, int]
     review_written: int | None  # unknown-face crops written to the review queue (None: queue off)
@@ -155,36 +125,34 @@ async def _run_system(spec, config: Config, door, state, say) -> RunOutcome:
 
     await db.load_topology(state.database_url, config)
     await enroll_scenario_people(spec, config, state.database_url, say)
-    topic = config.kafka.topics.recognitions.name
-    reader = await RecognitionReader.start(state.kafka_bootstrap_servers, topic)
+    recognitions = await TopicReader.start(state.kafka_bootstrap_servers, config.kafka.topics.recognitions.name)
+    presence = await TopicReader.start(state.kafka_bootstrap_servers, config.kafka.topics.presence.name)
     processor = Processor(config, database_url=state.database_url,
                           kafka_bootstrap_servers=state.kafka_bootstrap_servers)
-    room = StreamCount(camera_id=door.room_camera, url=config.camera(door.room_camera).url)
-    stop = threading.Event()
     deadline = spec.duration_s + 20  # a live stream: one loop of the video takes duration_s of wall time
+    cameras = (door.door_camera, door.room_camera)
     try:
         await processor.start()
-        say(f"processor on {door.door_camera} <- {config.camera(door.door_camera).url}; "
-            f"decoding {room.camera_id} <- {room.url} ({spec.duration_s:g} s)")
-        room_task = asyncio.create_task(asyncio.to_thread(decode_frames, room.url, spec.n_frames, deadline, room, stop))
+        say(f"processor on {', '.join(f'{c} <- {config.camera(c).url}' for c in cameras)} ({spec.duration_s:g} s)")
         started = time.monotonic()
         while time.monotonic() - started < deadline:
-            stats = processor.ingest.stats().get(door.door_camera, {})
-            if stats.get("decoded", 0) >= spec.n_frames:
+            stats = processor.ingest.stats()
+            if all(stats.get(c, {}).get("decoded", 0) >= spec.n_frames for c in cameras):
                 break
             await asyncio.sleep(0.25)
-        door_stats = processor.ingest.stats().get(door.door_camera, {})
-        await room_task
+        stats = processor.ingest.stats()
     finally:
-        stop.set()
-        await processor.stop()  # ends open face tracks and flushes the publisher
-    # The topic is shared (other processors, other cameras): keep only this run's face tracks.
-    prefixes = tuple(f"{tracker.camera_id}-{tracker.run_id}-" for tracker in processor.recognition.trackers.values()) \
-        if processor.recognition else ()
-    events = [e for e in await reader.read_all() if str(e.get("track_id", "")).startswith(prefixes)]
-    return RunOutcome(door=door_stats, room=room, events=events,
-                      latencies_s=list(processor.recognition.latencies_s) if processor.recognition else [],
-                      gate=dict(processor.face_stage.gate_reasons) if processor.face_stage else {},
+        await processor.stop()  # ends open tracks (exit events) and flushes the publisher
+    # The topics are shared (other processors, other cameras): keep only this run's tracks.
+    face_runs = tuple(f"{t.camera_id}-{t.run_id}-" for t in processor.recognition.trackers.values())
+    room_runs = tuple(f"{t.camera_id}-{t.run_id}-" for t in processor.room.trackers.values()) if processor.room else ()
+    events = [e for e in await recognitions.read_all() if str(e.get("track_id", "")).startswith(face_runs)]
+    moves = [e for e in await presence.read_all() if room_runs and str(e.get("track_id", "")).startswith(room_runs)]
+    origin = processor.room.first_frame.get(door.room_camera, (None,))[0] if processor.room else None
+    return RunOutcome(door=stats.get(door.door_camera, {}), room=stats.get(door.room_camera, {}), events=events,
+                      presence=moves, room_origin=origin,
+                      latencies_s=list(processor.recognition.latencies_s),
+                      gate=dict(processor.face_stage.gate_reasons),
                       review_written=processor.review.written if processor.review is not None else None)
 
 
@@ -212,15 +180,15 @@ async def enroll_scenario_people(spec, config: Config, database_url: str, say) -
     say(f"enrolled {len(people)} people from their enrolment photos")
 
 
-class RecognitionReader:
-    """Reads the recognition topic from its current end (no consumer group: a pure observer)."""
+class TopicReader:
+    """Reads a topic from its current end (no consumer group: a pure observer)."""
 
     def __init__(self, consumer, topic: str):
         self.consumer = consumer
         self.topic = topic
 
     @classmethod
-    async def start(cls, bootstrap: str, topic: str) -> "RecognitionReader":
+    async def start(cls, bootstrap: str, topic: str) -> "TopicReader":
         from aiokafka import AIOKafkaConsumer, TopicPartition
 
         consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False,
@@ -302,6 +270,45 @@ def score_recognitions(events: list[dict], truth: dict) -> dict:
     }
 
 
+def score_handoff(presence: list[dict], truth: dict, room_origin: float | None, *, tolerance_s: float = 2.0) -> dict:
+    """Room tracks against the ground truth: each track that entered is matched to the arrival whose
+    room appearance (video time) is nearest its first sighting; its identity is the last one the
+    presence events gave it. ``accuracy`` = correctly identified tracks of enrolled people / all tracks
+    of enrolled people; a visitor's track must stay unknown."""
+    tracks: dict[str, dict] = {}
+    for event in sorted(presence, key=lambda e: e["published_at"]):
+        track = tracks.setdefault(event["track_id"], {"first_seen": event["first_seen"], "person_id": None,
+                                                      "source": "none", "ambiguous": False})
+        track["person_id"] = event["person_id"]
+        track["source"] = event["identity_source"]
+        track["ambiguous"] = track["ambiguous"] or event["ambiguous"]
+    arrivals = [(p["id"], p.get("enrolled", False), p["room"]["t_appear"]) for p in truth.get("people", [])]
+    if room_origin is None or not tracks:
+        return {"tracks": len(tracks), "accuracy": None, "reason": "no room tracks" if not tracks else "no room frames"}
+    matched: dict[str, str] = {}  # arrival id -> track id
+    for track_id, track in sorted(tracks.items(), key=lambda kv: kv[1]["first_seen"]):
+        video_t = dt.datetime.fromisoformat(track["first_seen"]).timestamp() - room_origin
+        candidates = [(abs(video_t - t), pid) for pid, _, t in arrivals if pid not in matched and abs(video_t - t) <= tolerance_s]
+        if candidates:
+            matched[min(candidates)[1]] = track_id
+    enrolled = [pid for pid, is_enrolled, _ in arrivals if is_enrolled]
+    visitors = [pid for pid, is_enrolled, _ in arrivals if not is_enrolled]
+    correct = [pid for pid in enrolled if pid in matched and tracks[matched[pid]]["person_id"] == pid]
+    wrong = {pid: tracks[matched[pid]]["person_id"] for pid in enrolled if pid in matched and pid not in correct}
+    visitors_named = {pid: tracks[matched[pid]]["person_id"] for pid in visitors
+                      if pid in matched and tracks[matched[pid]]["person_id"] is not None}
+    return {
+        "tracks": len(tracks),
+        "arrivals_matched": len(matched),
+        "accuracy": round(len(correct) / len(enrolled), 4) if enrolled else None,
+        "correct": correct,
+        "wrong": wrong,  # arrival id -> identity the track got (None: stayed unknown)
+        "unmatched_arrivals": [pid for pid, _, _ in arrivals if pid not in matched],
+        "visitors_given_an_identity": visitors_named,
+        "ambiguous_tracks": sum(1 for t in tracks.values() if t["ambiguous"]),
+    }
+
+
 def _percentile_ms(values: list[float], q: float) -> float | None:
     if not values:
         return None
@@ -312,9 +319,12 @@ def _percentile_ms(values: list[float], q: float) -> float | None:
 
 def _report(spec, spec_path: Path, truth: dict, outcome: RunOutcome) -> dict:
     door_decoded = int(outcome.door.get("decoded", 0))
-    if door_decoded == 0 and outcome.room.frames == 0:
+    room_decoded = int(outcome.room.get("decoded", 0))
+    if door_decoded == 0 and room_decoded == 0:
         raise RollcallError(f"scenario {spec.name}: no camera stream could be decoded "
-                            f"(door: {outcome.door.get('last_error')}, room: {outcome.room.error}); see `rollcall status`")
+                            f"(door: {outcome.door.get('last_error')}, room: {outcome.room.get('last_error')}); "
+                            "see `rollcall status`")
+    handoff = score_handoff(outcome.presence, truth, outcome.room_origin)
     recognition = score_recognitions(outcome.events, truth)
     recognition["latency_p50_ms"] = _percentile_ms(outcome.latencies_s, 50)
     recognition["latency_p95_ms"] = _percentile_ms(outcome.latencies_s, 95)
@@ -323,26 +333,25 @@ def _report(spec, spec_path: Path, truth: dict, outcome: RunOutcome) -> dict:
     not_measured = {
         "attendance.precision": "the attendance writer is not built yet (issue 5)",
         "attendance.recall": "the attendance writer is not built yet (issue 5)",
-        "handoff.accuracy": "person tracking and door-to-room handoff are not built yet (issue 4)",
-        "events.presence": "person tracking is not built yet (issue 4)",
     }
+    if handoff["accuracy"] is None:
+        not_measured["handoff.accuracy"] = handoff.get("reason", "no room tracks of enrolled people")
     return {
         "scenario": spec.name,
         "spec": str(spec_path),
         "attendance": {"precision": None, "recall": None},
-        "handoff": {"accuracy": None},
-        "events": {"recognitions": len(outcome.events), "presence": None},
+        "handoff": handoff,
+        "events": {"recognitions": len(outcome.events), "presence": len(outcome.presence)},
         "recognition": recognition,
         "frames": {
-            "decoded": door_decoded + outcome.room.frames,
+            "decoded": door_decoded + room_decoded,
             "expected": 2 * spec.n_frames,
             "per_camera": {
-                outcome.door.get("camera_id", "door"): {
-                    "role": "door", "decoded": door_decoded, "analysed": outcome.door.get("analysed"),
-                    "dropped": outcome.door.get("dropped"), "reconnects": outcome.door.get("reconnects"),
-                    "error": outcome.door.get("last_error")},
-                outcome.room.camera_id: {"role": "room", "decoded": outcome.room.frames,
-                                         "first_frame_s": outcome.room.first_frame_s, "error": outcome.room.error},
+                stats.get("camera_id", role): {
+                    "role": role, "decoded": stats.get("decoded", 0), "analysed": stats.get("analysed"),
+                    "dropped": stats.get("dropped"), "reconnects": stats.get("reconnects"),
+                    "error": stats.get("last_error")}
+                for role, stats in (("door", outcome.door), ("room", outcome.room))
             },
         },
         "ground_truth": {

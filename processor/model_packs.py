@@ -667,6 +667,9 @@ def create_session(path: Path | str, providers: Sequence[Any] | None = None, thr
     options = ort.SessionOptions()
     if threads:
         options.intra_op_num_threads = threads
+    # Several sessions (face detector, embedder, person detector) share the cores from worker threads:
+    # idle intra-op threads must sleep, not spin, or they take CPU from the other sessions.
+    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
     try:
         return ort.InferenceSession(str(path), options, providers=list(providers))
     except Exception as exc:  # noqa: BLE001

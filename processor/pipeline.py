@@ -206,11 +206,21 @@ class Processor:
         self.recognition: RecognitionStage | None = None
         self.review = None
         self.face_stage: FaceStage | None = None
+        self.room = None  # RoomStage, when there are room cameras
         self._tasks: list[asyncio.Task] = []
         self.started = asyncio.Event()
 
     def door_cameras(self) -> list[CameraConfig]:
         return [c for c in self.config.cameras if c.role == "door" and c.enabled]
+
+    def room_cameras(self) -> list[CameraConfig]:
+        return [c for c in self.config.cameras if c.role == "room" and c.enabled]
+
+    def _buffers_of(self, role: str):
+        def buffers():
+            ids = {c.id for c in self.config.cameras if c.role == role}
+            return {camera_id: buffer for camera_id, buffer in self.ingest.buffers().items() if camera_id in ids}
+        return buffers
 
     async def start(self) -> None:
         from processor.batcher import Batcher
@@ -235,7 +245,8 @@ class Processor:
         self.gallery_watcher = GalleryWatcher(self.database_url, pack, thresholds=config.thresholds)
         await self.gallery_watcher.start()
         self.ingest = IngestManager()
-        self.ingest.sync(self.door_cameras())  # embedded:<mount> urls are resolved at each (re)connect
+        # embedded:<mount> urls are resolved at each (re)connect
+        self.ingest.sync(self.door_cameras() + self.room_cameras())
         if config.privacy.review_unknown_faces:
             from processor.review import ReviewQueue
 
@@ -257,7 +268,8 @@ class Processor:
         # shed there), not here, so latency stays bounded.
         batches: asyncio.Queue = asyncio.Queue(maxsize=1)
         results: asyncio.Queue = asyncio.Queue(maxsize=2)
-        self.batcher = batcher = Batcher(self.ingest.buffers, max_batch=self.max_batch, max_wait_s=self.max_wait_s)
+        self.batcher = batcher = Batcher(self._buffers_of("door"), max_batch=self.max_batch,
+                                         max_wait_s=self.max_wait_s)
         self._queues = {"batches": batches, "face_results": results}
         self._tasks = [
             asyncio.create_task(batcher.run(batches), name="batcher"),
@@ -265,10 +277,38 @@ class Processor:
             asyncio.create_task(self.recognition.run(results), name="recognition-stage"),
             asyncio.create_task(self._watch_queues(), name="queue-metrics"),
         ]
+        if self.room_cameras():
+            self._start_rooms(providers)
         if self.metrics_port is not None:
             self.metrics_port = metrics.serve(self.metrics_port)
             log.info("metrics on http://127.0.0.1:%d/metrics", self.metrics_port)
         self.started.set()
+
+    def _start_rooms(self, providers) -> None:
+        from processor.batcher import Batcher
+        from processor.stages.persons import PersonDetector
+        from processor.stages.room import PersonStage, RecognitionFeed, RoomStage
+
+        config = self.config
+        detector = PersonDetector(config.models.pack, score_threshold=config.thresholds.person_detection,
+                                  providers=providers)
+        recognitions: asyncio.Queue = asyncio.Queue(maxsize=1000)
+        self.recognition_feed = RecognitionFeed(
+            config.kafka.bootstrap_servers if config.kafka.bootstrap_servers != "embedded" else self.kafka_bootstrap_servers,
+            config.kafka.topics.recognitions.name, {d.door_camera for d in config.doors}, recognitions)
+        self.room = RoomStage(config, publish=self.publisher.publish, topic=config.kafka.topics.presence.name,
+                              recognitions=recognitions)
+        self.person_stage = PersonStage(detector)
+        room_batches: asyncio.Queue = asyncio.Queue(maxsize=1)
+        room_results: asyncio.Queue = asyncio.Queue(maxsize=2)
+        self.room_batcher = Batcher(self._buffers_of("room"), max_batch=self.max_batch, max_wait_s=self.max_wait_s)
+        self._queues.update({"room_batches": room_batches, "room_results": room_results})
+        self._tasks += [
+            asyncio.create_task(self.recognition_feed.run(), name="recognition-feed"),
+            asyncio.create_task(self.room_batcher.run(room_batches), name="room-batcher"),
+            asyncio.create_task(self.person_stage.run(room_batches, room_results), name="person-stage"),
+            asyncio.create_task(self.room.run(room_results), name="room-stage"),
+        ]
 
     def reload_cameras(self, config: Config) -> None:
         """Config reload: add, remove or restart changed door cameras; the others keep running."""
@@ -277,7 +317,7 @@ class Processor:
             self.recognition.cameras = {c.id: c for c in config.cameras}
             self.recognition.doors_by_camera = {d.door_camera: d.id for d in config.doors}
         if self.ingest is not None:
-            self.ingest.sync(self.door_cameras())
+            self.ingest.sync(self.door_cameras() + self.room_cameras())
 
     async def _watch_queues(self) -> None:
         while True:
@@ -291,6 +331,8 @@ class Processor:
         await asyncio.gather(*self._tasks, return_exceptions=True)
         if self.recognition is not None:
             self.recognition.flush()
+        if self.room is not None:
+            self.room.flush()
         if self.ingest is not None:
             await self.ingest.stop()
         if self.review is not None:

@@ -33,8 +33,17 @@ def test_scenario_run_json_on_default_scenario(stack, stack_dir):
     assert recognition["latency_p50_ms"] is not None
     # The example config turns the review queue on: each visitor's best crop is waiting for an operator.
     assert recognition["review_queue_written"] == 2, recognition
+    # Room camera: people are tracked, each arrival's entry is found among the room tracks, presence
+    # events are produced (each one decoded against schemas/presence.v1.json by the reader) and the
+    # handoff is scored. Its accuracy is reported, not asserted yet: tracking at ~4 fps on 2 CPU cores
+    # fragments tracks (see the README's state of the work).
+    handoff = document["handoff"]
+    assert document["events"]["presence"] >= 10, document["events"]
+    assert handoff["arrivals_matched"] == 5 and handoff["tracks"] >= 5, handoff
+    assert isinstance(handoff["accuracy"], float), handoff
+    assert handoff["visitors_given_an_identity"] == {}, handoff  # a visitor never takes someone's identity
     # Not built yet: null, with the reason given.
-    for dotted in ("attendance.precision", "attendance.recall", "handoff.accuracy", "events.presence"):
+    for dotted in ("attendance.precision", "attendance.recall"):
         section, key = dotted.split(".")
         if document[section][key] is None:
             assert dotted in document["not_measured"]

@@ -1,0 +1,288 @@
+"""Room cameras: person detection (batched across cameras), per-camera person tracks, the door-to-room
+identity handoff, presence events and per-room analytics.
+
+    Batcher (room cameras) → PersonStage (YOLOv8, one onnxruntime call per batch, worker thread)
+        → RoomStage (PersonTracker per camera → HandoffMatcher → presence events; room metrics)
+    RecognitionFeed (the recognition topic on Kafka, so door and room cameras may run in different
+        processes or machines) → RoomStage
+
+Times handed between door and room are Unix seconds of the frames (each camera's capture clock).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import logging
+import time
+from collections import deque
+from dataclasses import dataclass, field
+from typing import Callable
+
+from processor import metrics
+from processor.config import Config
+from processor.frames import Frame
+
+log = logging.getLogger("rollcall.room")
+
+ROOM_PEOPLE = metrics._get_or_create(metrics.Gauge, "rollcall_room_people", "People tracked in the room now",
+                                     labelnames=["room"])
+ROOM_PEOPLE_AVG = metrics._get_or_create(metrics.Gauge, "rollcall_room_people_avg",
+                                         "People in the room, rolling average over the last 40 analysed frames",
+                                         labelnames=["room"])
+ROOM_IDENTITY = metrics._get_or_create(metrics.Gauge, "rollcall_room_people_by_identity",
+                                       "People in the room now, known vs unknown", labelnames=["room", "identity"])
+HANDOFFS = metrics._get_or_create(metrics.Counter, "rollcall_handoffs", "Door-to-room handoff decisions",
+                                  labelnames=["room", "reason"])
+
+
+class PersonStage:
+    """Room cameras: one person-detector call per batch of frames."""
+
+    name = "persons"
+
+    def __init__(self, detector):
+        self.detector = detector
+
+    def process(self, batch: list[Frame]) -> list[tuple[Frame, list]]:
+        return list(zip(batch, self.detector.detect([frame.image for frame in batch])))
+
+    async def run(self, inbox: asyncio.Queue, outbox: asyncio.Queue) -> None:
+        while True:
+            batch = await inbox.get()
+            started = time.perf_counter()
+            results = await asyncio.to_thread(self.process, batch)
+            metrics.STAGE_SECONDS.labels(self.name).observe(time.perf_counter() - started)
+            metrics.BATCH_SIZE.labels(self.name).observe(len(batch))
+            await outbox.put(results)
+
+
+@dataclass
+class DoorRecognition:
+    door_camera: str
+    person_id: str | None
+    event_id: str
+    door_time: float  # Unix seconds: when the face track started at the door camera
+
+
+class RecognitionFeed:
+    """Reads door recognitions from Kafka (from the topic's end at start: old ones are past any transit
+    window) and queues those of the configured door cameras for the room stage."""
+
+    def __init__(self, bootstrap_servers: str, topic: str, door_cameras: set[str], out: asyncio.Queue, *,
+                 client_id: str = "rollcall-room"):
+        self.bootstrap_servers = bootstrap_servers
+        self.topic = topic
+        self.door_cameras = door_cameras
+        self.out = out
+        self.client_id = client_id
+        self.received = 0
+        self.malformed = 0
+        self.ready = asyncio.Event()
+
+    async def run(self) -> None:
+        from aiokafka import AIOKafkaConsumer, TopicPartition
+        from aiokafka.errors import KafkaError
+
+        from processor.events import MalformedEvent, decode
+
+        delay = 0.5
+        while True:
+            consumer = AIOKafkaConsumer(bootstrap_servers=self.bootstrap_servers, client_id=self.client_id,
+                                        enable_auto_commit=False, auto_offset_reset="latest")
+            try:
+                await consumer.start()
+                partitions = consumer.partitions_for_topic(self.topic) or set()
+                if not partitions:
+                    raise KafkaError(f"topic {self.topic} not found")
+                assigned = [TopicPartition(self.topic, p) for p in sorted(partitions)]
+                consumer.assign(assigned)
+                await consumer.seek_to_end(*assigned)
+                for tp in assigned:
+                    await consumer.position(tp)
+                self.ready.set()
+                delay = 0.5
+                while True:
+                    batches = await consumer.getmany(timeout_ms=200)
+                    for records in batches.values():
+                        for record in records:
+                            try:
+                                event = decode(self.topic, record.value)
+                            except MalformedEvent as exc:
+                                self.malformed += 1
+                                log.warning("skipping a malformed recognition: %s", exc)
+                                continue
+                            if event["camera_id"] not in self.door_cameras:
+                                continue
+                            self.received += 1
+                            # The track's first sighting: known faces are decided early (mid-approach) and
+                            # unknown ones at track end, so last_seen would bias their order; first_seen
+                            # is when each person came into the door camera's view, the same for both.
+                            door_time = dt.datetime.fromisoformat(event["first_seen"]).timestamp()
+                            recognition = DoorRecognition(event["camera_id"], event["person_id"], event["event_id"],
+                                                          door_time)
+                            if self.out.full():
+                                self.out.get_nowait()  # the oldest is the least useful
+                            self.out.put_nowait(recognition)
+            except asyncio.CancelledError:
+                await consumer.stop()
+                raise
+            except (KafkaError, OSError) as exc:
+                log.warning("recognition feed from %s: %s; retrying in %.1f s", self.bootstrap_servers, exc, delay)
+                await consumer.stop()
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 30.0)
+
+
+@dataclass
+class _Live:
+    room_id: str
+    camera_id: str
+    first_seen: float
+    last_seen: float
+    box: tuple[float, float, float, float]
+    frame_size: tuple[int, int]
+    last_update: float
+    person_id: str | None = None
+    identity_source: str = "none"  # "handoff" | "face" | "reacquired" | "none"
+    handoff: dict | None = None  # the handoff that gave the identity (kept on later events)
+
+
+@dataclass
+class RoomStage:
+    """Per room camera: tracks → handoff → presence events; room analytics as metrics."""
+
+    config: Config
+    publish: Callable[[str, str, dict], bool]
+    topic: str
+    recognitions: asyncio.Queue
+    update_every_s: float = 10.0
+    trackers: dict = field(default_factory=dict)
+    live: dict[str, _Live] = field(default_factory=dict)
+    presence_events: int = 0
+    first_frame: dict[str, tuple[float, float]] = field(default_factory=dict)  # camera -> (captured_at, pts_s)
+    _counts: dict[str, deque] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        from processor.handoff import HandoffMatcher
+
+        self.matcher = HandoffMatcher(self.config.doors, recognition_delay_s=3.0)
+        self.rooms = {c.id: c.room for c in self.config.cameras}
+
+    def _tracker(self, camera_id: str):
+        from processor.stages.person_tracks import PersonTracker
+
+        tracker = self.trackers.get(camera_id)
+        if tracker is None:
+            zones = {d.id: d.entry_zone for d in self.config.doors if d.room_camera == camera_id}
+            tracker = PersonTracker(camera_id, self.config.camera(camera_id).analysis_fps, zones)
+            self.trackers[camera_id] = tracker
+        return tracker
+
+    def _drain_recognitions(self) -> None:
+        while not self.recognitions.empty():
+            r = self.recognitions.get_nowait()
+            try:
+                self.matcher.add_recognition(r.door_camera, r.person_id, r.event_id, r.door_time)
+            except (KeyError, ValueError) as exc:
+                log.warning("recognition %s not usable for handoff: %s", r.event_id, exc)
+
+    def handle(self, results: list[tuple[Frame, list]]) -> None:
+        self._drain_recognitions()
+        for frame, detections in results:
+            camera_id = frame.camera_id
+            self.first_frame.setdefault(camera_id, (frame.captured_at, frame.pts_s))
+            height, width = frame.image.shape[:2]
+            tracker = self._tracker(camera_id)
+            for event in tracker.update(frame.pts_s, detections):
+                wall = frame.captured_at - (frame.pts_s - event.pts_s)
+                self._on_track_event(event, wall, (width, height))
+            now = frame.captured_at
+            for track in tracker.open_tracks:
+                live = self.live.get(track.track_id)
+                if live is not None and track.state == "active":
+                    live.last_seen, live.box = now, track.box
+                    if now - live.last_update >= self.update_every_s:
+                        live.last_update = now
+                        self._emit("update", track.track_id, live)
+            self._analytics(camera_id)
+        for assignment in self.matcher.assign(time.time()):
+            self._on_assignment(assignment)
+
+    def _on_track_event(self, event, wall: float, frame_size: tuple[int, int]) -> None:
+        room_id = self.rooms.get(event.camera_id, "unknown")
+        if event.kind == "appeared":
+            live = _Live(room_id, event.camera_id, wall, wall, event.box, frame_size, last_update=wall)
+            self.live[event.track_id] = live
+            self._emit("enter", event.track_id, live)
+            if event.entered_via is not None:
+                x1, _, x2, y2 = event.box
+                self.matcher.add_entry(event.entered_via, event.track_id, wall, position=((x1 + x2) / 2, y2))
+        elif event.kind == "reacquired":
+            live = self.live.get(event.track_id)
+            if live is not None:  # the same track continues: it keeps its identity
+                live.last_seen, live.box = wall, event.box
+                self._emit("update", event.track_id, live)
+        elif event.kind == "exited":
+            live = self.live.pop(event.track_id, None)
+            self.matcher.track_exited(event.track_id, room_camera=event.camera_id)
+            if live is not None:
+                self._emit("exit", event.track_id, live)
+
+    def _on_assignment(self, assignment) -> None:
+        live = self.live.get(assignment.track_id)
+        room_id = self.rooms.get(assignment.room_camera, "unknown")
+        HANDOFFS.labels(room_id, assignment.reason).inc()
+        if live is None:
+            return  # the track ended before its handoff was decided
+        handed = assignment.recognition_event_id is not None
+        previous = live.person_id
+        live.person_id = assignment.person_id
+        live.identity_source = "handoff" if handed else "none"
+        live.handoff = ({"door_id": assignment.door_id, "recognition_event_id": assignment.recognition_event_id,
+                         "transit_s": max(0.0, float(assignment.transit_s or 0.0))} if handed else None)
+        self._emit("identity", assignment.track_id, live, ambiguous=assignment.ambiguous,
+                   previous_person_id=previous)
+        log.info("handoff %s in %s: %s (%s)", assignment.track_id, room_id, assignment.person_id or "unknown",
+                 assignment.reason)
+
+    def _emit(self, kind: str, track_id: str, live: _Live, *, ambiguous: bool = False,
+              previous_person_id: str | None = None) -> None:
+        from processor.events import build_event
+
+        event = build_event("presence", {
+            "kind": kind, "room_id": live.room_id, "camera_id": live.camera_id, "track_id": track_id,
+            "identity": "known" if live.person_id else "unknown", "person_id": live.person_id,
+            "identity_source": live.identity_source,
+            "handoff": live.handoff if live.identity_source == "handoff" else None,
+            "ambiguous": bool(ambiguous and live.person_id is None and live.identity_source == "none"),
+            "previous_person_id": previous_person_id if kind == "identity" else None,
+            "frame_time": live.last_seen, "first_seen": live.first_seen, "last_seen": live.last_seen,
+            "dwell_s": max(0.0, live.last_seen - live.first_seen), "box": live.box, "frame_size": live.frame_size,
+        })
+        self.publish(self.topic, live.room_id, event)
+        self.presence_events += 1
+
+    def _analytics(self, camera_id: str) -> None:
+        room_id = self.rooms.get(camera_id, "unknown")
+        present = [live for live in self.live.values() if live.camera_id == camera_id]
+        counts = self._counts.setdefault(camera_id, deque(maxlen=40))
+        counts.append(len(present))
+        ROOM_PEOPLE.labels(room_id).set(len(present))
+        ROOM_PEOPLE_AVG.labels(room_id).set(sum(counts) / len(counts))
+        known = sum(1 for live in present if live.person_id)
+        ROOM_IDENTITY.labels(room_id, "known").set(known)
+        ROOM_IDENTITY.labels(room_id, "unknown").set(len(present) - known)
+
+    def flush(self) -> None:
+        """End every open track (shutdown): exit events, so downstream never keeps a ghost in the room."""
+        for tracker in self.trackers.values():
+            last_pts = max((t.last_pts_s for t in tracker.open_tracks), default=0.0)
+            for event in tracker.flush(last_pts):
+                live = self.live.get(event.track_id)
+                if live is not None:
+                    self._on_track_event(event, live.last_seen, live.frame_size)
+
+    async def run(self, inbox: asyncio.Queue) -> None:
+        while True:
+            self.handle(await inbox.get())
