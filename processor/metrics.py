@@ -8,23 +8,23 @@ from __future__ import annotations
 from prometheus_client import REGISTRY, Counter, Gauge, Histogram, start_http_server
 
 
-def _get_or_create(kind, name: str, documentation: str, **kwargs):
+def get_or_create(kind, name: str, documentation: str, **kwargs):
     # Safe against a second import (tests, reloads): reuse what is registered under that name.
     existing = REGISTRY._names_to_collectors.get(name) or REGISTRY._names_to_collectors.get(name + "_total")
     return existing if existing is not None else kind(name, documentation, **kwargs)
 
 
-BATCH_SIZE = _get_or_create(Histogram, "rollcall_batch_size", "Frames per inference batch", labelnames=["stage"],
+BATCH_SIZE = get_or_create(Histogram, "rollcall_batch_size", "Frames per inference batch", labelnames=["stage"],
                             buckets=(1, 2, 4, 8, 16, 32, 64))
-STAGE_SECONDS = _get_or_create(Histogram, "rollcall_stage_seconds", "Time a stage spends on one batch",
+STAGE_SECONDS = get_or_create(Histogram, "rollcall_stage_seconds", "Time a stage spends on one batch",
                                labelnames=["stage"],
                                buckets=(0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5))
-QUEUE_DEPTH = _get_or_create(Gauge, "rollcall_queue_depth", "Items waiting between stages", labelnames=["queue"])
-FACES = _get_or_create(Counter, "rollcall_faces", "Faces detected, by quality-gate outcome",
+QUEUE_DEPTH = get_or_create(Gauge, "rollcall_queue_depth", "Items waiting between stages", labelnames=["queue"])
+FACES = get_or_create(Counter, "rollcall_faces", "Faces detected, by quality-gate outcome",
                        labelnames=["camera", "outcome"])
-RECOGNITIONS = _get_or_create(Counter, "rollcall_recognitions", "Recognition decisions per face track",
+RECOGNITIONS = get_or_create(Counter, "rollcall_recognitions", "Recognition decisions per face track",
                               labelnames=["camera", "identity"])
-EVENT_LATENCY = _get_or_create(Histogram, "rollcall_event_latency_seconds",
+EVENT_LATENCY = get_or_create(Histogram, "rollcall_event_latency_seconds",
                                "From capture of the deciding frame to the event handed to the publisher",
                                labelnames=["kind"],
                                buckets=(0.05, 0.1, 0.2, 0.3, 0.5, 0.75, 1, 1.5, 2, 3, 5, 10))

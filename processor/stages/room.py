@@ -25,14 +25,14 @@ from processor.frames import Frame
 
 log = logging.getLogger("rollcall.room")
 
-ROOM_PEOPLE = metrics._get_or_create(metrics.Gauge, "rollcall_room_people", "People tracked in the room now",
+ROOM_PEOPLE = metrics.get_or_create(metrics.Gauge, "rollcall_room_people", "People tracked in the room now",
                                      labelnames=["room"])
-ROOM_PEOPLE_AVG = metrics._get_or_create(metrics.Gauge, "rollcall_room_people_avg",
+ROOM_PEOPLE_AVG = metrics.get_or_create(metrics.Gauge, "rollcall_room_people_avg",
                                          "People in the room, rolling average over the last 40 analysed frames",
                                          labelnames=["room"])
-ROOM_IDENTITY = metrics._get_or_create(metrics.Gauge, "rollcall_room_people_by_identity",
+ROOM_IDENTITY = metrics.get_or_create(metrics.Gauge, "rollcall_room_people_by_identity",
                                        "People in the room now, known vs unknown", labelnames=["room", "identity"])
-HANDOFFS = metrics._get_or_create(metrics.Counter, "rollcall_handoffs", "Door-to-room handoff decisions",
+HANDOFFS = metrics.get_or_create(metrics.Counter, "rollcall_handoffs", "Door-to-room handoff decisions",
                                   labelnames=["room", "reason"])
 
 
