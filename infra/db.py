@@ -38,7 +38,7 @@ class MigrationReport:
 
 def migrate(database_url: str) -> MigrationReport:
     """Apply every pending migration, under yoyo's lock so two callers cannot race."""
-    from yoyo import get_backend, read_migrations
+    from yoyo import read_migrations
 
     backend = _backend(database_url)
     migrations = read_migrations(str(MIGRATIONS_DIR))

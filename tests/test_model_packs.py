@@ -248,8 +248,7 @@ def test_sface_same_person_scores_higher_than_different_people(pack, sessions, p
 
 
 def test_person_detector_finds_pedestrians_in_vtest(pack, sessions):
-    if not VTEST.is_file():
-        pytest.skip(f"{VTEST} missing: apt-get install opencv-doc")
+    assert VTEST.is_file(), f"{VTEST} missing: `make setup` installs it (Debian opencv-doc)"
     det = sessions["person_detector"]
     frames = read_frames(VTEST, [0, 75])
     preps = [yolo_prep(f) for f in frames]
