@@ -27,6 +27,7 @@ import numpy as np
 from processor import metrics
 from processor.config import CameraConfig, Config
 from processor.frames import Frame
+from processor.stages.base import BatchStage
 from processor.stages.face_tracks import FaceObservation, FaceTracker, MatchResult, TrackDecision
 
 log = logging.getLogger("rollcall.processor")
@@ -38,7 +39,7 @@ class FaceBatchResult:
     faces: list[FaceObservation]
 
 
-class FaceStage:
+class FaceStage(BatchStage):
     """Door cameras: one detector call per batch of frames, then alignment and the quality gate."""
 
     name = "faces"
@@ -68,15 +69,6 @@ class FaceStage:
                     crop=crop if accepted else None))
             results.append(FaceBatchResult(frame, observations))
         return results
-
-    async def run(self, inbox: asyncio.Queue, outbox: asyncio.Queue) -> None:
-        while True:
-            batch = await inbox.get()
-            started = time.perf_counter()
-            results = await asyncio.to_thread(self.process, batch)
-            metrics.STAGE_SECONDS.labels(self.name).observe(time.perf_counter() - started)
-            metrics.BATCH_SIZE.labels(self.name).observe(len(batch))
-            await outbox.put(results)
 
 
 @dataclass

@@ -22,6 +22,7 @@ from typing import Callable
 from processor import metrics
 from processor.config import Config
 from processor.frames import Frame
+from processor.stages.base import BatchStage
 
 log = logging.getLogger("rollcall.room")
 
@@ -36,7 +37,7 @@ HANDOFFS = metrics.get_or_create(metrics.Counter, "rollcall_handoffs", "Door-to-
                                   labelnames=["room", "reason"])
 
 
-class PersonStage:
+class PersonStage(BatchStage):
     """Room cameras: one person-detector call per batch of frames."""
 
     name = "persons"
@@ -46,15 +47,6 @@ class PersonStage:
 
     def process(self, batch: list[Frame]) -> list[tuple[Frame, list]]:
         return list(zip(batch, self.detector.detect([frame.image for frame in batch])))
-
-    async def run(self, inbox: asyncio.Queue, outbox: asyncio.Queue) -> None:
-        while True:
-            batch = await inbox.get()
-            started = time.perf_counter()
-            results = await asyncio.to_thread(self.process, batch)
-            metrics.STAGE_SECONDS.labels(self.name).observe(time.perf_counter() - started)
-            metrics.BATCH_SIZE.labels(self.name).observe(len(batch))
-            await outbox.put(results)
 
 
 @dataclass
