@@ -53,3 +53,19 @@ def resolve(config: Config, *, need: tuple[str, ...] = ("database", "kafka", "ca
             url = embedded("rtsp", variable).rtsp_url(url.removeprefix("embedded:"))
         cameras[camera.id] = url
     return Endpoints(database_url=database_url, kafka_bootstrap_servers=kafka, camera_urls=cameras)
+
+
+def start_embedded_stack(config: Config, rtsp_mounts=None):
+    """`rollcall up` for this config: the embedded stack on the configured ports with the configured
+    topics (``rtsp_mounts`` None keeps the served mounts), then the schema migrated. Returns
+    (StackState, MigrationReport)."""
+    from infra import db, stack
+
+    state = stack.up(
+        pg_port=config.stack.postgres_port,
+        kafka_port=config.stack.kafka_port,
+        rtsp_port=config.stack.rtsp_port,
+        topics=[(t.name, t.partitions) for t in config.kafka.topics.all()],
+        rtsp_mounts=rtsp_mounts,
+    )
+    return state, db.migrate(state.database_url)

@@ -72,7 +72,8 @@ def spec_display(spec) -> str:
 
 
 def run_scenario(spec_path: Path, *, config: Config, progress: Callable[[str], None] | None = None) -> dict:
-    from infra import db, stack
+    from infra import stack
+    from infra.endpoints import start_embedded_stack
     from infra.scenario.spec import load_spec
 
     say = progress or (lambda _message: None)
@@ -87,14 +88,7 @@ def run_scenario(spec_path: Path, *, config: Config, progress: Callable[[str], N
     run_id = uuid.uuid4().hex[:8]
     run_mounts = {f"/run-{run_id}/{camera}": folder / f"{camera}.ts" for camera in ("door", "room")}
     base_mounts = demo_mounts(config, render_missing=False)
-    state = stack.up(
-        pg_port=config.stack.postgres_port,
-        kafka_port=config.stack.kafka_port,
-        rtsp_port=config.stack.rtsp_port,
-        topics=[(t.name, t.partitions) for t in config.kafka.topics.all()],
-        rtsp_mounts={**base_mounts, **run_mounts},
-    )
-    db.migrate(state.database_url)
+    state, _ = start_embedded_stack(config, rtsp_mounts={**base_mounts, **run_mounts})
     say(f"stack up: postgres {state.database_url}, kafka {state.kafka_bootstrap_servers}")
     urls = {door.door_camera: state.rtsp_url(f"run-{run_id}/door"), door.room_camera: state.rtsp_url(f"run-{run_id}/room")}
     run_config = config.model_copy(update={

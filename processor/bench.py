@@ -152,17 +152,14 @@ async def measure_pipeline(config: Config, state, door_video: Path, streams: int
 
 
 def bench_faces(config: Config, *, streams: int, seconds: float, say=lambda _m: None) -> dict:
-    from infra import db, stack
+    from infra.endpoints import start_embedded_stack
     from infra.scenario_runner import enroll_scenario_people, render_cached
     from infra.paths import PROJECT_ROOT
     from processor.pipeline import FaceStage
     from processor.stages.faces import FaceDetector, FaceEmbedder
 
     spec, rendered = render_cached(PROJECT_ROOT / "infra" / "scenarios" / "default.toml")
-    state = stack.up(pg_port=config.stack.postgres_port, kafka_port=config.stack.kafka_port,
-                     rtsp_port=config.stack.rtsp_port,
-                     topics=[(t.name, t.partitions) for t in config.kafka.topics.all()])
-    db.migrate(state.database_url)
+    state, _ = start_embedded_stack(config)
     asyncio.run(enroll_scenario_people(spec, config, state.database_url, say))
     say(f"pipeline: {streams} RTSP stream(s) of {rendered.door_video.name} for {seconds:g} s")
     pipeline = asyncio.run(measure_pipeline(config, state, rendered.door_video, streams, seconds, warmup_s=4.0))

@@ -50,19 +50,13 @@ def up(ctx: click.Context, no_render: bool) -> None:
     Ports come from [stack] (0 = choose free ones and keep them). Topics are created with their
     partition counts, the database is migrated and the configured topology loaded. Idempotent.
     """
-    from infra import db, stack
+    from infra import db
+    from infra.endpoints import start_embedded_stack
     from infra.scenario_runner import demo_mounts
 
     config = _config(ctx)
     mounts = demo_mounts(config, render_missing=not no_render)
-    state = stack.up(
-        pg_port=config.stack.postgres_port,
-        kafka_port=config.stack.kafka_port,
-        rtsp_port=config.stack.rtsp_port,
-        topics=[(t.name, t.partitions) for t in config.kafka.topics.all()],
-        rtsp_mounts=mounts,
-    )
-    report = db.migrate(state.database_url)
+    state, report = start_embedded_stack(config, rtsp_mounts=mounts)
     asyncio.run(db.load_topology(state.database_url, config))
     click.echo(f"postgres  {state.database_url}  (migrations applied now: {len(report.applied)})")
     click.echo(f"kafka     {state.kafka_bootstrap_servers}")

@@ -89,8 +89,7 @@ class RecognitionStage:
     frame_sizes: dict[str, tuple[int, int]] = field(default_factory=dict)  # last seen, per camera
     # recent capture-to-event latencies, bounded (the histogram metric keeps the long view)
     latencies_s: deque[float] = field(default_factory=lambda: deque(maxlen=100_000))
-    faces_seen: int = 0  # faces on confirmed tracks
-    faces_embedded: int = 0  # of those, embedded (the rest were gated out or on decided tracks)
+    faces_embedded: int = 0  # faces embedded (the rest were gated out or on tracks already decided)
 
     def _tracker(self, camera_id: str) -> FaceTracker:
         tracker = self.trackers.get(camera_id)
@@ -117,7 +116,6 @@ class RecognitionStage:
                     crops.append(face.crop)
                     wanting.append(face)
             assigned.append((result.frame, tracker, pairs))
-            self.faces_seen += len(pairs)
         if crops:
             started = time.perf_counter()
             embeddings = await asyncio.to_thread(self.embedder.embed, crops)
@@ -228,8 +226,7 @@ class Processor:
         detector = FaceDetector(pack, score_threshold=config.thresholds.face_detection, input_size=None,
                                 providers=providers)
         embedder = FaceEmbedder(pack, providers=providers)
-        self.publisher = EventPublisher(config.kafka.bootstrap_servers if config.kafka.bootstrap_servers != "embedded"
-                                        else self.kafka_bootstrap_servers,
+        self.publisher = EventPublisher(self.kafka_bootstrap_servers,
                                         client_id=config.kafka.client_id,
                                         enable_idempotence=config.kafka.enable_idempotence,
                                         security_protocol=config.kafka.security_protocol)
@@ -286,7 +283,7 @@ class Processor:
                                   providers=providers)
         recognitions: asyncio.Queue = asyncio.Queue(maxsize=1000)
         self.recognition_feed = RecognitionFeed(
-            config.kafka.bootstrap_servers if config.kafka.bootstrap_servers != "embedded" else self.kafka_bootstrap_servers,
+            self.kafka_bootstrap_servers,
             config.kafka.topics.recognitions.name, {d.door_camera for d in config.doors}, recognitions)
         self.room = RoomStage(config, publish=self.publisher.publish, topic=config.kafka.topics.presence.name,
                               recognitions=recognitions)

@@ -10,6 +10,13 @@ import time
 from processor import metrics
 
 
+def require_bgr(images) -> None:
+    """Stages take H x W x 3 BGR frames; anything else is a caller's bug, said plainly."""
+    for img in images:
+        if img.ndim != 3 or img.shape[2] != 3:
+            raise ValueError(f"expected HxWx3 BGR images, got shape {img.shape}")
+
+
 class BatchStage:
     name = "stage"
 

@@ -31,6 +31,7 @@ import cv2
 import numpy as np
 
 from processor import model_packs as mp
+from processor.stages.base import require_bgr
 
 # ArcFace 5-point template in a 112x112 crop: right eye, left eye (image left to right), nose, mouth corners.
 ARCFACE_TEMPLATE = np.array([[38.2946, 51.6963], [73.5318, 51.5014], [56.0252, 71.7366],
@@ -135,9 +136,7 @@ class FaceDetector:
         """Faces in each BGR image, best score first, in that image's own pixel coordinates."""
         if not len(images):
             return []
-        for img in images:
-            if img.ndim != 3 or img.shape[2] != 3:
-                raise ValueError(f"expected HxWx3 BGR images, got shape {img.shape}")
+        require_bgr(images)
         if self._scrfd is not None:
             return [self._detect_scrfd(img) for img in images]
         width, height = self.canvas_for([img.shape[:2] for img in images])

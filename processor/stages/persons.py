@@ -22,6 +22,7 @@ import cv2
 import numpy as np
 
 from processor import model_packs as mp
+from processor.stages.base import require_bgr
 
 PAD_VALUE = 114
 
@@ -97,9 +98,7 @@ class PersonDetector:
         """Persons in each BGR image, best score first, in that image's own pixel coordinates."""
         if not len(images):
             return []
-        for img in images:
-            if img.ndim != 3 or img.shape[2] != 3:
-                raise ValueError(f"expected HxWx3 BGR images, got shape {img.shape}")
+        require_bgr(images)
         blob, boxes = self.preprocess(images)
         (output,) = self.session.run([self.output_name], {self.input_name: blob})
         return [self._decode(output[i], boxes[i], img.shape[:2]) for i, img in enumerate(images)]
