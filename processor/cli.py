@@ -387,6 +387,20 @@ def bench_faces_command(ctx: click.Context, streams: int, seconds: float, as_jso
             click.echo(f"{key:{width}}  {value}")
 
 
+# --- commands of the other packages ---------------------------------------------------------------
+
+def _register_package_commands() -> None:
+    """consumers/ and dashboard/ add their own command groups (attendance, privacy, person, user, dashboard,
+    bench writer/dashboard) through a ``register(cli)`` function in their ``cli`` module."""
+    import importlib
+
+    for module in ("consumers.cli", "dashboard.cli"):
+        importlib.import_module(module).register(cli)
+
+
+_register_package_commands()
+
+
 # --- entry point ----------------------------------------------------------------------------------
 
 

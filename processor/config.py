@@ -69,9 +69,15 @@ class TopicsConfig(_Strict):
     presence: TopicConfig = TopicConfig(name="rollcall.presence.v1", partitions=12)
     attendance: TopicConfig = TopicConfig(name="rollcall.attendance.v1", partitions=6)
     dead_letter: TopicConfig = TopicConfig(name="rollcall.dead-letter.v1", partitions=3)
+    # Per-room people counts once a second (the dashboard's analytics charts), keyed by room.
+    occupancy: TopicConfig = TopicConfig(name="rollcall.occupancy.v1", partitions=6)
+    # What each camera's tracks look like at analysis rate (boxes, labels), for the dashboard's live
+    # overlays; keyed by camera. Short-lived: consumers read from the end.
+    overlays: TopicConfig = TopicConfig(name="rollcall.overlays.v1", partitions=6)
 
     def all(self) -> list[TopicConfig]:
-        return [self.recognitions, self.presence, self.attendance, self.dead_letter]
+        return [self.recognitions, self.presence, self.attendance, self.dead_letter, self.occupancy,
+                self.overlays]
 
 
 class KafkaConfig(_Strict):
@@ -209,6 +215,26 @@ class PrivacyConfig(_Strict):
     pseudonymise_attendance_on_erase: bool = True
 
 
+class AttendanceWriterConfig(_Strict):
+    """The attendance writer (consumers/): a Kafka consumer group into PostgreSQL."""
+
+    group_id: str = "rollcall-attendance-writer"
+    max_batch: int = Field(default=5000, ge=1, le=100_000)
+    max_wait_ms: int = Field(default=200, ge=1, le=60_000)
+
+
+class DashboardConfig(_Strict):
+    """The live dashboard (dashboard/)."""
+
+    host: str = "127.0.0.1"
+    port: int = Field(default=8080, ge=0, le=65535)
+    # The cookie-signing key: read from this file (created with a random key on first start when missing);
+    # ROLLCALL__DASHBOARD__SECRET_KEY_FILE points it elsewhere.
+    secret_key_file: str = "var/dashboard-secret.key"
+    session_max_age_s: int = Field(default=8 * 3600, ge=60)
+    https_only_cookies: bool = False  # set true behind TLS
+
+
 class Config(_Strict):
     site: SiteConfig = SiteConfig()
     database: DatabaseConfig = DatabaseConfig()
@@ -217,6 +243,8 @@ class Config(_Strict):
     models: ModelsConfig = ModelsConfig()
     thresholds: ThresholdsConfig = ThresholdsConfig()
     privacy: PrivacyConfig = PrivacyConfig()
+    attendance: AttendanceWriterConfig = AttendanceWriterConfig()
+    dashboard: DashboardConfig = DashboardConfig()
     cameras: list[CameraConfig] = []
     rooms: list[RoomConfig] = []
     doors: list[DoorConfig] = []
