@@ -12,6 +12,7 @@ packages=(
   gstreamer1.0-plugins-good
   gstreamer1.0-plugins-bad
   opencv-doc                      # vtest.avi: real pedestrians for the room-camera scenes
+  chromium                        # headless browser for the dashboard end-to-end tests
 )
 
 missing=()
