@@ -111,7 +111,9 @@ class FaceTracker:
         from trackers import ByteTrackTracker
 
         self._tracker = ByteTrackTracker(
-            lost_track_buffer=max(1, int(round(self.lost_after_s * self.fps))),
+            # trackers counts the buffer in frames of a 30 fps reference whatever frame_rate is
+            # (its time budget is lost_track_buffer / 30 s): scale our seconds by 30, not by our fps.
+            lost_track_buffer=max(1, int(round(self.lost_after_s * 30.0))),
             frame_rate=self.fps,
             track_activation_threshold=0.5,
             minimum_consecutive_frames=1,

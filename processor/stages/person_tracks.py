@@ -9,7 +9,11 @@ unique across processor restarts) and turns their life into :class:`TrackEvent` 
 ``appeared``
     A new ByteTrack id that does not continue an earlier track. ``entered_via`` is the door id when the
     first box's bottom centre (the feet) lies in that door's entry zone (``supervision.PolygonZone``,
-    anchor ``BOTTOM_CENTER``), else ``None`` (someone first seen in the middle of the room).
+    anchor ``BOTTOM_CENTER``), else ``None`` (someone first seen in the middle of the room). ByteTrack
+    confirms a track only after ``minimum_consecutive_frames`` sightings, by when someone walking in at a
+    low analysis rate may have left the zone: the not-yet-confirmed detections of the last
+    ``backdate_s`` are kept, and a new track that continues one seen in a zone (feet within half a box
+    height) entered through that door, at that earlier time.
 ``lost``
     An active track not seen for ``lost_after_s`` of stream time.
 ``reacquired``
@@ -84,7 +88,8 @@ class PersonTracker:
                  entry_zones: Mapping[str, Sequence[tuple[float, float]]] | None = None, *,
                  lost_after_s: float = 2.0, reacquire_s: float = 5.0, reacquire_px: float = 150.0,
                  track_activation_threshold: float = 0.45, high_conf_det_threshold: float = 0.5,
-                 minimum_consecutive_frames: int = 2, minimum_iou_threshold: float = 0.1):
+                 minimum_consecutive_frames: int = 2, minimum_iou_threshold: float = 0.1,
+                 backdate_s: float = 1.5):
         import supervision as sv
         from trackers import ByteTrackTracker
 
@@ -100,13 +105,17 @@ class PersonTracker:
                                             triggering_anchors=(sv.Position.BOTTOM_CENTER,))
                        for door, poly in (entry_zones or {}).items()}
         self._tracker = ByteTrackTracker(
-            lost_track_buffer=max(1, int(round(self.lost_after_s * self.fps))),
+            # trackers counts the buffer in frames of a 30 fps reference whatever frame_rate is
+            # (its time budget is lost_track_buffer / 30 s): scale our seconds by 30, not by our fps.
+            lost_track_buffer=max(1, int(round(self.lost_after_s * 30.0))),
             frame_rate=self.fps,
             track_activation_threshold=track_activation_threshold,
             minimum_consecutive_frames=minimum_consecutive_frames,
             minimum_iou_threshold=minimum_iou_threshold,
             high_conf_det_threshold=high_conf_det_threshold,
         )
+        self.backdate_s = float(backdate_s)
+        self._unconfirmed: list[tuple[float, Box, str]] = []  # (pts, box, door) of unconfirmed detections in a zone
         self._counter = 0
         self._tracks: dict[str, PersonTrack] = {}  # open tracks (active or lost) by track_id
         self._by_tracker_id: dict[int, str] = {}  # ByteTrack id -> track_id (the track's current id only)
@@ -153,6 +162,7 @@ class PersonTracker:
         tracked = self._tracker.update(dets, timestamp=float(pts_s))
         ids = tracked.tracker_id if tracked.tracker_id is not None else np.empty(0, int)
         keep = [i for i, t in enumerate(ids) if t is not None and int(t) >= 0]  # -1: not confirmed yet
+        self._remember_unconfirmed(pts_s, tracked, ids)
         boxes = np.asarray(tracked.xyxy, np.float64)[keep] if keep else np.empty((0, 4))
         tids = [int(ids[i]) for i in keep]
         zones = self.zone_of(boxes)
@@ -174,7 +184,9 @@ class PersonTracker:
             seen.add(track_id)
         for j in new:
             tid, box = tids[j], tuple(float(v) for v in boxes[j])
-            door = zones[j]
+            door, first_pts = zones[j], float(pts_s)
+            if door is None:
+                door, first_pts = self._entered_earlier(box, pts_s)
             previous = None if door is not None else self._reacquire_candidate(box, pts_s, seen)
             if previous is not None:
                 old = previous.tracker_ids[-1] if previous.tracker_ids else None
@@ -190,12 +202,12 @@ class PersonTracker:
             self._counter += 1
             self.tracks_started += 1
             track = PersonTrack(track_id=f"{self.camera_id}-{self.run_id}-{self._counter}", camera_id=self.camera_id,
-                                first_pts_s=float(pts_s), last_pts_s=float(pts_s), box=box, entered_via=door,
+                                first_pts_s=first_pts, last_pts_s=float(pts_s), box=box, entered_via=door,
                                 tracker_ids=[tid])
             self._tracks[track.track_id] = track
             self._by_tracker_id[tid] = track.track_id
             seen.add(track.track_id)
-            events.append(self._event("appeared", track, pts_s))
+            events.append(self._event("appeared", track, first_pts))
         events.extend(self._age(pts_s, seen))
         return events
 
@@ -220,6 +232,25 @@ class PersonTracker:
             self.reacquired += 1
             return [self._event("reacquired", track, pts_s)]
         return []
+
+    def _remember_unconfirmed(self, pts_s: float, tracked, ids) -> None:
+        self._unconfirmed = [u for u in self._unconfirmed if pts_s - u[0] <= self.backdate_s]
+        pending = [i for i, t in enumerate(ids) if t is None or int(t) < 0]
+        if not pending:
+            return
+        boxes = np.asarray(tracked.xyxy, np.float64)[pending]
+        for box, door in zip(boxes, self.zone_of(boxes)):
+            if door is not None:
+                self._unconfirmed.append((float(pts_s), tuple(float(v) for v in box), door))
+
+    def _entered_earlier(self, box: Box, pts_s: float) -> tuple[str | None, float]:
+        """The door and time of the earliest unconfirmed in-zone sighting this new track continues."""
+        fx, fy = (box[0] + box[2]) / 2.0, box[3]
+        reach = 0.5 * (box[3] - box[1])
+        for seen_pts, seen_box, door in sorted(self._unconfirmed):
+            if seen_pts < pts_s and np.hypot(fx - (seen_box[0] + seen_box[2]) / 2.0, fy - seen_box[3]) <= reach:
+                return door, seen_pts
+        return None, float(pts_s)
 
     def _reacquire_candidate(self, box: Box, pts_s: float, seen: set[str]) -> PersonTrack | None:
         fx, fy = (box[0] + box[2]) / 2.0, box[3]
