@@ -129,6 +129,28 @@ class ThresholdsConfig(_Strict):
     person_detection: float = Field(default=0.4, gt=0.0, lt=1.0)
 
 
+class TrackingConfig(_Strict):
+    """Room-camera person tracks and the door-to-room handoff."""
+
+    lost_after_s: float = Field(default=2.0, gt=0.0, le=60.0, description="unseen this long: the track is lost")
+    reacquire_s: float = Field(default=5.0, gt=0.0, le=600.0,
+                               description="a lost track that reappears nearby within this time keeps its id "
+                                           "and identity; after it, the person has left")
+    reacquire_px: float = Field(default=150.0, gt=0.0, description="how near (feet, pixels) a reappearance must be")
+    handoff_ambiguity_s: float = Field(default=0.5, ge=0.0, le=30.0,
+                                       description="two arrivals closer than this (at the door and in the room) "
+                                                   "cannot be told apart: their tracks stay unknown")
+    recognition_delay_s: float = Field(default=3.0, ge=0.0, le=60.0,
+                                       description="longest delay from a face at the door to its recognition event")
+    presence_update_s: float = Field(default=10.0, gt=0.0, le=3600.0, description="period of presence 'update' events")
+
+    @model_validator(mode="after")
+    def _order(self) -> "TrackingConfig":
+        if self.reacquire_s < self.lost_after_s:
+            raise ValueError("reacquire_s must be at least lost_after_s")
+        return self
+
+
 class CameraConfig(_Strict):
     id: Slug
     url: str
@@ -221,6 +243,16 @@ class AttendanceWriterConfig(_Strict):
     group_id: str = "rollcall-attendance-writer"
     max_batch: int = Field(default=5000, ge=1, le=100_000)
     max_wait_ms: int = Field(default=200, ge=1, le=60_000)
+    # Every message through the full JSON Schema (~0.3 ms each) instead of checking the fields the writer uses.
+    full_validation: bool = False
+    # A session is closed by the clock this long after its end (sightings that arrive late still count).
+    close_grace_s: float = Field(default=300.0, ge=0.0)
+    # Run the retention purge every this many seconds from the writer (0: only `rollcall privacy purge`).
+    purge_interval_s: float = Field(default=0.0, ge=0.0)
+    # Consumer group timing (a real Kafka cluster's defaults; the bundled broker is fine with short ones).
+    session_timeout_ms: int = Field(default=10_000, ge=1000)
+    heartbeat_interval_ms: int = Field(default=3_000, ge=100)
+    rebalance_timeout_ms: int = Field(default=10_000, ge=500)
 
 
 class DashboardConfig(_Strict):
@@ -233,6 +265,22 @@ class DashboardConfig(_Strict):
     secret_key_file: str = "var/dashboard-secret.key"
     session_max_age_s: int = Field(default=8 * 3600, ge=60)
     https_only_cookies: bool = False  # set true behind TLS
+    # Failed logins allowed per username and client address within login_window_s before 429.
+    login_max_failures: int = Field(default=5, ge=1, le=1000)
+    login_window_s: int = Field(default=300, ge=1)
+    # The processors' Prometheus endpoints (`rollcall run --metrics-port`), for the health page.
+    processor_metrics_urls: list[str] = ["http://127.0.0.1:9108/metrics"]
+    # Live video: the dashboard decodes each camera itself and draws the processor's overlays on it.
+    video_width: int = Field(default=640, ge=160, le=3840)
+    video_fps: float = Field(default=10.0, gt=0.0, le=30.0)
+    max_video_peers: int = Field(default=32, ge=1, le=1000)
+    # Live event feed: at most this many connected clients (SSE); each keeps this many events queued.
+    max_live_clients: int = Field(default=2000, ge=1)
+    client_queue: int = Field(default=1000, ge=10)
+    # A room track with no presence event for this long leaves the presence board.
+    presence_expiry_s: float = Field(default=60.0, gt=0.0)
+    # Occupancy history kept in memory per room for the analytics charts (occupancy events are 1/s).
+    occupancy_history_s: int = Field(default=3600, ge=60)
 
 
 class Config(_Strict):
@@ -243,6 +291,7 @@ class Config(_Strict):
     models: ModelsConfig = ModelsConfig()
     thresholds: ThresholdsConfig = ThresholdsConfig()
     privacy: PrivacyConfig = PrivacyConfig()
+    tracking: TrackingConfig = TrackingConfig()
     attendance: AttendanceWriterConfig = AttendanceWriterConfig()
     dashboard: DashboardConfig = DashboardConfig()
     cameras: list[CameraConfig] = []

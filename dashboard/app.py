@@ -1,0 +1,1052 @@
+"""The Starlette application: pages, the JSON API, auth, CSRF, and the live services behind them.
+
+Every route is declared through :func:`page` / :func:`api` with the roles that may use it; the guard
+they wrap it in refuses an anonymous request (pages: 303 to /login, API: 401 JSON), a role that may not
+(403), and an unsafe method (POST, PUT, PATCH, DELETE) without the session's CSRF token (403). Only
+``/login`` and ``/static`` are public. Data-level checks (a faculty member's courses, a student's own
+record) are in the handlers, through the user's :class:`~dashboard.auth.Scope`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import datetime as dt
+import importlib
+import json
+import logging
+import re
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Awaitable, Callable
+from urllib.parse import quote
+
+from starlette.applications import Starlette
+from starlette.middleware import Middleware
+from starlette.middleware.sessions import SessionMiddleware
+from starlette.requests import Request
+from starlette.responses import HTMLResponse, JSONResponse, RedirectResponse, Response, StreamingResponse
+from starlette.routing import Mount, Route
+from starlette.staticfiles import StaticFiles
+from starlette.templating import Jinja2Templates
+
+from dashboard import auth, queries
+from dashboard.auth import Scope, User
+from infra.errors import RollcallError
+
+log = logging.getLogger("rollcall.dashboard")
+
+HERE = Path(__file__).resolve().parent
+SAFE_METHODS = ("GET", "HEAD", "OPTIONS")
+ALL = ("admin", "faculty", "student")
+STAFF = ("admin", "faculty")
+ADMIN = ("admin",)
+PUBLIC_PATHS = ("/login", "/static")
+CSRF_HEADER = "x-csrf-token"
+CSRF_FIELD = "csrf_token"
+USER_CACHE_S = 5.0
+MAX_UPLOAD_BYTES = 20_000_000
+EXPORT_TYPES = {"csv": "text/csv; charset=utf-8",
+                "xlsx": "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet"}
+
+templates = Jinja2Templates(directory=str(HERE / "templates"))
+
+
+class Problem(Exception):
+    """A request the dashboard refuses, with the one line to show and its HTTP status."""
+
+    def __init__(self, message: str, status: int = 400):
+        super().__init__(message)
+        self.message = message
+        self.status = status
+
+
+# ------------------------------------------------------------------------------------------ services
+
+@dataclass
+class Services:
+    config: Any
+    database_url: str
+    kafka_bootstrap_servers: str
+    camera_urls: dict[str, str]
+    hub: Any = None
+    video: Any = None
+    metrics: Any = None
+    limiter: auth.LoginLimiter | None = None
+    pool: Any = None
+    pool_error: str | None = None
+    _users: dict[str, tuple[float, User | None]] = field(default_factory=dict)
+    _names: tuple[float, dict[str, str]] = (0.0, {})
+    _pool_lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+
+    async def get_pool(self):
+        import asyncpg
+
+        if self.pool is not None:
+            return self.pool
+        async with self._pool_lock:
+            if self.pool is None:
+                try:
+                    self.pool = await asyncpg.create_pool(self.database_url, min_size=1, max_size=8, timeout=5,
+                                                          command_timeout=30)
+                    self.pool_error = None
+                except (OSError, asyncpg.PostgresError, asyncio.TimeoutError) as exc:
+                    from infra.db import describe_unreachable
+
+                    self.pool_error = str(describe_unreachable(self.database_url, exc))
+                    raise Problem(f"database unavailable: {self.pool_error}", 503) from None
+        return self.pool
+
+    @contextlib.asynccontextmanager
+    async def conn(self):
+        import asyncpg
+
+        pool = await self.get_pool()
+        try:
+            async with pool.acquire(timeout=10) as conn:
+                yield conn
+        except (OSError, asyncpg.exceptions.ConnectionDoesNotExistError, asyncpg.exceptions.CannotConnectNowError,
+                asyncio.TimeoutError) as exc:
+            raise Problem(f"database unavailable: {type(exc).__name__}: {exc}", 503) from None
+        except asyncpg.exceptions.UndefinedTableError as exc:
+            raise Problem(f"the database is not migrated ({exc}): run `rollcall db migrate`", 503) from None
+
+    async def user(self, username: str | None) -> User | None:
+        if not username:
+            return None
+        cached = self._users.get(username)
+        if cached is not None and time.monotonic() - cached[0] < USER_CACHE_S:
+            return cached[1]
+        async with self.conn() as conn:
+            user = await auth.get_user(conn, username)
+        self._users[username] = (time.monotonic(), user)
+        return user
+
+    async def names(self) -> dict[str, str]:
+        if time.monotonic() - self._names[0] > 30:
+            async with self.conn() as conn:
+                self._names = (time.monotonic(), await queries.display_names(conn))
+        return self._names[1]
+
+    def forget_names(self) -> None:
+        self._names = (0.0, {})
+
+    def rooms_in(self, scope: Scope) -> list[str]:
+        return [r.id for r in self.config.rooms if scope.room(r.id)]
+
+    def cameras_in(self, scope: Scope) -> list:
+        return [c for c in self.config.cameras if c.enabled and scope.camera(c.id)]
+
+
+def services_of(request: Request) -> Services:
+    return request.app.state.services
+
+
+# ------------------------------------------------------------------------------------------ responses
+
+def wants_json(request: Request) -> bool:
+    return request.url.path.startswith("/api/")
+
+
+def error_response(request: Request, message: str, status: int) -> Response:
+    if wants_json(request):
+        return JSONResponse({"error": message}, status_code=status)
+    return render(request, "error.html", {"message": message, "status": status}, status=status)
+
+
+def render(request: Request, name: str, context: dict | None = None, status: int = 200) -> HTMLResponse:
+    user: User | None = getattr(request.state, "user", None)
+    flash = request.session.pop("flash", None) if "session" in request.scope else None
+    ctx = {"user": user, "csrf_token": csrf_token(request), "site": services_of(request).config.site.name,
+           "flash": flash, "path": request.url.path, **(context or {})}
+    return templates.TemplateResponse(request, name, ctx, status_code=status)
+
+
+def csrf_token(request: Request) -> str:
+    token = request.session.get("csrf")
+    if not token:
+        token = request.session["csrf"] = auth.new_csrf_token()
+    return token
+
+
+def safe_next(value: str | None, default: str) -> str:
+    """Only a path on this site (no scheme, no //host): an open redirect otherwise."""
+    if value and value.startswith("/") and not value.startswith("//") and "\\" not in value:
+        return value
+    return default
+
+
+def done(request: Request, payload: dict, message: str, status: int = 200) -> Response:
+    """A state change answered: JSON for the API, or back to the form's page with a message."""
+    form = getattr(request.state, "form", None)
+    if form is not None and form.get("next"):
+        request.session["flash"] = message
+        return RedirectResponse(safe_next(form.get("next"), "/"), status_code=303)
+    return JSONResponse({**payload, "message": message}, status_code=status)
+
+
+# ------------------------------------------------------------------------------------------ the guard
+
+Handler = Callable[[Request], Awaitable[Response]]
+
+
+def guard(endpoint: Handler, roles: tuple[str, ...], *, public: bool = False) -> Handler:
+    async def guarded(request: Request) -> Response:
+        try:
+            if request.method not in SAFE_METHODS:
+                request.state.form = await _form_if_any(request)
+            if not public:
+                user = await services_of(request).user(request.session.get("user"))
+                if user is None:
+                    if wants_json(request):
+                        return JSONResponse({"error": "not logged in: POST /login first"}, status_code=401)
+                    return RedirectResponse(f"/login?next={quote(request.url.path)}", status_code=303)
+                request.state.user = user
+                request.state.scope = auth.scope_of(user, services_of(request).config)
+                if user.role not in roles:
+                    raise Problem(f"a {user.role} account may not open {request.url.path}", 403)
+            if request.method not in SAFE_METHODS:
+                sent = request.headers.get(CSRF_HEADER) or (request.state.form or {}).get(CSRF_FIELD)
+                if not auth.same_token(sent, request.session.get("csrf")):
+                    raise Problem("missing or wrong CSRF token: reload the page and try again", 403)
+            return await endpoint(request)
+        except Problem as exc:
+            return error_response(request, exc.message, exc.status)
+        except RollcallError as exc:
+            return error_response(request, str(exc), 400)
+
+    guarded.__name__ = endpoint.__name__
+    guarded.__doc__ = endpoint.__doc__
+    guarded.roles = roles  # type: ignore[attr-defined]
+    guarded.public = public  # type: ignore[attr-defined]
+    return guarded
+
+
+async def _form_if_any(request: Request):
+    kind = request.headers.get("content-type", "")
+    if kind.startswith("application/x-www-form-urlencoded") or kind.startswith("multipart/form-data"):
+        if int(request.headers.get("content-length") or 0) > MAX_UPLOAD_BYTES * 4:
+            raise Problem("upload too large", 413)
+        try:
+            return await request.form(max_files=20, max_fields=100, max_part_size=MAX_UPLOAD_BYTES)
+        except Exception as exc:  # noqa: BLE001 - python-multipart's errors: a bad request, said in one line
+            raise Problem(f"the form could not be read: {exc}", 400) from None
+    return None
+
+
+async def body(request: Request) -> dict:
+    """The request's fields: the form, or a JSON object."""
+    if request.state.form is not None:
+        return {k: v for k, v in request.state.form.items()}
+    if request.headers.get("content-type", "").startswith("application/json"):
+        try:
+            data = await request.json()
+        except ValueError:
+            raise Problem("the body is not valid JSON") from None
+        if not isinstance(data, dict):
+            raise Problem("the body must be a JSON object")
+        return data
+    return {}
+
+
+ROUTES: list[Route] = []
+
+
+def page(path: str, roles: tuple[str, ...], methods=("GET",), name: str | None = None, public: bool = False):
+    def add(endpoint: Handler) -> Handler:
+        ROUTES.append(Route(path, guard(endpoint, roles, public=public), methods=list(methods), name=name))
+        return endpoint
+    return add
+
+
+api = page  # the same guard; /api/ paths answer in JSON
+
+
+# ------------------------------------------------------------------------------------------ helpers
+
+def _date(value: str | None, what: str) -> dt.date | None:
+    if not value:
+        return None
+    try:
+        return dt.date.fromisoformat(value)
+    except ValueError:
+        raise Problem(f"{what} {value!r} is not a date: use YYYY-MM-DD") from None
+
+
+def _int(value: Any, what: str) -> int:
+    try:
+        return int(value)
+    except (TypeError, ValueError):
+        raise Problem(f"{what} {value!r} is not a number") from None
+
+
+def _filters(request: Request) -> dict:
+    q = request.query_params
+    state = q.get("state") or None
+    if state and state not in ("scheduled", "open", "closed", "cancelled"):
+        raise Problem(f"state {state!r} is not one of scheduled, open, closed, cancelled")
+    return {"course": q.get("course") or None, "state": state, "room": q.get("room") or None,
+            "date_from": _date(q.get("from"), "from"), "date_to": _date(q.get("to"), "to")}
+
+
+def _scope(request: Request) -> Scope:
+    return request.state.scope
+
+
+def _user(request: Request) -> User:
+    return request.state.user
+
+
+async def _session_in_scope(request: Request, conn, session_id: int) -> dict:
+    item = await queries.session(conn, session_id)
+    if item is None or not _scope(request).course(item["course_id"]):
+        raise Problem(f"no session {session_id}" if item is None else
+                      f"session {session_id} is not one of your courses", 404 if item is None else 403)
+    return item
+
+
+async def _student_allowed(request: Request, conn, person_id: str) -> None:
+    user, scope = _user(request), _scope(request)
+    if user.role == "student" and person_id != user.person_id:
+        raise Problem("a student may see only their own attendance", 403)
+    if user.role == "faculty" and not await queries.student_in_courses(conn, person_id, scope.courses or frozenset()):
+        raise Problem(f"{person_id!r} is not a student of your courses", 403)
+
+
+def _consumer(module: str, function: str):
+    """A function of the attendance writer's package (consumers/), or a 503 saying it is not there yet."""
+    try:
+        return getattr(importlib.import_module(f"consumers.{module}"), function)
+    except (ModuleNotFoundError, AttributeError):
+        raise Problem(f"not available in this installation: consumers/{module}.py has no {function}()", 503) from None
+
+
+def _home(user: User) -> str:
+    if user.role == "student":
+        return f"/attendance/students/{quote(user.person_id or '')}"
+    return "/live"
+
+
+# ------------------------------------------------------------------------------------------ auth pages
+
+@page("/login", (), methods=("GET",), public=True, name="login")
+async def login_page(request: Request) -> Response:
+    """The login form."""
+    return render(request, "login.html", {"next": safe_next(request.query_params.get("next"), "")})
+
+
+@page("/login", (), methods=("POST",), public=True)
+async def login(request: Request) -> Response:
+    """Log in (form or JSON {username, password}); rate-limited per username and client."""
+    services = services_of(request)
+    fields = await body(request)
+    username = str(fields.get("username") or "").strip()
+    password = str(fields.get("password") or "")
+    client = request.client.host if request.client else "?"
+    as_json = request.state.form is None
+    wait = services.limiter.retry_after(username, client)
+    if wait:
+        message = f"too many failed logins: try again in {wait} s"
+        if as_json:
+            return JSONResponse({"error": message}, status_code=429, headers={"Retry-After": str(wait)})
+        return render(request, "login.html", {"error": message, "next": fields.get("next", "")}, status=429)
+    stored = None
+    if auth.USERNAME.match(username):
+        async with services.conn() as conn:
+            stored = await auth.password_hash_of(conn, username)
+    ok = await asyncio.to_thread(auth.verify_password, stored, password)
+    if not ok:
+        services.limiter.failed(username, client)
+        message = "wrong username or password"
+        if as_json:
+            return JSONResponse({"error": message}, status_code=400)
+        return render(request, "login.html", {"error": message, "next": fields.get("next", "")}, status=400)
+    services.limiter.succeeded(username, client)
+    async with services.conn() as conn:
+        await conn.execute("UPDATE dashboard_user SET last_login_at = now() WHERE username = $1", username)
+        user = await auth.get_user(conn, username)
+    request.session.clear()
+    request.session.update({"user": username, "csrf": auth.new_csrf_token(), "at": int(time.time())})
+    if as_json:
+        return JSONResponse({"username": user.username, "role": user.role, "person_id": user.person_id,
+                             "csrf_token": request.session["csrf"]})
+    return RedirectResponse(safe_next(fields.get("next"), _home(user)), status_code=303)
+
+
+@page("/logout", ALL, methods=("POST",))
+async def logout(request: Request) -> Response:
+    """Log out (clears the session)."""
+    request.session.clear()
+    return RedirectResponse("/login", status_code=303)
+
+
+@page("/", ALL)
+async def home(request: Request) -> Response:
+    """The user's start page."""
+    return RedirectResponse(_home(_user(request)), status_code=303)
+
+
+@api("/api/me", ALL)
+async def me(request: Request) -> Response:
+    """The logged-in account, its role, what it may see, and its CSRF token."""
+    user, scope = _user(request), _scope(request)
+    return JSONResponse({"username": user.username, "role": user.role, "person_id": user.person_id,
+                         "csrf_token": csrf_token(request),
+                         "courses": sorted(scope.courses) if scope.courses is not None else None,
+                         "rooms": sorted(scope.rooms) if scope.rooms is not None else None})
+
+
+# ------------------------------------------------------------------------------------------ live
+
+def _cameras_json(services: Services, scope: Scope) -> list[dict]:
+    out = []
+    for camera in services.cameras_in(scope):
+        feed = services.video.feeds.get(camera.id) if services.video else None
+        processor = services.metrics.cameras.get(camera.id, {}) if services.metrics else {}
+        out.append({"id": camera.id, "name": camera.name, "role": camera.role, "room_id": camera.room,
+                    "video": feed is not None, "feed_state": feed.state if feed and feed.source else "idle",
+                    "processor_state": processor.get("state")})
+    return out
+
+
+@page("/live", STAFF)
+async def live_page(request: Request) -> Response:
+    """Live: camera grid (WebRTC, MJPEG fallback), live event feed, presence board."""
+    services = services_of(request)
+    scope = _scope(request)
+    return render(request, "live.html", {"cameras": _cameras_json(services, scope),
+                                         "rooms": [r for r in services.config.rooms if scope.room(r.id)]})
+
+
+@api("/api/cameras", STAFF)
+async def cameras(request: Request) -> Response:
+    """The cameras this user may watch, with the video feed's and the processor's state."""
+    return JSONResponse({"cameras": _cameras_json(services_of(request), _scope(request))})
+
+
+async def _board(request: Request) -> list[dict]:
+    services = services_of(request)
+    board = services.hub.presence_board(services.rooms_in(_scope(request)))
+    names = await services.names()
+    for room in board:
+        for track in room["tracks"]:
+            track["name"] = names.get(track["person_id"]) if track["person_id"] else None
+    return board
+
+
+@api("/api/presence", STAFF)
+async def presence(request: Request) -> Response:
+    """The presence board: per room, the person tracks in it now (from presence events) and the latest count."""
+    return JSONResponse({"rooms": await _board(request), "feed": services_of(request).hub.status()["state"]})
+
+
+@api("/api/events/recent", STAFF)
+async def recent_events(request: Request) -> Response:
+    """The latest recognition and presence events (up to 200) this user may see, newest last."""
+    scope = _scope(request)
+    events = [e for e in services_of(request).hub.recent if scope.room(e.get("room_id"))]
+    return JSONResponse({"events": events})
+
+
+@api("/api/events/stream", STAFF)
+async def event_stream(request: Request) -> Response:
+    """Server-sent events from Kafka as they arrive: recognition, presence, occupancy (``?types=`` to choose)."""
+    from dashboard.live import FEED_TYPES
+
+    services = services_of(request)
+    wanted = [t for t in (request.query_params.get("types") or ",".join(FEED_TYPES)).split(",") if t]
+    unknown = [t for t in wanted if t not in FEED_TYPES]
+    if unknown:
+        raise Problem(f"unknown event type {unknown[0]!r}: choose from {', '.join(FEED_TYPES)}")
+    scope = _scope(request)
+    sub = services.hub.subscribe(scope.rooms, wanted)
+    if sub is None:
+        raise Problem("too many live clients on this dashboard process", 503)
+
+    async def stream():
+        try:
+            yield f"retry: 2000\nevent: hello\ndata: {json.dumps({'feed': services.hub.state})}\n\n".encode()
+            while True:
+                try:
+                    message = await asyncio.wait_for(sub.queue.get(), 15)
+                except asyncio.TimeoutError:
+                    yield b": keep-alive\n\n"
+                    continue
+                chunk = [message]
+                while not sub.queue.empty() and len(chunk) < 100:
+                    chunk.append(sub.queue.get_nowait())
+                yield b"".join(chunk)
+        finally:
+            services.hub.unsubscribe(sub)
+
+    return StreamingResponse(stream(), media_type="text/event-stream",
+                             headers={"Cache-Control": "no-cache, no-store", "X-Accel-Buffering": "no"})
+
+
+# ------------------------------------------------------------------------------------------ video
+
+def _feed(request: Request):
+    services = services_of(request)
+    camera_id = request.path_params["camera_id"]
+    if not _scope(request).camera(camera_id):
+        raise Problem(f"camera {camera_id!r} is not in your rooms", 403)
+    feed = services.video.feeds.get(camera_id) if services.video else None
+    if feed is None:
+        raise Problem(f"no camera {camera_id!r} with video", 404)
+    return services, feed
+
+
+@api("/api/video/{camera_id}/offer", STAFF, methods=("POST",))
+async def video_offer(request: Request) -> Response:
+    """WebRTC: send the browser's SDP offer ({sdp, type}); the answer carries the annotated video track."""
+    services, feed = _feed(request)
+    fields = await body(request)
+    if not isinstance(fields.get("sdp"), str) or fields.get("type") != "offer":
+        raise Problem("send the browser's offer as JSON {\"sdp\": ..., \"type\": \"offer\"}")
+    try:
+        answer = await services.video.answer(feed.camera.id, fields["sdp"], "offer")
+    except OverflowError as exc:
+        raise Problem(str(exc), 503) from None
+    except ValueError as exc:
+        raise Problem(f"the offer was refused: {exc}") from None
+    return JSONResponse(answer)
+
+
+@api("/api/video/{camera_id}/mjpeg", STAFF)
+async def video_mjpeg(request: Request) -> Response:
+    """The annotated video as MJPEG (multipart/x-mixed-replace): the fallback where WebRTC cannot connect."""
+    services, feed = _feed(request)
+    feed.acquire()
+
+    async def stream():
+        seq = 0
+        try:
+            while True:
+                seq, frame = await feed.next_frame(seq)
+                data = await feed.jpeg(seq, frame)
+                yield (b"--frame\r\nContent-Type: image/jpeg\r\nContent-Length: " + str(len(data)).encode()
+                       + b"\r\n\r\n" + data + b"\r\n")
+        finally:
+            feed.release()
+
+    return StreamingResponse(stream(), media_type="multipart/x-mixed-replace; boundary=frame",
+                             headers={"Cache-Control": "no-cache, no-store"})
+
+
+@api("/api/video/{camera_id}/snapshot.jpg", STAFF)
+async def video_snapshot(request: Request) -> Response:
+    """One annotated frame (JPEG), the newest: starts the camera's feed for a few seconds if it is idle."""
+    services, feed = _feed(request)
+    feed.acquire()
+    try:
+        seq, frame = await feed.next_frame(feed.seq if feed.source is not None else 0, timeout=3)
+        data = await feed.jpeg(seq, frame)
+    finally:
+        feed.release()
+    return Response(data, media_type="image/jpeg", headers={"Cache-Control": "no-store"})
+
+
+# ------------------------------------------------------------------------------------------ analytics
+
+@page("/analytics", STAFF)
+async def analytics_page(request: Request) -> Response:
+    """Analytics: people per room over time, rolling average, known vs unknown; attendance rates."""
+    services = services_of(request)
+    return render(request, "analytics.html", {"rooms": services.rooms_in(_scope(request))})
+
+
+@api("/api/occupancy/{room_id}", STAFF)
+async def occupancy(request: Request) -> Response:
+    """People count history of a room (from occupancy events, kept in memory): t, people, people_avg, known, unknown."""
+    room_id = request.path_params["room_id"]
+    services = services_of(request)
+    if room_id not in {r.id for r in services.config.rooms}:
+        raise Problem(f"no room {room_id!r}", 404)
+    if not _scope(request).room(room_id):
+        raise Problem(f"room {room_id!r} is not one of your rooms", 403)
+    return JSONResponse({"room_id": room_id,
+                         "points": services.hub.occupancy_history(room_id, request.query_params.get("since"))})
+
+
+@api("/api/analytics/attendance", STAFF)
+async def attendance_rates(request: Request) -> Response:
+    """Attendance rate per session (time series) and per course per week."""
+    services = services_of(request)
+    async with services.conn() as conn:
+        data = await queries.attendance_rates(conn, courses=_scope(request).courses,
+                                              timezone=services.config.site.timezone)
+    return JSONResponse(data)
+
+
+# ------------------------------------------------------------------------------------------ attendance
+
+def _courses_in(services: Services, scope: Scope) -> list:
+    return [c for c in services.config.courses if scope.course(c.id)]
+
+
+@page("/attendance", STAFF)
+async def attendance_page(request: Request) -> Response:
+    """Sessions with filters; open a session by hand."""
+    services, scope = services_of(request), _scope(request)
+    filters = _filters(request)
+    async with services.conn() as conn:
+        rows = await queries.sessions(conn, courses=scope.courses, timezone=services.config.site.timezone, **filters)
+    return render(request, "attendance.html", {
+        "sessions": rows, "filters": {k: (v.isoformat() if isinstance(v, dt.date) else v) for k, v in filters.items()},
+        "courses": _courses_in(services, scope), "rooms": services.rooms_in(scope)})
+
+
+@api("/api/sessions", STAFF)
+async def sessions_api(request: Request) -> Response:
+    """Sessions this user may see: ?course= &state= &room= &from=YYYY-MM-DD &to=YYYY-MM-DD."""
+    services = services_of(request)
+    async with services.conn() as conn:
+        rows = await queries.sessions(conn, courses=_scope(request).courses, timezone=services.config.site.timezone,
+                                      **_filters(request))
+    return JSONResponse({"sessions": rows})
+
+
+@page("/attendance/sessions/{session_id:int}", STAFF)
+async def session_page(request: Request) -> Response:
+    """One session's attendance."""
+    async with services_of(request).conn() as conn:
+        item = await _session_in_scope(request, conn, request.path_params["session_id"])
+    return render(request, "session.html", {"s": item})
+
+
+@api("/api/sessions/{session_id:int}", STAFF)
+async def session_api(request: Request) -> Response:
+    """One session and its attendance (roster students without a record included)."""
+    async with services_of(request).conn() as conn:
+        return JSONResponse(await _session_in_scope(request, conn, request.path_params["session_id"]))
+
+
+@api("/api/sessions", STAFF, methods=("POST",))
+async def open_session_api(request: Request) -> Response:
+    """Open a session by hand: {course, room, minutes} (now until now + minutes); faculty for their courses."""
+    services, scope, user = services_of(request), _scope(request), _user(request)
+    fields = await body(request)
+    course_id, room_id = str(fields.get("course") or ""), str(fields.get("room") or "")
+    if course_id not in {c.id for c in services.config.courses}:
+        raise Problem(f"no course {course_id!r}")
+    if not scope.course(course_id):
+        raise Problem(f"course {course_id!r} is not one of your courses", 403)
+    if room_id not in {r.id for r in services.config.rooms}:
+        raise Problem(f"no room {room_id!r}")
+    minutes = _int(fields.get("minutes") or 90, "minutes")
+    if not 1 <= minutes <= 24 * 60:
+        raise Problem("minutes must be between 1 and 1440")
+    open_session = _consumer("sessions", "open_session")
+    starts = dt.datetime.now(dt.timezone.utc)
+    async with services.conn() as conn:
+        session_id = await _call_open_session(open_session, conn, course_id, room_id, starts,
+                                              starts + dt.timedelta(minutes=minutes), user.username)
+    return done(request, {"session_id": session_id}, f"session {session_id} of {course_id} opened in {room_id}", 201)
+
+
+async def _call_open_session(open_session, conn, course_id, room_id, starts, ends, actor):
+    import inspect
+
+    params = inspect.signature(open_session).parameters
+    kwargs = {"course_id": course_id, "room_id": room_id, "starts_at": starts, "ends_at": ends, "actor": actor}
+    result = await open_session(conn, **{k: v for k, v in kwargs.items() if k in params})
+    if isinstance(result, dict):
+        return result.get("id") or result.get("session_id")
+    return getattr(result, "id", result)
+
+
+@api("/api/sessions/{session_id:int}/close", STAFF, methods=("POST",))
+async def close_session_api(request: Request) -> Response:
+    """Close a session by hand (faculty: their courses); attendance is final from then on."""
+    services, user = services_of(request), _user(request)
+    session_id = request.path_params["session_id"]
+    close_session = _consumer("sessions", "close_session")
+    async with services.conn() as conn:
+        item = await _session_in_scope(request, conn, session_id)
+        if item["state"] == "closed":
+            raise Problem(f"session {session_id} is closed already", 409)
+        try:
+            await close_session(conn, session_id, actor=user.username)
+        except (ValueError, LookupError) as exc:
+            raise Problem(str(exc), 409) from None
+    return done(request, {"session_id": session_id, "state": "closed"}, f"session {session_id} closed")
+
+
+async def _export(request: Request, function: str, what: str, *args) -> Response:
+    fmt = request.query_params.get("format", "csv")
+    if fmt not in EXPORT_TYPES:
+        raise Problem(f"format {fmt!r} is not one of csv, xlsx")
+    export = _consumer("exports", function)
+    async with services_of(request).conn() as conn:
+        data = await export(conn, *args, fmt)
+    filename = re.sub(r"[^A-Za-z0-9_.-]", "_", f"attendance-{what}.{fmt}")
+    return Response(data, media_type=EXPORT_TYPES[fmt],
+                    headers={"Content-Disposition": f'attachment; filename="{filename}"'})
+
+
+@api("/api/sessions/{session_id:int}/export", STAFF)
+async def export_session(request: Request) -> Response:
+    """One session's attendance as ?format=csv or xlsx."""
+    session_id = request.path_params["session_id"]
+    async with services_of(request).conn() as conn:
+        await _session_in_scope(request, conn, session_id)
+    return await _export(request, "export_session", f"session-{session_id}", session_id)
+
+
+@page("/attendance/courses/{course_id}", STAFF)
+async def course_page(request: Request) -> Response:
+    """A course: its sessions and each student's attendance rate."""
+    item = await _course(request)
+    return render(request, "course.html", {"c": item, "filters": request.query_params})
+
+
+async def _course(request: Request) -> dict:
+    services = services_of(request)
+    course_id = request.path_params["course_id"]
+    if not _scope(request).course(course_id):
+        raise Problem(f"course {course_id!r} is not one of your courses", 403)
+    q = request.query_params
+    async with services.conn() as conn:
+        item = await queries.course_summary(conn, course_id, date_from=_date(q.get("from"), "from"),
+                                            date_to=_date(q.get("to"), "to"), timezone=services.config.site.timezone)
+    if item is None:
+        raise Problem(f"no course {course_id!r}", 404)
+    return item
+
+
+@api("/api/courses/{course_id}", STAFF)
+async def course_api(request: Request) -> Response:
+    """A course's sessions and per-student rates (?from= &to=)."""
+    return JSONResponse(await _course(request))
+
+
+@api("/api/courses/{course_id}/export", STAFF)
+async def export_course(request: Request) -> Response:
+    """A course's attendance (?from= &to= &format=csv|xlsx)."""
+    await _course(request)
+    q = request.query_params
+    return await _export(request, "export_course", f"course-{request.path_params['course_id']}",
+                         request.path_params["course_id"], _date(q.get("from"), "from"), _date(q.get("to"), "to"))
+
+
+async def _student(request: Request) -> dict:
+    services = services_of(request)
+    person_id = request.path_params["person_id"]
+    q = request.query_params
+    async with services.conn() as conn:
+        await _student_allowed(request, conn, person_id)
+        item = await queries.student_record(
+            conn, person_id, courses=_scope(request).courses if _user(request).role == "faculty" else None,
+            course=q.get("course") or None, date_from=_date(q.get("from"), "from"), date_to=_date(q.get("to"), "to"),
+            timezone=services.config.site.timezone)
+    if item is None:
+        raise Problem(f"no person {person_id!r}", 404)
+    return item
+
+
+@page("/attendance/students/{person_id}", ALL)
+async def student_page(request: Request) -> Response:
+    """A student's attendance (students: their own only)."""
+    return render(request, "student.html", {"r": await _student(request), "filters": request.query_params})
+
+
+@api("/api/students/{person_id}", ALL)
+async def student_api(request: Request) -> Response:
+    """A student's attendance record (?course= &from= &to=); students: their own only."""
+    return JSONResponse(await _student(request))
+
+
+@api("/api/students/{person_id}/export", ALL)
+async def export_student(request: Request) -> Response:
+    """A student's attendance as ?format=csv or xlsx (?from= &to=)."""
+    await _student(request)
+    q = request.query_params
+    return await _export(request, "export_student", f"student-{request.path_params['person_id']}",
+                         request.path_params["person_id"], _date(q.get("from"), "from"), _date(q.get("to"), "to"))
+
+
+# ------------------------------------------------------------------------------------------ people
+
+@page("/people", ADMIN)
+async def people_page(request: Request) -> Response:
+    """People: enrol with photos and consent, list, erase."""
+    async with services_of(request).conn() as conn:
+        rows = await queries.people(conn, search=request.query_params.get("q") or None)
+    return render(request, "people.html", {"people": rows, "q": request.query_params.get("q", "")})
+
+
+@api("/api/people", ADMIN)
+async def people_api(request: Request) -> Response:
+    """Everyone the database knows (?q= to search by id or name), with enrolment counts."""
+    async with services_of(request).conn() as conn:
+        return JSONResponse({"people": await queries.people(conn, search=request.query_params.get("q") or None)})
+
+
+@api("/api/people", ADMIN, methods=("POST",))
+async def enrol_api(request: Request) -> Response:
+    """Enrol a person (multipart: person_id, name, consent=yes, photos[]): the CLI's checks, a reason per photo."""
+    from processor.enroll import enroll_photos
+
+    services, user = services_of(request), _user(request)
+    form = request.state.form
+    if form is None:
+        raise Problem("send the photos as multipart/form-data (fields person_id, name, consent, photos)")
+    person_id = str(form.get("person_id") or "").strip()
+    name = str(form.get("name") or "").strip() or None
+    consent = str(form.get("consent") or "").lower() in ("yes", "on", "true", "1")
+    uploads = [f for f in form.getlist("photos") if hasattr(f, "read") and getattr(f, "filename", "")]
+    if not consent:
+        raise Problem("refusing to enrol without consent: confirm the person agreed to face recognition "
+                      "(tick the consent box)")
+    if not uploads:
+        raise Problem("no photos: choose at least one photo of the person")
+    config = services.config
+    with tempfile.TemporaryDirectory(prefix="rollcall-enrol-") as folder:
+        paths = []
+        for index, upload in enumerate(uploads):
+            safe = re.sub(r"[^A-Za-z0-9_.-]", "_", Path(upload.filename).name)[:80] or "photo"
+            path = Path(folder) / f"{index:02d}-{safe}"
+            path.write_bytes(await upload.read())
+            paths.append(path)
+        report = await enroll_photos(services.database_url, person_id, name, paths, consent=True,
+                                     consent_by=user.username, pack=config.models.pack, thresholds=config.thresholds,
+                                     privacy=config.privacy)
+    fresh = [a.enrolment_id for a in report.accepted if not a.renewed]
+    if fresh:
+        async with services.conn() as conn:
+            await conn.execute("UPDATE face_enrolment SET source = 'dashboard' WHERE id = ANY($1::bigint[])", fresh)
+    services.forget_names()
+
+    def shown(path: Path) -> str:
+        return path.name[3:]
+
+    result = {"person_id": person_id, "model_pack": report.model_pack, "summary": report.summary(),
+              "accepted": [{"photo": shown(a.path), "enrolment_id": a.enrolment_id, "quality": round(a.quality, 3),
+                            "renewed": a.renewed} for a in report.accepted],
+              "rejected": [{"photo": shown(r.path), "code": r.code, "reason": r.reason} for r in report.rejected]}
+    return JSONResponse(result, status_code=201 if report.accepted else 422)
+
+
+@api("/api/people/{person_id}/erase", ADMIN, methods=("POST",))
+async def erase_api(request: Request) -> Response:
+    """Erase a person (face data and identity; attendance kept under a pseudonym when the policy says so)."""
+    services, user = services_of(request), _user(request)
+    person_id = request.path_params["person_id"]
+    erase_person = _consumer("privacy", "erase_person")
+    async with services.conn() as conn:
+        if await conn.fetchval("SELECT 1 FROM person WHERE id = $1", person_id) is None:
+            raise Problem(f"no person {person_id!r}", 404)
+        result = await erase_person(conn, person_id, pseudonymise=services.config.privacy.pseudonymise_attendance_on_erase,
+                                    actor=user.username)
+    services.forget_names()
+    services._users.clear()
+    payload = result if isinstance(result, dict) else {"result": str(result)} if result is not None else {}
+    return done(request, {"person_id": person_id, **payload}, f"{person_id} erased")
+
+
+# ------------------------------------------------------------------------------------------ review
+
+@page("/review", ADMIN)
+async def review_page(request: Request) -> Response:
+    """The unknown-face review queue."""
+    async with services_of(request).conn() as conn:
+        rows = await queries.review_queue(conn)
+    return render(request, "review.html", {"items": rows})
+
+
+@api("/api/review", ADMIN)
+async def review_api(request: Request) -> Response:
+    """Pending review items (?status=pending|accepted|rejected)."""
+    status = request.query_params.get("status", "pending")
+    if status not in ("pending", "accepted", "rejected"):
+        raise Problem(f"status {status!r} is not one of pending, accepted, rejected")
+    async with services_of(request).conn() as conn:
+        return JSONResponse({"items": await queries.review_queue(conn, status=status)})
+
+
+@api("/api/review/{review_id:int}/crop.jpg", ADMIN)
+async def review_crop(request: Request) -> Response:
+    """The best crop of an unknown face (JPEG)."""
+    async with services_of(request).conn() as conn:
+        data = await queries.review_crop(conn, request.path_params["review_id"])
+    if data is None:
+        raise Problem("no crop for this review item", 404)
+    return Response(data, media_type="image/jpeg", headers={"Cache-Control": "private, no-store"})
+
+
+@api("/api/review/{review_id:int}/accept", ADMIN, methods=("POST",))
+async def review_accept(request: Request) -> Response:
+    """Accept a face: {person_id, name?, new_person: bool, consent: yes}; its embedding becomes a face_enrolment."""
+    from processor.enroll import PERSON_ID
+
+    services, user = services_of(request), _user(request)
+    fields = await body(request)
+    person_id = str(fields.get("person_id") or "").strip()
+    if not PERSON_ID.match(person_id):
+        raise Problem(f"person id {person_id!r} is not valid: letters, digits, '_', '.', '-' (up to 64)")
+    if str(fields.get("consent") or "").lower() not in ("yes", "on", "true", "1") and fields.get("consent") is not True:
+        raise Problem("refusing to enrol without consent: confirm the person agreed to face recognition")
+    new_person = str(fields.get("new_person") or "").lower() in ("yes", "on", "true", "1") or fields.get("new_person") is True
+    async with services.conn() as conn:
+        try:
+            result = await queries.accept_review(
+                conn, request.path_params["review_id"], person_id=person_id, name=str(fields.get("name") or "") or None,
+                new_person=new_person, actor=user.username, consent_note=str(fields.get("note") or "") or None,
+                retention_days=services.config.privacy.enrolment_retention_days)
+        except queries.ReviewProblem as exc:
+            raise Problem(str(exc), exc.status) from None
+    services.forget_names()
+    return done(request, result, f"face accepted as {person_id}")
+
+
+@api("/api/review/{review_id:int}/reject", ADMIN, methods=("POST",))
+async def review_reject(request: Request) -> Response:
+    """Reject a face (its crop is deleted)."""
+    async with services_of(request).conn() as conn:
+        try:
+            result = await queries.reject_review(conn, request.path_params["review_id"], actor=_user(request).username)
+        except queries.ReviewProblem as exc:
+            raise Problem(str(exc), exc.status) from None
+    return done(request, result, "face rejected")
+
+
+# ------------------------------------------------------------------------------------------ health
+
+async def _health(services: Services) -> dict:
+    from dashboard.health import consumer_lag
+
+    config = services.config
+    database: dict[str, Any] = {"state": "unknown"}
+    conn_for_lag = None
+    try:
+        started = time.perf_counter()
+        async with services.conn() as conn:
+            await conn.fetchval("SELECT 1")
+            database = {"state": "up", "ping_ms": round((time.perf_counter() - started) * 1000, 1)}
+            topics = [config.kafka.topics.recognitions.name, config.kafka.topics.presence.name]
+            lag = await consumer_lag(conn, services.hub, config.attendance.group_id, topics,
+                                     services.kafka_bootstrap_servers)
+    except Problem as exc:
+        database = {"state": "down", "error": exc.message}
+        lag = {"error": "database unavailable"}
+    del conn_for_lag
+    cameras = []
+    for camera in config.cameras:
+        metrics = services.metrics.cameras.get(camera.id, {}) if services.metrics else {}
+        feed = services.video.feeds.get(camera.id) if services.video else None
+        cameras.append({"id": camera.id, "name": camera.name, "role": camera.role, "room_id": camera.room,
+                        "enabled": camera.enabled, "state": metrics.get("state"), "fps": metrics.get("fps"),
+                        "analysis_fps": metrics.get("analysis_fps"), "drops_per_s": metrics.get("drops_per_s"),
+                        "dropped": metrics.get("dropped"), "decoded": metrics.get("decoded"),
+                        "reconnects": metrics.get("reconnects"),
+                        "dashboard_video": feed.state if feed and feed.source else "idle"})
+    return {"cameras": cameras, "processors": services.metrics.sources if services.metrics else {},
+            "broker": services.hub.status(), "database": database, "consumer_lag": lag,
+            "video_peers": len(services.video.peers) if services.video else 0}
+
+
+@page("/health", ADMIN)
+async def health_page(request: Request) -> Response:
+    """Cameras (state, fps, drops), broker, database, the attendance writer's lag."""
+    return render(request, "health.html", {"h": await _health(services_of(request))})
+
+
+@api("/api/health", ADMIN)
+async def health_api(request: Request) -> Response:
+    """Cameras (state, fps, drops from the processors' /metrics), broker, database, consumer lag."""
+    return JSONResponse(await _health(services_of(request)))
+
+
+# ------------------------------------------------------------------------------------------ OpenAPI
+
+@api("/api/openapi.json", ALL)
+async def openapi(request: Request) -> Response:
+    """This API's OpenAPI 3.1 document (generated from the routes, their roles and docstrings)."""
+    from dashboard.openapi import document
+
+    return JSONResponse(document(request.app))
+
+
+# ------------------------------------------------------------------------------------------ the app
+
+class SecurityHeaders:
+    """Content-Security-Policy (everything from this origin, no inline script), no framing, no sniffing."""
+
+    HEADERS = [(b"content-security-policy", b"default-src 'self'; img-src 'self' data: blob:; media-src 'self' blob:; "
+                                             b"script-src 'self'; style-src 'self'; connect-src 'self'; "
+                                             b"frame-ancestors 'none'; base-uri 'none'; form-action 'self'"),
+               (b"x-content-type-options", b"nosniff"), (b"x-frame-options", b"DENY"),
+               (b"referrer-policy", b"same-origin")]
+
+    def __init__(self, app):
+        self.app = app
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+
+        async def send_with_headers(message):
+            if message["type"] == "http.response.start":
+                message = {**message, "headers": list(message.get("headers", [])) + self.HEADERS}
+            await send(message)
+
+        await self.app(scope, receive, send_with_headers)
+
+
+def create_app(config, *, database_url: str, kafka_bootstrap_servers: str, camera_urls: dict[str, str] | None = None,
+               secret_key: str | None = None, metrics_interval_s: float = 3.0, video_source_factory=None) -> Starlette:
+    """The dashboard for ``config`` against resolved addresses (see infra/endpoints.py)."""
+    from dashboard.health import ProcessorMetrics
+    from dashboard.live import LiveHub
+    from dashboard.video import VideoHub
+
+    services = Services(config, database_url, kafka_bootstrap_servers, dict(camera_urls or {}))
+    services.limiter = auth.LoginLimiter(config.dashboard.login_max_failures, config.dashboard.login_window_s)
+    topics = config.kafka.topics
+    d = config.dashboard
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app):
+        services.hub = LiveHub(kafka_bootstrap_servers,
+                               {"recognitions": topics.recognitions.name, "presence": topics.presence.name,
+                                "occupancy": topics.occupancy.name, "overlays": topics.overlays.name},
+                               client_id=f"{config.kafka.client_id}-dashboard",
+                               security_protocol=config.kafka.security_protocol, presence_expiry_s=d.presence_expiry_s,
+                               occupancy_history=d.occupancy_history_s, max_clients=d.max_live_clients,
+                               client_queue=d.client_queue)
+        services.video = VideoHub(config, services.camera_urls, services.hub.latest_overlay,
+                                  source_factory=video_source_factory)
+        services.metrics = ProcessorMetrics(list(d.processor_metrics_urls), metrics_interval_s)
+        await services.hub.start()
+        await services.metrics.start()
+        with contextlib.suppress(Problem):
+            await services.get_pool()
+        try:
+            yield
+        finally:
+            await services.video.close()
+            await services.metrics.stop()
+            await services.hub.stop()
+            if services.pool is not None:
+                await services.pool.close()
+
+    routes = list(ROUTES) + [Mount("/static", app=StaticFiles(directory=str(HERE / "static")), name="static")]
+    middleware = [Middleware(SecurityHeaders),
+                  Middleware(SessionMiddleware, secret_key=secret_key or auth.load_secret_key(config),
+                             session_cookie="rollcall_session", max_age=d.session_max_age_s, same_site="lax",
+                             https_only=d.https_only_cookies)]
+    app = Starlette(routes=routes, middleware=middleware, lifespan=lifespan)
+    app.state.services = services
+    return app
+
+
+def app_from_config(config) -> Starlette:
+    """Resolve the config's addresses ("embedded" → the running stack) and build the app."""
+    from infra.endpoints import resolve
+
+    endpoints = resolve(config, need=("database", "kafka"))
+    camera_urls = {c.id: c.url for c in config.cameras}
+    return create_app(config, database_url=endpoints.database_url,
+                      kafka_bootstrap_servers=endpoints.kafka_bootstrap_servers, camera_urls=camera_urls)

@@ -1,0 +1,334 @@
+"""Live video: each camera decoded by the dashboard itself, annotated, served over WebRTC and MJPEG.
+
+Design: the processor publishes what it sees (overlay.v1 events: boxes, labels, track ids) at analysis
+rate, not pictures. The dashboard opens the camera's own stream (the same RTSP URL, resolved like the
+processor's: "embedded:<mount>" through infra/endpoints.py) with the processor's ingest code
+(:class:`processor.ingest.CameraSource`: PyAV, reconnect with backoff, keyframe resync), and draws onto
+each frame the camera's latest overlay event (when younger than 3 s) and the doors' entry zones from the
+config. One :class:`CameraFeed` per camera, started by its first viewer and stopped 10 s after its last,
+renders at ``dashboard.video_fps`` and ``video_width`` once for every viewer; viewers are aiortc
+:class:`FeedTrack` s (WebRTC) and MJPEG streams (the fallback).
+
+Boxes and video come from two decodes of one stream, so a box can lag its person by the analysis
+delay (~100–300 ms); the overlay's age is shown in the picture's header.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import fractions
+import logging
+import time
+from typing import Any, Callable
+
+import cv2
+import numpy as np
+
+log = logging.getLogger("rollcall.dashboard.video")
+
+VIDEO_CLOCK = 90_000
+GRACE_S = 10.0
+COLOURS = {"known": (80, 200, 60), "unknown": (40, 140, 255), "pending": (200, 200, 200)}  # BGR
+ZONE_COLOUR = (255, 200, 0)
+
+
+def _label_kind(obj: dict) -> str:
+    if obj.get("person_id"):
+        return "known"
+    return "unknown" if obj.get("label") == "unknown" else "pending"
+
+
+def draw_overlay(image: np.ndarray | None, overlay: dict | None, *, width: int, title: str, state: str,
+                 zones: list[list[tuple[float, float]]] = (), source_size: tuple[int, int] | None = None,
+                 overlay_age_s: float | None = None) -> np.ndarray:
+    """The annotated picture: ``image`` (BGR, any size) scaled to ``width``, the overlay's boxes with
+    their labels and track ids, the entry zones, and a header with the camera, its state and the time.
+    ``image`` None draws a grey placeholder (16:9) saying the state."""
+    if image is None:
+        height = width * 9 // 16
+        out = np.full((height, width, 3), 48, np.uint8)
+        src_w, src_h = source_size or (width, height)
+    else:
+        src_h, src_w = image.shape[:2]
+        height = max(2, int(round(src_h * width / src_w / 2)) * 2)
+        out = cv2.resize(image, (width, height), interpolation=cv2.INTER_AREA)
+    sx, sy = width / src_w, height / src_h
+
+    for zone in zones:
+        points = np.array([[x * sx, y * sy] for x, y in zone], np.int32)
+        layer = out.copy()
+        cv2.fillPoly(layer, [points], ZONE_COLOUR)
+        cv2.addWeighted(layer, 0.18, out, 0.82, 0, out)
+        cv2.polylines(out, [points], True, ZONE_COLOUR, 2, cv2.LINE_AA)
+        cv2.putText(out, "entry zone", (int(points[:, 0].min()) + 4, int(points[:, 1].max()) - 6),
+                    cv2.FONT_HERSHEY_SIMPLEX, 0.45, ZONE_COLOUR, 1, cv2.LINE_AA)
+
+    objects = overlay.get("objects", []) if overlay else []
+    if overlay:
+        fw, fh = overlay["frame_size"]["width"], overlay["frame_size"]["height"]
+        ox, oy = width / fw, height / fh
+        for obj in objects:
+            box = obj["box"]
+            x1, y1, x2, y2 = (int(box["x1"] * ox), int(box["y1"] * oy), int(box["x2"] * ox), int(box["y2"] * oy))
+            colour = COLOURS[_label_kind(obj)]
+            cv2.rectangle(out, (x1, y1), (x2, y2), colour, 2, cv2.LINE_AA)
+            text = f"{obj.get('label') or 'unknown'} #{obj['track_id']}"
+            (tw, th), _ = cv2.getTextSize(text, cv2.FONT_HERSHEY_SIMPLEX, 0.5, 1)
+            ty = max(th + 4, y1)
+            cv2.rectangle(out, (x1, ty - th - 4), (x1 + tw + 4, ty), colour, -1)
+            cv2.putText(out, text, (x1 + 2, ty - 3), cv2.FONT_HERSHEY_SIMPLEX, 0.5, (0, 0, 0), 1, cv2.LINE_AA)
+
+    cv2.rectangle(out, (0, 0), (width, 22), (0, 0, 0), -1)
+    now = dt.datetime.now().strftime("%H:%M:%S")
+    age = f"  overlay {overlay_age_s * 1000:.0f} ms" if overlay is not None and overlay_age_s is not None else ""
+    header = f"{title}  [{state}]  {len(objects)} tracked{age}  {now}"
+    cv2.putText(out, header, (6, 16), cv2.FONT_HERSHEY_SIMPLEX, 0.48, (255, 255, 255), 1, cv2.LINE_AA)
+    if image is None:
+        cv2.putText(out, f"{state.lower()}...", (width // 2 - 60, height // 2), cv2.FONT_HERSHEY_SIMPLEX, 0.8,
+                    (220, 220, 220), 2, cv2.LINE_AA)
+    return out
+
+
+class CameraFeed:
+    """One camera's annotated picture, rendered at ``fps`` while anyone watches."""
+
+    def __init__(self, camera, url: str, *, zones: list, overlay: Callable[[str], dict | None],
+                 width: int, fps: float, source_factory: Callable[..., Any] | None = None,
+                 resolve_url: Callable[[str], str] | None = None):
+        self.camera = camera
+        self.url = url
+        self._resolve_url = resolve_url or (lambda url: url)
+        self.zones = zones
+        self._overlay = overlay
+        self.width = width
+        self.fps = fps
+        self._source_factory = source_factory
+        self.source = None
+        self.viewers = 0
+        self.frame: np.ndarray = draw_overlay(None, None, width=width, title=self.title, state="STOPPED")
+        self.seq = 0
+        self._jpeg: tuple[int, bytes] | None = None
+        self._changed = asyncio.Condition()
+        self._task: asyncio.Task | None = None
+        self._stop_handle: asyncio.TimerHandle | None = None
+        self._last_image: np.ndarray | None = None
+        self.rendered = 0
+
+    @property
+    def title(self) -> str:
+        return f"{self.camera.name or self.camera.id} ({self.camera.id})"
+
+    @property
+    def state(self) -> str:
+        state = self.source.state if self.source is not None else None
+        return str(state) if state is not None else "STOPPED"
+
+    def acquire(self) -> None:
+        self.viewers += 1
+        if self._stop_handle is not None:
+            self._stop_handle.cancel()
+            self._stop_handle = None
+        if self._task is None:
+            self._start()
+
+    def release(self) -> None:
+        self.viewers = max(0, self.viewers - 1)
+        if self.viewers == 0 and self._task is not None and self._stop_handle is None:
+            self._stop_handle = asyncio.get_running_loop().call_later(GRACE_S, self._stop)
+
+    def _start(self) -> None:
+        from processor.ingest import CameraSource, IngestOptions
+
+        factory = self._source_factory or CameraSource
+        self.source = factory(f"dashboard-{self.camera.id}", self.url, analysis_fps=self.fps,
+                              options=IngestOptions(buffer_capacity=1, hwaccel="none"),
+                              resolve_url=self._resolve_url).start()
+        self._task = asyncio.create_task(self._render_loop(), name=f"video-{self.camera.id}")
+
+    def _stop(self) -> None:
+        self._stop_handle = None
+        if self.viewers:
+            return
+        if self._task is not None:
+            self._task.cancel()
+            self._task = None
+        if self.source is not None:
+            self.source.stop()
+            self.source = None
+        self._last_image = None
+
+    async def close(self) -> None:
+        self.viewers = 0
+        task = self._task
+        self._stop()
+        if task is not None:
+            await asyncio.gather(task, return_exceptions=True)
+
+    async def _render_loop(self) -> None:
+        period = 1.0 / self.fps
+        next_at = time.monotonic()
+        while True:
+            frame = self.source.buffer.take() if self.source is not None else None
+            if frame is not None:
+                self._last_image = frame.image
+            overlay = self._overlay(self.camera.id)
+            age = None
+            if overlay is not None and overlay.get("published_at"):
+                try:
+                    published = dt.datetime.fromisoformat(overlay["published_at"].replace("Z", "+00:00"))
+                    age = max(0.0, time.time() - published.timestamp())
+                except ValueError:
+                    age = None
+            image = self._last_image
+            if image is not None and self.source is not None and self.source.last_frame_at is not None \
+                    and time.time() - self.source.last_frame_at > 5:
+                image = None  # the camera stopped sending: say so rather than freeze the last frame
+            picture = await asyncio.to_thread(
+                draw_overlay, image, overlay, width=self.width, title=self.title, state=self.state,
+                zones=self.zones, overlay_age_s=age)
+            async with self._changed:
+                self.frame = picture
+                self.seq += 1
+                self.rendered += 1
+                self._changed.notify_all()
+            next_at += period
+            delay = next_at - time.monotonic()
+            if delay < -period:
+                next_at = time.monotonic()
+            await asyncio.sleep(max(0.0, delay))
+
+    async def next_frame(self, after_seq: int, timeout: float = 5.0) -> tuple[int, np.ndarray]:
+        async with self._changed:
+            if self.seq <= after_seq:
+                try:
+                    await asyncio.wait_for(self._changed.wait_for(lambda: self.seq > after_seq), timeout)
+                except asyncio.TimeoutError:
+                    pass
+            return self.seq, self.frame
+
+    async def jpeg(self, seq: int, frame: np.ndarray) -> bytes:
+        cached = self._jpeg
+        if cached is not None and cached[0] == seq:
+            return cached[1]
+        ok, data = await asyncio.to_thread(cv2.imencode, ".jpg", frame, [cv2.IMWRITE_JPEG_QUALITY, 75])
+        self._jpeg = (seq, data.tobytes())
+        return self._jpeg[1]
+
+
+def feed_track_class():
+    """aiortc's MediaStreamTrack subclass (imported lazily: aiortc is heavy)."""
+    import av
+    from aiortc.mediastreams import MediaStreamTrack
+
+    class FeedTrack(MediaStreamTrack):
+        kind = "video"
+
+        def __init__(self, feed: CameraFeed):
+            super().__init__()
+            self.feed = feed
+            self._seq = 0
+            self._start: float | None = None
+            self._pts = 0
+            self._released = False
+            feed.acquire()
+
+        async def recv(self):
+            if self.readyState != "live":
+                from aiortc.mediastreams import MediaStreamError
+
+                raise MediaStreamError
+            step = int(VIDEO_CLOCK / self.feed.fps)
+            if self._start is None:
+                self._start = time.monotonic()
+            else:
+                self._pts += step
+                wait = self._start + self._pts / VIDEO_CLOCK - time.monotonic()
+                if wait > 0:
+                    await asyncio.sleep(wait)
+            self._seq, image = await self.feed.next_frame(self._seq, timeout=1.0 / self.feed.fps)
+            frame = av.VideoFrame.from_ndarray(image, format="bgr24")
+            frame.pts = self._pts
+            frame.time_base = fractions.Fraction(1, VIDEO_CLOCK)
+            return frame
+
+        def stop(self) -> None:
+            super().stop()
+            if not self._released:
+                self._released = True
+                self.feed.release()
+
+    return FeedTrack
+
+
+class VideoHub:
+    """The camera feeds and the WebRTC peer connections of one dashboard process."""
+
+    def __init__(self, config, camera_urls: dict[str, str], overlay: Callable[[str], dict | None], *,
+                 source_factory=None):
+        self.config = config
+        self.feeds: dict[str, CameraFeed] = {}
+        for camera in config.cameras:
+            if not camera.enabled or camera.id not in camera_urls:
+                continue
+            zones = [list(d.entry_zone) for d in config.doors if d.room_camera == camera.id]
+            self.feeds[camera.id] = CameraFeed(camera, camera_urls[camera.id], zones=zones, overlay=overlay,
+                                               width=config.dashboard.video_width, fps=config.dashboard.video_fps,
+                                               source_factory=source_factory,
+                                               resolve_url=self._resolver(camera.id))
+        self.peers: set = set()
+        self.max_peers = config.dashboard.max_video_peers
+
+    def _resolver(self, camera_id: str) -> Callable[[str], str]:
+        """At every (re)connect: "embedded:<mount>" through infra/endpoints.py (the running stack's RTSP)."""
+
+        def resolve(url: str) -> str:
+            if not url.startswith("embedded:"):
+                return url
+            from infra.endpoints import resolve as resolve_endpoints
+            from infra.errors import RollcallError
+
+            try:
+                return resolve_endpoints(self.config, need=("cameras",)).camera_urls[camera_id]
+            except RollcallError as exc:
+                raise RuntimeError(str(exc)) from None
+
+        return resolve
+
+    async def answer(self, camera_id: str, sdp: str, sdp_type: str) -> dict:
+        from aiortc import RTCPeerConnection, RTCSessionDescription
+
+        feed = self.feeds[camera_id]
+        if len(self.peers) >= self.max_peers:
+            raise OverflowError(f"{len(self.peers)} video connections open: at most dashboard.max_video_peers")
+        pc = RTCPeerConnection()
+        self.peers.add(pc)
+        track = feed_track_class()(feed)
+
+        @pc.on("connectionstatechange")
+        async def _changed() -> None:
+            if pc.connectionState in ("failed", "closed"):
+                track.stop()
+                self.peers.discard(pc)
+                await pc.close()
+
+        try:
+            pc.addTrack(track)
+            await pc.setRemoteDescription(RTCSessionDescription(sdp=sdp, type=sdp_type))
+            await pc.setLocalDescription(await pc.createAnswer())
+        except Exception:
+            track.stop()
+            self.peers.discard(pc)
+            await pc.close()
+            raise
+        return {"sdp": pc.localDescription.sdp, "type": pc.localDescription.type}
+
+    async def close(self) -> None:
+        await asyncio.gather(*(pc.close() for pc in list(self.peers)), return_exceptions=True)
+        self.peers.clear()
+        for feed in self.feeds.values():
+            await feed.close()
+
+    def status(self) -> dict:
+        return {cid: {"state": f.state if f.source else "idle", "viewers": f.viewers, "rendered": f.rendered}
+                for cid, f in self.feeds.items()}
