@@ -625,7 +625,8 @@ async def session_api(request: Request) -> Response:
 
 @api("/api/sessions", STAFF, methods=("POST",))
 async def open_session_api(request: Request) -> Response:
-    """Open a session by hand: {course, room, minutes} (now until now + minutes); faculty for their courses."""
+    """Open a session by hand: {course, room, minutes?}: a one-off from now for minutes, or (no minutes) the
+    timetable session of the course running in the room now; faculty for their courses."""
     services, scope, user = services_of(request), _scope(request), _user(request)
     fields = await body(request)
     course_id, room_id = str(fields.get("course") or ""), str(fields.get("room") or "")
@@ -635,26 +636,17 @@ async def open_session_api(request: Request) -> Response:
         raise Problem(f"course {course_id!r} is not one of your courses", 403)
     if room_id not in {r.id for r in services.config.rooms}:
         raise Problem(f"no room {room_id!r}")
-    minutes = _int(fields.get("minutes") or 90, "minutes")
-    if not 1 <= minutes <= 24 * 60:
+    minutes = _int(fields["minutes"], "minutes") if str(fields.get("minutes") or "").strip() else None
+    if minutes is not None and not 1 <= minutes <= 24 * 60:
         raise Problem("minutes must be between 1 and 1440")
     open_session = _consumer("sessions", "open_session")
-    starts = dt.datetime.now(dt.timezone.utc)
     async with services.conn() as conn:
-        session_id = await _call_open_session(open_session, conn, course_id, room_id, starts,
-                                              starts + dt.timedelta(minutes=minutes), user.username)
+        kwargs = {"course_id": course_id, "room_id": room_id, "actor": user.username}
+        if minutes is not None:  # a one-off session from now; without: the timetable session running now
+            kwargs["minutes"] = minutes
+        result = await open_session(conn, **kwargs)
+    session_id = result.get("id") or result.get("session_id") if isinstance(result, dict) else result
     return done(request, {"session_id": session_id}, f"session {session_id} of {course_id} opened in {room_id}", 201)
-
-
-async def _call_open_session(open_session, conn, course_id, room_id, starts, ends, actor):
-    import inspect
-
-    params = inspect.signature(open_session).parameters
-    kwargs = {"course_id": course_id, "room_id": room_id, "starts_at": starts, "ends_at": ends, "actor": actor}
-    result = await open_session(conn, **{k: v for k, v in kwargs.items() if k in params})
-    if isinstance(result, dict):
-        return result.get("id") or result.get("session_id")
-    return getattr(result, "id", result)
 
 
 @api("/api/sessions/{session_id:int}/close", STAFF, methods=("POST",))

@@ -136,3 +136,53 @@ def login(base_url: str, username: str, password: str):
     client.csrf = response.json()["csrf_token"]  # type: ignore[attr-defined]
     client.headers["X-CSRF-Token"] = client.csrf  # type: ignore[attr-defined]
     return client
+
+
+# ------------------------------------------------------------------------------------------ events
+
+def make_event(event_type: str, **fields) -> dict:
+    """A valid event of ``event_type`` (schemas/*.json) for room A101's cameras, ``fields`` overriding,
+    with ``published_at`` set (as the publisher would)."""
+    from processor.events import build_event, now_timestamp
+
+    now = time.time()
+    defaults: dict = {
+        "recognition": dict(camera_id="door-a101", room_id="A101", door_id="A101-main", track_id="t1",
+                            person_id="macron", score=0.7, margin=0.3, quality=0.9, frames=5, frame_time=now,
+                            first_seen=now - 1, last_seen=now, box=(100, 100, 200, 220), frame_size=(1280, 720),
+                            model_pack="open"),
+        "presence": dict(kind="enter", room_id="A101", camera_id="room-a101", track_id="p1", identity="known",
+                         person_id="macron", identity_source="handoff", handoff=None, ambiguous=False,
+                         previous_person_id=None, frame_time=now, first_seen=now - 2, last_seen=now, dwell_s=2.0,
+                         box=(100, 100, 300, 600), frame_size=(1280, 720)),
+        "occupancy": dict(room_id="A101", camera_id="room-a101", frame_time=now, people=3, people_avg=2.5,
+                          known=2, unknown=1),
+        "overlay": dict(camera_id="room-a101", room_id="A101", role="room", frame_time=now, pts_s=1.0,
+                        frame_size=(1280, 720), objects=[]),
+    }[event_type]
+    if event_type == "recognition":
+        fields.setdefault("identity", "known" if fields.get("person_id", "macron") else "unknown")
+    if event_type == "presence" and fields.get("identity_source", "handoff") == "handoff" and "handoff" not in fields:
+        from processor.events import new_event_id
+
+        fields["handoff"] = {"door_id": "A101-main", "recognition_event_id": new_event_id(), "transit_s": 3.0}
+    event = build_event(event_type, {**defaults, **fields})
+    event["published_at"] = now_timestamp()
+    return event
+
+
+async def publish(bootstrap: str, items: list[tuple[str, dict]]) -> None:
+    """Send (topic, event) pairs, keyed like the processor (camera or room id), and wait for the broker."""
+    from aiokafka import AIOKafkaProducer
+
+    from processor.events import encode
+
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, linger_ms=0)
+    await producer.start()
+    try:
+        for topic, event in items:
+            key = (event.get("camera_id") if event["event_type"] in ("recognition", "presence", "overlay")
+                   else event.get("room_id"))
+            await producer.send_and_wait(topic, encode(event), key=key.encode())
+    finally:
+        await producer.stop()
