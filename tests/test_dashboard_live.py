@@ -75,40 +75,43 @@ def _db(served, query, *args):
 
 
 class SseReader:
-    """Reads an SSE stream in a thread; ``events`` collects (event, data) as they arrive."""
+    """Reads an SSE stream over a plain socket in a thread; ``events`` collects (event, data) as they arrive.
+    ``close()`` shuts the socket down, so the server sees the client leave at once."""
 
     def __init__(self, client: httpx.Client, path: str):
+        import socket
+
         self.events: list[tuple[str, dict]] = []
-        self._client = client
-        self._path = path
-        self.opened = threading.Event()
+        url = httpx.URL(str(client.base_url))
+        cookie = "; ".join(f"{k}={v}" for k, v in client.cookies.items())
+        self._sock = socket.create_connection((url.host, url.port), timeout=60)
+        self._sock.sendall(f"GET {path} HTTP/1.1\r\nHost: {url.host}\r\nCookie: {cookie}\r\n"
+                           "Accept: text/event-stream\r\n\r\n".encode())
+        self._file = self._sock.makefile("rb")
+        self.status = int(self._file.readline().split()[1])
         self._thread = threading.Thread(target=self._run, daemon=True)
         self._thread.start()
 
     def _run(self) -> None:
+        name = None
         try:
-            self._read()
-        except httpx.HTTPError:  # closed by the test
-            pass
-
-    def _read(self) -> None:
-        with self._client.stream("GET", self._path, timeout=httpx.Timeout(60, read=60)) as response:
-            self.status = response.status_code
-            self.opened.set()
-            name = None
-            for line in response.iter_lines():
+            for raw in self._file:
+                line = raw.decode().strip()
                 if line.startswith("event: "):
                     name = line[7:]
                 elif line.startswith("data: ") and name:
                     self.events.append((name, json.loads(line[6:])))
-                    if name == "stop":
-                        return
+        except (OSError, ValueError):  # closed by the test
+            pass
 
     def ids(self) -> list[str]:
         return [data.get("event_id") for _, data in self.events]
 
     def close(self) -> None:
-        self._client.close()
+        import socket
+
+        self._sock.shutdown(socket.SHUT_RDWR)
+        self._sock.close()
 
 
 def _publish(served, *pairs):
