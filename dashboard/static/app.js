@@ -35,9 +35,48 @@ function fallbackToMjpeg(cam, why) {
   const video = $("#video-" + cam), img = $("#mjpeg-" + cam);
   video.hidden = true;
   img.hidden = false;
-  img.addEventListener("load", () => { state.frames += 1; });
-  img.src = "/api/video/" + encodeURIComponent(cam) + "/mjpeg";
   $("#vstate-" + cam).textContent = "MJPEG (" + why + ")";
+  readMjpeg(cam, img, state);
+}
+
+// The MJPEG stream read with fetch(): each part (by its Content-Length) shown as a blob image, so the
+// page knows when a frame arrives (an <img src=mjpeg> gives no per-frame event) and reconnects on its own.
+async function readMjpeg(cam, img, state) {
+  const url = "/api/video/" + encodeURIComponent(cam) + "/mjpeg";
+  const decoder = new TextDecoder("latin1");
+  while (state.mode === "mjpeg") {
+    try {
+      const response = await fetch(url, { credentials: "same-origin" });
+      if (!response.ok) throw new Error(response.statusText);
+      const reader = response.body.getReader();
+      let buffer = new Uint8Array(0);
+      for (;;) {
+        const { value, done } = await reader.read();
+        if (done) break;
+        const joined = new Uint8Array(buffer.length + value.length);
+        joined.set(buffer);
+        joined.set(value, buffer.length);
+        buffer = joined;
+        for (;;) {
+          const head = decoder.decode(buffer.subarray(0, Math.min(buffer.length, 200)));
+          const end = head.indexOf("\r\n\r\n");
+          const match = /Content-Length: (\d+)/i.exec(head);
+          if (end < 0 || !match) break;
+          const start = end + 4, length = Number(match[1]);
+          if (buffer.length < start + length + 2) break;
+          const jpeg = buffer.slice(start, start + length);
+          buffer = buffer.slice(start + length + 2);
+          const previous = img.src;
+          img.src = URL.createObjectURL(new Blob([jpeg], { type: "image/jpeg" }));
+          if (previous.startsWith("blob:")) URL.revokeObjectURL(previous);
+          state.frames += 1;
+        }
+      }
+    } catch (error) {
+      $("#vstate-" + cam).textContent = "MJPEG reconnecting (" + (error.message || error) + ")";
+    }
+    await new Promise((resolve) => setTimeout(resolve, 1000));
+  }
 }
 
 async function startWebRtc(cam) {
