@@ -1,0 +1,418 @@
+"""The attendance writer: a Kafka consumer group on the presence and recognition topics that writes
+attendance into PostgreSQL exactly once, and publishes every attendance change on the attendance topic.
+
+Exactly once without Kafka transactions: a batch's results and the consumer's next offsets are written in
+one PostgreSQL transaction (:mod:`consumers.store`), and on partition assignment the consumer seeks to the
+offsets stored there, so a batch is either applied with its offsets or not at all. Events are also
+de-duplicated on ``event_id`` (a producer retry sends the same event twice). Kafka's own committed offsets
+are not used.
+
+Failures: a message that cannot be used goes to the dead-letter topic with the reason (counted in
+``consumer_dead_letter`` with the offsets) and never stops the writer. When PostgreSQL (or the broker, for
+dead letters) is away, the batch is rolled back, the partitions are rewound to the batch's first offsets
+and the writer retries with exponential backoff: nothing is committed and nothing is lost.
+
+Attendance changes go out through a transactional outbox (``attendance_outbox``, written with the change)
+that a second task sends to the attendance topic and deletes once the broker acknowledged it; several
+writers share it with ``FOR UPDATE SKIP LOCKED``. Scaling out is starting more writers in the same group
+(up to the partition count of the topics).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import contextlib
+import datetime as dt
+import json
+import logging
+import time
+import uuid
+from dataclasses import dataclass, field
+from typing import Any
+
+from consumers import store
+from consumers.records import DeadLetter, MessageReader
+from consumers.sessions import close_due_sessions
+from processor.config import Config
+from processor.events import build_event, encode, now_timestamp
+
+log = logging.getLogger("rollcall.writer")
+
+_DB_ERRORS: tuple[type[BaseException], ...] = (OSError, TimeoutError, ConnectionError)
+_DEAD_LETTER_NS = uuid.UUID("6f0d3c1e-4a7b-4f7e-9a53-0d1f2e3c4b5a")
+
+
+def _db_errors() -> tuple[type[BaseException], ...]:
+    import asyncpg
+
+    return (*_DB_ERRORS, asyncpg.PostgresError, asyncpg.InterfaceError)
+
+
+@dataclass
+class WriterStats:
+    batches: int = 0
+    messages: int = 0
+    events: int = 0  # sightings stored (new, de-duplicated)
+    duplicates: int = 0
+    dead_letters: int = 0
+    attendance_changes: int = 0
+    published: int = 0
+    retries: int = 0
+    started: float = field(default_factory=time.monotonic)
+
+
+class AttendanceWriter:
+    def __init__(self, config: Config, *, database_url: str, bootstrap_servers: str, client_id: str | None = None):
+        self.config = config
+        self.settings = config.attendance
+        self.database_url = database_url
+        self.bootstrap_servers = bootstrap_servers
+        self.client_id = client_id or f"{config.kafka.client_id}-writer"
+        topics = config.kafka.topics
+        self.topic_types = {topics.presence.name: "presence", topics.recognitions.name: "recognition"}
+        self.reader = MessageReader(self.topic_types, full_validation=self.settings.full_validation)
+        self.stats = WriterStats()
+        self.timetable = store.TimetableCache()
+        self._batch_lock = asyncio.Lock()  # a rebalance waits for the batch in flight
+        self._outbox_wakeup = asyncio.Event()
+        self._stop = asyncio.Event()
+        self._consumer = None
+        self._producer = None
+        self._conn = None
+        self._last_progress = time.monotonic()
+        self._next: dict[Any, int | None] = {}  # partition -> next offset to write (None: from the start)
+
+    # ------------------------------------------------------------------------------------ lifecycle
+    def stop(self) -> None:
+        self._stop.set()
+
+    async def run(self) -> None:
+        """Consume until :meth:`stop`; PostgreSQL or the broker being away only delays it."""
+        from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+
+        self._producer = AIOKafkaProducer(bootstrap_servers=self.bootstrap_servers, client_id=self.client_id,
+                                          enable_idempotence=self.config.kafka.enable_idempotence,
+                                          security_protocol=self.config.kafka.security_protocol, linger_ms=5)
+        self._consumer = AIOKafkaConsumer(
+            bootstrap_servers=self.bootstrap_servers, client_id=self.client_id, group_id=self.settings.group_id,
+            enable_auto_commit=False, auto_offset_reset="earliest",
+            security_protocol=self.config.kafka.security_protocol,
+            session_timeout_ms=self.settings.session_timeout_ms,
+            heartbeat_interval_ms=self.settings.heartbeat_interval_ms,
+            rebalance_timeout_ms=self.settings.rebalance_timeout_ms,
+            max_partition_fetch_bytes=4 * 1024 * 1024, fetch_max_bytes=32 * 1024 * 1024)
+        await self._start_with_retry()
+        self._consumer.subscribe(list(self.topic_types), listener=_Rebalance(self))
+        housekeeping = asyncio.create_task(self._housekeeping(), name="writer-housekeeping")
+        try:
+            await self._consume()
+        finally:
+            housekeeping.cancel()
+            await asyncio.gather(housekeeping, return_exceptions=True)
+            with contextlib.suppress(Exception):
+                await self._consumer.stop()
+            with contextlib.suppress(Exception):
+                await self._producer.stop()
+            if self._conn is not None:
+                with contextlib.suppress(Exception):
+                    await self._conn.close()
+
+    async def _start_with_retry(self) -> None:
+        delay = 0.5
+        while True:
+            try:
+                await self._producer.start()
+                await self._consumer.start()
+                return
+            except Exception as exc:  # aiokafka's KafkaConnectionError and friends
+                log.warning("cannot reach the broker at %s (%s); retrying in %.1f s", self.bootstrap_servers, exc, delay)
+                await self._sleep(delay)
+                if self._stop.is_set():
+                    raise
+                delay = min(delay * 2, 10.0)
+
+    async def _sleep(self, seconds: float) -> None:
+        with contextlib.suppress(asyncio.TimeoutError):
+            await asyncio.wait_for(self._stop.wait(), seconds)
+
+    async def _connection(self):
+        import asyncpg
+
+        if self._conn is None or self._conn.is_closed():
+            self._conn = await asyncpg.connect(self.database_url, timeout=10)
+            await store.prepare(self._conn)
+        return self._conn
+
+    async def _drop_connection(self) -> None:
+        if self._conn is not None:
+            with contextlib.suppress(Exception):
+                self._conn.terminate()
+        self._conn = None
+
+    # -------------------------------------------------------------------------------------- batches
+    async def _consume(self) -> None:
+        delay = 0.2
+        while not self._stop.is_set():
+            batch = await self._consumer.getmany(timeout_ms=self.settings.max_wait_ms,
+                                                 max_records=self.settings.max_batch)
+            if not batch:
+                continue
+            async with self._batch_lock:
+                batch = self._contiguous(batch)
+                if not batch:
+                    continue
+                try:
+                    await self._write(batch)
+                    for tp, records in batch.items():
+                        self._next[tp] = records[-1].offset + 1
+                    delay = 0.2
+                    self._last_progress = time.monotonic()
+                    self._outbox_wakeup.set()
+                    continue
+                except _db_errors() + (_BrokerAway,) as exc:
+                    self.stats.retries += 1
+                    log.warning("batch not written (%s); rolled back, retrying in %.1f s", _one_line(exc), delay)
+                    await self._drop_connection()
+                    for tp, records in batch.items():  # read the same messages again
+                        if tp in self._consumer.assignment():
+                            self._consumer.seek(tp, records[0].offset)
+            await self._sleep(delay)
+            delay = min(delay * 2, 10.0)
+
+    def _contiguous(self, batch: dict) -> dict:
+        """Only records that continue from the stored position of a partition whose assignment is done.
+
+        aiokafka may hand out records fetched from the reset position while the assignment listener is
+        still reading the stored offsets; those (and anything before the stored position) are skipped.
+        """
+        kept = {}
+        for tp, records in batch.items():
+            if tp not in self._next or not records:
+                continue  # assignment not finished (or revoked): the listener seeks
+            expected = self._next[tp]
+            if expected is not None and records[0].offset < expected:
+                records = [r for r in records if r.offset >= expected]
+            if records:
+                kept[tp] = records
+        return kept
+
+    async def _write(self, batch: dict) -> None:
+        rows: list[tuple] = []
+        seen: set[str] = set()
+        dead: list[DeadLetter] = []
+        duplicates = 0
+        next_offsets: dict[tuple[str, int], int] = {}
+        read = self.reader.read
+        messages = 0
+        for tp, records in batch.items():
+            topic, partition = tp.topic, tp.partition
+            for record in records:
+                outcome = read(topic, partition, record.offset, record.key, record.value)
+                if isinstance(outcome, DeadLetter):
+                    dead.append(outcome)
+                    continue
+                event_id, row = outcome
+                if row is None:
+                    continue
+                if event_id in seen:
+                    duplicates += 1
+                    continue
+                seen.add(event_id)
+                rows.append(row)
+            messages += len(records)
+            next_offsets[(topic, partition)] = records[-1].offset + 1
+        if dead:
+            await self._send_dead_letters(dead)
+        counts: dict[str, tuple[int, str]] = {}
+        for letter in dead:
+            counts[letter.topic] = (counts.get(letter.topic, (0, ""))[0] + 1, letter.reason[:500])
+        conn = await self._connection()
+        result = await store.write_batch(conn, self.settings.group_id, rows, next_offsets, counts, self.timetable)
+        self.stats.batches += 1
+        self.stats.messages += messages
+        self.stats.events += result.new
+        self.stats.duplicates += duplicates + result.events - result.new
+        self.stats.dead_letters += len(dead)
+        self.stats.attendance_changes += result.changed
+
+    async def _send_dead_letters(self, dead: list[DeadLetter]) -> None:
+        topic = self.config.kafka.topics.dead_letter.name
+        try:
+            futures = []
+            for letter in dead:
+                event = dead_letter_event(letter, self.settings.group_id)
+                futures.append(await self._producer.send(topic, key=letter.topic.encode(), value=encode(event)))
+            await asyncio.gather(*futures)
+        except Exception as exc:
+            raise _BrokerAway(f"dead-letter topic {topic}: {exc}") from None
+        for letter in dead:
+            log.warning("dead letter %s[%d]@%d: %s", letter.topic, letter.partition, letter.offset, letter.reason)
+
+    async def _seek_to_stored(self, assigned) -> None:
+        """On assignment: continue from the offsets stored with the results (retrying while PostgreSQL is away)."""
+        import asyncpg
+
+        if not assigned:
+            return
+        delay = 0.5
+        while True:
+            try:
+                conn = await asyncpg.connect(self.database_url, timeout=10)
+                try:
+                    offsets = await store.stored_offsets(conn, self.settings.group_id,
+                                                         [(tp.topic, tp.partition) for tp in assigned])
+                finally:
+                    await conn.close()
+                break
+            except _db_errors() as exc:
+                log.warning("cannot read stored offsets (%s); retrying in %.1f s", _one_line(exc), delay)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 10.0)
+        for tp in assigned:
+            stored = offsets.get((tp.topic, tp.partition))
+            if stored is not None:
+                self._consumer.seek(tp, stored)
+            else:  # records fetched before this point were skipped (see _contiguous): read from the start
+                await self._consumer.seek_to_beginning(tp)
+            self._next[tp] = stored
+        log.info("assigned %s", ", ".join(f"{tp.topic}[{tp.partition}]@{offsets.get((tp.topic, tp.partition), 'start')}"
+                                          for tp in sorted(assigned)))
+
+    # --------------------------------------------------------------------------------- housekeeping
+    async def _housekeeping(self) -> None:
+        """The outbox publisher, sessions closed by the clock, and (optionally) the retention purge."""
+        import asyncpg
+
+        conn = None
+        delay = 0.5
+        next_tick = 0.0
+        next_purge = time.monotonic() + self.settings.purge_interval_s
+        while True:
+            try:
+                if conn is None or conn.is_closed():
+                    conn = await asyncpg.connect(self.database_url, timeout=10)
+                if time.monotonic() >= next_tick:
+                    closed = await close_due_sessions(conn, grace_s=self.settings.close_grace_s)
+                    if closed:
+                        log.info("closed by the clock: sessions %s", ", ".join(map(str, closed)))
+                    next_tick = time.monotonic() + 5.0
+                if self.settings.purge_interval_s and time.monotonic() >= next_purge:
+                    from consumers.privacy import purge
+
+                    log.info("retention purge: %s", await purge(conn, self.config, dry_run=False))
+                    next_purge = time.monotonic() + self.settings.purge_interval_s
+                while await self._publish_outbox(conn):
+                    pass
+                delay = 0.5
+                self._outbox_wakeup.clear()
+                with contextlib.suppress(asyncio.TimeoutError):
+                    await asyncio.wait_for(self._outbox_wakeup.wait(), 1.0)
+            except asyncio.CancelledError:
+                if conn is not None:
+                    with contextlib.suppress(Exception):
+                        conn.terminate()
+                raise
+            except _db_errors() + (_BrokerAway,) as exc:
+                log.warning("housekeeping paused (%s); retrying in %.1f s", _one_line(exc), delay)
+                if conn is not None:
+                    with contextlib.suppress(Exception):
+                        conn.terminate()
+                conn = None
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 10.0)
+
+    async def _publish_outbox(self, conn, limit: int = 1000) -> int:
+        """Send up to ``limit`` outbox rows in order and delete them once acknowledged; how many."""
+        topic = self.config.kafka.topics.attendance.name
+        async with conn.transaction():
+            rows = await conn.fetch(
+                """SELECT id, event_id, session_id, payload FROM attendance_outbox ORDER BY id
+                   LIMIT $1 FOR UPDATE SKIP LOCKED""", limit)
+            if not rows:
+                return 0
+            try:
+                futures = []
+                for row in rows:
+                    event = attendance_event(row["event_id"], json.loads(row["payload"]))
+                    event["published_at"] = now_timestamp()
+                    futures.append(await self._producer.send(topic, key=str(row["session_id"]).encode(),
+                                                             value=encode(event)))
+                await asyncio.gather(*futures)
+            except Exception as exc:
+                if isinstance(exc, _db_errors()):
+                    raise
+                raise _BrokerAway(f"attendance topic {topic}: {exc}") from None
+            await conn.execute("DELETE FROM attendance_outbox WHERE id = ANY($1::bigint[])", [r["id"] for r in rows])
+        self.stats.published += len(rows)
+        return len(rows)
+
+    # ----------------------------------------------------------------------------------- observers
+    async def caught_up(self) -> bool:
+        """True when every assigned partition is stored up to its end and the outbox is empty. The end is
+        the high watermark of the last fetch response (Tansu's ListOffsets answers the base offset of the
+        last batch + 1, not the end)."""
+        import asyncpg
+
+        consumer = self._consumer
+        if consumer is None or not consumer.assignment():
+            return False
+        assigned = list(consumer.assignment())
+        ends = {tp: consumer.highwater(tp) for tp in assigned}
+        if any(end is None for end in ends.values()):
+            return False
+        conn = await asyncpg.connect(self.database_url, timeout=10)
+        try:
+            stored = await store.stored_offsets(conn, self.settings.group_id, [(tp.topic, tp.partition) for tp in assigned])
+            pending = await conn.fetchval("SELECT count(*) FROM attendance_outbox")
+        finally:
+            await conn.close()
+        return pending == 0 and all(stored.get((tp.topic, tp.partition), 0) >= ends[tp] for tp in assigned)
+
+
+class _BrokerAway(Exception):
+    pass
+
+
+class _Rebalance:
+    """aiokafka rebalance listener: wait for the batch in flight before giving partitions up; seek to the
+    stored offsets when given some."""
+
+    def __new__(cls, writer: AttendanceWriter):
+        from aiokafka.abc import ConsumerRebalanceListener
+
+        class Listener(ConsumerRebalanceListener):
+            async def on_partitions_revoked(self, revoked):
+                async with writer._batch_lock:
+                    for tp in revoked:
+                        writer._next.pop(tp, None)
+
+            async def on_partitions_assigned(self, assigned):
+                await writer._seek_to_stored(assigned)
+
+        return Listener()
+
+
+def attendance_event(event_id: Any, payload: dict[str, Any]) -> dict[str, Any]:
+    """An attendance event (schemas/attendance.v1.json) from an outbox payload, validated."""
+    return build_event("attendance", {**payload, "event_id": str(event_id)})
+
+
+def dead_letter_event(letter: DeadLetter, group: str) -> dict[str, Any]:
+    """A dead_letter event for a message; its event_id is derived from the message's position, so sending
+    it again after a crash gives the same id."""
+    event = build_event("dead_letter", {
+        "event_id": str(uuid.uuid5(_DEAD_LETTER_NS, f"{letter.topic}:{letter.partition}:{letter.offset}")),
+        "source_topic": letter.topic, "source_partition": letter.partition, "source_offset": letter.offset,
+        "key_base64": base64.b64encode(letter.key).decode() if letter.key is not None else None,
+        "value_base64": base64.b64encode(letter.value).decode() if letter.value is not None else None,
+        "reason": letter.reason[:2000], "consumer_group": group,
+        "received_at": dt.datetime.now(dt.timezone.utc),
+    })
+    event["published_at"] = now_timestamp()
+    return event
+
+
+def _one_line(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return f"{type(exc).__name__}: {text[0]}" if text else type(exc).__name__
