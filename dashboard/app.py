@@ -670,9 +670,13 @@ async def _export(request: Request, function: str, what: str, *args) -> Response
     fmt = request.query_params.get("format", "csv")
     if fmt not in EXPORT_TYPES:
         raise Problem(f"format {fmt!r} is not one of csv, xlsx")
+    import inspect
+
     export = _consumer("exports", function)
-    async with services_of(request).conn() as conn:
-        data = await export(conn, *args, fmt)
+    services = services_of(request)
+    kwargs = {"tz": services.config.site.timezone} if "tz" in inspect.signature(export).parameters else {}
+    async with services.conn() as conn:
+        data = await export(conn, *args, fmt, **kwargs)
     filename = re.sub(r"[^A-Za-z0-9_.-]", "_", f"attendance-{what}.{fmt}")
     return Response(data, media_type=EXPORT_TYPES[fmt],
                     headers={"Content-Disposition": f'attachment; filename="{filename}"'})
@@ -718,9 +722,8 @@ async def course_api(request: Request) -> Response:
 async def export_course(request: Request) -> Response:
     """A course's attendance (?from= &to= &format=csv|xlsx)."""
     await _course(request)
-    q = request.query_params
     return await _export(request, "export_course", f"course-{request.path_params['course_id']}",
-                         request.path_params["course_id"], _date(q.get("from"), "from"), _date(q.get("to"), "to"))
+                         request.path_params["course_id"], *_date_range(request))
 
 
 async def _student(request: Request) -> dict:
@@ -754,9 +757,21 @@ async def student_api(request: Request) -> Response:
 async def export_student(request: Request) -> Response:
     """A student's attendance as ?format=csv or xlsx (?from= &to=)."""
     await _student(request)
-    q = request.query_params
     return await _export(request, "export_student", f"student-{request.path_params['person_id']}",
-                         request.path_params["person_id"], _date(q.get("from"), "from"), _date(q.get("to"), "to"))
+                         request.path_params["person_id"], *_date_range(request))
+
+
+def _date_range(request: Request) -> tuple[dt.date, dt.date]:
+    """?from= &to= for an export; default: the last 365 days up to today (the site's time zone)."""
+    from zoneinfo import ZoneInfo
+
+    q = request.query_params
+    today = dt.datetime.now(ZoneInfo(services_of(request).config.site.timezone)).date()
+    date_to = _date(q.get("to"), "to") or today
+    date_from = _date(q.get("from"), "from") or date_to - dt.timedelta(days=365)
+    if date_from > date_to:
+        raise Problem("from is after to")
+    return date_from, date_to
 
 
 # ------------------------------------------------------------------------------------------ people
@@ -830,6 +845,8 @@ async def erase_api(request: Request) -> Response:
     async with services.conn() as conn:
         if await conn.fetchval("SELECT 1 FROM person WHERE id = $1", person_id) is None:
             raise Problem(f"no person {person_id!r}", 404)
+        # Their dashboard account goes too: an erased person cannot log in (under a pseudonym or at all).
+        await conn.execute("DELETE FROM dashboard_user WHERE person_id = $1", person_id)
         result = await erase_person(conn, person_id, pseudonymise=services.config.privacy.pseudonymise_attendance_on_erase,
                                     actor=user.username)
     services.forget_names()

@@ -367,7 +367,26 @@ def test_sessions_opened_closed_and_exported_by_hand(served):
     # The student sees the session in their own record.
     student = testing.login(served.url, "macron", PASSWORDS["macron"])
     record = student.get("/api/students/macron").json()
-    assert [(r["session_id"], r["status"]) for r in record["records"]] == [(session_id, "present")]
+    # Closing finalised it from the sightings (the writer's rules): nobody was seen, so absent.
+    assert [(r["session_id"], r["status"]) for r in record["records"]] == [(session_id, "absent")]
     assert student.get("/api/students/macron/export", params={"format": "csv"}).status_code == 200
     rates = faculty.get("/api/analytics/attendance").json()
     assert any(s["id"] == session_id for s in rates["sessions"]) and "CS101" in rates["courses"]
+
+
+def test_erase_a_person(served):
+    admin = testing.login(served.url, "admin", PASSWORDS["admin"])
+    student = testing.login(served.url, "ardern", PASSWORDS["ardern"])
+    assert admin.get("/api/students/ardern/export", params={"format": "csv", "from": "2026-01-02", "to": "2026-01-01"}
+                     ).status_code == 400
+    course = admin.get("/api/courses/CS101/export", params={"format": "csv"})
+    assert course.status_code == 200 and "ardern" in course.text
+    response = admin.post("/api/people/ardern/erase", data={"csrf_token": admin.csrf, "next": "/people"})
+    assert response.status_code == 303
+    assert "ardern erased" in admin.get("/people").text
+    person = _db(served, "SELECT id, pseudonymised_at FROM person WHERE display_name LIKE 'erased-%'")
+    assert len(person) == 1 and person[0]["pseudonymised_at"] is not None  # attendance kept under a pseudonym
+    assert not _db(served, "SELECT 1 FROM person WHERE id = 'ardern'")
+    assert not _db(served, "SELECT 1 FROM dashboard_user WHERE username = 'ardern'")
+    assert student.get("/api/me").status_code == 401  # their session is gone with their account
+    assert admin.post("/api/people/ardern/erase").status_code == 404
