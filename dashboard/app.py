@@ -372,7 +372,10 @@ async def login(request: Request) -> Response:
     if as_json:
         return JSONResponse({"username": user.username, "role": user.role, "person_id": user.person_id,
                              "csrf_token": request.session["csrf"]})
-    return RedirectResponse(safe_next(fields.get("next"), _home(user)), status_code=303)
+    target = safe_next(fields.get("next"), _home(user))
+    if user.role == "student" and not target.startswith(_home(user)):
+        target = _home(user)  # the page asked for is not theirs to see: their own record instead
+    return RedirectResponse(target, status_code=303)
 
 
 @page("/logout", ALL, methods=("POST",))
