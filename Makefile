@@ -35,8 +35,7 @@ $(TANSU): $(INSTALLED)
 	$(ROLLCALL) stack fetch
 
 demo: setup
-	$(ROLLCALL) up
-	$(ROLLCALL) scenario run infra/scenarios/default.toml
+	$(ROLLCALL) demo
 
 test: setup
 	$(PY) -m pytest -q -rfEs

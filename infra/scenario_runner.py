@@ -264,43 +264,74 @@ def score_recognitions(events: list[dict], truth: dict) -> dict:
     }
 
 
-def score_handoff(presence: list[dict], truth: dict, room_origin: float | None, *, tolerance_s: float = 2.0) -> dict:
-    """Room tracks against the ground truth: each track that entered is matched to the arrival whose
-    room appearance (video time) is nearest its first sighting; its identity is the last one the
-    presence events gave it. ``accuracy`` = correctly identified tracks of enrolled people / all tracks
-    of enrolled people; a visitor's track must stay unknown."""
+def score_handoff(presence: list[dict], truth: dict, room_origin: float | None, *, tolerance_s: float = 0.3,
+                  min_iou: float = 0.3) -> dict:
+    """Room tracks against the ground truth. Each track is the arrival whose ground-truth box (sampled every
+    0.5 s; each person's sample nearest the track's first sighting in video time, within ``tolerance_s``)
+    overlaps the track's first box best; its identity is the last one its presence events gave it. ``accuracy`` = tracks of
+    enrolled people with that person's identity / all tracks of enrolled people (a person whose track was
+    split counts every piece); a visitor's track must stay unknown."""
     tracks: dict[str, dict] = {}
     for event in sorted(presence, key=lambda e: e["published_at"]):
         track = tracks.setdefault(event["track_id"], {"first_seen": event["first_seen"], "person_id": None,
-                                                      "source": "none", "ambiguous": False})
+                                                      "source": "none", "ambiguous": False, "box": event["box"],
+                                                      "kinds": []})
+        if event["kind"] == "enter":
+            track["box"] = event["box"]
+        track["kinds"].append(event["kind"])
         track["person_id"] = event["person_id"]
         track["source"] = event["identity_source"]
         track["ambiguous"] = track["ambiguous"] or event["ambiguous"]
-    arrivals = [(p["id"], p.get("enrolled", False), p["room"]["t_appear"]) for p in truth.get("people", [])]
+    people = truth.get("people", [])
     if room_origin is None or not tracks:
         return {"tracks": len(tracks), "accuracy": None, "reason": "no room tracks" if not tracks else "no room frames"}
-    matched: dict[str, str] = {}  # arrival id -> track id
-    for track_id, track in sorted(tracks.items(), key=lambda kv: kv[1]["first_seen"]):
+    owner: dict[str, str | None] = {}  # track id -> arrival id (None: matches nobody)
+    for track_id, track in tracks.items():
         video_t = dt.datetime.fromisoformat(track["first_seen"]).timestamp() - room_origin
-        candidates = [(abs(video_t - t), pid) for pid, _, t in arrivals if pid not in matched and abs(video_t - t) <= tolerance_s]
-        if candidates:
-            matched[min(candidates)[1]] = track_id
-    enrolled = [pid for pid, is_enrolled, _ in arrivals if is_enrolled]
-    visitors = [pid for pid, is_enrolled, _ in arrivals if not is_enrolled]
-    correct = [pid for pid in enrolled if pid in matched and tracks[matched[pid]]["person_id"] == pid]
-    wrong = {pid: tracks[matched[pid]]["person_id"] for pid in enrolled if pid in matched and pid not in correct}
-    visitors_named = {pid: tracks[matched[pid]]["person_id"] for pid in visitors
-                      if pid in matched and tracks[matched[pid]]["person_id"] is not None}
+        box = track["box"]
+        best, best_iou = None, min_iou
+        for person in people:
+            samples = person["room"].get("track", [])
+            sample = min(samples, key=lambda s: abs(s["t"] - video_t), default=None)
+            if sample is None or abs(sample["t"] - video_t) > tolerance_s:
+                continue
+            x, y, w, h = sample["box"]
+            iou = _iou((box["x1"], box["y1"], box["x2"], box["y2"]), (x, y, x + w, y + h))
+            if iou > best_iou:
+                best, best_iou = person["id"], iou
+        owner[track_id] = best
+    enrolled = {p["id"] for p in people if p.get("enrolled")}
+    by_person: dict[str, list[str]] = {}
+    for track_id, pid in owner.items():
+        if pid is not None:
+            by_person.setdefault(pid, []).append(track_id)
+    enrolled_tracks = [t for t, pid in owner.items() if pid in enrolled]
+    correct = [t for t in enrolled_tracks if tracks[t]["person_id"] == owner[t]]
     return {
         "tracks": len(tracks),
-        "arrivals_matched": len(matched),
-        "accuracy": round(len(correct) / len(enrolled), 4) if enrolled else None,
-        "correct": correct,
-        "wrong": wrong,  # arrival id -> identity the track got (None: stayed unknown)
-        "unmatched_arrivals": [pid for pid, _, _ in arrivals if pid not in matched],
-        "visitors_given_an_identity": visitors_named,
+        "enrolled_tracks": len(enrolled_tracks),
+        "accuracy": round(len(correct) / len(enrolled_tracks), 4) if enrolled_tracks else None,
+        "correct": sorted({owner[t] for t in correct}),
+        # arrival id -> the identities its tracks ended with (None: stayed unknown)
+        "wrong": {owner[t]: tracks[t]["person_id"] for t in enrolled_tracks if t not in correct},
+        "tracks_per_person": {pid: len(ids) for pid, ids in sorted(by_person.items())},
+        "identity_sources": {owner[t] or t: tracks[t]["source"] for t in tracks},
+        "reacquired": sorted(owner[t] or t for t in tracks if "reacquired" == tracks[t]["source"]),
+        "unmatched_arrivals": [p["id"] for p in people if p["id"] not in by_person],
+        "unmatched_tracks": sum(1 for pid in owner.values() if pid is None),
+        "visitors_given_an_identity": {owner[t]: tracks[t]["person_id"] for t in tracks
+                                       if owner[t] is not None and owner[t] not in enrolled
+                                       and tracks[t]["person_id"] is not None},
         "ambiguous_tracks": sum(1 for t in tracks.values() if t["ambiguous"]),
     }
+
+
+def _iou(a, b) -> float:
+    ix = max(0.0, min(a[2], b[2]) - max(a[0], b[0]))
+    iy = max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
+    inter = ix * iy
+    union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter
+    return inter / union if union > 0 else 0.0
 
 
 def _percentile_ms(values: list[float], q: float) -> float | None:

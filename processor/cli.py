@@ -323,9 +323,9 @@ def scenario() -> None:
               help="Folder for door.ts, room.ts and ground_truth.json (default: var/scenarios/<name>).")
 def scenario_render(spec: Path, out_dir: Path | None) -> None:
     """Render a scenario spec (TOML) to door/room camera videos and ground truth. Cached."""
-    from infra.scenario import default_out_dir, load_spec, render
+    from infra.scenario import default_out_dir, render
 
-    out_dir = out_dir or default_out_dir(load_spec(spec))
+    out_dir = out_dir or default_out_dir(spec)
     result = render(spec, out_dir)
     click.echo(f"{'cached' if result.cached else f'rendered in {result.seconds:.1f} s'}: "
                f"{result.door_video}, {result.room_video}, {result.ground_truth_path}")
@@ -379,6 +379,31 @@ def bench_faces_command(ctx: click.Context, streams: int, seconds: float, as_jso
 
     result = bench_faces(_config(ctx), streams=streams, seconds=seconds,
                          say=(lambda _m: None) if as_json else (lambda m: click.echo(m, err=True)))
+    if as_json:
+        _print_json(result)
+    else:
+        width = max(map(len, result))
+        for key, value in result.items():
+            click.echo(f"{key:{width}}  {value}")
+
+
+@bench.command("persons")
+@click.option("--streams", type=int, default=4, show_default=True,
+              help="Concurrent RTSP room streams (enough to saturate 2 CPU cores at 5 fps analysis).")
+@click.option("--seconds", type=float, default=30.0, show_default=True, help="Measuring window of the pipeline.")
+@click.option("--fps", "analysis_fps", type=float, default=5.0, show_default=True,
+              help="Analysis rate of each room stream.")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON document.")
+@click.pass_context
+def bench_persons_command(ctx: click.Context, streams: int, seconds: float, analysis_fps: float,
+                          as_json: bool) -> None:
+    """Room pipeline frames/s with N RTSP streams vs the detector-only ceiling vs a naive per-frame loop."""
+    from processor.bench import bench_persons
+
+    if streams < 1 or seconds <= 0 or analysis_fps <= 0:
+        raise RollcallError("bench persons: --streams, --seconds and --fps must be positive")
+    result = bench_persons(_config(ctx), streams=streams, seconds=seconds, analysis_fps=analysis_fps,
+                           say=(lambda _m: None) if as_json else (lambda m: click.echo(m, err=True)))
     if as_json:
         _print_json(result)
     else:

@@ -136,7 +136,9 @@ class TrackingConfig(_Strict):
     reacquire_s: float = Field(default=5.0, gt=0.0, le=600.0,
                                description="a lost track that reappears nearby within this time keeps its id "
                                            "and identity; after it, the person has left")
-    reacquire_px: float = Field(default=150.0, gt=0.0, description="how near (feet, pixels) a reappearance must be")
+    reacquire_heights: float = Field(default=0.6, gt=0.0, le=10.0,
+                                     description="how near a reappearance must be: feet within this many of the "
+                                                 "track's box heights, with a box height within a factor 1.4")
     handoff_ambiguity_s: float = Field(default=0.5, ge=0.0, le=30.0,
                                        description="two arrivals closer than this (at the door and in the room) "
                                                    "cannot be told apart: their tracks stay unknown")

@@ -173,6 +173,10 @@ class HandoffMatcher:
                 if entry.track_id == track_id:
                     entry.exited = True  # still decided (its recognition must not go elsewhere)
 
+    def is_pending(self, track_id: str) -> bool:
+        """Whether an entry of this track still waits for its handoff decision."""
+        return any(e.track_id == track_id for entries in self._entries.values() for e in entries)
+
     def live_tracks(self, room_camera: str) -> dict[str, str | None]:
         """``{track_id: person_id}`` of the decided, live tracks of a room camera."""
         return dict(self._live.get(room_camera, {}))

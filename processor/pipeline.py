@@ -85,6 +85,7 @@ class RecognitionStage:
     model_pack: str
     fps_of: Callable[[str], float]
     review: Callable[[TrackDecision, dict], None] | None = None
+    overlay_topic: str | None = None  # each analysed frame's face tracks, for live displays
     trackers: dict[str, FaceTracker] = field(default_factory=dict)
     frame_sizes: dict[str, tuple[int, int]] = field(default_factory=dict)  # last seen, per camera
     # recent capture-to-event latencies, bounded (the histogram metric keeps the long view)
@@ -130,6 +131,21 @@ class RecognitionStage:
             for decision in tracker.settle(pairs, pts_s=frame.pts_s, captured_at=frame.captured_at,
                                            frame_size=(width, height), match=self._match):
                 self.emit(decision)
+            if self.overlay_topic is not None:
+                self._overlay(frame, tracker, pairs, (width, height))
+
+    def _overlay(self, frame: Frame, tracker: FaceTracker, pairs, frame_size: tuple[int, int]) -> None:
+        from processor.events import build_event
+        from processor.stages.room import box_fields
+
+        camera = self.cameras.get(frame.camera_id)
+        objects = [{"track_id": track_id, "kind": "face", "box": box_fields(face.box),
+                    "label": person_id or ("unknown" if decided else "…"), "person_id": person_id}
+                   for track_id, face, person_id, decided in tracker.labels(pairs)]
+        self.publish(self.overlay_topic, frame.camera_id, build_event("overlay", {
+            "camera_id": frame.camera_id, "room_id": camera.room if camera else "unknown", "role": "door",
+            "frame_time": frame.captured_at, "pts_s": frame.pts_s, "frame_size": frame_size, "objects": objects}),
+            best_effort=True)
 
     def flush(self) -> None:
         for camera_id, tracker in self.trackers.items():
@@ -252,6 +268,7 @@ class Processor:
             model_pack=config.models.pack,
             fps_of=lambda camera_id: self.config.camera(camera_id).analysis_fps,
             review=self.review.submit if self.review is not None else None,
+            overlay_topic=config.kafka.topics.overlays.name,
         )
         # Small queues: when inference falls behind, frames wait in the drop-oldest buffers (and are
         # shed there), not here, so latency stays bounded.
@@ -286,7 +303,8 @@ class Processor:
             self.kafka_bootstrap_servers,
             config.kafka.topics.recognitions.name, {d.door_camera for d in config.doors}, recognitions)
         self.room = RoomStage(config, publish=self.publisher.publish, topic=config.kafka.topics.presence.name,
-                              recognitions=recognitions)
+                              recognitions=recognitions, occupancy_topic=config.kafka.topics.occupancy.name,
+                              overlay_topic=config.kafka.topics.overlays.name)
         self.person_stage = PersonStage(detector)
         room_batches: asyncio.Queue = asyncio.Queue(maxsize=1)
         room_results: asyncio.Queue = asyncio.Queue(maxsize=2)

@@ -214,15 +214,18 @@ class EventPublisher:
         return self._producer is not None
 
     # ----------------------------------------------------------------------------------- publish
-    def publish(self, topic: str, key: str, event: dict[str, Any]) -> bool:
+    def publish(self, topic: str, key: str, event: dict[str, Any], *, best_effort: bool = False) -> bool:
         """Queue ``event`` for ``topic`` under ``key``; never waits for the broker.
 
         True: buffered (it is sent as soon as the broker takes it). False: the buffer is full
         (``max_buffer`` events wait) or ``stop()`` was called; the event was dropped and counted. Raises
         :class:`processor.events.InvalidEvent` for an event that does not match its schema (with
-        ``validate``).
+        ``validate``). ``best_effort`` events (live overlays, worthless a second later) are taken only
+        while the buffer is under a quarter full, so a broker outage never fills it with them at the
+        expense of the events that matter.
         """
-        if self._stopping or len(self._buffer) >= self.max_buffer:
+        limit = self.max_buffer // 4 if best_effort else self.max_buffer
+        if self._stopping or len(self._buffer) >= limit:
             return self._drop(topic)  # the cheap way out first: a full buffer is no time to validate
         if self.validate:
             events.validate(event, unpublished=True)

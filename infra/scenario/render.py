@@ -20,7 +20,7 @@ Ground truth (``ground_truth.json``; boxes are ``[x, y, w, h]`` in pixels, top-l
                door: {t_start, t_pass, t_end, lane, frame_at_pass, face_box_at_pass,
                       face_boxes: [{frame, t, box, visible}]},          # every frame in view
                room: {figure, place, t_appear, t_enter_zone, t_leave_zone, t_seated,
-                      leave_s, t_enter_zone_out, t_gone, present_from, present_to,
+                      leave_s, t_enter_zone_out, t_gone, present_from, present_to, hidden,
                       track: [{t, phase, foot, box, visible}]},          # every 0.5 s
                present_in_session_s, expected_present} ]    # arrivals in spec order, people then visitors
 """
@@ -268,7 +268,8 @@ def _ground_truth(spec: ScenarioSpec, digest: str, door: DoorScene, room: RoomSc
                      "place": [round(tr.spot[0], 1), round(tr.spot[1], 1)],
                      "t_appear": round(a.t_appear, 3), **zone, "t_seated": round(a.t_seated, 3),
                      "leave_s": a.leave_s, "t_gone": None if a.t_gone is None else round(a.t_gone, 3),
-                     "present_from": round(a.t_appear, 3), "present_to": round(present_to, 3), "track": track},
+                     "present_from": round(a.t_appear, 3), "present_to": round(present_to, 3),
+                     "hidden": [list(h) for h in a.hidden], "track": track},
             "present_in_session_s": round(overlap, 3),
             "expected_present": bool(a.enrolled and overlap >= se.min_presence_s),
         })

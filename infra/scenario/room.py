@@ -61,7 +61,7 @@ class RoomTrack:
     def state(self, t: float) -> tuple[str, float, float, float, int, bool] | None:
         """(phase, foot x, foot y, opacity, figure frame, flipped) at time t; None when not in the room."""
         a = self.arrival
-        if t < a.t_appear or t >= self.t_last:
+        if t < a.t_appear or t >= self.t_last or any(h0 <= t < h1 for h0, h1 in a.hidden):
             return None
         if t < a.t_seated:
             phase, s, path, t0 = "walking-in", (t - a.t_appear) / ENTRY_WALK_S, self.path_in, a.t_appear

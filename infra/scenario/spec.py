@@ -101,6 +101,9 @@ class PersonEntry(_Model):
     door_photo: str
     arrive_s: float
     leave_s: Optional[float] = None
+    # Stretches [start_s, end_s] while in place when the room camera cannot see the person (someone
+    # stands in front of them): their room track is lost and must be picked up again.
+    hidden: list[tuple[float, float]] = []
 
 
 class VisitorEntry(_Model):
@@ -109,6 +112,9 @@ class VisitorEntry(_Model):
     door_photo: str
     arrive_s: float
     leave_s: Optional[float] = None
+    # Stretches [start_s, end_s] while in place when the room camera cannot see the person (someone
+    # stands in front of them): their room track is lost and must be picked up again.
+    hidden: list[tuple[float, float]] = []
 
 
 class SessionSection(_Model):
@@ -144,6 +150,7 @@ class Arrival:
     leave_s: Optional[float]
     t_gone: Optional[float]
     door_lane: int
+    hidden: tuple[tuple[float, float], ...] = ()
 
 
 @dataclass(frozen=True)
@@ -317,11 +324,17 @@ def _check(path: Path, where: str, raw: SpecFile) -> ScenarioSpec:
             if t_gone > dur:
                 raise _fail(where, f"{key}.leave_s", f"{e.leave_s:g} s is too late: the walk out ends at "
                             f"{t_gone:g} s, after the end ({dur:g} s) — leave earlier or remove leave_s")
+        for j, (h0, h1) in enumerate(e.hidden):
+            in_place_until = e.leave_s if e.leave_s is not None else dur
+            if not t_seated <= h0 < h1 <= in_place_until:
+                raise _fail(where, f"{key}.hidden[{j}]", f"[{h0:g}, {h1:g}] s must be a stretch while the person "
+                            f"is in place, inside [{t_seated:g}, {in_place_until:g}] s — move it there")
         paths = people_photos[n][0] if enrolled else ()
         door = people_photos[n][1] if enrolled else visitor_photos[n - len(raw.people)]
         arrivals.append(dict(id=ident, name=name, enrolled=enrolled, key=key, door_photo=door, enroll=paths,
                              arrive_s=e.arrive_s, t_pass=t_pass, t_appear=t_appear, t_seated=t_seated,
-                             leave_s=e.leave_s, t_gone=t_gone, door_lane=-1))
+                             leave_s=e.leave_s, t_gone=t_gone, door_lane=-1,
+                             hidden=tuple((float(h0), float(h1)) for h0, h1 in e.hidden)))
 
     # door lanes: faces at the door camera at the same time walk in separate lanes
     busy: list[list[tuple[float, float]]] = [[] for _ in range(DOOR_LANES)]

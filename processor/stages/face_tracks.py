@@ -61,6 +61,7 @@ class _Track:
     best_pts_s: float = 0.0
     best_crop: np.ndarray | None = None
     decided: bool = False
+    person_id: str | None = None  # once decided
     last_captured_at: float = 0.0
 
     def add(self, obs: FaceObservation, pts_s: float, captured_at: float) -> None:
@@ -159,7 +160,7 @@ class FaceTracker:
             if not track.decided and track.frames >= self.decide_after:
                 decision = self._decide(track, frame_size, match, ended=False)
                 if decision.person_id is not None:
-                    track.decided = True
+                    track.decided, track.person_id = True, decision.person_id
                     decisions.append(decision)
         for key in [k for k, t in self._tracks.items() if pts_s - t.last_pts_s > self.lost_after_s]:
             decisions.extend(self._end(self._tracks.pop(key), frame_size, match))
@@ -170,6 +171,15 @@ class FaceTracker:
         """Both phases for faces that already carry their embeddings (tests, simple callers)."""
         return self.settle(self.assign(faces), pts_s=pts_s, captured_at=captured_at, frame_size=frame_size,
                            match=match)
+
+    def labels(self, assigned: list[tuple[int, FaceObservation]]) -> list[tuple[str, FaceObservation, str | None, bool]]:
+        """(track id, face, person id, decided) of this frame's faces on confirmed tracks, for live displays."""
+        out = []
+        for key, face in assigned:
+            track = self._tracks.get(key)
+            if track is not None:
+                out.append((track.track_id, face, track.person_id, track.decided))
+        return out
 
     def flush(self, frame_size: tuple[int, int], match: Matcher) -> list[TrackDecision]:
         """End every open track (the camera stopped or the processor is shutting down)."""

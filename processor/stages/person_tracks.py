@@ -17,8 +17,9 @@ unique across processor restarts) and turns their life into :class:`TrackEvent` 
 ``lost``
     An active track not seen for ``lost_after_s`` of stream time.
 ``reacquired``
-    A new ByteTrack id whose first bottom centre is within ``reacquire_px`` of the last bottom centre of a
-    track unseen for less than ``reacquire_s``, and not in an entry zone: it continues that track (same
+    A new ByteTrack id whose first bottom centre is within ``reacquire_heights`` box heights of the last
+    bottom centre of a track of similar height (within a factor 1.4)
+    unseen for less than ``reacquire_s``, and not in an entry zone: it continues that track (same
     ``track_id``) instead of appearing. A track that was not yet declared lost is continued silently (that
     is ByteTrack's own id switch, not an event).
 ``exited``
@@ -32,6 +33,7 @@ to set (:meth:`PersonTracker.track`), and every event copies them as they were w
 
 from __future__ import annotations
 
+import dataclasses
 import uuid
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -86,7 +88,7 @@ class PersonTracker:
 
     def __init__(self, camera_id: str, fps: float,
                  entry_zones: Mapping[str, Sequence[tuple[float, float]]] | None = None, *,
-                 lost_after_s: float = 2.0, reacquire_s: float = 5.0, reacquire_px: float = 150.0,
+                 lost_after_s: float = 2.0, reacquire_s: float = 5.0, reacquire_heights: float = 0.6,
                  track_activation_threshold: float = 0.45, high_conf_det_threshold: float = 0.5,
                  minimum_consecutive_frames: int = 2, minimum_iou_threshold: float = 0.1,
                  backdate_s: float = 1.5):
@@ -99,7 +101,7 @@ class PersonTracker:
         self.fps = float(fps)
         self.lost_after_s = float(lost_after_s)
         self.reacquire_s = float(reacquire_s)
-        self.reacquire_px = float(reacquire_px)
+        self.reacquire_heights = float(reacquire_heights)
         self.run_id = uuid.uuid4().hex[:8]
         self._zones = {door: sv.PolygonZone(np.round(np.asarray(poly, np.float64)).astype(np.int64),
                                             triggering_anchors=(sv.Position.BOTTOM_CENTER,))
@@ -184,9 +186,9 @@ class PersonTracker:
             seen.add(track_id)
         for j in new:
             tid, box = tids[j], tuple(float(v) for v in boxes[j])
-            door, first_pts = zones[j], float(pts_s)
+            door, first_pts, first_box = zones[j], float(pts_s), box
             if door is None:
-                door, first_pts = self._entered_earlier(box, pts_s)
+                door, first_pts, first_box = self._entered_earlier(box, pts_s)
             previous = None if door is not None else self._reacquire_candidate(box, pts_s, seen)
             if previous is not None:
                 old = previous.tracker_ids[-1] if previous.tracker_ids else None
@@ -207,7 +209,7 @@ class PersonTracker:
             self._tracks[track.track_id] = track
             self._by_tracker_id[tid] = track.track_id
             seen.add(track.track_id)
-            events.append(self._event("appeared", track, first_pts))
+            events.append(dataclasses.replace(self._event("appeared", track, first_pts), box=first_box))
         events.extend(self._age(pts_s, seen))
         return events
 
@@ -243,24 +245,28 @@ class PersonTracker:
             if door is not None:
                 self._unconfirmed.append((float(pts_s), tuple(float(v) for v in box), door))
 
-    def _entered_earlier(self, box: Box, pts_s: float) -> tuple[str | None, float]:
-        """The door and time of the earliest unconfirmed in-zone sighting this new track continues."""
+    def _entered_earlier(self, box: Box, pts_s: float) -> tuple[str | None, float, Box]:
+        """The door, time and box of the earliest unconfirmed in-zone sighting this new track continues."""
         fx, fy = (box[0] + box[2]) / 2.0, box[3]
         reach = 0.5 * (box[3] - box[1])
         for seen_pts, seen_box, door in sorted(self._unconfirmed):
             if seen_pts < pts_s and np.hypot(fx - (seen_box[0] + seen_box[2]) / 2.0, fy - seen_box[3]) <= reach:
-                return door, seen_pts
-        return None, float(pts_s)
+                return door, seen_pts, seen_box
+        return None, float(pts_s), box
 
     def _reacquire_candidate(self, box: Box, pts_s: float, seen: set[str]) -> PersonTrack | None:
         fx, fy = (box[0] + box[2]) / 2.0, box[3]
-        best, best_d = None, self.reacquire_px
+        height = box[3] - box[1]
+        best, best_d = None, float("inf")
         for track in self._tracks.values():
             if track.track_id in seen or track.last_pts_s >= pts_s or pts_s - track.last_pts_s > self.reacquire_s:
                 continue
+            track_height = max(1.0, track.box[3] - track.box[1])
+            if not 1 / 1.4 <= height / track_height <= 1.4:  # someone nearer or farther: not the same person
+                continue
             tx, ty = track.foot
             d = float(np.hypot(fx - tx, fy - ty))
-            if d <= best_d:
+            if d <= self.reacquire_heights * track_height and d < best_d:
                 best, best_d = track, d
         return best
 

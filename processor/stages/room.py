@@ -37,6 +37,11 @@ HANDOFFS = metrics.get_or_create(metrics.Counter, "rollcall_handoffs", "Door-to-
                                   labelnames=["room", "reason"])
 
 
+def box_fields(box) -> dict[str, float]:
+    """A box as the schemas' box object (nested objects are not converted by build_event)."""
+    return {name: round(float(v), 1) for name, v in zip(("x1", "y1", "x2", "y2"), box)}
+
+
 class PersonStage(BatchStage):
     """Room cameras: one person-detector call per batch of frames."""
 
@@ -44,9 +49,12 @@ class PersonStage(BatchStage):
 
     def __init__(self, detector):
         self.detector = detector
+        self.persons = 0  # detections so far
 
     def process(self, batch: list[Frame]) -> list[tuple[Frame, list]]:
-        return list(zip(batch, self.detector.detect([frame.image for frame in batch])))
+        detections = self.detector.detect([frame.image for frame in batch])
+        self.persons += sum(map(len, detections))
+        return list(zip(batch, detections))
 
 
 @dataclass
@@ -148,17 +156,25 @@ class RoomStage:
     publish: Callable[[str, str, dict], bool]
     topic: str
     recognitions: asyncio.Queue
-    update_every_s: float = 10.0
+    occupancy_topic: str | None = None  # people counts once a second per room camera
+    overlay_topic: str | None = None  # each analysed frame's tracks, for live displays
     trackers: dict = field(default_factory=dict)
     live: dict[str, _Live] = field(default_factory=dict)
     presence_events: int = 0
     first_frame: dict[str, tuple[float, float]] = field(default_factory=dict)  # camera -> (captured_at, pts_s)
     _counts: dict[str, deque] = field(default_factory=dict)
+    _occupancy_sent: dict[str, float] = field(default_factory=dict)  # camera -> frame time of the last one
+    # capture of the frame that decided each presence event to its hand-over to the publisher (bounded)
+    latencies_s: deque = field(default_factory=lambda: deque(maxlen=100_000))
+    _deciding_frame_at: float | None = None
 
     def __post_init__(self) -> None:
         from processor.handoff import HandoffMatcher
 
-        self.matcher = HandoffMatcher(self.config.doors, recognition_delay_s=3.0)
+        tracking = self.config.tracking
+        self.update_every_s = tracking.presence_update_s
+        self.matcher = HandoffMatcher(self.config.doors, ambiguity_s=tracking.handoff_ambiguity_s,
+                                      recognition_delay_s=tracking.recognition_delay_s)
         self.rooms = {c.id: c.room for c in self.config.cameras}
 
     def _tracker(self, camera_id: str):
@@ -167,7 +183,10 @@ class RoomStage:
         tracker = self.trackers.get(camera_id)
         if tracker is None:
             zones = {d.id: d.entry_zone for d in self.config.doors if d.room_camera == camera_id}
-            tracker = PersonTracker(camera_id, self.config.camera(camera_id).analysis_fps, zones)
+            tracking = self.config.tracking
+            tracker = PersonTracker(camera_id, self.config.camera(camera_id).analysis_fps, zones,
+                                    lost_after_s=tracking.lost_after_s, reacquire_s=tracking.reacquire_s,
+                                    reacquire_heights=tracking.reacquire_heights)
             self.trackers[camera_id] = tracker
         return tracker
 
@@ -183,6 +202,7 @@ class RoomStage:
         self._drain_recognitions()
         for frame, detections in results:
             camera_id = frame.camera_id
+            self._deciding_frame_at = frame.captured_at
             self.first_frame.setdefault(camera_id, (frame.captured_at, frame.pts_s))
             height, width = frame.image.shape[:2]
             tracker = self._tracker(camera_id)
@@ -197,8 +217,12 @@ class RoomStage:
                     if now - live.last_update >= self.update_every_s:
                         live.last_update = now
                         self._emit("update", track.track_id, live)
-            self._analytics(camera_id)
-        for assignment in self.matcher.assign(time.time()):
+            self._analytics(camera_id, frame)
+            self._overlay(frame, tracker, (width, height))
+        # Decided on the cameras' clock (the newest frame's capture time), not the wall clock: a
+        # backlog of frames must not close handoff windows before its entries are seen.
+        newest = max((frame.captured_at for frame, _ in results), default=None)
+        for assignment in (self.matcher.assign(newest) if newest is not None else []):
             self._on_assignment(assignment)
 
     def _on_track_event(self, event, wall: float, frame_size: tuple[int, int]) -> None:
@@ -212,8 +236,10 @@ class RoomStage:
                 self.matcher.add_entry(event.entered_via, event.track_id, wall, position=((x1 + x2) / 2, y2))
         elif event.kind == "reacquired":
             live = self.live.get(event.track_id)
-            if live is not None:  # the same track continues: it keeps its identity
+            if live is not None:  # the same track continues: it keeps its identity, now carried by position
                 live.last_seen, live.box = wall, event.box
+                if live.person_id is not None:
+                    live.identity_source = "reacquired"
                 self._emit("update", event.track_id, live)
         elif event.kind == "exited":
             live = self.live.pop(event.track_id, None)
@@ -254,17 +280,50 @@ class RoomStage:
         })
         self.publish(self.topic, live.room_id, event)
         self.presence_events += 1
+        if self._deciding_frame_at is not None:
+            latency = time.time() - self._deciding_frame_at
+            self.latencies_s.append(latency)
+            metrics.EVENT_LATENCY.labels("presence").observe(latency)
 
-    def _analytics(self, camera_id: str) -> None:
+    def _analytics(self, camera_id: str, frame: Frame) -> None:
         room_id = self.rooms.get(camera_id, "unknown")
         present = [live for live in self.live.values() if live.camera_id == camera_id]
         counts = self._counts.setdefault(camera_id, deque(maxlen=40))
         counts.append(len(present))
-        ROOM_PEOPLE.labels(room_id).set(len(present))
-        ROOM_PEOPLE_AVG.labels(room_id).set(sum(counts) / len(counts))
+        average = sum(counts) / len(counts)
         known = sum(1 for live in present if live.person_id)
+        ROOM_PEOPLE.labels(room_id).set(len(present))
+        ROOM_PEOPLE_AVG.labels(room_id).set(average)
         ROOM_IDENTITY.labels(room_id, "known").set(known)
         ROOM_IDENTITY.labels(room_id, "unknown").set(len(present) - known)
+        last = self._occupancy_sent.get(camera_id)
+        if self.occupancy_topic is None or (last is not None and frame.captured_at - last < 1.0):
+            return
+        from processor.events import build_event
+
+        self._occupancy_sent[camera_id] = frame.captured_at
+        self.publish(self.occupancy_topic, room_id, build_event("occupancy", {
+            "room_id": room_id, "camera_id": camera_id, "frame_time": frame.captured_at,
+            "people": len(present), "people_avg": round(average, 3), "known": known,
+            "unknown": len(present) - known}))
+
+    def _overlay(self, frame: Frame, tracker, frame_size: tuple[int, int]) -> None:
+        if self.overlay_topic is None:
+            return
+        from processor.events import build_event
+
+        objects = []
+        for track in tracker.open_tracks:
+            live = self.live.get(track.track_id)
+            if live is None or track.state != "active" or track.last_pts_s != frame.pts_s:
+                continue
+            pending = self.matcher.is_pending(track.track_id)
+            objects.append({"track_id": track.track_id, "kind": "person", "box": box_fields(track.box),
+                            "label": live.person_id or ("…" if pending else "unknown"), "person_id": live.person_id})
+        self.publish(self.overlay_topic, frame.camera_id, build_event("overlay", {
+            "camera_id": frame.camera_id, "room_id": self.rooms.get(frame.camera_id, "unknown"), "role": "room",
+            "frame_time": frame.captured_at, "pts_s": frame.pts_s, "frame_size": frame_size, "objects": objects}),
+            best_effort=True)
 
     def flush(self) -> None:
         """End every open track (shutdown): exit events, so downstream never keeps a ghost in the room."""
