@@ -1,9 +1,361 @@
-"""`rollcall` commands of the consumers package (registered by processor.cli)."""
+"""`rollcall` commands of the consumers package (registered by processor.cli): `attendance` (writer,
+session, export), `privacy purge`, `person erase` and `bench writer`."""
 
 from __future__ import annotations
 
+import asyncio
+import datetime as dt
+import getpass
+import json
+import signal
+import sys
+from pathlib import Path
+
 import click
+
+from infra.errors import RollcallError
+
+
+def _config(ctx: click.Context):
+    from processor.config import load_config
+
+    root = ctx.find_root()
+    root.ensure_object(dict)
+    if "config" not in root.obj:
+        root.obj["config"] = load_config(root.obj.get("config_path"))
+    return root.obj["config"]
+
+
+def _database_url(config) -> str:
+    from infra.endpoints import resolve
+
+    return resolve(config, need=("database",)).database_url
+
+
+def _bootstrap(config) -> str:
+    from infra.endpoints import resolve
+
+    return resolve(config, need=("kafka",)).kafka_bootstrap_servers
+
+
+async def _connect(url: str):
+    import asyncpg
+
+    from infra.db import describe_unreachable
+
+    try:
+        return await asyncpg.connect(url, timeout=10)
+    except (OSError, asyncpg.PostgresError, TimeoutError) as exc:
+        raise describe_unreachable(url, exc) from None
+
+
+def _with_connection(config, work):
+    """Run ``work(conn)`` on a connection to the configured database; a missing table means unmigrated."""
+    import asyncpg
+
+    async def main():
+        conn = await _connect(_database_url(config))
+        try:
+            return await work(conn)
+        except asyncpg.UndefinedTableError as exc:
+            raise RollcallError(f"the database is not migrated ({exc}): run `rollcall db migrate`") from None
+        finally:
+            await conn.close()
+
+    return asyncio.run(main())
+
+
+def _date(value: str | None, name: str) -> dt.date | None:
+    if value is None:
+        return None
+    try:
+        return dt.date.fromisoformat(value)
+    except ValueError:
+        raise RollcallError(f"{name} {value!r} is not a date: use YYYY-MM-DD") from None
+
+
+def _moment(value: str | None, name: str, tz: str) -> dt.datetime | None:
+    from zoneinfo import ZoneInfo
+
+    if value is None:
+        return None
+    try:
+        moment = dt.datetime.fromisoformat(value)
+    except ValueError:
+        raise RollcallError(f"{name} {value!r} is not a date and time: use YYYY-MM-DDTHH:MM (site time zone) "
+                            "or with an offset") from None
+    return moment if moment.tzinfo else moment.replace(tzinfo=ZoneInfo(tz))
+
+
+def _actor(actor: str | None) -> str:
+    return actor or f"cli:{getpass.getuser()}"
+
+
+def _print_json(document) -> None:
+    click.echo(json.dumps(document, indent=2, sort_keys=True, default=str))
 
 
 def register(cli: click.Group) -> None:
     """Add this package's commands to the `rollcall` command group."""
+    cli.add_command(attendance)
+    cli.add_command(privacy)
+    cli.add_command(person)
+    bench = cli.commands.get("bench")
+    if isinstance(bench, click.Group):
+        bench.add_command(bench_writer)
+
+
+# --- attendance -----------------------------------------------------------------------------------
+@click.group()
+def attendance() -> None:
+    """The attendance writer, class sessions and exports."""
+
+
+@attendance.command("writer")
+@click.option("-v", "--verbose", is_flag=True, help="Log each batch's figures every 10 s.")
+@click.pass_context
+def attendance_writer(ctx: click.Context, verbose: bool) -> None:
+    """Run the attendance writer (a consumer group member) until SIGTERM or Ctrl-C.
+
+    Start more of them with the same [attendance] group_id to scale out (up to the partition count).
+    """
+    import logging
+
+    from consumers.writer import AttendanceWriter
+
+    config = _config(ctx)
+    database_url, bootstrap = _database_url(config), _bootstrap(config)
+    logging.basicConfig(level=logging.INFO if verbose else logging.WARNING,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.getLogger("aiokafka").setLevel(logging.WARNING)
+
+    async def main():
+        writer = AttendanceWriter(config, database_url=database_url, bootstrap_servers=bootstrap)
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, writer.stop)
+        task = asyncio.create_task(writer.run())
+        while not task.done():
+            await asyncio.wait([task], timeout=10)
+            if verbose:
+                s = writer.stats
+                logging.getLogger("rollcall.writer").info(
+                    "messages %d, new events %d, duplicates %d, dead letters %d, attendance changes %d, published %d, retries %d",
+                    s.messages, s.events, s.duplicates, s.dead_letters, s.attendance_changes, s.published, s.retries)
+        task.result()
+
+    click.echo(f"attendance writer: group {config.attendance.group_id}, kafka {bootstrap}", err=True)
+    asyncio.run(main())
+
+
+@attendance.group("session")
+def session_group() -> None:
+    """Class sessions: open or close one by hand, list them."""
+
+
+@session_group.command("open")
+@click.option("--course", "course_id", required=True, help="Course id.")
+@click.option("--room", "room_id", required=True, help="Room id.")
+@click.option("--minutes", type=float, help="A one-off session of this length, from --starts-at (default now).")
+@click.option("--starts-at", help="YYYY-MM-DDTHH:MM (site time zone unless an offset is given).")
+@click.option("--ends-at", help="YYYY-MM-DDTHH:MM.")
+@click.option("--actor", help="Who opens it (audit log; default cli:<login>).")
+@click.pass_context
+def session_open(ctx, course_id, room_id, minutes, starts_at, ends_at, actor) -> None:
+    """Open a session by hand: the course's timetable session now, or a one-off one (--minutes/--ends-at)."""
+    from consumers.sessions import open_session
+
+    config = _config(ctx)
+    tz = config.site.timezone
+    if minutes is not None and minutes <= 0:
+        raise RollcallError("--minutes must be positive")
+    info = _with_connection(config, lambda conn: open_session(
+        conn, course_id=course_id, room_id=room_id, actor=_actor(actor), starts_at=_moment(starts_at, "--starts-at", tz),
+        ends_at=_moment(ends_at, "--ends-at", tz), minutes=minutes))
+    click.echo(f"session {info['id']} open: {info['course_id']} in {info['room_id']}, "
+               f"{info['starts_at']:%Y-%m-%d %H:%M} to {info['ends_at']:%H:%M} UTC")
+
+
+@session_group.command("close")
+@click.argument("session_id", type=int)
+@click.option("--actor", help="Who closes it (audit log; default cli:<login>).")
+@click.pass_context
+def session_close(ctx, session_id: int, actor: str | None) -> None:
+    """Close a session now: later sightings do not count, statuses become final, absentees are marked."""
+    from consumers.sessions import close_session
+
+    info = _with_connection(_config(ctx), lambda conn: close_session(conn, session_id, actor=_actor(actor)))
+    counts = ", ".join(f"{k} {v}" for k, v in info["counts"].items())
+    click.echo(f"session {session_id} closed at {info['closed_at']:%Y-%m-%d %H:%M:%S} UTC: {counts}")
+
+
+@session_group.command("list")
+@click.option("--room", "room_id")
+@click.option("--course", "course_id")
+@click.option("--from", "date_from", help="YYYY-MM-DD")
+@click.option("--to", "date_to", help="YYYY-MM-DD")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON document.")
+@click.pass_context
+def session_list(ctx, room_id, course_id, date_from, date_to, as_json) -> None:
+    """List sessions (timetable sessions appear once the writer or `session open` made them)."""
+    from consumers.sessions import list_sessions, materialise_timetable
+
+    config = _config(ctx)
+    first, last = _date(date_from, "--from"), _date(date_to, "--to")
+
+    async def work(conn):
+        today = dt.date.today()
+        await materialise_timetable(conn, first or today - dt.timedelta(days=7), last or today + dt.timedelta(days=7))
+        return await list_sessions(conn, room_id=room_id, course_id=course_id, date_from=first, date_to=last)
+
+    sessions = _with_connection(config, work)
+    if as_json:
+        _print_json(sessions)
+        return
+    for s in sessions:
+        click.echo(f"{s['id']:>6}  {s['course_id']:10} {s['room_id']:8} {s['starts_at']:%Y-%m-%d %H:%M}-{s['ends_at']:%H:%M} UTC"
+                   f"  {s['state']:9} attended {s['attended']}")
+
+
+@attendance.group("export")
+def export_group() -> None:
+    """Export attendance as CSV or XLSX: per session, per course over dates, per student."""
+
+
+def _export_options(command):
+    command = click.option("--format", "fmt", type=click.Choice(["csv", "xlsx"]), default="csv", show_default=True)(command)
+    command = click.option("--out", type=click.Path(dir_okay=False, path_type=Path),
+                           help="Output file (default: stdout for CSV; required for XLSX).")(command)
+    return command
+
+
+def _write_export(data: bytes, fmt: str, out: Path | None) -> None:
+    if out is None:
+        if fmt == "xlsx":
+            raise RollcallError("XLSX is binary: give --out FILE.xlsx")
+        sys.stdout.buffer.write(data)
+        return
+    try:
+        out.write_bytes(data)
+    except OSError as exc:
+        raise RollcallError(f"cannot write {out}: {exc.strerror}: pick a writable path") from None
+    click.echo(f"wrote {out} ({len(data)} bytes)", err=True)
+
+
+@export_group.command("session")
+@click.argument("session_id", type=int)
+@_export_options
+@click.pass_context
+def export_session_command(ctx, session_id: int, fmt: str, out: Path | None) -> None:
+    """One session's class list."""
+    from consumers.exports import export_session
+
+    config = _config(ctx)
+    _write_export(_with_connection(config, lambda c: export_session(c, session_id, fmt, tz=config.site.timezone)), fmt, out)
+
+
+@export_group.command("course")
+@click.argument("course_id")
+@click.option("--from", "date_from", required=True, help="YYYY-MM-DD")
+@click.option("--to", "date_to", required=True, help="YYYY-MM-DD")
+@_export_options
+@click.pass_context
+def export_course_command(ctx, course_id: str, date_from: str, date_to: str, fmt: str, out: Path | None) -> None:
+    """The course register: students by sessions over the dates."""
+    from consumers.exports import export_course
+
+    config = _config(ctx)
+    first, last = _date(date_from, "--from"), _date(date_to, "--to")
+    if last < first:
+        raise RollcallError("--to is before --from")
+    _write_export(_with_connection(config, lambda c: export_course(c, course_id, first, last, fmt,
+                                                                    tz=config.site.timezone)), fmt, out)
+
+
+@export_group.command("student")
+@click.argument("person_id")
+@click.option("--from", "date_from", required=True, help="YYYY-MM-DD")
+@click.option("--to", "date_to", required=True, help="YYYY-MM-DD")
+@_export_options
+@click.pass_context
+def export_student_command(ctx, person_id: str, date_from: str, date_to: str, fmt: str, out: Path | None) -> None:
+    """One student's sessions over the dates."""
+    from consumers.exports import export_student
+
+    config = _config(ctx)
+    first, last = _date(date_from, "--from"), _date(date_to, "--to")
+    if last < first:
+        raise RollcallError("--to is before --from")
+    _write_export(_with_connection(config, lambda c: export_student(c, person_id, first, last, fmt,
+                                                                     tz=config.site.timezone)), fmt, out)
+
+
+# --- privacy --------------------------------------------------------------------------------------
+@click.group()
+def privacy() -> None:
+    """Retention of personal data."""
+
+
+@privacy.command("purge")
+@click.option("--dry-run", is_flag=True, help="Count what would be deleted; delete nothing.")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON document.")
+@click.pass_context
+def privacy_purge(ctx, dry_run: bool, as_json: bool) -> None:
+    """Delete raw sightings, review crops and enrolments past their retention ([privacy])."""
+    from consumers.privacy import purge
+
+    config = _config(ctx)
+    report = _with_connection(config, lambda conn: purge(conn, config, dry_run=dry_run))
+    if as_json:
+        _print_json(report)
+        return
+    verb = "would delete" if dry_run else "deleted"
+    click.echo(f"{verb}: {report['presence_events']} presence events (before {report['presence_events_before']}), "
+               f"{report['review_crops']} review crops, {report['enrolments']} enrolments")
+
+
+@click.group()
+def person() -> None:
+    """People's personal data."""
+
+
+@person.command("erase")
+@click.argument("person_id")
+@click.option("--pseudonymise/--delete-attendance", default=None,
+              help="Keep attendance under a pseudonym, or delete it (default: [privacy] pseudonymise_attendance_on_erase).")
+@click.option("--actor", help="Who erases (audit log; default cli:<login>).")
+@click.pass_context
+def person_erase(ctx, person_id: str, pseudonymise: bool | None, actor: str | None) -> None:
+    """Erase a person's biometric data everywhere (embeddings, photos, crops, raw sightings)."""
+    from consumers.privacy import erase_person
+
+    config = _config(ctx)
+    keep = config.privacy.pseudonymise_attendance_on_erase if pseudonymise is None else pseudonymise
+    report = _with_connection(config, lambda conn: erase_person(conn, person_id, pseudonymise=keep, actor=_actor(actor)))
+    kept = (f"attendance kept as {report['pseudonym']} ({report['attendance_kept']} sessions)" if keep
+            else f"attendance deleted ({report['attendance_deleted']} sessions)")
+    click.echo(f"erased {person_id}: {report['enrolments']} enrolments, {report['review_crops']} review crops, "
+               f"{report['sightings']} sightings; {kept}")
+
+
+# --- bench ----------------------------------------------------------------------------------------
+@click.command("writer")
+@click.option("--events", type=int, default=200_000, show_default=True, help="Presence events to write.")
+@click.option("--rooms", type=int, default=40, show_default=True, help="Rooms with a session each.")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON document.")
+@click.pass_context
+def bench_writer(ctx, events: int, rooms: int, as_json: bool) -> None:
+    """Writer events/s from topic to committed rows vs the plain COPY ceiling of the same PostgreSQL."""
+    from consumers.bench import bench_writer as run_bench
+
+    if events < 1000 or rooms < 1:
+        raise RollcallError("--events must be at least 1000 and --rooms at least 1")
+    config = _config(ctx)
+    result = asyncio.run(run_bench(config, _database_url(config), _bootstrap(config), events=events, rooms=rooms,
+                                   say=(lambda _m: None) if as_json else (lambda m: click.echo(m, err=True))))
+    if as_json:
+        _print_json(result)
+    else:
+        width = max(map(len, result))
+        for key, value in result.items():
+            click.echo(f"{key:{width}}  {value}")

@@ -1,10 +1,10 @@
 """The writer's database work for one batch, set-based, in one transaction with the consumer offsets.
 
-Per batch: one COPY of the batch's sightings into a temporary staging table; one INSERT of the new ones
-into ``presence_event`` (its ``event_id`` key is the de-duplication ledger: a redelivered or duplicated
-event is not new, and only new events go further); one statement that finds each new event's session
-(the session running in its room at its frame time), folds the events into their tracks and returns the
-(session, person) pairs touched (the old identity of a corrected track too); one recompute of those pairs'
+Per batch: one COPY of the batch's sightings into a temporary staging table; one statement that inserts
+the new ones into ``presence_event`` (its ``event_id`` key is the de-duplication ledger: a redelivered or
+duplicated event is not new, and only new events go further), finds each new event's session (the session
+running in its room at its frame time), folds the events into their tracks and returns the (session,
+person) pairs touched (the old identity of a corrected track too); one recompute of those pairs'
 attendance (:data:`consumers.sessions.RECOMPUTE_SQL`); the offsets. Nothing per event.
 """
 
@@ -24,11 +24,12 @@ CREATE TEMP TABLE IF NOT EXISTS {_STAGE_TABLE} (
     seq integer NOT NULL, event_id uuid NOT NULL, kind text NOT NULL, room_id text NOT NULL, camera_id text NOT NULL,
     track_id text NOT NULL, person_id text, frame_time timestamptz NOT NULL, first_seen timestamptz NOT NULL,
     last_seen timestamptz NOT NULL, recognition_event_id uuid, topic text NOT NULL, kafka_partition integer NOT NULL,
-    kafka_offset bigint NOT NULL, fresh boolean NOT NULL DEFAULT false
+    kafka_offset bigint NOT NULL
 ) ON COMMIT DELETE ROWS
 """
 
-_INSERT_NEW = f"""
+# The running session of each new event: a session made by hand first, then the latest start.
+_FOLD_TRACKS = f"""
 WITH inserted AS (
     INSERT INTO presence_event (event_id, kind, room_id, camera_id, track_id, person_id, frame_time, first_seen,
                                 last_seen, recognition_event_id, topic, kafka_partition, kafka_offset)
@@ -37,15 +38,11 @@ WITH inserted AS (
     FROM {_STAGE_TABLE}
     ON CONFLICT (event_id) DO NOTHING
     RETURNING event_id
-)
-UPDATE {_STAGE_TABLE} s SET fresh = true FROM inserted i WHERE s.event_id = i.event_id
-"""
-
-# The running session of each new event: a session made by hand first, then the latest start.
-_FOLD_TRACKS = f"""
-WITH ev AS (
+), counted AS (
+    SELECT count(*) AS new FROM inserted
+), ev AS (
     SELECT st.*, ses.id AS session_id
-    FROM {_STAGE_TABLE} st
+    FROM {_STAGE_TABLE} st JOIN inserted USING (event_id)
     JOIN LATERAL (
         SELECT cs.id FROM class_session cs JOIN course c ON c.id = cs.course_id
         WHERE cs.room_id = st.room_id AND cs.state <> 'cancelled'
@@ -54,7 +51,6 @@ WITH ev AS (
         ORDER BY (cs.slot_id IS NULL) DESC, cs.starts_at DESC, cs.id DESC
         LIMIT 1
     ) ses ON true
-    WHERE st.fresh
 ), agg AS (
     SELECT session_id, camera_id, track_id,
            (array_agg(person_id ORDER BY seq DESC))[1] AS person_id,
@@ -81,9 +77,10 @@ WITH ev AS (
             recognition_event_id = coalesce(t.recognition_event_id, EXCLUDED.recognition_event_id)
     RETURNING t.session_id, t.person_id
 )
-SELECT session_id, person_id FROM old WHERE person_id IS NOT NULL
-UNION
-SELECT session_id, person_id FROM folded WHERE person_id IS NOT NULL
+SELECT (SELECT new FROM counted) AS new, array_agg(session_id) AS sessions, array_agg(person_id) AS people
+FROM (SELECT session_id, person_id FROM old WHERE person_id IS NOT NULL
+      UNION
+      SELECT session_id, person_id FROM folded WHERE person_id IS NOT NULL) AS touched
 """
 
 _SAVE_OFFSETS = """
@@ -126,7 +123,10 @@ class TimetableCache:
 
 
 async def prepare(conn) -> None:
-    """Per connection: the temporary staging table."""
+    """Per connection: the temporary staging table, and custom plans only: asyncpg prepares every
+    statement, and PostgreSQL's generic plan for the batch statements (after 5 runs) is ~10x slower
+    because it cannot see how many pairs an array holds."""
+    await conn.execute("SET plan_cache_mode = force_custom_plan")
     await conn.execute(_CREATE_STAGE)
 
 
@@ -143,12 +143,11 @@ async def write_batch(conn, group: str, rows: Sequence[tuple], next_offsets: dic
                 await materialise_timetable(conn, min(missing), max(missing))
             await conn.copy_records_to_table(_STAGE_TABLE, records=[(i, *row) for i, row in enumerate(rows)],
                                              columns=STAGE_COLUMNS)
-            status = await conn.execute(_INSERT_NEW)
-            result.new = int(status.split()[-1])
-            if result.new:
-                pairs = await conn.fetch(_FOLD_TRACKS)
-                result.pairs = len(pairs)
-                result.changed = await recompute_attendance(conn, [(p["session_id"], p["person_id"]) for p in pairs])
+            folded = await conn.fetchrow(_FOLD_TRACKS)
+            result.new = int(folded["new"])
+            pairs = list(zip(folded["sessions"] or [], folded["people"] or []))
+            result.pairs = len(pairs)
+            result.changed = await recompute_attendance(conn, pairs)
         if dead_letters:
             topics = list(dead_letters)
             await conn.execute(_COUNT_DEAD_LETTERS, group, topics, [dead_letters[t][0] for t in topics],

@@ -81,7 +81,9 @@ class AttendanceWriter:
         self._producer = None
         self._conn = None
         self._last_progress = time.monotonic()
-        self._next: dict[Any, int | None] = {}  # partition -> next offset to write (None: from the start)
+        self._next: dict[Any, int | None] = {}  # partition -> next offset stored (None: from the start)
+        self._read_next: dict[Any, int | None] = {}  # partition -> next offset to decode
+        self._inflight: asyncio.Task | None = None  # the batch being written
 
     # ------------------------------------------------------------------------------------ lifecycle
     def stop(self) -> None:
@@ -152,59 +154,78 @@ class AttendanceWriter:
 
     # -------------------------------------------------------------------------------------- batches
     async def _consume(self) -> None:
+        """Read, decode and write batches; decoding batch N+1 overlaps writing batch N (two cores: Python on
+        one, PostgreSQL on the other). A failed write rewinds every partition to its last stored position."""
         delay = 0.2
         while not self._stop.is_set():
-            batch = await self._consumer.getmany(timeout_ms=self.settings.max_wait_ms,
-                                                 max_records=self.settings.max_batch)
-            if not batch:
-                continue
+            records = await self._consumer.getmany(timeout_ms=self.settings.max_wait_ms,
+                                                   max_records=self.settings.max_batch)
             async with self._batch_lock:
-                batch = self._contiguous(batch)
-                if not batch:
+                batch = self._contiguous(records)
+                decoded = self._decode(batch) if batch else None
+                failed = await self._finish_inflight()
+                if failed is not None:
+                    self._rewind([failed] + ([decoded] if decoded else []))
+                    log.warning("batch not written (%s); rolled back, retrying in %.1f s", _one_line(failed.error), delay)
+                    await self._sleep(delay)
+                    delay = min(delay * 2, 10.0)
                     continue
-                try:
-                    await self._write(batch)
-                    for tp, records in batch.items():
-                        self._next[tp] = records[-1].offset + 1
-                    delay = 0.2
-                    self._last_progress = time.monotonic()
-                    self._outbox_wakeup.set()
-                    continue
-                except _db_errors() + (_BrokerAway,) as exc:
-                    self.stats.retries += 1
-                    log.warning("batch not written (%s); rolled back, retrying in %.1f s", _one_line(exc), delay)
-                    await self._drop_connection()
-                    for tp, records in batch.items():  # read the same messages again
-                        if tp in self._consumer.assignment():
-                            self._consumer.seek(tp, records[0].offset)
-            await self._sleep(delay)
-            delay = min(delay * 2, 10.0)
+                delay = 0.2
+                if decoded is not None:
+                    self._inflight = asyncio.create_task(self._store(decoded))
+        async with self._batch_lock:
+            failed = await self._finish_inflight()
+
+    async def _finish_inflight(self) -> "_Decoded | None":
+        """Wait for the batch being written; the batch back when it failed (nothing of it committed)."""
+        task, self._inflight = self._inflight, None
+        if task is None:
+            return None
+        decoded = await task
+        if decoded.error is not None:
+            self.stats.retries += 1
+            await self._drop_connection()
+            return decoded
+        for tp, (_, last) in decoded.spans.items():
+            self._next[tp] = last + 1
+        self._last_progress = time.monotonic()
+        self._outbox_wakeup.set()
+        return None
+
+    def _rewind(self, batches: list["_Decoded"]) -> None:
+        """Read these batches again: each partition back to the first offset not stored."""
+        firsts: dict[Any, int] = {}
+        for decoded in batches:
+            for tp, (first, _) in decoded.spans.items():
+                firsts[tp] = min(first, firsts.get(tp, first))
+        for tp, first in firsts.items():
+            if tp in self._consumer.assignment():
+                self._consumer.seek(tp, first)
+                self._read_next[tp] = first
 
     def _contiguous(self, batch: dict) -> dict:
-        """Only records that continue from the stored position of a partition whose assignment is done.
+        """Only records that continue from where reading left off, on partitions whose assignment is done.
 
         aiokafka may hand out records fetched from the reset position while the assignment listener is
         still reading the stored offsets; those (and anything before the stored position) are skipped.
         """
         kept = {}
         for tp, records in batch.items():
-            if tp not in self._next or not records:
+            if tp not in self._read_next or not records:
                 continue  # assignment not finished (or revoked): the listener seeks
-            expected = self._next[tp]
+            expected = self._read_next[tp]
             if expected is not None and records[0].offset < expected:
                 records = [r for r in records if r.offset >= expected]
             if records:
                 kept[tp] = records
+                self._read_next[tp] = records[-1].offset + 1
         return kept
 
-    async def _write(self, batch: dict) -> None:
-        rows: list[tuple] = []
+    def _decode(self, batch: dict) -> "_Decoded":
+        decoded = _Decoded()
         seen: set[str] = set()
-        dead: list[DeadLetter] = []
-        duplicates = 0
-        next_offsets: dict[tuple[str, int], int] = {}
         read = self.reader.read
-        messages = 0
+        rows, dead = decoded.rows, decoded.dead
         for tp, records in batch.items():
             topic, partition = tp.topic, tp.partition
             for record in records:
@@ -216,25 +237,37 @@ class AttendanceWriter:
                 if row is None:
                     continue
                 if event_id in seen:
-                    duplicates += 1
+                    decoded.duplicates += 1
                     continue
                 seen.add(event_id)
                 rows.append(row)
-            messages += len(records)
-            next_offsets[(topic, partition)] = records[-1].offset + 1
-        if dead:
-            await self._send_dead_letters(dead)
-        counts: dict[str, tuple[int, str]] = {}
-        for letter in dead:
-            counts[letter.topic] = (counts.get(letter.topic, (0, ""))[0] + 1, letter.reason[:500])
-        conn = await self._connection()
-        result = await store.write_batch(conn, self.settings.group_id, rows, next_offsets, counts, self.timetable)
+            decoded.messages += len(records)
+            decoded.spans[tp] = (records[0].offset, records[-1].offset)
+        return decoded
+
+    async def _store(self, decoded: "_Decoded") -> "_Decoded":
+        """Dead letters out, then the batch and its offsets in one transaction. Never raises for a database
+        or broker outage: the error is kept on the batch (the caller rewinds)."""
+        try:
+            if decoded.dead:
+                await self._send_dead_letters(decoded.dead)
+            counts: dict[str, tuple[int, str]] = {}
+            for letter in decoded.dead:
+                counts[letter.topic] = (counts.get(letter.topic, (0, ""))[0] + 1, letter.reason[:500])
+            next_offsets = {(tp.topic, tp.partition): last + 1 for tp, (_, last) in decoded.spans.items()}
+            conn = await self._connection()
+            result = await store.write_batch(conn, self.settings.group_id, decoded.rows, next_offsets, counts,
+                                             self.timetable)
+        except _db_errors() + (_BrokerAway,) as exc:
+            decoded.error = exc
+            return decoded
         self.stats.batches += 1
-        self.stats.messages += messages
+        self.stats.messages += decoded.messages
         self.stats.events += result.new
-        self.stats.duplicates += duplicates + result.events - result.new
-        self.stats.dead_letters += len(dead)
+        self.stats.duplicates += decoded.duplicates + result.events - result.new
+        self.stats.dead_letters += len(decoded.dead)
         self.stats.attendance_changes += result.changed
+        return decoded
 
     async def _send_dead_letters(self, dead: list[DeadLetter]) -> None:
         topic = self.config.kafka.topics.dead_letter.name
@@ -276,6 +309,7 @@ class AttendanceWriter:
             else:  # records fetched before this point were skipped (see _contiguous): read from the start
                 await self._consumer.seek_to_beginning(tp)
             self._next[tp] = stored
+            self._read_next[tp] = stored
         log.info("assigned %s", ", ".join(f"{tp.topic}[{tp.partition}]@{offsets.get((tp.topic, tp.partition), 'start')}"
                                           for tp in sorted(assigned)))
 
@@ -374,6 +408,18 @@ class _BrokerAway(Exception):
     pass
 
 
+@dataclass
+class _Decoded:
+    """A batch decoded: staging rows (de-duplicated, offset order), dead letters, per partition the span."""
+
+    rows: list[tuple] = field(default_factory=list)
+    dead: list[DeadLetter] = field(default_factory=list)
+    spans: dict[Any, tuple[int, int]] = field(default_factory=dict)
+    messages: int = 0
+    duplicates: int = 0
+    error: BaseException | None = None
+
+
 class _Rebalance:
     """aiokafka rebalance listener: wait for the batch in flight before giving partitions up; seek to the
     stored offsets when given some."""
@@ -384,8 +430,10 @@ class _Rebalance:
         class Listener(ConsumerRebalanceListener):
             async def on_partitions_revoked(self, revoked):
                 async with writer._batch_lock:
+                    await writer._finish_inflight()  # a failed batch is read again by the next owner
                     for tp in revoked:
                         writer._next.pop(tp, None)
+                        writer._read_next.pop(tp, None)
 
             async def on_partitions_assigned(self, assigned):
                 await writer._seek_to_stored(assigned)
