@@ -110,6 +110,7 @@ class AttendanceWriter:
         try:
             await self._consume()
         finally:
+            self._stop.set()  # also ends housekeeping should its cancellation be lost in a wait_for race
             housekeeping.cancel()
             await asyncio.gather(housekeeping, return_exceptions=True)
             with contextlib.suppress(Exception):
@@ -322,7 +323,7 @@ class AttendanceWriter:
         delay = 0.5
         next_tick = 0.0
         next_purge = time.monotonic() + self.settings.purge_interval_s
-        while True:
+        while not self._stop.is_set():
             try:
                 if conn is None or conn.is_closed():
                     conn = await asyncpg.connect(self.database_url, timeout=10)
