@@ -38,6 +38,7 @@ import asyncio
 import enum
 import io
 import logging
+import math
 import random
 import re
 import threading
@@ -136,6 +137,9 @@ class IngestOptions:
     """How every camera is read; the defaults suit real RTSP cameras."""
 
     buffer_capacity: int = 2  # per camera, drop-oldest
+    # Room cameras hold this much more (in seconds of analysed frames): person tracks need every frame
+    # they can get through a short stall of the detector, more than they need the lowest latency.
+    room_buffer_s: float = 1.0
     stall_timeout_s: float = 5.0  # no frame (or no data) for this long -> STALLED -> reconnect; the read timeout
     keyframe_timeout_s: float = 12.0  # after a (re)connect or a corrupt frame: no clean keyframe -> STALLED
     open_timeout_s: float = 10.0  # connect + RTSP handshake + stream probe
@@ -700,7 +704,10 @@ class IngestManager:
                 buffer, first_seq = current.buffer, current.next_seq  # the batcher keeps its buffer
                 log.info("camera %s: configuration changed (url or analysis_fps); restarting", camera_id)
             if buffer is None:
-                buffer = FrameBuffer(camera_id, self.options.buffer_capacity, loop)
+                capacity = self.options.buffer_capacity
+                if getattr(camera, "role", None) == "room":
+                    capacity = max(capacity, int(math.ceil(fps * self.options.room_buffer_s)))
+                buffer = FrameBuffer(camera_id, capacity, loop)
             source = CameraSource(camera_id, camera.url, fps, buffer=buffer, options=self.options,
                                   resolve_url=resolve, first_seq=first_seq)
             self._sources[camera_id] = source

@@ -37,11 +37,11 @@ def test_scenario_run_json_on_default_scenario(stack, stack_dir):
     # by the reader); each enrolled person's track has their identity from the door, visitors stay unknown.
     handoff = document["handoff"]
     assert document["events"]["presence"] >= 10, document["events"]
-    assert handoff["unmatched_arrivals"] == [] and handoff["unmatched_tracks"] == 0, handoff
+    assert handoff["unmatched_arrivals"] == [] and handoff["unmatched_tracks"] == 0, json.dumps(handoff)
     assert handoff["tracks_per_person"] == {p: 1 for p in ("ardern", "macron", "obama", "visitor-biden",
-                                                          "visitor-sunak")}, handoff
-    assert handoff["correct"] == ["ardern", "macron", "obama"] and handoff["accuracy"] == 1.0, handoff
-    assert handoff["visitors_given_an_identity"] == {}, handoff  # a visitor never takes someone's identity
+                                                          "visitor-sunak")}, json.dumps(handoff)
+    assert handoff["correct"] == ["ardern", "macron", "obama"] and handoff["accuracy"] == 1.0, json.dumps(handoff)
+    assert handoff["visitors_given_an_identity"] == {}, json.dumps(handoff)  # a visitor never takes someone's identity
     # Not built yet: null, with the reason given.
     for dotted in ("attendance.precision", "attendance.recall"):
         section, key = dotted.split(".")
@@ -69,13 +69,13 @@ def test_scenario_run_hard_cases(stack, stack_dir):
     assert document["recognition"]["recognised"] == ["macron", "ardern", "obama"], document["recognition"]
     handoff = document["handoff"]
     # Both of the close pair get their own identity (never each other's), through the handoff.
-    assert handoff["correct"] == ["ardern", "macron", "obama"] and handoff["accuracy"] == 1.0, handoff
-    assert handoff["identity_sources"]["macron"] == handoff["identity_sources"]["ardern"] == "handoff", handoff
+    assert handoff["correct"] == ["ardern", "macron", "obama"] and handoff["accuracy"] == 1.0, json.dumps(handoff)
+    assert handoff["identity_sources"]["macron"] == handoff["identity_sources"]["ardern"] == "handoff", json.dumps(handoff)
     # The visitor stays unknown and takes nobody's identity.
-    assert handoff["visitors_given_an_identity"] == {}, handoff
+    assert handoff["visitors_given_an_identity"] == {}, json.dumps(handoff)
     # Obama's track is lost while hidden and picked up again: still one track, identity carried over.
-    assert handoff["tracks_per_person"]["obama"] == 1 and handoff["reacquired"] == ["obama"], handoff
-    assert handoff["identity_sources"]["obama"] == "reacquired", handoff
+    assert handoff["tracks_per_person"]["obama"] == 1 and handoff["reacquired"] == ["obama"], json.dumps(handoff)
+    assert handoff["identity_sources"]["obama"] == "reacquired", json.dumps(handoff)
 
 
 def test_scenario_run_with_unknown_room_is_one_line(stack, stack_dir, tmp_path):

@@ -63,6 +63,7 @@ class PersonTrack:
     lost_since_s: float | None = None
     reacquisitions: int = 0
     tracker_ids: list[int] = field(default_factory=list)  # ByteTrack ids that made up this track
+    velocity: tuple[float, float] = (0.0, 0.0)  # of the feet, pixels per second (smoothed)
 
     @property
     def foot(self) -> tuple[float, float]:
@@ -226,6 +227,11 @@ class PersonTracker:
     # ------------------------------------------------------------------------------------- internals
 
     def _see(self, track: PersonTrack, pts_s: float, box: Box) -> list[TrackEvent]:
+        dt = float(pts_s) - track.last_pts_s
+        if 0 < dt <= 1.0:  # feet velocity, smoothed; across a longer gap it says little
+            (x0, y0), x1, y1 = track.foot, (box[0] + box[2]) / 2.0, box[3]
+            vx, vy = (x1 - x0) / dt, (y1 - y0) / dt
+            track.velocity = (0.5 * track.velocity[0] + 0.5 * vx, 0.5 * track.velocity[1] + 0.5 * vy)
         track.box = tuple(float(v) for v in box)
         track.last_pts_s = float(pts_s)
         if track.state == "lost":
@@ -264,9 +270,15 @@ class PersonTracker:
             track_height = max(1.0, track.box[3] - track.box[1])
             if not 1 / 1.4 <= height / track_height <= 1.4:  # someone nearer or farther: not the same person
                 continue
+            # Nearest to where the feet were or to where they were heading (someone who walked behind
+            # another person comes out further along their way); the prediction is capped at 1.5 s.
             tx, ty = track.foot
-            d = float(np.hypot(fx - tx, fy - ty))
-            if d <= self.reacquire_heights * track_height and d < best_d:
+            ahead = min(pts_s - track.last_pts_s, 1.5)
+            px, py = tx + track.velocity[0] * ahead, ty + track.velocity[1] * ahead
+            d = min(float(np.hypot(fx - tx, fy - ty)), float(np.hypot(fx - px, fy - py)))
+            # the farther the prediction reaches, the less sure it is: widen the reach with it
+            reach = self.reacquire_heights * track_height + 0.3 * float(np.hypot(*track.velocity)) * ahead
+            if d <= reach and d < best_d:
                 best, best_d = track, d
         return best
 
