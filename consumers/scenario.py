@@ -32,12 +32,13 @@ async def scenario_attendance(config, database_url: str, bootstrap: str, session
         return None
     starts_at = dt.datetime.fromtimestamp(room_origin + session_spec.start_s, dt.timezone.utc)
     ends_at = dt.datetime.fromtimestamp(room_origin + session_spec.end_s, dt.timezone.utc)
+    length_s = int(session_spec.end_s - session_spec.start_s) + 1  # late / left early never apply
     conn = await asyncpg.connect(database_url, timeout=10)
     try:
         session = await open_session(
             conn, course_id=session_spec.course, room_id=session_spec.room, actor="scenario", starts_at=starts_at,
             ends_at=ends_at, note="scenario run",
-            policy_s={"early_arrival_s": 0, "late_after_s": int(session_spec.end_s), "left_early_s": 0,
+            policy_s={"early_arrival_s": 0, "late_after_s": length_s, "left_early_s": length_s,
                       "present_min_s": int(round(session_spec.min_presence_s))})
         run_config = config.model_copy(update={"attendance": config.attendance.model_copy(update={
             "group_id": f"scenario-{uuid.uuid4().hex[:8]}", "session_timeout_ms": 2000,
