@@ -143,7 +143,10 @@ async def _run_system(spec, config: Config, door, state, say) -> RunOutcome:
     room_runs = tuple(f"{t.camera_id}-{t.run_id}-" for t in processor.room.trackers.values()) if processor.room else ()
     events = [e for e in await recognitions.read_all() if str(e.get("track_id", "")).startswith(face_runs)]
     moves = [e for e in await presence.read_all() if room_runs and str(e.get("track_id", "")).startswith(room_runs)]
-    origin = processor.room.first_frame.get(door.room_camera, (None,))[0] if processor.room else None
+    # The video's time 0 on the wall clock: the first analysed frame's capture time less its stream time
+    # (frames before the first clean keyframe are skipped, so the first frame is not always frame 0).
+    first = processor.room.first_frame.get(door.room_camera) if processor.room else None
+    origin = first[0] - first[1] if first else None
     from consumers.scenario import scenario_attendance
 
     attendance_rows = await scenario_attendance(config, state.database_url, state.kafka_bootstrap_servers,
@@ -296,15 +299,14 @@ def score_handoff(presence: list[dict], truth: dict, room_origin: float | None, 
         box = track["box"]
         best, best_iou = None, min_iou
         for person in people:
-            samples = person["room"].get("track", [])
-            sample = min(samples, key=lambda s: abs(s["t"] - video_t), default=None)
-            if sample is None or abs(sample["t"] - video_t) > tolerance_s:
+            truth_box = _box_at(person["room"].get("track", []), video_t, tolerance_s)
+            if truth_box is None:
                 continue
-            x, y, w, h = sample["box"]
-            iou = _iou((box["x1"], box["y1"], box["x2"], box["y2"]), (x, y, x + w, y + h))
+            iou = _iou((box["x1"], box["y1"], box["x2"], box["y2"]), truth_box)
             if iou > best_iou:
                 best, best_iou = person["id"], iou
         owner[track_id] = best
+        track["video_t"] = round(video_t, 2)
     enrolled = {p["id"] for p in people if p.get("enrolled")}
     by_person: dict[str, list[str]] = {}
     for track_id, pid in owner.items():
@@ -328,7 +330,31 @@ def score_handoff(presence: list[dict], truth: dict, room_origin: float | None, 
                                        if owner[t] is not None and owner[t] not in enrolled
                                        and tracks[t]["person_id"] is not None},
         "ambiguous_tracks": sum(1 for t in tracks.values() if t["ambiguous"]),
+        # every room track, in order of appearance: who it was, when (video s), where, what it ended with
+        "track_list": [{"track_id": t, "arrival": owner[t], "first_seen_s": tracks[t]["video_t"],
+                        "foot": [round((tracks[t]["box"]["x1"] + tracks[t]["box"]["x2"]) / 2), round(tracks[t]["box"]["y2"])],
+                        "person_id": tracks[t]["person_id"], "identity_source": tracks[t]["source"],
+                        "events": "".join(k[0] for k in tracks[t]["kinds"])}
+                       for t in sorted(tracks, key=lambda t: tracks[t]["video_t"])],
     }
+
+
+def _box_at(samples: list[dict], t: float, tolerance_s: float):
+    """The ground-truth box (x1, y1, x2, y2) at video time t, interpolated between the samples around it
+    (people walk ~100 px between samples); None when the person is not in view then."""
+    before = [s for s in samples if s["t"] <= t]
+    after = [s for s in samples if s["t"] >= t]
+    if before and after:
+        a, b = before[-1], after[0]
+        if b["t"] - a["t"] <= 1.0 + 1e-6:  # a gap: hidden (or gone) in between
+            w = 0.0 if b["t"] == a["t"] else (t - a["t"]) / (b["t"] - a["t"])
+            x, y, bw, bh = (pa + w * (pb - pa) for pa, pb in zip(a["box"], b["box"]))
+            return x, y, x + bw, y + bh
+    nearest = min(samples, key=lambda s: abs(s["t"] - t), default=None)
+    if nearest is None or abs(nearest["t"] - t) > tolerance_s:
+        return None
+    x, y, bw, bh = nearest["box"]
+    return x, y, x + bw, y + bh
 
 
 def _iou(a, b) -> float:
