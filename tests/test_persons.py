@@ -95,7 +95,7 @@ def test_vtest_tracks(detector):
     tracker = PersonTracker("vtest", fps=5.0, entry_zones={})
     events = []
     for i, img in _frames(VTEST, range(0, 301, 2)):
-        events += tracker.update(i / 10.0, detector.detect([img])[0])
+        events += tracker.update(i / 10.0, detector.detect([img])[0], img)  # with colour signatures
     events += tracker.flush(30.1)
     kinds = Counter(e.kind for e in events)
     distinct = len({e.track_id for e in events})

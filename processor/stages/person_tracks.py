@@ -20,7 +20,12 @@ unique across processor restarts) and turns their life into :class:`TrackEvent` 
     A new ByteTrack id whose first bottom centre is within ``reacquire_heights`` box heights of the last
     bottom centre of a track of similar height (within a factor 1.4)
     unseen for less than ``reacquire_s``, and not in an entry zone: it continues that track (same
-    ``track_id``) instead of appearing. A track that was not yet declared lost is continued silently (that
+    ``track_id``) instead of appearing. Near means within that reach of where the feet were or of
+    where they were heading (their smoothed velocity, up to 1.5 s ahead, the reach widening with the
+    prediction), so someone walking behind another person is picked up further along their way. Given
+    the frame, a track also keeps a colour signature of the torso (hue-saturation histogram), and a
+    clearly different-looking person (Bhattacharyya distance above ``max_look_distance``) never
+    continues it. A track that was not yet declared lost is continued silently (that
     is ByteTrack's own id switch, not an event).
 ``exited``
     A lost track whose last bottom centre was in an entry zone (``exited_via`` = that door; emitted with
@@ -64,6 +69,7 @@ class PersonTrack:
     reacquisitions: int = 0
     tracker_ids: list[int] = field(default_factory=list)  # ByteTrack ids that made up this track
     velocity: tuple[float, float] = (0.0, 0.0)  # of the feet, pixels per second (smoothed)
+    look: np.ndarray | None = None  # colour signature of the torso (hue-saturation histogram), smoothed
 
     @property
     def foot(self) -> tuple[float, float]:
@@ -92,7 +98,7 @@ class PersonTracker:
                  lost_after_s: float = 2.0, reacquire_s: float = 5.0, reacquire_heights: float = 0.6,
                  track_activation_threshold: float = 0.45, high_conf_det_threshold: float = 0.5,
                  minimum_consecutive_frames: int = 2, minimum_iou_threshold: float = 0.1,
-                 backdate_s: float = 1.5):
+                 backdate_s: float = 1.5, max_look_distance: float = 0.65):
         import supervision as sv
         from trackers import ByteTrackTracker
 
@@ -118,6 +124,8 @@ class PersonTracker:
             high_conf_det_threshold=high_conf_det_threshold,
         )
         self.backdate_s = float(backdate_s)
+        self.max_look_distance = float(max_look_distance)
+        self._image: np.ndarray | None = None
         self._unconfirmed: list[tuple[float, Box, str]] = []  # (pts, box, door) of unconfirmed detections in a zone
         self._counter = 0
         self._tracks: dict[str, PersonTrack] = {}  # open tracks (active or lost) by track_id
@@ -150,9 +158,14 @@ class PersonTracker:
                     result[i] = door
         return result
 
-    def update(self, pts_s: float, detections: Sequence[PersonDetection]) -> list[TrackEvent]:
-        """Track this frame's detections; the events it decided, in order."""
+    def update(self, pts_s: float, detections: Sequence[PersonDetection],
+               image: np.ndarray | None = None) -> list[TrackEvent]:
+        """Track this frame's detections; the events it decided, in order. With the frame's ``image``
+        (BGR), tracks also keep a colour signature, and a lost track is only picked up again by someone
+        who looks like it (``max_look_distance``)."""
         import supervision as sv
+
+        self._image = image
 
         if detections:
             dets = sv.Detections(
@@ -183,14 +196,15 @@ class PersonTracker:
                 self._by_tracker_id.pop(tid, None)
                 new.append(j)
                 continue
-            events.extend(self._see(track, pts_s, tuple(boxes[j])))
+            events.extend(self._see(track, pts_s, tuple(boxes[j]), self._look(boxes[j])))
             seen.add(track_id)
         for j in new:
             tid, box = tids[j], tuple(float(v) for v in boxes[j])
             door, first_pts, first_box = zones[j], float(pts_s), box
             if door is None:
                 door, first_pts, first_box = self._entered_earlier(box, pts_s)
-            previous = None if door is not None else self._reacquire_candidate(box, pts_s, seen)
+            look = self._look(box)
+            previous = None if door is not None else self._reacquire_candidate(box, pts_s, seen, look)
             if previous is not None:
                 old = previous.tracker_ids[-1] if previous.tracker_ids else None
                 if old is not None and self._by_tracker_id.get(old) == previous.track_id:
@@ -199,14 +213,14 @@ class PersonTracker:
                 self._by_tracker_id[tid] = previous.track_id
                 if previous.state == "active":
                     self.silent_continuations += 1
-                events.extend(self._see(previous, pts_s, box))
+                events.extend(self._see(previous, pts_s, box, look))
                 seen.add(previous.track_id)
                 continue
             self._counter += 1
             self.tracks_started += 1
             track = PersonTrack(track_id=f"{self.camera_id}-{self.run_id}-{self._counter}", camera_id=self.camera_id,
                                 first_pts_s=first_pts, last_pts_s=float(pts_s), box=box, entered_via=door,
-                                tracker_ids=[tid])
+                                tracker_ids=[tid], look=look)
             self._tracks[track.track_id] = track
             self._by_tracker_id[tid] = track.track_id
             seen.add(track.track_id)
@@ -226,7 +240,33 @@ class PersonTracker:
 
     # ------------------------------------------------------------------------------------- internals
 
-    def _see(self, track: PersonTrack, pts_s: float, box: Box) -> list[TrackEvent]:
+    def _look(self, box) -> np.ndarray | None:
+        """Hue-saturation histogram of the torso (the middle of the box), or None without an image."""
+        import cv2
+
+        image = self._image
+        if image is None:
+            return None
+        x1, y1, x2, y2 = (float(v) for v in box)
+        w, h = x2 - x1, y2 - y1
+        top, bottom = int(max(0, y1 + 0.15 * h)), int(min(image.shape[0], y1 + 0.6 * h))
+        left, right = int(max(0, x1 + 0.25 * w)), int(min(image.shape[1], x2 - 0.25 * w))
+        if bottom - top < 4 or right - left < 4:
+            return None
+        hsv = cv2.cvtColor(image[top:bottom, left:right], cv2.COLOR_BGR2HSV)
+        hist = cv2.calcHist([hsv], [0, 1], None, [16, 8], [0, 180, 0, 256])
+        return cv2.normalize(hist, hist, 1.0, 0.0, cv2.NORM_L1)
+
+    def _look_distance(self, track: PersonTrack, look: np.ndarray | None) -> float:
+        import cv2
+
+        if look is None or track.look is None:
+            return 0.0  # nothing to compare: position decides
+        return float(cv2.compareHist(track.look, look, cv2.HISTCMP_BHATTACHARYYA))
+
+    def _see(self, track: PersonTrack, pts_s: float, box: Box, look: np.ndarray | None = None) -> list[TrackEvent]:
+        if look is not None:
+            track.look = look if track.look is None else 0.8 * track.look + 0.2 * look
         dt = float(pts_s) - track.last_pts_s
         if 0 < dt <= 1.0:  # feet velocity, smoothed; across a longer gap it says little
             (x0, y0), x1, y1 = track.foot, (box[0] + box[2]) / 2.0, box[3]
@@ -260,7 +300,8 @@ class PersonTracker:
                 return door, seen_pts, seen_box
         return None, float(pts_s), box
 
-    def _reacquire_candidate(self, box: Box, pts_s: float, seen: set[str]) -> PersonTrack | None:
+    def _reacquire_candidate(self, box: Box, pts_s: float, seen: set[str],
+                             look: np.ndarray | None = None) -> PersonTrack | None:
         fx, fy = (box[0] + box[2]) / 2.0, box[3]
         height = box[3] - box[1]
         best, best_d = None, float("inf")
@@ -278,7 +319,7 @@ class PersonTracker:
             d = min(float(np.hypot(fx - tx, fy - ty)), float(np.hypot(fx - px, fy - py)))
             # the farther the prediction reaches, the less sure it is: widen the reach with it
             reach = self.reacquire_heights * track_height + 0.3 * float(np.hypot(*track.velocity)) * ahead
-            if d <= reach and d < best_d:
+            if d <= reach and d < best_d and self._look_distance(track, look) <= self.max_look_distance:
                 best, best_d = track, d
         return best
 

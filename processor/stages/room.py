@@ -206,7 +206,7 @@ class RoomStage:
             self.first_frame.setdefault(camera_id, (frame.captured_at, frame.pts_s))
             height, width = frame.image.shape[:2]
             tracker = self._tracker(camera_id)
-            for event in tracker.update(frame.pts_s, detections):
+            for event in tracker.update(frame.pts_s, detections, frame.image):
                 wall = frame.captured_at - (frame.pts_s - event.pts_s)
                 self._on_track_event(event, wall, (width, height))
             now = frame.captured_at
