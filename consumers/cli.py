@@ -127,7 +127,8 @@ def attendance_writer(ctx: click.Context, verbose: bool) -> None:
     database_url, bootstrap = _database_url(config), _bootstrap(config)
     logging.basicConfig(level=logging.INFO if verbose else logging.WARNING,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    logging.getLogger("aiokafka").setLevel(logging.WARNING)
+    # the writer says in one line what it waits for; aiokafka's own errors repeat it with more noise
+    logging.getLogger("aiokafka").setLevel(logging.WARNING if verbose else logging.CRITICAL)
 
     async def main():
         writer = AttendanceWriter(config, database_url=database_url, bootstrap_servers=bootstrap)

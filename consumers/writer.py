@@ -104,15 +104,18 @@ class AttendanceWriter:
             heartbeat_interval_ms=self.settings.heartbeat_interval_ms,
             rebalance_timeout_ms=self.settings.rebalance_timeout_ms,
             max_partition_fetch_bytes=4 * 1024 * 1024, fetch_max_bytes=32 * 1024 * 1024)
-        await self._start_with_retry()
-        self._consumer.subscribe(list(self.topic_types), listener=_Rebalance(self))
-        housekeeping = asyncio.create_task(self._housekeeping(), name="writer-housekeeping")
+        housekeeping = None
         try:
+            if not await self._start_with_retry():
+                return  # stopped before the broker could be reached
+            self._consumer.subscribe(list(self.topic_types), listener=_Rebalance(self))
+            housekeeping = asyncio.create_task(self._housekeeping(), name="writer-housekeeping")
             await self._consume()
         finally:
             self._stop.set()  # also ends housekeeping should its cancellation be lost in a wait_for race
-            housekeeping.cancel()
-            await asyncio.gather(housekeeping, return_exceptions=True)
+            if housekeeping is not None:
+                housekeeping.cancel()
+                await asyncio.gather(housekeeping, return_exceptions=True)
             with contextlib.suppress(Exception):
                 await self._consumer.stop()
             with contextlib.suppress(Exception):
@@ -121,19 +124,20 @@ class AttendanceWriter:
                 with contextlib.suppress(Exception):
                     await self._conn.close()
 
-    async def _start_with_retry(self) -> None:
+    async def _start_with_retry(self) -> bool:
+        """Connect to the broker, retrying while it is away; False when stopped first."""
         delay = 0.5
-        while True:
+        while not self._stop.is_set():
             try:
                 await self._producer.start()
                 await self._consumer.start()
-                return
+                return True
             except Exception as exc:  # aiokafka's KafkaConnectionError and friends
-                log.warning("cannot reach the broker at %s (%s); retrying in %.1f s", self.bootstrap_servers, exc, delay)
+                log.warning("cannot reach the broker at %s (%s); retrying in %.1f s", self.bootstrap_servers,
+                            _one_line(exc), delay)
                 await self._sleep(delay)
-                if self._stop.is_set():
-                    raise
                 delay = min(delay * 2, 10.0)
+        return False
 
     async def _sleep(self, seconds: float) -> None:
         with contextlib.suppress(asyncio.TimeoutError):
