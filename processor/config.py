@@ -145,6 +145,8 @@ class TrackingConfig(_Strict):
     recognition_delay_s: float = Field(default=3.0, ge=0.0, le=60.0,
                                        description="longest delay from a face at the door to its recognition event")
     presence_update_s: float = Field(default=10.0, gt=0.0, le=3600.0, description="period of presence 'update' events")
+    room_faces: bool = Field(default=True, description="look for faces on room cameras too: a recognised face "
+                                                       "confirms or corrects a track's identity")
 
     @model_validator(mode="after")
     def _order(self) -> "TrackingConfig":

@@ -173,6 +173,13 @@ class HandoffMatcher:
                 if entry.track_id == track_id:
                     entry.exited = True  # still decided (its recognition must not go elsewhere)
 
+    def set_identity(self, room_camera: str, track_id: str, person_id: str | None) -> None:
+        """A decided live track's identity changed (the room camera saw its face): keep one identity on
+        one live track for the handoffs still to come."""
+        live = self._live.setdefault(room_camera, {})
+        if track_id in live:
+            live[track_id] = person_id
+
     def is_pending(self, track_id: str) -> bool:
         """Whether an entry of this track still waits for its handoff decision."""
         return any(e.track_id == track_id for entries in self._entries.values() for e in entries)

@@ -302,10 +302,18 @@ class Processor:
         self.recognition_feed = RecognitionFeed(
             self.kafka_bootstrap_servers,
             config.kafka.topics.recognitions.name, {d.door_camera for d in config.doors}, recognitions)
+        faces = None
+        if config.tracking.room_faces:
+            from processor.stages.faces import FaceAnalyzer
+
+            # the door's detector and embedder sessions (onnxruntime runs are thread-safe)
+            faces = FaceAnalyzer(config.models.pack, config.thresholds, detector=self.face_stage.detector,
+                                 embedder=self.recognition.embedder)
         self.room = RoomStage(config, publish=self.publisher.publish, topic=config.kafka.topics.presence.name,
                               recognitions=recognitions, occupancy_topic=config.kafka.topics.occupancy.name,
-                              overlay_topic=config.kafka.topics.overlays.name)
-        self.person_stage = PersonStage(detector)
+                              overlay_topic=config.kafka.topics.overlays.name,
+                              gallery=lambda: self.gallery_watcher.current if self.gallery_watcher else None)
+        self.person_stage = PersonStage(detector, faces=faces)
         room_batches: asyncio.Queue = asyncio.Queue(maxsize=1)
         room_results: asyncio.Queue = asyncio.Queue(maxsize=2)
         self.room_batcher = Batcher(self._buffers_of("room"), max_batch=self.max_batch, max_wait_s=self.max_wait_s)

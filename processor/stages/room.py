@@ -19,6 +19,8 @@ from collections import deque
 from dataclasses import dataclass, field
 from typing import Callable
 
+import numpy as np
+
 from processor import metrics
 from processor.config import Config
 from processor.frames import Frame
@@ -33,6 +35,8 @@ ROOM_PEOPLE_AVG = metrics.get_or_create(metrics.Gauge, "rollcall_room_people_avg
                                          labelnames=["room"])
 ROOM_IDENTITY = metrics.get_or_create(metrics.Gauge, "rollcall_room_people_by_identity",
                                        "People in the room now, known vs unknown", labelnames=["room", "identity"])
+FACE_CHECKS = metrics.get_or_create(metrics.Counter, "rollcall_room_face_checks",
+                                    "Room-camera faces deciding a track's identity", labelnames=["room", "outcome"])
 HANDOFFS = metrics.get_or_create(metrics.Counter, "rollcall_handoffs", "Door-to-room handoff decisions",
                                   labelnames=["room", "reason"])
 
@@ -47,14 +51,28 @@ class PersonStage(BatchStage):
 
     name = "persons"
 
-    def __init__(self, detector):
+    def __init__(self, detector, faces=None):
         self.detector = detector
+        self.faces = faces  # a FaceAnalyzer: faces on room frames confirm or correct identities
         self.persons = 0  # detections so far
 
-    def process(self, batch: list[Frame]) -> list[tuple[Frame, list]]:
-        detections = self.detector.detect([frame.image for frame in batch])
+    def process(self, batch: list[Frame]) -> list[tuple[Frame, list]] | list[tuple[Frame, list, list]]:
+        images = [frame.image for frame in batch]
+        detections = self.detector.detect(images)
         self.persons += sum(map(len, detections))
-        return list(zip(batch, detections))
+        if self.faces is None:
+            return list(zip(batch, detections))
+        # Only faces that pass the quality gate are embedded (few on room cameras: they are far).
+        faces = [[RoomFace(f.detection.box, f.embedding, f.quality.score) for f in found if f.embedding is not None]
+                 for found in self.faces.analyse(images)]
+        return list(zip(batch, detections, faces))
+
+
+@dataclass
+class RoomFace:
+    box: tuple[float, float, float, float]
+    embedding: np.ndarray
+    quality: float
 
 
 @dataclass
@@ -146,6 +164,9 @@ class _Live:
     person_id: str | None = None
     identity_source: str = "none"  # "handoff" | "face" | "reacquired" | "none"
     handoff: dict | None = None  # the handoff that gave the identity (kept on later events)
+    face_sum: np.ndarray | None = None  # quality-weighted sum of the faces seen on this track
+    face_count: int = 0
+    face_decided: bool = False  # the room camera's faces decided once per track
 
 
 @dataclass
@@ -157,6 +178,8 @@ class RoomStage:
     topic: str
     recognitions: asyncio.Queue
     occupancy_topic: str | None = None  # people counts once a second per room camera
+    gallery: Callable[[], object] | None = None  # current Gallery: faces seen by room cameras are matched
+    faces_to_decide: int = 3  # good faces on a track before the room camera's faces decide
     overlay_topic: str | None = None  # each analysed frame's tracks, for live displays
     trackers: dict = field(default_factory=dict)
     live: dict[str, _Live] = field(default_factory=dict)
@@ -200,7 +223,9 @@ class RoomStage:
 
     def handle(self, results: list[tuple[Frame, list]]) -> None:
         self._drain_recognitions()
-        for frame, detections in results:
+        for result in results:
+            frame, detections = result[0], result[1]
+            faces = result[2] if len(result) > 2 else []
             camera_id = frame.camera_id
             self._deciding_frame_at = frame.captured_at
             self.first_frame.setdefault(camera_id, (frame.captured_at, frame.pts_s))
@@ -217,11 +242,13 @@ class RoomStage:
                     if now - live.last_update >= self.update_every_s:
                         live.last_update = now
                         self._emit("update", track.track_id, live)
+            if faces:
+                self._faces(tracker, frame, faces)
             self._analytics(camera_id, frame)
             self._overlay(frame, tracker, (width, height))
         # Decided on the cameras' clock (the newest frame's capture time), not the wall clock: a
         # backlog of frames must not close handoff windows before its entries are seen.
-        newest = max((frame.captured_at for frame, _ in results), default=None)
+        newest = max((result[0].captured_at for result in results), default=None)
         for assignment in (self.matcher.assign(newest) if newest is not None else []):
             self._on_assignment(assignment)
 
@@ -253,6 +280,9 @@ class RoomStage:
         HANDOFFS.labels(room_id, assignment.reason).inc()
         if live is None:
             return  # the track ended before its handoff was decided
+        if live.identity_source == "face":  # the room camera already saw the face: it outranks the door
+            self.matcher.set_identity(assignment.room_camera, assignment.track_id, live.person_id)
+            return
         handed = assignment.recognition_event_id is not None
         previous = live.person_id
         live.person_id = assignment.person_id
@@ -263,6 +293,53 @@ class RoomStage:
                    previous_person_id=previous)
         log.info("handoff %s in %s: %s (%s)", assignment.track_id, room_id, assignment.person_id or "unknown",
                  assignment.reason)
+
+    def _faces(self, tracker, frame: Frame, faces: list[RoomFace]) -> None:
+        """Each face to the person track whose head it is in (the top third of its box, centred); once a
+        track has ``faces_to_decide`` of them the gallery decides: the same person confirms the identity
+        (source 'face'), another known person corrects it (an 'identity' event with previous_person_id),
+        an unknown face changes nothing. One identity stays on one live track."""
+        gallery = self.gallery() if self.gallery is not None else None
+        if gallery is None or len(gallery) == 0:
+            return
+        active = [t for t in tracker.open_tracks if t.state == "active" and t.last_pts_s == frame.pts_s]
+        for face in faces:
+            cx, cy = (face.box[0] + face.box[2]) / 2, (face.box[1] + face.box[3]) / 2
+            owners = [t for t in active if t.box[0] <= cx <= t.box[2]
+                      and t.box[1] <= cy <= t.box[1] + (t.box[3] - t.box[1]) / 3]
+            if len(owners) != 1:
+                continue  # nobody's, or between two people: not evidence for either
+            live = self.live.get(owners[0].track_id)
+            if live is None or live.face_decided:
+                continue
+            weighted = face.embedding.astype(np.float32) * max(face.quality, 1e-3)
+            live.face_sum = weighted if live.face_sum is None else live.face_sum + weighted
+            live.face_count += 1
+            if live.face_count >= self.faces_to_decide:
+                live.face_decided = True
+                self._face_decision(owners[0].track_id, live, gallery.match(live.face_sum[None, :])[0])
+
+    def _face_decision(self, track_id: str, live: _Live, match) -> None:
+        person = match.person_id
+        if person is None:
+            return  # the face is nobody enrolled (or not sure): it proves nothing against the handoff
+        if person == live.person_id:
+            live.identity_source, live.handoff = "face", None
+            FACE_CHECKS.labels(live.room_id, "confirmed").inc()
+            self._emit("update", track_id, live)
+            return
+        for other_id, other in self.live.items():  # one identity, one live track: the face wins
+            if other_id != track_id and other.person_id == person and other.camera_id == live.camera_id:
+                other.person_id, other.identity_source, other.handoff = None, "none", None
+                self.matcher.set_identity(other.camera_id, other_id, None)
+                self._emit("identity", other_id, other, previous_person_id=person)
+        previous = live.person_id
+        live.person_id, live.identity_source, live.handoff = person, "face", None
+        self.matcher.set_identity(live.camera_id, track_id, person)
+        FACE_CHECKS.labels(live.room_id, "corrected" if previous else "identified").inc()
+        log.info("room face on %s in %s: %s (was %s, score %.3f)", track_id, live.room_id, person,
+                 previous or "unknown", match.score)
+        self._emit("identity", track_id, live, previous_person_id=previous)
 
     def _emit(self, kind: str, track_id: str, live: _Live, *, ambiguous: bool = False,
               previous_person_id: str | None = None) -> None:
