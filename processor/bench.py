@@ -262,19 +262,23 @@ async def measure_room_pipeline(config: Config, state, room_video: Path, streams
                                decoded=sum(s.get("decoded", 0) for s in stats.values()), events=len(latencies))
 
 
-def measure_person_ceiling(detector, frames: list[np.ndarray], batch: int, seconds: float) -> float:
-    """Frames per second of the person detector alone, frames in memory, batches of ``batch``."""
+def measure_person_ceiling(detector, frames: list[np.ndarray], batch: int, seconds: float, faces=None) -> float:
+    """Frames per second of the models alone (the person detector, and the face models when room
+    cameras look for faces too), frames in memory, batches of ``batch``."""
     done, index = 0, 0
     started = time.perf_counter()
     while time.perf_counter() - started < seconds:
-        detector.detect([frames[(index + k) % len(frames)] for k in range(batch)])
+        chunk = [frames[(index + k) % len(frames)] for k in range(batch)]
+        detector.detect(chunk)
+        if faces is not None:
+            faces.analyse(chunk)
         index += batch
         done += batch
     return done / (time.perf_counter() - started)
 
 
-def measure_person_naive(detector, frames: list[np.ndarray], seconds: float, fps: float) -> float:
-    """Frames per second of a per-frame loop: detect one frame, track it, next."""
+def measure_person_naive(detector, frames: list[np.ndarray], seconds: float, fps: float, faces=None) -> float:
+    """Frames per second of a per-frame loop: detect one frame (persons, then faces), track it, next."""
     from processor.stages.person_tracks import PersonTracker
 
     tracker = PersonTracker("naive", fps)
@@ -282,7 +286,9 @@ def measure_person_naive(detector, frames: list[np.ndarray], seconds: float, fps
     started = time.perf_counter()
     while time.perf_counter() - started < seconds:
         image = frames[done % len(frames)]
-        tracker.update(done / fps, detector.detect([image])[0])
+        tracker.update(done / fps, detector.detect([image])[0], image)
+        if faces is not None:
+            faces.analyse([image])
         done += 1
     return done / (time.perf_counter() - started)
 
@@ -303,11 +309,16 @@ def bench_persons(config: Config, *, streams: int, seconds: float, analysis_fps:
     # The same frames, in memory: the stretch of the video with people in the room.
     frames = load_frames(rendered.room_video, start_s=20.0, count=60, every=2)
     detector = PersonDetector(config.models.pack, score_threshold=config.thresholds.person_detection)
+    faces = None
+    if config.tracking.room_faces:
+        from processor.stages.faces import FaceAnalyzer
+
+        faces = FaceAnalyzer(config.models.pack, config.thresholds, input_size=None)
     batch = max(1, int(round(pipeline.mean_batch)))
-    say(f"ceiling: the detector alone at batch {batch} for {seconds / 2:g} s")
-    ceiling = measure_person_ceiling(detector, frames, batch, seconds / 2)
+    say(f"ceiling: the models alone at batch {batch} for {seconds / 2:g} s")
+    ceiling = measure_person_ceiling(detector, frames, batch, seconds / 2, faces)
     say(f"naive: one frame at a time for {seconds / 2:g} s")
-    naive = measure_person_naive(detector, frames, seconds / 2, analysis_fps)
+    naive = measure_person_naive(detector, frames, seconds / 2, analysis_fps, faces)
     latencies_ms = sorted(x * 1000 for x in pipeline.latencies_s)
 
     def pct(q: float):
