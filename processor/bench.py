@@ -28,6 +28,16 @@ import numpy as np
 from processor.config import Config
 
 
+def percentiles_ms(latencies_s: list[float]):
+    """q -> the q-th percentile of the latencies in milliseconds (None without any)."""
+    latencies_ms = sorted(x * 1000 for x in latencies_s)
+
+    def pct(q: float):
+        return round(float(np.percentile(latencies_ms, q)), 1) if latencies_ms else None
+
+    return pct
+
+
 def load_frames(video: Path, *, start_s: float, count: int, every: int = 1) -> list[np.ndarray]:
     import av
 
@@ -175,10 +185,7 @@ def bench_faces(config: Config, *, streams: int, seconds: float, say=lambda _m: 
     ceiling = measure_ceiling(stage, FaceEmbedder(pack), frames, batch, seconds / 2, pipeline.embed_share)
     say(f"naive: per frame, per face, for {seconds / 2:g} s")
     naive = measure_naive(pack, config.thresholds, frames, seconds / 2)
-    latencies_ms = sorted(x * 1000 for x in pipeline.latencies_s)
-
-    def pct(q: float):
-        return round(float(np.percentile(latencies_ms, q)), 1) if latencies_ms else None
+    pct = percentiles_ms(pipeline.latencies_s)
 
     return {
         "streams": streams,
@@ -193,7 +200,7 @@ def bench_faces(config: Config, *, streams: int, seconds: float, say=lambda _m: 
         "ratio_naive": round(pipeline.faces_per_s / naive, 3) if naive else None,
         "p50_ms": pct(50),
         "p95_ms": pct(95),
-        "events": len(latencies_ms),
+        "events": len(pipeline.latencies_s),
         "frames_dropped": pipeline.dropped,
         "frames_decoded": pipeline.decoded,
         "latency_note": "capture of the deciding frame to the event handed to the publisher",
@@ -319,10 +326,7 @@ def bench_persons(config: Config, *, streams: int, seconds: float, analysis_fps:
     ceiling = measure_person_ceiling(detector, frames, batch, seconds / 2, faces)
     say(f"naive: one frame at a time for {seconds / 2:g} s")
     naive = measure_person_naive(detector, frames, seconds / 2, analysis_fps, faces)
-    latencies_ms = sorted(x * 1000 for x in pipeline.latencies_s)
-
-    def pct(q: float):
-        return round(float(np.percentile(latencies_ms, q)), 1) if latencies_ms else None
+    pct = percentiles_ms(pipeline.latencies_s)
 
     return {
         "streams": streams,

@@ -367,6 +367,21 @@ def bench() -> None:
     """Benchmarks that print figures measured in one run (ratios against baselines of the same run)."""
 
 
+def progress(as_json: bool):
+    """Where a benchmark says what it is doing: stderr, or nowhere when stdout carries JSON."""
+    return (lambda _m: None) if as_json else (lambda m: click.echo(m, err=True))
+
+
+def print_figures(result: dict, as_json: bool) -> None:
+    """A benchmark's figures: one JSON document, or aligned ``key  value`` lines."""
+    if as_json:
+        _print_json(result)
+        return
+    width = max(map(len, result))
+    for key, value in result.items():
+        click.echo(f"{key:{width}}  {value}")
+
+
 @bench.command("faces")
 @click.option("--streams", type=int, default=8, show_default=True,
               help="Concurrent RTSP door streams (10 fps each; enough to saturate 2 CPU cores).")
@@ -378,13 +393,8 @@ def bench_faces_command(ctx: click.Context, streams: int, seconds: float, as_jso
     from processor.bench import bench_faces
 
     result = bench_faces(_config(ctx), streams=streams, seconds=seconds,
-                         say=(lambda _m: None) if as_json else (lambda m: click.echo(m, err=True)))
-    if as_json:
-        _print_json(result)
-    else:
-        width = max(map(len, result))
-        for key, value in result.items():
-            click.echo(f"{key:{width}}  {value}")
+                         say=progress(as_json))
+    print_figures(result, as_json)
 
 
 @bench.command("persons")
@@ -403,13 +413,8 @@ def bench_persons_command(ctx: click.Context, streams: int, seconds: float, anal
     if streams < 1 or seconds <= 0 or analysis_fps <= 0:
         raise RollcallError("bench persons: --streams, --seconds and --fps must be positive")
     result = bench_persons(_config(ctx), streams=streams, seconds=seconds, analysis_fps=analysis_fps,
-                           say=(lambda _m: None) if as_json else (lambda m: click.echo(m, err=True)))
-    if as_json:
-        _print_json(result)
-    else:
-        width = max(map(len, result))
-        for key, value in result.items():
-            click.echo(f"{key:{width}}  {value}")
+                           say=progress(as_json))
+    print_figures(result, as_json)
 
 
 # --- commands of the other packages ---------------------------------------------------------------
