@@ -207,25 +207,23 @@ class TopicReader:
             await consumer.position(tp)  # pin the end now, before the processor publishes
         return cls(consumer, topic)
 
-    async def read_all(self, timeout_s: float = 30.0) -> list[dict]:
-        """Everything published since ``start`` up to the end offsets as they are now (bounded: other
-        producers may keep writing to a shared topic)."""
+    async def read_all(self, timeout_s: float = 30.0, quiet_s: float = 1.5) -> list[dict]:
+        """Everything published since ``start``, read until the topic has been quiet for ``quiet_s``
+        (call it once the producers of interest have flushed; ``timeout_s`` bounds it when others keep
+        writing). Not bounded by end offsets: the bundled broker's ListOffsets(latest) answers the last
+        batch's base offset + 1, which would cut the last batch (the exit events) off."""
         from processor.events import MalformedEvent, decode
 
         events: list[dict] = []
         try:
-            assigned = list(self.consumer.assignment())
-            ends = await self.consumer.end_offsets(assigned)
             deadline = time.monotonic() + timeout_s
-            while time.monotonic() < deadline:
-                remaining = [tp for tp in assigned if await self.consumer.position(tp) < ends[tp]]
-                if not remaining:
-                    break
-                batches = await self.consumer.getmany(*remaining, timeout_ms=500)
-                for tp, records in batches.items():
+            quiet_since = time.monotonic()
+            while time.monotonic() < deadline and time.monotonic() - quiet_since < quiet_s:
+                batches = await self.consumer.getmany(timeout_ms=300)
+                if any(batches.values()):
+                    quiet_since = time.monotonic()
+                for records in batches.values():
                     for record in records:
-                        if record.offset >= ends[tp]:
-                            continue
                         try:
                             events.append(decode(self.topic, record.value))
                         except MalformedEvent as exc:
