@@ -348,15 +348,11 @@ def person_erase(ctx, person_id: str, pseudonymise: bool | None, actor: str | No
 def bench_writer(ctx, events: int, rooms: int, as_json: bool) -> None:
     """Writer events/s from topic to committed rows vs the plain COPY ceiling of the same PostgreSQL."""
     from consumers.bench import bench_writer as run_bench
+    from processor.cli import print_figures, progress
 
     if events < 1000 or rooms < 1:
         raise RollcallError("--events must be at least 1000 and --rooms at least 1")
     config = _config(ctx)
     result = asyncio.run(run_bench(config, _database_url(config), _bootstrap(config), events=events, rooms=rooms,
-                                   say=(lambda _m: None) if as_json else (lambda m: click.echo(m, err=True))))
-    if as_json:
-        _print_json(result)
-    else:
-        width = max(map(len, result))
-        for key, value in result.items():
-            click.echo(f"{key:{width}}  {value}")
+                                   say=progress(as_json)))
+    print_figures(result, as_json)

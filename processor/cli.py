@@ -151,7 +151,8 @@ def run_processor(ctx: click.Context, metrics_port: int, max_batch: int, max_wai
         loop.add_signal_handler(signal.SIGHUP, reload)
         runner = asyncio.create_task(processor.run_forever())
         await processor.started.wait()
-        click.echo(f"processor running on {len(processor.door_cameras())} door camera(s); "
+        click.echo(f"processor running on {len(processor.door_cameras())} door and "
+                   f"{len(processor.room_cameras())} room camera(s); "
                    f"metrics on http://127.0.0.1:{processor.metrics_port}/metrics", err=True)
         waiter = asyncio.create_task(stopping.wait())
         await asyncio.wait([runner, waiter], return_when=asyncio.FIRST_COMPLETED)
