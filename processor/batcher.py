@@ -84,6 +84,28 @@ class Batcher:
         return batch
 
     async def run(self, out: asyncio.Queue) -> None:
-        """Entry point: put batches on ``out`` (bounded: back-pressure leaves frames in the drop-oldest buffers)."""
+        """Entry point: put batches on ``out`` (bounded: back-pressure leaves frames in the drop-oldest
+        buffers). With a :class:`DemandQueue` a batch is formed only when its stage asks for one, so
+        while the stage is busy the frames wait in the buffers, where newer ones replace them, instead
+        of ageing in a batch formed too early."""
         while True:
+            if isinstance(out, DemandQueue):
+                await out.wait_for_demand()
             await out.put(await self.next_batch())
+
+
+class DemandQueue(asyncio.Queue):
+    """A one-item queue between a batcher and its stage that tells the batcher when the stage is waiting."""
+
+    def __init__(self) -> None:
+        super().__init__(maxsize=1)
+        self._wanted = asyncio.Event()
+
+    async def get(self):
+        if self.empty():
+            self._wanted.set()
+        return await super().get()
+
+    async def wait_for_demand(self) -> None:
+        await self._wanted.wait()
+        self._wanted.clear()

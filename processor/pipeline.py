@@ -229,7 +229,7 @@ class Processor:
         return buffers
 
     async def start(self) -> None:
-        from processor.batcher import Batcher
+        from processor.batcher import Batcher, DemandQueue
         from processor.gallery import GalleryWatcher
         from processor.ingest import IngestManager
         from processor.publisher import EventPublisher
@@ -272,7 +272,7 @@ class Processor:
         )
         # Small queues: when inference falls behind, frames wait in the drop-oldest buffers (and are
         # shed there), not here, so latency stays bounded.
-        batches: asyncio.Queue = asyncio.Queue(maxsize=1)
+        batches: asyncio.Queue = DemandQueue()
         results: asyncio.Queue = asyncio.Queue(maxsize=2)
         self.batcher = batcher = Batcher(self._buffers_of("door"), max_batch=self.max_batch,
                                          max_wait_s=self.max_wait_s)
@@ -291,7 +291,7 @@ class Processor:
         self.started.set()
 
     def _start_rooms(self, providers) -> None:
-        from processor.batcher import Batcher
+        from processor.batcher import Batcher, DemandQueue
         from processor.stages.persons import PersonDetector
         from processor.stages.room import PersonStage, RecognitionFeed, RoomStage
 
@@ -314,7 +314,7 @@ class Processor:
                               overlay_topic=config.kafka.topics.overlays.name,
                               gallery=lambda: self.gallery_watcher.current if self.gallery_watcher else None)
         self.person_stage = PersonStage(detector, faces=faces)
-        room_batches: asyncio.Queue = asyncio.Queue(maxsize=1)
+        room_batches: asyncio.Queue = DemandQueue()
         room_results: asyncio.Queue = asyncio.Queue(maxsize=2)
         self.room_batcher = Batcher(self._buffers_of("room"), max_batch=self.max_batch, max_wait_s=self.max_wait_s)
         self._queues.update({"room_batches": room_batches, "room_results": room_results})

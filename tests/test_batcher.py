@@ -73,3 +73,29 @@ async def test_camera_added_later_is_picked_up():
     buffers["late"].put(frame("late", 7))
     batch = await asyncio.wait_for(task, timeout=2)
     assert [f.seq for f in batch] == [7]
+
+
+async def test_demand_queue_forms_a_batch_only_when_the_stage_asks():
+    """While the stage is busy, frames stay in the drop-oldest buffers (newer ones replace older ones)
+    instead of waiting in a batch formed too early."""
+    from processor.batcher import Batcher, DemandQueue
+
+    buffer = FrameBuffer("cam", capacity=2, loop=asyncio.get_running_loop())
+    batcher = Batcher(lambda: {"cam": buffer}, max_batch=4, max_wait_s=0.0)
+    out = DemandQueue()
+    task = asyncio.create_task(batcher.run(out))
+    try:
+        for seq in range(3):
+            buffer.put(frame("cam", seq))
+        await asyncio.sleep(0.05)
+        assert out.empty() and batcher.batches == 0  # nobody asked yet: nothing taken from the buffer
+        buffer.put(frame("cam", 3))
+        first = await asyncio.wait_for(out.get(), 2.0)
+        assert [f.seq for f in first] == [2, 3]  # the two newest: 0 and 1 were replaced in the buffer
+        buffer.put(frame("cam", 4))
+        await asyncio.sleep(0.05)
+        assert out.empty() and batcher.batches == 1  # the stage has not asked again
+        second = await asyncio.wait_for(out.get(), 2.0)
+        assert [f.seq for f in second] == [4]
+    finally:
+        task.cancel()
