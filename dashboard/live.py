@@ -17,6 +17,7 @@ events (counted), never slows the others. The SSE text of an event is built once
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
 import collections
 import json
 import logging
@@ -65,6 +66,9 @@ class LiveHub:
         self.occupancy: dict[str, collections.deque] = collections.defaultdict(
             lambda: collections.deque(maxlen=occupancy_history))
         self.overlays: dict[str, tuple[float, dict]] = {}  # camera -> (monotonic receive time, event)
+        # camera -> the last few seconds of overlays by their frame's capture time, to draw each video
+        # frame with the analysis of that moment rather than the newest one
+        self.overlay_history: dict[str, collections.deque] = {}
         self.board: dict[str, dict[str, dict]] = collections.defaultdict(dict)  # room -> track -> entry
         self.subscribers: set[Subscriber] = set()
         self.state = "starting"
@@ -159,6 +163,11 @@ class LiveHub:
         event_type = event["event_type"]
         if event_type == "overlay":
             self.overlays[event["camera_id"]] = (time.monotonic(), event)
+            try:
+                frame_time = dt.datetime.fromisoformat(event["frame_time"].replace("Z", "+00:00")).timestamp()
+            except (KeyError, ValueError):
+                return
+            self.overlay_history.setdefault(event["camera_id"], collections.deque(maxlen=150)).append((frame_time, event))
             return
         if event_type == "occupancy":
             self.occupancy[event["room_id"]].append(
@@ -230,10 +239,17 @@ class LiveHub:
         keys = ("t", "people", "people_avg", "known", "unknown")
         return [dict(zip(keys, row)) for row in self.occupancy.get(room, ()) if since is None or row[0] > since]
 
-    def latest_overlay(self, camera_id: str, max_age_s: float = 3.0) -> dict | None:
+    def latest_overlay(self, camera_id: str, at: float | None = None, max_age_s: float = 3.0,
+                       max_gap_s: float = 0.5) -> dict | None:
+        """The camera's overlay to draw: the one analysed nearest ``at`` (a frame's capture time, Unix s)
+        when one is within ``max_gap_s`` of it, else the newest (when younger than ``max_age_s``)."""
         item = self.overlays.get(camera_id)
         if item is None or time.monotonic() - item[0] > max_age_s:
             return None
+        if at is not None and self.overlay_history.get(camera_id):
+            frame_time, event = min(self.overlay_history[camera_id], key=lambda fe: abs(fe[0] - at))
+            if abs(frame_time - at) <= max_gap_s:
+                return event
         return item[1]
 
     async def end_offsets(self, topics: list[str]) -> dict[tuple[str, int], int]:

@@ -9,8 +9,10 @@ config. One :class:`CameraFeed` per camera, started by its first viewer and stop
 renders at ``dashboard.video_fps`` and ``video_width`` once for every viewer; viewers are aiortc
 :class:`FeedTrack` s (WebRTC) and MJPEG streams (the fallback).
 
-Boxes and video come from two decodes of one stream, so a box can lag its person by the analysis
-delay (~100–300 ms); the overlay's age is shown in the picture's header.
+Boxes and video come from two decodes of one stream, and the processor's overlay for a frame arrives a
+few hundred ms after it: frames are shown ``dashboard.video_delay_s`` late (0.5 s) with the overlay
+analysed nearest each frame's capture time (within 0.5 s; else the newest one), so boxes stay on their
+people; the overlay's age is shown in the picture's header.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ import datetime as dt
 import fractions
 import logging
 import time
+from collections import deque
 from typing import Any, Callable
 
 import cv2
@@ -93,9 +96,9 @@ def draw_overlay(image: np.ndarray | None, overlay: dict | None, *, width: int, 
 class CameraFeed:
     """One camera's annotated picture, rendered at ``fps`` while anyone watches."""
 
-    def __init__(self, camera, url: str, *, zones: list, overlay: Callable[[str], dict | None],
+    def __init__(self, camera, url: str, *, zones: list, overlay: Callable[[str, float | None], dict | None],
                  width: int, fps: float, source_factory: Callable[..., Any] | None = None,
-                 resolve_url: Callable[[str], str] | None = None):
+                 resolve_url: Callable[[str], str] | None = None, delay_s: float = 0.0):
         self.camera = camera
         self.url = url
         self._resolve_url = resolve_url or (lambda url: url)
@@ -113,6 +116,10 @@ class CameraFeed:
         self._task: asyncio.Task | None = None
         self._stop_handle: asyncio.TimerHandle | None = None
         self._last_image: np.ndarray | None = None
+        # frames (capture time, image) of the last 2 s: each is shown delay_s late, with the overlay of
+        # the analysis of that moment (the processor's events arrive a few hundred ms after the frame)
+        self._recent: deque = deque(maxlen=max(2, int(2 * fps)))
+        self.delay_s = delay_s
         self.rendered = 0
 
     @property
@@ -157,6 +164,7 @@ class CameraFeed:
             self.source.stop()
             self.source = None
         self._last_image = None
+        self._recent.clear()
 
     async def close(self) -> None:
         self.viewers = 0
@@ -171,8 +179,12 @@ class CameraFeed:
         while True:
             frame = self.source.buffer.take() if self.source is not None else None
             if frame is not None:
-                self._last_image = frame.image
-            overlay = self._overlay(self.camera.id)
+                self._recent.append((frame.captured_at, frame.image))
+            shown_at = None
+            if self._recent:
+                due = [item for item in self._recent if item[0] <= time.time() - self.delay_s]
+                shown_at, self._last_image = due[-1] if due else self._recent[0]
+            overlay = self._overlay(self.camera.id, shown_at)
             age = None
             if overlay is not None and overlay.get("published_at"):
                 try:
@@ -264,7 +276,7 @@ def feed_track_class():
 class VideoHub:
     """The camera feeds and the WebRTC peer connections of one dashboard process."""
 
-    def __init__(self, config, camera_urls: dict[str, str], overlay: Callable[[str], dict | None], *,
+    def __init__(self, config, camera_urls: dict[str, str], overlay: Callable[[str, float | None], dict | None], *,
                  source_factory=None):
         self.config = config
         self.feeds: dict[str, CameraFeed] = {}
@@ -274,6 +286,7 @@ class VideoHub:
             zones = [list(d.entry_zone) for d in config.doors if d.room_camera == camera.id]
             self.feeds[camera.id] = CameraFeed(camera, camera_urls[camera.id], zones=zones, overlay=overlay,
                                                width=config.dashboard.video_width, fps=config.dashboard.video_fps,
+                                               delay_s=config.dashboard.video_delay_s,
                                                source_factory=source_factory,
                                                resolve_url=self._resolver(camera.id))
         self.peers: set = set()

@@ -277,6 +277,9 @@ class DashboardConfig(_Strict):
     # Live video: the dashboard decodes each camera itself and draws the processor's overlays on it.
     video_width: int = Field(default=640, ge=160, le=3840)
     video_fps: float = Field(default=10.0, gt=0.0, le=30.0)
+    # live video is shown this late so that each frame gets the boxes of its own moment (the processor's
+    # overlay events arrive a few hundred ms after their frame); 0 = newest frame with the newest boxes
+    video_delay_s: float = Field(default=0.5, ge=0.0, le=5.0)
     max_video_peers: int = Field(default=32, ge=1, le=1000)
     # Live event feed: at most this many connected clients (SSE); each keeps this many events queued.
     max_live_clients: int = Field(default=2000, ge=1)
