@@ -6,7 +6,6 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import getpass
-import json
 import signal
 import sys
 from pathlib import Path
@@ -16,14 +15,9 @@ import click
 from infra.errors import RollcallError
 
 
-def _config(ctx: click.Context):
-    from processor.config import load_config
-
-    root = ctx.find_root()
-    root.ensure_object(dict)
-    if "config" not in root.obj:
-        root.obj["config"] = load_config(root.obj.get("config_path"))
-    return root.obj["config"]
+from processor.cli_support import config_of as _config
+from processor.cli_support import print_figures, progress
+from processor.cli_support import print_json as _print_json
 
 
 def _database_url(config) -> str:
@@ -91,8 +85,6 @@ def _actor(actor: str | None) -> str:
     return actor or f"cli:{getpass.getuser()}"
 
 
-def _print_json(document) -> None:
-    click.echo(json.dumps(document, indent=2, sort_keys=True, default=str))
 
 
 def register(cli: click.Group) -> None:
@@ -348,7 +340,6 @@ def person_erase(ctx, person_id: str, pseudonymise: bool | None, actor: str | No
 def bench_writer(ctx, events: int, rooms: int, as_json: bool) -> None:
     """Writer events/s from topic to committed rows vs the plain COPY ceiling of the same PostgreSQL."""
     from consumers.bench import bench_writer as run_bench
-    from processor.cli import print_figures, progress
 
     if events < 1000 or rooms < 1:
         raise RollcallError("--events must be at least 1000 and --rooms at least 1")

@@ -4,7 +4,6 @@
 from __future__ import annotations
 
 import asyncio
-import json
 import sys
 
 import click
@@ -12,13 +11,8 @@ import click
 from infra.errors import RollcallError
 
 
-def _config(ctx: click.Context):
-    from processor.config import load_config
-
-    obj = ctx.find_root().obj
-    if "config" not in obj:
-        obj["config"] = load_config(obj.get("config_path"))
-    return obj["config"]
+from processor.cli_support import config_of as _config
+from processor.cli_support import print_json
 
 
 def register(cli: click.Group) -> None:
@@ -147,7 +141,7 @@ def bench_dashboard(ctx: click.Context, clients: str, events: int, rate: float, 
     report = run_bench(_config(ctx), counts, events=events, rate=rate,
                        progress=None if as_json else (lambda line: click.echo(line, err=True)))
     if as_json:
-        click.echo(json.dumps(report, indent=2, sort_keys=True))
+        print_json(report)
         return
     for run in report["runs"]:
         click.echo(f"{run['clients']:>5} clients: p50 {run['p50_ms']} ms, p95 {run['p95_ms']} ms, max {run['max_ms']} ms; "

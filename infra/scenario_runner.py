@@ -18,6 +18,7 @@ from typing import Callable
 
 from infra.errors import RollcallError
 from infra.paths import scenarios_dir
+from infra.scenario.check import iou as box_iou
 from processor.config import Config
 
 log = logging.getLogger("rollcall.scenario")
@@ -300,7 +301,7 @@ def score_handoff(presence: list[dict], truth: dict, room_origin: float | None, 
             truth_box = _box_at(person["room"].get("track", []), video_t, tolerance_s)
             if truth_box is None:
                 continue
-            iou = _iou((box["x1"], box["y1"], box["x2"], box["y2"]), truth_box)
+            iou = box_iou((box["x1"], box["y1"], box["x2"] - box["x1"], box["y2"] - box["y1"]), truth_box)
             if iou > best_iou:
                 best, best_iou = person["id"], iou
         owner[track_id] = best
@@ -338,7 +339,7 @@ def score_handoff(presence: list[dict], truth: dict, room_origin: float | None, 
 
 
 def _box_at(samples: list[dict], t: float, tolerance_s: float):
-    """The ground-truth box (x1, y1, x2, y2) at video time t, interpolated between the samples around it
+    """The ground-truth box [x, y, w, h] at video time t, interpolated between the samples around it
     (people walk ~100 px between samples); None when the person is not in view then."""
     before = [s for s in samples if s["t"] <= t]
     after = [s for s in samples if s["t"] >= t]
@@ -346,21 +347,11 @@ def _box_at(samples: list[dict], t: float, tolerance_s: float):
         a, b = before[-1], after[0]
         if b["t"] - a["t"] <= 1.0 + 1e-6:  # a gap: hidden (or gone) in between
             w = 0.0 if b["t"] == a["t"] else (t - a["t"]) / (b["t"] - a["t"])
-            x, y, bw, bh = (pa + w * (pb - pa) for pa, pb in zip(a["box"], b["box"]))
-            return x, y, x + bw, y + bh
+            return [pa + w * (pb - pa) for pa, pb in zip(a["box"], b["box"])]
     nearest = min(samples, key=lambda s: abs(s["t"] - t), default=None)
     if nearest is None or abs(nearest["t"] - t) > tolerance_s:
         return None
-    x, y, bw, bh = nearest["box"]
-    return x, y, x + bw, y + bh
-
-
-def _iou(a, b) -> float:
-    ix = max(0.0, min(a[2], b[2]) - max(a[0], b[0]))
-    iy = max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
-    inter = ix * iy
-    union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter
-    return inter / union if union > 0 else 0.0
+    return nearest["box"]
 
 
 def _percentile_ms(values: list[float], q: float) -> float | None:

@@ -7,7 +7,6 @@ Every command that can fail because of its input fails with one line naming the 
 from __future__ import annotations
 
 import asyncio
-import json
 import sys
 from pathlib import Path
 
@@ -16,16 +15,9 @@ import click
 from infra.errors import RollcallError
 
 
-def _config(ctx: click.Context):
-    from processor.config import load_config
-
-    if "config" not in ctx.obj:
-        ctx.obj["config"] = load_config(ctx.obj.get("config_path"))
-    return ctx.obj["config"]
-
-
-def _print_json(document) -> None:
-    click.echo(json.dumps(document, indent=2, sort_keys=True, default=str))
+from processor.cli_support import config_of as _config
+from processor.cli_support import print_figures, progress
+from processor.cli_support import print_json as _print_json
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
@@ -366,21 +358,6 @@ def _flatten(document, prefix: str = "") -> dict:
 @cli.group()
 def bench() -> None:
     """Benchmarks that print figures measured in one run (ratios against baselines of the same run)."""
-
-
-def progress(as_json: bool):
-    """Where a benchmark says what it is doing: stderr, or nowhere when stdout carries JSON."""
-    return (lambda _m: None) if as_json else (lambda m: click.echo(m, err=True))
-
-
-def print_figures(result: dict, as_json: bool) -> None:
-    """A benchmark's figures: one JSON document, or aligned ``key  value`` lines."""
-    if as_json:
-        _print_json(result)
-        return
-    width = max(map(len, result))
-    for key, value in result.items():
-        click.echo(f"{key:{width}}  {value}")
 
 
 @bench.command("faces")

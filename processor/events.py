@@ -23,7 +23,7 @@ import json
 import math
 import re
 import uuid
-from typing import Any, Iterable, Mapping
+from typing import Any, Iterable, Mapping, Sequence
 
 from jsonschema.exceptions import ValidationError
 
@@ -162,6 +162,12 @@ def build_event(event_type: str, fields: Mapping[str, Any]) -> dict[str, Any]:
                            field=missing[0], event_type=event_type, about_field=False)
     validate(event, unpublished=True)
     return event
+
+
+def box_object(box: Sequence[float]) -> dict[str, float]:
+    """``(x1, y1, x2, y2)`` as the schemas' box object, for boxes nested inside an event (build_event
+    converts top-level fields only)."""
+    return {name: round(float(v), 1) for name, v in zip(("x1", "y1", "x2", "y2"), box)}
 
 
 def recognition_event(**fields: Any) -> dict[str, Any]:

@@ -135,11 +135,10 @@ class RecognitionStage:
                 self._overlay(frame, tracker, pairs, (width, height))
 
     def _overlay(self, frame: Frame, tracker: FaceTracker, pairs, frame_size: tuple[int, int]) -> None:
-        from processor.events import build_event
-        from processor.stages.room import box_fields
-
+        from processor.events import box_object, build_event
+        
         camera = self.cameras.get(frame.camera_id)
-        objects = [{"track_id": track_id, "kind": "face", "box": box_fields(face.box),
+        objects = [{"track_id": track_id, "kind": "face", "box": box_object(face.box),
                     "label": person_id or ("unknown" if decided else "…"), "person_id": person_id}
                    for track_id, face, person_id, decided in tracker.labels(pairs)]
         self.publish(self.overlay_topic, frame.camera_id, build_event("overlay", {
@@ -245,7 +244,10 @@ class Processor:
         self.publisher = EventPublisher(self.kafka_bootstrap_servers,
                                         client_id=config.kafka.client_id,
                                         enable_idempotence=config.kafka.enable_idempotence,
-                                        security_protocol=config.kafka.security_protocol)
+                                        security_protocol=config.kafka.security_protocol,
+                                        # every event here comes from processor.events' builders, which
+                                        # validate already (overlays are built once per analysed frame)
+                                        validate=False)
         await self.publisher.start()
         self.gallery_watcher = GalleryWatcher(self.database_url, pack, thresholds=config.thresholds)
         await self.gallery_watcher.start()

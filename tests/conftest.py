@@ -32,12 +32,11 @@ def stack(stack_dir):
     embedded.down()
 
 
-@pytest.fixture
-def fresh_database(stack) -> str:
-    """A new, empty database on the session's PostgreSQL; its URL."""
+def create_database(stack, prefix: str = "test") -> str:
+    """A new, empty database on the session's PostgreSQL; its URL (module fixtures call it directly)."""
     import asyncpg
 
-    name = f"test_{uuid.uuid4().hex[:10]}"
+    name = f"{prefix}_{uuid.uuid4().hex[:10]}"
 
     async def create():
         conn = await asyncpg.connect(stack.database_url)
@@ -49,6 +48,12 @@ def fresh_database(stack) -> str:
     asyncio.run(create())
     base, _, _ = stack.database_url.rpartition("/")
     return f"{base}/{name}"
+
+
+@pytest.fixture
+def fresh_database(stack) -> str:
+    """A new, empty database on the session's PostgreSQL; its URL."""
+    return create_database(stack)
 
 
 @pytest.fixture

@@ -13,12 +13,12 @@ import concurrent.futures
 import os
 import subprocess
 import sys
-import uuid
 from pathlib import Path
 
 import pytest
 
 from dashboard import testing
+from tests.conftest import create_database
 from infra.paths import PROJECT_ROOT
 
 SCREENSHOTS = PROJECT_ROOT / "var" / "artifacts" / "screenshots"
@@ -33,7 +33,6 @@ PASSWORDS = {"admin": "admin-password-1", "turing": "turing-password-1", "macron
 @pytest.fixture(scope="module")
 def system(stack, stack_dir, tmp_path_factory):
     """The default scenario over RTSP, its people enrolled, the processor running, the dashboard served."""
-    import asyncpg
 
     from dashboard.app import create_app
     from infra import stack as embedded
@@ -46,15 +45,7 @@ def system(stack, stack_dir, tmp_path_factory):
     raw["dashboard"]["processor_metrics_urls"] = [f"http://127.0.0.1:{metrics_port}/metrics"]
     config = config_from_dict(raw, source=EXAMPLE_CONFIG, environ={})
     embedded.set_rtsp_mounts(demo_mounts(config))
-    name = f"test_e2e_{uuid.uuid4().hex[:8]}"
-
-    async def create():
-        conn = await asyncpg.connect(stack.database_url)
-        await conn.execute(f'CREATE DATABASE "{name}"')
-        await conn.close()
-
-    asyncio.run(create())
-    database_url = stack.database_url.rpartition("/")[0] + f"/{name}"
+    database_url = create_database(stack, "test_e2e")
     testing.prepare_database(database_url, config)
     asyncio.run(enroll_scenario_people(load_spec(SPEC), config, database_url, lambda _: None))
     testing.add_accounts(database_url, passwords=PASSWORDS)

@@ -16,6 +16,7 @@ import numpy as np
 import pytest
 
 from dashboard import testing
+from tests.conftest import create_database
 from infra.paths import PROJECT_ROOT
 
 PASSWORDS = {"admin": "admin-password-1", "turing": "turing-password-1", "macron": "macron-password-1",
@@ -34,22 +35,13 @@ def config():
 
 @pytest.fixture(scope="module")
 def served(stack, config):
-    import asyncpg
 
     from dashboard.app import create_app
     from infra import stack as embedded
     from infra.scenario_runner import demo_mounts
 
     embedded.set_rtsp_mounts(demo_mounts(config))  # /default/door, /default/room: the rendered scenario
-    name = f"test_dash_{uuid.uuid4().hex[:8]}"
-
-    async def create():
-        conn = await asyncpg.connect(stack.database_url)
-        await conn.execute(f'CREATE DATABASE "{name}"')
-        await conn.close()
-
-    asyncio.run(create())
-    database_url = stack.database_url.rpartition("/")[0] + f"/{name}"
+    database_url = create_database(stack, "test_dash")
     testing.prepare_database(database_url, config)
     testing.add_accounts(database_url, passwords=PASSWORDS)
     app = create_app(config, database_url=database_url, kafka_bootstrap_servers=stack.kafka_bootstrap_servers,

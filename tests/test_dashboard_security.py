@@ -7,32 +7,20 @@ from __future__ import annotations
 
 import asyncio
 import re
-import uuid
 
 import httpx
 import pytest
 from starlette.routing import Mount, Route
 
 from dashboard import testing
+from tests.conftest import create_database
 
 PASSWORDS = {"admin": "admin-password-1", "turing": "turing-password-1", "macron": "macron-password-1",
              "ardern": "ardern-password-1"}
 
 
 def _database(stack) -> str:
-    import asyncpg
-
-    name = f"test_dash_{uuid.uuid4().hex[:8]}"
-
-    async def create():
-        conn = await asyncpg.connect(stack.database_url)
-        try:
-            await conn.execute(f'CREATE DATABASE "{name}"')
-        finally:
-            await conn.close()
-
-    asyncio.run(create())
-    return stack.database_url.rpartition("/")[0] + f"/{name}"
+    return create_database(stack, "test_dash")
 
 
 @pytest.fixture(scope="module")

@@ -11,7 +11,6 @@ import asyncpg
 
 from infra import db
 from infra import stack as embedded
-from infra.paths import scenarios_dir
 from processor.config import EXAMPLE_CONFIG, CameraConfig, load_config
 from processor.pipeline import Processor
 

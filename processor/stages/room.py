@@ -41,11 +41,6 @@ HANDOFFS = metrics.get_or_create(metrics.Counter, "rollcall_handoffs", "Door-to-
                                   labelnames=["room", "reason"])
 
 
-def box_fields(box) -> dict[str, float]:
-    """A box as the schemas' box object (nested objects are not converted by build_event)."""
-    return {name: round(float(v), 1) for name, v in zip(("x1", "y1", "x2", "y2"), box)}
-
-
 class PersonStage(BatchStage):
     """Room cameras: one person-detector call per batch of frames."""
 
@@ -387,7 +382,7 @@ class RoomStage:
     def _overlay(self, frame: Frame, tracker, frame_size: tuple[int, int]) -> None:
         if self.overlay_topic is None:
             return
-        from processor.events import build_event
+        from processor.events import box_object, build_event
 
         objects = []
         for track in tracker.open_tracks:
@@ -395,7 +390,7 @@ class RoomStage:
             if live is None or track.state != "active" or track.last_pts_s != frame.pts_s:
                 continue
             pending = self.matcher.is_pending(track.track_id)
-            objects.append({"track_id": track.track_id, "kind": "person", "box": box_fields(track.box),
+            objects.append({"track_id": track.track_id, "kind": "person", "box": box_object(track.box),
                             "label": live.person_id or ("…" if pending else "unknown"), "person_id": live.person_id})
         self.publish(self.overlay_topic, frame.camera_id, build_event("overlay", {
             "camera_id": frame.camera_id, "room_id": self.rooms.get(frame.camera_id, "unknown"), "role": "room",
