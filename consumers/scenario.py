@@ -53,7 +53,8 @@ async def scenario_attendance(config, database_url: str, bootstrap: str, session
                 await asyncio.sleep(0.3)
         finally:
             writer.stop()
-            await asyncio.wait_for(task, 30)
+            async with asyncio.timeout(30):
+                await task
         say(f"attendance writer: {writer.stats.events} sightings stored, {writer.stats.dead_letters} dead letters")
         await close_session(conn, session["id"], actor="scenario", at=ends_at)
         rows = await conn.fetch("SELECT person_id, status, first_seen, last_seen, presence_s, evidence_event_ids "

@@ -141,7 +141,8 @@ class AttendanceWriter:
 
     async def _sleep(self, seconds: float) -> None:
         with contextlib.suppress(asyncio.TimeoutError):
-            await asyncio.wait_for(self._stop.wait(), seconds)
+            async with asyncio.timeout(seconds):
+                await self._stop.wait()
 
     async def _connection(self):
         import asyncpg
@@ -346,7 +347,8 @@ class AttendanceWriter:
                 delay = 0.5
                 self._outbox_wakeup.clear()
                 with contextlib.suppress(asyncio.TimeoutError):
-                    await asyncio.wait_for(self._outbox_wakeup.wait(), 1.0)
+                    async with asyncio.timeout(1.0):
+                        await self._outbox_wakeup.wait()
             except asyncio.CancelledError:
                 if conn is not None:
                     with contextlib.suppress(Exception):

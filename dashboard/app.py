@@ -473,7 +473,8 @@ async def event_stream(request: Request) -> Response:
             yield f"retry: 2000\nevent: hello\ndata: {json.dumps({'feed': services.hub.state})}\n\n".encode()
             while True:
                 try:
-                    message = await asyncio.wait_for(sub.queue.get(), 15)
+                    async with asyncio.timeout(15):
+                        message = await sub.queue.get()
                 except asyncio.TimeoutError:
                     yield b": keep-alive\n\n"
                     continue

@@ -86,7 +86,8 @@ async def _run(port: int, cookie: str, bootstrap: str, topic: str, clients: int,
             connections += await asyncio.gather(*(
                 _open_client(port, cookie, sent, delays, counts, i, ready, one_ready)
                 for i in range(start, min(clients, start + 50))))
-        await asyncio.wait_for(ready.wait(), 60)
+        async with asyncio.timeout(60):
+            await ready.wait()
         prepared = [make_event("presence", kind="update", track_id=f"bench-{i}") for i in range(events)]
         payloads = [(e["event_id"], encode(e)) for e in prepared]
         producer = AIOKafkaProducer(bootstrap_servers=bootstrap, linger_ms=0, acks=1)

@@ -108,7 +108,8 @@ async def consumer_lag(conn, hub, group_id: str, topics: list[str], bootstrap: s
     missing = [tp for tp in ends if tp not in committed]
     if missing:
         try:
-            broker = await asyncio.wait_for(_broker_group_offsets(bootstrap, group_id), 4)
+            async with asyncio.timeout(4):
+                broker = await _broker_group_offsets(bootstrap, group_id)
             for tp, offset in broker.items():
                 if tp not in committed and offset >= 0:
                     committed[tp] = offset

@@ -105,7 +105,8 @@ class LiveHub:
                 fetch_max_wait_ms=50, request_timeout_ms=10_000, metadata_max_age_ms=30_000)
             try:
                 self.state = "connecting"
-                await asyncio.wait_for(consumer.start(), 15)
+                async with asyncio.timeout(15):
+                    await consumer.start()
                 partitions = []
                 for name in self._by_topic:
                     ids = consumer.partitions_for_topic(name)
@@ -260,7 +261,8 @@ class LiveHub:
         if consumer is None:
             raise RuntimeError(self.error or "not connected to Kafka")
         partitions = [TopicPartition(t, p) for t in topics for p in sorted(consumer.partitions_for_topic(t) or ())]
-        ends = await asyncio.wait_for(consumer.end_offsets(partitions), 5)
+        async with asyncio.timeout(5):
+            ends = await consumer.end_offsets(partitions)
         return {(tp.topic, tp.partition): offset for tp, offset in ends.items()}
 
     def status(self) -> dict:

@@ -214,7 +214,8 @@ class CameraFeed:
         async with self._changed:
             if self.seq <= after_seq:
                 try:
-                    await asyncio.wait_for(self._changed.wait_for(lambda: self.seq > after_seq), timeout)
+                    async with asyncio.timeout(timeout):
+                        await self._changed.wait_for(lambda: self.seq > after_seq)
                 except asyncio.TimeoutError:
                     pass
             return self.seq, self.frame

@@ -62,7 +62,10 @@ class Batcher:
             if not batch:
                 try:
                     # the timeout also picks up cameras added since the last look
-                    await asyncio.wait_for(self._wakeup.wait(), timeout=0.5)
+                    # asyncio.timeout, not wait_for: on Python 3.11 wait_for drops a cancel that arrives
+                    # in the same loop turn as the event, and the batcher would then never stop
+                    async with asyncio.timeout(0.5):
+                        await self._wakeup.wait()
                 except TimeoutError:
                     pass
         deadline = time.monotonic() + self.max_wait_s
@@ -75,7 +78,8 @@ class Batcher:
             if len(batch) >= self.max_batch:
                 break
             try:
-                await asyncio.wait_for(self._wakeup.wait(), timeout=remaining)
+                async with asyncio.timeout(remaining):
+                    await self._wakeup.wait()
             except TimeoutError:
                 self._collect(batch, self._current())
                 break

@@ -312,12 +312,9 @@ class GalleryWatcher:
         """Wait until at least ``version`` loads have happened; the gallery then current."""
         assert self._loaded is not None, "start() first"
 
-        async def waiter() -> Gallery:
-            async with self._loaded:
-                await self._loaded.wait_for(lambda: self.version >= version)
-                return self._current
-
-        return await asyncio.wait_for(waiter(), timeout)
+        async with asyncio.timeout(timeout), self._loaded:
+            await self._loaded.wait_for(lambda: self.version >= version)
+            return self._current
 
     # -- internals
 
@@ -371,7 +368,8 @@ class GalleryWatcher:
                 next_refresh = time.monotonic() + self.refresh_s
                 while True:
                     try:
-                        await asyncio.wait_for(self._wake.wait(), self._next_timeout(next_refresh))
+                        async with asyncio.timeout(self._next_timeout(next_refresh)):
+                            await self._wake.wait()
                     except TimeoutError:
                         pass
                     if self._lost or conn.is_closed():
@@ -399,6 +397,7 @@ class GalleryWatcher:
             finally:
                 if conn is not None and not conn.is_closed():
                     try:
-                        await asyncio.wait_for(conn.close(), 2)
+                        async with asyncio.timeout(2):
+                            await conn.close()
                     except Exception:  # noqa: BLE001
                         conn.terminate()

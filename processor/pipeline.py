@@ -342,22 +342,33 @@ class Processor:
                 metrics.QUEUE_DEPTH.labels(name).set(queue.qsize())
             await asyncio.sleep(1.0)
 
-    async def stop(self) -> None:
+    async def stop(self, task_timeout_s: float = 10.0) -> None:
+        """Stop the stages, flush what they hold, then stop cameras, review queue, gallery and publisher.
+
+        Each step runs even if one before it failed or hung: a stage task that does not end within
+        ``task_timeout_s`` is named in the log and left behind rather than keeping the cameras running."""
         for task in self._tasks:
             task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
-        if self.recognition is not None:
-            self.recognition.flush()
-        if self.room is not None:
-            self.room.flush()
-        if self.ingest is not None:
-            await self.ingest.stop()
-        if self.review is not None:
-            await self.review.stop()
-        if self.gallery_watcher is not None:
-            await self.gallery_watcher.stop()
-        if self.publisher is not None:
-            await self.publisher.stop()
+        if self._tasks:
+            _, pending = await asyncio.wait(self._tasks, timeout=task_timeout_s)
+            if pending:
+                log.error("processor: stage tasks %s did not stop within %.0f s after cancel; left behind",
+                          ", ".join(sorted(t.get_name() for t in pending)), task_timeout_s)
+        steps = [("recognition flush", self.recognition and self.recognition.flush),
+                 ("room flush", self.room and self.room.flush),
+                 ("cameras", self.ingest and self.ingest.stop),
+                 ("review queue", self.review and self.review.stop),
+                 ("gallery watcher", self.gallery_watcher and self.gallery_watcher.stop),
+                 ("event publisher", self.publisher and self.publisher.stop)]
+        for name, step in steps:
+            if not step:
+                continue
+            try:
+                result = step()
+                if asyncio.iscoroutine(result):
+                    await result
+            except Exception as exc:  # noqa: BLE001 - the remaining steps must still run
+                log.error("processor: stopping the %s failed: %s", name, exc)
 
     async def run_forever(self) -> None:
         await self.start()

@@ -451,7 +451,8 @@ def _short(exc: BaseException | None) -> str:
 
 async def _quietly(awaitable, timeout_s: float) -> None:
     try:
-        await asyncio.wait_for(awaitable, timeout_s)
+        async with asyncio.timeout(timeout_s):
+            await awaitable
     except asyncio.CancelledError:
         raise
     except Exception as exc:  # closing a producer whose broker is gone

@@ -99,3 +99,21 @@ async def test_demand_queue_forms_a_batch_only_when_the_stage_asks():
         assert [f.seq for f in second] == [4]
     finally:
         task.cancel()
+
+
+async def test_batcher_stops_when_cancelled_as_a_frame_arrives():
+    """Regression: on Python 3.11 asyncio.wait_for drops a cancel that lands in the same loop turn as the
+    event it waits on; the batcher then ran on after Processor.stop() and the stop never finished."""
+    loop = asyncio.get_running_loop()
+    for max_wait_s in (0.0, 1.0):  # cancelled while waiting for a first frame / for a fuller batch
+        buffers = {"a": FrameBuffer("a", capacity=4, loop=loop)}
+        batcher = Batcher(lambda: buffers, max_batch=8, max_wait_s=max_wait_s)
+        out: asyncio.Queue = asyncio.Queue()
+        if max_wait_s:
+            buffers["a"].put(frame("a", 0))
+        task = asyncio.create_task(batcher.run(out))
+        await asyncio.sleep(0.05)  # the batcher is now waiting on its wakeup event
+        batcher._wakeup.set()  # a frame arrives ...
+        task.cancel()  # ... in the same loop turn as the cancel
+        done, _ = await asyncio.wait([task], timeout=2)
+        assert task in done and task.cancelled(), f"batcher ran on after cancel (max_wait_s={max_wait_s})"
