@@ -1,8 +1,18 @@
 """What flows between the processor's units: decoded frames, and the per-camera buffer they wait in.
 
 A camera's decoder thread puts frames into its own :class:`FrameBuffer`; the batcher takes from all
-buffers. The buffer keeps only the newest frames (drop-oldest), so a slow stage sheds frames instead of
-building latency or stalling the RTSP session, and every drop is counted.
+buffers. The buffer is bounded, so a slow stage sheds frames instead of building latency or stalling
+the RTSP session, and every drop is counted. Two strategies (Roboflow's InferencePipeline calls them
+buffer strategies):
+
+drop-oldest (door cameras)
+    Keep the newest frames: a face is best recognised from the latest look at it.
+spread (room cameras)
+    Keep frames spread evenly over the last ``span_s`` seconds of stream time: when full, drop the frame
+    whose loss leaves the smallest gap between the frames either side of it (the frame handed out last
+    counts as the left neighbour of the oldest). A tracker that falls behind then sees the room at a
+    lower but even rate (0.5 s apart) rather than a second-long jump after every slow batch, which is
+    what makes two people crossing swap their tracks.
 """
 
 from __future__ import annotations
@@ -25,39 +35,78 @@ class Frame:
 
 
 class FrameBuffer:
-    """Bounded, thread-safe, drop-oldest buffer of one camera's frames.
+    """Bounded, thread-safe buffer of one camera's frames: drop-oldest, or spread with ``span_s``.
 
     ``put`` is called from the camera's decoder thread and never blocks; ``take`` from the event loop.
     ``ready`` is an asyncio event set (thread-safely) whenever a frame is waiting.
     """
 
-    def __init__(self, camera_id: str, capacity: int = 2, loop: asyncio.AbstractEventLoop | None = None):
+    def __init__(self, camera_id: str, capacity: int = 2, loop: asyncio.AbstractEventLoop | None = None, *,
+                 span_s: float | None = None):
         if capacity < 1:
             raise ValueError("capacity must be at least 1")
+        if span_s is not None and span_s <= 0:
+            raise ValueError("span_s must be positive")
         self.camera_id = camera_id
         self.capacity = capacity
+        self.span_s = span_s  # None: drop-oldest; else spread over this much stream time
         self._frames: deque[Frame] = deque()
         self._lock = threading.Lock()
         self._loop = loop
+        self._last_taken_pts: float | None = None
         self.ready = asyncio.Event()
         # Set as well on every put: the batcher shares one wake-up event across all cameras.
         self.wakeup: asyncio.Event | None = None
-        self.dropped = 0  # frames pushed out unanalysed because a newer one arrived
+        self.dropped = 0  # frames pushed out unanalysed
+
+    @property
+    def strategy(self) -> str:
+        return "drop-oldest" if self.span_s is None else "spread"
 
     def bind(self, loop: asyncio.AbstractEventLoop) -> None:
         self._loop = loop
 
     def put(self, frame: Frame) -> None:
         with self._lock:
-            if len(self._frames) >= self.capacity:
-                self._frames.popleft()
+            frames = self._frames
+            if self.span_s is not None and frames and frame.pts_s < frames[-1].pts_s:
+                # the stream restarted (a reconnect): spacing against the old stream's times means
+                # nothing, and the tracker is better off with the new stream at once
+                self.dropped += len(frames)
+                frames.clear()
+                self._last_taken_pts = None
+            frames.append(frame)
+            if self.span_s is not None:
+                while len(frames) > 1 and frame.pts_s - frames[0].pts_s > self.span_s:
+                    frames.popleft()
+                    self.dropped += 1
+            while len(frames) > self.capacity:
+                if self.span_s is None:
+                    frames.popleft()
+                else:
+                    del frames[self._cheapest_to_drop()]
                 self.dropped += 1
-            self._frames.append(frame)
         if self._loop is not None and not self._loop.is_closed():
             try:
                 self._loop.call_soon_threadsafe(self._signal)
             except RuntimeError:  # the loop closed between the check and the call
                 pass
+
+    def _cheapest_to_drop(self) -> int:
+        """Index of the frame (never the newest) whose removal leaves the smallest gap."""
+        frames = self._frames
+        best, best_gap = 0, float("inf")
+        for i in range(len(frames) - 1):
+            if i > 0:
+                before = frames[i - 1].pts_s
+            elif self._last_taken_pts is not None and self._last_taken_pts <= frames[0].pts_s:
+                before = self._last_taken_pts
+            else:
+                before = None  # nothing handed out before it: dropping the oldest leaves no gap
+            gap = frames[i + 1].pts_s - before if before is not None else 0.0
+            if gap < best_gap:
+                best, best_gap = i, gap
+        return best
 
     def _signal(self) -> None:
         self.ready.set()
@@ -68,6 +117,8 @@ class FrameBuffer:
         """The oldest waiting frame, or None."""
         with self._lock:
             frame = self._frames.popleft() if self._frames else None
+            if frame is not None:
+                self._last_taken_pts = frame.pts_s
             if not self._frames:
                 # cleared under the lock, so a put after this sets it again
                 self.ready.clear()

@@ -136,10 +136,11 @@ class Backoff:
 class IngestOptions:
     """How every camera is read; the defaults suit real RTSP cameras."""
 
-    buffer_capacity: int = 2  # per camera, drop-oldest
-    # Room cameras hold this much more (in seconds of analysed frames): person tracks need every frame
-    # they can get through a short stall of the detector, more than they need the lowest latency.
-    room_buffer_s: float = 1.0
+    buffer_capacity: int = 2  # per door camera, drop-oldest
+    # Room cameras keep frames spread over this much stream time, at most one per 0.5 s of it (see
+    # processor.frames): when the detector falls behind, person tracks need an even view of the room
+    # more than the lowest latency.
+    room_buffer_s: float = 2.0
     stall_timeout_s: float = 5.0  # no frame (or no data) for this long -> STALLED -> reconnect; the read timeout
     keyframe_timeout_s: float = 12.0  # after a (re)connect or a corrupt frame: no clean keyframe -> STALLED
     open_timeout_s: float = 10.0  # connect + RTSP handshake + stream probe
@@ -704,10 +705,12 @@ class IngestManager:
                 buffer, first_seq = current.buffer, current.next_seq  # the batcher keeps its buffer
                 log.info("camera %s: configuration changed (url or analysis_fps); restarting", camera_id)
             if buffer is None:
-                capacity = self.options.buffer_capacity
                 if getattr(camera, "role", None) == "room":
-                    capacity = max(capacity, int(math.ceil(fps * self.options.room_buffer_s)))
-                buffer = FrameBuffer(camera_id, capacity, loop)
+                    span = self.options.room_buffer_s
+                    capacity = max(self.options.buffer_capacity, int(math.ceil(min(fps, 2.0) * span)))
+                    buffer = FrameBuffer(camera_id, capacity, loop, span_s=span)
+                else:
+                    buffer = FrameBuffer(camera_id, self.options.buffer_capacity, loop)
             source = CameraSource(camera_id, camera.url, fps, buffer=buffer, options=self.options,
                                   resolve_url=resolve, first_seq=first_seq)
             self._sources[camera_id] = source

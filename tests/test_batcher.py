@@ -27,6 +27,57 @@ async def test_buffer_keeps_newest_and_counts_drops():
     assert buffer.take() is None and not buffer.ready.is_set()
 
 
+
+def _spread_buffer(**kw) -> FrameBuffer:
+    return FrameBuffer("room", capacity=4, span_s=2.0, **kw)
+
+
+def test_spread_buffer_thins_evenly_when_the_stage_falls_behind():
+    """A room camera at 4 fps (0.25 s) whose stage took the frame at t=0 and then stalled for 1.75 s:
+    drop-oldest would keep 1.0-1.75 (a 1 s jump for the tracker); spread keeps the gaps at 0.5 s."""
+    drop_oldest, spread = FrameBuffer("room", capacity=4), _spread_buffer()
+    for buffer in (drop_oldest, spread):
+        buffer.put(frame("room", 0))
+        assert buffer.take().pts_s == 0.0
+    for n in range(1, 8):
+        f = Frame(camera_id="room", seq=n, pts_s=n * 0.25, captured_at=time.time(), image=IMAGE)
+        drop_oldest.put(f)
+        spread.put(f)
+
+    def drain(buffer):
+        out = []
+        while (f := buffer.take()) is not None:
+            out.append(f.pts_s)
+        return out
+
+    assert drain(drop_oldest) == [1.0, 1.25, 1.5, 1.75]
+    kept = drain(spread)
+    assert len(kept) == 4 and kept[-1] == 1.75  # the newest is always kept
+    gaps = [b - a for a, b in zip([0.0] + kept, kept)]
+    assert max(gaps) <= 0.5, kept
+    assert spread.dropped == drop_oldest.dropped == 3
+
+
+def test_spread_buffer_bounds_the_age_of_waiting_frames():
+    buffer = _spread_buffer()
+    for n in range(40):  # 10 s at 4 fps, nothing taken
+        buffer.put(Frame(camera_id="room", seq=n, pts_s=n * 0.25, captured_at=time.time(), image=IMAGE))
+    kept = [buffer.take().pts_s for _ in range(len(buffer))]
+    assert kept[-1] == 9.75 and kept[0] >= 9.75 - 2.0 and len(kept) == 4
+    assert buffer.dropped == 36
+
+
+def test_spread_buffer_survives_a_stream_restart():
+    """After a reconnect the stream time starts again: the old stream's waiting frames give way to the new."""
+    buffer = _spread_buffer()
+    for n in range(4):
+        buffer.put(Frame(camera_id="room", seq=n, pts_s=100 + n * 0.25, captured_at=time.time(), image=IMAGE))
+    buffer.take()
+    for n in range(4):
+        buffer.put(Frame(camera_id="room", seq=10 + n, pts_s=n * 0.25, captured_at=time.time(), image=IMAGE))
+    kept = [buffer.take().pts_s for _ in range(len(buffer))]
+    assert kept == [0.0, 0.25, 0.5, 0.75] and buffer.dropped == 3
+
 async def test_batch_closes_when_full_round_robin_across_cameras():
     loop = asyncio.get_running_loop()
     buffers = {name: FrameBuffer(name, capacity=4, loop=loop) for name in ("a", "b", "c")}
