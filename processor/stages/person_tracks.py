@@ -28,8 +28,11 @@ unique across processor restarts) and turns their life into :class:`TrackEvent` 
     continues it. A track that was not yet declared lost is continued silently (that
     is ByteTrack's own id switch, not an event).
 ``exited``
-    A lost track whose last bottom centre was in an entry zone (``exited_via`` = that door; emitted with
-    its ``lost`` event), or any track unseen for ``reacquire_s`` (lost for good, ``exited_via`` None).
+    A lost track whose last bottom centre was in an entry zone after it had been in the room (``exited_via``
+    = that door; emitted with its ``lost`` event), or any track unseen for ``reacquire_s`` (lost for good;
+    ``exited_via`` is the door whose zone it was lost in, else None). A track lost before its feet ever
+    left the entry zone is not taken to have walked out: at a door people come in together and hide
+    each other.
     :meth:`PersonTracker.flush` ends every open track the same way.
 
 Identity is not decided here: a track carries ``identity`` and ``identity_source`` for the handoff unit
@@ -70,6 +73,7 @@ class PersonTrack:
     tracker_ids: list[int] = field(default_factory=list)  # ByteTrack ids that made up this track
     velocity: tuple[float, float] = (0.0, 0.0)  # of the feet, pixels per second (smoothed)
     look: np.ndarray | None = None  # colour signature of the torso (hue-saturation histogram), smoothed
+    in_room: bool = False  # seen with the feet outside every entry zone at least once
 
     @property
     def foot(self) -> tuple[float, float]:
@@ -197,6 +201,7 @@ class PersonTracker:
                 new.append(j)
                 continue
             events.extend(self._see(track, pts_s, tuple(boxes[j]), self._look(boxes[j])))
+            track.in_room = track.in_room or zones[j] is None
             seen.add(track_id)
         for j in new:
             tid, box = tids[j], tuple(float(v) for v in boxes[j])
@@ -214,13 +219,14 @@ class PersonTracker:
                 if previous.state == "active":
                     self.silent_continuations += 1
                 events.extend(self._see(previous, pts_s, box, look))
+                previous.in_room = previous.in_room or zones[j] is None
                 seen.add(previous.track_id)
                 continue
             self._counter += 1
             self.tracks_started += 1
             track = PersonTrack(track_id=f"{self.camera_id}-{self.run_id}-{self._counter}", camera_id=self.camera_id,
                                 first_pts_s=first_pts, last_pts_s=float(pts_s), box=box, entered_via=door,
-                                tracker_ids=[tid], look=look)
+                                tracker_ids=[tid], look=look, in_room=zones[j] is None)
             self._tracks[track.track_id] = track
             self._by_tracker_id[tid] = track.track_id
             seen.add(track.track_id)
@@ -336,11 +342,13 @@ class PersonTracker:
                 track.state, track.lost_since_s = "lost", float(pts_s)
                 events.append(self._event("lost", track, pts_s))
                 door = self.zone_of(np.array([track.box]))[0]
-                if door is not None:  # walked out through a door
+                # walked out through a door; someone lost before ever leaving the entry zone was more
+                # likely hidden by whoever came in with them, so they stay lost (and can be picked up)
+                if door is not None and track.in_room:
                     events.append(self._exit(track, pts_s, door))
                     continue
             if track.state == "lost" and unseen > self.reacquire_s:
-                events.append(self._exit(track, pts_s, None))
+                events.append(self._exit(track, pts_s, self.zone_of(np.array([track.box]))[0]))
         return events
 
     def _exit(self, track: PersonTrack, pts_s: float, door: str | None) -> TrackEvent:
