@@ -113,6 +113,7 @@ class RunOutcome:
     gate: dict[str, int]
     review_written: int | None  # unknown-face crops written to the review queue (None: queue off)
     attendance_rows: list[dict] | None = None  # the scenario session's attendance (consumers.scenario)
+    room_tracking: dict | None = None  # frames the room camera's tracker saw, and the longest gap between them
 
 
 async def _run_system(spec, config: Config, door, state, say) -> RunOutcome:
@@ -152,7 +153,12 @@ async def _run_system(spec, config: Config, door, state, say) -> RunOutcome:
 
     attendance_rows = await scenario_attendance(config, state.database_url, state.kafka_bootstrap_servers,
                                                 spec.raw.session, origin, say)
+    room_tracking = None
+    if processor.room is not None:
+        room_tracking = {"tracked": processor.room.frames_tracked.get(door.room_camera, 0),
+                         "max_gap_s": round(processor.room.max_gap_s.get(door.room_camera, 0.0), 2)}
     return RunOutcome(door=stats.get(door.door_camera, {}), room=stats.get(door.room_camera, {}), events=events,
+                      room_tracking=room_tracking,
                       presence=moves, room_origin=origin, attendance_rows=attendance_rows,
                       latencies_s=list(processor.recognition.latencies_s),
                       gate=dict(processor.face_stage.gate_reasons),
@@ -399,6 +405,7 @@ def _report(spec, spec_path: Path, truth: dict, outcome: RunOutcome) -> dict:
                     "error": stats.get("last_error")}
                 for role, stats in (("door", outcome.door), ("room", outcome.room))
             },
+            "room_tracking": outcome.room_tracking,
         },
         "ground_truth": {
             "people": len(truth.get("people", [])),

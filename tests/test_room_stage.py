@@ -74,3 +74,6 @@ def test_room_stage_events_on_a_scripted_walk():
     assert labels[-1] == ["macron"] and overlays[-1]["objects"][0]["kind"] == "person"
     assert [] in labels  # hidden: nothing drawn
     assert overlays[-1]["frame_size"] == {"width": 1280, "height": 720}
+    # Every frame reached the tracker, evenly spaced: what rollcall_tracking_frame_gap_seconds watches.
+    assert stage.frames_tracked == {"room-a101": int(14 * FPS)}
+    assert abs(stage.max_gap_s["room-a101"] - 1 / FPS) < 1e-6

@@ -39,6 +39,10 @@ FACE_CHECKS = metrics.get_or_create(metrics.Counter, "rollcall_room_face_checks"
                                     "Room-camera faces deciding a track's identity", labelnames=["room", "outcome"])
 HANDOFFS = metrics.get_or_create(metrics.Counter, "rollcall_handoffs", "Door-to-room handoff decisions",
                                   labelnames=["room", "reason"])
+# A tracker that sees the room seldom swaps people who walk past each other: watch the gaps it gets.
+TRACKING_GAP = metrics.get_or_create(metrics.Histogram, "rollcall_tracking_frame_gap_seconds",
+                                     "Stream time between consecutive frames a room camera's tracker saw",
+                                     labelnames=["camera"], buckets=(0.1, 0.2, 0.3, 0.4, 0.5, 0.75, 1.0, 1.5, 2.0, 5.0))
 
 
 class PersonStage(BatchStage):
@@ -180,6 +184,9 @@ class RoomStage:
     live: dict[str, _Live] = field(default_factory=dict)
     presence_events: int = 0
     first_frame: dict[str, tuple[float, float]] = field(default_factory=dict)  # camera -> (captured_at, pts_s)
+    frames_tracked: dict[str, int] = field(default_factory=dict)  # camera -> frames its tracker saw
+    max_gap_s: dict[str, float] = field(default_factory=dict)  # camera -> longest stream-time gap between them
+    _last_pts: dict[str, float] = field(default_factory=dict)
     _counts: dict[str, deque] = field(default_factory=dict)
     _occupancy_sent: dict[str, float] = field(default_factory=dict)  # camera -> frame time of the last one
     # capture of the frame that decided each presence event to its hand-over to the publisher (bounded)
@@ -208,6 +215,15 @@ class RoomStage:
             self.trackers[camera_id] = tracker
         return tracker
 
+    def _note_gap(self, camera_id: str, pts_s: float) -> None:
+        self.frames_tracked[camera_id] = self.frames_tracked.get(camera_id, 0) + 1
+        last = self._last_pts.get(camera_id)
+        self._last_pts[camera_id] = pts_s
+        if last is not None and pts_s > last:  # not across a stream restart
+            gap = pts_s - last
+            TRACKING_GAP.labels(camera_id).observe(gap)
+            self.max_gap_s[camera_id] = max(self.max_gap_s.get(camera_id, 0.0), gap)
+
     def _drain_recognitions(self) -> None:
         while not self.recognitions.empty():
             r = self.recognitions.get_nowait()
@@ -224,6 +240,7 @@ class RoomStage:
             camera_id = frame.camera_id
             self._deciding_frame_at = frame.captured_at
             self.first_frame.setdefault(camera_id, (frame.captured_at, frame.pts_s))
+            self._note_gap(camera_id, frame.pts_s)
             height, width = frame.image.shape[:2]
             tracker = self._tracker(camera_id)
             for event in tracker.update(frame.pts_s, detections, frame.image):
