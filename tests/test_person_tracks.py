@@ -64,3 +64,35 @@ def test_a_track_never_seen_outside_the_zone_still_ends_through_its_door():
     events = run(tracker, script)
     assert [k for k, _, _ in events] == ["appeared", "lost", "exited"], events
     assert events[1][1] >= 3.0 and events[2][1] > 6.0 and events[2][2] == "door"
+
+
+def test_two_people_who_walk_past_each_other_keep_their_own_tracks():
+    """A (red) and B (blue) stand apart, touch, and end up on each other's side. ByteTrack goes by box
+    overlap and hands A's id to B's box; the colour each track learnt while its box stood alone gives
+    each track its own person back (and nothing is learnt from boxes that overlap)."""
+    import numpy as np
+
+    red, blue = (0, 0, 220), (220, 0, 0)  # BGR
+
+    def frame(*people):
+        image = np.full((720, 1280, 3), 128, np.uint8)
+        detections = []
+        for x, colour in people:
+            image[300:540, int(x - 40):int(x + 40)] = colour
+            detections.append(person(x, 540))
+        return detections, image
+
+    tracker = PersonTracker("room", fps=4.0, entry_zones={"door": ZONE})
+    script = [(t, (440, red), (560, blue)) for t in times(0.0, 1.0)]  # apart: each track learns a colour
+    script += [(t, (470, red), (530, blue)) for t in times(1.25, 1.75)]  # touching
+    script += [(t, (550, red), (450, blue)) for t in times(2.0, 3.0)]  # past each other, apart again
+    first_ids = None
+    for t, *people in script:
+        detections, image = frame(*people)
+        tracker.update(t, detections, image)
+        if first_ids is None and len(tracker.open_tracks) == 2:
+            first_ids = {round(tr.foot[0]): tr.track_id for tr in tracker.open_tracks}
+    assert first_ids is not None and set(first_ids) == {440, 560}
+    now = {round(tr.foot[0]): tr.track_id for tr in tracker.open_tracks}
+    assert now == {550: first_ids[440], 450: first_ids[560]}, (first_ids, now)
+    assert tracker.swaps_undone == 1

@@ -26,7 +26,16 @@ unique across processor restarts) and turns their life into :class:`TrackEvent` 
     the frame, a track also keeps a colour signature of the torso (hue-saturation histogram), and a
     clearly different-looking person (Bhattacharyya distance above ``max_look_distance``) never
     continues it. A track that was not yet declared lost is continued silently (that
-    is ByteTrack's own id switch, not an event).
+    is ByteTrack's own id switch, not an event). Someone who vanished while their box touched another
+    track's was hidden behind that person and is looked for next to them (within a box height), and
+    a confident detection ByteTrack has not confirmed yet can continue an unseen track too (at low
+    analysis rates a brisk walker's boxes never overlap from frame to frame, so ByteTrack would only
+    confirm them once they stop).
+``crossings``
+    Colour signatures are learnt only from boxes no other detection overlaps, and not while a track
+    touched another one in the last ``swap_window_s``. When two tracks that touched stand apart again
+    and each box looks clearly more like the other track (by ``swap_margin``), ByteTrack swapped them
+    while they overlapped: each track gets its own person back (``swaps_undone``).
 ``exited``
     A lost track whose last bottom centre was in an entry zone after it had been in the room (``exited_via``
     = that door; emitted with its ``lost`` event), or any track unseen for ``reacquire_s`` (lost for good;
@@ -74,6 +83,9 @@ class PersonTrack:
     velocity: tuple[float, float] = (0.0, 0.0)  # of the feet, pixels per second (smoothed)
     look: np.ndarray | None = None  # colour signature of the torso (hue-saturation histogram), smoothed
     in_room: bool = False  # seen with the feet outside every entry zone at least once
+    # other tracks whose box touched this one's, and the last stream time they did (people who walk
+    # past or behind each other: where ByteTrack's boxes may have swapped)
+    contacts: dict[str, float] = field(default_factory=dict)
 
     @property
     def foot(self) -> tuple[float, float]:
@@ -102,7 +114,8 @@ class PersonTracker:
                  lost_after_s: float = 2.0, reacquire_s: float = 5.0, reacquire_heights: float = 0.6,
                  track_activation_threshold: float = 0.45, high_conf_det_threshold: float = 0.5,
                  minimum_consecutive_frames: int = 2, minimum_iou_threshold: float = 0.1,
-                 backdate_s: float = 1.5, max_look_distance: float = 0.65):
+                 backdate_s: float = 1.5, max_look_distance: float = 0.65,
+                 swap_window_s: float = 4.0, swap_margin: float = 0.3):
         import supervision as sv
         from trackers import ByteTrackTracker
 
@@ -128,7 +141,10 @@ class PersonTracker:
             high_conf_det_threshold=high_conf_det_threshold,
         )
         self.backdate_s = float(backdate_s)
+        self.activation_threshold = float(track_activation_threshold)
         self.max_look_distance = float(max_look_distance)
+        self.swap_window_s = float(swap_window_s)
+        self.swap_margin = float(swap_margin)
         self._image: np.ndarray | None = None
         self._unconfirmed: list[tuple[float, Box, str]] = []  # (pts, box, door) of unconfirmed detections in a zone
         self._counter = 0
@@ -137,6 +153,7 @@ class PersonTracker:
         self.tracks_started = 0
         self.reacquired = 0
         self.silent_continuations = 0  # ByteTrack id switches stitched before the track was declared lost
+        self.swaps_undone = 0  # two tracks' boxes given back to each other after people walked past each other
 
     # ------------------------------------------------------------------------------------------ api
 
@@ -187,9 +204,14 @@ class PersonTracker:
         tids = [int(ids[i]) for i in keep]
         zones = self.zone_of(boxes)
 
+        # Colour signatures only from boxes nobody else overlaps: a box shared by two people would
+        # teach a track the other's look.
+        isolated = _isolated(boxes, np.asarray(dets.xyxy, np.float64) if len(dets) else np.empty((0, 4)))
+        looks = [self._look(b) if isolated[j] else None for j, b in enumerate(boxes)]
         events: list[TrackEvent] = []
         seen: set[str] = set()
         new: list[int] = []
+        owner: dict[int, PersonTrack] = {}  # box index -> the track it was given this frame
         for j, tid in enumerate(tids):
             track_id = self._by_tracker_id.get(tid)
             if track_id is None or track_id not in self._tracks:
@@ -200,15 +222,16 @@ class PersonTracker:
                 self._by_tracker_id.pop(tid, None)
                 new.append(j)
                 continue
-            events.extend(self._see(track, pts_s, tuple(boxes[j]), self._look(boxes[j])))
+            events.extend(self._see(track, pts_s, tuple(boxes[j])))
             track.in_room = track.in_room or zones[j] is None
             seen.add(track_id)
+            owner[j] = track
         for j in new:
             tid, box = tids[j], tuple(float(v) for v in boxes[j])
             door, first_pts, first_box = zones[j], float(pts_s), box
             if door is None:
                 door, first_pts, first_box = self._entered_earlier(box, pts_s)
-            look = self._look(box)
+            look = looks[j]
             previous = None if door is not None else self._reacquire_candidate(box, pts_s, seen, look)
             if previous is not None:
                 old = previous.tracker_ids[-1] if previous.tracker_ids else None
@@ -218,10 +241,12 @@ class PersonTracker:
                 self._by_tracker_id[tid] = previous.track_id
                 if previous.state == "active":
                     self.silent_continuations += 1
-                events.extend(self._see(previous, pts_s, box, look))
+                events.extend(self._see(previous, pts_s, box))
                 previous.in_room = previous.in_room or zones[j] is None
                 seen.add(previous.track_id)
+                owner[j] = previous
                 continue
+            self._consume_unconfirmed(box, pts_s)
             self._counter += 1
             self.tracks_started += 1
             track = PersonTrack(track_id=f"{self.camera_id}-{self.run_id}-{self._counter}", camera_id=self.camera_id,
@@ -230,7 +255,17 @@ class PersonTracker:
             self._tracks[track.track_id] = track
             self._by_tracker_id[tid] = track.track_id
             seen.add(track.track_id)
+            owner[j] = track
             events.append(dataclasses.replace(self._event("appeared", track, first_pts), box=first_box))
+        events.extend(self._pick_up_unconfirmed(pts_s, tracked, ids, seen))
+        self._note_contacts(pts_s, boxes, owner)
+        self._undo_swaps(pts_s, boxes, tids, isolated, looks, owner)
+        for j, track in owner.items():
+            # not while a recent contact leaves it unsure whose box this is: the signature learnt before
+            # is what tells the two apart once they stand apart again
+            recent = any(pts_s - when <= self.swap_window_s for when in track.contacts.values())
+            if looks[j] is not None and not recent:
+                track.look = looks[j] if track.look is None else 0.8 * track.look + 0.2 * looks[j]
         events.extend(self._age(pts_s, seen))
         return events
 
@@ -287,6 +322,26 @@ class PersonTracker:
             return [self._event("reacquired", track, pts_s)]
         return []
 
+    def _pick_up_unconfirmed(self, pts_s: float, tracked, ids, seen: set[str]) -> list[TrackEvent]:
+        """A confident detection ByteTrack has not confirmed yet (at low analysis rates a brisk walker's
+        boxes do not overlap from one frame to the next, so it never is) continues an unseen track it is
+        within reach of, outside the entry zones."""
+        events: list[TrackEvent] = []
+        if tracked.confidence is None:
+            return events
+        for i, t in enumerate(ids):
+            if (t is not None and int(t) >= 0) or float(tracked.confidence[i]) < self.activation_threshold:
+                continue
+            box = tuple(float(v) for v in tracked.xyxy[i])
+            if self.zone_of(np.array([box]))[0] is not None:
+                continue
+            previous = self._reacquire_candidate(box, pts_s, seen, self._look(box))
+            if previous is not None:
+                events.extend(self._see(previous, pts_s, box))
+                previous.in_room = True
+                seen.add(previous.track_id)
+        return events
+
     def _remember_unconfirmed(self, pts_s: float, tracked, ids) -> None:
         self._unconfirmed = [u for u in self._unconfirmed if pts_s - u[0] <= self.backdate_s]
         pending = [i for i, t in enumerate(ids) if t is None or int(t) < 0]
@@ -299,15 +354,22 @@ class PersonTracker:
 
     def _entered_earlier(self, box: Box, pts_s: float) -> tuple[str | None, float, Box]:
         """The door, time and box of the earliest unconfirmed in-zone sighting this new track continues."""
-        fx, fy = (box[0] + box[2]) / 2.0, box[3]
-        height = box[3] - box[1]
         for seen_pts, seen_box, door in sorted(self._unconfirmed):
-            # half a box height, plus a brisk walk (a box height a second) for the time since: at low
-            # analysis rates ByteTrack's IoU misses a walker's second sighting and confirms only the third
-            reach = height * (0.5 + 1.0 * (pts_s - seen_pts))
-            if seen_pts < pts_s and np.hypot(fx - (seen_box[0] + seen_box[2]) / 2.0, fy - seen_box[3]) <= reach:
+            if seen_pts < pts_s and self._walkable(seen_pts, seen_box, pts_s, box):
                 return door, seen_pts, seen_box
         return None, float(pts_s), box
+
+    @staticmethod
+    def _walkable(seen_pts: float, seen_box: Box, pts_s: float, box: Box) -> bool:
+        """Could feet at ``seen_box`` be at ``box`` by now? Half a box height, plus a brisk walk (a box
+        height a second) for the time since: at low analysis rates ByteTrack's IoU misses a walker's
+        second sighting and confirms only the third."""
+        reach = (box[3] - box[1]) * (0.5 + 1.0 * abs(pts_s - seen_pts))
+        return float(np.hypot((box[0] + box[2] - seen_box[0] - seen_box[2]) / 2.0, box[3] - seen_box[3])) <= reach
+
+    def _consume_unconfirmed(self, box: Box, pts_s: float) -> None:
+        """A new track's own earlier sightings are nobody else's way in."""
+        self._unconfirmed = [u for u in self._unconfirmed if not self._walkable(u[0], u[1], pts_s, box)]
 
     def _reacquire_candidate(self, box: Box, pts_s: float, seen: set[str],
                              look: np.ndarray | None = None) -> PersonTrack | None:
@@ -328,9 +390,65 @@ class PersonTracker:
             d = min(float(np.hypot(fx - tx, fy - ty)), float(np.hypot(fx - px, fy - py)))
             # the farther the prediction reaches, the less sure it is: widen the reach with it
             reach = self.reacquire_heights * track_height + 0.3 * float(np.hypot(*track.velocity)) * ahead
-            if d <= reach and d < best_d and self._look_distance(track, look) <= self.max_look_distance:
-                best, best_d = track, d
+            nearness = d / reach  # <= 1: within reach; the smallest wins
+            # someone who vanished while touching another person was hidden behind them: they come
+            # out next to wherever that person is now (within a box height)
+            for other_id, when in track.contacts.items():
+                other = self._tracks.get(other_id)
+                if other is not None and other_id in seen and when >= track.last_pts_s - 0.5:
+                    ox, oy = other.foot
+                    nearness = min(nearness, float(np.hypot(fx - ox, fy - oy)) / track_height)
+            if nearness <= 1.0 and nearness < best_d and self._look_distance(track, look) <= self.max_look_distance:
+                best, best_d = track, nearness
         return best
+
+    def _note_contacts(self, pts_s: float, boxes: np.ndarray, owner: dict[int, PersonTrack]) -> None:
+        items = list(owner.items())
+        for a in range(len(items)):
+            for b in range(a + 1, len(items)):
+                (ja, ta), (jb, tb) = items[a], items[b]
+                if _overlap(boxes[ja], boxes[jb]) > 0.0:
+                    ta.contacts[tb.track_id] = tb.contacts[ta.track_id] = float(pts_s)
+
+    def _undo_swaps(self, pts_s: float, boxes: np.ndarray, tids: list[int], isolated: list[bool],
+                    looks: list, owner: dict[int, PersonTrack]) -> None:
+        """Two tracks that touched in the last ``swap_window_s`` and now stand apart: if each looks
+        clearly more like the other's box, ByteTrack swapped them while they overlapped (two people
+        walking past each other): give each track its own person back."""
+        by_track = {t.track_id: j for j, t in owner.items() if isolated[j] and looks[j] is not None}
+        done: set[str] = set()
+        for track_id, j in by_track.items():
+            track = owner[j]
+            if track_id in done:
+                continue
+            for other_id, when in list(track.contacts.items()):
+                k = by_track.get(other_id)
+                if k is None or other_id in done or pts_s - when > self.swap_window_s:
+                    continue
+                other = owner[k]
+                if track.look is None and other.look is None:
+                    continue
+                # a track without a signature yet (it came in touching the other) adds nothing either way
+                kept = self._look_distance(track, looks[j]) + self._look_distance(other, looks[k])
+                swapped = self._look_distance(track, looks[k]) + self._look_distance(other, looks[j])
+                if swapped + self.swap_margin < kept:
+                    self._swap(track, other, j, k, boxes, tids, owner)
+                    done.update((track_id, other_id))
+                    break
+
+    def _swap(self, a: PersonTrack, b: PersonTrack, j: int, k: int, boxes: np.ndarray, tids: list[int],
+              owner: dict[int, PersonTrack]) -> None:
+        """Track ``a`` (box ``j`` this frame) takes box ``k`` and its ByteTrack id from ``b``, and vice versa."""
+        a.box, b.box = tuple(float(v) for v in boxes[k]), tuple(float(v) for v in boxes[j])
+        tid_a, tid_b = tids[j], tids[k]
+        a.velocity, b.velocity = b.velocity, a.velocity
+        for track, old, new in ((a, tid_a, tid_b), (b, tid_b, tid_a)):
+            if old in track.tracker_ids:
+                track.tracker_ids.remove(old)
+            track.tracker_ids.append(new)
+            self._by_tracker_id[new] = track.track_id
+        owner[j], owner[k] = b, a
+        self.swaps_undone += 1
 
     def _age(self, pts_s: float, seen: set[str]) -> list[TrackEvent]:
         events: list[TrackEvent] = []
@@ -364,3 +482,23 @@ class PersonTracker:
                           box=track.box, entered_via=track.entered_via, exited_via=exited_via,
                           last_seen_pts_s=track.last_pts_s, identity=track.identity,
                           identity_source=track.identity_source)
+
+
+def _overlap(a, b) -> float:
+    """Intersection over the smaller box's area (1.0: one box inside the other)."""
+    w = min(a[2], b[2]) - max(a[0], b[0])
+    h = min(a[3], b[3]) - max(a[1], b[1])
+    if w <= 0 or h <= 0:
+        return 0.0
+    smaller = min((a[2] - a[0]) * (a[3] - a[1]), (b[2] - b[0]) * (b[3] - b[1]))
+    return float(w * h / smaller) if smaller > 0 else 0.0
+
+
+def _isolated(boxes: np.ndarray, all_boxes: np.ndarray, limit: float = 0.05) -> list[bool]:
+    """For each tracked box: no other detection of the frame (tracked or not) covers more than ``limit``
+    of it or of itself."""
+    result = []
+    for box in boxes:
+        others = [o for o in all_boxes if not np.allclose(o, box, atol=1.0)]
+        result.append(all(_overlap(box, o) <= limit for o in others))
+    return result
