@@ -105,8 +105,11 @@ def attendance() -> None:
 
 @attendance.command("writer")
 @click.option("-v", "--verbose", is_flag=True, help="Log each batch's figures every 10 s.")
+@click.option("--metrics-port", type=click.IntRange(0, 65535), default=None,
+              help="Serve Prometheus metrics on this port (0: any free one; printed).")
+@click.option("--metrics-host", default="127.0.0.1", show_default=True, help="Address the metrics server binds.")
 @click.pass_context
-def attendance_writer(ctx: click.Context, verbose: bool) -> None:
+def attendance_writer(ctx: click.Context, verbose: bool, metrics_port: int | None, metrics_host: str) -> None:
     """Run the attendance writer (a consumer group member) until SIGTERM or Ctrl-C.
 
     Start more of them with the same [attendance] group_id to scale out (up to the partition count).
@@ -138,6 +141,15 @@ def attendance_writer(ctx: click.Context, verbose: bool) -> None:
         task.result()
 
     click.echo(f"attendance writer: group {config.attendance.group_id}, kafka {bootstrap}", err=True)
+    if metrics_port is not None:
+        from processor import metrics
+
+        try:
+            bound = metrics.serve(metrics_port, metrics_host)
+        except OSError as exc:
+            raise RollcallError(f"metrics port {metrics_port} on {metrics_host}: {exc.strerror or exc}; "
+                                       "choose another --metrics-port") from None
+        click.echo(f"metrics on http://{metrics_host}:{bound}/metrics", err=True)
     asyncio.run(main())
 
 

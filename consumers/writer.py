@@ -34,10 +34,30 @@ from typing import Any
 from consumers import store
 from consumers.records import DeadLetter, MessageReader
 from consumers.sessions import close_due_sessions
+from processor import metrics
 from processor.config import Config
 from processor.events import build_event, encode, now_timestamp
 
 log = logging.getLogger("rollcall.writer")
+
+# Prometheus metrics (served by `rollcall attendance writer --metrics-port`), labelled by consumer group.
+MESSAGES = metrics.get_or_create(metrics.Counter, "rollcall_writer_messages", "Messages read from the event topics",
+                                 labelnames=["group"])
+EVENT_OUTCOMES = metrics.get_or_create(metrics.Counter, "rollcall_writer_events",
+                                       "Messages by outcome: stored (new), duplicate, dead_letter",
+                                       labelnames=["group", "outcome"])
+ATTENDANCE_CHANGES = metrics.get_or_create(metrics.Counter, "rollcall_writer_attendance_changes",
+                                           "Attendance rows created or changed", labelnames=["group"])
+ATTENDANCE_PUBLISHED = metrics.get_or_create(metrics.Counter, "rollcall_writer_attendance_events_published",
+                                             "Attendance events sent from the outbox", labelnames=["group"])
+RETRIES = metrics.get_or_create(metrics.Counter, "rollcall_writer_batch_retries",
+                                "Batches rolled back and read again (database or broker away)", labelnames=["group"])
+BATCH_SECONDS = metrics.get_or_create(metrics.Histogram, "rollcall_writer_batch_seconds",
+                                      "Writing one batch and its offsets in one transaction", labelnames=["group"],
+                                      buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10))
+LAG = metrics.get_or_create(metrics.Gauge, "rollcall_writer_lag_messages",
+                            "Messages on a partition not yet stored (high watermark of the last fetch - next offset)",
+                            labelnames=["group", "topic", "partition"])
 
 _DB_ERRORS: tuple[type[BaseException], ...] = (OSError, TimeoutError, ConnectionError)
 _DEAD_LETTER_NS = uuid.UUID("6f0d3c1e-4a7b-4f7e-9a53-0d1f2e3c4b5a")
@@ -179,6 +199,8 @@ class AttendanceWriter:
                 delay = 0.2
                 if decoded is not None:
                     self._inflight = asyncio.create_task(self._store(decoded))
+                else:
+                    self._observe_lag()  # idle: the gauge still says how far behind the partitions are
         async with self._batch_lock:
             failed = await self._finish_inflight()
 
@@ -190,10 +212,12 @@ class AttendanceWriter:
         decoded = await task
         if decoded.error is not None:
             self.stats.retries += 1
+            RETRIES.labels(self.settings.group_id).inc()
             await self._drop_connection()
             return decoded
         for tp, (_, last) in decoded.spans.items():
             self._next[tp] = last + 1
+        self._observe_lag()
         self._last_progress = time.monotonic()
         self._outbox_wakeup.set()
         return None
@@ -262,17 +286,26 @@ class AttendanceWriter:
                 counts[letter.topic] = (counts.get(letter.topic, (0, ""))[0] + 1, letter.reason[:500])
             next_offsets = {(tp.topic, tp.partition): last + 1 for tp, (_, last) in decoded.spans.items()}
             conn = await self._connection()
+            started = time.perf_counter()
             result = await store.write_batch(conn, self.settings.group_id, decoded.rows, next_offsets, counts,
                                              self.timetable)
         except _db_errors() + (_BrokerAway,) as exc:
             decoded.error = exc
             return decoded
+        group = self.settings.group_id
+        BATCH_SECONDS.labels(group).observe(time.perf_counter() - started)
+        duplicates = decoded.duplicates + result.events - result.new
         self.stats.batches += 1
         self.stats.messages += decoded.messages
         self.stats.events += result.new
-        self.stats.duplicates += decoded.duplicates + result.events - result.new
+        self.stats.duplicates += duplicates
         self.stats.dead_letters += len(decoded.dead)
         self.stats.attendance_changes += result.changed
+        MESSAGES.labels(group).inc(decoded.messages)
+        EVENT_OUTCOMES.labels(group, "stored").inc(result.new)
+        EVENT_OUTCOMES.labels(group, "duplicate").inc(duplicates)
+        EVENT_OUTCOMES.labels(group, "dead_letter").inc(len(decoded.dead))
+        ATTENDANCE_CHANGES.labels(group).inc(result.changed)
         return decoded
 
     async def _send_dead_letters(self, dead: list[DeadLetter]) -> None:
@@ -386,9 +419,19 @@ class AttendanceWriter:
                 raise _BrokerAway(f"attendance topic {topic}: {exc}") from None
             await conn.execute("DELETE FROM attendance_outbox WHERE id = ANY($1::bigint[])", [r["id"] for r in rows])
         self.stats.published += len(rows)
+        ATTENDANCE_PUBLISHED.labels(self.settings.group_id).inc(len(rows))
         return len(rows)
 
     # ----------------------------------------------------------------------------------- observers
+    def _observe_lag(self) -> None:
+        consumer = self._consumer
+        if consumer is None:
+            return
+        for tp in consumer.assignment():
+            end, stored = consumer.highwater(tp), self._next.get(tp)
+            if end is not None:  # nothing stored yet: all of it (from the start) is to come
+                LAG.labels(self.settings.group_id, tp.topic, str(tp.partition)).set(max(0, end - (stored or 0)))
+
     async def caught_up(self) -> bool:
         """True when every assigned partition is stored up to its end and the outbox is empty. The end is
         the high watermark of the last fetch response (Tansu's ListOffsets answers the base offset of the

@@ -823,11 +823,7 @@ async def enrol_api(request: Request) -> Response:
             paths.append(path)
         report = await enroll_photos(services.database_url, person_id, name, paths, consent=True,
                                      consent_by=user.username, pack=config.models.pack, thresholds=config.thresholds,
-                                     privacy=config.privacy)
-    fresh = [a.enrolment_id for a in report.accepted if not a.renewed]
-    if fresh:
-        async with services.conn() as conn:
-            await conn.execute("UPDATE face_enrolment SET source = 'dashboard' WHERE id = ANY($1::bigint[])", fresh)
+                                     privacy=config.privacy, source="dashboard")
     services.forget_names()
 
     def shown(path: Path) -> str:

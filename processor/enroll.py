@@ -17,7 +17,8 @@ accepted or rejected with a reason, the others are still enrolled:
   ``not_in_person_folder`` (a file directly in the folder), ``erased`` (the person was pseudonymised).
 
 What is stored: the L2-normalised embedding, the photo's sha256, the quality score, ``consent_at`` (now),
-``consent_by``, ``expires_at`` = now + ``privacy.enrolment_retention_days``, source ``'cli'``; the photo
+``consent_by``, ``expires_at`` = now + ``privacy.enrolment_retention_days``, the source (``'cli'`` unless the
+caller says otherwise, e.g. ``'dashboard'``); the photo
 itself only when ``privacy.keep_enrolment_photos`` is set. Enrolling a photo that is already enrolled for
 the same person renews its consent and expiry (reported as accepted, ``renewed``). Without consent
 nothing is read or written: one-line ``RollcallError``. The person row is upserted (``display_name``).
@@ -43,6 +44,7 @@ from processor import model_packs as mp
 from processor.stages.faces import FaceAnalyzer, FaceDetector, FaceEmbedder
 
 PERSON_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")  # the config's Slug
+ENROLMENT_SOURCES = ("cli", "dashboard", "import")  # 'review' enrolments come from the review queue
 NAME_FILE = "name.txt"
 MAX_PHOTO_BYTES = 64_000_000
 SIGNIFICANT_FACE = 0.4  # a face counts towards "several faces" when at least this fraction of the largest
@@ -180,7 +182,8 @@ class _PersonRefused(Exception):
 
 
 async def _enrol_person(conn: Any, analyzer: FaceAnalyzer, person_id: str, name: str | None, photos: Sequence[Path],
-                        consent_by: str | None, privacy: Any, report: EnrolReport, tick: Callable[[Path], None]) -> None:
+                        consent_by: str | None, privacy: Any, report: EnrolReport, tick: Callable[[Path], None],
+                        source: str = "cli") -> None:
     pack = analyzer.pack.name
     row = await conn.fetchrow("SELECT display_name, pseudonymised_at FROM person WHERE id = $1", person_id)
     if row is not None and row["pseudonymised_at"] is not None:
@@ -230,14 +233,14 @@ async def _enrol_person(conn: Any, analyzer: FaceAnalyzer, person_id: str, name:
             enrolment_id = await conn.fetchval(
                 """INSERT INTO face_enrolment (person_id, model_pack, embedding, embedding_dim, quality, source,
                        photo_sha256, photo, consent_at, consent_by, expires_at)
-                   VALUES ($1, $2, $3::real[], $4, $5, 'cli', $6, $7, now(), $8, now() + make_interval(days => $9))
+                   VALUES ($1, $2, $3::real[], $4, $5, $10, $6, $7, now(), $8, now() + make_interval(days => $9))
                    RETURNING id""",
                 person_id, pack, c.embedding.astype(float).tolist(), int(c.embedding.shape[0]), c.quality, c.sha256,
-                c.data if privacy.keep_enrolment_photos else None, consent_by, days)
+                c.data if privacy.keep_enrolment_photos else None, consent_by, days, source)
             done.append(Accepted(c.path, person_id, enrolment_id, c.quality))
         await conn.execute(
             "INSERT INTO audit_log (actor, action, subject, detail) VALUES ($1, 'enrol', $2, $3::jsonb)",
-            consent_by or "cli", person_id,
+            consent_by or source, person_id,
             json.dumps({"model_pack": pack, "enrolments": [a.enrolment_id for a in done],
                         "renewed": sum(a.renewed for a in done), "photos_kept": bool(privacy.keep_enrolment_photos)}))
     report.accepted += done
@@ -265,8 +268,12 @@ def _check_person_id(person_id: str) -> None:
 
 async def enroll_photos(database_url: str, person_id: str, name: str | None, photos: Sequence[Path | str], *,
                         consent: bool, consent_by: str | None = None, pack: str | mp.LoadedPack = mp.DEFAULT_PACK,
-                        thresholds: Any = None, privacy: Any = None, progress: Progress | None = None) -> EnrolReport:
-    """Enrol ``person_id`` (display name ``name``; None keeps the current one) from ``photos``."""
+                        thresholds: Any = None, privacy: Any = None, progress: Progress | None = None,
+                        source: str = "cli") -> EnrolReport:
+    """Enrol ``person_id`` (display name ``name``; None keeps the current one) from ``photos``; ``source``
+    records where the enrolment came from ('cli', 'dashboard', 'import')."""
+    if source not in ENROLMENT_SOURCES:
+        raise ValueError(f"source must be one of {', '.join(ENROLMENT_SOURCES)}")
     _require_consent(consent, repr(person_id))
     _check_person_id(person_id)
     thresholds, privacy = _defaults(thresholds, privacy)
@@ -285,7 +292,7 @@ async def enroll_photos(database_url: str, person_id: str, name: str | None, pho
 
     conn = await _connect(database_url)
     try:
-        await _enrol_person(conn, analyzer, person_id, name, paths, consent_by, privacy, report, tick)
+        await _enrol_person(conn, analyzer, person_id, name, paths, consent_by, privacy, report, tick, source)
     except _PersonRefused as exc:
         raise RollcallError(str(exc)) from None
     finally:

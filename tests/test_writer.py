@@ -85,6 +85,19 @@ def test_attendance_is_exactly_once_whatever_the_batches_duplicates_and_malforme
         # the rough pass saw every duplicate and dead-lettered the malformed messages, with reasons
         assert writer.stats.duplicates >= len(presence.messages) // 5
         assert writer.stats.dead_letters == 3
+        # ... and said so on its Prometheus metrics, with nothing left to store on any partition
+        from prometheus_client import REGISTRY
+
+        group = rough_config.attendance.group_id
+        sample = lambda name, **labels: REGISTRY.get_sample_value(name, {"group": group, **labels})  # noqa: E731
+        assert sample("rollcall_writer_events_total", outcome="dead_letter") == 3
+        assert sample("rollcall_writer_events_total", outcome="stored") == writer.stats.events > 0
+        assert sample("rollcall_writer_events_total", outcome="duplicate") == writer.stats.duplicates
+        assert sample("rollcall_writer_messages_total") == writer.stats.messages
+        assert sample("rollcall_writer_batch_seconds_count") == writer.stats.batches
+        lags = [m for metric in REGISTRY.collect() if metric.name == "rollcall_writer_lag_messages"
+                for m in metric.samples if m.labels["group"] == group]
+        assert len(lags) == 3 + 2 and all(m.value == 0 for m in lags), lags  # 3 presence + 2 recognition partitions
         letters = [decode(rough_config.kafka.topics.dead_letter.name, v)
                    for v in await read_topic(bootstrap, rough_config.kafka.topics.dead_letter.name)]
         assert len(letters) == 3 and all(letter["reason"] for letter in letters)
