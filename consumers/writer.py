@@ -130,19 +130,46 @@ class AttendanceWriter:
                 return  # stopped before the broker could be reached
             self._consumer.subscribe(list(self.topic_types), listener=_Rebalance(self))
             housekeeping = asyncio.create_task(self._housekeeping(), name="writer-housekeeping")
-            await self._consume()
+            await self._consume_until_stopped()
         finally:
             self._stop.set()  # also ends housekeeping should its cancellation be lost in a wait_for race
             if housekeeping is not None:
                 housekeeping.cancel()
                 await asyncio.gather(housekeeping, return_exceptions=True)
+            # bounded: leaving a group in the middle of a rebalance can wait on the broker
             with contextlib.suppress(Exception):
-                await self._consumer.stop()
+                async with asyncio.timeout(10):
+                    await self._consumer.stop()
             with contextlib.suppress(Exception):
-                await self._producer.stop()
+                async with asyncio.timeout(10):
+                    await self._producer.stop()
             if self._conn is not None:
                 with contextlib.suppress(Exception):
                     await self._conn.close()
+
+    async def _consume_until_stopped(self, grace_s: float = 3.0) -> None:
+        """Run :meth:`_consume`; once stopped, give it ``grace_s`` to finish its batch, then cancel it:
+        aiokafka's getmany waits without a time limit while a rebalance is in progress (say a crashed
+        member of the group has not timed out yet), and a stop must not wait for that. Nothing is lost
+        by the cancel: what was not stored is read again from the stored offsets."""
+        consume = asyncio.create_task(self._consume(), name="writer-consume")
+        stopped = asyncio.create_task(self._stop.wait())
+        try:
+            await asyncio.wait({consume, stopped}, return_when=asyncio.FIRST_COMPLETED)
+            if not consume.done():
+                await asyncio.wait({consume}, timeout=grace_s + self.settings.max_wait_ms / 1000)
+            if not consume.done():
+                log.info("stopping while the consumer group is still assigning partitions")
+                consume.cancel()
+                await asyncio.gather(consume, return_exceptions=True)
+                if self._inflight is not None:  # a batch being written commits or rolls back on its own
+                    await asyncio.gather(self._inflight, return_exceptions=True)
+            else:
+                consume.result()  # its failure is the writer's
+        finally:
+            stopped.cancel()
+            if not consume.done():
+                consume.cancel()
 
     async def _start_with_retry(self) -> bool:
         """Connect to the broker, retrying while it is away; False when stopped first."""
