@@ -13,8 +13,6 @@ from pathlib import Path
 import click
 
 from infra.errors import RollcallError
-
-
 from processor.cli_support import config_of as _config
 from processor.cli_support import print_figures, progress
 from processor.cli_support import print_json as _print_json
@@ -85,8 +83,6 @@ def _actor(actor: str | None) -> str:
     return actor or f"cli:{getpass.getuser()}"
 
 
-
-
 def register(cli: click.Group) -> None:
     """Add this package's commands to the `rollcall` command group."""
     cli.add_command(attendance)
@@ -148,7 +144,7 @@ def attendance_writer(ctx: click.Context, verbose: bool, metrics_port: int | Non
             bound = metrics.serve(metrics_port, metrics_host)
         except OSError as exc:
             raise RollcallError(f"metrics port {metrics_port} on {metrics_host}: {exc.strerror or exc}; "
-                                       "choose another --metrics-port") from None
+                                "choose another --metrics-port") from None
         click.echo(f"metrics on http://{metrics_host}:{bound}/metrics", err=True)
     asyncio.run(main())
 

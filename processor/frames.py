@@ -59,10 +59,6 @@ class FrameBuffer:
         self.wakeup: asyncio.Event | None = None
         self.dropped = 0  # frames pushed out unanalysed
 
-    @property
-    def strategy(self) -> str:
-        return "drop-oldest" if self.span_s is None else "spread"
-
     def bind(self, loop: asyncio.AbstractEventLoop) -> None:
         self._loop = loop
 

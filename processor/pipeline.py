@@ -136,7 +136,7 @@ class RecognitionStage:
 
     def _overlay(self, frame: Frame, tracker: FaceTracker, pairs, frame_size: tuple[int, int]) -> None:
         from processor.events import box_object, build_event
-        
+
         camera = self.cameras.get(frame.camera_id)
         objects = [{"track_id": track_id, "kind": "face", "box": box_object(face.box),
                     "label": person_id or ("unknown" if decided else "…"), "person_id": person_id}

@@ -44,7 +44,7 @@ def test_room_stage_events_on_a_scripted_walk():
         t = n / FPS
         box = _box_at(t)
         detections = [PersonDetection(box, 0.9, 0)] if box else []
-        stage.handle([(Frame("room-a101", n, t, base + t, image), detections)])
+        stage.handle([(Frame("room-a101", n, t, base + t, image), detections, [])])
 
     for _, _, event in published:
         validate(event, unpublished=True)

@@ -198,15 +198,19 @@ class PersonTracker:
             dets = sv.Detections.empty()
         tracked = self._tracker.update(dets, timestamp=float(pts_s))
         ids = tracked.tracker_id if tracked.tracker_id is not None else np.empty(0, int)
+        all_boxes = np.asarray(tracked.xyxy, np.float64).reshape(-1, 4)
+        all_zones = self.zone_of(all_boxes)
         keep = [i for i, t in enumerate(ids) if t is not None and int(t) >= 0]  # -1: not confirmed yet
-        self._remember_unconfirmed(pts_s, tracked, ids)
-        boxes = np.asarray(tracked.xyxy, np.float64)[keep] if keep else np.empty((0, 4))
+        pending = [i for i, t in enumerate(ids) if t is None or int(t) < 0]
+        self._remember_unconfirmed(pts_s, all_boxes, all_zones, pending)
+        boxes = all_boxes[keep]
         tids = [int(ids[i]) for i in keep]
-        zones = self.zone_of(boxes)
+        zones = [all_zones[i] for i in keep]
 
         # Colour signatures only from boxes nobody else overlaps: a box shared by two people would
         # teach a track the other's look.
-        isolated = _isolated(boxes, np.asarray(dets.xyxy, np.float64) if len(dets) else np.empty((0, 4)))
+        overlaps = _overlap_matrix(boxes, boxes)
+        isolated = _isolated(boxes, np.asarray(dets.xyxy, np.float64).reshape(-1, 4))
         looks = [self._look(b) if isolated[j] else None for j, b in enumerate(boxes)]
         events: list[TrackEvent] = []
         seen: set[str] = set()
@@ -257,8 +261,8 @@ class PersonTracker:
             seen.add(track.track_id)
             owner[j] = track
             events.append(dataclasses.replace(self._event("appeared", track, first_pts), box=first_box))
-        events.extend(self._pick_up_unconfirmed(pts_s, tracked, ids, seen))
-        self._note_contacts(pts_s, boxes, owner)
+        events.extend(self._pick_up_unconfirmed(pts_s, tracked.confidence, all_boxes, all_zones, pending, seen))
+        self._note_contacts(pts_s, overlaps, owner)
         self._undo_swaps(pts_s, boxes, tids, isolated, looks, owner)
         for j, track in owner.items():
             # not while a recent contact leaves it unsure whose box this is: the signature learnt before
@@ -305,9 +309,7 @@ class PersonTracker:
             return 0.0  # nothing to compare: position decides
         return float(cv2.compareHist(track.look, look, cv2.HISTCMP_BHATTACHARYYA))
 
-    def _see(self, track: PersonTrack, pts_s: float, box: Box, look: np.ndarray | None = None) -> list[TrackEvent]:
-        if look is not None:
-            track.look = look if track.look is None else 0.8 * track.look + 0.2 * look
+    def _see(self, track: PersonTrack, pts_s: float, box: Box) -> list[TrackEvent]:
         dt = float(pts_s) - track.last_pts_s
         if 0 < dt <= 1.0:  # feet velocity, smoothed; across a longer gap it says little
             (x0, y0), x1, y1 = track.foot, (box[0] + box[2]) / 2.0, box[3]
@@ -322,19 +324,18 @@ class PersonTracker:
             return [self._event("reacquired", track, pts_s)]
         return []
 
-    def _pick_up_unconfirmed(self, pts_s: float, tracked, ids, seen: set[str]) -> list[TrackEvent]:
+    def _pick_up_unconfirmed(self, pts_s: float, confidence, all_boxes: np.ndarray, all_zones: list,
+                             pending: list[int], seen: set[str]) -> list[TrackEvent]:
         """A confident detection ByteTrack has not confirmed yet (at low analysis rates a brisk walker's
         boxes do not overlap from one frame to the next, so it never is) continues an unseen track it is
         within reach of, outside the entry zones."""
         events: list[TrackEvent] = []
-        if tracked.confidence is None:
+        if confidence is None:
             return events
-        for i, t in enumerate(ids):
-            if (t is not None and int(t) >= 0) or float(tracked.confidence[i]) < self.activation_threshold:
+        for i in pending:
+            if float(confidence[i]) < self.activation_threshold or all_zones[i] is not None:
                 continue
-            box = tuple(float(v) for v in tracked.xyxy[i])
-            if self.zone_of(np.array([box]))[0] is not None:
-                continue
+            box = tuple(float(v) for v in all_boxes[i])
             previous = self._reacquire_candidate(box, pts_s, seen, self._look(box))
             if previous is not None:
                 events.extend(self._see(previous, pts_s, box))
@@ -342,15 +343,11 @@ class PersonTracker:
                 seen.add(previous.track_id)
         return events
 
-    def _remember_unconfirmed(self, pts_s: float, tracked, ids) -> None:
+    def _remember_unconfirmed(self, pts_s: float, all_boxes: np.ndarray, all_zones: list, pending: list[int]) -> None:
         self._unconfirmed = [u for u in self._unconfirmed if pts_s - u[0] <= self.backdate_s]
-        pending = [i for i, t in enumerate(ids) if t is None or int(t) < 0]
-        if not pending:
-            return
-        boxes = np.asarray(tracked.xyxy, np.float64)[pending]
-        for box, door in zip(boxes, self.zone_of(boxes)):
-            if door is not None:
-                self._unconfirmed.append((float(pts_s), tuple(float(v) for v in box), door))
+        for i in pending:
+            if all_zones[i] is not None:
+                self._unconfirmed.append((float(pts_s), tuple(float(v) for v in all_boxes[i]), all_zones[i]))
 
     def _entered_earlier(self, box: Box, pts_s: float) -> tuple[str | None, float, Box]:
         """The door, time and box of the earliest unconfirmed in-zone sighting this new track continues."""
@@ -402,13 +399,11 @@ class PersonTracker:
                 best, best_d = track, nearness
         return best
 
-    def _note_contacts(self, pts_s: float, boxes: np.ndarray, owner: dict[int, PersonTrack]) -> None:
-        items = list(owner.items())
-        for a in range(len(items)):
-            for b in range(a + 1, len(items)):
-                (ja, ta), (jb, tb) = items[a], items[b]
-                if _overlap(boxes[ja], boxes[jb]) > 0.0:
-                    ta.contacts[tb.track_id] = tb.contacts[ta.track_id] = float(pts_s)
+    def _note_contacts(self, pts_s: float, overlaps: np.ndarray, owner: dict[int, PersonTrack]) -> None:
+        for ja, jb in zip(*np.nonzero(np.triu(overlaps, k=1) > 0.0)):
+            ta, tb = owner.get(int(ja)), owner.get(int(jb))
+            if ta is not None and tb is not None:
+                ta.contacts[tb.track_id] = tb.contacts[ta.track_id] = float(pts_s)
 
     def _undo_swaps(self, pts_s: float, boxes: np.ndarray, tids: list[int], isolated: list[bool],
                     looks: list, owner: dict[int, PersonTrack]) -> None:
@@ -452,7 +447,11 @@ class PersonTracker:
 
     def _age(self, pts_s: float, seen: set[str]) -> list[TrackEvent]:
         events: list[TrackEvent] = []
+        # contacts older than any use of them (swap checks, looking for someone hidden behind another)
+        forget_before = pts_s - max(self.swap_window_s, self.reacquire_s) - 0.5
         for track in list(self._tracks.values()):
+            if track.contacts and min(track.contacts.values()) < forget_before:
+                track.contacts = {k: v for k, v in track.contacts.items() if v >= forget_before}
             if track.track_id in seen:
                 continue
             unseen = pts_s - track.last_pts_s
@@ -484,21 +483,25 @@ class PersonTracker:
                           identity_source=track.identity_source)
 
 
-def _overlap(a, b) -> float:
-    """Intersection over the smaller box's area (1.0: one box inside the other)."""
-    w = min(a[2], b[2]) - max(a[0], b[0])
-    h = min(a[3], b[3]) - max(a[1], b[1])
-    if w <= 0 or h <= 0:
-        return 0.0
-    smaller = min((a[2] - a[0]) * (a[3] - a[1]), (b[2] - b[0]) * (b[3] - b[1]))
-    return float(w * h / smaller) if smaller > 0 else 0.0
+def _overlap_matrix(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Intersection over the smaller box's area for every pair of boxes (rows ``a``, columns ``b``; 1.0:
+    one box inside the other, 0.0: apart)."""
+    if not len(a) or not len(b):
+        return np.zeros((len(a), len(b)))
+    w = np.minimum(a[:, None, 2], b[None, :, 2]) - np.maximum(a[:, None, 0], b[None, :, 0])
+    h = np.minimum(a[:, None, 3], b[None, :, 3]) - np.maximum(a[:, None, 1], b[None, :, 1])
+    inter = np.clip(w, 0.0, None) * np.clip(h, 0.0, None)
+    area_a = (a[:, 2] - a[:, 0]) * (a[:, 3] - a[:, 1])
+    area_b = (b[:, 2] - b[:, 0]) * (b[:, 3] - b[:, 1])
+    smaller = np.minimum(area_a[:, None], area_b[None, :])
+    return np.divide(inter, smaller, out=np.zeros_like(inter), where=smaller > 0)
 
 
 def _isolated(boxes: np.ndarray, all_boxes: np.ndarray, limit: float = 0.05) -> list[bool]:
     """For each tracked box: no other detection of the frame (tracked or not) covers more than ``limit``
     of it or of itself."""
-    result = []
-    for box in boxes:
-        others = [o for o in all_boxes if not np.allclose(o, box, atol=1.0)]
-        result.append(all(_overlap(box, o) <= limit for o in others))
-    return result
+    overlaps = _overlap_matrix(boxes, all_boxes)
+    if overlaps.size:
+        itself = np.all(np.abs(boxes[:, None, :] - all_boxes[None, :, :]) <= 1.0, axis=2)  # its own detection
+        overlaps[itself] = 0.0
+    return [bool(row.max(initial=0.0) <= limit) for row in overlaps]

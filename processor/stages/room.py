@@ -55,12 +55,13 @@ class PersonStage(BatchStage):
         self.faces = faces  # a FaceAnalyzer: faces on room frames confirm or correct identities
         self.persons = 0  # detections so far
 
-    def process(self, batch: list[Frame]) -> list[tuple[Frame, list]] | list[tuple[Frame, list, list]]:
+    def process(self, batch: list[Frame]) -> list[tuple[Frame, list, list]]:
+        """(frame, person detections, room faces) per frame; no faces when room faces are off."""
         images = [frame.image for frame in batch]
         detections = self.detector.detect(images)
         self.persons += sum(map(len, detections))
         if self.faces is None:
-            return list(zip(batch, detections))
+            return [(frame, found, []) for frame, found in zip(batch, detections)]
         # Only faces that pass the quality gate are embedded (few on room cameras: they are far).
         faces = [[RoomFace(f.detection.box, f.embedding, f.quality.score) for f in found if f.embedding is not None]
                  for found in self.faces.analyse(images)]
@@ -232,11 +233,10 @@ class RoomStage:
             except (KeyError, ValueError) as exc:
                 log.warning("recognition %s not usable for handoff: %s", r.event_id, exc)
 
-    def handle(self, results: list[tuple[Frame, list]]) -> None:
+    def handle(self, results: list[tuple[Frame, list, list]]) -> None:
+        """PersonStage's results: (frame, person detections, room faces) per frame."""
         self._drain_recognitions()
-        for result in results:
-            frame, detections = result[0], result[1]
-            faces = result[2] if len(result) > 2 else []
+        for frame, detections, faces in results:
             camera_id = frame.camera_id
             self._deciding_frame_at = frame.captured_at
             self.first_frame.setdefault(camera_id, (frame.captured_at, frame.pts_s))
@@ -260,7 +260,7 @@ class RoomStage:
             self._overlay(frame, tracker, (width, height))
         # Decided on the cameras' clock (the newest frame's capture time), not the wall clock: a
         # backlog of frames must not close handoff windows before its entries are seen.
-        newest = max((result[0].captured_at for result in results), default=None)
+        newest = max((frame.captured_at for frame, _, _ in results), default=None)
         for assignment in (self.matcher.assign(newest) if newest is not None else []):
             self._on_assignment(assignment)
 
