@@ -3,33 +3,48 @@
 Pure logic (no Kafka, no models). Times are seconds on one clock (Unix seconds of the frames).
 
 - :meth:`HandoffMatcher.add_recognition` — a decided face track at a door: ``person_id`` (None: an
-  unknown face, a visitor), the recognition ``event_id``, and the door time (when the person was at
-  the door: the recognition's ``last_seen``). A second pending recognition of the same person at the
-  same door replaces the first (the door camera split one person into two face tracks).
+  unknown face, a visitor), the recognition ``event_id``, the door time, and optionally the body's
+  :class:`processor.appearance.Appearance` and the side of the door camera's image the face was on.
+  A second pending recognition of the same person at the same door replaces the first (the door
+  camera split one person into two face tracks).
 - :meth:`HandoffMatcher.add_entry` — a new room track that appeared in a door's entry zone (track id,
-  time, entry position).
+  time, entry position, side of the entry zone); :meth:`set_entry_appearance` gives (or refines) its
+  appearance while it waits for its decision.
 - :meth:`HandoffMatcher.assign` — the decisions that are due at ``now``: one :class:`Assignment` per
   entry, each entry decided once.
 - :meth:`HandoffMatcher.track_exited` — a room track left; its person may be handed to a new track.
 
 THE RULE. A recognition at door time ``r`` and an entry at time ``e`` of the same door are a candidate
 pair when the transit ``e - r`` is in the door's window ``[min_s, max_s]``. Per room camera, the
-candidate pairs link recognitions and entries into groups; each group is decided jointly with
-``scipy.optimize.linear_sum_assignment`` (recognitions and entries may stay unmatched, at a cost of the
-window's width each, so any candidate pair beats leaving both unmatched). The cost of a pair is its
-deviation from the door's typical transit ``|e - r - typical|`` plus a small convex term
-``tiebreak * (e - r - typical)**2``: convexity makes the order-preserving pairing (first through the
-door, first into the room) strictly cheaper than a crossed one when the deviations alone tie.
+candidate pairs link recognitions and entries into groups; each group is decided jointly: the pairing
+(recognitions and entries may stay unmatched) with the lowest total cost, in seconds:
 
-Ambiguity. For the chosen pairing, every exchange that would change some track's identity is
-checked: two entries swapping their recognitions (or one swapping with an unmatched entry, e.g. a
-tailgater), or an entry taking an unmatched recognition instead. Its margin in seconds is the
-increase of the summed deviation, plus, for a swap of two recognitions, the order evidence
-``min(|e1 - e2|, |r1 - r2|)`` (the order says who is who only when both the door and the room saw
-the two people clearly apart). A margin below ``ambiguity_s`` means the swap is as plausible: every
-track whose identity it would change stays unknown, with ``ambiguous=True``. Swapping two unknown
-recognitions changes nobody's identity and is not ambiguous; an unknown (visitor) recognition still
-takes its track, so that a visitor's track cannot take someone else's identity.
+  total = sum over pairs of   |dev| + tiebreak * dev**2             (transit: dev = e - r - typical_s)
+                            + appearance_weight * D                 (clothing, Bhattacharyya 0..1)
+                            + side_weight * [sides disagree]        (side of the doorway)
+        + order_weight * sum over crossed pairs of min(|e1 - e2|, |r1 - r2|)         (order)
+        + unmatched_cost for each recognition and each entry left unmatched
+
+with the weights of :class:`CueWeights` (transit is the unit: 1 per second). ``D`` is
+:func:`processor.appearance.distance` between the door's torso and the room track's body; where it
+cannot be computed (either side has no descriptor: a v1.0 recognition event, a track never seen
+apart from others) it is ``neutral_distance`` for that pair, which favours no pairing, so the other
+cues decide as before. Two pairs are crossed when the first through the door came second into the
+room; the order term counts only as far as both cameras saw the two apart (``min``). The side term
+is used only once the door's side relation is known (``Door.sides``: "same" or "mirrored", else
+learnt from the door's unambiguous handoffs: at least ``min_side_votes`` of them, 80 % agreeing), and
+only for pairs whose both sides are known. ``unmatched_cost`` is the window's width plus the appearance
+and side weights, so any candidate pair beats leaving both unmatched. The search: the Hungarian
+assignment (``scipy.optimize.linear_sum_assignment``) of the pair costs, then exchanges that lower the
+total (the order term is not a pair cost) until none does.
+
+Ambiguity (abstain only on a real tie). Every exchange of the chosen pairing that would change some
+track's identity is tried: two entries swapping their recognitions (or one swapping with an unmatched
+entry, e.g. a tailgater), or an entry taking an unmatched recognition instead. Its margin is the
+increase of the total. A margin below ``ambiguity_s`` means that second-best pairing is as plausible:
+every track whose identity it would change stays unknown, with ``ambiguous=True``. Swapping two
+unknown recognitions changes nobody's identity and is not ambiguous; an unknown (visitor) recognition
+still takes its track, so that a visitor's track cannot take someone else's identity.
 
 One identity, one live track. A known person already on a live (not exited) track of the room camera
 is not handed to a second one: the recognition still takes its entry (so it steals nothing) but the
@@ -56,7 +71,30 @@ from typing import Iterable, Sequence
 import numpy as np
 from scipy.optimize import linear_sum_assignment
 
+from processor.appearance import Appearance, distance
+
 _INFEASIBLE = 1e9
+SIDES = ("left", "right")
+
+
+@dataclasses.dataclass(frozen=True)
+class CueWeights:
+    """Weights of the handoff's cost, in seconds of transit deviation (see the module docstring).
+
+    appearance 2.5: a swap of two people whose clothes differ by a typical 0.3 (same person ~0.1-0.35,
+    two people ~0.3-0.9 on real pedestrians) costs 2 x 0.3 x 2.5 = 1.5 s, more than people side by side
+    0.3 s apart differ in transit and order; yet even the most different clothes (a swap costs at most
+    2 x 2.5 = 5 s) do not outweigh two people who passed the door and entered the room in order 2 s
+    apart (4 s of deviation plus 2 s of order). order 1.0: one second of order evidence is worth one
+    second of transit deviation. side 0.6: a person may change sides between the two cameras, so a
+    side mismatch (2 x 0.6 for a swap) decides only a near tie of the other cues.
+    neutral_distance 0.45: between the typical same-person and different-person distances, for a pair
+    that cannot be compared (the same for every such pair, so it favours no pairing)."""
+
+    appearance: float = 2.5
+    order: float = 1.0
+    side: float = 0.6
+    neutral_distance: float = 0.45
 
 
 @dataclasses.dataclass(frozen=True)
@@ -67,6 +105,7 @@ class Door:
     transit_min_s: float
     transit_max_s: float
     typical_s: float
+    sides: str | None = None  # "same" | "mirrored": door-image side vs room entry side; None: learnt
 
     @property
     def width_s(self) -> float:
@@ -78,7 +117,10 @@ class Assignment:
     """The decision for one room track. ``person_id`` None: unknown. ``recognition_event_id`` and
     ``transit_s`` are set when a recognition (known or unknown) was handed to the track.
     ``reason``: ``handoff`` (a known person), ``unknown_recognition`` (a visitor recognised as unknown),
-    ``already_present`` (the person is on another live track), ``ambiguous``, ``no_recognition``."""
+    ``already_present`` (the person is on another live track), ``ambiguous``, ``no_recognition``.
+    ``appearance_distance``: door vs room descriptor of the chosen pair (None: not comparable);
+    ``margin``: the smallest cost increase of an exchange that would change this track's identity
+    (None: no such exchange)."""
 
     track_id: str
     person_id: str | None
@@ -89,6 +131,8 @@ class Assignment:
     room_camera: str = ""
     entry_time: float = 0.0
     reason: str = "handoff"
+    appearance_distance: float | None = None
+    margin: float | None = None
 
 
 @dataclasses.dataclass
@@ -97,6 +141,8 @@ class _Recognition:
     person_id: str | None
     event_id: str
     time: float
+    appearance: Appearance | None = None
+    side: str | None = None
 
 
 @dataclasses.dataclass
@@ -106,20 +152,26 @@ class _Entry:
     time: float
     position: tuple[float, float] | None
     exited: bool = False
+    appearance: Appearance | None = None
+    side: str | None = None
 
 
 class HandoffMatcher:
     """Pending door recognitions and room entries per room camera, matched jointly (see the module)."""
 
     def __init__(self, doors: Iterable[Sequence], ambiguity_s: float = 1.0, settle_s: float = 0.5,
-                 recognition_delay_s: float = 2.0, tiebreak: float = 1e-3):
+                 recognition_delay_s: float = 2.0, tiebreak: float = 1e-3, weights: CueWeights | None = None,
+                 min_side_votes: int = 4):
         """``doors``: ``(door_id, door_camera, room_camera, transit_min_s, transit_max_s[, typical_s])``
-        (typical transit: the window's middle unless given), or objects with those attributes
-        (``processor.config.DoorConfig`` works too: ``id``, ``door_camera``, ``room_camera``, ``transit``)."""
+        (typical transit: the window's middle unless given), :class:`Door` objects, or objects with those
+        attributes (``processor.config.DoorConfig`` works too: ``id``, ``door_camera``, ``room_camera``,
+        ``transit``, optionally ``sides``)."""
         self.ambiguity_s = float(ambiguity_s)
         self.settle_s = float(settle_s)
         self.recognition_delay_s = float(recognition_delay_s)
         self.tiebreak = float(tiebreak)
+        self.weights = weights or CueWeights()
+        self.min_side_votes = int(min_side_votes)
         self.doors: dict[str, Door] = {}
         for spec in doors:
             door = _door(spec)
@@ -127,10 +179,13 @@ class HandoffMatcher:
                 raise ValueError(f"door {door.door_id!r} given twice")
             if not 0 <= door.transit_min_s < door.transit_max_s:
                 raise ValueError(f"door {door.door_id!r}: need 0 <= transit_min_s < transit_max_s")
+            if door.sides not in (None, "same", "mirrored"):
+                raise ValueError(f"door {door.door_id!r}: sides is 'same', 'mirrored' or None")
             self.doors[door.door_id] = door
         self._recognitions: dict[str, list[_Recognition]] = {}  # room camera -> pending
         self._entries: dict[str, list[_Entry]] = {}  # room camera -> pending
         self._live: dict[str, dict[str, str | None]] = {}  # room camera -> {track_id: person_id}
+        self._side_votes: dict[str, dict[str, int]] = {}  # door id -> {"same": n, "mirrored": n}
         self.expired_recognitions = 0
 
     # ------------------------------------------------------------------------------------ input
@@ -142,27 +197,40 @@ class HandoffMatcher:
             return by_camera[0]
         raise KeyError(f"unknown door {door!r}: known are {', '.join(sorted(self.doors))}")
 
-    def add_recognition(self, door: str, person_id: str | None, recognition_event_id: str,
-                        time: float) -> None:
-        """A recognition at ``door`` (door id, or the door camera id) at door time ``time``."""
+    def add_recognition(self, door: str, person_id: str | None, recognition_event_id: str, time: float, *,
+                        appearance: Appearance | None = None, side: str | None = None) -> None:
+        """A recognition at ``door`` (door id, or the door camera id) at door time ``time``; optionally the
+        body's appearance and the side ("left"/"right") of the door camera's image the face was on."""
         d = self._door(door)
+        side = _side(side)
         pending = self._recognitions.setdefault(d.room_camera, [])
         if person_id is not None:
             for old in pending:
                 if old.door is d and old.person_id == person_id:
                     if time >= old.time:
                         old.event_id, old.time = recognition_event_id, float(time)
+                        old.appearance = appearance or old.appearance
+                        old.side = side or old.side
                     return
-        pending.append(_Recognition(d, person_id, recognition_event_id, float(time)))
+        pending.append(_Recognition(d, person_id, recognition_event_id, float(time), appearance, side))
 
-    def add_entry(self, door: str, track_id: str, time: float,
-                  position: tuple[float, float] | None = None) -> None:
-        """A new room track ``track_id`` that appeared in ``door``'s entry zone at ``time``."""
+    def add_entry(self, door: str, track_id: str, time: float, position: tuple[float, float] | None = None, *,
+                  appearance: Appearance | None = None, side: str | None = None) -> None:
+        """A new room track ``track_id`` that appeared in ``door``'s entry zone at ``time``, on ``side``
+        ("left"/"right") of the zone."""
         d = self._door(door)
         entries = self._entries.setdefault(d.room_camera, [])
         if any(e.track_id == track_id for e in entries) or track_id in self._live.get(d.room_camera, {}):
             raise ValueError(f"track {track_id!r} on {d.room_camera!r} entered twice")
-        entries.append(_Entry(d, track_id, float(time), position))
+        entries.append(_Entry(d, track_id, float(time), position, appearance=appearance, side=_side(side)))
+
+    def set_entry_appearance(self, room_camera: str, track_id: str, appearance: Appearance | None) -> bool:
+        """Give a pending entry its (better) appearance; False when the entry is no longer pending."""
+        for entry in self._entries.get(room_camera, []):
+            if entry.track_id == track_id:
+                entry.appearance = appearance
+                return True
+        return False
 
     def track_exited(self, track_id: str, room_camera: str | None = None) -> None:
         """The room track left (or was lost): its person may be handed to another track again."""
@@ -188,12 +256,40 @@ class HandoffMatcher:
         """``{track_id: person_id}`` of the decided, live tracks of a room camera."""
         return dict(self._live.get(room_camera, {}))
 
+    def side_relation(self, door: str) -> str | None:
+        """"same" / "mirrored" when the door's side relation is configured or learnt, else None."""
+        d = self._door(door)
+        if d.sides is not None:
+            return d.sides
+        votes = self._side_votes.get(d.door_id, {})
+        same, mirrored = votes.get("same", 0), votes.get("mirrored", 0)
+        if same + mirrored < self.min_side_votes:
+            return None
+        if same >= 0.8 * (same + mirrored):
+            return "same"
+        if mirrored >= 0.8 * (same + mirrored):
+            return "mirrored"
+        return None
+
     # ---------------------------------------------------------------------------------- decide
     def _pair_ok(self, r: _Recognition, e: _Entry) -> bool:
         return r.door is e.door and r.door.transit_min_s <= e.time - r.time <= r.door.transit_max_s
 
     def _deviation(self, r: _Recognition, e: _Entry) -> float:
         return abs(e.time - r.time - r.door.typical_s)
+
+    def _pair_cost(self, r: _Recognition, e: _Entry, relation: str | None) -> float:
+        d = self._deviation(r, e)
+        app = distance(r.appearance, e.appearance)
+        cost = d + self.tiebreak * d * d
+        cost += self.weights.appearance * (self.weights.neutral_distance if app is None else app)
+        if relation is not None and r.side is not None and e.side is not None:
+            expected = r.side if relation == "same" else _flip(r.side)
+            cost += self.weights.side * (expected != e.side)
+        return cost
+
+    def _unmatched_cost(self, door: Door) -> float:
+        return door.width_s + self.weights.appearance + self.weights.side
 
     def _closes_at(self, recs: list[_Recognition], ents: list[_Entry]) -> float:
         times = [r.time + r.door.transit_max_s + self.settle_s for r in recs]
@@ -221,22 +317,11 @@ class HandoffMatcher:
         return out
 
     def _decide(self, camera: str, recs: list[_Recognition], ents: list[_Entry]) -> list[Assignment]:
-        n, m = len(recs), len(ents)
-        cost = np.full((n + m, m + n), _INFEASIBLE)
-        cost[n:, m:] = 0.0
-        for i, r in enumerate(recs):
-            cost[i, m + i] = r.door.width_s
-            for j, e in enumerate(ents):
-                if self._pair_ok(r, e):
-                    d = self._deviation(r, e)
-                    cost[i, j] = d + self.tiebreak * d * d
-        for j, e in enumerate(ents):
-            cost[n + j, j] = e.door.width_s
-        rows, cols = linear_sum_assignment(cost)
-        match: dict[int, int] = {}  # entry index -> recognition index
-        for i, j in zip(rows, cols):
-            if i < n and j < m:
-                match[j] = i
+        relation = {d: self.side_relation(d) for d in {e.door.door_id for e in ents}}
+        group = _Group(recs, ents, self.weights.order,
+                       lambda r, e: self._pair_cost(r, e, relation[e.door.door_id]) if self._pair_ok(r, e) else None,
+                       self._unmatched_cost)
+        match = group.best()  # entry index -> recognition index
 
         live = self._live.setdefault(camera, {})
         on_live = {p for p in live.values() if p is not None}
@@ -261,12 +346,14 @@ class HandoffMatcher:
                 return given[i]
             return None if recs[i].person_id in live_before else recs[i].person_id
 
-        ambiguous = self._ambiguous(recs, ents, match, identity)
+        margins = group.identity_margins(match, identity)
         out = []
         for j, e in enumerate(ents):
             i = match.get(j)
-            base = dict(track_id=e.track_id, door_id=e.door.door_id, room_camera=camera, entry_time=e.time)
-            if j in ambiguous:
+            ambiguous = margins.get(j, np.inf) < self.ambiguity_s
+            base = dict(track_id=e.track_id, door_id=e.door.door_id, room_camera=camera, entry_time=e.time,
+                        margin=margins.get(j))
+            if ambiguous:
                 out.append(Assignment(person_id=None, recognition_event_id=None, transit_s=None,
                                       ambiguous=True, reason="ambiguous", **base))
                 person = None
@@ -280,44 +367,116 @@ class HandoffMatcher:
                 reason = ("already_present" if i in blocked else
                           "unknown_recognition" if r.person_id is None else "handoff")
                 out.append(Assignment(person_id=person, recognition_event_id=r.event_id,
-                                      transit_s=e.time - r.time, ambiguous=False, reason=reason, **base))
+                                      transit_s=e.time - r.time, ambiguous=False, reason=reason,
+                                      appearance_distance=distance(r.appearance, e.appearance), **base))
+                self._vote_sides(r, e)
             if not e.exited:
                 live[e.track_id] = person
         return out
 
-    def _ambiguous(self, recs, ents, match: dict[int, int], identity) -> set[int]:
-        """Entries whose identity a plausible exchange (margin < ambiguity_s) would change."""
-        out: set[int] = set()
-        unmatched_recs = set(range(len(recs))) - set(match.values())
+    def _vote_sides(self, r: _Recognition, e: _Entry) -> None:
+        """An unambiguous handoff teaches the door's side relation (door image side vs room entry side)."""
+        if r.side is None or e.side is None:
+            return
+        votes = self._side_votes.setdefault(e.door.door_id, {"same": 0, "mirrored": 0})
+        votes["same" if r.side == e.side else "mirrored"] += 1
 
-        def dev(i: int | None, j: int) -> float | None:  # None: infeasible; unmatched entry costs nothing extra
-            if i is None:
-                return 0.0
-            return self._deviation(recs[i], ents[j]) if self._pair_ok(recs[i], ents[j]) else None
 
-        # two entries exchange their recognitions (one of them may have none: a tailgater)
-        for j1, j2 in itertools.combinations(range(len(ents)), 2):
+class _Group:
+    """One group's costs: pair costs (None: not a candidate pair), unmatched costs, the order term;
+    the best pairing, and the margins of the exchanges that would change identities."""
+
+    def __init__(self, recs: list[_Recognition], ents: list[_Entry], order_weight: float, pair_cost,
+                 unmatched_cost):
+        self.n, self.m = len(recs), len(ents)
+        self.pair = np.full((self.n, self.m), np.inf)
+        for i, r in enumerate(recs):
+            for j, e in enumerate(ents):
+                cost = pair_cost(r, e)
+                if cost is not None:
+                    self.pair[i, j] = cost
+        self.unmatched_r = np.array([unmatched_cost(r.door) for r in recs])
+        self.unmatched_e = np.array([unmatched_cost(e.door) for e in ents])
+        self.r_time = np.array([r.time for r in recs])
+        self.e_time = np.array([e.time for e in ents])
+        self.order_weight = order_weight
+
+    def total(self, match: dict[int, int]) -> float:
+        js = np.fromiter(match.keys(), int, len(match))
+        is_ = np.fromiter(match.values(), int, len(match))
+        cost = float(self.pair[is_, js].sum())
+        cost += float(self.unmatched_r.sum() - self.unmatched_r[is_].sum())
+        cost += float(self.unmatched_e.sum() - self.unmatched_e[js].sum())
+        if len(js) > 1 and self.order_weight:
+            de = self.e_time[js][:, None] - self.e_time[js][None, :]
+            dr = self.r_time[is_][:, None] - self.r_time[is_][None, :]
+            crossed = de * dr < 0
+            cost += self.order_weight * float(np.minimum(np.abs(de), np.abs(dr))[crossed].sum()) / 2
+        return cost
+
+    def exchanges(self, match: dict[int, int]):
+        """(changed entries, new pairing) one exchange away: two entries swap their recognitions (one may
+        have none), or an entry takes a recognition nobody has."""
+        for j1, j2 in itertools.combinations(range(self.m), 2):
             i1, i2 = match.get(j1), match.get(j2)
             if i1 is None and i2 is None:
                 continue
-            if identity(i1) == identity(i2):
+            if (i2 is not None and not np.isfinite(self.pair[i2, j1])) or \
+                    (i1 is not None and not np.isfinite(self.pair[i1, j2])):
                 continue
-            new1, new2 = dev(i2, j1), dev(i1, j2)
-            if new1 is None or new2 is None:
+            new = {j: i for j, i in match.items() if j not in (j1, j2)}
+            if i2 is not None:
+                new[j1] = i2
+            if i1 is not None:
+                new[j2] = i1
+            yield ((j1, i1, i2), (j2, i2, i1)), new
+        unmatched = set(range(self.n)) - set(match.values())
+        for j in range(self.m):
+            for k in unmatched:
+                if np.isfinite(self.pair[k, j]):
+                    yield ((j, match.get(j), k),), {**match, j: k}
+
+    def best(self) -> dict[int, int]:
+        """The Hungarian assignment of the pair costs, improved by exchanges while the total falls."""
+        n, m = self.n, self.m
+        cost = np.full((n + m, m + n), 1e9)
+        cost[:n, :m] = np.where(np.isfinite(self.pair), self.pair, 1e9)
+        cost[n:, m:] = 0.0
+        cost[np.arange(n), m + np.arange(n)] = self.unmatched_r
+        cost[n + np.arange(m), np.arange(m)] = self.unmatched_e
+        rows, cols = linear_sum_assignment(cost)
+        match = {int(j): int(i) for i, j in zip(rows, cols) if i < n and j < m and np.isfinite(self.pair[i, j])}
+        current = self.total(match)
+        for _ in range(10 * (n + m)):  # each step lowers the total; bounded all the same
+            better = min(((self.total(new), new) for _, new in self.exchanges(match)),
+                         key=lambda tn: tn[0], default=None)
+            if better is None or better[0] >= current - 1e-9:
+                break
+            current, match = better
+        return match
+
+    def identity_margins(self, match: dict[int, int], identity) -> dict[int, float]:
+        """Entry -> the smallest total increase of an exchange that would change its identity."""
+        base = self.total(match)
+        margins: dict[int, float] = {}
+        for changes, new in self.exchanges(match):
+            touched = [j for j, old, now in changes if identity(old) != identity(now)]
+            if not touched:
                 continue
-            margin = new1 + new2 - dev(i1, j1) - dev(i2, j2)
-            if i1 is not None and i2 is not None:
-                margin += min(abs(ents[j1].time - ents[j2].time), abs(recs[i1].time - recs[i2].time))
-            if margin < self.ambiguity_s:
-                out.update((j1, j2))
-        # an entry takes a recognition that went unmatched instead of its own
-        for j, i in match.items():
-            for k in unmatched_recs:
-                if identity(k) == identity(i) or dev(k, j) is None:
-                    continue
-                if dev(k, j) - dev(i, j) < self.ambiguity_s:
-                    out.add(j)
-        return out
+            margin = self.total(new) - base
+            for j in touched:
+                margins[j] = min(margins.get(j, np.inf), margin)
+        return margins
+
+
+def _side(side: str | None) -> str | None:
+    if side is not None and side not in SIDES:
+        raise ValueError(f"side is 'left', 'right' or None, got {side!r}")
+    return side
+
+
+def _flip(side: str) -> str:
+    return "right" if side == "left" else "left"
 
 
 def _door(spec) -> Door:
@@ -325,7 +484,8 @@ def _door(spec) -> Door:
         return spec
     if hasattr(spec, "transit") and hasattr(spec, "id"):  # processor.config.DoorConfig
         lo, hi = float(spec.transit.min_s), float(spec.transit.max_s)
-        return Door(spec.id, spec.door_camera, spec.room_camera, lo, hi, (lo + hi) / 2)
+        return Door(spec.id, spec.door_camera, spec.room_camera, lo, hi, (lo + hi) / 2,
+                    getattr(spec, "sides", None))
     if len(spec) not in (5, 6):
         raise ValueError(f"a door is (door_id, door_camera, room_camera, transit_min_s, transit_max_s"
                          f"[, typical_s]), got {spec!r}")
@@ -357,4 +517,4 @@ def _groups(recs: list[_Recognition], ents: list[_Entry], pair_ok) -> list[tuple
     return list(groups.values())
 
 
-__all__ = ["Assignment", "Door", "HandoffMatcher"]
+__all__ = ["Assignment", "CueWeights", "Door", "HandoffMatcher"]

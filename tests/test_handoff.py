@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import cv2
+import numpy as np
 import pytest
 
-from processor.handoff import HandoffMatcher
+from processor import appearance
+from processor.handoff import Door, HandoffMatcher
 
 DOOR = ("door-a", "door-cam-a", "room-cam-a", 1.0, 12.0, 4.0)  # window 1-12 s, typical transit 4 s
 LATE = 40.0  # every window of these tests is closed by then
@@ -198,3 +201,135 @@ def test_doorconfig_objects_are_accepted():
     m.add_recognition("door-a", "alice", "rec-1", 10.0)
     m.add_entry("door-a", "t1", 14.0)
     assert m.assign(LATE)[0].person_id == "alice"
+
+
+# ------------------------------------------------------------------ appearance, order and side cues
+def _look(colour_bgr, *, gain: float = 1.0, size: int = 120):
+    """A person's descriptor as a room camera would compute it: a figure in a shirt of ``colour`` and
+    dark trousers on a grey wall, ``size`` px tall, lit by ``gain``."""
+    image = np.full((size + 40, size, 3), 128, np.uint8)
+    x1, x2 = size // 4, 3 * size // 4
+    cv2.rectangle(image, (x1, 20), (x2, 20 + size // 2), [int(c * gain) for c in colour_bgr], -1)
+    cv2.rectangle(image, (x1, 20 + size // 2), (x2, 20 + size), [int(40 * gain)] * 3, -1)
+    return appearance.describe_person(image, (x1, 20, x2, 20 + size))
+
+
+def _door_look(colour_bgr, *, gain: float = 0.8):
+    """The door camera's descriptor: a face box with the shirt below it, under other lighting."""
+    image = np.full((400, 300, 3), 200, np.uint8)
+    cv2.rectangle(image, (110, 60), (190, 160), (120, 150, 200), -1)  # the face
+    cv2.rectangle(image, (60, 170), (240, 400), [int(c * gain) for c in colour_bgr], -1)
+    return appearance.describe_below_face(image, (110, 60, 190, 160))
+
+
+RED, BLUE, GREEN = (40, 40, 200), (200, 80, 30), (60, 170, 60)
+
+
+def test_a_pair_side_by_side_with_equal_transit_gets_its_identities_from_clothing():
+    m = matcher(ambiguity_s=0.5)
+    m.add_recognition("door-a", "alice", "rec-a", 10.0, appearance=_door_look(RED))
+    m.add_recognition("door-a", "bob", "rec-b", 10.3, appearance=_door_look(BLUE))
+    # into the room together: bob's track first (order would say bob = t1 = first through the door: wrong)
+    m.add_entry("door-a", "t1", 14.2, appearance=_look(BLUE))
+    m.add_entry("door-a", "t2", 14.3, appearance=_look(RED))
+    got = by_track(m.assign(LATE))
+    assert (got["t1"].person_id, got["t2"].person_id) == ("bob", "alice")
+    assert not got["t1"].ambiguous and not got["t2"].ambiguous
+    assert got["t1"].appearance_distance < 0.3 and got["t1"].margin > 1.0
+
+
+def test_identical_clothing_and_equal_times_are_ambiguous():
+    m = matcher(ambiguity_s=0.5)
+    m.add_recognition("door-a", "alice", "rec-a", 10.0, appearance=_door_look(GREEN))
+    m.add_recognition("door-a", "bob", "rec-b", 10.3, appearance=_door_look(GREEN))
+    m.add_entry("door-a", "t1", 14.2, appearance=_look(GREEN))
+    m.add_entry("door-a", "t2", 14.3, appearance=_look(GREEN))
+    got = by_track(m.assign(LATE))
+    assert all(a.ambiguous and a.person_id is None and a.reason == "ambiguous" for a in got.values())
+
+
+def test_without_descriptors_on_one_side_transit_and_order_decide_as_before():
+    for with_door, with_room in ((True, False), (False, True)):
+        m = matcher()
+        m.add_recognition("door-a", "alice", "rec-a", 10.0, appearance=_door_look(RED) if with_door else None)
+        m.add_recognition("door-a", "bob", "rec-b", 10.2, appearance=_door_look(BLUE) if with_door else None)
+        m.add_entry("door-a", "t1", 14.0, appearance=_look(BLUE) if with_room else None)
+        m.add_entry("door-a", "t2", 16.0, appearance=_look(RED) if with_room else None)
+        got = by_track(m.assign(LATE))  # as test_two_people_through_the_door_together_are_ambiguous
+        assert all(a.ambiguous and a.person_id is None for a in got.values())
+        assert all(a.appearance_distance is None for a in got.values())
+
+
+def test_clothing_does_not_overrule_people_clearly_apart_in_time():
+    m = matcher()
+    m.add_recognition("door-a", "alice", "rec-a", 10.0, appearance=_door_look(RED))
+    m.add_recognition("door-a", "bob", "rec-b", 12.0, appearance=_door_look(BLUE))
+    m.add_entry("door-a", "t1", 14.0, appearance=_look(BLUE))  # looks like bob, but came 2 s earlier
+    m.add_entry("door-a", "t2", 16.0, appearance=_look(RED))
+    got = by_track(m.assign(LATE))
+    assert (got["t1"].person_id, got["t2"].person_id) == ("alice", "bob")
+
+
+def test_a_tailgater_in_other_clothes_is_told_apart():
+    m = matcher(ambiguity_s=0.5)
+    m.add_recognition("door-a", "alice", "rec-a", 10.0, appearance=_door_look(RED))
+    m.add_entry("door-a", "t1", 14.3, appearance=_look(BLUE))  # the tailgater, a little ahead
+    m.add_entry("door-a", "t2", 14.4, appearance=_look(RED))
+    got = by_track(m.assign(LATE))
+    assert got["t2"].person_id == "alice" and not got["t2"].ambiguous
+    assert got["t1"].person_id is None and got["t1"].reason == "no_recognition" and not got["t1"].ambiguous
+
+
+def test_side_of_the_doorway_breaks_a_tie_once_the_relation_is_known():
+    mirrored = HandoffMatcher([Door("door-a", "door-cam-a", "room-cam-a", 1.0, 12.0, 4.0, sides="mirrored")],
+                              ambiguity_s=0.5)
+    mirrored.add_recognition("door-a", "alice", "rec-a", 10.0, side="left")
+    mirrored.add_recognition("door-a", "bob", "rec-b", 10.1, side="right")
+    mirrored.add_entry("door-a", "t1", 14.2, side="left")
+    mirrored.add_entry("door-a", "t2", 14.3, side="right")
+    got = by_track(mirrored.assign(LATE))
+    assert (got["t1"].person_id, got["t2"].person_id) == ("bob", "alice")
+    # the same tie at a door whose relation is neither configured nor learnt yet: ambiguous
+    m = matcher(ambiguity_s=0.5)
+    assert m.side_relation("door-a") is None
+    m.add_recognition("door-a", "alice", "rec-a", 10.0, side="left")
+    m.add_recognition("door-a", "bob", "rec-b", 10.1, side="right")
+    m.add_entry("door-a", "t1", 14.2, side="left")
+    m.add_entry("door-a", "t2", 14.3, side="right")
+    assert all(a.ambiguous for a in m.assign(LATE))
+
+
+def test_side_relation_is_learnt_from_unambiguous_handoffs():
+    m = matcher(ambiguity_s=0.5, min_side_votes=3)
+    t = 0.0
+    for k, (door_side, room_side) in enumerate((("left", "right"), ("right", "left"), ("left", "right"))):
+        t += 30.0
+        m.add_recognition("door-a", f"p{k}", f"rec-{k}", t, side=door_side)
+        m.add_entry("door-a", f"t{k}", t + 4.0, side=room_side)
+        assert m.assign(t + 25.0)[0].person_id == f"p{k}"
+        m.track_exited(f"t{k}")
+    assert m.side_relation("door-a") == "mirrored"
+    m.add_recognition("door-a", "alice", "rec-a", 200.0, side="left")
+    m.add_recognition("door-a", "bob", "rec-b", 200.1, side="right")
+    m.add_entry("door-a", "ta", 204.2, side="left")
+    m.add_entry("door-a", "tb", 204.3, side="right")
+    got = by_track(m.assign(300.0))
+    assert (got["ta"].person_id, got["tb"].person_id) == ("bob", "alice")
+
+
+def test_an_entry_learns_its_appearance_while_it_waits():
+    m = matcher(ambiguity_s=0.5)
+    m.add_recognition("door-a", "alice", "rec-a", 10.0, appearance=_door_look(RED))
+    m.add_recognition("door-a", "bob", "rec-b", 10.3, appearance=_door_look(BLUE))
+    m.add_entry("door-a", "t1", 14.2)
+    m.add_entry("door-a", "t2", 14.3)
+    assert m.set_entry_appearance("room-cam-a", "t1", _look(BLUE, gain=0.7, size=200))
+    assert m.set_entry_appearance("room-cam-a", "t2", _look(RED, gain=0.7, size=200))
+    got = by_track(m.assign(LATE))
+    assert (got["t1"].person_id, got["t2"].person_id) == ("bob", "alice")
+    assert not m.set_entry_appearance("room-cam-a", "t1", _look(BLUE))  # decided: no longer pending
+
+
+def test_bad_side_is_refused():
+    with pytest.raises(ValueError, match="side"):
+        matcher().add_entry("door-a", "t1", 1.0, side="middle")
