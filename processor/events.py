@@ -176,9 +176,14 @@ def recognition_event(**fields: Any) -> dict[str, Any]:
     Give every required field of the schema but ``event_id`` (optional), ``event_type``,
     ``schema_version`` and ``published_at``: camera_id, room_id, door_id, track_id, person_id, score,
     margin, quality, frames, frame_time, first_seen, last_seen, box, frame_size, model_pack, and
-    identity (optional here: "known" when person_id is given, else "unknown").
+    identity (optional here: "known" when person_id is given, else "unknown"). Optional (since 1.1):
+    appearance (the ``Appearance.to_event()`` object of :mod:`processor.appearance`) and side
+    ("left"/"right"); None leaves them out.
     See :func:`build_event` for the conversions; raises :class:`InvalidEvent` naming the field.
     """
+    for optional in ("appearance", "side"):
+        if optional in fields and fields[optional] is None:
+            del fields[optional]
     if "identity" not in fields:
         fields["identity"] = "unknown" if fields.get("person_id") is None else "known"
     return build_event("recognition", fields)

@@ -58,12 +58,12 @@ def test_schema_files_are_valid_draft_2020_12_with_id_title_description_everywhe
 def test_recognition_schema_shape():
     schema = schemas.load_schema("recognition.v1")
     assert schema["additionalProperties"] is False
-    assert set(schema["required"]) == set(schema["properties"])  # v1.0: every field is required
+    assert set(schema["properties"]) - set(schema["required"]) == {"appearance", "side"}  # optional since 1.1
     assert {"event_id", "event_type", "schema_version", "published_at", "camera_id", "room_id", "door_id",
             "track_id", "identity", "person_id", "score", "margin", "quality", "frames", "frame_time",
-            "first_seen", "last_seen", "box", "frame_size", "model_pack"} == set(schema["properties"])
+            "first_seen", "last_seen", "box", "frame_size", "model_pack"} == set(schema["required"])
     assert "MINOR" in schema["description"] and "optional field" in schema["description"]
-    assert schemas.SCHEMA_VERSIONS["recognition"] == "1.0"
+    assert schemas.SCHEMA_VERSIONS["recognition"] == "1.1"
     assert schemas.EVENT_SCHEMAS["recognition"] == "recognition.v1"
     assert events.required_fields("recognition") == tuple(schema["required"])
 
@@ -90,7 +90,7 @@ def test_format_checker_really_checks_uuid_and_date_time():
 def test_recognition_event_builds_a_valid_event():
     event = events.recognition_event(**fields())
     assert uuid.UUID(event["event_id"]).version == 4
-    assert event["event_type"] == "recognition" and event["schema_version"] == "1.0"
+    assert event["event_type"] == "recognition" and event["schema_version"] == "1.1"
     assert event["identity"] == "known" and "published_at" not in event
     assert event["frame_time"] == "2026-11-22T09:14:03.250Z"
     assert event["first_seen"] == "2026-11-22T09:14:02.500Z"  # from Unix seconds
@@ -179,7 +179,7 @@ def test_unknown_identity_must_not_name_a_person():
 def test_an_extra_top_level_field_is_named():
     with pytest.raises(InvalidEvent) as caught:
         events.validate(published(embedding=[0.1, 0.2]))
-    assert caught.value.field == "embedding" and "not a field of recognition 1.0" in str(caught.value)
+    assert caught.value.field == "embedding" and "not a field of recognition 1.1" in str(caught.value)
 
 
 @pytest.mark.parametrize("name, value", [
@@ -237,7 +237,7 @@ def test_decode_wrong_versions_are_malformed():
     with pytest.raises(MalformedEvent, match=r"version 2\.0 on a \.v1 topic") as caught:
         events.decode(TOPIC, events.encode(published(schema_version="2.0")))
     assert caught.value.field == "schema_version"
-    with pytest.raises(MalformedEvent, match=r"knows recognition 1\.0 and older only"):
+    with pytest.raises(MalformedEvent, match=r"knows recognition 1\.1 and older only"):
         events.decode("some-topic", events.encode(published(schema_version="2.0")))
     for version in ("1", "v1.0", "1.0.0", None, 1.0):
         with pytest.raises(MalformedEvent, match="MAJOR.MINOR"):
@@ -270,3 +270,29 @@ def test_validation_is_fast_enough_for_publish():
     per_event = (time.perf_counter() - started) / 200
     print(f"\nvalidate: {per_event * 1e6:.0f} µs per recognition event")
     assert per_event < 0.002
+
+
+# --------------------------------------------------------------------- 1.1: appearance and side
+def test_recognition_1_1_carries_an_optional_appearance_and_side():
+    import numpy as np
+
+    from processor.appearance import Appearance
+
+    look = Appearance({"upper": np.full(19, 1 / 19, np.float32)}, (600.0, 300.0, 710.0, 470.0))
+    event = events.recognition_event(**fields(appearance=look.to_event(), side="left"))
+    assert event["schema_version"] == "1.1" and event["side"] == "left"
+    assert event["appearance"]["kind"] == "hs-hist-v1" and len(event["appearance"]["upper"]) == 19
+    assert event["appearance"]["box"] == {"x1": 600.0, "y1": 300.0, "x2": 710.0, "y2": 470.0}
+    wire = {**event, "published_at": "2026-11-22T09:14:04.180Z"}
+    assert Appearance.from_event(events.decode(TOPIC, events.encode(wire))["appearance"]) is not None
+    # None leaves the optional fields out; a 1.0 event (without them) is still valid
+    plain = events.recognition_event(**fields(appearance=None, side=None))
+    assert "appearance" not in plain and "side" not in plain
+    events.validate({**published(), "schema_version": "1.0"})
+    with pytest.raises(InvalidEvent) as caught:
+        events.recognition_event(**fields(side="middle"))
+    assert caught.value.field == "side"
+    with pytest.raises(InvalidEvent) as caught:
+        events.recognition_event(**fields(appearance={"kind": "hs-hist-v1", "upper": [2.0]}))
+    assert caught.value.field.startswith("appearance")
+
