@@ -129,7 +129,7 @@ class RecognitionStage:
             height, width = frame.image.shape[:2]
             self.frame_sizes[frame.camera_id] = (width, height)
             for decision in tracker.settle(pairs, pts_s=frame.pts_s, captured_at=frame.captured_at,
-                                           frame_size=(width, height), match=self._match):
+                                           frame_size=(width, height), match=self._match, image=frame.image):
                 self.emit(decision)
             if self.overlay_topic is not None:
                 self._overlay(frame, tracker, pairs, (width, height))
@@ -171,6 +171,9 @@ class RecognitionStage:
             first_seen=_stream_to_wall(decision, decision.first_pts_s),
             last_seen=_stream_to_wall(decision, decision.last_pts_s),
             model_pack=self.model_pack,
+            # for the door-to-room handoff: the clothing below the best face, and the side it was on
+            appearance=decision.appearance.to_event() if decision.appearance is not None else None,
+            side=decision.side,
         )
         self.publish(self.topic, decision.camera_id, event)
         latency = time.time() - decision.captured_at

@@ -80,3 +80,33 @@ def test_quality_weighting_prefers_good_frames():
     decisions = walk(tracker, 20, faces_at)
     assert len(decisions) == 1 and decisions[0].person_id == "alice" and decisions[0].ended
     assert decisions[0].quality == 0.9
+
+
+def test_a_decision_carries_the_clothing_below_its_best_face_and_its_side():
+    from processor.appearance import describe_person, distance
+
+    stranger = RNG.normal(size=128).astype(np.float32)
+    stranger /= np.linalg.norm(stranger)
+    tracker = FaceTracker(camera_id="door", fps=10, decide_after=5, lost_after_s=0.5)
+    decisions = []
+    for i in range(30):
+        image = np.full((720, 1280, 3), 190, np.uint8)
+        faces = []
+        if i < 20:  # alice in a red shirt on the left, the stranger in blue on the right
+            for x, colour, who, quality in ((200 + i, (40, 40, 200), ALICE, 0.5 + i / 100),
+                                            (900 - i, (200, 80, 30), stranger, 0.4 + i / 100)):
+                image[330:720, x - 40:x + 140] = colour
+                image[200:320, x:x + 100] = (120, 150, 200)
+                faces.append(FaceObservation((x, 200, x + 100, 320), 0.9, quality, near(who, 0.02)))
+        decisions += tracker.settle(tracker.assign(faces), pts_s=i / 10, captured_at=float(i),
+                                    frame_size=(1280, 720), match=matcher, image=image)
+    by_person = {d.person_id: d for d in decisions}
+    assert set(by_person) == {"alice", None}
+    assert (by_person["alice"].side, by_person[None].side) == ("left", "right")
+    red = np.full((300, 200, 3), (40, 40, 200), np.uint8)
+    assert distance(by_person["alice"].appearance, describe_person(red, (20, 10, 180, 290))) < 0.2
+    assert distance(by_person[None].appearance, describe_person(red, (20, 10, 180, 290))) > 0.5
+    # without the frame image there is no descriptor (the side still comes from the face box)
+    plain = walk(FaceTracker(camera_id="door", fps=10, decide_after=5, lost_after_s=0.5), 30,
+                 lambda i: [FaceObservation((100, 200, 180, 300), 0.9, 0.8, near(ALICE, 0.02))] if i < 20 else [])
+    assert plain[0].appearance is None and plain[0].side == "left"

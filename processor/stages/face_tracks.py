@@ -6,6 +6,11 @@ faces on a track that is already decided are never embedded again. Each track ac
 quality; the track is decided once: as soon as it has ``decide_after`` good frames and the gallery
 recognises it confidently, or else when the track ends (lost for ``lost_after_s`` of stream time),
 known or unknown. One person walking in therefore gives one recognition.
+
+Given the frame image (``settle(..., image=...)``), each track also keeps the clothing descriptor of the
+torso below its best face (:func:`processor.appearance.describe_below_face`, recomputed only when the
+best face changes), and its decision says on which half of the image that face was (``side``): both go
+into the recognition event for the door-to-room handoff.
 """
 
 from __future__ import annotations
@@ -15,6 +20,8 @@ from dataclasses import dataclass, field
 from typing import Callable
 
 import numpy as np
+
+from processor.appearance import Appearance, describe_below_face
 
 
 @dataclass
@@ -46,6 +53,8 @@ class TrackDecision:
     score: float = 0.0
     margin: float = 0.0
     ended: bool = False  # decided because the track ended (not early)
+    appearance: Appearance | None = None  # clothing below the best face (None: no image, or out of view)
+    side: str | None = None  # "left" / "right": the half of the image the best face was in
 
 
 @dataclass
@@ -60,11 +69,12 @@ class _Track:
     best_box: tuple[float, float, float, float] = (0, 0, 0, 0)
     best_pts_s: float = 0.0
     best_crop: np.ndarray | None = None
+    best_appearance: Appearance | None = None
     decided: bool = False
     person_id: str | None = None  # once decided
     last_captured_at: float = 0.0
 
-    def add(self, obs: FaceObservation, pts_s: float, captured_at: float) -> None:
+    def add(self, obs: FaceObservation, pts_s: float, captured_at: float, image: np.ndarray | None = None) -> None:
         self.last_pts_s = pts_s
         self.last_captured_at = captured_at
         if obs.embedding is None or obs.quality <= 0:
@@ -76,6 +86,9 @@ class _Track:
         if obs.quality > self.best_quality:
             self.best_quality, self.best_box, self.best_pts_s = obs.quality, obs.box, pts_s
             self.best_crop = obs.crop
+            if image is not None:
+                # keep the last body seen if this frame cuts it off (a face at the bottom edge)
+                self.best_appearance = describe_below_face(image, obs.box) or self.best_appearance
 
     def mean_embedding(self) -> np.ndarray:
         vector = self.weighted_sum / max(self.weight, 1e-9)
@@ -146,9 +159,10 @@ class FaceTracker:
         return face.quality > 0 and face.crop is not None and not (track is not None and track.decided)
 
     def settle(self, assigned: list[tuple[int, FaceObservation]], *, pts_s: float, captured_at: float,
-               frame_size: tuple[int, int], match: Matcher) -> list[TrackDecision]:
+               frame_size: tuple[int, int], match: Matcher, image: np.ndarray | None = None) -> list[TrackDecision]:
         """Phase 2: add the faces (embedded where wanted) to their tracks; return the decisions completed
-        (early, or because a track ended)."""
+        (early, or because a track ended). With the frame's ``image`` (BGR) tracks keep the clothing of
+        their best frame."""
         decisions: list[TrackDecision] = []
         for key, face in assigned:
             track = self._tracks.get(key)
@@ -156,7 +170,7 @@ class FaceTracker:
                 track = _Track(track_id=f"{self.camera_id}-{self.run_id}-{key}", first_pts_s=pts_s, last_pts_s=pts_s)
                 self._tracks[key] = track
                 self.tracks_started += 1
-            track.add(face, pts_s, captured_at)
+            track.add(face, pts_s, captured_at, image)
             if not track.decided and track.frames >= self.decide_after:
                 decision = self._decide(track, frame_size, match, ended=False)
                 if decision.person_id is not None:
@@ -201,12 +215,14 @@ class FaceTracker:
     def _decide(self, track: _Track, frame_size: tuple[int, int], match: Matcher, *, ended: bool) -> TrackDecision:
         embedding = track.mean_embedding()
         result = match(embedding)
+        centre_x = (track.best_box[0] + track.best_box[2]) / 2
         return TrackDecision(
             camera_id=self.camera_id, track_id=track.track_id, embedding=embedding,
             quality=float(track.best_quality), frames=track.frames, box=track.best_box,
             frame_size=frame_size, best_pts_s=track.best_pts_s, first_pts_s=track.first_pts_s,
             last_pts_s=track.last_pts_s, captured_at=track.last_captured_at, crop=track.best_crop,
             person_id=result.person_id, score=float(result.score), margin=float(result.margin), ended=ended,
+            appearance=track.best_appearance, side="left" if centre_x < frame_size[0] / 2 else "right",
         )
 
     @property
