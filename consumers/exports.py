@@ -2,8 +2,11 @@
 (the register: students by sessions, one status code a cell, with totals) and per student (their sessions).
 Used by `rollcall attendance export` and the dashboard. Times are shown in ``tz`` (the site's time zone).
 
-Status codes in the register (students of the course's roster): P present, L late, E left early, A absent,
-``-`` no record (the session is not closed yet, or the student was never seen in an open one).
+Status codes in the register (students of the course's roster): P present, L late, E left early,
+U unconfirmed (recognised at the door, too little presence in the room: for faculty to resolve), A absent,
+``-`` no record (the session is not closed yet, or the student was never seen in an open one). The class
+list and a student's sessions show each record's evidence: door recognitions and the first one, room
+tracks and minutes in the room, and whether the room camera saw the person's face.
 """
 
 from __future__ import annotations
@@ -14,10 +17,12 @@ import io
 from typing import Any, Sequence
 from zoneinfo import ZoneInfo
 
+from consumers.sessions import ATTENDED
 from infra.errors import RollcallError
 
 FORMATS = ("csv", "xlsx")
-STATUS_CODES = {"present": "P", "late": "L", "left_early": "E", "absent": "A"}
+STATUS_CODES = {"present": "P", "late": "L", "left_early": "E", "unconfirmed": "U", "absent": "A"}
+EVIDENCE_HEADER = ["door_recognitions", "first_door", "room_tracks", "room_face"]
 
 
 def _local(value: dt.datetime | None, tz: ZoneInfo) -> str:
@@ -58,6 +63,14 @@ def _render(title: str, header: Sequence[str], rows: Sequence[Sequence[Any]], fm
     raise RollcallError(f"export format {fmt!r} is not supported: use one of {', '.join(FORMATS)}")
 
 
+def _evidence(row, tz: ZoneInfo) -> list:
+    """The evidence columns (EVIDENCE_HEADER) of an attendance row; empty without a row."""
+    if row["status"] is None:
+        return ["", "", "", ""]
+    return [row["door_recognitions"], _local(row["first_door_at"], tz), row["room_tracks"],
+            "yes" if row["room_face"] else "no"]
+
+
 def _check_format(fmt: str) -> None:
     if fmt not in FORMATS:
         raise RollcallError(f"export format {fmt!r} is not supported: use one of {', '.join(FORMATS)}")
@@ -74,16 +87,18 @@ async def export_session(conn, session_id: int, fmt: str, *, tz: str = "UTC") ->
         raise RollcallError(f"session {session_id} does not exist: `rollcall attendance session list` shows them")
     rows = await conn.fetch(
         """SELECT p.id, p.display_name, coalesce(m.role, 'not on roster') AS role, a.status, a.first_seen, a.last_seen,
-                  a.presence_s, coalesce(array_length(a.evidence_event_ids, 1), 0) AS evidence
+                  a.presence_s, coalesce(array_length(a.evidence_event_ids, 1), 0) AS evidence,
+                  a.door_recognitions, a.first_door_at, a.room_tracks, a.room_face
            FROM person p
            LEFT JOIN attendance a ON a.person_id = p.id AND a.session_id = $1
            LEFT JOIN course_member m ON m.person_id = p.id AND m.course_id = $2
            WHERE a.session_id IS NOT NULL OR m.role = 'student'
            ORDER BY p.display_name, p.id""", session_id, session["course_id"])
-    header = ["person_id", "name", "role", "status", "first_seen", "last_seen", "minutes_present", "evidence_events"]
+    header = ["person_id", "name", "role", "status", "first_seen", "last_seen", "minutes_present", "evidence_events",
+              *EVIDENCE_HEADER]
     body = [[r["id"], r["display_name"], r["role"], r["status"] or ("not seen" if session["state"] != "closed" else "absent"),
              _local(r["first_seen"], zone), _local(r["last_seen"], zone),
-             round((r["presence_s"] or 0) / 60, 1), r["evidence"]] for r in rows]
+             round((r["presence_s"] or 0) / 60, 1), r["evidence"], *_evidence(r, zone)] for r in rows]
     preamble = [("course", f"{session['course_id']} {session['course_name']}".strip()), ("room", session["room_id"]),
                 ("starts", _local(session["starts_at"], zone)), ("ends", _local(session["ends_at"], zone)),
                 ("state", session["state"]), ("time zone", tz)]
@@ -110,19 +125,19 @@ async def export_course(conn, course_id: str, date_from: dt.date, date_to: dt.da
                              [s["id"] for s in sessions])
     status = {(m["session_id"], m["person_id"]): m["status"] for m in marks}
     header = ["person_id", "name"] + [f"{s['starts_at'].astimezone(zone):%Y-%m-%d %H:%M} {s['room_id']}" for s in sessions]
-    header += ["present", "late", "left_early", "absent", "attendance_rate"]
+    header += [*STATUS_CODES, "attendance_rate"]
     body = []
     for student in students:
         codes = [status.get((s["id"], student["id"])) for s in sessions]
         counts = {k: sum(1 for c in codes if c == k) for k in STATUS_CODES}
         closed = [c for c, s in zip(codes, sessions) if s["state"] == "closed"]
-        attended = sum(1 for c in closed if c in ("present", "late", "left_early"))
+        attended = sum(1 for c in closed if c in ATTENDED)
         rate = round(attended / len(closed), 3) if closed else ""
         body.append([student["id"], student["display_name"]] + [STATUS_CODES.get(c, "-") for c in codes]
-                    + [counts["present"], counts["late"], counts["left_early"], counts["absent"], rate])
+                    + [counts[k] for k in STATUS_CODES] + [rate])
     return _render(f"{course_id} register", header, body, fmt,
                    [("course", course_id), ("from", date_from.isoformat()), ("to", date_to.isoformat()),
-                    ("codes", "P present, L late, E left early, A absent, - no record"), ("time zone", tz)])
+                    ("codes", "P present, L late, E left early, U unconfirmed (door only), A absent, - no record"), ("time zone", tz)])
 
 
 async def export_student(conn, person_id: str, date_from: dt.date, date_to: dt.date, fmt: str, *,
@@ -138,17 +153,18 @@ async def export_student(conn, person_id: str, date_from: dt.date, date_to: dt.d
     end = dt.datetime.combine(date_to + dt.timedelta(days=1), dt.time(), zone)
     rows = await conn.fetch(
         """SELECT cs.id, cs.course_id, cs.room_id, cs.starts_at, cs.ends_at, cs.state, a.status, a.first_seen,
-                  a.last_seen, a.presence_s
+                  a.last_seen, a.presence_s, a.door_recognitions, a.first_door_at, a.room_tracks, a.room_face
            FROM class_session cs
            LEFT JOIN attendance a ON a.session_id = cs.id AND a.person_id = $1
            WHERE cs.starts_at >= $2 AND cs.starts_at < $3 AND cs.state <> 'cancelled'
              AND (a.person_id IS NOT NULL OR cs.course_id IN (SELECT course_id FROM course_member WHERE person_id = $1
                                                               AND role = 'student'))
            ORDER BY cs.starts_at""", person_id, start, end)
-    header = ["session_id", "course", "room", "starts", "ends", "status", "first_seen", "last_seen", "minutes_present"]
+    header = ["session_id", "course", "room", "starts", "ends", "status", "first_seen", "last_seen", "minutes_present",
+              *EVIDENCE_HEADER]
     body = [[r["id"], r["course_id"], r["room_id"], _local(r["starts_at"], zone), _local(r["ends_at"], zone),
              r["status"] or ("not seen" if r["state"] != "closed" else "absent"), _local(r["first_seen"], zone),
-             _local(r["last_seen"], zone), round((r["presence_s"] or 0) / 60, 1)] for r in rows]
+             _local(r["last_seen"], zone), round((r["presence_s"] or 0) / 60, 1), *_evidence(r, zone)] for r in rows]
     return _render(f"{person_id}"[:31], header, body, fmt,
                    [("person", f"{person['id']} {person['display_name']}"), ("from", date_from.isoformat()),
                     ("to", date_to.isoformat()), ("time zone", tz)])

@@ -22,10 +22,12 @@ _ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 _TIMESTAMP = re.compile(r"^[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}(\.[0-9]{1,9})?Z$")
 _VERSION_1 = re.compile(r"^1\.(0|[1-9][0-9]{0,3})$")
 _PRESENCE_KINDS = frozenset(("enter", "update", "exit", "identity"))
+_IDENTITY_SOURCES = frozenset(("handoff", "face", "reacquired", "none"))
 
 # Columns of the writer's staging table, in order (see consumers.store).
 STAGE_COLUMNS = ("seq", "event_id", "kind", "room_id", "camera_id", "track_id", "person_id", "frame_time",
-                 "first_seen", "last_seen", "recognition_event_id", "topic", "kafka_partition", "kafka_offset")
+                 "first_seen", "last_seen", "recognition_event_id", "identity_source", "topic", "kafka_partition",
+                 "kafka_offset")
 
 
 @dataclass(frozen=True)
@@ -79,8 +81,11 @@ def _presence_row(event: dict) -> tuple | None:
         if type(handoff) is not dict or not _UUID.match(str(handoff.get("recognition_event_id", ""))):
             raise _Reject
         recognition_id = handoff["recognition_event_id"]
+    source = event["identity_source"]
+    if source not in _IDENTITY_SOURCES:
+        raise _Reject
     return (kind, _slug(event["room_id"]), _slug(event["camera_id"]), _text(event["track_id"]), _person(event),
-            _time(event["frame_time"]), _time(event["first_seen"]), _time(event["last_seen"]), recognition_id)
+            _time(event["frame_time"]), _time(event["first_seen"]), _time(event["last_seen"]), recognition_id, source)
 
 
 def _recognition_row(event: dict) -> tuple | None:
@@ -90,7 +95,7 @@ def _recognition_row(event: dict) -> tuple | None:
     frame_time = _time(event["frame_time"])
     # A door recognition is an arrival: a zero-length sighting at the door at its best frame.
     return ("recognition", _slug(event["room_id"]), _slug(event["camera_id"]), _text(event["track_id"]), person,
-            frame_time, frame_time, frame_time, None)
+            frame_time, frame_time, frame_time, None, None)
 
 
 _ROW_BUILDERS = {"presence": _presence_row, "recognition": _recognition_row}

@@ -9,11 +9,16 @@ gives the same row:
   it do not count;
 - ``first_seen``/``last_seen`` are the earliest/latest sighting inside the window (a door recognition
   counts as a sighting at the door), ``presence_s`` the length of the union of the person's track
-  intervals clipped to the window (two cameras seeing the same person are not counted twice);
+  intervals clipped to the window (two cameras seeing the same person are not counted twice; a door
+  recognition is a zero-length sighting, so this is room presence);
+- the evidence: door recognitions (door face tracks) and the first one, room tracks, and whether a face
+  seen by the room camera gave a room track this person's identity (``room_face``);
 - status, while the session is open (provisional): ``late`` when first seen more than ``late_after``
-  after the start, else ``present``; once closed (final): ``absent`` when present less than
-  ``present_min``, else ``late``, else ``left_early`` when last seen more than ``left_early`` before the
-  end, else ``present``; students of the course never seen get an ``absent`` row at closing.
+  after the start, else ``present``; once closed (final), with less than ``present_min`` of presence:
+  ``absent`` without a door recognition, else the course's ``door_only`` policy (``unconfirmed``, the
+  default, or ``absent``; ``present`` goes on as if present long enough, without ``left_early``); with
+  enough presence ``late``, else ``left_early`` when last seen more than ``left_early`` before the end,
+  else ``present``; students of the course never seen get an ``absent`` row at closing.
 
 Policy: the course's (minutes), unless the session overrides it (seconds, ``class_session.*_s``).
 """
@@ -26,6 +31,11 @@ from typing import Any, Iterable, Sequence
 
 from infra.errors import RollcallError
 
+# Every attendance status; the first three count as attended. 'unconfirmed': recognised at the room's door
+# with too little presence in the room, under the course policy door_only = 'unconfirmed' (for faculty).
+STATUSES = ("present", "late", "left_early", "unconfirmed", "absent")
+ATTENDED = STATUSES[:3]
+
 # The session facts every rule needs (policy resolved to intervals / seconds).
 _SESSION_WINDOW = """
     SELECT cs.id AS session_id, cs.course_id, cs.room_id, cs.starts_at, cs.ends_at, cs.state,
@@ -34,21 +44,29 @@ _SESSION_WINDOW = """
            make_interval(secs => coalesce(cs.late_after_s, c.late_after_min * 60)) AS late_after,
            coalesce(cs.present_min_s, c.present_min_minutes * 60) AS present_min_s,
            make_interval(secs => coalesce(cs.left_early_s, c.left_early_min * 60)) AS left_early,
-           cs.state = 'closed' AS final
+           c.door_only, cs.state = 'closed' AS final
     FROM class_session cs JOIN course c ON c.id = cs.course_id
 """
 
 _UTC = """to_char({0} AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.MS"Z"')"""
 
 def _payload_sql(alias: str) -> str:
-    """The attendance event's fields (schemas/attendance.v1.json) as jsonb, from a row and its session."""
+    """The attendance event's fields (schemas/attendance.v1.json) as jsonb, from a row and its session.
+
+    An 'unconfirmed' row goes out as status 'absent' with ``unconfirmed: true``: a new value of ``status``
+    would be a breaking change of attendance.v1 (readers of 1.0 reject it), the flag is an optional field."""
     a = alias
     return f"""jsonb_build_object(
         'change', {a}.change, 'session_id', {a}.session_id, 'course_id', w.course_id, 'room_id', w.room_id,
         'session_starts_at', {_UTC.format('w.starts_at')}, 'session_ends_at', {_UTC.format('w.ends_at')},
-        'final', w.final, 'person_id', {a}.person_id, 'status', {a}.status,
+        'final', w.final, 'person_id', {a}.person_id,
+        'status', CASE WHEN {a}.status = 'unconfirmed' THEN 'absent' ELSE {a}.status END,
+        'unconfirmed', coalesce({a}.status = 'unconfirmed', false),
         'first_seen', {_UTC.format(f'{a}.first_seen')}, 'last_seen', {_UTC.format(f'{a}.last_seen')},
         'presence_s', round({a}.presence_s::numeric, 3), 'evidence_event_ids', to_jsonb({a}.evidence_event_ids),
+        'evidence', jsonb_build_object(
+            'door_recognitions', {a}.door_recognitions, 'first_door_at', {_UTC.format(f'{a}.first_door_at')},
+            'room_tracks', {a}.room_tracks, 'room_face', {a}.room_face),
         'changed_at', {_UTC.format('now()')})"""
 
 
@@ -62,7 +80,8 @@ WITH pairs AS (
     {_SESSION_WINDOW} WHERE cs.id IN (SELECT session_id FROM pairs)
 ), clipped AS (
     SELECT t.session_id, t.person_id, greatest(t.first_seen, w.open_from) AS f, least(t.last_seen, w.open_until) AS l,
-           t.first_event_id, t.last_event_id, t.recognition_event_id
+           t.first_event_id, t.last_event_id, t.recognition_event_id, t.source,
+           t.face_person_id IS NOT DISTINCT FROM t.person_id AS face_confirmed
     FROM presence_track t JOIN pairs p USING (session_id, person_id) JOIN win w USING (session_id)
     WHERE least(t.last_seen, w.open_until) >= greatest(t.first_seen, w.open_from)
 ), marked AS (
@@ -83,16 +102,28 @@ WITH pairs AS (
     SELECT session_id, person_id, array_agg(DISTINCT e::text ORDER BY e::text) AS ids
     FROM clipped, LATERAL unnest(ARRAY[first_event_id, last_event_id, recognition_event_id]) AS e
     WHERE e IS NOT NULL GROUP BY session_id, person_id
+), sources AS (
+    SELECT session_id, person_id, count(*) FILTER (WHERE source = 'door') AS door_recognitions,
+           min(f) FILTER (WHERE source = 'door') AS first_door_at, count(*) FILTER (WHERE source = 'room') AS room_tracks,
+           coalesce(bool_or(source = 'room' AND face_confirmed), false) AS room_face
+    FROM clipped GROUP BY session_id, person_id
 ), wanted AS (
+    -- Too little room presence with a door recognition: the course's door_only policy decides.
     SELECT p.session_id, p.person_id, w.final,
            CASE WHEN t.first_seen IS NULL THEN 'absent'
-                WHEN w.final AND t.presence_s < w.present_min_s THEN 'absent'
+                WHEN w.final AND t.presence_s < w.present_min_s AND s.door_recognitions > 0
+                     AND w.door_only <> 'present' THEN w.door_only
+                WHEN w.final AND t.presence_s < w.present_min_s AND s.door_recognitions = 0 THEN 'absent'
                 WHEN t.first_seen > w.starts_at + w.late_after THEN 'late'
-                WHEN w.final AND t.last_seen < w.open_until - w.left_early THEN 'left_early'
+                WHEN w.final AND t.presence_s >= w.present_min_s AND t.last_seen < w.open_until - w.left_early
+                     THEN 'left_early'
                 ELSE 'present' END AS status,
-           t.first_seen, t.last_seen, coalesce(t.presence_s, 0) AS presence_s, coalesce(e.ids, '{{}}') AS ids
+           t.first_seen, t.last_seen, coalesce(t.presence_s, 0) AS presence_s, coalesce(e.ids, '{{}}') AS ids,
+           coalesce(s.door_recognitions, 0) AS door_recognitions, s.first_door_at,
+           coalesce(s.room_tracks, 0) AS room_tracks, coalesce(s.room_face, false) AS room_face
     FROM pairs p JOIN win w USING (session_id) JOIN person ON person.id = p.person_id
     LEFT JOIN totals t USING (session_id, person_id) LEFT JOIN evidence e USING (session_id, person_id)
+    LEFT JOIN sources s USING (session_id, person_id)
     WHERE t.first_seen IS NOT NULL
        OR (w.final AND EXISTS (SELECT 1 FROM course_member m WHERE m.course_id = w.course_id
                                AND m.person_id = p.person_id AND m.role = 'student'))
@@ -104,22 +135,30 @@ WITH pairs AS (
       AND NOT EXISTS (SELECT 1 FROM wanted w WHERE w.session_id = a.session_id AND w.person_id = a.person_id)
     RETURNING a.session_id, a.person_id
 ), changed AS (
-    INSERT INTO attendance AS a (session_id, person_id, status, first_seen, last_seen, presence_s, evidence_event_ids)
-    SELECT session_id, person_id, status, first_seen, last_seen, presence_s, ids FROM wanted
+    INSERT INTO attendance AS a (session_id, person_id, status, first_seen, last_seen, presence_s, evidence_event_ids,
+                                 door_recognitions, first_door_at, room_tracks, room_face)
+    SELECT session_id, person_id, status, first_seen, last_seen, presence_s, ids, door_recognitions, first_door_at,
+           room_tracks, room_face FROM wanted
     ON CONFLICT (session_id, person_id) DO UPDATE
         SET status = EXCLUDED.status, first_seen = EXCLUDED.first_seen, last_seen = EXCLUDED.last_seen,
-            presence_s = EXCLUDED.presence_s, evidence_event_ids = EXCLUDED.evidence_event_ids, updated_at = now()
-        WHERE (a.status, a.first_seen, a.last_seen, a.presence_s, a.evidence_event_ids)
+            presence_s = EXCLUDED.presence_s, evidence_event_ids = EXCLUDED.evidence_event_ids,
+            door_recognitions = EXCLUDED.door_recognitions, first_door_at = EXCLUDED.first_door_at,
+            room_tracks = EXCLUDED.room_tracks, room_face = EXCLUDED.room_face, updated_at = now()
+        WHERE (a.status, a.first_seen, a.last_seen, a.presence_s, a.evidence_event_ids, a.door_recognitions,
+               a.first_door_at, a.room_tracks, a.room_face)
               IS DISTINCT FROM (EXCLUDED.status, EXCLUDED.first_seen, EXCLUDED.last_seen, EXCLUDED.presence_s,
-                                EXCLUDED.evidence_event_ids)
+                                EXCLUDED.evidence_event_ids, EXCLUDED.door_recognitions, EXCLUDED.first_door_at,
+                                EXCLUDED.room_tracks, EXCLUDED.room_face)
     RETURNING a.*
 ), published AS (
     SELECT c.session_id, c.person_id, CASE WHEN b.status IS NULL THEN 'recorded' ELSE 'updated' END AS change,
-           c.status, c.first_seen, c.last_seen, c.presence_s, c.evidence_event_ids
+           c.status, c.first_seen, c.last_seen, c.presence_s, c.evidence_event_ids, c.door_recognitions,
+           c.first_door_at, c.room_tracks, c.room_face
     FROM changed c LEFT JOIN before b USING (session_id, person_id) JOIN win w USING (session_id)
     WHERE b.status IS NULL OR b.status <> c.status OR w.final
     UNION ALL
-    SELECT r.session_id, r.person_id, 'withdrawn', NULL, NULL, NULL, 0, '{{}}'::text[] FROM removed r
+    SELECT r.session_id, r.person_id, 'withdrawn', NULL, NULL, NULL, 0, '{{}}'::text[], 0, NULL, 0, false
+    FROM removed r
 ), outbox AS (
     INSERT INTO attendance_outbox (session_id, payload)
     SELECT p.session_id, {_payload_sql('p')} FROM published p JOIN win w USING (session_id)
@@ -175,7 +214,7 @@ async def finalise_session(conn, session_id: int) -> dict[str, int]:
     await conn.execute(_FINALISED_SQL, session_id)
     rows = await conn.fetch("SELECT status, count(*) AS n FROM attendance WHERE session_id = $1 GROUP BY status",
                             session_id)
-    counts = {status: 0 for status in ("present", "late", "left_early", "absent")}
+    counts = {status: 0 for status in STATUSES}
     counts.update({r["status"]: int(r["n"]) for r in rows})
     return counts
 
@@ -282,7 +321,8 @@ async def list_sessions(conn, *, room_id: str | None = None, course_id: str | No
                         date_from: dt.date | None = None, date_to: dt.date | None = None,
                         states: Sequence[str] | None = None) -> list[dict[str, Any]]:
     rows = await conn.fetch(
-        """SELECT cs.*, (SELECT count(*) FROM attendance a WHERE a.session_id = cs.id AND a.status <> 'absent') AS attended
+        """SELECT cs.*, (SELECT count(*) FROM attendance a WHERE a.session_id = cs.id
+                            AND a.status IN ('present', 'late', 'left_early')) AS attended
            FROM class_session cs
            WHERE ($1::text IS NULL OR room_id = $1) AND ($2::text IS NULL OR course_id = $2)
              AND ($3::date IS NULL OR ends_at >= $3::date) AND ($4::date IS NULL OR starts_at < $4::date + 1)

@@ -23,8 +23,8 @@ _CREATE_STAGE = f"""
 CREATE TEMP TABLE IF NOT EXISTS {_STAGE_TABLE} (
     seq integer NOT NULL, event_id uuid NOT NULL, kind text NOT NULL, room_id text NOT NULL, camera_id text NOT NULL,
     track_id text NOT NULL, person_id text, frame_time timestamptz NOT NULL, first_seen timestamptz NOT NULL,
-    last_seen timestamptz NOT NULL, recognition_event_id uuid, topic text NOT NULL, kafka_partition integer NOT NULL,
-    kafka_offset bigint NOT NULL
+    last_seen timestamptz NOT NULL, recognition_event_id uuid, identity_source text, topic text NOT NULL,
+    kafka_partition integer NOT NULL, kafka_offset bigint NOT NULL
 ) ON COMMIT DELETE ROWS
 """
 
@@ -32,9 +32,9 @@ CREATE TEMP TABLE IF NOT EXISTS {_STAGE_TABLE} (
 _FOLD_TRACKS = f"""
 WITH inserted AS (
     INSERT INTO presence_event (event_id, kind, room_id, camera_id, track_id, person_id, frame_time, first_seen,
-                                last_seen, recognition_event_id, topic, kafka_partition, kafka_offset)
+                                last_seen, recognition_event_id, identity_source, topic, kafka_partition, kafka_offset)
     SELECT event_id, kind, room_id, camera_id, track_id, person_id, frame_time, first_seen, last_seen,
-           recognition_event_id, topic, kafka_partition, kafka_offset
+           recognition_event_id, identity_source, topic, kafka_partition, kafka_offset
     FROM {_STAGE_TABLE}
     ON CONFLICT (event_id) DO NOTHING
     RETURNING event_id
@@ -60,21 +60,25 @@ WITH inserted AS (
            (array_agg(frame_time ORDER BY seq DESC))[1] AS last_frame,
            (array_agg(event_id ORDER BY seq DESC))[1] AS last_event_id,
            (array_agg(recognition_event_id ORDER BY seq) FILTER (WHERE recognition_event_id IS NOT NULL))[1]
-               AS recognition_event_id
+               AS recognition_event_id,
+           CASE WHEN bool_or(kind = 'recognition') THEN 'door' ELSE 'room' END AS source,
+           (array_agg(person_id ORDER BY seq DESC) FILTER (WHERE identity_source = 'face'))[1] AS face_person_id
     FROM ev GROUP BY session_id, camera_id, track_id
 ), old AS (
     SELECT t.session_id, t.person_id FROM presence_track t JOIN agg a USING (session_id, camera_id, track_id)
 ), folded AS (
     -- A batch's events of a track always come after the ones applied before (one partition, offset order).
     INSERT INTO presence_track AS t (session_id, camera_id, track_id, person_id, first_seen, last_seen, first_frame,
-                                     first_event_id, last_frame, last_event_id, recognition_event_id)
+                                     first_event_id, last_frame, last_event_id, recognition_event_id, source,
+                                     face_person_id)
     SELECT session_id, camera_id, track_id, person_id, first_seen, last_seen, first_frame, first_event_id,
-           last_frame, last_event_id, recognition_event_id FROM agg
+           last_frame, last_event_id, recognition_event_id, source, face_person_id FROM agg
     ON CONFLICT (session_id, camera_id, track_id) DO UPDATE
         SET person_id = EXCLUDED.person_id, first_seen = least(t.first_seen, EXCLUDED.first_seen),
             last_seen = greatest(t.last_seen, EXCLUDED.last_seen), last_frame = EXCLUDED.last_frame,
             last_event_id = EXCLUDED.last_event_id,
-            recognition_event_id = coalesce(t.recognition_event_id, EXCLUDED.recognition_event_id)
+            recognition_event_id = coalesce(t.recognition_event_id, EXCLUDED.recognition_event_id),
+            face_person_id = coalesce(EXCLUDED.face_person_id, t.face_person_id)
     RETURNING t.session_id, t.person_id
 )
 SELECT (SELECT new FROM counted) AS new, array_agg(session_id) AS sessions, array_agg(person_id) AS people

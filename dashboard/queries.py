@@ -33,8 +33,12 @@ SESSION_COLUMNS = """
     count(a.person_id) FILTER (WHERE a.status = 'present') AS present,
     count(a.person_id) FILTER (WHERE a.status = 'late') AS late,
     count(a.person_id) FILTER (WHERE a.status = 'left_early') AS left_early,
+    count(a.person_id) FILTER (WHERE a.status = 'unconfirmed') AS unconfirmed,
     count(a.person_id) FILTER (WHERE a.status = 'absent') AS absent
 """
+
+# What an attendance row stands on (migration 0005): door recognitions, room tracks, a room face.
+EVIDENCE_COLUMNS = "a.door_recognitions, a.first_door_at, a.room_tracks, a.room_face"
 
 
 async def sessions(conn, *, courses: frozenset[str] | None, course: str | None = None, state: str | None = None,
@@ -68,8 +72,8 @@ async def session(conn, session_id: int) -> dict | None:
     item = _row(row)
     item["rate"] = _rate(row["attended"], row["roster"])
     records = await conn.fetch(
-        """SELECT coalesce(a.person_id, m.person_id) AS person_id, p.display_name, p.pseudonymised_at IS NOT NULL AS erased,
-                  a.status, a.first_seen, a.last_seen, a.presence_s, a.updated_at,
+        f"""SELECT coalesce(a.person_id, m.person_id) AS person_id, p.display_name, p.pseudonymised_at IS NOT NULL AS erased,
+                  a.status, a.first_seen, a.last_seen, a.presence_s, a.updated_at, {EVIDENCE_COLUMNS},
                   (m.person_id IS NOT NULL) AS on_roster
            FROM (SELECT * FROM attendance WHERE session_id = $1) a
            FULL JOIN (SELECT person_id FROM course_member WHERE course_id = $2 AND role = 'student') m
@@ -109,9 +113,9 @@ async def student_record(conn, person_id: str, *, courses: frozenset[str] | None
     if person is None:
         return None
     rows = await conn.fetch(
-        """SELECT s.id AS session_id, s.course_id, c.name AS course_name, s.room_id, s.starts_at, s.ends_at,
+        f"""SELECT s.id AS session_id, s.course_id, c.name AS course_name, s.room_id, s.starts_at, s.ends_at,
                   s.state, coalesce(a.status, CASE WHEN s.state = 'closed' THEN 'absent' END) AS status,
-                  a.status IS NULL AS no_record, a.first_seen, a.last_seen, a.presence_s
+                  a.status IS NULL AS no_record, a.first_seen, a.last_seen, a.presence_s, {EVIDENCE_COLUMNS}
            FROM class_session s JOIN course c ON c.id = s.course_id
            LEFT JOIN attendance a ON a.session_id = s.id AND a.person_id = $1
            WHERE (a.person_id IS NOT NULL OR s.course_id IN

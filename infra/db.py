@@ -116,14 +116,15 @@ async def load_topology(database_url: str, config) -> dict[str, int]:
             await conn.execute("DELETE FROM door WHERE NOT (id = ANY($1::text[]))", [d.id for d in config.doors])
             await conn.execute("DELETE FROM camera WHERE NOT (id = ANY($1::text[]))", [c.id for c in config.cameras])
             await conn.executemany(
-                """INSERT INTO course (id, name, early_arrival_min, late_after_min, present_min_minutes, left_early_min)
-                   VALUES ($1, $2, $3, $4, $5, $6)
+                """INSERT INTO course (id, name, early_arrival_min, late_after_min, present_min_minutes, left_early_min,
+                                     door_only)
+                   VALUES ($1, $2, $3, $4, $5, $6, $7)
                    ON CONFLICT (id) DO UPDATE SET name = EXCLUDED.name,
                    early_arrival_min = EXCLUDED.early_arrival_min, late_after_min = EXCLUDED.late_after_min,
                    present_min_minutes = EXCLUDED.present_min_minutes, left_early_min = EXCLUDED.left_early_min,
-                   updated_at = now()""",
+                   door_only = EXCLUDED.door_only, updated_at = now()""",
                 [(c.id, c.name, c.policy.early_arrival_min, c.policy.late_after_min,
-                  c.policy.present_min_minutes, c.policy.left_early_min) for c in config.courses])
+                  c.policy.present_min_minutes, c.policy.left_early_min, c.policy.door_only) for c in config.courses])
             members = [(c.id, p, "student") for c in config.courses for p in c.roster]
             members += [(c.id, p, "faculty") for c in config.courses for p in c.faculty]
             await conn.executemany(

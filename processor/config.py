@@ -204,6 +204,11 @@ class AttendancePolicy(_Strict):
     late_after_min: int = Field(default=10, ge=0, description="arriving later than this after the start is late")
     present_min_minutes: int = Field(default=20, ge=0, description="minutes of presence needed to count as present")
     left_early_min: int = Field(default=10, ge=0, description="leaving this long before the end counts as left early")
+    # Recognised at the room's door but too little presence in the room (the room camera lost them, or they
+    # turned back): 'unconfirmed' (a status of its own for faculty to resolve, not counted as attended),
+    # 'present' (door evidence alone counts) or 'absent'. See README "Sessions and the attendance rules".
+    door_only: Literal["present", "unconfirmed", "absent"] = Field(
+        default="unconfirmed", description="status of someone recognised at the door with too little room presence")
 
 
 class CourseConfig(_Strict):

@@ -19,10 +19,17 @@ from tests.test_writer_kit import prepare_database, writer_config
 T0 = dt.datetime(2026, 11, 2, 9, 0, tzinfo=dt.timezone.utc)  # the kit's timetable slot: Monday 09:00-10:30
 
 
-def _row(person, track, minute_from, minute_to, kind="update", camera="room-A101", room="A101"):
-    """A sighting of a track from minute_from to minute_to after 09:00 (one event at its end)."""
+def _row(person, track, minute_from, minute_to, kind="update", camera="room-A101", room="A101", source="handoff"):
+    """A sighting of a track from minute_from to minute_to after 09:00 (one event at its end); ``source``:
+    the presence event's identity_source (None for a door recognition)."""
     first, last = T0 + dt.timedelta(minutes=minute_from), T0 + dt.timedelta(minutes=minute_to)
-    return (str(uuid.uuid4()), kind, room, camera, track, person, last, first, last, None, "test", 0, 0)
+    source = None if kind == "recognition" else source
+    return (str(uuid.uuid4()), kind, room, camera, track, person, last, first, last, None, source, "test", 0, 0)
+
+
+def _door(person, track, minute, camera="door-A101"):
+    """A door recognition of ``person`` at ``minute`` after 09:00 (a zero-length sighting at the door)."""
+    return _row(person, track, minute, minute, kind="recognition", camera=camera)
 
 
 async def _write(conn, rows, cache):
@@ -68,7 +75,7 @@ def test_policy_statuses_from_sightings_and_closing(fresh_database):
             final = await _attendance(conn, session_id)
             assert final == {"s1": ("present", 95.0), "s2": ("late", 65.0), "s3": ("absent", 5.0),
                              "s4": ("left_early", 41.0), "prof": ("absent", 5.0)}
-            assert counts == {"present": 1, "late": 1, "left_early": 1, "absent": 2}
+            assert counts == {"present": 1, "late": 1, "left_early": 1, "unconfirmed": 0, "absent": 2}
             # a replayed batch changes nothing
             before = await conn.fetch("SELECT * FROM attendance ORDER BY person_id")
             await _write(conn, [first], cache)
@@ -109,7 +116,8 @@ def test_sessions_by_hand_and_timetable_in_the_site_zone(fresh_database):
             assert closed["counts"]["absent"] == 4, "every student of the roster, never seen, is absent"
             late = closed["closed_at"] + dt.timedelta(minutes=1)
             await store.write_batch(conn, "g", [(str(uuid.uuid4()), "update", "A101", "cam", "t", "s1", late,
-                                                 late, late, None, "test", 0, 0)], {}, {}, store.TimetableCache())
+                                                 late, late, None, "handoff", "test", 0, 0)], {}, {},
+                                    store.TimetableCache())
             status = await conn.fetchval("SELECT status FROM attendance WHERE session_id = $1 AND person_id = 's1'",
                                          info["id"])
             assert status == "absent"

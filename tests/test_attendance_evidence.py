@@ -1,0 +1,184 @@
+"""Evidence that does not vanish, on the real PostgreSQL: someone recognised at the room's door whom the room
+camera lost gets the course's door_only status (default 'unconfirmed', not 'absent'); every row says what it
+stands on (door recognitions, room tracks and their minutes, a room face); the attendance event carries it
+(attendance.v1 1.1, valid against the schema); exports and the dashboard's session and student pages show it."""
+
+from __future__ import annotations
+
+import asyncio
+import csv
+import datetime as dt
+import io
+import json
+
+import asyncpg
+import pytest
+
+from consumers import store
+from consumers.exports import export_course, export_session, export_student
+from consumers.sessions import close_session, list_sessions
+from consumers.writer import attendance_event
+from dashboard import queries
+from dashboard.app import templates
+from processor.config import config_from_dict
+from tests.test_attendance import T0, _door, _row
+from tests.test_writer_kit import prepare_database, writer_raw_config
+
+# CS101 (kit): 09:00-10:30, early arrival 15 min, late after 10, present 20 min, left early 10; roster s1..s4.
+SIGHTINGS = [
+    _door("s1", "d1", 2),                                  # recognised at the door, never seen in the room
+    _door("s2", "d2", 1), _row("s2", "r2", 1, 90),         # door, then the whole class in the room
+    _row("s3", "r3", 0, 90), _row("s3", "r3", 0, 90, kind="identity", source="face"),  # a room face confirms
+    _door("s4", "d4", 0), _door("s4", "d4b", 3), _row("s4", "r4", 0, 5),  # door twice, the room camera lost them
+    _row("prof", "r5", 0, 5),                              # 5 min in the room, no door: absent as before
+    _door("prof", "d5", -60),                              # a door recognition outside the window: not evidence
+    _door(None, "d6", 4),                                  # an unknown face at the door: nobody's evidence
+]
+EVIDENCE = {  # person: (door recognitions, first door time (minutes after 09:00), room tracks, minutes, room face)
+    "s1": (1, 2, 0, 0.0, False),
+    "s2": (1, 1, 1, 89.0, False),
+    "s3": (0, None, 1, 90.0, True),
+    "s4": (2, 0, 1, 5.0, False),
+    "prof": (0, None, 1, 5.0, False),
+}
+
+
+def _config(door_only: str | None):
+    raw = writer_raw_config()
+    if door_only is not None:
+        raw["courses"][0]["policy"]["door_only"] = door_only
+    return config_from_dict(raw, environ={})
+
+
+async def _rows(conn, session_id):
+    return {r["person_id"]: r for r in await conn.fetch("SELECT * FROM attendance WHERE session_id = $1", session_id)}
+
+
+def _evidence(row):
+    first_door = None if row["first_door_at"] is None else (row["first_door_at"] - T0) / dt.timedelta(minutes=1)
+    return (row["door_recognitions"], first_door, row["room_tracks"], round(row["presence_s"] / 60, 1), row["room_face"])
+
+
+def _run(url, door_only, batches):
+    """Write the sightings in ``batches`` (lists of rows), then close the session; (open rows, final rows,
+    the outbox payloads of the closing)."""
+    async def main():
+        await prepare_database(url, _config(door_only))
+        conn = await asyncpg.connect(url)
+        await store.prepare(conn)
+        cache = store.TimetableCache()
+        try:
+            for batch in batches:
+                await store.write_batch(conn, "g", batch, {}, {}, cache)
+            session_id = (await list_sessions(conn))[0]["id"]
+            provisional = await _rows(conn, session_id)
+            await close_session(conn, session_id, actor="test")
+            final = await _rows(conn, session_id)
+            outbox = [(o["event_id"], json.loads(o["payload"]))
+                      for o in await conn.fetch("SELECT event_id, payload FROM attendance_outbox ORDER BY id")]
+            finalised = {p["person_id"]: (event_id, p) for event_id, p in outbox if p["change"] == "finalised"}
+            return provisional, final, finalised
+        finally:
+            await conn.close()
+
+    return asyncio.run(main())
+
+
+def test_door_only_is_unconfirmed_by_default_with_its_evidence(fresh_database):
+    provisional, final, finalised = _run(fresh_database, None, [SIGHTINGS])
+    assert provisional["s1"]["status"] == "present", "while open: a door recognition is an arrival"
+    assert {p: r["status"] for p, r in final.items()} == {
+        "s1": "unconfirmed",   # recognised at the door, the room camera never saw them: not absent
+        "s2": "present", "s3": "present",
+        "s4": "unconfirmed",   # 5 min in the room (< 20): the door evidence keeps them from 'absent'
+        "prof": "absent",      # too little presence and no door evidence
+    }
+    assert {p: _evidence(r) for p, r in final.items()} == EVIDENCE
+
+    # the event: v1.1, status 'absent' for a 1.0 reader, unconfirmed and the evidence for a 1.1 reader
+    s1 = attendance_event(*finalised["s1"])
+    assert s1["schema_version"] == "1.1" and s1["status"] == "absent" and s1["unconfirmed"] is True
+    assert s1["evidence"] == {"door_recognitions": 1, "first_door_at": "2026-11-02T09:02:00.000Z",
+                              "room_tracks": 0, "room_face": False}
+    s3 = attendance_event(*finalised["s3"])
+    assert s3["status"] == "present" and s3["unconfirmed"] is False
+    assert s3["evidence"] == {"door_recognitions": 0, "first_door_at": None, "room_tracks": 1, "room_face": True}
+    absent = attendance_event(*finalised["prof"])
+    assert absent["status"] == "absent" and absent["unconfirmed"] is False
+
+
+@pytest.mark.parametrize("door_only, s1, s4", [("present", "present", "present"), ("absent", "absent", "absent"),
+                                               ("unconfirmed", "unconfirmed", "unconfirmed")])
+def test_course_policy_door_only(fresh_database, door_only, s1, s4):
+    # one event a batch: another split of the same stream gives the same rows
+    _, final, finalised = _run(fresh_database, door_only, [[row] for row in SIGHTINGS])
+    statuses = {p: r["status"] for p, r in final.items()}
+    assert statuses == {"s1": s1, "s2": "present", "s3": "present", "s4": s4, "prof": "absent"}
+    assert {p: _evidence(r) for p, r in final.items()} == EVIDENCE, "the evidence does not depend on the policy"
+    for person, status in statuses.items():
+        event = attendance_event(*finalised[person])
+        assert event["unconfirmed"] is (status == "unconfirmed")
+
+
+def test_a_late_door_only_arrival_is_late_under_the_present_policy(fresh_database):
+    _, final, _ = _run(fresh_database, "present", [[_door("s1", "d1", 25), _row("s2", "r2", 0, 90)]])
+    assert final["s1"]["status"] == "late" and final["s2"]["status"] == "present"
+
+
+def test_a_face_correction_moves_the_room_face(fresh_database):
+    # the door handed track r to s1; a face seen by the room camera says it is s2
+    rows = [_row("s1", "r", 0, 90), _row("s2", "r", 0, 90, kind="identity", source="face")]
+    _, final, _ = _run(fresh_database, None, [rows])
+    assert "s1" not in final or final["s1"]["room_tracks"] == 0
+    assert final["s2"]["room_face"] and final["s2"]["status"] == "present"
+
+
+def _csv(data: bytes) -> list[list[str]]:
+    return list(csv.reader(io.StringIO(data.decode("utf-8-sig"))))
+
+
+def _page(name: str, **context) -> str:
+    return templates.get_template(name).render(user=None, path="/attendance", site="test", csrf_token="t",
+                                               filters={}, **context)
+
+
+def test_exports_and_dashboard_show_the_evidence(fresh_database):
+    _run(fresh_database, None, [SIGHTINGS])
+
+    async def main():
+        conn = await asyncpg.connect(fresh_database)
+        try:
+            session_id = await conn.fetchval("SELECT id FROM class_session WHERE room_id = 'A101'")
+            listing = _csv(await export_session(conn, session_id, "csv"))
+            header, rows = listing[0], {r[0]: dict(zip(listing[0], r)) for r in listing[1:]}
+            assert header[-4:] == ["door_recognitions", "first_door", "room_tracks", "room_face"]
+            assert {k: rows["s1"][k] for k in ("status", "door_recognitions", "first_door", "room_tracks",
+                                                "room_face", "minutes_present")} == {
+                "status": "unconfirmed", "door_recognitions": "1", "first_door": "2026-11-02 09:02:00",
+                "room_tracks": "0", "room_face": "no", "minutes_present": "0.0"}
+            assert rows["s3"]["room_face"] == "yes" and rows["s4"]["door_recognitions"] == "2"
+            register = _csv(await export_course(conn, "CS101", dt.date(2026, 11, 1), dt.date(2026, 11, 30), "csv"))
+            by_student = {r[0]: dict(zip(register[0], r)) for r in register[1:]}
+            assert by_student["s1"]["2026-11-02 09:00 A101"] == "U" and by_student["s1"]["unconfirmed"] == "1"
+            assert by_student["s1"]["attendance_rate"] == "0.0", "unconfirmed is not attended"
+            mine = _csv(await export_student(conn, "s4", dt.date(2026, 11, 1), dt.date(2026, 11, 30), "csv"))
+            record = dict(zip(mine[0], mine[1]))
+            assert record["status"] == "unconfirmed" and record["door_recognitions"] == "2"
+            assert record["first_door"] == "2026-11-02 09:00:00" and record["room_tracks"] == "1"
+
+            session = await queries.session(conn, session_id)
+            assert session["unconfirmed"] == 2 and session["attended"] == 2
+            page = _page("session.html", s=session)
+            assert '2 unconfirmed</span>' in page
+            row = page.split('data-person="s4"')[1].split("</tr>")[0]
+            assert "unconfirmed" in row and "door ×2 (09:00:00)" in row and "room 1 track, 5.0 min" in row
+            row = page.split('data-person="s3"')[1].split("</tr>")[0]
+            assert "no door" in row and "face in the room" in row
+            student = await queries.student_record(conn, "s1", courses=None)
+            assert student["attended"] == 0
+            page = _page("student.html", r=student)
+            assert "door ×1 (09:02:00)" in page and "not seen in the room" in page
+        finally:
+            await conn.close()
+
+    asyncio.run(main())
