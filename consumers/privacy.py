@@ -38,9 +38,12 @@ async def erase_person(conn, person_id: str, *, pseudonymise: bool, actor: str) 
                 """UPDATE person SET id = $2, display_name = $2, external_ref = NULL, pseudonymised_at = now(),
                    updated_at = now() WHERE id = $1""", person_id, pseudonym)
             await conn.execute("UPDATE presence_track SET person_id = $2 WHERE person_id = $1", person_id, pseudonym)
+            await conn.execute("UPDATE presence_track SET face_person_id = $2 WHERE face_person_id = $1", person_id,
+                               pseudonym)
             report.update(pseudonym=pseudonym, attendance_kept=int(sessions), attendance_deleted=0)
         else:
             await conn.execute("DELETE FROM presence_track WHERE person_id = $1", person_id)
+            await conn.execute("UPDATE presence_track SET face_person_id = NULL WHERE face_person_id = $1", person_id)
             await conn.execute("DELETE FROM person WHERE id = $1", person_id)  # cascades attendance, rosters
             report.update(pseudonym=None, attendance_kept=0, attendance_deleted=int(sessions))
         detail = {k: v for k, v in report.items() if k != "person_id"}

@@ -16,6 +16,7 @@ import pytest
 
 from consumers import store
 from consumers.exports import export_course, export_session, export_student
+from consumers.privacy import erase_person
 from consumers.sessions import close_session, list_sessions
 from consumers.writer import attendance_event
 from dashboard import queries
@@ -131,6 +132,31 @@ def test_a_face_correction_moves_the_room_face(fresh_database):
     _, final, _ = _run(fresh_database, None, [rows])
     assert "s1" not in final or final["s1"]["room_tracks"] == 0
     assert final["s2"]["room_face"] and final["s2"]["status"] == "present"
+
+
+def test_erasing_a_person_leaves_no_room_face_identity(fresh_database):
+    # a room face said s2, then the track went back to s1: the track keeps s2 as its face identity
+    rows = [_row("s1", "r", 0, 30), _row("s2", "r", 0, 31, kind="identity", source="face"),
+            _row("s1", "r", 0, 32, kind="identity", source="reacquired"),
+            _row("s3", "q", 0, 30), _row("s3", "q", 0, 31, kind="identity", source="face")]
+
+    async def main():
+        await prepare_database(fresh_database, _config(None))
+        conn = await asyncpg.connect(fresh_database)
+        await store.prepare(conn)
+        try:
+            await store.write_batch(conn, "g", rows, {}, {}, store.TimetableCache())
+            faces = "SELECT track_id, face_person_id FROM presence_track ORDER BY track_id"
+            assert [tuple(r) for r in await conn.fetch(faces)] == [("q", "s3"), ("r", "s2")]
+            room_face = "SELECT person_id, room_face FROM attendance ORDER BY person_id"
+            assert [tuple(r) for r in await conn.fetch(room_face)] == [("s1", False), ("s3", True)]
+            await erase_person(conn, "s2", pseudonymise=False, actor="dpo")
+            kept = await erase_person(conn, "s3", pseudonymise=True, actor="dpo")
+            assert [tuple(r) for r in await conn.fetch(faces)] == [("q", kept["pseudonym"]), ("r", None)]
+        finally:
+            await conn.close()
+
+    asyncio.run(main())
 
 
 def _csv(data: bytes) -> list[list[str]]:
