@@ -17,13 +17,16 @@ import pytest
 from consumers import store
 from consumers.exports import export_course, export_session, export_student
 from consumers.privacy import erase_person
+from consumers.synthetic import Stream, presence_event, recognition_event
 from consumers.sessions import close_session, list_sessions
 from consumers.writer import attendance_event
 from dashboard import queries
 from dashboard.app import templates
+from processor.events import decode
 from processor.config import config_from_dict
 from tests.test_attendance import T0, _door, _row
-from tests.test_writer_kit import prepare_database, writer_raw_config
+from tests.test_writer_kit import (create_topics, encoded, prepare_database, produce, read_topic,
+                                   run_writer_until_caught_up, writer_raw_config)
 
 # CS101 (kit): 09:00-10:30, early arrival 15 min, late after 10, present 20 min, left early 10; roster s1..s4.
 SIGHTINGS = [
@@ -208,3 +211,50 @@ def test_exports_and_dashboard_show_the_evidence(fresh_database):
             await conn.close()
 
     asyncio.run(main())
+
+
+def test_through_the_broker_the_event_carries_the_evidence(stack, fresh_database):
+    """Recognition and presence messages on the real broker, the writer in-process (the clock closes the
+    past session): the rows and the finalised attendance.v1 events carry the evidence."""
+    bootstrap, config = stack.kafka_bootstrap_servers, _config(None)
+    t0 = T0.timestamp()
+    presence, recognitions = Stream(), Stream()
+    door_only = recognition_event(room_id="A101", camera_id="door-A101", track_id="f1", person_id="s1",
+                                  frame_time=t0 + 120)
+    handed = recognition_event(room_id="A101", camera_id="door-A101", track_id="f2", person_id="s2", frame_time=t0)
+    for event in (handed, door_only, recognition_event(room_id="A101", camera_id="door-A101", track_id="f3",
+                                                       person_id=None, frame_time=t0 + 60)):
+        recognitions.add(event["camera_id"], event)
+    room = dict(room_id="A101", camera_id="room-A101", track_id="t2", person_id="s2", first_seen=t0 + 4)
+    face = presence_event(kind="identity", frame_time=t0 + 30, previous_person_id="s2", **room)
+    face["identity_source"] = "face"  # a face seen by the room camera confirms the handoff
+    for event in (presence_event(kind="enter", frame_time=t0 + 4, recognition_event_id=handed["event_id"], **room),
+                  face, presence_event(kind="exit", frame_time=t0 + 5400, **room)):
+        presence.add(event["camera_id"], event)
+
+    async def main():
+        await prepare_database(fresh_database, config)
+        await create_topics(bootstrap, config)
+        await produce(bootstrap, config.kafka.topics.presence.name, encoded(presence))
+        await produce(bootstrap, config.kafka.topics.recognitions.name, encoded(recognitions))
+        await run_writer_until_caught_up(config, fresh_database, bootstrap)
+        conn = await asyncpg.connect(fresh_database)
+        try:
+            rows = {r["person_id"]: r for r in await conn.fetch("SELECT * FROM attendance")}
+        finally:
+            await conn.close()
+        topic = config.kafka.topics.attendance.name
+        events = [decode(topic, v) for v in await read_topic(bootstrap, topic)]
+        return rows, {e["person_id"]: e for e in events if e["change"] == "finalised"}
+
+    rows, finalised = asyncio.run(main())
+    assert {p: r["status"] for p, r in rows.items()} == {"s1": "unconfirmed", "s2": "present", "s3": "absent",
+                                                         "s4": "absent"}
+    assert _evidence(rows["s1"]) == (1, 2, 0, 0.0, False)
+    assert _evidence(rows["s2"]) == (1, 0, 1, 89.9, True)
+    assert finalised["s1"]["schema_version"] == "1.1"
+    assert (finalised["s1"]["status"], finalised["s1"]["unconfirmed"]) == ("absent", True)
+    assert finalised["s2"]["evidence"] == {"door_recognitions": 1, "first_door_at": "2026-11-02T09:00:00.000Z",
+                                           "room_tracks": 1, "room_face": True}
+    assert finalised["s3"]["evidence"] == {"door_recognitions": 0, "first_door_at": None, "room_tracks": 0,
+                                           "room_face": False}

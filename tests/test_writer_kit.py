@@ -218,7 +218,8 @@ async def attendance_snapshot(url: str) -> list[tuple]:
     try:
         rows = await conn.fetch(
             """SELECT cs.course_id, cs.room_id, cs.starts_at, a.person_id, a.status, a.first_seen, a.last_seen,
-                      round(a.presence_s::numeric, 3) AS presence_s, a.evidence_event_ids
+                      round(a.presence_s::numeric, 3) AS presence_s, a.evidence_event_ids,
+                      a.door_recognitions, a.first_door_at, a.room_tracks, a.room_face
                FROM attendance a JOIN class_session cs ON cs.id = a.session_id
                ORDER BY cs.starts_at, cs.room_id, a.person_id""")
         return [tuple(r.values()) for r in rows]
