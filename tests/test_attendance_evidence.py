@@ -10,6 +10,7 @@ import csv
 import datetime as dt
 import io
 import json
+import shutil
 
 import asyncpg
 import pytest
@@ -21,6 +22,7 @@ from consumers.synthetic import Stream, presence_event, recognition_event
 from consumers.sessions import close_session, list_sessions
 from consumers.writer import attendance_event
 from dashboard import queries
+from infra import db
 from dashboard.app import templates
 from processor.events import decode
 from processor.config import config_from_dict
@@ -258,3 +260,53 @@ def test_through_the_broker_the_event_carries_the_evidence(stack, fresh_database
                                            "room_tracks": 1, "room_face": True}
     assert finalised["s3"]["evidence"] == {"door_recognitions": 0, "first_door_at": None, "room_tracks": 0,
                                            "room_face": False}
+
+
+def test_migration_0005_keeps_rows_written_before_and_backfills_their_evidence(fresh_database, tmp_path, monkeypatch):
+    earlier = tmp_path / "migrations"
+    earlier.mkdir()
+    for path in sorted(db.MIGRATIONS_DIR.glob("000[1-4]_*.sql")):
+        shutil.copy(path, earlier / path.name)
+    monkeypatch.setattr(db, "MIGRATIONS_DIR", earlier)
+    db.migrate(fresh_database)
+
+    async def before():  # what the writer before 0005 left: a door recognition and a room track of s1
+        conn = await asyncpg.connect(fresh_database)
+        try:
+            await conn.execute("""
+                INSERT INTO room (id) VALUES ('A101');
+                INSERT INTO camera (id, role, room_id, url, analysis_fps) VALUES ('door-A101', 'door', 'A101', 'x', 5),
+                                                                                ('room-A101', 'room', 'A101', 'x', 4);
+                INSERT INTO course (id) VALUES ('CS101');
+                INSERT INTO person (id, display_name, kind) VALUES ('s1', 's1', 'student');
+                INSERT INTO class_session (id, course_id, room_id, starts_at, ends_at, state)
+                    VALUES (7, 'CS101', 'A101', '2026-11-02 09:00Z', '2026-11-02 10:30Z', 'closed');
+                INSERT INTO presence_track (session_id, camera_id, track_id, person_id, first_seen, last_seen,
+                        first_frame, first_event_id, last_frame, last_event_id)
+                    VALUES (7, 'door-A101', 'f1', 's1', '2026-11-02 09:01Z', '2026-11-02 09:01Z', '2026-11-02 09:01Z',
+                            gen_random_uuid(), '2026-11-02 09:01Z', gen_random_uuid()),
+                           (7, 'room-A101', 't1', 's1', '2026-11-02 09:02Z', '2026-11-02 09:05Z', '2026-11-02 09:02Z',
+                            gen_random_uuid(), '2026-11-02 09:05Z', gen_random_uuid());
+                INSERT INTO attendance (session_id, person_id, status, first_seen, last_seen, presence_s)
+                    VALUES (7, 's1', 'absent', '2026-11-02 09:01Z', '2026-11-02 09:05Z', 180);""")
+        finally:
+            await conn.close()
+
+    asyncio.run(before())
+    monkeypatch.undo()
+    assert db.migrate(fresh_database).applied == ["0005_attendance_evidence"]
+
+    async def after():
+        conn = await asyncpg.connect(fresh_database)
+        try:
+            row = await conn.fetchrow("SELECT * FROM attendance")
+            sources = {r["track_id"]: r["source"] for r in await conn.fetch("SELECT * FROM presence_track")}
+            policy = await conn.fetchval("SELECT door_only FROM course")
+            return row, sources, policy
+        finally:
+            await conn.close()
+
+    row, sources, policy = asyncio.run(after())
+    assert row["status"] == "absent", "a final status written before is left as it was"
+    assert _evidence(row) == (1, 1, 1, 3.0, False)
+    assert sources == {"f1": "door", "t1": "room"} and policy == "unconfirmed"
