@@ -327,12 +327,16 @@ def scenario_render(spec: Path, out_dir: Path | None) -> None:
 @scenario.command("run")
 @click.argument("spec", type=click.Path(path_type=Path))
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON document with the results.")
+@click.option("--load", "load", type=float, default=0.0, show_default=True, metavar="CORES",
+              help="Keep this many cores busy (fractions too: 0.5) in other processes for the whole run.")
 @click.pass_context
-def scenario_run(ctx: click.Context, spec: Path, as_json: bool) -> None:
-    """Render (cached), bring up the stack, serve the videos over RTSP, run the system, score it."""
+def scenario_run(ctx: click.Context, spec: Path, as_json: bool, load: float) -> None:
+    """Render (cached), bring up the stack, serve the videos over RTSP, run the system, score it.
+
+    The run has its own database and topics, removed at the end."""
     from infra.scenario_runner import run_scenario
 
-    result = run_scenario(spec, config=_config(ctx), progress=None if as_json else click.echo)
+    result = run_scenario(spec, config=_config(ctx), progress=None if as_json else click.echo, load=load)
     if as_json:
         _print_json(result)
     else:
@@ -393,6 +397,26 @@ def bench_persons_command(ctx: click.Context, streams: int, seconds: float, anal
     result = bench_persons(_config(ctx), streams=streams, seconds=seconds, analysis_fps=analysis_fps,
                            say=progress(as_json))
     print_figures(result, as_json)
+
+
+@bench.command("tracking")
+@click.argument("spec", type=click.Path(dir_okay=False, path_type=Path))
+@click.option("--fps", "rates", default="4,2,1", show_default=True, help="Analysis rates to replay, comma-separated.")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON document (every run).")
+@click.pass_context
+def bench_tracking_command(ctx: click.Context, spec: Path, rates: str, as_json: bool) -> None:
+    """Room tracking vs the scenario's ground truth (IDF1, HOTA, MOTA, tracks per person, door entries) on
+    cached detections replayed at each analysis rate."""
+    from infra.tracking_eval import bench_tracking, format_table, to_json
+
+    try:
+        parsed = [float(r) for r in rates.split(",") if r.strip()]
+    except ValueError:
+        parsed = []
+    if not parsed or any(r <= 0 for r in parsed):
+        raise RollcallError(f"bench tracking: --fps {rates!r} must be positive numbers separated by commas")
+    report = bench_tracking(spec, _config(ctx), parsed, say=progress(as_json))
+    click.echo(to_json(report) if as_json else format_table(report))
 
 
 # --- commands of the other packages ---------------------------------------------------------------

@@ -146,6 +146,7 @@ class PersonTracker:
         self.swap_window_s = float(swap_window_s)
         self.swap_margin = float(swap_margin)
         self._image: np.ndarray | None = None
+        self._given_looks: dict | None = None
         self._unconfirmed: list[tuple[float, Box, str]] = []  # (pts, box, door) of unconfirmed detections in a zone
         self._counter = 0
         self._tracks: dict[str, PersonTrack] = {}  # open tracks (active or lost) by track_id
@@ -180,13 +181,14 @@ class PersonTracker:
         return result
 
     def update(self, pts_s: float, detections: Sequence[PersonDetection],
-               image: np.ndarray | None = None) -> list[TrackEvent]:
+               image: np.ndarray | None = None, looks: Sequence[np.ndarray | None] | None = None) -> list[TrackEvent]:
         """Track this frame's detections; the events it decided, in order. With the frame's ``image``
         (BGR), tracks also keep a colour signature, and a lost track is only picked up again by someone
         who looks like it (``max_look_distance``)."""
         import supervision as sv
 
         self._image = image
+        self._given_looks = ({_box_key(d.box): lk for d, lk in zip(detections, looks)} if looks is not None else None)
 
         if detections:
             dets = sv.Detections(
@@ -286,21 +288,9 @@ class PersonTracker:
     # ------------------------------------------------------------------------------------- internals
 
     def _look(self, box) -> np.ndarray | None:
-        """Hue-saturation histogram of the torso (the middle of the box), or None without an image."""
-        import cv2
-
-        image = self._image
-        if image is None:
-            return None
-        x1, y1, x2, y2 = (float(v) for v in box)
-        w, h = x2 - x1, y2 - y1
-        top, bottom = int(max(0, y1 + 0.15 * h)), int(min(image.shape[0], y1 + 0.6 * h))
-        left, right = int(max(0, x1 + 0.25 * w)), int(min(image.shape[1], x2 - 0.25 * w))
-        if bottom - top < 4 or right - left < 4:
-            return None
-        hsv = cv2.cvtColor(image[top:bottom, left:right], cv2.COLOR_BGR2HSV)
-        hist = cv2.calcHist([hsv], [0, 1], None, [16, 8], [0, 180, 0, 256])
-        return cv2.normalize(hist, hist, 1.0, 0.0, cv2.NORM_L1)
+        if self._given_looks is not None:
+            return self._given_looks.get(_box_key(box))
+        return None if self._image is None else torso_look(self._image, box)
 
     def _look_distance(self, track: PersonTrack, look: np.ndarray | None) -> float:
         import cv2
@@ -481,6 +471,25 @@ class PersonTracker:
                           box=track.box, entered_via=track.entered_via, exited_via=exited_via,
                           last_seen_pts_s=track.last_pts_s, identity=track.identity,
                           identity_source=track.identity_source)
+
+
+def _box_key(box) -> tuple[int, ...]:
+    return tuple(int(round(float(v) * 2)) for v in box)
+
+
+def torso_look(image: np.ndarray, box) -> np.ndarray | None:
+    """Hue-saturation histogram of the torso (the middle of the box), or None when the box is too small."""
+    import cv2
+
+    x1, y1, x2, y2 = (float(v) for v in box)
+    w, h = x2 - x1, y2 - y1
+    top, bottom = int(max(0, y1 + 0.15 * h)), int(min(image.shape[0], y1 + 0.6 * h))
+    left, right = int(max(0, x1 + 0.25 * w)), int(min(image.shape[1], x2 - 0.25 * w))
+    if bottom - top < 4 or right - left < 4:
+        return None
+    hsv = cv2.cvtColor(image[top:bottom, left:right], cv2.COLOR_BGR2HSV)
+    hist = cv2.calcHist([hsv], [0, 1], None, [16, 8], [0, 180, 0, 256])
+    return cv2.normalize(hist, hist, 1.0, 0.0, cv2.NORM_L1)
 
 
 def _overlap_matrix(a: np.ndarray, b: np.ndarray) -> np.ndarray:
