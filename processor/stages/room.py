@@ -22,6 +22,7 @@ from typing import Callable
 import numpy as np
 
 from processor import metrics
+from processor.appearance import Appearance, describe_person, mean as mean_appearance
 from processor.config import Config
 from processor.frames import Frame
 from processor.stages.base import BatchStage
@@ -81,6 +82,8 @@ class DoorRecognition:
     person_id: str | None
     event_id: str
     door_time: float  # Unix seconds: when the face track started at the door camera
+    appearance: Appearance | None = None  # clothing below the face (recognition 1.1; None from 1.0)
+    side: str | None = None  # half of the door camera's image the face was in (1.1)
 
 
 class RecognitionFeed:
@@ -137,8 +140,9 @@ class RecognitionFeed:
                             # unknown ones at track end, so last_seen would bias their order; first_seen
                             # is when each person came into the door camera's view, the same for both.
                             door_time = dt.datetime.fromisoformat(event["first_seen"]).timestamp()
-                            recognition = DoorRecognition(event["camera_id"], event["person_id"], event["event_id"],
-                                                          door_time)
+                            recognition = DoorRecognition(
+                                event["camera_id"], event["person_id"], event["event_id"], door_time,
+                                appearance=Appearance.from_event(event.get("appearance")), side=event.get("side"))
                             if self.out.full():
                                 self.out.get_nowait()  # the oldest is the least useful
                             self.out.put_nowait(recognition)
@@ -193,6 +197,8 @@ class RoomStage:
     # capture of the frame that decided each presence event to its hand-over to the publisher (bounded)
     latencies_s: deque = field(default_factory=lambda: deque(maxlen=100_000))
     _deciding_frame_at: float | None = None
+    looks_per_entry: int = 4  # frames whose clothing descriptors are averaged for an entering track
+    _entry_looks: dict[str, "_EntryLooks"] = field(default_factory=dict)  # track id -> while its handoff waits
 
     def __post_init__(self) -> None:
         from processor.handoff import HandoffMatcher
@@ -202,6 +208,9 @@ class RoomStage:
         self.matcher = HandoffMatcher(self.config.doors, ambiguity_s=tracking.handoff_ambiguity_s,
                                       recognition_delay_s=tracking.recognition_delay_s)
         self.rooms = {c.id: c.room for c in self.config.cameras}
+        # the middle of each entry zone across the image: which side of the doorway a track came in on
+        self.zone_middle_x = {d.id: (min(x for x, _ in d.entry_zone) + max(x for x, _ in d.entry_zone)) / 2
+                              for d in self.config.doors}
 
     def _tracker(self, camera_id: str):
         from processor.stages.person_tracks import PersonTracker
@@ -229,7 +238,8 @@ class RoomStage:
         while not self.recognitions.empty():
             r = self.recognitions.get_nowait()
             try:
-                self.matcher.add_recognition(r.door_camera, r.person_id, r.event_id, r.door_time)
+                self.matcher.add_recognition(r.door_camera, r.person_id, r.event_id, r.door_time,
+                                             appearance=r.appearance, side=r.side)
             except (KeyError, ValueError) as exc:
                 log.warning("recognition %s not usable for handoff: %s", r.event_id, exc)
 
@@ -246,6 +256,7 @@ class RoomStage:
             for event in tracker.update(frame.pts_s, detections, frame.image):
                 wall = frame.captured_at - (frame.pts_s - event.pts_s)
                 self._on_track_event(event, wall, (width, height))
+            self._describe_entries(tracker, frame, detections)
             now = frame.captured_at
             for track in tracker.open_tracks:
                 live = self.live.get(track.track_id)
@@ -263,6 +274,7 @@ class RoomStage:
         newest = max((frame.captured_at for frame, _, _ in results), default=None)
         for assignment in (self.matcher.assign(newest) if newest is not None else []):
             self._on_assignment(assignment)
+            self._entry_looks.pop(assignment.track_id, None)
 
     def _on_track_event(self, event, wall: float, frame_size: tuple[int, int]) -> None:
         room_id = self.rooms.get(event.camera_id, "unknown")
@@ -272,7 +284,11 @@ class RoomStage:
             self._emit("enter", event.track_id, live)
             if event.entered_via is not None:
                 x1, _, x2, y2 = event.box
-                self.matcher.add_entry(event.entered_via, event.track_id, wall, position=((x1 + x2) / 2, y2))
+                middle = self.zone_middle_x.get(event.entered_via)
+                side = None if middle is None else "left" if (x1 + x2) / 2 < middle else "right"
+                self.matcher.add_entry(event.entered_via, event.track_id, wall, position=((x1 + x2) / 2, y2),
+                                       side=side)
+                self._entry_looks[event.track_id] = _EntryLooks()
         elif event.kind == "reacquired":
             live = self.live.get(event.track_id)
             if live is not None:  # the same track continues: it keeps its identity, now carried by position
@@ -285,6 +301,28 @@ class RoomStage:
             self.matcher.track_exited(event.track_id, room_camera=event.camera_id)
             if live is not None:
                 self._emit("exit", event.track_id, live)
+
+    def _describe_entries(self, tracker, frame: Frame, detections: list) -> None:
+        """The clothing of each track whose handoff is still pending, from this frame: averaged over
+        ``looks_per_entry`` frames where its box overlaps no other detection (a shared box mixes two
+        people's clothes), or, until there are such frames, over the others."""
+        if not self._entry_looks:
+            return
+        boxes = np.array([d.box for d in detections], np.float64).reshape(-1, 4)
+        for track in tracker.open_tracks:
+            looks = self._entry_looks.get(track.track_id)
+            if looks is None:
+                continue
+            if not self.matcher.is_pending(track.track_id):
+                del self._entry_looks[track.track_id]
+                continue
+            if track.state != "active" or track.last_pts_s != frame.pts_s or looks.done(self.looks_per_entry):
+                continue
+            look = describe_person(frame.image, track.box)
+            if look is None:
+                continue
+            looks.add(look, _isolated(track.box, boxes), self.looks_per_entry)
+            self.matcher.set_entry_appearance(frame.camera_id, track.track_id, looks.mean())
 
     def _on_assignment(self, assignment) -> None:
         live = self.live.get(assignment.track_id)
@@ -303,8 +341,9 @@ class RoomStage:
                          "transit_s": max(0.0, float(assignment.transit_s or 0.0))} if handed else None)
         self._emit("identity", assignment.track_id, live, ambiguous=assignment.ambiguous,
                    previous_person_id=previous)
-        log.info("handoff %s in %s: %s (%s)", assignment.track_id, room_id, assignment.person_id or "unknown",
-                 assignment.reason)
+        log.info("handoff %s in %s: %s (%s, appearance distance %s, margin %s)", assignment.track_id, room_id,
+                 assignment.person_id or "unknown", assignment.reason, _fmt(assignment.appearance_distance),
+                 _fmt(assignment.margin))
 
     def _faces(self, tracker, frame: Frame, faces: list[RoomFace]) -> None:
         """Each face to the person track whose head it is in (the top third of its box, centred); once a
@@ -426,3 +465,38 @@ class RoomStage:
     async def run(self, inbox: asyncio.Queue) -> None:
         while True:
             self.handle(await inbox.get())
+
+
+@dataclass
+class _EntryLooks:
+    """Clothing descriptors of one entering track: from frames where it stood apart, and from the rest."""
+
+    apart: list = field(default_factory=list)
+    touching: list = field(default_factory=list)
+
+    def add(self, look: Appearance, isolated: bool, limit: int) -> None:
+        (self.apart if isolated else self.touching).append(look)
+        del self.touching[:-limit]
+
+    def done(self, limit: int) -> bool:
+        return len(self.apart) >= limit
+
+    def mean(self) -> Appearance | None:
+        return mean_appearance(self.apart or self.touching)
+
+
+def _fmt(value: float | None) -> str:
+    return "-" if value is None else f"{value:.2f}"
+
+
+def _isolated(box, others: np.ndarray, limit: float = 0.05) -> bool:
+    """Whether no other detection covers more than ``limit`` of ``box`` (the track's own detection, the
+    one that overlaps it most, does not count)."""
+    if len(others) == 0:
+        return True
+    x1, y1, x2, y2 = box
+    area = max((x2 - x1) * (y2 - y1), 1e-9)
+    w = np.clip(np.minimum(others[:, 2], x2) - np.maximum(others[:, 0], x1), 0, None)
+    h = np.clip(np.minimum(others[:, 3], y2) - np.maximum(others[:, 1], y1), 0, None)
+    covered = np.sort(w * h / area)[::-1]
+    return len(covered) < 2 or covered[1] <= limit
