@@ -21,9 +21,10 @@ Where the parts are:
 
 - from a person box (room camera, or a door camera's person detection): ``upper`` is 18-48 % of the
   box height, ``lower`` 55-85 %, both over the middle half of the box width;
-- from a face box (door camera): the torso below the chin in a fixed geometry: from 0.35 face heights
-  below the face to 1.85 below it, 1.3 face widths wide, centred on the face: the chest, what a door
-  camera showing head and upper body sees. No ``lower`` part (legs are out of view).
+- from a face box (door camera): the torso below the chin in a fixed geometry: from 0.5 face heights
+  below the face (past the neck) to 2.3 below it, 1.3 face widths wide, centred on the face: the chest,
+  what a door camera showing head and upper body sees (cut off by the frame's bottom edge when the
+  person is close). No ``lower`` part (legs are mostly out of view).
 
 :func:`distance` is the Bhattacharyya distance (0 same, 1 disjoint) averaged over the parts both
 descriptors have; None when they share none (the handoff then uses the other cues alone).
@@ -52,7 +53,7 @@ MIN_PIXELS = 64  # a part smaller than this (after clipping to the frame) is not
 # Regions of a person box: (top, bottom) as fractions of its height, (left, right) of its width.
 PERSON_PARTS = {"upper": ((0.18, 0.48), (0.25, 0.75)), "lower": ((0.55, 0.85), (0.25, 0.75))}
 # The torso below a face box: face heights below its bottom edge, and face widths wide (centred).
-FACE_TORSO_BELOW = (0.35, 1.85)
+FACE_TORSO_BELOW = (0.5, 2.3)
 FACE_TORSO_WIDTH = 1.3
 
 Box = tuple[float, float, float, float]

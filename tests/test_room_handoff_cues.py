@@ -1,5 +1,6 @@
 """The room stage hands identities to people who come in side by side, from their clothes (pure logic on
-drawn frames, real schemas): two people pass the door 0.3 s apart and enter the room together; the door's
+drawn frames, real schemas): two people pass the door 0.1 s apart and enter the room together (transit
+and order cannot tell them apart, whichever frame the tracker confirms each of them in); the door's
 recognitions carry their clothing (recognition 1.1), the room stage describes each entering track from its
 frames and the side of the doorway it came in on."""
 
@@ -49,7 +50,7 @@ def _run(left_colour, right_colour, door_looks):
     base = time.time() - 120.0
     for k, (person, look) in enumerate(door_looks):
         recognitions.put_nowait(DoorRecognition("door-a101", person, f"00000000-0000-4000-8000-00000000000{k + 1}",
-                                                door_time=base - 6.5 + 0.3 * k, appearance=look))
+                                                door_time=base - 6.5 + 0.1 * k, appearance=look))
     for n in range(int(16 * FPS)):
         t = n / FPS
         image = np.full((720, 1280, 3), 150, np.uint8)
@@ -69,7 +70,7 @@ def _run(left_colour, right_colour, door_looks):
 
 
 def test_a_pair_side_by_side_is_told_apart_by_clothing():
-    # the door saw bob first (0.3 s ahead) but bob is on the right in the room, in blue
+    # the door saw bob first (0.1 s ahead) but bob is on the right in the room, in blue
     got = _run(RED, BLUE, [("bob", _door_look(BLUE)), ("alice", _door_look(RED))])
     assert got["left"]["person_id"] == "alice" and got["right"]["person_id"] == "bob"
     assert not got["left"]["ambiguous"] and got["left"]["identity_source"] == "handoff"
