@@ -6,7 +6,8 @@ Status codes in the register (students of the course's roster): P present, L lat
 U unconfirmed (recognised at the door, too little presence in the room: for faculty to resolve), A absent,
 ``-`` no record (the session is not closed yet, or the student was never seen in an open one). The class
 list and a student's sessions show each record's evidence: door recognitions and the first one, room
-tracks and minutes in the room, and whether the room camera saw the person's face.
+tracks and minutes in the room, whether the room camera saw the person's face, and who resolved an
+unconfirmed record by hand.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ from infra.errors import RollcallError
 
 FORMATS = ("csv", "xlsx")
 STATUS_CODES = {"present": "P", "late": "L", "left_early": "E", "unconfirmed": "U", "absent": "A"}
-EVIDENCE_HEADER = ["door_recognitions", "first_door", "room_tracks", "room_face"]
+EVIDENCE_HEADER = ["door_recognitions", "first_door", "room_tracks", "room_face", "resolved_by"]
 
 
 def _local(value: dt.datetime | None, tz: ZoneInfo) -> str:
@@ -64,11 +65,12 @@ def _render(title: str, header: Sequence[str], rows: Sequence[Sequence[Any]], fm
 
 
 def _evidence(row, tz: ZoneInfo) -> list:
-    """The evidence columns (EVIDENCE_HEADER) of an attendance row; empty without a row."""
+    """The evidence columns (EVIDENCE_HEADER) of an attendance row, and who resolved it if it was
+    unconfirmed; empty without a row."""
     if row["status"] is None:
-        return ["", "", "", ""]
+        return [""] * len(EVIDENCE_HEADER)
     return [row["door_recognitions"], _local(row["first_door_at"], tz), row["room_tracks"],
-            "yes" if row["room_face"] else "no"]
+            "yes" if row["room_face"] else "no", row["resolved_by"] or ""]
 
 
 def _check_format(fmt: str) -> None:
@@ -88,7 +90,7 @@ async def export_session(conn, session_id: int, fmt: str, *, tz: str = "UTC") ->
     rows = await conn.fetch(
         """SELECT p.id, p.display_name, coalesce(m.role, 'not on roster') AS role, a.status, a.first_seen, a.last_seen,
                   a.presence_s, coalesce(array_length(a.evidence_event_ids, 1), 0) AS evidence,
-                  a.door_recognitions, a.first_door_at, a.room_tracks, a.room_face
+                  a.door_recognitions, a.first_door_at, a.room_tracks, a.room_face, a.resolved_by
            FROM person p
            LEFT JOIN attendance a ON a.person_id = p.id AND a.session_id = $1
            LEFT JOIN course_member m ON m.person_id = p.id AND m.course_id = $2
@@ -153,7 +155,8 @@ async def export_student(conn, person_id: str, date_from: dt.date, date_to: dt.d
     end = dt.datetime.combine(date_to + dt.timedelta(days=1), dt.time(), zone)
     rows = await conn.fetch(
         """SELECT cs.id, cs.course_id, cs.room_id, cs.starts_at, cs.ends_at, cs.state, a.status, a.first_seen,
-                  a.last_seen, a.presence_s, a.door_recognitions, a.first_door_at, a.room_tracks, a.room_face
+                  a.last_seen, a.presence_s, a.door_recognitions, a.first_door_at, a.room_tracks, a.room_face,
+                  a.resolved_by
            FROM class_session cs
            LEFT JOIN attendance a ON a.session_id = cs.id AND a.person_id = $1
            WHERE cs.starts_at >= $2 AND cs.starts_at < $3 AND cs.state <> 'cancelled'

@@ -18,7 +18,8 @@ gives the same row:
   ``absent`` without a door recognition, else the course's ``door_only`` policy (``unconfirmed``, the
   default, or ``absent``; ``present`` goes on as if present long enough, without ``left_early``); with
   enough presence ``late``, else ``left_early`` when last seen more than ``left_early`` before the end,
-  else ``present``; students of the course never seen get an ``absent`` row at closing.
+  else ``present``; students of the course never seen get an ``absent`` row at closing;
+- an ``unconfirmed`` record faculty resolved (:func:`resolve_unconfirmed`) keeps their status.
 
 Policy: the course's (minutes), unless the session overrides it (seconds, ``class_session.*_s``).
 """
@@ -35,6 +36,7 @@ from infra.errors import RollcallError
 # with too little presence in the room, under the course policy door_only = 'unconfirmed' (for faculty).
 STATUSES = ("present", "late", "left_early", "unconfirmed", "absent")
 ATTENDED = STATUSES[:3]
+RESOLUTIONS = ("present", "late", "absent")  # what faculty may make of an unconfirmed record
 
 # The session facts every rule needs (policy resolved to intervals / seconds).
 _SESSION_WINDOW = """
@@ -108,9 +110,11 @@ WITH pairs AS (
            coalesce(bool_or(source = 'room' AND face_confirmed), false) AS room_face
     FROM clipped GROUP BY session_id, person_id
 ), wanted AS (
-    -- Too little room presence with a door recognition: the course's door_only policy decides.
+    -- Too little room presence with a door recognition: the course's door_only policy decides; a record
+    -- faculty resolved by hand keeps their decision.
     SELECT p.session_id, p.person_id, w.final,
-           CASE WHEN t.first_seen IS NULL THEN 'absent'
+           CASE WHEN cur.resolved_status IS NOT NULL THEN cur.resolved_status
+                WHEN t.first_seen IS NULL THEN 'absent'
                 WHEN w.final AND t.presence_s < w.present_min_s AND s.door_recognitions > 0
                      AND w.door_only <> 'present' THEN w.door_only
                 WHEN w.final AND t.presence_s < w.present_min_s AND s.door_recognitions = 0 THEN 'absent'
@@ -124,7 +128,8 @@ WITH pairs AS (
     FROM pairs p JOIN win w USING (session_id) JOIN person ON person.id = p.person_id
     LEFT JOIN totals t USING (session_id, person_id) LEFT JOIN evidence e USING (session_id, person_id)
     LEFT JOIN sources s USING (session_id, person_id)
-    WHERE t.first_seen IS NOT NULL
+    LEFT JOIN attendance cur USING (session_id, person_id)
+    WHERE t.first_seen IS NOT NULL OR cur.resolved_status IS NOT NULL
        OR (w.final AND EXISTS (SELECT 1 FROM course_member m WHERE m.course_id = w.course_id
                                AND m.person_id = p.person_id AND m.role = 'student'))
 ), before AS (
@@ -217,6 +222,28 @@ async def finalise_session(conn, session_id: int) -> dict[str, int]:
     counts = {status: 0 for status in STATUSES}
     counts.update({r["status"]: int(r["n"]) for r in rows})
     return counts
+
+
+async def resolve_unconfirmed(conn, session_id: int, person_id: str, status: str, *, actor: str) -> dict[str, Any]:
+    """Faculty's answer to an 'unconfirmed' record of a closed session: ``present``, ``late`` or ``absent``.
+    The record keeps its evidence; its status is the decision from now on (published as an 'updated'
+    attendance event, written to audit_log). Returns the record."""
+    if status not in RESOLUTIONS:
+        raise RollcallError(f"status {status!r}: an unconfirmed record is resolved as {', '.join(RESOLUTIONS)}")
+    async with conn.transaction():
+        row = await conn.fetchrow("SELECT status FROM attendance WHERE session_id = $1 AND person_id = $2 FOR UPDATE",
+                                  session_id, person_id)
+        if row is None:
+            raise RollcallError(f"no attendance record of {person_id!r} in session {session_id}")
+        if row["status"] != "unconfirmed":
+            raise RollcallError(f"the record of {person_id!r} in session {session_id} is {row['status']}, not "
+                                "unconfirmed: only unconfirmed records are resolved by hand")
+        await conn.execute("""UPDATE attendance SET resolved_status = $3, resolved_by = $4, resolved_at = now()
+                              WHERE session_id = $1 AND person_id = $2""", session_id, person_id, status, actor)
+        await recompute_attendance(conn, [(session_id, person_id)])
+        await _audit(conn, actor, "attendance.resolve", f"{session_id}/{person_id}", {"status": status})
+        return dict(await conn.fetchrow("SELECT * FROM attendance WHERE session_id = $1 AND person_id = $2",
+                                        session_id, person_id))
 
 
 async def open_session(conn, *, course_id: str, room_id: str, actor: str, starts_at: dt.datetime | None = None,

@@ -670,6 +670,21 @@ async def close_session_api(request: Request) -> Response:
     return done(request, {"session_id": session_id, "state": "closed"}, f"session {session_id} closed")
 
 
+@api("/api/sessions/{session_id:int}/attendance/{person_id}/resolve", STAFF, methods=("POST",))
+async def resolve_attendance_api(request: Request) -> Response:
+    """Resolve an unconfirmed record (recognised at the door, too little presence in the room) of a closed
+    session: {status: present | late | absent}; faculty for their courses."""
+    services, user = services_of(request), _user(request)
+    session_id, person_id = request.path_params["session_id"], request.path_params["person_id"]
+    status = str((await body(request)).get("status") or "")
+    resolve = _consumer("sessions", "resolve_unconfirmed")
+    async with services.conn() as conn:
+        await _session_in_scope(request, conn, session_id)
+        await resolve(conn, session_id, person_id, status, actor=user.username)  # RollcallError: a 400
+    return done(request, {"session_id": session_id, "person_id": person_id, "status": status},
+                f"{person_id}: {status} (resolved by {user.username})")
+
+
 async def _export(request: Request, function: str, what: str, *args) -> Response:
     fmt = request.query_params.get("format", "csv")
     if fmt not in EXPORT_TYPES:

@@ -38,7 +38,7 @@ SESSION_COLUMNS = """
 """
 
 # What an attendance row stands on (migration 0005): door recognitions, room tracks, a room face.
-EVIDENCE_COLUMNS = "a.door_recognitions, a.first_door_at, a.room_tracks, a.room_face"
+EVIDENCE_COLUMNS = "a.door_recognitions, a.first_door_at, a.room_tracks, a.room_face, a.resolved_by, a.resolved_at"
 
 
 async def sessions(conn, *, courses: frozenset[str] | None, course: str | None = None, state: str | None = None,

@@ -11,6 +11,7 @@ import datetime as dt
 import io
 import json
 import shutil
+import uuid
 
 import asyncpg
 import pytest
@@ -19,14 +20,16 @@ from consumers import store
 from consumers.exports import export_course, export_session, export_student
 from consumers.privacy import erase_person
 from consumers.synthetic import Stream, presence_event, recognition_event
-from consumers.sessions import close_session, list_sessions
+from consumers.sessions import close_session, list_sessions, open_session, resolve_unconfirmed
 from consumers.writer import attendance_event
-from dashboard import queries
+from dashboard import queries, testing
 from infra import db
 from dashboard.app import templates
 from processor.events import decode
-from processor.config import config_from_dict
+from infra.errors import RollcallError
+from processor.config import EXAMPLE_CONFIG, config_from_dict, load_config
 from tests.test_attendance import T0, _door, _row
+from tests.conftest import create_database
 from tests.test_writer_kit import (create_topics, encoded, prepare_database, produce, read_topic,
                                    run_writer_until_caught_up, writer_raw_config)
 
@@ -182,7 +185,7 @@ def test_exports_and_dashboard_show_the_evidence(fresh_database):
             session_id = await conn.fetchval("SELECT id FROM class_session WHERE room_id = 'A101'")
             listing = _csv(await export_session(conn, session_id, "csv"))
             header, rows = listing[0], {r[0]: dict(zip(listing[0], r)) for r in listing[1:]}
-            assert header[-4:] == ["door_recognitions", "first_door", "room_tracks", "room_face"]
+            assert header[-5:] == ["door_recognitions", "first_door", "room_tracks", "room_face", "resolved_by"]
             assert {k: rows["s1"][k] for k in ("status", "door_recognitions", "first_door", "room_tracks",
                                                 "room_face", "minutes_present")} == {
                 "status": "unconfirmed", "door_recognitions": "1", "first_door": "2026-11-02 09:02:00",
@@ -294,7 +297,7 @@ def test_migration_0005_keeps_rows_written_before_and_backfills_their_evidence(f
 
     asyncio.run(before())
     monkeypatch.undo()
-    assert db.migrate(fresh_database).applied == ["0005_attendance_evidence"]
+    assert db.migrate(fresh_database).applied[0] == "0005_attendance_evidence"
 
     async def after():
         conn = await asyncpg.connect(fresh_database)
@@ -310,3 +313,90 @@ def test_migration_0005_keeps_rows_written_before_and_backfills_their_evidence(f
     assert row["status"] == "absent", "a final status written before is left as it was"
     assert _evidence(row) == (1, 1, 1, 3.0, False)
     assert sources == {"f1": "door", "t1": "room"} and policy == "unconfirmed"
+
+
+def test_faculty_resolve_an_unconfirmed_record(fresh_database):
+    _run(fresh_database, None, [SIGHTINGS])
+
+    async def main():
+        conn = await asyncpg.connect(fresh_database)
+        await store.prepare(conn)
+        try:
+            session_id = await conn.fetchval("SELECT id FROM class_session WHERE room_id = 'A101'")
+            with pytest.raises(RollcallError, match="resolved as present, late, absent"):
+                await resolve_unconfirmed(conn, session_id, "s1", "excused", actor="prof")
+            with pytest.raises(RollcallError, match="is present, not unconfirmed"):
+                await resolve_unconfirmed(conn, session_id, "s2", "absent", actor="prof")
+            resolved = await resolve_unconfirmed(conn, session_id, "s1", "present", actor="prof")
+            assert (resolved["status"], resolved["resolved_by"], resolved["door_recognitions"]) == ("present", "prof", 1)
+            event_id, payload = [(o["event_id"], json.loads(o["payload"])) for o in await conn.fetch(
+                "SELECT event_id, payload FROM attendance_outbox ORDER BY id DESC LIMIT 1")][0]
+            event = attendance_event(event_id, payload)
+            assert (event["change"], event["person_id"], event["status"], event["unconfirmed"]) == (
+                "updated", "s1", "present", False)
+            # a later sighting recomputes the record: the evidence changes, the decision stays
+            await store.write_batch(conn, "g", [_door("s1", "d9", 50)], {}, {}, store.TimetableCache())
+            row = await conn.fetchrow("SELECT * FROM attendance WHERE session_id = $1 AND person_id = 's1'", session_id)
+            assert (row["status"], row["door_recognitions"]) == ("present", 2)
+            actions = [(r["action"], r["subject"]) for r in await conn.fetch(
+                "SELECT action, subject FROM audit_log WHERE action = 'attendance.resolve'")]
+            assert actions == [("attendance.resolve", f"{session_id}/s1")]
+            listing = _csv(await export_session(conn, session_id, "csv"))
+            assert {r[0]: (r[3], r[-1]) for r in listing[1:]}["s1"] == ("present", "prof")
+        finally:
+            await conn.close()
+
+    asyncio.run(main())
+
+
+PASSWORDS = {"admin": "admin-password-1", "turing": "turing-password-1", "macron": "macron-password-1",
+             "ardern": "ardern-password-1"}
+
+
+def test_the_session_page_resolves_an_unconfirmed_record(stack):
+    """The dashboard (uvicorn, real PostgreSQL): the session page offers the decision for an unconfirmed
+    record; faculty of the course make it through the form; a student may not; a record that is not
+    unconfirmed is refused."""
+    from dashboard.app import create_app
+
+    config = load_config(EXAMPLE_CONFIG, environ={})
+    url = create_database(stack, "test_resolve")
+    testing.prepare_database(url, config)
+    testing.add_accounts(url, passwords=PASSWORDS)
+
+    async def unconfirmed_session() -> int:  # macron recognised at A101's door, never seen in the room
+        conn = await asyncpg.connect(url)
+        await store.prepare(conn)
+        try:
+            starts = dt.datetime.now(dt.timezone.utc).replace(microsecond=0) - dt.timedelta(hours=2)
+            session = await open_session(conn, course_id="CS101", room_id="A101", actor="prof-turing",
+                                         starts_at=starts, minutes=60)
+            at = starts + dt.timedelta(minutes=5)
+            await store.write_batch(conn, "g", [(str(uuid.uuid4()), "recognition", "A101", "door-a101",
+                                                 "f1", "macron", at, at, at, None, None, "test", 0, 0)],
+                                    {}, {}, store.TimetableCache())
+            await close_session(conn, session["id"], actor="prof-turing")
+            return session["id"]
+        finally:
+            await conn.close()
+
+    session_id = asyncio.run(unconfirmed_session())
+    app = create_app(config, database_url=url, kafka_bootstrap_servers=stack.kafka_bootstrap_servers,
+                     camera_urls={c.id: c.url for c in config.cameras}, secret_key="s" * 48)
+    with testing.serve_in_thread(app) as served:
+        faculty = testing.login(served.url, "turing", PASSWORDS["turing"])
+        page = faculty.get(f"/attendance/sessions/{session_id}").text
+        action = f'/api/sessions/{session_id}/attendance/macron/resolve'
+        assert f'action="{action}"' in page and "1 unconfirmed" in page
+        student = testing.login(served.url, "macron", PASSWORDS["macron"])
+        assert student.post(action, json={"status": "present"}).status_code == 403
+        assert faculty.post(action, json={"status": "maybe"}).status_code == 400
+        answer = faculty.post(action, data={"status": "late", "csrf_token": faculty.csrf,
+                                            "next": f"/attendance/sessions/{session_id}"})
+        assert answer.status_code == 303
+        record = {a["person_id"]: a for a in faculty.get(f"/api/sessions/{session_id}").json()["attendance"]}
+        assert (record["macron"]["status"], record["macron"]["resolved_by"]) == ("late", "turing")
+        assert record["macron"]["door_recognitions"] == 1
+        again = faculty.post(action, json={"status": "absent"})
+        assert again.status_code == 400 and "not unconfirmed" in again.json()["error"]
+        assert f'action="{action}"' not in faculty.get(f"/attendance/sessions/{session_id}").text
