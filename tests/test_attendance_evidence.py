@@ -19,17 +19,17 @@ import pytest
 from consumers import store
 from consumers.exports import export_course, export_session, export_student
 from consumers.privacy import erase_person
-from consumers.synthetic import Stream, presence_event, recognition_event
 from consumers.sessions import close_session, list_sessions, open_session, resolve_unconfirmed
+from consumers.synthetic import Stream, presence_event, recognition_event
 from consumers.writer import attendance_event
 from dashboard import queries, testing
+from dashboard.app import create_app, templates
 from infra import db
-from dashboard.app import templates
-from processor.events import decode
 from infra.errors import RollcallError
 from processor.config import EXAMPLE_CONFIG, config_from_dict, load_config
-from tests.test_attendance import T0, _door, _row
+from processor.events import decode
 from tests.conftest import create_database
+from tests.test_attendance import T0, _door, _row
 from tests.test_writer_kit import (create_topics, encoded, prepare_database, produce, read_topic,
                                    run_writer_until_caught_up, writer_raw_config)
 
@@ -357,8 +357,6 @@ def test_the_session_page_resolves_an_unconfirmed_record(stack):
     """The dashboard (uvicorn, real PostgreSQL): the session page offers the decision for an unconfirmed
     record; faculty of the course make it through the form; a student may not; a record that is not
     unconfirmed is refused."""
-    from dashboard.app import create_app
-
     config = load_config(EXAMPLE_CONFIG, environ={})
     url = create_database(stack, "test_resolve")
     testing.prepare_database(url, config)
