@@ -19,6 +19,7 @@ import pytest
 from consumers import store
 from consumers.exports import export_course, export_session, export_student
 from consumers.privacy import erase_person
+from consumers.scenario import score_attendance
 from consumers.sessions import close_session, list_sessions, open_session, resolve_unconfirmed
 from consumers.synthetic import Stream, presence_event, recognition_event
 from consumers.writer import attendance_event
@@ -398,3 +399,14 @@ def test_the_session_page_resolves_an_unconfirmed_record(stack):
         again = faculty.post(action, json={"status": "absent"})
         assert again.status_code == 400 and "not unconfirmed" in again.json()["error"]
         assert f'action="{action}"' not in faculty.get(f"/attendance/sessions/{session_id}").text
+
+
+def test_the_scenario_score_does_not_count_unconfirmed_as_attended():
+    # someone who turned back at the door (unconfirmed) is no false present; a lost arrival is missed
+    truth = {"expected_present": ["a", "b"], "people": [{"id": "a", "enrolled": True}, {"id": "b", "enrolled": True},
+                                                        {"id": "c", "enrolled": True}]}
+    rows = [{"person_id": "a", "status": "present", "presence_s": 600.0},
+            {"person_id": "b", "status": "unconfirmed", "presence_s": 3.0},
+            {"person_id": "c", "status": "unconfirmed", "presence_s": 0.0}]
+    score = score_attendance(rows, truth)
+    assert (score["precision"], score["recall"], score["missed"], score["wrongly_present"]) == (1.0, 0.5, ["b"], [])
