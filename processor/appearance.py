@@ -10,8 +10,10 @@ to knees), one histogram of :data:`PART_BINS` = 19 bins, L1-normalised:
 - 16 chromatic bins, 8 hues x 2 saturations, for pixels with enough colour (S >= 48 and V >= 40 on
   OpenCV's 0-255 scale): hue is soft-binned (each pixel shares its weight between the two nearest hue
   bins, around the circle), so a hue on a bin edge does not flip between cameras;
-- 3 achromatic bins (dark, mid, light by V) for the rest: black, grey and white clothes have no
-  reliable hue, and a pure hue-saturation histogram could not tell a black coat from a white shirt.
+- 3 achromatic bins (dark, mid, light by V, soft-binned between their centres V = 30, 125, 220) for
+  the rest: black, grey and white clothes have no reliable hue, and a pure hue-saturation histogram
+  could not tell a black coat from a white shirt. Soft binning keeps a white shirt in a fold's shadow
+  (V 150-230) partly light rather than flipping it to mid at a hard edge.
 
 Pixels are weighted by a horizontal Gaussian centred on the body (the sides of a box are often
 background). Brightness only enters through the 3 wide achromatic bins, so a camera with other
@@ -47,7 +49,7 @@ PARTS = ("upper", "lower")
 MIN_SATURATION = 48  # below this (0-255) a pixel's hue is noise
 MIN_VALUE = 40  # darker than this, hue is noise too
 SAT_SPLIT = 140  # the two saturation bins: 48-139, 140-255
-GREY_SPLITS = (70, 170)  # achromatic: dark < 70 <= mid < 170 <= light
+GREY_CENTRES = (30.0, 125.0, 220.0)  # achromatic: dark, mid, light (V), soft-binned between them
 MIN_PIXELS = 64  # a part smaller than this (after clipping to the frame) is not described
 
 # Regions of a person box: (top, bottom) as fractions of its height, (left, right) of its width.
@@ -121,8 +123,12 @@ def part_histogram(image: np.ndarray, region: Box) -> np.ndarray | None:
                                                   HUE_BINS * SAT_BINS)
     grey = ~chromatic
     if grey.any():
-        level = np.searchsorted(np.asarray(GREY_SPLITS, np.float32), v[grey], side="right")
-        hist[HUE_BINS * SAT_BINS:] += np.bincount(level, weight[grey], GREY_BINS)
+        level = np.interp(v[grey], GREY_CENTRES, np.arange(GREY_BINS, dtype=np.float64))
+        low = np.minimum(np.floor(level).astype(np.int64), GREY_BINS - 2)
+        frac = level - low
+        w = weight[grey]
+        hist[HUE_BINS * SAT_BINS:] += np.bincount(low, (1 - frac) * w, GREY_BINS)
+        hist[HUE_BINS * SAT_BINS:] += np.bincount(low + 1, frac * w, GREY_BINS)
     total = hist.sum()
     return (hist / total).astype(np.float32) if total > 0 else None
 
