@@ -155,6 +155,22 @@ class TrackingConfig(_Strict):
         return self
 
 
+class SchedulingConfig(_Strict):
+    """What the processor serves first when the machine is near capacity (processor/scheduler.py)."""
+
+    room_min_fps: float = Field(default=2.0, gt=0.0, le=60.0,
+                                description="a room camera's minimum tracking rate, unless the camera sets "
+                                            "min_tracking_fps: served before any extra work")
+    door_active_fps: float = Field(default=5.0, gt=0.0, le=60.0,
+                                   description="door frames analysed first while a face is in view")
+    door_idle_fps: float = Field(default=2.0, gt=0.0, le=60.0,
+                                 description="door frames analysed first while nobody is at the door")
+    window_s: float = Field(default=4.0, ge=1.0, le=60.0, description="rates are measured over this window")
+    inference_slots: int = Field(default=1, ge=1, le=16,
+                                 description="model calls at a time (1 on a CPU: one call already uses "
+                                             "every core)")
+
+
 class CameraConfig(_Strict):
     id: Slug
     url: str
@@ -162,7 +178,19 @@ class CameraConfig(_Strict):
     room: Slug
     name: str = ""
     analysis_fps: float = Field(default=5.0, gt=0.0, le=60.0)
+    # room cameras: the tracking rate served before any extra work (None: [scheduling] room_min_fps)
+    min_tracking_fps: float | None = Field(default=None, gt=0.0, le=60.0)
     enabled: bool = True
+
+    @model_validator(mode="after")
+    def _minimum_reachable(self) -> "CameraConfig":
+        if self.min_tracking_fps is not None:
+            if self.role != "room":
+                raise ValueError("min_tracking_fps applies to room cameras only")
+            if self.min_tracking_fps > self.analysis_fps:
+                raise ValueError(f"min_tracking_fps ({self.min_tracking_fps:g}) must not exceed analysis_fps "
+                                 f"({self.analysis_fps:g})")
+        return self
 
     @field_validator("url")
     @classmethod
@@ -304,6 +332,7 @@ class Config(_Strict):
     thresholds: ThresholdsConfig = ThresholdsConfig()
     privacy: PrivacyConfig = PrivacyConfig()
     tracking: TrackingConfig = TrackingConfig()
+    scheduling: SchedulingConfig = SchedulingConfig()
     attendance: AttendanceWriterConfig = AttendanceWriterConfig()
     dashboard: DashboardConfig = DashboardConfig()
     cameras: list[CameraConfig] = []
@@ -320,6 +349,12 @@ class Config(_Strict):
             if camera.id == camera_id:
                 return camera
         raise KeyError(camera_id)
+
+    def min_tracking_fps(self, camera: CameraConfig) -> float:
+        """A room camera's minimum tracking rate: its own, else the site default, never above its analysis rate."""
+        if camera.min_tracking_fps is not None:
+            return camera.min_tracking_fps
+        return min(self.scheduling.room_min_fps, camera.analysis_fps)
 
     def resolve_path(self, value: str) -> Path:
         path = Path(value)

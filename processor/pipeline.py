@@ -16,6 +16,7 @@ inference is batched across cameras. Nothing is shared between stages but the qu
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from collections import deque
@@ -27,6 +28,7 @@ import numpy as np
 from processor import metrics
 from processor.config import CameraConfig, Config
 from processor.frames import Frame
+from processor.scheduler import InferenceGate, Scheduler
 from processor.stages.base import BatchStage
 from processor.stages.face_tracks import FaceObservation, FaceTracker, MatchResult, TrackDecision
 
@@ -49,7 +51,7 @@ class FaceStage(BatchStage):
         self.thresholds = thresholds
         self.gate_reasons: dict[str, int] = {}
 
-    def process(self, batch: list[Frame]) -> list[FaceBatchResult]:
+    def process(self, batch: list[Frame], extras_for: frozenset[str] | None = None) -> list[FaceBatchResult]:
         from processor.stages.faces import align, assess
 
         detections = self.detector.detect([frame.image for frame in batch])
@@ -91,6 +93,7 @@ class RecognitionStage:
     # recent capture-to-event latencies, bounded (the histogram metric keeps the long view)
     latencies_s: deque[float] = field(default_factory=lambda: deque(maxlen=100_000))
     faces_embedded: int = 0  # faces embedded (the rest were gated out or on tracks already decided)
+    scheduler: Scheduler | None = None  # the inference gate, door activity, extras for cameras not behind
 
     def _tracker(self, camera_id: str) -> FaceTracker:
         tracker = self.trackers.get(camera_id)
@@ -118,9 +121,10 @@ class RecognitionStage:
                     wanting.append(face)
             assigned.append((result.frame, tracker, pairs))
         if crops:
-            started = time.perf_counter()
-            embeddings = await asyncio.to_thread(self.embedder.embed, crops)
-            metrics.STAGE_SECONDS.labels("embed").observe(time.perf_counter() - started)
+            async with self._turn([r.frame.camera_id for r in results]):
+                started = time.perf_counter()
+                embeddings = await asyncio.to_thread(self.embedder.embed, crops)
+                metrics.STAGE_SECONDS.labels("embed").observe(time.perf_counter() - started)
             metrics.BATCH_SIZE.labels("embed").observe(len(crops))
             for face, embedding in zip(wanting, embeddings):
                 face.embedding = embedding
@@ -131,8 +135,19 @@ class RecognitionStage:
             for decision in tracker.settle(pairs, pts_s=frame.pts_s, captured_at=frame.captured_at,
                                            frame_size=(width, height), match=self._match, image=frame.image):
                 self.emit(decision)
-            if self.overlay_topic is not None:
+            if self.scheduler is not None:
+                # a face in view: the door is owed the rate recognition needs, not just the idle rate
+                self.scheduler.set_active(frame.camera_id, tracker.open_tracks > 0)
+            if self.overlay_topic is not None and self._extras_allowed(frame.camera_id):
                 self._overlay(frame, tracker, pairs, (width, height))
+
+    def _turn(self, cameras: list[str]):
+        if self.scheduler is None:
+            return contextlib.nullcontext()
+        return self.scheduler.gate.turn(lambda: self.scheduler.priority(cameras))
+
+    def _extras_allowed(self, camera_id: str) -> bool:
+        return self.scheduler is None or self.scheduler.extras_allowed(camera_id, "overlays")
 
     def _overlay(self, frame: Frame, tracker: FaceTracker, pairs, frame_size: tuple[int, int]) -> None:
         from processor.events import box_object, build_event
@@ -215,6 +230,7 @@ class Processor:
         self.review = None
         self.face_stage: FaceStage | None = None
         self.room = None  # RoomStage, when there are room cameras
+        self.scheduler: Scheduler | None = None
         self._tasks: list[asyncio.Task] = []
         self.started = asyncio.Event()
 
@@ -262,7 +278,11 @@ class Processor:
 
             self.review = ReviewQueue(self.database_url, pack, retention_days=config.privacy.review_crop_retention_days)
             await self.review.start()
+        self.scheduler = Scheduler(window_s=config.scheduling.window_s,
+                                   gate=InferenceGate(config.scheduling.inference_slots))
+        self._register_cameras()
         self.face_stage = FaceStage(detector, config.thresholds)
+        self.face_stage.scheduler = self.scheduler
         self.recognition = RecognitionStage(
             embedder=embedder,
             cameras={c.id: c for c in config.cameras},
@@ -274,6 +294,7 @@ class Processor:
             fps_of=lambda camera_id: self.config.camera(camera_id).analysis_fps,
             review=self.review.submit if self.review is not None else None,
             overlay_topic=config.kafka.topics.overlays.name,
+            scheduler=self.scheduler,
         )
         # Small queues: when inference falls behind, frames wait in the drop-oldest buffers (and are
         # shed there), not here, so latency stays bounded.
@@ -316,9 +337,10 @@ class Processor:
                                  embedder=self.recognition.embedder)
         self.room = RoomStage(config, publish=self.publisher.publish, topic=config.kafka.topics.presence.name,
                               recognitions=recognitions, occupancy_topic=config.kafka.topics.occupancy.name,
-                              overlay_topic=config.kafka.topics.overlays.name,
+                              overlay_topic=config.kafka.topics.overlays.name, scheduler=self.scheduler,
                               gallery=lambda: self.gallery_watcher.current if self.gallery_watcher else None)
         self.person_stage = PersonStage(detector, faces=faces)
+        self.person_stage.scheduler = self.scheduler
         room_batches: asyncio.Queue = DemandQueue()
         room_results: asyncio.Queue = asyncio.Queue(maxsize=2)
         self.room_batcher = Batcher(self._buffers_of("room"), max_batch=self.max_batch, max_wait_s=self.max_wait_s)
@@ -338,11 +360,36 @@ class Processor:
             self.recognition.doors_by_camera = {d.door_camera: d.id for d in config.doors}
         if self.ingest is not None:
             self.ingest.sync(self.door_cameras() + self.room_cameras())
+        if self.scheduler is not None:
+            self._register_cameras()
+
+    def _register_cameras(self) -> None:
+        """What each camera is owed first (processor/scheduler.py); called again on a config reload."""
+        scheduling = self.config.scheduling
+        for camera in self.room_cameras():
+            self.scheduler.register(camera.id, "room", self.config.min_tracking_fps(camera),
+                                    waiting=self._waiting(camera.id))
+        for camera in self.door_cameras():
+            self.scheduler.register(camera.id, "door", min(scheduling.door_active_fps, camera.analysis_fps),
+                                    idle=min(scheduling.door_idle_fps, camera.analysis_fps),
+                                    waiting=self._waiting(camera.id))
+        enabled = {c.id for c in self.door_cameras() + self.room_cameras()}
+        for camera_id in self.scheduler.cameras - enabled:
+            self.scheduler.forget(camera_id)
+
+    def _waiting(self, camera_id: str):
+        # the camera's current buffer (a restarted camera gets a new one)
+        return lambda: len(self.ingest.buffers().get(camera_id, ()))
 
     async def _watch_queues(self) -> None:
+        """Once a second: queue depths, and each room camera's tracking rate against its minimum."""
+        shed_before: dict[str, int] = {}
         while True:
             for name, queue in self._queues.items():
                 metrics.QUEUE_DEPTH.labels(name).set(queue.qsize())
+            dropped = {camera_id: buffer.dropped for camera_id, buffer in self.ingest.buffers().items()}
+            self.scheduler.check({c: n - shed_before.get(c, 0) for c, n in dropped.items()})
+            shed_before = dropped
             await asyncio.sleep(1.0)
 
     async def stop(self, task_timeout_s: float = 10.0) -> None:

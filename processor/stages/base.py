@@ -1,6 +1,7 @@
 """What every batched inference stage shares: one entry point that takes a batch of frames from its
-inbox, runs the stage's synchronous ``process`` in a worker thread (onnxruntime releases the GIL), and
-puts the result on its outbox, with the stage's batch size and time as metrics."""
+inbox, waits for its turn at the processor's inference gate (by the priority the scheduler gives the
+batch's cameras), runs the stage's synchronous ``process`` in a worker thread (onnxruntime releases the
+GIL), and puts the result on its outbox, with the stage's batch size and time as metrics."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ import asyncio
 import time
 
 from processor import metrics
+from processor.scheduler import Scheduler
 
 
 def require_bgr(images) -> None:
@@ -19,15 +21,33 @@ def require_bgr(images) -> None:
 
 class BatchStage:
     name = "stage"
+    extra_work: str | None = None  # what ``process`` leaves out for cameras behind their minimum
+    scheduler: Scheduler | None = None  # None: no priorities (tests, benchmarks of one stage)
 
-    def process(self, batch):  # pragma: no cover - each stage defines it
+    def process(self, batch, extras_for: frozenset[str] | None = None):  # pragma: no cover - each stage defines it
+        """``extras_for``: the cameras whose extra work may be done (None: all)."""
         raise NotImplementedError
 
     async def run(self, inbox: asyncio.Queue, outbox: asyncio.Queue) -> None:
         while True:
             batch = await inbox.get()
-            started = time.perf_counter()
-            results = await asyncio.to_thread(self.process, batch)
-            metrics.STAGE_SECONDS.labels(self.name).observe(time.perf_counter() - started)
-            metrics.BATCH_SIZE.labels(self.name).observe(len(batch))
+            scheduler = self.scheduler
+            if scheduler is None:
+                results = await self._timed(batch, None)
+            else:
+                cameras = [frame.camera_id for frame in batch]
+                async with scheduler.gate.turn(lambda: scheduler.priority(cameras)):
+                    extras = None
+                    if self.extra_work is not None:
+                        extras = frozenset(c for c in set(cameras) if scheduler.extras_allowed(c, self.extra_work))
+                    results = await self._timed(batch, extras)
+                for camera_id in cameras:
+                    scheduler.analysed(camera_id)
             await outbox.put(results)
+
+    async def _timed(self, batch, extras_for):
+        started = time.perf_counter()
+        results = await asyncio.to_thread(self.process, batch, extras_for)
+        metrics.STAGE_SECONDS.labels(self.name).observe(time.perf_counter() - started)
+        metrics.BATCH_SIZE.labels(self.name).observe(len(batch))
+        return results

@@ -25,6 +25,7 @@ from processor import metrics
 from processor.appearance import Appearance, describe_person, mean as mean_appearance
 from processor.config import Config
 from processor.frames import Frame
+from processor.scheduler import Scheduler
 from processor.stages.base import BatchStage
 
 log = logging.getLogger("rollcall.room")
@@ -56,16 +57,23 @@ class PersonStage(BatchStage):
         self.faces = faces  # a FaceAnalyzer: faces on room frames confirm or correct identities
         self.persons = 0  # detections so far
 
-    def process(self, batch: list[Frame]) -> list[tuple[Frame, list, list]]:
-        """(frame, person detections, room faces) per frame; no faces when room faces are off."""
+    extra_work = "room_faces"  # faces are looked for only on cameras that are not behind their minimum
+
+    def process(self, batch: list[Frame], extras_for: frozenset[str] | None = None) -> list[tuple[Frame, list, list]]:
+        """(frame, person detections, room faces) per frame; no faces when room faces are off, or for a
+        camera outside ``extras_for`` (None: every camera)."""
         images = [frame.image for frame in batch]
         detections = self.detector.detect(images)
         self.persons += sum(map(len, detections))
-        if self.faces is None:
-            return [(frame, found, []) for frame, found in zip(batch, detections)]
-        # Only faces that pass the quality gate are embedded (few on room cameras: they are far).
-        faces = [[RoomFace(f.detection.box, f.embedding, f.quality.score) for f in found if f.embedding is not None]
-                 for found in self.faces.analyse(images)]
+        faces: list[list[RoomFace]] = [[] for _ in batch]
+        wanted = [i for i, frame in enumerate(batch)
+                  if self.faces is not None and (extras_for is None or frame.camera_id in extras_for)]
+        if wanted:
+            # Only faces that pass the quality gate are embedded (few on room cameras: they are far).
+            found_faces = self.faces.analyse([images[i] for i in wanted])
+            for i, found in zip(wanted, found_faces):
+                faces[i] = [RoomFace(f.detection.box, f.embedding, f.quality.score)
+                            for f in found if f.embedding is not None]
         return list(zip(batch, detections, faces))
 
 
@@ -185,6 +193,7 @@ class RoomStage:
     gallery: Callable[[], object] | None = None  # current Gallery: faces seen by room cameras are matched
     faces_to_decide: int = 3  # good faces on a track before the room camera's faces decide
     overlay_topic: str | None = None  # each analysed frame's tracks, for live displays
+    scheduler: Scheduler | None = None  # overlays only for cameras not behind their minimum tracking rate
     trackers: dict = field(default_factory=dict)
     live: dict[str, _Live] = field(default_factory=dict)
     presence_events: int = 0
@@ -208,9 +217,9 @@ class RoomStage:
         self.matcher = HandoffMatcher(self.config.doors, ambiguity_s=tracking.handoff_ambiguity_s,
                                       recognition_delay_s=tracking.recognition_delay_s)
         self.rooms = {c.id: c.room for c in self.config.cameras}
-        # the middle of each entry zone across the image: which side of the doorway a track came in on
-        self.zone_middle_x = {d.id: (min(x for x, _ in d.entry_zone) + max(x for x, _ in d.entry_zone)) / 2
-                              for d in self.config.doors}
+        # where people usually come in through each door (feet x of the recent entries): someone entering
+        # clearly left or right of that walked in beside someone else
+        self._entry_xs: dict[str, deque] = {d.id: deque(maxlen=30) for d in self.config.doors}
 
     def _tracker(self, camera_id: str):
         from processor.stages.person_tracks import PersonTracker
@@ -268,7 +277,8 @@ class RoomStage:
             if faces:
                 self._faces(tracker, frame, faces)
             self._analytics(camera_id, frame)
-            self._overlay(frame, tracker, (width, height))
+            if self.scheduler is None or self.scheduler.extras_allowed(camera_id, "overlays"):
+                self._overlay(frame, tracker, (width, height))
         # Decided on the cameras' clock (the newest frame's capture time), not the wall clock: a
         # backlog of frames must not close handoff windows before its entries are seen.
         newest = max((frame.captured_at for frame, _, _ in results), default=None)
@@ -284,8 +294,7 @@ class RoomStage:
             self._emit("enter", event.track_id, live)
             if event.entered_via is not None:
                 x1, _, x2, y2 = event.box
-                middle = self.zone_middle_x.get(event.entered_via)
-                side = None if middle is None else "left" if (x1 + x2) / 2 < middle else "right"
+                side = self._entry_side(event.entered_via, (x1 + x2) / 2, x2 - x1)
                 self.matcher.add_entry(event.entered_via, event.track_id, wall, position=((x1 + x2) / 2, y2),
                                        side=side)
                 self._entry_looks[event.track_id] = _EntryLooks()
@@ -301,6 +310,18 @@ class RoomStage:
             self.matcher.track_exited(event.track_id, room_camera=event.camera_id)
             if live is not None:
                 self._emit("exit", event.track_id, live)
+
+    def _entry_side(self, door_id: str, x: float, width: float) -> str | None:
+        """"left"/"right" when the feet are more than a quarter of a box width left or right of where
+        people usually come in through this door (the median of its recent entries), else None (the
+        middle: a single person, or too few entries seen yet)."""
+        recent = self._entry_xs.setdefault(door_id, deque(maxlen=30))
+        side = None
+        if len(recent) >= 3:
+            usual = float(np.median(recent))
+            side = "left" if x < usual - width / 4 else "right" if x > usual + width / 4 else None
+        recent.append(x)
+        return side
 
     def _describe_entries(self, tracker, frame: Frame, detections: list) -> None:
         """The clothing of each track whose handoff is still pending, from this frame: averaged over

@@ -1,0 +1,254 @@
+"""Who gets the cores next: each camera's minimum first, extras only from what is left.
+
+A campus runs its machines near capacity, and every model call of every camera competes for the same
+cores. Attendance stands on room tracking (a tracker that sees the room too seldom splits tracks and
+misses entries), and on the door seeing each face often enough to recognise it. So model calls go
+through one :class:`InferenceGate` (on a CPU one call at a time already uses every core; two at once
+only split them), and a waiting call is served by priority:
+
+``OWED`` (0)
+    frames a camera is owed: a room camera below its minimum tracking rate (``min_tracking_fps``,
+    default ``[scheduling] room_min_fps``); a door camera below the rate recognition needs
+    (``door_active_fps`` while a face is in view, ``door_idle_fps`` while nobody is, so that someone
+    arriving is still noticed).
+``EXTRA`` (1)
+    everything beyond: room frames above the minimum, door frames beyond what recognition needs.
+    Room-camera faces and overlay events are extras too: skipped for a camera while it is behind.
+
+Rates are frames analysed per wall-clock second over the last ``window_s``. A room camera that gets
+less than its minimum even with everything else deferred is a planning fact, not a silent failure:
+:meth:`Scheduler.check` sets ``rollcall_tracking_rate_fps`` / ``rollcall_tracking_shortfall_fps`` (the
+health page shows them) and logs one line naming the camera and the shortfall when it starts (and one
+when it ends).
+
+The scheduler holds counters only; frames still flow sources -> batcher -> stages -> publisher.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+import logging
+import time
+from collections import deque
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+
+from processor import metrics
+
+log = logging.getLogger("rollcall.scheduler")
+
+OWED = 0
+EXTRA = 1
+# Calls are not pre-empted: once an extra call has started, an owed camera waits for it to end. Serving
+# cameras first until they are a quarter above their minimum keeps them at it on average.
+PRIORITY_HEADROOM = 1.25
+
+TRACKING_RATE = metrics.get_or_create(metrics.Gauge, "rollcall_tracking_rate_fps",
+                                      "Frames a camera's analysis got per second over the last window",
+                                      labelnames=["camera", "role"])
+MIN_RATE = metrics.get_or_create(metrics.Gauge, "rollcall_tracking_min_fps",
+                                 "The rate a camera is owed before any extra work (room: min_tracking_fps)",
+                                 labelnames=["camera", "role"])
+SHORTFALL = metrics.get_or_create(metrics.Gauge, "rollcall_tracking_shortfall_fps",
+                                  "How far a room camera's tracking rate is below its minimum (0 when met)",
+                                  labelnames=["camera"])
+GATE_WAIT = metrics.get_or_create(metrics.Histogram, "rollcall_inference_wait_seconds",
+                                  "Time a batch waited for the inference gate, by priority",
+                                  labelnames=["priority"], buckets=(0.001, 0.01, 0.05, 0.1, 0.25, 0.5, 1, 2, 5))
+EXTRAS_SKIPPED = metrics.get_or_create(metrics.Counter, "rollcall_extras_skipped",
+                                       "Extra work skipped for a camera that was behind its minimum",
+                                       labelnames=["camera", "what"])
+
+
+class InferenceGate:
+    """``slots`` model calls at a time. A waiter's priority is a number or a function giving it, asked
+    again each time a slot frees (a camera behind when it asked may have caught up since, and the
+    other way round); the lowest number goes first, FIFO within one.
+
+    ``hold_extra`` (optional) says that owed work is about to ask (an owed camera has frames waiting but
+    its stage is between batches): a free slot is then held back from ``EXTRA`` waiters for up to
+    ``max_hold_s``, or a stage that asks again right after its last call would never be first in line."""
+
+    def __init__(self, slots: int = 1, *, hold_extra: Callable[[], bool] | None = None, max_hold_s: float = 0.25):
+        if slots < 1:
+            raise ValueError("slots must be at least 1")
+        self._free = slots
+        self._waiters: list[tuple[int, Callable[[], int], asyncio.Future]] = []
+        self._order = itertools.count()
+        self.hold_extra = hold_extra
+        self.max_hold_s = max_hold_s
+        self._holding_since: float | None = None
+        self._recheck: asyncio.TimerHandle | None = None
+
+    @contextlib.asynccontextmanager
+    async def turn(self, priority: int | Callable[[], int]):
+        started = time.perf_counter()
+        priority_of = priority if callable(priority) else (lambda: priority)
+        await self._acquire(priority_of)
+        GATE_WAIT.labels("owed" if priority_of() == OWED else "extra").observe(time.perf_counter() - started)
+        try:
+            yield
+        finally:
+            self._free += 1
+            self._dispatch()
+
+    @property
+    def waiting(self) -> int:
+        return sum(1 for *_, future in self._waiters if not future.done())
+
+    async def _acquire(self, priority_of: Callable[[], int]) -> None:
+        future = asyncio.get_running_loop().create_future()
+        self._waiters.append((next(self._order), priority_of, future))
+        self._dispatch()
+        try:
+            await future
+        except asyncio.CancelledError:
+            if future.done() and not future.cancelled():
+                self._free += 1  # granted in the same turn as the cancel: pass it on
+                self._dispatch()
+            raise
+
+    def _dispatch(self) -> None:
+        self._waiters = [w for w in self._waiters if not w[2].done()]  # cancelled while waiting
+        while self._free > 0 and self._waiters:
+            best = min(self._waiters, key=lambda w: (w[1](), w[0]))
+            if best[1]() != OWED and self._hold():
+                return
+            self._waiters.remove(best)
+            self._free -= 1
+            best[2].set_result(None)
+        self._holding_since = None
+
+    def _hold(self) -> bool:
+        """Keep the free slot for owed work that is about to ask; look again shortly."""
+        if self.hold_extra is None or not self.hold_extra():
+            self._holding_since = None
+            return False
+        now = time.monotonic()
+        if self._holding_since is None:
+            self._holding_since = now
+        elif now - self._holding_since >= self.max_hold_s:
+            return False
+        loop = asyncio.get_running_loop()
+        if self._recheck is None or self._recheck.when() <= loop.time():
+            self._recheck = loop.call_later(0.01, self._dispatch)
+        return True
+
+
+@dataclass
+class _CameraRate:
+    role: str
+    minimum: float  # room: the minimum tracking rate; door: the rate recognition needs while active
+    idle: float = 0.0  # door: the rate owed while no face is in view
+    active: bool = False  # door: a face is in view
+    since: float = field(default_factory=time.monotonic)
+    times: deque = field(default_factory=deque)  # monotonic times of analysed frames
+    short: bool = False  # in a reported shortfall
+    waiting: Callable[[], int] | None = None  # frames waiting in its buffer
+
+    def owed_rate(self) -> float:
+        return self.minimum if self.role == "room" or self.active else self.idle
+
+
+class Scheduler:
+    """Per-camera rate accounting and the priority of each batch; one per processor, on its event loop."""
+
+    def __init__(self, *, window_s: float = 4.0, gate: InferenceGate | None = None, clock=time.monotonic):
+        self.window_s = window_s
+        self.gate = gate or InferenceGate()
+        if self.gate.hold_extra is None:
+            self.gate.hold_extra = self.owed_waiting
+        self._clock = clock
+        self._cameras: dict[str, _CameraRate] = {}
+
+    def register(self, camera_id: str, role: str, minimum: float, idle: float = 0.0,
+                 waiting: Callable[[], int] | None = None) -> None:
+        """``waiting``: how many of the camera's frames wait in its buffer (lets owed work keep its place)."""
+        current = self._cameras.get(camera_id)
+        if current is None or (current.role, current.minimum, current.idle) != (role, minimum, idle):
+            self._cameras[camera_id] = current = _CameraRate(role, minimum, idle, since=self._clock())
+            MIN_RATE.labels(camera_id, role).set(minimum)
+        current.waiting = waiting
+
+    @property
+    def cameras(self) -> set[str]:
+        return set(self._cameras)
+
+    def forget(self, camera_id: str) -> None:
+        self._cameras.pop(camera_id, None)
+
+    def analysed(self, camera_id: str, frames: int = 1) -> None:
+        camera = self._cameras.get(camera_id)
+        if camera is not None:
+            now = self._clock()
+            camera.times.extend([now] * frames)
+            self._trim(camera, now)
+
+    def set_active(self, camera_id: str, active: bool) -> None:
+        camera = self._cameras.get(camera_id)
+        if camera is not None:
+            camera.active = active
+
+    def rate(self, camera_id: str) -> float | None:
+        camera = self._cameras.get(camera_id)
+        if camera is None:
+            return None
+        now = self._clock()
+        self._trim(camera, now)
+        # a camera younger than the window is measured over its age (at least a second)
+        span = min(self.window_s, max(1.0, now - camera.since))
+        return len(camera.times) / span
+
+    def behind(self, camera_id: str, headroom: float = 1.0) -> bool:
+        """The camera got less than ``headroom`` times what it is owed over the last window."""
+        camera = self._cameras.get(camera_id)
+        return camera is not None and self.rate(camera_id) < camera.owed_rate() * headroom
+
+    def owed_waiting(self) -> bool:
+        """A camera behind its minimum has frames waiting: its stage is about to ask for the gate."""
+        return any(camera.waiting is not None and camera.waiting() > 0 and self.behind(camera_id, PRIORITY_HEADROOM)
+                   for camera_id, camera in self._cameras.items())
+
+    def priority(self, camera_ids: Iterable[str]) -> int:
+        return OWED if any(self.behind(c, PRIORITY_HEADROOM) for c in set(camera_ids)) else EXTRA
+
+    def extras_allowed(self, camera_id: str, what: str) -> bool:
+        """Room faces, overlays: only for a camera that is not behind its minimum."""
+        if self.behind(camera_id):
+            EXTRAS_SKIPPED.labels(camera_id, what).inc()
+            return False
+        return True
+
+    def check(self, shed: Mapping[str, int] | None = None) -> list[str]:
+        """Update the gauges; log (and return) one line per room camera that starts or ends a shortfall.
+
+        ``shed``: frames each camera's buffer dropped since the last check. A room camera is short only
+        when frames were there to analyse and were shed (a camera that is down is the ingest's to report).
+        """
+        lines = []
+        now = self._clock()
+        for camera_id, camera in self._cameras.items():
+            rate = self.rate(camera_id)
+            TRACKING_RATE.labels(camera_id, camera.role).set(rate)
+            if camera.role != "room" or now - camera.since < self.window_s:
+                continue  # doors are owed only while someone is there; a new camera has no rate yet
+            starved = shed is None or shed.get(camera_id, 0) > 0
+            shortfall = max(0.0, camera.minimum - rate) if starved else 0.0
+            SHORTFALL.labels(camera_id).set(shortfall)
+            if shortfall > 0 and not camera.short:
+                lines.append(f"camera {camera_id}: tracking at {rate:.1f} fps, below its minimum "
+                             f"{camera.minimum:.1f} fps (short by {shortfall:.1f} fps): this machine cannot "
+                             "carry its cameras; move cameras to another processor or lower analysis rates")
+                log.warning(lines[-1])
+            elif shortfall == 0 and camera.short:
+                lines.append(f"camera {camera_id}: tracking at {rate:.1f} fps again, its minimum "
+                             f"{camera.minimum:.1f} fps is met")
+                log.info(lines[-1])
+            camera.short = shortfall > 0
+        return lines
+
+    def _trim(self, camera: _CameraRate, now: float) -> None:
+        while camera.times and now - camera.times[0] > self.window_s:
+            camera.times.popleft()

@@ -1,0 +1,174 @@
+"""The scheduler: one inference gate served by priority, per-camera rates against their minimum, a
+shortfall said once, and room tracking served before door extras when the model time is scarce."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+
+import numpy as np
+
+from processor.batcher import Batcher, DemandQueue
+from processor.frames import Frame, FrameBuffer
+from processor.scheduler import EXTRA, OWED, InferenceGate, Scheduler
+from processor.stages.base import BatchStage
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_gate_serves_owed_before_extra_and_fifo_within_a_priority():
+    async def main():
+        gate = InferenceGate()
+        order: list[str] = []
+
+        async def call(name: str, priority: int, hold: float = 0.0):
+            async with gate.turn(priority):
+                order.append(name)
+                await asyncio.sleep(hold)
+
+        first = asyncio.create_task(call("holder", EXTRA, 0.05))
+        await asyncio.sleep(0.01)
+        waiting = [asyncio.create_task(call(n, p)) for n, p in
+                   (("extra-1", EXTRA), ("owed-1", OWED), ("extra-2", EXTRA), ("owed-2", OWED))]
+        await asyncio.gather(first, *waiting)
+        return order
+
+    assert asyncio.run(main()) == ["holder", "owed-1", "owed-2", "extra-1", "extra-2"]
+
+
+def test_gate_survives_a_waiter_cancelled_while_waiting():
+    async def main():
+        gate = InferenceGate()
+        served: list[str] = []
+
+        async def call(name: str, hold: float = 0.0):
+            async with gate.turn(OWED):
+                served.append(name)
+                await asyncio.sleep(hold)
+
+        holder = asyncio.create_task(call("holder", 0.05))
+        await asyncio.sleep(0.01)
+        cancelled = asyncio.create_task(call("cancelled"))
+        later = asyncio.create_task(call("later"))
+        await asyncio.sleep(0.01)
+        cancelled.cancel()
+        await asyncio.gather(holder, later)
+        # the gate is free again afterwards
+        async with asyncio.timeout(1):
+            await call("after")
+        return served
+
+    assert asyncio.run(main()) == ["holder", "later", "after"]
+
+
+def test_rates_behind_and_door_activity():
+    clock = Clock()
+    scheduler = Scheduler(window_s=4.0, clock=clock)
+    scheduler.register("room", "room", 2.0)
+    scheduler.register("door", "door", 5.0, idle=2.0)
+    for _ in range(4):  # 1 frame a second over 4 s: half the room's minimum
+        clock.now += 1.0
+        scheduler.analysed("room")
+        scheduler.analysed("door", 3)
+    assert scheduler.rate("room") == 1.0
+    assert scheduler.behind("room") and scheduler.priority(["room"]) == OWED
+    assert not scheduler.extras_allowed("room", "room_faces")
+    # door: 3 fps is enough while nobody is there (idle 2), not while a face is in view (5)
+    assert not scheduler.behind("door") and scheduler.priority(["door"]) == EXTRA
+    scheduler.set_active("door", True)
+    assert scheduler.behind("door") and scheduler.priority(["door", "door"]) == OWED
+    for _ in range(8):
+        clock.now += 0.25
+        scheduler.analysed("room")
+    assert scheduler.rate("room") >= 2.0 and not scheduler.behind("room")
+    assert scheduler.extras_allowed("room", "room_faces")
+
+
+def test_shortfall_is_said_once_and_only_when_frames_were_shed(caplog):
+    clock = Clock()
+    scheduler = Scheduler(window_s=4.0, clock=clock)
+    scheduler.register("room-a", "room", 2.0)
+    clock.now += 5.0
+    scheduler.analysed("room-a", 4)  # 1 fps over the window
+    # nothing shed: the camera itself delivers little (it is down or slow), not a compute shortfall
+    assert scheduler.check({"room-a": 0}) == []
+    with caplog.at_level(logging.WARNING, logger="rollcall.scheduler"):
+        lines = scheduler.check({"room-a": 3})
+    assert len(lines) == 1 and "room-a" in lines[0] and "short by 1.0 fps" in lines[0], lines
+    assert any("room-a" in r.getMessage() for r in caplog.records)
+    assert scheduler.check({"room-a": 3}) == []  # still short: not said again
+    clock.now += 1.0
+    scheduler.analysed("room-a", 8)
+    lines = scheduler.check({"room-a": 1})
+    assert len(lines) == 1 and "again" in lines[0], lines
+
+
+class SlowStage(BatchStage):
+    """Stands in for a model: a fixed time per frame, on a worker thread, like onnxruntime."""
+
+    def __init__(self, name: str, seconds_per_frame: float, scheduler: Scheduler):
+        self.name = name
+        self.seconds = seconds_per_frame
+        self.scheduler = scheduler
+
+    def process(self, batch, extras_for=None):
+        time.sleep(self.seconds * len(batch))
+        return batch
+
+
+def test_room_gets_its_minimum_while_the_doors_could_use_everything():
+    """Four door cameras offer 10 fps each of model work at 0.08 s a frame (batches of 8: 0.64 s), more
+    than the whole model time; the room camera needs 0.25 s a frame and is owed 2 fps. Taking turns
+    (FIFO) would give the room about one frame a second; served first, it gets its 2 fps, and the
+    doors keep their idle rate from what is left."""
+
+    async def main(room_minimum: float):
+        loop = asyncio.get_running_loop()
+        scheduler = Scheduler(window_s=2.0)
+        doors = [f"door-{i}" for i in range(4)]
+        buffers = {door: FrameBuffer(door, 2, loop) for door in doors}
+        buffers["room"] = FrameBuffer("room", 1, loop)
+        scheduler.register("room", "room", room_minimum, waiting=buffers["room"].__len__)
+        for door in doors:
+            scheduler.register(door, "door", 5.0, idle=0.5, waiting=buffers[door].__len__)
+        image = np.zeros((4, 4, 3), np.uint8)
+        analysed = {"door": 0, "room": 0}
+        tasks = []
+        for kind, cameras, seconds, max_batch in (("door", doors, 0.08, 8), ("room", ["room"], 0.25, 1)):
+            batches, results = DemandQueue(), asyncio.Queue()
+            batcher = Batcher(lambda cameras=cameras: {c: buffers[c] for c in cameras}, max_batch=max_batch,
+                              max_wait_s=0.0)
+            stage = SlowStage(kind, seconds, scheduler)
+            tasks += [asyncio.create_task(batcher.run(batches)), asyncio.create_task(stage.run(batches, results))]
+
+            async def count(results=results, kind=kind):
+                while True:
+                    analysed[kind] += len(await results.get())
+            tasks.append(asyncio.create_task(count()))
+
+        start = time.monotonic()
+        seq = 0
+        while time.monotonic() - start < 6.0:
+            t = time.monotonic() - start
+            for camera_id in doors + (["room"] if seq % 2 == 0 else []):  # the room camera offers 5 fps
+                buffers[camera_id].put(Frame(camera_id, seq, t, time.time(), image))
+            seq += 1
+            await asyncio.sleep(0.1)
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        return analysed
+
+    served_first = asyncio.run(main(room_minimum=2.0))
+    # 6 s: the room is owed 12 frames (a frame or so of slack for the start)
+    assert served_first["room"] >= 11, served_first
+    assert served_first["door"] >= 8, served_first  # the doors' idle rate, from what is left
+    taking_turns = asyncio.run(main(room_minimum=0.01))  # the same with nothing owed: plain FIFO
+    assert taking_turns["room"] <= 8, taking_turns
