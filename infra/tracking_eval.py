@@ -32,6 +32,7 @@ import numpy as np
 from scipy.optimize import linear_sum_assignment
 from trackers.eval import compute_clear_metrics, compute_hota_metrics, compute_identity_metrics
 
+from infra.errors import RollcallError
 from infra.registry_fetch import sha256_of
 from infra.scenario_runner import render_cached
 from processor.config import Config
@@ -39,6 +40,8 @@ from processor.stages.person_tracks import PersonTracker, torso_look
 from processor.stages.persons import PersonDetection, PersonDetector
 
 CACHE_FILE = "detections.npz"
+PARTIAL_FILE = "detections.partial.npz"
+LOOK_SIZE = 128  # torso_look: 16 hue x 8 saturation bins
 CACHE_FORMAT = "rollcall-room-detections/1"
 DROP_FRACTION = 0.2
 PHASES = 3
@@ -72,41 +75,63 @@ def _cache_key(gt: dict, detector: PersonDetector) -> str:
     return f"{CACHE_FORMAT} render={gt['input_hash']} model={model} score>={detector.score_threshold:g}"
 
 
-def load_or_detect(out_dir: Path, gt: dict, detector: PersonDetector,
-                   say: Callable[[str], None] = lambda _: None) -> DetectionCache:
-    """The render's cached detections, or run the detector over every room frame and cache them."""
+def read_cache(path: Path) -> DetectionCache:
+    with np.load(path, allow_pickle=False) as z:
+        return DetectionCache(str(z["key"]), int(z["n_frames"]), float(z["video_fps"]), z["frame"], z["boxes"],
+                              z["scores"], z["class_ids"], z["looks"])
+
+
+def load_or_detect(out_dir: Path, gt: dict, detector: PersonDetector, say: Callable[[str], None] = lambda _: None,
+                   budget_s: float | None = None) -> DetectionCache:
+    """The render's cached detections, or run the detector over every room frame and cache them. With
+    ``budget_s``, stop after about that long and keep what was done (``detections.partial.npz``): the next
+    call goes on from there (a long render's detection split into runs that each hold the CPU briefly)."""
     key = _cache_key(gt, detector)
-    path = out_dir / CACHE_FILE
-    if path.is_file():
-        with np.load(path, allow_pickle=False) as z:
-            if str(z["key"]) == key:
-                return DetectionCache(key, int(z["n_frames"]), float(z["video_fps"]), z["frame"], z["boxes"],
-                                      z["scores"], z["class_ids"], z["looks"])
-    say(f"detecting persons in every frame of {out_dir / gt['cameras']['room']['file']} (cached afterwards)")
+    path, partial = out_dir / CACHE_FILE, out_dir / PARTIAL_FILE
+    if path.is_file() and (cache := read_cache(path)).key == key:
+        return cache
+    rows: list[tuple[int, np.ndarray, float, int, np.ndarray]] = []  # frame, box, score, class, look
+    start = 0
+    if partial.is_file() and (done := read_cache(partial)).key == key:
+        rows = [(int(done.frame[r]), done.boxes[r], float(done.scores[r]), int(done.class_ids[r]), done.looks[r])
+                for r in range(len(done.frame))]
+        start = done.n_frames
+    video = out_dir / gt["cameras"]["room"]["file"]
+    say(f"detecting persons in every frame of {video} from frame {start} (cached afterwards)")
     started = time.monotonic()
-    rows: list[tuple[int, PersonDetection, np.ndarray | None]] = []
-    n = 0
-    with av.open(str(out_dir / gt["cameras"]["room"]["file"])) as container:
+    n, finished = start, True
+    with av.open(str(video)) as container:
         for i, frame in enumerate(container.decode(video=0)):
+            if i < start:
+                continue
+            if budget_s is not None and time.monotonic() - started > budget_s:
+                finished = False
+                break
             image = frame.to_ndarray(format="bgr24")
             for det in detector.detect([image])[0]:
-                rows.append((i, det, torso_look(image, det.box)))
+                look = torso_look(image, det.box)
+                rows.append((i, np.asarray(det.box), det.score, det.class_id,
+                             look if look is not None else np.full(LOOK_SIZE, np.nan, np.float32)))
             n = i + 1
             if n % 100 == 0:
                 say(f"  {n} frames, {time.monotonic() - started:.0f} s")
-    look_len = next((len(lk) for _, _, lk in rows if lk is not None), 1)
     cache = DetectionCache(
-        key, n, float(gt["scenario"]["fps"]),
-        np.array([r[0] for r in rows], np.int32),
-        np.array([r[1].box for r in rows], np.float32).reshape(-1, 4),
-        np.array([r[1].score for r in rows], np.float32),
-        np.array([r[1].class_id for r in rows], np.int32),
-        np.array([r[2] if r[2] is not None else np.full(look_len, np.nan) for r in rows], np.float32).reshape(-1, look_len))
-    tmp = path.with_suffix(".tmp.npz")
-    np.savez_compressed(tmp, key=np.array(key), n_frames=cache.n_frames, video_fps=cache.video_fps, frame=cache.frame,
-                        boxes=cache.boxes, scores=cache.scores, class_ids=cache.class_ids, looks=cache.looks)
-    tmp.replace(path)
+        key, n, float(gt["scenario"]["fps"]), np.array([r[0] for r in rows], np.int32),
+        np.array([r[1] for r in rows], np.float32).reshape(-1, 4), np.array([r[2] for r in rows], np.float32),
+        np.array([r[3] for r in rows], np.int32), np.array([r[4] for r in rows], np.float32).reshape(-1, LOOK_SIZE))
+    _write_cache(path if finished else partial, cache)
+    if not finished:
+        raise RollcallError(f"{video}: person detections cached for {n} frames so far; run again to go on")
+    partial.unlink(missing_ok=True)
     return cache
+
+
+def _write_cache(path: Path, cache: DetectionCache) -> None:
+    tmp = path.with_suffix(".tmp.npz")
+    np.savez_compressed(tmp, key=np.array(cache.key), n_frames=cache.n_frames, video_fps=cache.video_fps,
+                        frame=cache.frame, boxes=cache.boxes, scores=cache.scores, class_ids=cache.class_ids,
+                        looks=cache.looks)
+    tmp.replace(path)
 
 
 # --- ground truth --------------------------------------------------------------------------------------------
@@ -250,13 +275,20 @@ def room_camera(config: Config, gt: dict):
 
 
 def bench_tracking(spec_path: Path, config: Config, rates: Sequence[float] = (4.0, 2.0, 1.0),
-                   say: Callable[[str], None] = lambda _: None, tracker_class: type = PersonTracker) -> dict:
-    """Replay the scenario's cached detections at each rate; the report (``format_table`` prints it)."""
+                   say: Callable[[str], None] = lambda _: None, tracker_class: type = PersonTracker,
+                   detect_budget_s: float | None = None) -> dict:
+    """Render the scenario (cached), detect (cached), replay at each rate; the report (``format_table``)."""
     spec, render = render_cached(spec_path)
     gt = render.ground_truth
     detector = PersonDetector(config.models.pack, score_threshold=config.thresholds.person_detection,
                               providers=config.models.providers or None)
-    cache = load_or_detect(render.out_dir, gt, detector, say)
+    cache = load_or_detect(render.out_dir, gt, detector, say, budget_s=detect_budget_s)
+    return evaluate(gt, cache, config, rates, tracker_class)
+
+
+def evaluate(gt: dict, cache: DetectionCache, config: Config, rates: Sequence[float] = (4.0, 2.0, 1.0),
+             tracker_class: type = PersonTracker) -> dict:
+    """Replay ``cache`` through trackers built as production builds them, at each rate, and score it."""
     camera = room_camera(config, gt)
     zones = {"door": [tuple(p) for p in gt["cameras"]["room"]["entry_zone"]]}
     tracking = config.tracking
@@ -265,7 +297,7 @@ def bench_tracking(spec_path: Path, config: Config, rates: Sequence[float] = (4.
         return tracker_class(camera.id, camera.analysis_fps, zones, lost_after_s=tracking.lost_after_s,
                              reacquire_s=tracking.reacquire_s, reacquire_heights=tracking.reacquire_heights)
 
-    report = {"scenario": spec.name, "people": len(gt["people"]), "video_fps": cache.video_fps,
+    report = {"scenario": gt["scenario"]["name"], "people": len(gt["people"]), "video_fps": cache.video_fps,
               "frames": cache.n_frames, "tracker_fps": camera.analysis_fps, "rates": {}}
     for rate in rates:
         runs = [{"run": label, "frames": len(frames), **score(gt, replay(cache, frames, make_tracker))}

@@ -402,9 +402,12 @@ def bench_persons_command(ctx: click.Context, streams: int, seconds: float, anal
 @bench.command("tracking")
 @click.argument("spec", type=click.Path(dir_okay=False, path_type=Path))
 @click.option("--fps", "rates", default="4,2,1", show_default=True, help="Analysis rates to replay, comma-separated.")
+@click.option("--detect-budget", type=float, default=None,
+              help="Seconds of person detection at most in this call; what was done is kept for the next one.")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON document (every run).")
 @click.pass_context
-def bench_tracking_command(ctx: click.Context, spec: Path, rates: str, as_json: bool) -> None:
+def bench_tracking_command(ctx: click.Context, spec: Path, rates: str, detect_budget: float | None,
+                           as_json: bool) -> None:
     """Room tracking vs the scenario's ground truth (IDF1, HOTA, MOTA, tracks per person, door entries) on
     cached detections replayed at each analysis rate."""
     from infra.tracking_eval import bench_tracking, format_table, to_json
@@ -415,7 +418,7 @@ def bench_tracking_command(ctx: click.Context, spec: Path, rates: str, as_json: 
         parsed = []
     if not parsed or any(r <= 0 for r in parsed):
         raise RollcallError(f"bench tracking: --fps {rates!r} must be positive numbers separated by commas")
-    report = bench_tracking(spec, _config(ctx), parsed, say=progress(as_json))
+    report = bench_tracking(spec, _config(ctx), parsed, say=progress(as_json), detect_budget_s=detect_budget)
     click.echo(to_json(report) if as_json else format_table(report))
 
 

@@ -1,7 +1,10 @@
 """Room-camera track life (processor.stages.person_tracks): pure logic on scripted detections, with the
-real ByteTrack underneath. Stream times are those of a camera analysed at 4 fps."""
+real ``trackers`` association underneath. Stream times are those of a camera analysed at 4 fps, or, where a
+test says so, of a camera configured for 4 fps that gets one frame a second (a loaded machine)."""
 
 from __future__ import annotations
+
+import pytest
 
 from processor.stages.person_tracks import PersonTracker
 from processor.stages.persons import PersonDetection
@@ -67,9 +70,9 @@ def test_a_track_never_seen_outside_the_zone_still_ends_through_its_door():
 
 
 def test_two_people_who_walk_past_each_other_keep_their_own_tracks():
-    """A (red) and B (blue) stand apart, touch, and end up on each other's side. ByteTrack goes by box
-    overlap and hands A's id to B's box; the colour each track learnt while its box stood alone gives
-    each track its own person back (and nothing is learnt from boxes that overlap)."""
+    """A (red) and B (blue) stand apart, touch, and end up on each other's side. Box overlap and motion
+    alone hand A's track to B's box; the colour each track learnt while its box stood alone keeps each
+    track on its own person (and nothing is learnt from boxes that overlap)."""
     import numpy as np
 
     red, blue = (0, 0, 220), (220, 0, 0)  # BGR
@@ -95,4 +98,62 @@ def test_two_people_who_walk_past_each_other_keep_their_own_tracks():
     assert first_ids is not None and set(first_ids) == {440, 560}
     now = {round(tr.foot[0]): tr.track_id for tr in tracker.open_tracks}
     assert now == {550: first_ids[440], 450: first_ids[560]}, (first_ids, now)
-    assert tracker.swaps_undone == 1
+
+
+def walk(start: tuple[float, float], velocity: tuple[float, float], t: float, stop_after_s: float = 99.0):
+    """Feet of someone walking from ``start`` at ``velocity`` px/s, standing still after ``stop_after_s``."""
+    s = min(t, stop_after_s)
+    return start[0] + velocity[0] * s, start[1] + velocity[1] * s
+
+
+@pytest.mark.parametrize("rate", [1.0, 2.0, 4.0])
+def test_a_walker_seen_once_a_second_enters_through_the_door_as_one_track(rate):
+    """Someone walks in from the door (feet in the zone at 0 s) across the room at a brisk 200 px/s,
+    seen by a camera configured for 4 fps that gets only ``rate`` frames a second: their boxes never
+    overlap from frame to frame at 1 fps, yet it is one track, entered through the door, and nothing else."""
+    tracker = PersonTracker("room", fps=4.0, entry_zones={"door": ZONE})
+    n = int(8 * rate)
+    script = [(k / rate, [person(*walk((150, 420), (200, 40), k / rate, stop_after_s=4.0))]) for k in range(n + 1)]
+    events = run(tracker, script)
+    assert [(k, via) for k, _, via in events] == [("appeared", "door")], events
+    [track] = tracker.open_tracks
+    assert track.state == "active" and track.foot == (950.0, 580.0)
+
+
+def test_a_first_sighting_past_the_zone_whose_path_leads_back_to_the_door_is_an_entry():
+    """At one frame a second the first sighting can already be past the entry zone (feet at x 380, the zone
+    ends at 300): the way the feet go between the first two sightings, followed backwards, crosses the zone,
+    so the track entered through the door, about when it was there. Someone first seen in the room whose
+    path leads elsewhere (walking away from the door side, or towards it) did not enter."""
+    tracker = PersonTracker("room", fps=4.0, entry_zones={"door": ZONE})
+    script = [(float(k), [person(*walk((380, 470), (200, 30), k, stop_after_s=3.0))]) for k in range(6)]
+    events = run(tracker, script)
+    assert [(k, via) for k, _, via in events] == [("appeared", "door")], events
+    assert -1.0 <= events[0][1] < 0.0  # backdated to when the feet were in the zone
+
+    elsewhere = PersonTracker("room", fps=4.0, entry_zones={"door": ZONE})
+    script = [(float(k), [person(*walk((700, 470), (200, 30), k, stop_after_s=3.0)),  # away, far from the door
+                          person(*walk((900, 600), (-150, -20), k, stop_after_s=3.0))])  # towards the door
+              for k in range(6)]
+    events = run(elsewhere, script)
+    assert [(k, via) for k, _, via in events] == [("appeared", None), ("appeared", None)], events
+
+
+@pytest.mark.parametrize("rate", [1.0, 2.0, 4.0])
+def test_two_people_walking_in_side_by_side_stay_two_tracks(rate):
+    """Two people come through the door together, side by side (feet 60 px apart across the way they
+    walk), and walk into the room at the same pace, seen at ``rate`` frames a second: two tracks, both
+    entered through the door, each still on its own person when they stop."""
+    tracker = PersonTracker("room", fps=4.0, entry_zones={"door": ZONE})
+    n = int(7 * rate)
+    script = [(k / rate, [person(*walk((120, 400), (180, 20), k / rate, stop_after_s=4.0)),
+                          person(*walk((140, 460), (180, 20), k / rate, stop_after_s=4.0))]) for k in range(n + 1)]
+    first: dict[str, float] = {}
+    for t, detections in script:
+        events = tracker.update(t, detections)
+        assert all(e.kind == "appeared" and e.entered_via == "door" for e in events), events
+        for tr in tracker.open_tracks:
+            first.setdefault(tr.track_id, tr.foot[1])
+    assert len(tracker.open_tracks) == 2 and tracker.tracks_started == 2
+    for tr in tracker.open_tracks:  # the one that started nearer the wall ends nearer the wall
+        assert tr.foot[1] == (480.0 if first[tr.track_id] < 430 else 540.0), (first, tr)

@@ -1,48 +1,42 @@
 """Person tracks on a room camera: who appeared (and through which door), who was lost, who left.
 
 One :class:`PersonTracker` per room camera. Detections (:class:`processor.stages.persons.PersonDetection`)
-are tracked frame to frame with ByteTrack (the ``trackers`` library, fed each frame's stream time so dropped
-frames are handled in time, not in frame counts). On top of ByteTrack's short-lived ids the tracker keeps
-Rollcall tracks with a stable ``track_id`` (``<camera>-<run id>-<counter>``; the random run id keeps ids
-unique across processor restarts) and turns their life into :class:`TrackEvent` s:
+are associated frame to frame by a tracker of the ``trackers`` library (ByteTrack by default, OC-SORT as
+an option: both Kalman-filtered, fed each frame's stream time so a gap is predicted over in time, not
+counted in frames). Their box similarity is :class:`ReachSimilarity`: IoU, and where the boxes no longer
+overlap, how near the feet are in box heights against how far someone walks in the time since the last
+analysed frame. A camera that gets one frame a second (a loaded machine) sees a walker a box width or
+more further on each time; IoU alone then starts a new track at every frame.
+
+On top of the library's ids the tracker keeps Rollcall tracks with a stable ``track_id``
+(``<camera>-<run id>-<counter>``; the random run id keeps ids unique across processor restarts) and turns
+their life into :class:`TrackEvent` s:
 
 ``appeared``
-    A new ByteTrack id that does not continue an earlier track. ``entered_via`` is the door id when the
-    first box's bottom centre (the feet) lies in that door's entry zone (``supervision.PolygonZone``,
-    anchor ``BOTTOM_CENTER``), else ``None`` (someone first seen in the middle of the room). ByteTrack
-    confirms a track only after ``minimum_consecutive_frames`` sightings, by when someone walking in at a
-    low analysis rate may have left the zone: the not-yet-confirmed detections of the last
-    ``backdate_s`` are kept, and a new track that continues one seen in a zone (feet within half a box
-    height plus a box height per second since) entered through that door, at that earlier time.
+    A new library id (confirmed at its second sighting) that does not continue an earlier track.
+    ``entered_via`` is the door whose entry zone (``supervision.PolygonZone``, anchor ``BOTTOM_CENTER``)
+    held the feet at the track's first sighting (the unconfirmed sighting it continues), or the door its
+    path leads back to: the feet's way from the first to the confirming sighting, followed backwards for
+    up to ``backdate_s``, crosses that door's zone (at one frame a second a walker is often first seen
+    already past the zone). The event carries that earlier time and box. Else ``None``: someone first
+    seen in the middle of the room.
 ``lost``
-    An active track not seen for ``lost_after_s`` of stream time.
+    An active track not seen for ``lost_after_s`` of stream time (the library keeps predicting it as long).
 ``reacquired``
-    A new ByteTrack id whose first bottom centre is within ``reacquire_heights`` box heights of the last
-    bottom centre of a track of similar height (within a factor 1.4)
-    unseen for less than ``reacquire_s``, and not in an entry zone: it continues that track (same
-    ``track_id``) instead of appearing. Near means within that reach of where the feet were or of
-    where they were heading (their smoothed velocity, up to 1.5 s ahead, the reach widening with the
-    prediction), so someone walking behind another person is picked up further along their way. Given
-    the frame, a track also keeps a colour signature of the torso (hue-saturation histogram), and a
-    clearly different-looking person (Bhattacharyya distance above ``max_look_distance``) never
-    continues it. A track that was not yet declared lost is continued silently (that
-    is ByteTrack's own id switch, not an event). Someone who vanished while their box touched another
-    track's was hidden behind that person and is looked for next to them (within a box height), and
-    a confident detection ByteTrack has not confirmed yet can continue an unseen track too (at low
-    analysis rates a brisk walker's boxes never overlap from frame to frame, so ByteTrack would only
-    confirm them once they stop).
-``crossings``
-    Colour signatures are learnt only from boxes no other detection overlaps, and not while a track
-    touched another one in the last ``swap_window_s``. When two tracks that touched stand apart again
-    and each box looks clearly more like the other track (by ``swap_margin``), ByteTrack swapped them
-    while they overlapped: each track gets its own person back (``swaps_undone``).
+    A new library id whose first feet are near where a track of similar height (within a factor 1.4),
+    unseen for less than ``reacquire_s``, was or was heading (its smoothed velocity, up to 1.5 s ahead;
+    within ``reacquire_heights`` box heights, the reach widening with the prediction), and outside the
+    entry zones: it continues that track (same ``track_id``). Given the frame (or precomputed looks), a
+    track keeps a colour signature of the torso (hue-saturation histogram, learnt only from boxes no
+    other detection overlaps), and a clearly different-looking person (Bhattacharyya distance above
+    ``max_look_distance``) never continues it. A track not yet declared lost is continued silently (the
+    library's own id switch, not an event).
 ``exited``
     A lost track whose last bottom centre was in an entry zone after it had been in the room (``exited_via``
     = that door; emitted with its ``lost`` event), or any track unseen for ``reacquire_s`` (lost for good;
     ``exited_via`` is the door whose zone it was lost in, else None). A track lost before its feet ever
     left the entry zone is not taken to have walked out: at a door people come in together and hide
-    each other.
-    :meth:`PersonTracker.flush` ends every open track the same way.
+    each other. :meth:`PersonTracker.flush` ends every open track the same way.
 
 Identity is not decided here: a track carries ``identity`` and ``identity_source`` for the handoff unit
 to set (:meth:`PersonTracker.track`), and every event copies them as they were when it was emitted.
@@ -50,16 +44,22 @@ to set (:meth:`PersonTracker.track`), and every event copies them as they were w
 
 from __future__ import annotations
 
-import dataclasses
 import uuid
+from collections import deque
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
+import cv2
 import numpy as np
+import supervision as sv
+from scipy.optimize import linear_sum_assignment
+from trackers import ByteTrackTracker, OCSORTTracker
+from trackers.utils.iou import BaseIoU, IoU
 
 from processor.stages.persons import PersonDetection
 
 EVENT_KINDS = ("appeared", "lost", "reacquired", "exited")
+ASSOCIATIONS = ("bytetrack", "ocsort")
 
 Box = tuple[float, float, float, float]
 
@@ -79,17 +79,15 @@ class PersonTrack:
     state: str = "active"  # "active" | "lost" | "exited"
     lost_since_s: float | None = None
     reacquisitions: int = 0
-    tracker_ids: list[int] = field(default_factory=list)  # ByteTrack ids that made up this track
+    tracker_ids: list[int] = field(default_factory=list)  # library ids that made up this track
     velocity: tuple[float, float] = (0.0, 0.0)  # of the feet, pixels per second (smoothed)
     look: np.ndarray | None = None  # colour signature of the torso (hue-saturation histogram), smoothed
     in_room: bool = False  # seen with the feet outside every entry zone at least once
-    # other tracks whose box touched this one's, and the last stream time they did (people who walk
-    # past or behind each other: where ByteTrack's boxes may have swapped)
-    contacts: dict[str, float] = field(default_factory=dict)
+    missed: int = 0  # analysed frames since it was last seen
 
     @property
     def foot(self) -> tuple[float, float]:
-        return (self.box[0] + self.box[2]) / 2.0, self.box[3]
+        return _foot(self.box)
 
 
 @dataclass(frozen=True)
@@ -97,7 +95,7 @@ class TrackEvent:
     kind: str  # one of EVENT_KINDS
     camera_id: str
     track_id: str
-    pts_s: float  # stream time of the frame the event was decided on
+    pts_s: float  # stream time of the frame the event was decided on (appeared: of the first sighting)
     box: Box  # the track's box (last one seen for lost / exited)
     entered_via: str | None = None
     exited_via: str | None = None
@@ -106,55 +104,101 @@ class TrackEvent:
     identity_source: str | None = None
 
 
+class ReachSimilarity(BaseIoU):
+    """Association similarity for tracks seen a second apart: IoU where boxes overlap, else how near the
+    feet are, as a Gaussian of their distance in box heights whose width grows with the time since the
+    last analysed frame (``elapsed_s``, set before each update) at ``walk_heights_per_s``. Boxes of clearly
+    different heights (beyond a factor 1.4: someone nearer or farther) are not similar. Where both the
+    track and the detection have a torso signature (``looks``: a callable giving the look of a track's
+    predicted box and of a detection's box, or None), a different look lowers the similarity: of two
+    people equally near, the one who looks like the track continues it."""
+
+    def __init__(self, walk_heights_per_s: float = 0.8, still_heights: float = 0.15, look_weight: float = 0.4):
+        self.walk_heights_per_s = float(walk_heights_per_s)
+        self.still_heights = float(still_heights)
+        self.look_weight = float(look_weight)
+        self.elapsed_s = 0.25
+        self.looks = None
+        self._iou = IoU()
+
+    def _compute(self, boxes_1: np.ndarray, boxes_2: np.ndarray) -> np.ndarray:
+        iou = self._iou.compute(boxes_1, boxes_2)
+        h1, h2 = boxes_1[:, 3] - boxes_1[:, 1], boxes_2[:, 3] - boxes_2[:, 1]
+        dx = (boxes_1[:, None, 0] + boxes_1[:, None, 2] - boxes_2[None, :, 0] - boxes_2[None, :, 2]) / 2.0
+        dy = boxes_1[:, None, 3] - boxes_2[None, :, 3]
+        height = np.maximum((h1[:, None] + h2[None, :]) / 2.0, 1.0)
+        sigma = self.still_heights + self.walk_heights_per_s * max(0.0, self.elapsed_s)
+        near = np.exp(-0.5 * (np.hypot(dx, dy) / height / sigma) ** 2)
+        ratio = np.minimum(h1[:, None], h2[None, :]) / np.maximum(np.maximum(h1[:, None], h2[None, :]), 1.0)
+        near[ratio < 1 / 1.4] = 0.0
+        if self.looks is not None and self.look_weight > 0:
+            near *= self._look_factor(boxes_1, boxes_2)  # overlapping boxes need no help from looks
+        return np.maximum(iou, near)
+
+    def _look_factor(self, boxes_1: np.ndarray, boxes_2: np.ndarray) -> np.ndarray:
+        """1 for alike looks (Bhattacharyya distance up to 0.3) or nothing to compare, down to 0.3."""
+        track_looks, det_looks = self.looks(boxes_1, boxes_2)
+        factor = np.ones((len(boxes_1), len(boxes_2)))
+        for r, a in enumerate(track_looks):
+            for c, b in enumerate(det_looks):
+                if a is not None and b is not None:
+                    distance = cv2.compareHist(a, b, cv2.HISTCMP_BHATTACHARYYA)
+                    factor[r, c] = float(np.clip(1.0 - self.look_weight * (distance - 0.3), 0.3, 1.0))
+        return factor
+
+
 class PersonTracker:
-    """ByteTrack per room camera, turned into Rollcall track events (see the module docstring)."""
+    """A ``trackers`` tracker per room camera, turned into Rollcall track events (see the module docstring)."""
 
     def __init__(self, camera_id: str, fps: float,
                  entry_zones: Mapping[str, Sequence[tuple[float, float]]] | None = None, *,
                  lost_after_s: float = 2.0, reacquire_s: float = 5.0, reacquire_heights: float = 0.6,
-                 track_activation_threshold: float = 0.45, high_conf_det_threshold: float = 0.5,
-                 minimum_consecutive_frames: int = 2, minimum_iou_threshold: float = 0.1,
+                 association: str = "bytetrack", track_activation_threshold: float = 0.45,
+                 high_conf_det_threshold: float = 0.5, minimum_similarity: float = 0.1,
                  backdate_s: float = 1.5, max_look_distance: float = 0.65,
-                 swap_window_s: float = 4.0, swap_margin: float = 0.3):
-        import supervision as sv
-        from trackers import ByteTrackTracker
-
+                 library_buffer: float = 2.5, min_missed_frames: int = 2, still_nearness: float = 0.25,
+                 door_reach_heights: float = 0.35, look_weight: float = 0.4):
         if reacquire_s < lost_after_s:
             raise ValueError("reacquire_s must be at least lost_after_s")
+        if association not in ASSOCIATIONS:
+            raise ValueError(f"association must be one of {ASSOCIATIONS}")
         self.camera_id = camera_id
         self.fps = float(fps)
         self.lost_after_s = float(lost_after_s)
         self.reacquire_s = float(reacquire_s)
         self.reacquire_heights = float(reacquire_heights)
+        self.backdate_s = float(backdate_s)
+        self.max_look_distance = float(max_look_distance)
+        self.min_missed_frames = int(min_missed_frames)
+        self.still_nearness = float(still_nearness)
+        self.door_reach_heights = float(door_reach_heights)
         self.run_id = uuid.uuid4().hex[:8]
+        self._polygons = {door: np.asarray(poly, np.float32).reshape(-1, 1, 2) for door, poly in (entry_zones or {}).items()}
         self._zones = {door: sv.PolygonZone(np.round(np.asarray(poly, np.float64)).astype(np.int64),
                                             triggering_anchors=(sv.Position.BOTTOM_CENTER,))
                        for door, poly in (entry_zones or {}).items()}
-        self._tracker = ByteTrackTracker(
-            # trackers counts the buffer in frames of a 30 fps reference whatever frame_rate is
-            # (its time budget is lost_track_buffer / 30 s): scale our seconds by 30, not by our fps.
-            lost_track_buffer=max(1, int(round(self.lost_after_s * 30.0))),
-            frame_rate=self.fps,
-            track_activation_threshold=track_activation_threshold,
-            minimum_consecutive_frames=minimum_consecutive_frames,
-            minimum_iou_threshold=minimum_iou_threshold,
-            high_conf_det_threshold=high_conf_det_threshold,
-        )
-        self.backdate_s = float(backdate_s)
-        self.activation_threshold = float(track_activation_threshold)
-        self.max_look_distance = float(max_look_distance)
-        self.swap_window_s = float(swap_window_s)
-        self.swap_margin = float(swap_margin)
-        self._image: np.ndarray | None = None
-        self._given_looks: dict | None = None
-        self._unconfirmed: list[tuple[float, Box, str]] = []  # (pts, box, door) of unconfirmed detections in a zone
+        self.similarity = ReachSimilarity(look_weight=look_weight)
+        # trackers counts the lost-track buffer in frames of a 30 fps reference whatever frame_rate is (its
+        # time budget is lost_track_buffer / 30 s): scale our seconds by 30, not by our fps.
+        buffer = max(1, int(round(self.lost_after_s * 30.0 * library_buffer)))
+        if association == "ocsort":
+            self._tracker = OCSORTTracker(lost_track_buffer=buffer, frame_rate=self.fps, minimum_consecutive_frames=2,
+                                          minimum_iou_threshold=minimum_similarity,
+                                          high_conf_det_threshold=track_activation_threshold, iou=self.similarity)
+        else:
+            self._tracker = ByteTrackTracker(lost_track_buffer=buffer, frame_rate=self.fps,
+                                             track_activation_threshold=track_activation_threshold,
+                                             minimum_consecutive_frames=2, minimum_iou_threshold=minimum_similarity,
+                                             high_conf_det_threshold=high_conf_det_threshold, iou=self.similarity)
+        self._last_pts: float | None = None
+        self._frame_times: deque[float] = deque(maxlen=64)  # stream times of the last analysed frames
+        self._sightings: list[tuple[float, Box]] = []  # (pts, box) of unconfirmed detections, last backdate_s
         self._counter = 0
         self._tracks: dict[str, PersonTrack] = {}  # open tracks (active or lost) by track_id
-        self._by_tracker_id: dict[int, str] = {}  # ByteTrack id -> track_id (the track's current id only)
+        self._by_tracker_id: dict[int, str] = {}  # library id -> track_id (the track's current id only)
         self.tracks_started = 0
         self.reacquired = 0
-        self.silent_continuations = 0  # ByteTrack id switches stitched before the track was declared lost
-        self.swaps_undone = 0  # two tracks' boxes given back to each other after people walked past each other
+        self.silent_continuations = 0  # library id switches stitched before the track was declared lost
 
     # ------------------------------------------------------------------------------------------ api
 
@@ -167,111 +211,60 @@ class PersonTracker:
 
     def zone_of(self, boxes: np.ndarray) -> list[str | None]:
         """The door whose entry zone holds each box's bottom centre (first match), else None."""
-        import supervision as sv
-
         result: list[str | None] = [None] * len(boxes)
         if not len(boxes) or not self._zones:
             return result
         dets = sv.Detections(xyxy=np.asarray(boxes, np.float32).reshape(-1, 4))
         for door, zone in self._zones.items():
-            inside = zone.trigger(dets)
-            for i, hit in enumerate(inside):
+            for i, hit in enumerate(zone.trigger(dets)):
                 if hit and result[i] is None:
                     result[i] = door
         return result
 
-    def update(self, pts_s: float, detections: Sequence[PersonDetection],
-               image: np.ndarray | None = None, looks: Sequence[np.ndarray | None] | None = None) -> list[TrackEvent]:
-        """Track this frame's detections; the events it decided, in order. With the frame's ``image``
-        (BGR), tracks also keep a colour signature, and a lost track is only picked up again by someone
-        who looks like it (``max_look_distance``)."""
-        import supervision as sv
-
-        self._image = image
-        self._given_looks = ({_box_key(d.box): lk for d, lk in zip(detections, looks)} if looks is not None else None)
-
-        if detections:
-            dets = sv.Detections(
-                xyxy=np.array([d.box for d in detections], dtype=np.float32),
-                confidence=np.array([d.score for d in detections], dtype=np.float32),
-                class_id=np.zeros(len(detections), dtype=int),
-            )
-        else:
-            dets = sv.Detections.empty()
-        tracked = self._tracker.update(dets, timestamp=float(pts_s))
+    def update(self, pts_s: float, detections: Sequence[PersonDetection], image: np.ndarray | None = None,
+               looks: Sequence[np.ndarray | None] | None = None) -> list[TrackEvent]:
+        """Track this frame's detections; the events it decided, in order. Torso colour signatures come
+        from ``looks`` (one per detection) or the frame's ``image`` (BGR); without either, position alone
+        decides who continues a lost track."""
+        pts_s = float(pts_s)
+        if looks is None:
+            looks = [torso_look(image, d.box) if image is not None else None for d in detections]
+        dets = sv.Detections(
+            xyxy=np.array([d.box for d in detections], np.float32).reshape(-1, 4),
+            confidence=np.array([d.score for d in detections], np.float32),
+            class_id=np.zeros(len(detections), int),
+            data={"det": np.arange(len(detections))},
+        ) if len(detections) else sv.Detections.empty()
+        det_looks = {_box_key(d.box): look for d, look in zip(detections, looks)}
+        self.similarity.looks = lambda tracks, boxes: (self._library_looks(tracks),
+                                                       [det_looks.get(_box_key(b)) for b in boxes])
+        self.similarity.elapsed_s = pts_s - self._last_pts if self._last_pts is not None else 1.0 / self.fps
+        self._last_pts = pts_s if self._last_pts is None else max(self._last_pts, pts_s)
+        tracked = self._tracker.update(dets, timestamp=pts_s)
+        self._frame_times.append(pts_s)
         ids = tracked.tracker_id if tracked.tracker_id is not None else np.empty(0, int)
-        all_boxes = np.asarray(tracked.xyxy, np.float64).reshape(-1, 4)
-        all_zones = self.zone_of(all_boxes)
-        keep = [i for i, t in enumerate(ids) if t is not None and int(t) >= 0]  # -1: not confirmed yet
-        pending = [i for i, t in enumerate(ids) if t is None or int(t) < 0]
-        self._remember_unconfirmed(pts_s, all_boxes, all_zones, pending)
-        boxes = all_boxes[keep]
-        tids = [int(ids[i]) for i in keep]
-        zones = [all_zones[i] for i in keep]
-
-        # Colour signatures only from boxes nobody else overlaps: a box shared by two people would
-        # teach a track the other's look.
-        overlaps = _overlap_matrix(boxes, boxes)
+        det_ix = tracked.data.get("det", np.empty(0, int)) if len(tracked) else np.empty(0, int)
+        boxes = np.asarray(tracked.xyxy, np.float64).reshape(-1, 4)
+        zones = self.zone_of(boxes)
         isolated = _isolated(boxes, np.asarray(dets.xyxy, np.float64).reshape(-1, 4))
-        looks = [self._look(b) if isolated[j] else None for j, b in enumerate(boxes)]
+
         events: list[TrackEvent] = []
         seen: set[str] = set()
-        new: list[int] = []
-        owner: dict[int, PersonTrack] = {}  # box index -> the track it was given this frame
-        for j, tid in enumerate(tids):
-            track_id = self._by_tracker_id.get(tid)
-            if track_id is None or track_id not in self._tracks:
-                new.append(j)
-                continue
-            track = self._tracks[track_id]
-            if track_id in seen:  # two ByteTrack ids on one track: keep the first, drop this one's link
-                self._by_tracker_id.pop(tid, None)
-                new.append(j)
-                continue
-            events.extend(self._see(track, pts_s, tuple(boxes[j])))
-            track.in_room = track.in_room or zones[j] is None
-            seen.add(track_id)
-            owner[j] = track
-        for j in new:
-            tid, box = tids[j], tuple(float(v) for v in boxes[j])
-            door, first_pts, first_box = zones[j], float(pts_s), box
-            if door is None:
-                door, first_pts, first_box = self._entered_earlier(box, pts_s)
-            look = looks[j]
-            previous = None if door is not None else self._reacquire_candidate(box, pts_s, seen, look)
-            if previous is not None:
-                old = previous.tracker_ids[-1] if previous.tracker_ids else None
-                if old is not None and self._by_tracker_id.get(old) == previous.track_id:
-                    del self._by_tracker_id[old]
-                previous.tracker_ids.append(tid)
-                self._by_tracker_id[tid] = previous.track_id
-                if previous.state == "active":
-                    self.silent_continuations += 1
-                events.extend(self._see(previous, pts_s, box))
-                previous.in_room = previous.in_room or zones[j] is None
-                seen.add(previous.track_id)
-                owner[j] = previous
-                continue
-            self._consume_unconfirmed(box, pts_s)
-            self._counter += 1
-            self.tracks_started += 1
-            track = PersonTrack(track_id=f"{self.camera_id}-{self.run_id}-{self._counter}", camera_id=self.camera_id,
-                                first_pts_s=first_pts, last_pts_s=float(pts_s), box=box, entered_via=door,
-                                tracker_ids=[tid], look=look, in_room=zones[j] is None)
-            self._tracks[track.track_id] = track
-            self._by_tracker_id[tid] = track.track_id
+        confirmed = [j for j in range(len(ids)) if int(ids[j]) >= 0]
+        # tracks the library already follows first, so a new id never takes a track seen in this frame
+        confirmed.sort(key=lambda j: self._by_tracker_id.get(int(ids[j])) is None)
+        new = [j for j in confirmed if self._by_tracker_id.get(int(ids[j])) not in self._tracks]
+        firsts = dict(zip(new, self._first_sightings([tuple(float(v) for v in boxes[j]) for j in new], pts_s)))
+        owned: list[tuple[PersonTrack, int, Box, np.ndarray | None]] = []  # (track, library id, box, look)
+        for j in confirmed:
+            box, look = tuple(float(v) for v in boxes[j]), looks[int(det_ix[j])] if isolated[j] else None
+            track = self._owner(int(ids[j]), box, pts_s, zones[j], look, seen, firsts.get(j), events)
             seen.add(track.track_id)
-            owner[j] = track
-            events.append(dataclasses.replace(self._event("appeared", track, first_pts), box=first_box))
-        events.extend(self._pick_up_unconfirmed(pts_s, tracked.confidence, all_boxes, all_zones, pending, seen))
-        self._note_contacts(pts_s, overlaps, owner)
-        self._undo_swaps(pts_s, boxes, tids, isolated, looks, owner)
-        for j, track in owner.items():
-            # not while a recent contact leaves it unsure whose box this is: the signature learnt before
-            # is what tells the two apart once they stand apart again
-            recent = any(pts_s - when <= self.swap_window_s for when in track.contacts.values())
-            if looks[j] is not None and not recent:
-                track.look = looks[j] if track.look is None else 0.8 * track.look + 0.2 * looks[j]
+            owned.append((track, int(ids[j]), box, look))
+        for (track, _, box, look), j in zip(owned, confirmed):
+            events.extend(self._see(track, pts_s, box, zones[j], look))
+        self._sightings = [s for s in self._sightings if pts_s - s[0] <= self.backdate_s]
+        self._sightings += [(pts_s, tuple(float(v) for v in boxes[j])) for j in range(len(ids)) if int(ids[j]) < 0]
         events.extend(self._age(pts_s, seen))
         return events
 
@@ -287,26 +280,97 @@ class PersonTracker:
 
     # ------------------------------------------------------------------------------------- internals
 
-    def _look(self, box) -> np.ndarray | None:
-        if self._given_looks is not None:
-            return self._given_looks.get(_box_key(box))
-        return None if self._image is None else torso_look(self._image, box)
+    def _owner(self, tid: int, box: Box, pts_s: float, zone: str | None, look, seen: set[str],
+               first: tuple[float, Box] | None, events: list[TrackEvent]) -> PersonTrack:
+        """The Rollcall track library id ``tid`` belongs to; a new id (first seen at ``first``) continues a
+        lost (or unseen) track or starts one (its 'appeared' event goes to ``events``)."""
+        track_id = self._by_tracker_id.get(tid)
+        if track_id in self._tracks and track_id not in seen:
+            return self._tracks[track_id]
+        first_pts, first_box = first or (pts_s, box)
+        door = self.zone_of(np.array([first_box]))[0] or zone
+        entered_pts = first_pts
+        if door is None:
+            door, entered_pts = self._door_behind(first_pts, first_box, pts_s, box)
+        previous = None if door is not None else self._reacquire_candidate(box, pts_s, seen, look)
+        if previous is not None:
+            if previous.state == "active":
+                self.silent_continuations += 1
+            previous.tracker_ids.append(tid)
+            self._by_tracker_id[tid] = previous.track_id
+            return previous
+        self._counter += 1
+        self.tracks_started += 1
+        track = PersonTrack(track_id=f"{self.camera_id}-{self.run_id}-{self._counter}", camera_id=self.camera_id,
+                            first_pts_s=entered_pts, last_pts_s=first_pts, box=first_box, entered_via=door,
+                            tracker_ids=[tid])
+        self._tracks[track.track_id] = track
+        self._by_tracker_id[tid] = track.track_id
+        events.append(self._event("appeared", track, entered_pts))
+        return track
 
-    def _look_distance(self, track: PersonTrack, look: np.ndarray | None) -> float:
-        import cv2
+    def _library_looks(self, predicted: np.ndarray) -> list[np.ndarray | None]:
+        """The torso signature of the Rollcall track behind each predicted box of the library's tracklets."""
+        by_box = {_box_key(t.get_state_bbox()): t.tracker_id for t in self._tracker.tracks}
+        out = []
+        for box in predicted:
+            track = self._tracks.get(self._by_tracker_id.get(by_box.get(_box_key(box), -1), ""))
+            out.append(track.look if track is not None else None)
+        return out
 
-        if look is None or track.look is None:
-            return 0.0  # nothing to compare: position decides
-        return float(cv2.compareHist(track.look, look, cv2.HISTCMP_BHATTACHARYYA))
+    def _first_sightings(self, boxes: list[Box], pts_s: float) -> list[tuple[float, Box]]:
+        """The unconfirmed sighting each newly confirmed box continues (the library confirms at the second
+        sighting), within a brisk walk: one each, nearest overall (people who come in together are told
+        apart by where each was); a box with none is its own first sighting. The ones taken are spent."""
+        earlier = [s for s in self._sightings if s[0] < pts_s]
+        if not boxes or not earlier:
+            return [(pts_s, box) for box in boxes]
+        cost = np.array([[_reach_ratio(s[0], s[1], pts_s, box) for s in earlier] for box in boxes])
+        rows, cols = linear_sum_assignment(np.minimum(cost, 10.0))
+        found = [(pts_s, box) for box in boxes]
+        for r, c in zip(rows, cols):
+            if cost[r, c] <= 1.0:
+                found[r] = earlier[c]
+                self._sightings.remove(earlier[c])
+        return found
 
-    def _see(self, track: PersonTrack, pts_s: float, box: Box) -> list[TrackEvent]:
+    def _door_behind(self, first_pts: float, first_box: Box, pts_s: float, box: Box) -> tuple[str | None, float]:
+        """The door whose entry zone the feet's path crosses when followed backwards from the first
+        sighting for up to ``backdate_s`` (at the speed and heading from the first to this sighting), and
+        the time they were last in it; (None, first_pts) when the path does not lead back to a door."""
+        if pts_s <= first_pts or not self._zones:
+            return None, first_pts
+        (x0, y0), (x1, y1) = _foot(first_box), _foot(box)
+        vx, vy = (x1 - x0) / (pts_s - first_pts), (y1 - y0) / (pts_s - first_pts)
+        height = max(1.0, first_box[3] - first_box[1])
+        if np.hypot(vx, vy) < 0.2 * height:  # standing: the path says nothing about where they came from
+            return None, first_pts
+        # as far back as the analysis did not look (a walker crosses the zone in a second), at least backdate_s
+        before = [t for t in self._frame_times if t < first_pts]
+        reach_s = min(max(self.backdate_s, first_pts - before[-1] + 0.5 if before else 0.0), 2 * self.backdate_s)
+        back = np.arange(1, int(reach_s * 10) + 1) / 10.0  # seconds before the first sighting
+        near = self.door_reach_heights * height
+        for seconds in back:
+            x, y = x0 - vx * seconds, y0 - vy * seconds
+            for door, polygon in self._polygons.items():
+                # within reach of the zone: people turn from the doorway into the aisle, and two sightings
+                # a second or more apart give a straight line that cuts the corner
+                if cv2.pointPolygonTest(polygon, (float(x), float(y)), True) >= -near:
+                    return door, first_pts - float(seconds)
+        return None, first_pts
+
+    def _see(self, track: PersonTrack, pts_s: float, box: Box, zone: str | None, look) -> list[TrackEvent]:
         dt = float(pts_s) - track.last_pts_s
-        if 0 < dt <= 1.0:  # feet velocity, smoothed; across a longer gap it says little
-            (x0, y0), x1, y1 = track.foot, (box[0] + box[2]) / 2.0, box[3]
+        if 0 < dt <= 1.5:  # feet velocity, smoothed; across a longer gap it says little
+            (x0, y0), (x1, y1) = track.foot, _foot(box)
             vx, vy = (x1 - x0) / dt, (y1 - y0) / dt
             track.velocity = (0.5 * track.velocity[0] + 0.5 * vx, 0.5 * track.velocity[1] + 0.5 * vy)
         track.box = tuple(float(v) for v in box)
         track.last_pts_s = float(pts_s)
+        track.missed = 0
+        track.in_room = track.in_room or zone is None
+        if look is not None:
+            track.look = look if track.look is None else 0.8 * track.look + 0.2 * look
         if track.state == "lost":
             track.state, track.lost_since_s = "active", None
             track.reacquisitions += 1
@@ -314,53 +378,14 @@ class PersonTracker:
             return [self._event("reacquired", track, pts_s)]
         return []
 
-    def _pick_up_unconfirmed(self, pts_s: float, confidence, all_boxes: np.ndarray, all_zones: list,
-                             pending: list[int], seen: set[str]) -> list[TrackEvent]:
-        """A confident detection ByteTrack has not confirmed yet (at low analysis rates a brisk walker's
-        boxes do not overlap from one frame to the next, so it never is) continues an unseen track it is
-        within reach of, outside the entry zones."""
-        events: list[TrackEvent] = []
-        if confidence is None:
-            return events
-        for i in pending:
-            if float(confidence[i]) < self.activation_threshold or all_zones[i] is not None:
-                continue
-            box = tuple(float(v) for v in all_boxes[i])
-            previous = self._reacquire_candidate(box, pts_s, seen, self._look(box))
-            if previous is not None:
-                events.extend(self._see(previous, pts_s, box))
-                previous.in_room = True
-                seen.add(previous.track_id)
-        return events
-
-    def _remember_unconfirmed(self, pts_s: float, all_boxes: np.ndarray, all_zones: list, pending: list[int]) -> None:
-        self._unconfirmed = [u for u in self._unconfirmed if pts_s - u[0] <= self.backdate_s]
-        for i in pending:
-            if all_zones[i] is not None:
-                self._unconfirmed.append((float(pts_s), tuple(float(v) for v in all_boxes[i]), all_zones[i]))
-
-    def _entered_earlier(self, box: Box, pts_s: float) -> tuple[str | None, float, Box]:
-        """The door, time and box of the earliest unconfirmed in-zone sighting this new track continues."""
-        for seen_pts, seen_box, door in sorted(self._unconfirmed):
-            if seen_pts < pts_s and self._walkable(seen_pts, seen_box, pts_s, box):
-                return door, seen_pts, seen_box
-        return None, float(pts_s), box
-
-    @staticmethod
-    def _walkable(seen_pts: float, seen_box: Box, pts_s: float, box: Box) -> bool:
-        """Could feet at ``seen_box`` be at ``box`` by now? Half a box height, plus a brisk walk (a box
-        height a second) for the time since: at low analysis rates ByteTrack's IoU misses a walker's
-        second sighting and confirms only the third."""
-        reach = (box[3] - box[1]) * (0.5 + 1.0 * abs(pts_s - seen_pts))
-        return float(np.hypot((box[0] + box[2] - seen_box[0] - seen_box[2]) / 2.0, box[3] - seen_box[3])) <= reach
-
-    def _consume_unconfirmed(self, box: Box, pts_s: float) -> None:
-        """A new track's own earlier sightings are nobody else's way in."""
-        self._unconfirmed = [u for u in self._unconfirmed if not self._walkable(u[0], u[1], pts_s, box)]
+    def _look_distance(self, track: PersonTrack, look: np.ndarray | None) -> float:
+        if look is None or track.look is None:
+            return 0.0  # nothing to compare: position decides
+        return float(cv2.compareHist(track.look, look, cv2.HISTCMP_BHATTACHARYYA))
 
     def _reacquire_candidate(self, box: Box, pts_s: float, seen: set[str],
                              look: np.ndarray | None = None) -> PersonTrack | None:
-        fx, fy = (box[0] + box[2]) / 2.0, box[3]
+        fx, fy = _foot(box)
         height = box[3] - box[1]
         best, best_d = None, float("inf")
         for track in self._tracks.values():
@@ -377,75 +402,23 @@ class PersonTracker:
             d = min(float(np.hypot(fx - tx, fy - ty)), float(np.hypot(fx - px, fy - py)))
             # the farther the prediction reaches, the less sure it is: widen the reach with it
             reach = self.reacquire_heights * track_height + 0.3 * float(np.hypot(*track.velocity)) * ahead
-            nearness = d / reach  # <= 1: within reach; the smallest wins
-            # someone who vanished while touching another person was hidden behind them: they come
-            # out next to wherever that person is now (within a box height)
-            for other_id, when in track.contacts.items():
-                other = self._tracks.get(other_id)
-                if other is not None and other_id in seen and when >= track.last_pts_s - 0.5:
-                    ox, oy = other.foot
-                    nearness = min(nearness, float(np.hypot(fx - ox, fy - oy)) / track_height)
-            if nearness <= 1.0 and nearness < best_d and self._look_distance(track, look) <= self.max_look_distance:
-                best, best_d = track, nearness
+            # a different look vetoes, except right where the track was (a torso crop changes with the
+            # pose more than a standing person moves)
+            looks_alike = d / reach <= self.still_nearness or self._look_distance(track, look) <= self.max_look_distance
+            if d <= reach and d / reach < best_d and looks_alike:
+                best, best_d = track, d / reach
         return best
-
-    def _note_contacts(self, pts_s: float, overlaps: np.ndarray, owner: dict[int, PersonTrack]) -> None:
-        for ja, jb in zip(*np.nonzero(np.triu(overlaps, k=1) > 0.0)):
-            ta, tb = owner.get(int(ja)), owner.get(int(jb))
-            if ta is not None and tb is not None:
-                ta.contacts[tb.track_id] = tb.contacts[ta.track_id] = float(pts_s)
-
-    def _undo_swaps(self, pts_s: float, boxes: np.ndarray, tids: list[int], isolated: list[bool],
-                    looks: list, owner: dict[int, PersonTrack]) -> None:
-        """Two tracks that touched in the last ``swap_window_s`` and now stand apart: if each looks
-        clearly more like the other's box, ByteTrack swapped them while they overlapped (two people
-        walking past each other): give each track its own person back."""
-        by_track = {t.track_id: j for j, t in owner.items() if isolated[j] and looks[j] is not None}
-        done: set[str] = set()
-        for track_id, j in by_track.items():
-            track = owner[j]
-            if track_id in done:
-                continue
-            for other_id, when in list(track.contacts.items()):
-                k = by_track.get(other_id)
-                if k is None or other_id in done or pts_s - when > self.swap_window_s:
-                    continue
-                other = owner[k]
-                if track.look is None and other.look is None:
-                    continue
-                # a track without a signature yet (it came in touching the other) adds nothing either way
-                kept = self._look_distance(track, looks[j]) + self._look_distance(other, looks[k])
-                swapped = self._look_distance(track, looks[k]) + self._look_distance(other, looks[j])
-                if swapped + self.swap_margin < kept:
-                    self._swap(track, other, j, k, boxes, tids, owner)
-                    done.update((track_id, other_id))
-                    break
-
-    def _swap(self, a: PersonTrack, b: PersonTrack, j: int, k: int, boxes: np.ndarray, tids: list[int],
-              owner: dict[int, PersonTrack]) -> None:
-        """Track ``a`` (box ``j`` this frame) takes box ``k`` and its ByteTrack id from ``b``, and vice versa."""
-        a.box, b.box = tuple(float(v) for v in boxes[k]), tuple(float(v) for v in boxes[j])
-        tid_a, tid_b = tids[j], tids[k]
-        a.velocity, b.velocity = b.velocity, a.velocity
-        for track, old, new in ((a, tid_a, tid_b), (b, tid_b, tid_a)):
-            if old in track.tracker_ids:
-                track.tracker_ids.remove(old)
-            track.tracker_ids.append(new)
-            self._by_tracker_id[new] = track.track_id
-        owner[j], owner[k] = b, a
-        self.swaps_undone += 1
 
     def _age(self, pts_s: float, seen: set[str]) -> list[TrackEvent]:
         events: list[TrackEvent] = []
-        # contacts older than any use of them (swap checks, looking for someone hidden behind another)
-        forget_before = pts_s - max(self.swap_window_s, self.reacquire_s) - 0.5
         for track in list(self._tracks.values()):
-            if track.contacts and min(track.contacts.values()) < forget_before:
-                track.contacts = {k: v for k, v in track.contacts.items() if v >= forget_before}
             if track.track_id in seen:
                 continue
+            track.missed += 1
             unseen = pts_s - track.last_pts_s
-            if track.state == "active" and unseen >= self.lost_after_s:
+            # lost: unseen for lost_after_s in at least min_missed_frames analysed frames (frames that were
+            # never analysed say nothing about who is there)
+            if track.state == "active" and unseen >= self.lost_after_s and track.missed >= self.min_missed_frames:
                 track.state, track.lost_since_s = "lost", float(pts_s)
                 events.append(self._event("lost", track, pts_s))
                 door = self.zone_of(np.array([track.box]))[0]
@@ -473,14 +446,8 @@ class PersonTracker:
                           identity_source=track.identity_source)
 
 
-def _box_key(box) -> tuple[int, ...]:
-    return tuple(int(round(float(v) * 2)) for v in box)
-
-
 def torso_look(image: np.ndarray, box) -> np.ndarray | None:
     """Hue-saturation histogram of the torso (the middle of the box), or None when the box is too small."""
-    import cv2
-
     x1, y1, x2, y2 = (float(v) for v in box)
     w, h = x2 - x1, y2 - y1
     top, bottom = int(max(0, y1 + 0.15 * h)), int(min(image.shape[0], y1 + 0.6 * h))
@@ -488,29 +455,41 @@ def torso_look(image: np.ndarray, box) -> np.ndarray | None:
     if bottom - top < 4 or right - left < 4:
         return None
     hsv = cv2.cvtColor(image[top:bottom, left:right], cv2.COLOR_BGR2HSV)
-    hist = cv2.calcHist([hsv], [0, 1], None, [16, 8], [0, 180, 0, 256])
-    return cv2.normalize(hist, hist, 1.0, 0.0, cv2.NORM_L1)
+    hist = cv2.calcHist([hsv], [0, 1], None, [16, 8], [0, 180, 0, 256]).ravel()
+    return cv2.normalize(hist, hist, 1.0, 0.0, cv2.NORM_L1).ravel()
 
 
-def _overlap_matrix(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """Intersection over the smaller box's area for every pair of boxes (rows ``a``, columns ``b``; 1.0:
-    one box inside the other, 0.0: apart)."""
-    if not len(a) or not len(b):
-        return np.zeros((len(a), len(b)))
-    w = np.minimum(a[:, None, 2], b[None, :, 2]) - np.maximum(a[:, None, 0], b[None, :, 0])
-    h = np.minimum(a[:, None, 3], b[None, :, 3]) - np.maximum(a[:, None, 1], b[None, :, 1])
-    inter = np.clip(w, 0.0, None) * np.clip(h, 0.0, None)
-    area_a = (a[:, 2] - a[:, 0]) * (a[:, 3] - a[:, 1])
-    area_b = (b[:, 2] - b[:, 0]) * (b[:, 3] - b[:, 1])
-    smaller = np.minimum(area_a[:, None], area_b[None, :])
-    return np.divide(inter, smaller, out=np.zeros_like(inter), where=smaller > 0)
+def _box_key(box) -> tuple[int, ...]:
+    return tuple(int(round(float(v) * 4)) for v in box)
+
+
+def _foot(box) -> tuple[float, float]:
+    return (box[0] + box[2]) / 2.0, box[3]
+
+
+def _foot_distance(a: Box, b: Box) -> float:
+    (ax, ay), (bx, by) = _foot(a), _foot(b)
+    return float(np.hypot(ax - bx, ay - by))
+
+
+def _reach_ratio(seen_pts: float, seen_box: Box, pts_s: float, box: Box) -> float:
+    """How far feet at ``seen_box`` are from ``box`` against how far they could have come by now (<= 1:
+    within reach): half a box height, plus a brisk walk (a box height a second) for the time since."""
+    return _foot_distance(seen_box, box) / max(1.0, (box[3] - box[1]) * (0.5 + 1.0 * abs(pts_s - seen_pts)))
 
 
 def _isolated(boxes: np.ndarray, all_boxes: np.ndarray, limit: float = 0.05) -> list[bool]:
-    """For each tracked box: no other detection of the frame (tracked or not) covers more than ``limit``
-    of it or of itself."""
-    overlaps = _overlap_matrix(boxes, all_boxes)
-    if overlaps.size:
-        itself = np.all(np.abs(boxes[:, None, :] - all_boxes[None, :, :]) <= 1.0, axis=2)  # its own detection
-        overlaps[itself] = 0.0
+    """For each tracked box: no other detection of the frame covers more than ``limit`` of it or of itself
+    (a box shared by two people would teach a track the other's look)."""
+    if not len(boxes) or not len(all_boxes):
+        return [True] * len(boxes)
+    w = np.minimum(boxes[:, None, 2], all_boxes[None, :, 2]) - np.maximum(boxes[:, None, 0], all_boxes[None, :, 0])
+    h = np.minimum(boxes[:, None, 3], all_boxes[None, :, 3]) - np.maximum(boxes[:, None, 1], all_boxes[None, :, 1])
+    inter = np.clip(w, 0.0, None) * np.clip(h, 0.0, None)
+    area_a = (boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1])
+    area_b = (all_boxes[:, 2] - all_boxes[:, 0]) * (all_boxes[:, 3] - all_boxes[:, 1])
+    smaller = np.minimum(area_a[:, None], area_b[None, :])
+    overlaps = np.divide(inter, smaller, out=np.zeros_like(inter), where=smaller > 0)
+    itself = np.all(np.abs(boxes[:, None, :] - all_boxes[None, :, :]) <= 1.0, axis=2)  # its own detection
+    overlaps[itself] = 0.0
     return [bool(row.max(initial=0.0) <= limit) for row in overlaps]
