@@ -84,3 +84,11 @@ def test_the_same_clothes_on_both_stay_unknown_and_ambiguous():
 def test_recognitions_without_appearance_decide_as_before():
     got = _run(RED, BLUE, [("bob", None), ("alice", None)])
     assert all(e["person_id"] is None and e["ambiguous"] for e in got.values()) and len(got) == 2
+
+
+def test_entry_side_is_relative_to_where_people_usually_come_in():
+    stage = RoomStage(load_config(EXAMPLE_CONFIG, environ={}), publish=lambda *a, **k: True, topic="presence",
+                      recognitions=asyncio.Queue())
+    assert [stage._entry_side("A101-main", x, 80) for x in (170, 172, 168)] == [None, None, None]  # too few yet
+    assert stage._entry_side("A101-main", 171, 80) is None  # in the middle: alone
+    assert stage._entry_side("A101-main", 134, 80) == "left" and stage._entry_side("A101-main", 206, 80) == "right"

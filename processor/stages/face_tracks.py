@@ -222,9 +222,16 @@ class FaceTracker:
             frame_size=frame_size, best_pts_s=track.best_pts_s, first_pts_s=track.first_pts_s,
             last_pts_s=track.last_pts_s, captured_at=track.last_captured_at, crop=track.best_crop,
             person_id=result.person_id, score=float(result.score), margin=float(result.margin), ended=ended,
-            appearance=track.best_appearance, side="left" if centre_x < frame_size[0] / 2 else "right",
+            appearance=track.best_appearance, side=_side(centre_x, frame_size[0]),
         )
 
     @property
     def open_tracks(self) -> int:
         return len(self._tracks)
+
+
+def _side(centre_x: float, width: float) -> str | None:
+    """The half of the image a face was in; None in the middle tenth (someone walking in alone, centred)."""
+    if abs(centre_x - width / 2) < 0.05 * width:
+        return None
+    return "left" if centre_x < width / 2 else "right"
