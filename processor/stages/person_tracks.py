@@ -1,12 +1,15 @@
 """Person tracks on a room camera: who appeared (and through which door), who was lost, who left.
 
 One :class:`PersonTracker` per room camera. Detections (:class:`processor.stages.persons.PersonDetection`)
-are associated frame to frame by a tracker of the ``trackers`` library (ByteTrack by default, OC-SORT as
-an option: both Kalman-filtered, fed each frame's stream time so a gap is predicted over in time, not
-counted in frames). Their box similarity is :class:`ReachSimilarity`: IoU, and where the boxes no longer
-overlap, how near the feet are in box heights against how far someone walks in the time since the last
-analysed frame. A camera that gets one frame a second (a loaded machine) sees a walker a box width or
-more further on each time; IoU alone then starts a new track at every frame.
+are associated frame to frame by a tracker of the ``trackers`` library (ByteTrack; OC-SORT as an option,
+``association="ocsort"``: both Kalman-filtered and fed each frame's stream time, so a gap is predicted over
+in time, not counted in frames). Their box similarity is :class:`ReachSimilarity`: IoU, and where the boxes
+no longer overlap, how near the feet are in box heights against how far someone walks in the time since the
+last analysed frame, lowered when the torso looks differ. A camera that gets one frame a second (a loaded
+machine) sees a walker a box width or more further on each time: IoU alone starts a new track at every
+frame. ByteTrack was chosen over OC-SORT by ``rollcall bench tracking`` (IDF1 against the renderer's ground
+truth at 4, 2 and 1 fps; README). The library keeps predicting an unmatched track for
+``library_buffer`` x ``lost_after_s``, so someone hidden a moment keeps their library id.
 
 On top of the library's ids the tracker keeps Rollcall tracks with a stable ``track_id``
 (``<camera>-<run id>-<counter>``; the random run id keeps ids unique across processor restarts) and turns
@@ -17,20 +20,23 @@ their life into :class:`TrackEvent` s:
     ``entered_via`` is the door whose entry zone (``supervision.PolygonZone``, anchor ``BOTTOM_CENTER``)
     held the feet at the track's first sighting (the unconfirmed sighting it continues), or the door its
     path leads back to: the feet's way from the first to the confirming sighting, followed backwards for
-    up to ``backdate_s``, crosses that door's zone (at one frame a second a walker is often first seen
-    already past the zone). The event carries that earlier time and box. Else ``None``: someone first
-    seen in the middle of the room.
+    ``backdate_s`` (longer, up to twice that, when no frame was analysed for longer before the first
+    sighting), passes within ``door_reach_heights`` box heights of that door's zone (at one frame a
+    second a walker is often first seen already past the zone, turning into the aisle). The event
+    carries that earlier time and the first box. Else ``None``: someone first seen in the room.
 ``lost``
-    An active track not seen for ``lost_after_s`` of stream time (the library keeps predicting it as long).
+    An active track not seen for ``lost_after_s`` of stream time in at least ``min_missed_frames``
+    analysed frames (frames never analysed say nothing about who is there).
 ``reacquired``
     A new library id whose first feet are near where a track of similar height (within a factor 1.4),
     unseen for less than ``reacquire_s``, was or was heading (its smoothed velocity, up to 1.5 s ahead;
     within ``reacquire_heights`` box heights, the reach widening with the prediction), and outside the
     entry zones: it continues that track (same ``track_id``). Given the frame (or precomputed looks), a
     track keeps a colour signature of the torso (hue-saturation histogram, learnt only from boxes no
-    other detection overlaps), and a clearly different-looking person (Bhattacharyya distance above
-    ``max_look_distance``) never continues it. A track not yet declared lost is continued silently (the
-    library's own id switch, not an event).
+    other detection overlaps); a clearly different-looking person (Bhattacharyya distance above
+    ``max_look_distance``) continues it only standing where it was (``still_nearness``: a torso crop
+    changes with the pose). A track not yet declared lost is continued silently (the library's own id
+    switch, not an event).
 ``exited``
     A lost track whose last bottom centre was in an entry zone after it had been in the room (``exited_via``
     = that door; emitted with its ``lost`` event), or any track unseen for ``reacquire_s`` (lost for good;
@@ -229,6 +235,33 @@ class PersonTracker:
         pts_s = float(pts_s)
         if looks is None:
             looks = [torso_look(image, d.box) if image is not None else None for d in detections]
+        ids, det_ix, boxes, isolated = self._associate(pts_s, detections, looks)
+        zones = self.zone_of(boxes)
+        events: list[TrackEvent] = []
+        seen: set[str] = set()
+        confirmed = [j for j in range(len(ids)) if ids[j] >= 0]
+        # tracks the library already follows first, so a new id never takes a track seen in this frame
+        confirmed.sort(key=lambda j: self._by_tracker_id.get(ids[j]) is None)
+        new = [j for j in confirmed if self._by_tracker_id.get(ids[j]) not in self._tracks]
+        firsts = dict(zip(new, self._first_sightings([tuple(float(v) for v in boxes[j]) for j in new], pts_s)))
+        owned: list[tuple[int, PersonTrack, np.ndarray | None]] = []  # (box index, its track, its look)
+        for j in confirmed:
+            look = looks[det_ix[j]] if isolated[j] else None  # a shared box would teach a track two looks
+            track = self._owner(ids[j], tuple(float(v) for v in boxes[j]), pts_s, zones[j], look, seen,
+                                firsts.get(j), events)
+            seen.add(track.track_id)
+            owned.append((j, track, look))
+        for j, track, look in owned:
+            events.extend(self._see(track, pts_s, tuple(float(v) for v in boxes[j]), zones[j], look))
+        self._sightings = [s for s in self._sightings if pts_s - s[0] <= self.backdate_s]
+        self._sightings += [(pts_s, tuple(float(v) for v in boxes[j])) for j in range(len(ids)) if ids[j] < 0]
+        events.extend(self._age(pts_s, seen))
+        return events
+
+    def _associate(self, pts_s: float, detections: Sequence[PersonDetection], looks: Sequence) \
+            -> tuple[list[int], list[int], np.ndarray, list[bool]]:
+        """The library's association of this frame: per returned box its library id (-1: not confirmed),
+        the index of its detection, the boxes, and whether each stands alone (no other detection on it)."""
         dets = sv.Detections(
             xyxy=np.array([d.box for d in detections], np.float32).reshape(-1, 4),
             confidence=np.array([d.score for d in detections], np.float32),
@@ -242,31 +275,10 @@ class PersonTracker:
         self._last_pts = pts_s if self._last_pts is None else max(self._last_pts, pts_s)
         tracked = self._tracker.update(dets, timestamp=pts_s)
         self._frame_times.append(pts_s)
-        ids = tracked.tracker_id if tracked.tracker_id is not None else np.empty(0, int)
-        det_ix = tracked.data.get("det", np.empty(0, int)) if len(tracked) else np.empty(0, int)
+        ids = [int(t) for t in tracked.tracker_id] if tracked.tracker_id is not None else []
+        det_ix = [int(i) for i in tracked.data["det"]] if len(tracked) else []
         boxes = np.asarray(tracked.xyxy, np.float64).reshape(-1, 4)
-        zones = self.zone_of(boxes)
-        isolated = _isolated(boxes, np.asarray(dets.xyxy, np.float64).reshape(-1, 4))
-
-        events: list[TrackEvent] = []
-        seen: set[str] = set()
-        confirmed = [j for j in range(len(ids)) if int(ids[j]) >= 0]
-        # tracks the library already follows first, so a new id never takes a track seen in this frame
-        confirmed.sort(key=lambda j: self._by_tracker_id.get(int(ids[j])) is None)
-        new = [j for j in confirmed if self._by_tracker_id.get(int(ids[j])) not in self._tracks]
-        firsts = dict(zip(new, self._first_sightings([tuple(float(v) for v in boxes[j]) for j in new], pts_s)))
-        owned: list[tuple[PersonTrack, int, Box, np.ndarray | None]] = []  # (track, library id, box, look)
-        for j in confirmed:
-            box, look = tuple(float(v) for v in boxes[j]), looks[int(det_ix[j])] if isolated[j] else None
-            track = self._owner(int(ids[j]), box, pts_s, zones[j], look, seen, firsts.get(j), events)
-            seen.add(track.track_id)
-            owned.append((track, int(ids[j]), box, look))
-        for (track, _, box, look), j in zip(owned, confirmed):
-            events.extend(self._see(track, pts_s, box, zones[j], look))
-        self._sightings = [s for s in self._sightings if pts_s - s[0] <= self.backdate_s]
-        self._sightings += [(pts_s, tuple(float(v) for v in boxes[j])) for j in range(len(ids)) if int(ids[j]) < 0]
-        events.extend(self._age(pts_s, seen))
-        return events
+        return ids, det_ix, boxes, _isolated(boxes, np.asarray(dets.xyxy, np.float64).reshape(-1, 4))
 
     def flush(self, pts_s: float) -> list[TrackEvent]:
         """End every open track (the camera stopped or the processor is shutting down)."""
