@@ -133,3 +133,32 @@ def head_and_shoulders(photo: Path, where: str, shown: str | None = None) -> Spr
     ramp = np.clip((bottom - np.arange(crop.shape[0])) / (0.9 * fh), 0, 1).astype(np.float32)
     alpha *= ramp[:, None]
     return Sprite(crop, alpha, (fx - x0, fy - y0, fw, fh))
+
+
+def head_only(sprite: Sprite) -> Sprite:
+    """The sprite's head and neck (the photo's own shoulders cut away: the door camera draws the person's
+    clothing there instead)."""
+    fx, fy, fw, fh = sprite.face
+    mask = np.zeros(sprite.alpha.shape, np.uint8)
+    ccx = fx + fw / 2
+    cv2.ellipse(mask, (round(ccx), round(fy + 0.42 * fh)), (round(0.62 * fw), round(0.78 * fh)), 0, 0, 360, 255, -1)
+    cv2.rectangle(mask, (round(ccx - 0.28 * fw), round(fy + fh * 0.8)), (round(ccx + 0.28 * fw), round(fy + 1.35 * fh)),
+                  255, -1)
+    soft = cv2.GaussianBlur(mask.astype(np.float32) / 255, (0, 0), 0.05 * fw)
+    return Sprite(sprite.image, np.minimum(sprite.alpha, soft), sprite.face)
+
+
+def small_face(sprite: Sprite, width: int = 48) -> tuple[np.ndarray, np.ndarray]:
+    """The face alone (forehead to chin, an oval mask), ``width`` px wide: drawn on room figures."""
+    fx, fy, fw, fh = sprite.face
+    x0, x1 = round(fx - 0.08 * fw), round(fx + 1.08 * fw)
+    y0, y1 = round(fy - 0.15 * fh), round(fy + 1.02 * fh)
+    img = np.zeros((y1 - y0, x1 - x0, 3), np.uint8)
+    sx0, sy0, sx1, sy1 = max(0, x0), max(0, y0), min(sprite.image.shape[1], x1), min(sprite.image.shape[0], y1)
+    img[sy0 - y0:sy1 - y0, sx0 - x0:sx1 - x0] = sprite.image[sy0:sy1, sx0:sx1]
+    mask = np.zeros(img.shape[:2], np.uint8)
+    cv2.ellipse(mask, ((x1 - x0) // 2, (y1 - y0) // 2), ((x1 - x0) // 2 - 1, (y1 - y0) // 2 - 1), 0, 0, 360, 255, -1)
+    alpha = cv2.GaussianBlur(mask.astype(np.float32) / 255, (0, 0), 0.04 * fw)
+    size = (width, max(2, round(width * img.shape[0] / img.shape[1])))
+    return (cv2.resize(img, size, interpolation=cv2.INTER_AREA),
+            np.clip(cv2.resize(alpha, size, interpolation=cv2.INTER_AREA), 0, 1))

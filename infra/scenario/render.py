@@ -16,13 +16,16 @@ Ground truth (``ground_truth.json``; boxes are ``[x, y, w, h]`` in pixels, top-l
     cameras.room: file, width, height, door (polygon), entry_zone (polygon)
     session: course, room, start_s, end_s, min_presence_s
     expected_present_rule, expected_present: [ids]
-    people: [ {id, name, enrolled, door_photo, enroll_photos,
+    people: [ {id, name, enrolled, door_photo, enroll_photos, turns_back, with, behind,
+               clothing: {top_bgr, bottom_bgr},
                door: {t_start, t_pass, t_end, lane, frame_at_pass, face_box_at_pass,
-                      face_boxes: [{frame, t, box, visible}]},          # every frame in view
+                      face_boxes: [{frame, t, box, visible, back, torso_sample}]},  # every frame in view
                room: {figure, place, t_appear, t_enter_zone, t_leave_zone, t_seated,
                       leave_s, t_enter_zone_out, t_gone, present_from, present_to, hidden,
-                      track: [{t, phase, foot, box, visible}]},          # every 0.5 s
+                      track: [{t, phase, foot, box, visible, face_box}]},  # every 0.5 s
                present_in_session_s, expected_present} ]    # arrivals in spec order, people then visitors
+    (turns_back people: room keys all there but None / empty, expected_present false; door.back: the
+    back of the head is turned to the camera; room face_box: where a small face is drawn, else None)
 """
 
 from __future__ import annotations
@@ -42,15 +45,16 @@ import numpy as np
 
 from infra.errors import RollcallError
 from infra.paths import scenarios_dir
-from infra.scenario.door import DoorScene
+from infra.scenario import clothing
+from infra.scenario.door import TORSO_SAMPLE, DoorScene
 from infra.scenario.encode import TsWriter
-from infra.scenario.faces import head_and_shoulders, yunet_sha256
+from infra.scenario.faces import head_and_shoulders, head_only, small_face, yunet_sha256
 from infra.scenario.figures import load_figures, pedestrian_video, sha256_file
 from infra.scenario.room import RoomScene, RoomTrack
-from infra.scenario.spec import (DOOR_EXIT_S, ENTRY_WALK_S, EXIT_WALK_S, ScenarioSpec, display_path,
+from infra.scenario.spec import (DOOR_EXIT_S, ENTRY_WALK_S, EXIT_WALK_S, TURN_BACK_S, ScenarioSpec, display_path,
                                  load_spec)
 
-RENDERER_VERSION = "1"
+RENDERER_VERSION = "2"
 GROUND_TRUTH = "ground_truth.json"
 DOOR_VIDEO = "door.ts"
 ROOM_VIDEO = "room.ts"
@@ -59,7 +63,8 @@ TRACK_STEP_S = 0.5
 PRESENCE_RULE = (
     "an arrival is expected present when it is enrolled and its time in the room, from appearing in "
     "the doorway (room.present_from = t_appear) to vanishing through it (room.present_to = t_gone, or "
-    "the end of the video), overlaps the session [start_s, end_s] by at least session.min_presence_s"
+    "the end of the video), overlaps the session [start_s, end_s] by at least session.min_presence_s; "
+    "someone who turns back at the door (turns_back) never enters the room and is not expected present"
 )
 
 
@@ -135,13 +140,17 @@ def render(spec_path: str | os.PathLike, out_dir: str | os.PathLike) -> RenderRe
                             "choose another --out folder or remove it")
 
     # everything that can fail on the inputs happens before anything is written
-    sprites = {a.id: head_and_shoulders(a.door_photo, f"{where}: {a.key}.door_photo",
-                                        _relative(a.door_photo, spec.path.parent)) for a in spec.arrivals}
+    photos = {a.id: head_and_shoulders(a.door_photo, f"{where}: {a.key}.door_photo",
+                                       _relative(a.door_photo, spec.path.parent)) for a in spec.arrivals}
+    sprites = {pid: head_only(sprite) for pid, sprite in photos.items()}
+    faces = {pid: small_face(sprite) for pid, sprite in photos.items()}
     figures = load_figures(video_sha)
     sc, cams = spec.raw.scenario, spec.raw.cameras
+    outfits = clothing.assign([a.id for a in spec.arrivals], sc.seed)
     door = DoorScene(cams.door.width, cams.door.height, sc.seed)
     room = RoomScene(cams.room.width, cams.room.height, sc.seed)
-    tracks = room.plan(list(spec.arrivals), figures, sc.seed, spec.n_frames / spec.fps)
+    entering = [a for a in spec.arrivals if not a.turns_back]
+    tracks = room.plan(entering, figures, sc.seed, spec.n_frames / spec.fps, outfits, faces)
 
     out.parent.mkdir(parents=True, exist_ok=True)
     _remove_stale(out)
@@ -149,11 +158,11 @@ def render(spec_path: str | os.PathLike, out_dir: str | os.PathLike) -> RenderRe
     tmp.mkdir()
     try:
         with ThreadPoolExecutor(2) as pool:
-            door_job = pool.submit(_render_door, spec, door, sprites, tmp / DOOR_VIDEO)
+            door_job = pool.submit(_render_door, spec, door, sprites, outfits, tmp / DOOR_VIDEO)
             room_job = pool.submit(_render_room, spec, room, tracks, tmp / ROOM_VIDEO)
             face_boxes = door_job.result()
             room_job.result()
-        gt = _ground_truth(spec, digest, door, room, tracks, face_boxes)
+        gt = _ground_truth(spec, digest, door, room, tracks, face_boxes, outfits)
         (tmp / GROUND_TRUTH).write_text(json.dumps(gt, indent=1))
         _swap(tmp, out)
     finally:
@@ -199,7 +208,7 @@ def _swap(tmp: Path, out: Path) -> None:
         shutil.rmtree(old, ignore_errors=True)
 
 
-def _render_door(spec: ScenarioSpec, scene: DoorScene, sprites, path: Path) -> dict[str, list[dict[str, Any]]]:
+def _render_door(spec: ScenarioSpec, scene: DoorScene, sprites, outfits, path: Path) -> dict[str, list[dict[str, Any]]]:
     fps, passage = spec.fps, spec.raw.scenario.door_passage_s
     boxes: dict[str, list[dict[str, Any]]] = {a.id: [] for a in spec.arrivals}
     with TsWriter(path, scene.W, scene.H, fps) as writer:
@@ -208,9 +217,10 @@ def _render_door(spec: ScenarioSpec, scene: DoorScene, sprites, path: Path) -> d
             frame = scene.background.copy()
             posed = [(a, p) for a in spec.arrivals if (p := scene.pose(a, t, passage, fps)) is not None]
             for a, pose in sorted(posed, key=lambda item: item[1].width):  # nearer (bigger) on top
-                box = scene.draw(frame, sprites[a.id], pose)
+                box = scene.draw(frame, sprites[a.id], pose, outfits[a.id])
                 boxes[a.id].append({"frame": i, "t": round(t, 3), "box": _clip_box(box, scene.W, scene.H),
-                                    "visible": round(pose.visible, 3)})
+                                    "visible": round(pose.visible, 3), "back": pose.back,
+                                    "torso_sample": _clip_box(_torso_sample(box), scene.W, scene.H)})
             writer.write(scene.noise.apply(frame, i))
     return boxes
 
@@ -224,6 +234,12 @@ def _render_room(spec: ScenarioSpec, scene: RoomScene, tracks: list[RoomTrack], 
             writer.write(scene.noise.apply(frame, i))
 
 
+def _torso_sample(face) -> tuple[float, float, float, float]:
+    x, y, w, h = face
+    a0, a1, b0, b1 = TORSO_SAMPLE
+    return (x + w / 2 + a0 * w, y + b0 * h, (a1 - a0) * w, (b1 - b0) * h)
+
+
 def _clip_box(box, W: int, H: int) -> list[float]:
     x, y, w, h = box
     x0, y0, x1, y1 = max(0.0, x), max(0.0, y), min(float(W), x + w), min(float(H), y + h)
@@ -231,7 +247,7 @@ def _clip_box(box, W: int, H: int) -> list[float]:
 
 
 def _ground_truth(spec: ScenarioSpec, digest: str, door: DoorScene, room: RoomScene, tracks: list[RoomTrack],
-                  face_boxes: dict[str, list[dict[str, Any]]]) -> dict[str, Any]:
+                  face_boxes: dict[str, list[dict[str, Any]]], outfits: dict[str, clothing.Clothing]) -> dict[str, Any]:
     sc, cams, se = spec.raw.scenario, spec.raw.cameras, spec.raw.session
     end = spec.n_frames / spec.fps
     by_id = {tr.arrival.id: tr for tr in tracks}
@@ -242,36 +258,22 @@ def _ground_truth(spec: ScenarioSpec, digest: str, door: DoorScene, room: RoomSc
 
     people = []
     for a in spec.arrivals:
-        tr = by_id[a.id]
         pass_frame = min(spec.n_frames - 1, int(round(a.t_pass * spec.fps)))
         boxes = face_boxes[a.id]
         at_pass = next((b["box"] for b in boxes if b["frame"] == pass_frame), None)
-        zone = _zone_times(room, tr, end)
-        present_to = a.t_gone if a.t_gone is not None else end
-        overlap = max(0.0, min(present_to, se.end_s) - max(a.t_appear, se.start_s))
-        track = []
-        t = a.t_appear
-        while t < tr.t_last - 1e-9:
-            p = tr.placement(t, room.H)
-            if p is not None:
-                phase, x, y, opacity, *_, box = p
-                track.append({"t": round(t, 3), "phase": phase, "foot": [round(x, 1), round(y, 1)],
-                              "box": _clip_box(box, room.W, room.H), "visible": round(opacity, 3)})
-            t += TRACK_STEP_S
+        tr = by_id.get(a.id)
+        room_gt, overlap = (_room_truth(a, tr, room, end, se) if tr is not None else (_no_room(a), 0.0))
         people.append({
             "id": a.id, "name": a.name, "enrolled": a.enrolled,
             "door_photo": rel(a.door_photo), "enroll_photos": [rel(p) for p in a.enroll],
-            "door": {"t_start": a.arrive_s, "t_pass": round(a.t_pass, 3), "t_end": round(a.t_pass + DOOR_EXIT_S, 3),
+            "turns_back": a.turns_back, "with": a.partner, "behind": a.behind,
+            "clothing": {"top_bgr": list(outfits[a.id].top), "bottom_bgr": list(outfits[a.id].bottom)},
+            "door": {"t_start": a.arrive_s, "t_pass": round(a.t_pass, 3), "t_end": round(a.t_door_end, 3),
                      "lane": a.door_lane, "frame_at_pass": pass_frame, "face_box_at_pass": at_pass,
                      "face_boxes": boxes},
-            "room": {"figure": tr.figure.index, "figure_source_frames": list(tr.figure.source_frames),
-                     "place": [round(tr.spot[0], 1), round(tr.spot[1], 1)],
-                     "t_appear": round(a.t_appear, 3), **zone, "t_seated": round(a.t_seated, 3),
-                     "leave_s": a.leave_s, "t_gone": None if a.t_gone is None else round(a.t_gone, 3),
-                     "present_from": round(a.t_appear, 3), "present_to": round(present_to, 3),
-                     "hidden": [list(h) for h in a.hidden], "track": track},
+            "room": room_gt,
             "present_in_session_s": round(overlap, 3),
-            "expected_present": bool(a.enrolled and overlap >= se.min_presence_s),
+            "expected_present": bool(a.enrolled and tr is not None and overlap >= se.min_presence_s),
         })
     return {
         "format": "rollcall-scenario-ground-truth/1",
@@ -281,7 +283,8 @@ def _ground_truth(spec: ScenarioSpec, digest: str, door: DoorScene, room: RoomSc
         "boxes": "[x, y, w, h] in pixels, top-left origin; frame i shows t = i / fps",
         "scenario": {"name": sc.name, "duration_s": sc.duration_s, "fps": sc.fps, "n_frames": spec.n_frames,
                      "seed": sc.seed, "transit_s": sc.transit_s, "door_passage_s": sc.door_passage_s,
-                     "entry_walk_s": ENTRY_WALK_S, "exit_walk_s": EXIT_WALK_S, "door_exit_s": DOOR_EXIT_S},
+                     "entry_walk_s": ENTRY_WALK_S, "exit_walk_s": EXIT_WALK_S, "door_exit_s": DOOR_EXIT_S,
+                     "turn_back_s": TURN_BACK_S},
         "cameras": {
             "door": {"file": DOOR_VIDEO, "width": cams.door.width, "height": cams.door.height},
             "room": {"file": ROOM_VIDEO, "width": cams.room.width, "height": cams.room.height,
@@ -293,6 +296,36 @@ def _ground_truth(spec: ScenarioSpec, digest: str, door: DoorScene, room: RoomSc
         "expected_present": [p["id"] for p in people if p["expected_present"]],
         "people": people,
     }
+
+
+def _room_truth(a, tr: RoomTrack, room: RoomScene, end: float, se) -> tuple[dict[str, Any], float]:
+    zone = _zone_times(room, tr, end)
+    present_to = a.t_gone if a.t_gone is not None else end
+    overlap = max(0.0, min(present_to, se.end_s) - max(a.t_appear, se.start_s))
+    track = []
+    t = a.t_appear
+    while t < tr.t_last - 1e-9:
+        p = tr.placement(t, room.H)
+        if p is not None:
+            phase, x, y, opacity, *_, box = p
+            fb = tr.face_box(t, room.H)
+            track.append({"t": round(t, 3), "phase": phase, "foot": [round(x, 1), round(y, 1)],
+                          "box": _clip_box(box, room.W, room.H), "visible": round(opacity, 3),
+                          "face_box": None if fb is None else _clip_box(fb, room.W, room.H)})
+        t += TRACK_STEP_S
+    return {"figure": tr.figure.index, "figure_source_frames": list(tr.figure.source_frames),
+            "place": [round(tr.spot[0], 1), round(tr.spot[1], 1)],
+            "t_appear": round(a.t_appear, 3), **zone, "t_seated": round(a.t_seated, 3),
+            "leave_s": a.leave_s, "t_gone": None if a.t_gone is None else round(a.t_gone, 3),
+            "present_from": round(a.t_appear, 3), "present_to": round(present_to, 3),
+            "hidden": [list(h) for h in a.hidden], "track": track}, overlap
+
+
+def _no_room(a) -> dict[str, Any]:
+    """Someone who turned back at the door: every room key is there, empty."""
+    return {"figure": None, "figure_source_frames": [], "place": None, "t_appear": None, "t_enter_zone": None,
+            "t_leave_zone": None, "t_enter_zone_out": None, "t_seated": None, "leave_s": None, "t_gone": None,
+            "present_from": None, "present_to": None, "hidden": [], "track": []}
 
 
 def _zone_times(room: RoomScene, tr: RoomTrack, end: float) -> dict[str, float | None]:

@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 import cv2
 import numpy as np
 
+from infra.scenario.clothing import Clothing, dress
 from infra.scenario.draw import SensorNoise, blend, texture, vignette
 from infra.scenario.figures import REF_HEIGHT, Figure
 from infra.scenario.spec import ENTRY_WALK_S, EXIT_WALK_S, ROOM_PLACES, Arrival
@@ -26,10 +27,16 @@ DOOR = (0.075, 0.16, 0.19, FLOOR_Y)  # x0, y0, x1, y1 of the door opening
 ENTRY_ZONE = ((0.035, 0.49), (0.235, 0.49), (0.27, 0.68), (0.005, 0.68))
 AISLE_Y = 0.75
 # places (feet positions), in the order they are handed out: spread out first
-SPOTS = ((0.56, 0.62), (0.80, 0.88), (0.88, 0.62), (0.48, 0.88), (0.40, 0.62), (0.72, 0.62), (0.64, 0.88))
+SPOTS = ((0.56, 0.62), (0.80, 0.88), (0.88, 0.62), (0.48, 0.88), (0.40, 0.62), (0.72, 0.62), (0.64, 0.88),
+         # a full class: a back row between the others, a middle row just in front of the aisle, the front's ends
+         (0.48, 0.555), (0.80, 0.555), (0.64, 0.555), (0.34, 0.70), (0.60, 0.70), (0.86, 0.70),
+         (0.32, 0.88), (0.96, 0.88), (0.36, 0.555), (0.47, 0.70), (0.73, 0.70))
 assert len(SPOTS) == ROOM_PLACES
 SOURCE_FPS = 10.0  # vtest.avi's frame rate: walk cycles play at this rate
 FADE_S = 0.3
+FACE_W = 0.085  # a room face's width, as a share of the person's height
+FACE_Y = 0.075  # its centre below the top of the head, same unit
+PAIR_SHIFT = (0.028, 0.015)  # a pair walks this far (x, y; frame shares) either side of the path
 
 
 def person_height(foot_y: float, H: int) -> float:
@@ -39,12 +46,15 @@ def person_height(foot_y: float, H: int) -> float:
 @dataclass
 class RoomTrack:
     arrival: Arrival
-    figure: Figure
+    figure: Figure  # already dressed in the person's clothing
     spot: tuple[float, float]
     path_in: list[tuple[float, float]]
     end_s: float  # end of the video
+    clothing: Clothing | None = None
+    face: tuple[np.ndarray, np.ndarray] | None = None  # small frontal face (BGR, alpha), drawn when facing us
     standing_frame: int = 0
     boxes: list[tuple[int, int, int, int]] = field(default_factory=list)  # alpha>0.5 box per figure frame
+    heads: list[float] = field(default_factory=list)  # head centre x per figure frame (figure pixels)
 
     def __post_init__(self) -> None:
         widths = []
@@ -52,7 +62,33 @@ class RoomTrack:
             ys, xs = np.nonzero(a > 0.5)
             self.boxes.append((int(xs.min()), int(ys.min()), int(xs.max()) + 1, int(ys.max()) + 1))
             widths.append(xs.max() - xs.min())
+            head = ys < ys.min() + 0.12 * (ys.max() - ys.min())
+            self.heads.append(float(xs[head].mean()))
         self.standing_frame = int(np.argmin(widths))  # legs together
+
+    def facing_camera(self, t: float) -> bool:
+        """In place (students face the front, where the camera is) or walking towards the camera."""
+        st = self.state(t)
+        if st is None:
+            return False
+        if st[0] == "in-place":
+            return True
+        later = self.state(t + 0.1)
+        return later is not None and later[2] - st[2] > 0.5 * abs(later[1] - st[1]) + 0.05
+
+    def face_box(self, t: float, H: int) -> tuple[float, float, float, float] | None:
+        """Where the small face is drawn at t (x, y, w, h), or None when the camera sees no face."""
+        p = self.placement(t, H)
+        if self.face is None or p is None or not self.facing_camera(t):
+            return None
+        _, x, y, _, k, flipped, scale, box = p
+        img = self.figure.frames[k]
+        hx = self.heads[k] if not flipped else img.shape[1] - self.heads[k]
+        height = box[3]
+        w = FACE_W * height
+        h = w * self.face[0].shape[0] / self.face[0].shape[1]
+        cx, cy = x - img.shape[1] * scale / 2 + hx * scale, box[1] + FACE_Y * height
+        return (cx - w / 2, cy - h / 2, w, h)
 
     @property
     def t_last(self) -> float:
@@ -129,7 +165,9 @@ class RoomScene:
     def in_entry_zone(self, x: float, y: float) -> bool:
         return cv2.pointPolygonTest(np.array(self.entry_zone, np.float32), (float(x), float(y)), False) >= 0
 
-    def plan(self, arrivals: list[Arrival], figures: list[Figure], seed: int, end_s: float) -> list[RoomTrack]:
+    def plan(self, arrivals: list[Arrival], figures: list[Figure], seed: int, end_s: float,
+             outfits: dict[str, Clothing], faces: dict[str, tuple[np.ndarray, np.ndarray]]) -> list[RoomTrack]:
+        """Who walks where with which figure (``arrivals``: those who enter the room)."""
         W, H = self.W, self.H
         order = np.random.default_rng([seed, 3]).permutation(len(figures))
         busy: list[list[tuple[float, float]]] = [[] for _ in SPOTS]
@@ -141,9 +179,11 @@ class RoomScene:
             busy[spot_i].append(span)
             sx, sy = SPOTS[spot_i][0] * W, SPOTS[spot_i][1] * H
             door_x = (DOOR[0] + DOOR[2]) / 2 * W
-            path = [(door_x, (FLOOR_Y + 0.005) * H), (0.15 * W, 0.63 * H), (0.26 * W, AISLE_Y * H),
-                    (sx, AISLE_Y * H), (sx, sy)]
-            tracks.append(RoomTrack(a, figures[int(order[n % len(figures)])], (sx, sy), path, end_s))
+            ox, oy = a.room_shift * PAIR_SHIFT[0] * W, a.room_shift * PAIR_SHIFT[1] * H
+            path = [(door_x + ox, (FLOOR_Y + 0.005) * H + max(0.0, oy)), (0.15 * W + ox, 0.63 * H + oy),
+                    (0.26 * W + ox, AISLE_Y * H + oy), (sx + ox, AISLE_Y * H + oy), (sx, sy)]
+            figure = dress(figures[int(order[n % len(figures)])], outfits[a.id])
+            tracks.append(RoomTrack(a, figure, (sx, sy), path, end_s, outfits[a.id], faces.get(a.id)))
         return tracks
 
     def draw(self, frame: np.ndarray, tracks: list[RoomTrack], t: float) -> None:
@@ -159,6 +199,11 @@ class RoomScene:
             x0, y0 = round(x - w / 2), round(y - h)
             self._shadow(frame, x, y, h, opacity)
             blend(frame, img, alpha * opacity, x0, y0)
+            if (fb := tr.face_box(t, self.H)) is not None:
+                fw, fh = max(2, round(fb[2])), max(2, round(fb[3]))
+                face = cv2.resize(tr.face[0], (fw, fh), interpolation=cv2.INTER_AREA)
+                fa = cv2.resize(tr.face[1], (fw, fh), interpolation=cv2.INTER_AREA)
+                blend(frame, face, fa * opacity, round(fb[0]), round(fb[1]))
 
     def _shadow(self, frame: np.ndarray, x: float, y: float, h: float, opacity: float) -> None:
         ax, ay = max(2, round(0.2 * h)), max(1, round(0.035 * h))

@@ -24,8 +24,13 @@ Layout (photo paths are relative to the spec file; absolute paths work too)::
     door_photo = "photos/macron_2025.jpg" # the face the door camera sees: must differ from enroll
     arrive_s = 4                          # when the approach to the door camera starts
     leave_s = 50                          # optional: when they get up and walk out
+    with = "ardern"                       # optional: walks in side by side with that person (arrivals
+                                          #   at most PAIR_MAX_GAP_S apart; they take opposite lanes)
+    side = "left"                         # optional: their lane at the door camera ("left" | "right")
+    behind = "obama"                      # optional: right behind that person (same lane, a tailgater)
+    turns_back = true                     # optional: seen at the door, turns round, never enters the room
 
-    [[visitors]]              # not enrolled; id optional (default visitor-1, visitor-2, ...)
+    [[visitors]]              # not enrolled; id optional (default visitor-1, visitor-2, ...); same keys
     door_photo = "photos/sunak.jpg"
     arrive_s = 20
 
@@ -40,7 +45,11 @@ Timeline of one arrival (all derived from the spec, recorded in the ground truth
 ``arrive_s`` face starts approaching the door camera -> ``t_pass = arrive_s + door_passage_s``
 passes the door (face largest) -> ``t_appear = t_pass + transit_s`` appears in the room's doorway ->
 ``t_seated = t_appear + ENTRY_WALK_S`` at their place -> (``leave_s``) walks out, gone
-``EXIT_WALK_S`` later.
+``EXIT_WALK_S`` later. Someone who ``turns_back`` comes closest at ``t_pass`` and walks back out of the
+door camera's view over ``TURN_BACK_S``; they never appear in the room.
+
+The door camera has ``DOOR_LANES`` lanes (left, right); people in one lane arrive at least
+``LANE_GAP_S`` apart, so a follower's face is never hidden behind the person in front of them.
 
 Every problem is one :class:`RollcallError` line naming the file, the key and the fix.
 """
@@ -53,7 +62,7 @@ import os
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Literal, Optional
 
 import cv2
 import numpy as np
@@ -65,8 +74,11 @@ from infra.errors import RollcallError
 ENTRY_WALK_S = 5.0  # doorway -> through the entry zone -> their place
 EXIT_WALK_S = 5.0  # their place -> through the entry zone -> gone through the doorway
 DOOR_EXIT_S = 0.5  # after t_pass the face leaves the door camera's frame
-DOOR_LANES = 2  # at most this many faces at the door camera at once (they use separate lanes)
-ROOM_PLACES = 7  # at most this many people in the room at once (places they walk to)
+DOOR_LANES = 2  # left and right lane at the door camera
+LANE_GAP_S = 1.2  # people in one lane arrive at least this far apart (the follower's face stays visible)
+PAIR_MAX_GAP_S = 1.0  # a pair walking side by side arrives at most this far apart
+TURN_BACK_S = 2.5  # someone who turns back walks out of the door camera's view in this time
+ROOM_PLACES = 18  # at most this many people in the room at once (places they walk to)
 
 _ID_RE = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$"
 
@@ -104,6 +116,10 @@ class PersonEntry(_Model):
     # Stretches [start_s, end_s] while in place when the room camera cannot see the person (someone
     # stands in front of them): their room track is lost and must be picked up again.
     hidden: list[tuple[float, float]] = []
+    with_: Optional[str] = Field(default=None, alias="with")  # walks in side by side with this id
+    side: Optional[Literal["left", "right"]] = None  # lane at the door camera
+    behind: Optional[str] = None  # right behind this id, in their lane (tailgating)
+    turns_back: bool = False  # seen at the door, never enters the room
 
 
 class VisitorEntry(_Model):
@@ -115,6 +131,10 @@ class VisitorEntry(_Model):
     # Stretches [start_s, end_s] while in place when the room camera cannot see the person (someone
     # stands in front of them): their room track is lost and must be picked up again.
     hidden: list[tuple[float, float]] = []
+    with_: Optional[str] = Field(default=None, alias="with")  # walks in side by side with this id
+    side: Optional[Literal["left", "right"]] = None  # lane at the door camera
+    behind: Optional[str] = None  # right behind this id, in their lane (tailgating)
+    turns_back: bool = False  # seen at the door, never enters the room
 
 
 class SessionSection(_Model):
@@ -151,6 +171,15 @@ class Arrival:
     t_gone: Optional[float]
     door_lane: int
     hidden: tuple[tuple[float, float], ...] = ()
+    partner: Optional[str] = None  # walks in side by side with this id
+    behind: Optional[str] = None  # follows this id closely
+    turns_back: bool = False
+    room_shift: int = 0  # -1 / +1: walks on the left / right of the path in the room (pairs), 0: on it
+
+    @property
+    def t_door_end(self) -> float:
+        """When they are out of the door camera's view."""
+        return self.t_pass + (TURN_BACK_S if self.turns_back else DOOR_EXIT_S)
 
 
 @dataclass(frozen=True)
@@ -310,7 +339,9 @@ def _check(path: Path, where: str, raw: SpecFile) -> ScenarioSpec:
         t_pass = e.arrive_s + sc.door_passage_s
         t_appear = t_pass + sc.transit_s
         t_seated = t_appear + ENTRY_WALK_S
-        if t_seated > dur:
+        if e.turns_back:
+            _check_turns_back(where, key, e, t_pass, dur)
+        elif t_seated > dur:
             raise _fail(where, f"{key}.arrive_s", f"{e.arrive_s:g} s is too late: in place at {t_seated:g} s "
                         f"(arrive + door_passage_s + transit_s + {ENTRY_WALK_S:g} s walk), after the end "
                         f"({dur:g} s) — arrive earlier or lengthen scenario.duration_s")
@@ -334,24 +365,15 @@ def _check(path: Path, where: str, raw: SpecFile) -> ScenarioSpec:
         arrivals.append(dict(id=ident, name=name, enrolled=enrolled, key=key, door_photo=door, enroll=paths,
                              arrive_s=e.arrive_s, t_pass=t_pass, t_appear=t_appear, t_seated=t_seated,
                              leave_s=e.leave_s, t_gone=t_gone, door_lane=-1,
-                             hidden=tuple((float(h0), float(h1)) for h0, h1 in e.hidden)))
+                             hidden=tuple((float(h0), float(h1)) for h0, h1 in e.hidden),
+                             partner=e.with_, behind=e.behind, turns_back=e.turns_back))
 
-    # door lanes: faces at the door camera at the same time walk in separate lanes
-    busy: list[list[tuple[float, float]]] = [[] for _ in range(DOOR_LANES)]
-    for n, a in enumerate(sorted(arrivals, key=lambda a: (a["arrive_s"], a["key"]))):
-        span = (a["arrive_s"], a["t_pass"] + DOOR_EXIT_S + 0.2)
-        for lane in [(n + k) % DOOR_LANES for k in range(DOOR_LANES)]:  # alternate sides when free
-            if all(span[1] <= s or span[0] >= e for s, e in busy[lane]):
-                busy[lane].append(span)
-                a["door_lane"] = lane
-                break
-        else:
-            raise _fail(where, f"{a['key']}.arrive_s", f"more than {DOOR_LANES} people at the door camera at once "
-                        f"around {a['arrive_s']:g} s — space arrivals at least "
-                        f"{sc.door_passage_s + DOOR_EXIT_S + 0.2:g} s apart")
+    _check_company(where, arrivals, {ident: e for _, ident, _, _, e in entries})
+    _assign_lanes(where, arrivals, sc.door_passage_s)
 
     # room places: at most ROOM_PLACES people in the room at once
-    spans = sorted((a["t_appear"], a["t_gone"] if a["t_gone"] is not None else float("inf"), a["key"]) for a in arrivals)
+    spans = sorted((a["t_appear"], a["t_gone"] if a["t_gone"] is not None else float("inf"), a["key"])
+                   for a in arrivals if not a["turns_back"])
     for start, _, key in spans:
         inside = sum(1 for s, e, _ in spans if s <= start < e)
         if inside > ROOM_PLACES:
@@ -368,3 +390,69 @@ def _check(path: Path, where: str, raw: SpecFile) -> ScenarioSpec:
                     f"[0, {dur:g}] s — keep the session inside scenario.duration_s")
 
     return ScenarioSpec(path=path, raw=raw, arrivals=tuple(Arrival(**a) for a in arrivals), photos=tuple(order))
+
+
+def _check_turns_back(where: str, key: str, e: Any, t_pass: float, dur: float) -> None:
+    if e.leave_s is not None or e.hidden:
+        bad = "leave_s" if e.leave_s is not None else "hidden"
+        raise _fail(where, f"{key}.{bad}", "someone who turns_back never enters the room — remove it")
+    if t_pass + TURN_BACK_S > dur:
+        raise _fail(where, f"{key}.arrive_s", f"too late: turning back ends at {t_pass + TURN_BACK_S:g} s, after "
+                    f"the end ({dur:g} s) — arrive earlier or lengthen scenario.duration_s")
+
+
+def _check_company(where: str, arrivals: list[dict[str, Any]], entries: dict[str, Any]) -> None:
+    """``with`` and ``behind`` name another arrival that is really beside / in front of this one."""
+    by_id = {a["id"]: a for a in arrivals}
+    for a in arrivals:
+        for field_name, other_id in (("with", a["partner"]), ("behind", a["behind"])):
+            if other_id is None:
+                continue
+            key = f"{a['key']}.{field_name}"
+            other = by_id.get(other_id)
+            if other is None or other_id == a["id"]:
+                raise _fail(where, key, f"{other_id!r} is not another arrival's id — use the id of a person or visitor")
+            gap = a["arrive_s"] - other["arrive_s"]
+            if field_name == "with":
+                if abs(gap) > PAIR_MAX_GAP_S:
+                    raise _fail(where, key, f"{other_id!r} arrives {abs(gap):g} s apart — side by side means at most "
+                                f"{PAIR_MAX_GAP_S:g} s apart; make arrive_s closer")
+                if other["turns_back"] != a["turns_back"]:
+                    raise _fail(where, key, f"{other_id!r} turns back and this one does not — walking together "
+                                "means the same way; remove one")
+                if other["partner"] not in (None, a["id"]):
+                    raise _fail(where, key, f"{other_id!r} already walks with {other['partner']!r} — pairs only")
+                if entries[a["id"]].side is not None and entries[a["id"]].side == entries[other_id].side:
+                    raise _fail(where, f"{a['key']}.side", f"same side as {other_id!r} who walks beside — "
+                                "give them different sides")
+                other["partner"] = a["id"]
+            elif not LANE_GAP_S <= gap <= 3.0:
+                raise _fail(where, key, f"arrives {gap:g} s after {other_id!r} — right behind means "
+                            f"{LANE_GAP_S:g} to 3 s after them; change arrive_s")
+        side = entries[a["id"]].side
+        a["side"] = None if side is None else (0 if side == "left" else 1)
+
+
+def _assign_lanes(where: str, arrivals: list[dict[str, Any]], passage_s: float) -> None:
+    """Door lanes: people arriving together use separate lanes; one lane takes a person every LANE_GAP_S."""
+    by_id = {a["id"]: a for a in arrivals}
+    lanes: list[list[float]] = [[] for _ in range(DOOR_LANES)]
+    for n, a in enumerate(sorted(arrivals, key=lambda a: (a["arrive_s"], a["key"]))):
+        forced = a.pop("side")
+        partner = by_id.get(a["partner"] or "")
+        if forced is None and partner is not None and partner["door_lane"] >= 0:
+            forced = 1 - partner["door_lane"]
+        if forced is None and a["behind"] is not None:
+            forced = by_id[a["behind"]]["door_lane"]
+        order = [forced] if forced is not None else [(n + k) % DOOR_LANES for k in range(DOOR_LANES)]
+        for lane in order:
+            if all(abs(a["arrive_s"] - t) >= LANE_GAP_S - 1e-9 for t in lanes[lane]):
+                lanes[lane].append(a["arrive_s"])
+                a["door_lane"] = lane
+                break
+        else:
+            raise _fail(where, f"{a['key']}.arrive_s", f"no free lane at the door camera at {a['arrive_s']:g} s — "
+                        f"people in one lane (of {DOOR_LANES}) must arrive at least {LANE_GAP_S:g} s apart; "
+                        "move this arrival")
+        if partner is not None:  # a pair walks through the room side by side: left lane on the left
+            a["room_shift"] = -1 if a["door_lane"] == 0 else 1
