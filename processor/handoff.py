@@ -25,7 +25,11 @@ candidate pairs link recognitions and entries into groups; each group is decided
         + order_weight * sum over crossed pairs of min(|e1 - e2|, |r1 - r2|)         (order)
         + unmatched_cost for each recognition and each entry left unmatched
 
-with the weights of :class:`CueWeights` (transit is the unit: 1 per second). ``D`` is
+with the weights of :class:`CueWeights` (transit is the unit: 1 per second). ``typical_s`` is the door's
+configured typical transit (the window's middle unless given) until ``min_transit_samples`` confident
+handoffs (unambiguous, margin at least twice ``ambiguity_s`` or no rival at all) have been seen at the
+door, then the median of the last 30 of their transits: a typical transit that is off by a second or
+more biases a dense stream of arrivals towards pairing each entry with a later recognition. ``D`` is
 :func:`processor.appearance.distance` between the door's torso and the room track's body; where it
 cannot be computed (either side has no descriptor: a v1.0 recognition event, a track never seen
 apart from others) it is ``neutral_distance`` for that pair, which favours no pairing, so the other
@@ -66,6 +70,7 @@ from __future__ import annotations
 
 import dataclasses
 import itertools
+from collections import deque
 from typing import Iterable, Sequence
 
 import numpy as np
@@ -161,7 +166,7 @@ class HandoffMatcher:
 
     def __init__(self, doors: Iterable[Sequence], ambiguity_s: float = 1.0, settle_s: float = 0.5,
                  recognition_delay_s: float = 2.0, tiebreak: float = 1e-3, weights: CueWeights | None = None,
-                 min_side_votes: int = 4):
+                 min_side_votes: int = 4, min_transit_samples: int = 3):
         """``doors``: ``(door_id, door_camera, room_camera, transit_min_s, transit_max_s[, typical_s])``
         (typical transit: the window's middle unless given), :class:`Door` objects, or objects with those
         attributes (``processor.config.DoorConfig`` works too: ``id``, ``door_camera``, ``room_camera``,
@@ -172,6 +177,7 @@ class HandoffMatcher:
         self.tiebreak = float(tiebreak)
         self.weights = weights or CueWeights()
         self.min_side_votes = int(min_side_votes)
+        self.min_transit_samples = int(min_transit_samples)
         self.doors: dict[str, Door] = {}
         for spec in doors:
             door = _door(spec)
@@ -186,6 +192,8 @@ class HandoffMatcher:
         self._entries: dict[str, list[_Entry]] = {}  # room camera -> pending
         self._live: dict[str, dict[str, str | None]] = {}  # room camera -> {track_id: person_id}
         self._side_votes: dict[str, dict[str, int]] = {}  # door id -> {"same": n, "mirrored": n}
+        self._transits: dict[str, deque] = {}  # door id -> transits of confident handoffs
+        self._typical: dict[str, float] = {d.door_id: d.typical_s for d in self.doors.values()}
         self.expired_recognitions = 0
 
     # ------------------------------------------------------------------------------------ input
@@ -271,12 +279,16 @@ class HandoffMatcher:
             return "mirrored"
         return None
 
+    def typical_transit(self, door: str) -> float:
+        """The typical transit used now: configured, or learnt from confident handoffs (see the module)."""
+        return self._typical[self._door(door).door_id]
+
     # ---------------------------------------------------------------------------------- decide
     def _pair_ok(self, r: _Recognition, e: _Entry) -> bool:
         return r.door is e.door and r.door.transit_min_s <= e.time - r.time <= r.door.transit_max_s
 
     def _deviation(self, r: _Recognition, e: _Entry) -> float:
-        return abs(e.time - r.time - r.door.typical_s)
+        return abs(e.time - r.time - self._typical[r.door.door_id])
 
     def _pair_cost(self, r: _Recognition, e: _Entry, relation: str | None) -> float:
         d = self._deviation(r, e)
@@ -370,9 +382,17 @@ class HandoffMatcher:
                                       transit_s=e.time - r.time, ambiguous=False, reason=reason,
                                       appearance_distance=distance(r.appearance, e.appearance), **base))
                 self._vote_sides(r, e)
+                if margins.get(j, np.inf) >= 2 * self.ambiguity_s:
+                    self._learn_transit(e.door, e.time - r.time)
             if not e.exited:
                 live[e.track_id] = person
         return out
+
+    def _learn_transit(self, door: Door, transit: float) -> None:
+        samples = self._transits.setdefault(door.door_id, deque(maxlen=30))
+        samples.append(transit)
+        if len(samples) >= self.min_transit_samples:
+            self._typical[door.door_id] = float(np.median(samples))
 
     def _vote_sides(self, r: _Recognition, e: _Entry) -> None:
         """An unambiguous handoff teaches the door's side relation (door image side vs room entry side)."""

@@ -333,3 +333,27 @@ def test_an_entry_learns_its_appearance_while_it_waits():
 def test_bad_side_is_refused():
     with pytest.raises(ValueError, match="side"):
         matcher().add_entry("door-a", "t1", 1.0, side="middle")
+
+
+def test_typical_transit_is_learnt_from_confident_handoffs():
+    m = matcher(ambiguity_s=0.5)  # configured typical 4 s; people really take 6 s
+    for k in range(3):
+        m.add_recognition("door-a", f"p{k}", f"rec-{k}", 30.0 * k)
+        m.add_entry("door-a", f"t{k}", 30.0 * k + 6.0)
+        assert m.assign(30.0 * k + 25.0)[0].person_id == f"p{k}"
+    assert m.typical_transit("door-a") == pytest.approx(6.0)
+    # now a stream 1 s apart with a recognition that never enters (someone turned back at the door):
+    # with a typical of 4 s each entry would rather take the next, later recognition (transit 5 s)
+    for k, who in enumerate(["alice", "turned-back", "bob", "carol"]):
+        m.add_recognition("door-a", who, f"rec-{who}", 200.0 + k)
+    for k, who in enumerate(["alice", None, "bob", "carol"]):
+        if who:
+            m.add_entry("door-a", f"t-{who}", 206.0 + k)
+    got = by_track(m.assign(300.0))
+    assert {t: a.person_id for t, a in got.items()} == {"t-alice": "alice", "t-bob": "bob", "t-carol": "carol"}
+    # an ambiguous or unconfident decision teaches nothing
+    m2 = matcher(ambiguity_s=0.5, min_transit_samples=1)
+    m2.add_recognition("door-a", "alice", "rec-a", 10.0)
+    m2.add_entry("door-a", "t1", 17.0)
+    m2.add_entry("door-a", "t2", 17.2)
+    assert all(a.ambiguous for a in m2.assign(LATE)) and m2.typical_transit("door-a") == 4.0
