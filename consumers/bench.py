@@ -85,13 +85,13 @@ async def bench_writer(config: Config, database_url: str, bootstrap: str, *, eve
     bench_config = _bench_config(config, tag, rooms)
     name = f"bench_writer_{tag}"
     admin_conn = await asyncpg.connect(database_url, timeout=10)
-    await admin_conn.execute(f'CREATE DATABASE "{name}"')
     base, _, _ = database_url.rpartition("/")
     url = f"{base}/{name}"
     topics = bench_config.kafka.topics
     admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
-    await admin.start()
-    try:
+    try:  # everything made below is removed in `finally`, also when a step fails
+        await admin.start()
+        await admin_conn.execute(f'CREATE DATABASE "{name}"')
         await asyncio.to_thread(db.migrate, url)
         await db.load_topology(url, bench_config)
         conn = await asyncpg.connect(url)

@@ -4,8 +4,8 @@ writer (in-process) on the run's events, and the attendance rows scored against 
 The session is the spec's ``[session]`` in wall-clock time (the room video's first frame + start_s/end_s)
 with a policy that matches the ground truth's rule: present when in the room at least ``min_presence_s``
 within the session (no early-arrival window, no late or left-early distinction: those still count as
-attended). The writer reads the shared topics under a group of its own; sightings outside the session's
-window (other runs, other rooms) do not touch it.
+attended). The writer reads the run's own topics (infra/run_space.py) under a group of its own and writes
+into the run's own database, so nothing of another run reaches it.
 """
 
 from __future__ import annotations

@@ -20,6 +20,7 @@ from typing import Callable
 
 from infra.errors import RollcallError
 from infra.paths import PROJECT_ROOT
+from infra.run_space import RunSpace, run_space
 
 AIM_CLIENTS = 200
 AIM_P95_MS = 100.0
@@ -121,22 +122,30 @@ async def _run(port: int, cookie: str, bootstrap: str, topic: str, clients: int,
 
 
 def run_bench(config, counts: list[int], *, events: int, rate: float, progress=None) -> dict:
-    import httpx
-
-    from dashboard.testing import CSRF_META, free_port
-    from infra import db
     from infra.endpoints import resolve
 
     say = progress or (lambda _line: None)
     endpoints = resolve(config, need=("database", "kafka"))
-    db.migrate(endpoints.database_url)
+    # Its own database (the temporary account) and topics (the synthetic presence events), removed after.
+    with run_space(config, endpoints.database_url, endpoints.kafka_bootstrap_servers, kind="bench") as space:
+        return _bench(space, counts, events=events, rate=rate, say=say)
+
+
+def _bench(space: RunSpace, counts: list[int], *, events: int, rate: float, say) -> dict:
+    import httpx
+
+    from dashboard.testing import CSRF_META, free_port
+
+    config = space.config
     username, password = f"bench-{secrets.token_hex(4)}", secrets.token_urlsafe(16)
-    asyncio.run(_account(endpoints.database_url, username, password, create=True))
+    asyncio.run(_account(space.database_url, username, password, create=True))
     port = free_port()
-    env = {**os.environ, "DATABASE_URL": endpoints.database_url,
-           "KAFKA_BOOTSTRAP_SERVERS": endpoints.kafka_bootstrap_servers,
+    env = {**os.environ, "DATABASE_URL": space.database_url,
+           "KAFKA_BOOTSTRAP_SERVERS": space.bootstrap,
            "ROLLCALL__DASHBOARD__PROCESSOR_METRICS_URLS": "[]",
            "ROLLCALL__DASHBOARD__MAX_LIVE_CLIENTS": str(max(counts) + 10)}
+    for key in type(config.kafka.topics).model_fields:  # the dashboard reads the run's topics
+        env[f"ROLLCALL__KAFKA__TOPICS__{key.upper()}__NAME"] = getattr(config.kafka.topics, key).name
     if config.source is not None:
         env["ROLLCALL_CONFIG"] = str(config.source)
     server = subprocess.Popen([sys.executable, "-m", "processor.cli", "dashboard", "serve", "--port", str(port)],
@@ -168,7 +177,7 @@ def run_bench(config, counts: list[int], *, events: int, rate: float, progress=N
         runs = []
         for clients in counts:
             say(f"{clients} clients, {events} events at {rate:g}/s …")
-            run = asyncio.run(_run(port, cookie, endpoints.kafka_bootstrap_servers, config.kafka.topics.presence.name,
+            run = asyncio.run(_run(port, cookie, space.bootstrap, config.kafka.topics.presence.name,
                                    clients, events, rate))
             runs.append(run)
             say(f"  p50 {run['p50_ms']} ms, p95 {run['p95_ms']} ms, delivered {run['delivered']}/{run['expected']}")
@@ -179,7 +188,7 @@ def run_bench(config, counts: list[int], *, events: int, rate: float, progress=N
         except subprocess.TimeoutExpired:
             server.kill()
             server.wait()
-        asyncio.run(_account(endpoints.database_url, username, password, create=False))
+        asyncio.run(_account(space.database_url, username, password, create=False))
     # Served: every client got every event, with p95 under the aim's 100 ms; the figure is the largest such
     # run (else the largest run where every event arrived, else the last run).
     served = [r for r in runs if r["delivered"] == r["expected"]]

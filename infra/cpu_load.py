@@ -58,16 +58,16 @@ def shares(cores: float) -> list[float]:
 
 
 def check_cores(cores: float) -> float:
-    """``cores`` if it is a load this machine can carry: more than 0, at most its core count."""
+    """``cores`` if it is a load this machine can carry: 0 (none) up to its core count."""
     available = os.cpu_count() or 1
-    if not (0 < cores <= available):
-        raise RollcallError(f"--load {cores:g}: give a number of cores between 0 (exclusive) and {available} "
+    if not (0 <= cores <= available):
+        raise RollcallError(f"--load {cores:g}: give a number of cores from 0 to {available} "
                             "(this machine's core count), e.g. --load 1 or --load 0.5")
     return cores
 
 
 class CpuLoad:
-    """``with CpuLoad(1.5): ...`` keeps 1.5 cores busy in other processes for the block."""
+    """``with CpuLoad(1.5): ...`` keeps 1.5 cores busy in other processes for the block (0: no hog)."""
 
     def __init__(self, cores: float, *, max_seconds: float = 3600.0):
         self.cores = check_cores(cores)

@@ -16,8 +16,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
+from infra import stack
+from infra.cpu_load import CpuLoad, check_cores
 from infra.errors import RollcallError
 from infra.paths import scenarios_dir
+from infra.run_space import close_space, open_space, sweep
 from infra.scenario.check import iou as box_iou
 from processor.config import Config
 
@@ -72,34 +75,55 @@ def spec_display(spec) -> str:
     return display_path(spec.path)
 
 
-def run_scenario(spec_path: Path, *, config: Config, progress: Callable[[str], None] | None = None) -> dict:
-    from infra import stack
+def run_scenario(spec_path: Path, *, config: Config, progress: Callable[[str], None] | None = None,
+                 load: float = 0.0) -> dict:
+    """Run the system once over the scenario and score it. The run works in a database and topics of its
+    own (removed at the end), so nothing an earlier run left (enrolments, bad messages) reaches it; with
+    ``load`` > 0 a CPU hog of that many cores runs beside the system for the whole run."""
     from infra.endpoints import start_embedded_stack
     from infra.scenario.spec import load_spec
 
     say = progress or (lambda _message: None)
     spec_path = Path(spec_path)
     door = scenario_door(config, load_spec(spec_path))  # fail fast, before any rendering
+    check_cores(load)
     spec, rendered = render_cached(spec_path)
     name = spec.name
     folder = scenarios_dir() / name
     say(f"scenario {name}: {'cached render' if rendered.cached else 'rendered'} in {folder}")
 
-    # A run-specific mount path starts the looping media afresh for this run's clients.
+    # A run-specific mount path starts the looping media afresh for this run's clients; only this run's
+    # mounts are added and removed (other runs may share the stack).
     run_id = uuid.uuid4().hex[:8]
     run_mounts = {f"/run-{run_id}/{camera}": folder / f"{camera}.ts" for camera in ("door", "room")}
-    base_mounts = demo_mounts(config, render_missing=False)
-    state, _ = start_embedded_stack(config, rtsp_mounts={**base_mounts, **run_mounts})
+    state, _ = start_embedded_stack(config)
+    stack.change_rtsp_mounts(add={**demo_mounts(config, render_missing=False), **run_mounts})
     say(f"stack up: postgres {state.database_url}, kafka {state.kafka_bootstrap_servers}")
+    swept = sweep(state.database_url, state.kafka_bootstrap_servers)
+    if swept:
+        say(f"removed what killed runs left: {', '.join(swept)}")
     urls = {door.door_camera: state.rtsp_url(f"run-{run_id}/door"), door.room_camera: state.rtsp_url(f"run-{run_id}/room")}
-    run_config = config.model_copy(update={
+    camera_config = config.model_copy(update={
         "cameras": [c.model_copy(update={"url": urls.get(c.id, c.url), "enabled": c.id in urls}) for c in config.cameras],
     })
     try:
-        outcome = asyncio.run(_run_system(spec, run_config, door, state, say))
+        space = open_space(camera_config, state.database_url, state.kafka_bootstrap_servers)
+        try:
+            say(f"run {space.tag}: database {space.database}, topics *.{space.tag} (removed at the end)")
+            with CpuLoad(load, max_seconds=spec.duration_s + 600) as hog:
+                if load:
+                    say(f"CPU load: {load:g} core(s) in {len(hog.pids)} process(es) beside the system")
+                outcome = asyncio.run(_run_system(spec, space.config, door, space.database_url,
+                                                  state.kafka_bootstrap_servers, say))
+        finally:
+            left_behind = close_space(space)
     finally:
-        stack.set_rtsp_mounts(base_mounts)
-    return _report(spec, spec_path, rendered.ground_truth, outcome)
+        stack.change_rtsp_mounts(remove=run_mounts)
+    report = _report(spec, spec_path, rendered.ground_truth, outcome)
+    report["load"] = hog.report()
+    report["run"] = {"id": space.tag, "database": space.database, "topic_suffix": f".{space.tag}",
+                     "left_behind": left_behind}
+    return report
 
 
 @dataclass
@@ -113,19 +137,18 @@ class RunOutcome:
     gate: dict[str, int]
     review_written: int | None  # unknown-face crops written to the review queue (None: queue off)
     attendance_rows: list[dict] | None = None  # the scenario session's attendance (consumers.scenario)
-    room_tracking: dict | None = None  # frames the room camera's tracker saw, and the longest gap between them
+    room_tracking: dict | None = None  # room camera -> its tracking rate against its minimum (tracking_rate)
 
 
-async def _run_system(spec, config: Config, door, state, say) -> RunOutcome:
+async def _run_system(spec, config: Config, door, database_url: str, bootstrap: str, say) -> RunOutcome:
     from infra import db
     from processor.pipeline import Processor
 
-    await db.load_topology(state.database_url, config)
-    await enroll_scenario_people(spec, config, state.database_url, say)
-    recognitions = await TopicReader.start(state.kafka_bootstrap_servers, config.kafka.topics.recognitions.name)
-    presence = await TopicReader.start(state.kafka_bootstrap_servers, config.kafka.topics.presence.name)
-    processor = Processor(config, database_url=state.database_url,
-                          kafka_bootstrap_servers=state.kafka_bootstrap_servers)
+    await db.load_topology(database_url, config)
+    await enroll_scenario_people(spec, config, database_url, say)
+    recognitions = await TopicReader.start(bootstrap, config.kafka.topics.recognitions.name)
+    presence = await TopicReader.start(bootstrap, config.kafka.topics.presence.name)
+    processor = Processor(config, database_url=database_url, kafka_bootstrap_servers=bootstrap)
     deadline = spec.duration_s + 20  # a live stream: one loop of the video takes duration_s of wall time
     cameras = (door.door_camera, door.room_camera)
     try:
@@ -151,18 +174,34 @@ async def _run_system(spec, config: Config, door, state, say) -> RunOutcome:
     origin = first[0] - first[1] if first else None
     from consumers.scenario import scenario_attendance
 
-    attendance_rows = await scenario_attendance(config, state.database_url, state.kafka_bootstrap_servers,
-                                                spec.raw.session, origin, say)
+    attendance_rows = await scenario_attendance(config, database_url, bootstrap, spec.raw.session, origin, say)
     room_tracking = None
     if processor.room is not None:
-        room_tracking = {"tracked": processor.room.frames_tracked.get(door.room_camera, 0),
-                         "max_gap_s": round(processor.room.max_gap_s.get(door.room_camera, 0.0), 2)}
+        room_tracking = {camera: tracking_rate(processor.room, config, config.camera(camera),
+                                               stats.get(camera, {}).get("decoded", 0) / spec.fps)
+                         for camera in cameras if config.camera(camera).role == "room"}
     return RunOutcome(door=stats.get(door.door_camera, {}), room=stats.get(door.room_camera, {}), events=events,
                       room_tracking=room_tracking,
                       presence=moves, room_origin=origin, attendance_rows=attendance_rows,
                       latencies_s=list(processor.recognition.latencies_s),
                       gate=dict(processor.face_stage.gate_reasons),
                       review_written=processor.review.written if processor.review is not None else None)
+
+
+def tracking_rate(room_stage, config: Config, camera, video_s: float) -> dict:
+    """A room camera's tracking against its minimum: frames its tracker analysed per second of video the
+    camera delivered, beside the longest gap between them. ``met`` allows one frame short (the first
+    frames before a clean keyframe are never analysed); null without a minimum."""
+    tracked = room_stage.frames_tracked.get(camera.id, 0)
+    minimum = getattr(config, "min_tracking_fps", None)  # the camera's own [[cameras]] min_tracking_fps, else
+    min_fps = minimum(camera) if callable(minimum) else getattr(camera, "min_tracking_fps", None)  # the default
+    achieved = tracked / video_s if video_s > 0 else None
+    met = None
+    if min_fps is not None and achieved is not None:
+        met = tracked + 1 >= min_fps * video_s
+    return {"tracked": tracked, "max_gap_s": round(room_stage.max_gap_s.get(camera.id, 0.0), 2),
+            "video_s": round(video_s, 1), "achieved_fps": round(achieved, 2) if achieved is not None else None,
+            "min_fps": min_fps, "met": met}
 
 
 async def enroll_scenario_people(spec, config: Config, database_url: str, say) -> None:

@@ -32,7 +32,7 @@ import time
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Iterator, Mapping
+from typing import Iterable, Iterator, Mapping
 
 from infra import broker
 from infra.errors import RollcallError
@@ -316,14 +316,28 @@ def set_rtsp_mounts(mounts: Mapping[str, Path | str]) -> dict[str, str]:
     """
     clean = _normalize_mounts(mounts)
     with _locked():
-        _write_mounts(clean)
-        record = _load()["components"].get("rtsp")
-        if record and _same_process(record):
-            os.kill(record["pid"], signal.SIGHUP)
-            if not _wait_mounts_applied():
-                raise RollcallError(
-                    f"the RTSP server did not pick up the new mounts within 10 s; see its log {record.get('log')}"
-                )
+        return _apply_mounts(clean)
+
+
+def change_rtsp_mounts(*, add: Mapping[str, Path | str] = {}, remove: Iterable[str] = ()) -> dict[str, str]:
+    """Add and remove some mounts, keeping the others (read and written under the stack's lock): runs that
+    share the stack (scenario runs, benchmarks) each touch only their own mounts."""
+    with _locked():
+        gone = {"/" + str(m).strip().lstrip("/") for m in remove}
+        mounts = {k: v for k, v in read_rtsp_mounts().items() if k not in gone}
+        return _apply_mounts({**mounts, **_normalize_mounts(add)})  # others' mounts as they are
+
+
+def _apply_mounts(clean: dict[str, str]) -> dict[str, str]:
+    """Write the mounts file and make a running server re-read it (the caller holds the lock)."""
+    _write_mounts(clean)
+    record = _load()["components"].get("rtsp")
+    if record and _same_process(record):
+        os.kill(record["pid"], signal.SIGHUP)
+        if not _wait_mounts_applied():
+            raise RollcallError(
+                f"the RTSP server did not pick up the new mounts within 10 s; see its log {record.get('log')}"
+            )
     return clean
 
 

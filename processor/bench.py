@@ -13,6 +13,7 @@ Three figures on the same frames (the default scenario's door video):
   and embed one at a time.
 
 Ratios pipeline/ceiling and pipeline/naive come from the same run, so a busy machine moves all three.
+The pipeline runs in a database and topics of its own (infra/run_space.py), removed afterwards.
 """
 
 from __future__ import annotations
@@ -25,6 +26,8 @@ from pathlib import Path
 
 import numpy as np
 
+from infra import stack
+from infra.run_space import run_space
 from processor.config import Config
 
 
@@ -118,22 +121,19 @@ class PipelineFigures:
     embed_share: float  # embedded faces / faces that passed the quality gate
 
 
-async def measure_pipeline(config: Config, state, door_video: Path, streams: int, seconds: float,
-                           warmup_s: float) -> PipelineFigures:
-    from infra import stack
+async def measure_pipeline(config: Config, state, database_url: str, door_video: Path, streams: int,
+                           seconds: float, warmup_s: float) -> PipelineFigures:
     from processor.config import CameraConfig
     from processor.pipeline import Processor
 
     run_id = uuid.uuid4().hex[:6]
     mounts = {f"/bench-{run_id}-{i}/door": door_video for i in range(streams)}
-    previous = stack.read_rtsp_mounts()
-    stack.set_rtsp_mounts({**previous, **mounts})
+    stack.change_rtsp_mounts(add=mounts)
     room = config.rooms[0].id if config.rooms else "bench"
     cameras = [CameraConfig(id=f"bench-door-{i}", url=state.rtsp_url(mount.lstrip("/")), role="door", room=room,
                             analysis_fps=10) for i, mount in enumerate(mounts)]
     bench_config = config.model_copy(update={"cameras": cameras, "doors": []})
-    processor = Processor(bench_config, database_url=state.database_url,
-                          kafka_bootstrap_servers=state.kafka_bootstrap_servers)
+    processor = Processor(bench_config, database_url=database_url, kafka_bootstrap_servers=state.kafka_bootstrap_servers)
     try:
         await processor.start()
         await asyncio.sleep(warmup_s)
@@ -155,7 +155,7 @@ async def measure_pipeline(config: Config, state, door_video: Path, streams: int
         latencies = list(processor.recognition.latencies_s)[latencies0:]
     finally:
         await processor.stop()
-        stack.set_rtsp_mounts(previous)
+        stack.change_rtsp_mounts(remove=mounts)
     return PipelineFigures(faces_per_s=faces / elapsed, frames_per_s=frames / elapsed, mean_batch=frames / batches,
                            latencies_s=latencies, dropped=sum(s.get("dropped", 0) for s in stats.values()),
                            decoded=sum(s.get("decoded", 0) for s in stats.values()),
@@ -171,9 +171,12 @@ def bench_faces(config: Config, *, streams: int, seconds: float, say=lambda _m: 
 
     spec, rendered = render_cached(PROJECT_ROOT / "infra" / "scenarios" / "default.toml")
     state, _ = start_embedded_stack(config)
-    asyncio.run(enroll_scenario_people(spec, config, state.database_url, say))
-    say(f"pipeline: {streams} RTSP stream(s) of {rendered.door_video.name} for {seconds:g} s")
-    pipeline = asyncio.run(measure_pipeline(config, state, rendered.door_video, streams, seconds, warmup_s=4.0))
+    # Its own database and topics: no enrolment or message of another run can refuse or skew it.
+    with run_space(config, state.database_url, state.kafka_bootstrap_servers, kind="bench") as space:
+        asyncio.run(enroll_scenario_people(spec, space.config, space.database_url, say))
+        say(f"pipeline: {streams} RTSP stream(s) of {rendered.door_video.name} for {seconds:g} s")
+        pipeline = asyncio.run(measure_pipeline(space.config, state, space.database_url, rendered.door_video,
+                                                streams, seconds, warmup_s=4.0))
     # The same frames, in memory: the stretch of the video where faces pass the door.
     frames = load_frames(rendered.door_video, start_s=3.0, count=300)
     pack = config.models.pack
@@ -226,16 +229,14 @@ class RoomPipelineFigures:
     events: int
 
 
-async def measure_room_pipeline(config: Config, state, room_video: Path, streams: int, seconds: float,
-                                warmup_s: float, analysis_fps: float) -> RoomPipelineFigures:
-    from infra import stack
+async def measure_room_pipeline(config: Config, state, database_url: str, room_video: Path, streams: int,
+                                seconds: float, warmup_s: float, analysis_fps: float) -> RoomPipelineFigures:
     from processor.config import CameraConfig, DoorConfig
     from processor.pipeline import Processor
 
     run_id = uuid.uuid4().hex[:6]
     mounts = {f"/bench-{run_id}-{i}/room": room_video for i in range(streams)}
-    previous = stack.read_rtsp_mounts()
-    stack.set_rtsp_mounts({**previous, **mounts})
+    stack.change_rtsp_mounts(add=mounts)
     room = config.rooms[0].id if config.rooms else "bench"
     cameras = [CameraConfig(id=f"bench-room-{i}", url=state.rtsp_url(mount.lstrip("/")), role="room", room=room,
                             analysis_fps=analysis_fps) for i, mount in enumerate(mounts)]
@@ -244,8 +245,7 @@ async def measure_room_pipeline(config: Config, state, room_video: Path, streams
     doors = [DoorConfig(id=f"bench-door-{i}", room=room, door_camera=f"bench-door-{i}", room_camera=camera.id,
                         entry_zone=zone) for i, camera in enumerate(cameras)]
     bench_config = config.model_copy(update={"cameras": cameras, "doors": doors})
-    processor = Processor(bench_config, database_url=state.database_url,
-                          kafka_bootstrap_servers=state.kafka_bootstrap_servers)
+    processor = Processor(bench_config, database_url=database_url, kafka_bootstrap_servers=state.kafka_bootstrap_servers)
     try:
         await processor.start()
         await asyncio.sleep(warmup_s)
@@ -262,7 +262,7 @@ async def measure_room_pipeline(config: Config, state, room_video: Path, streams
         stats = processor.ingest.stats()
     finally:
         await processor.stop()
-        stack.set_rtsp_mounts(previous)
+        stack.change_rtsp_mounts(remove=mounts)
     return RoomPipelineFigures(frames_per_s=frames / elapsed, persons_per_s=persons / elapsed,
                                mean_batch=frames / batches, latencies_s=latencies,
                                dropped=sum(s.get("dropped", 0) for s in stats.values()),
@@ -311,8 +311,9 @@ def bench_persons(config: Config, *, streams: int, seconds: float, analysis_fps:
     state, _ = start_embedded_stack(config)
     say(f"pipeline: {streams} RTSP room stream(s) of {rendered.room_video.name} at {analysis_fps:g} fps analysis "
         f"for {seconds:g} s")
-    pipeline = asyncio.run(measure_room_pipeline(config, state, rendered.room_video, streams, seconds,
-                                                 warmup_s=4.0, analysis_fps=analysis_fps))
+    with run_space(config, state.database_url, state.kafka_bootstrap_servers, kind="bench") as space:
+        pipeline = asyncio.run(measure_room_pipeline(space.config, state, space.database_url, rendered.room_video,
+                                                     streams, seconds, warmup_s=4.0, analysis_fps=analysis_fps))
     # The same frames, in memory: the stretch of the video with people in the room.
     frames = load_frames(rendered.room_video, start_s=20.0, count=60, every=2)
     detector = PersonDetector(config.models.pack, score_threshold=config.thresholds.person_detection)

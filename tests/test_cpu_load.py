@@ -45,9 +45,10 @@ def test_shares_split_whole_cores_and_the_fraction():
     assert shares(0.5) == [0.5]
     assert shares(1.5) == [1.0, 0.5]
     assert shares(2) == [1.0, 1.0]
+    assert shares(0) == []
 
 
-@pytest.mark.parametrize("cores", [0, -1, 1000])
+@pytest.mark.parametrize("cores", [-0.5, -1, 1000])
 def test_impossible_load_is_one_line_error(cores):
     with pytest.raises(RollcallError, match="--load"):
         check_cores(cores)
