@@ -106,12 +106,13 @@ def walk(start: tuple[float, float], velocity: tuple[float, float], t: float, st
     return start[0] + velocity[0] * s, start[1] + velocity[1] * s
 
 
+@pytest.mark.parametrize("association", ["bytetrack", "botsort", "ocsort"])
 @pytest.mark.parametrize("rate", [1.0, 2.0, 4.0])
-def test_a_walker_seen_once_a_second_enters_through_the_door_as_one_track(rate):
+def test_a_walker_seen_once_a_second_enters_through_the_door_as_one_track(rate, association):
     """Someone walks in from the door (feet in the zone at 0 s) across the room at a brisk 200 px/s,
     seen by a camera configured for 4 fps that gets only ``rate`` frames a second: their boxes never
     overlap from frame to frame at 1 fps, yet it is one track, entered through the door, and nothing else."""
-    tracker = PersonTracker("room", fps=4.0, entry_zones={"door": ZONE})
+    tracker = PersonTracker("room", fps=4.0, entry_zones={"door": ZONE}, association=association)
     n = int(8 * rate)
     script = [(k / rate, [person(*walk((150, 420), (200, 40), k / rate, stop_after_s=4.0))]) for k in range(n + 1)]
     events = run(tracker, script)

@@ -1,15 +1,16 @@
 """Person tracks on a room camera: who appeared (and through which door), who was lost, who left.
 
 One :class:`PersonTracker` per room camera. Detections (:class:`processor.stages.persons.PersonDetection`)
-are associated frame to frame by a tracker of the ``trackers`` library (ByteTrack; OC-SORT as an option,
-``association="ocsort"``: both Kalman-filtered and fed each frame's stream time, so a gap is predicted over
-in time, not counted in frames). Their box similarity is :class:`ReachSimilarity`: IoU, and where the boxes
-no longer overlap, how near the feet are in box heights against how far someone walks in the time since the
-last analysed frame, lowered when the torso looks differ. A camera that gets one frame a second (a loaded
-machine) sees a walker a box width or more further on each time: IoU alone starts a new track at every
-frame. ByteTrack was chosen over OC-SORT by ``rollcall bench tracking`` (IDF1 against the renderer's ground
-truth at 4, 2 and 1 fps; README). The library keeps predicting an unmatched track for
-``library_buffer`` x ``lost_after_s``, so someone hidden a moment keeps their library id.
+are associated frame to frame by a tracker of the ``trackers`` library: ByteTrack, or as options BoT-SORT
+(without camera motion compensation, ``association="botsort"``) and OC-SORT (``"ocsort"``); all are
+Kalman-filtered and fed each frame's stream time, so a gap is predicted over in time, not counted in
+frames. Their box similarity is :class:`ReachSimilarity`: IoU, and where the boxes no longer overlap, how
+near the feet are in box heights against how far someone walks in the time since the last analysed frame,
+lowered when the torso looks differ. A camera that gets one frame a second (a loaded machine) sees a
+walker a box width or more further on each time: IoU alone starts a new track at every frame (C-BIoU's
+buffered IoU did not reach far enough either). The choice was measured with ``rollcall bench tracking``
+(IDF1 against the renderer's ground truth at 4, 2 and 1 fps). The library keeps predicting an unmatched
+track for ``library_buffer`` x ``lost_after_s``, so someone hidden a moment keeps their library id.
 
 On top of the library's ids the tracker keeps Rollcall tracks with a stable ``track_id``
 (``<camera>-<run id>-<counter>``; the random run id keeps ids unique across processor restarts) and turns
@@ -59,13 +60,13 @@ import cv2
 import numpy as np
 import supervision as sv
 from scipy.optimize import linear_sum_assignment
-from trackers import ByteTrackTracker, OCSORTTracker
+from trackers import BoTSORTTracker, ByteTrackTracker, OCSORTTracker
 from trackers.utils.iou import BaseIoU, IoU
 
 from processor.stages.persons import PersonDetection
 
 EVENT_KINDS = ("appeared", "lost", "reacquired", "exited")
-ASSOCIATIONS = ("bytetrack", "ocsort")
+ASSOCIATIONS = ("bytetrack", "botsort", "ocsort")
 
 Box = tuple[float, float, float, float]
 
@@ -191,6 +192,14 @@ class PersonTracker:
             self._tracker = OCSORTTracker(lost_track_buffer=buffer, frame_rate=self.fps, minimum_consecutive_frames=2,
                                           minimum_iou_threshold=minimum_similarity,
                                           high_conf_det_threshold=track_activation_threshold, iou=self.similarity)
+        elif association == "botsort":
+            self._tracker = BoTSORTTracker(lost_track_buffer=buffer, frame_rate=self.fps, enable_cmc=False,
+                                           track_activation_threshold=track_activation_threshold,
+                                           minimum_iou_threshold_first_assoc=minimum_similarity,
+                                           minimum_iou_threshold_second_assoc=minimum_similarity,
+                                           minimum_iou_threshold_unconfirmed_assoc=minimum_similarity,
+                                           high_conf_det_threshold=high_conf_det_threshold, iou=self.similarity,
+                                           instant_first_frame_activation=False)
         else:
             self._tracker = ByteTrackTracker(lost_track_buffer=buffer, frame_rate=self.fps,
                                              track_activation_threshold=track_activation_threshold,
