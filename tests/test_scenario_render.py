@@ -212,6 +212,20 @@ BAD = {
                                          "people[1].door_photo: same photo as people[1].enroll[0]"),
     "no face in the door photo": (lambda s: s.replace("photos/sunak.jpg", "photos/wall.png"),
                                   "visitors[0].door_photo: no face found in photos/wall.png"),
+    "with an unknown id": (lambda s: s.replace("arrive_s = 2.5\n", 'arrive_s = 2.5\nwith = "zz"\n'),
+                           "people[1].with: 'zz' is not another arrival's id"),
+    "pair too far apart": (lambda s: s.replace("arrive_s = 2.5\n", 'arrive_s = 2.5\nwith = "a"\n'),
+                           "people[1].with: 'a' arrives 1.5 s apart"),
+    "pair on one side": (lambda s: s.replace("arrive_s = 2.5\n", 'arrive_s = 1.2\nwith = "a"\nside = "left"\n')
+                         .replace("arrive_s = 1\n", 'arrive_s = 1\nside = "left"\n'), "people[1].side: same side as 'a'"),
+    "side not left or right": (lambda s: s.replace("arrive_s = 2.5\n", 'arrive_s = 2.5\nside = "middle"\n'),
+                               "people[1].side"),
+    "behind too close": (lambda s: s.replace("arrive_s = 2.5\n", 'arrive_s = 1.5\nbehind = "a"\n'),
+                         "people[1].behind: arrives 0.5 s after 'a'"),
+    "turns back but leaves": (lambda s: s.replace("leave_s = 14\n", "leave_s = 14\nturns_back = true\n"),
+                              "people[0].leave_s: someone who turns_back never enters the room"),
+    "no free lane": (lambda s: s.replace("arrive_s = 6", "arrive_s = 1.5").replace("arrive_s = 2.5", "arrive_s = 2"),
+                     "people[1].arrive_s: no free lane at the door camera at 2 s"),
 }
 
 
@@ -265,3 +279,134 @@ def _iou(a, b) -> float:
     x2, y2 = min(a[0] + a[2], b[0] + b[2]), min(a[1] + a[3], b[1] + b[3])
     inter = max(0.0, x2 - x1) * max(0.0, y2 - y1)
     return inter / (a[2] * a[3] + b[2] * b[3] - inter)
+
+
+RUSH = """
+[scenario]
+name = "rush"
+duration_s = 17
+fps = 10
+seed = 5
+transit_s = 1.5
+door_passage_s = 3.0
+
+[[people]]
+id = "a"
+name = "A"
+enroll = ["photos/macron_2014.jpg"]
+door_photo = "photos/macron_2025.jpg"
+arrive_s = 0.5
+
+[[people]]
+id = "b"
+name = "B"
+enroll = ["photos/ardern_2018.jpg"]
+door_photo = "photos/ardern_2022.jpg"
+arrive_s = 0.7
+with = "a"
+
+[[people]]
+id = "c"
+name = "C"
+enroll = ["photos/obama_senate.jpg"]
+door_photo = "photos/obama_congress.jpg"
+arrive_s = 2.6
+turns_back = true
+
+[[visitors]]
+id = "tail"
+door_photo = "photos/sunak.jpg"
+arrive_s = 2.0
+behind = "a"
+
+[session]
+course = "T100"
+room = "R1"
+start_s = 0
+end_s = 17
+min_presence_s = 5
+"""
+
+
+@pytest.fixture(scope="module")
+def rush(tmp_path_factory, photos):
+    folder = tmp_path_factory.mktemp("rush")
+    return render(write_spec(folder, RUSH, photos), folder / "out")
+
+
+def test_rush_ground_truth_pairs_tailgater_and_turning_back(rush):
+    gt = rush.ground_truth
+    people = {p["id"]: p for p in gt["people"]}
+    a, b, c, tail = people["a"], people["b"], people["c"], people["tail"]
+    assert (a["with"], b["with"], tail["behind"]) == ("b", "a", "a")
+    assert a["door"]["lane"] != b["door"]["lane"] and tail["door"]["lane"] == a["door"]["lane"]
+    at_once = {pid for pid, p in people.items() for box in p["door"]["face_boxes"] if box["frame"] == 30}
+    assert at_once == {"a", "b", "c", "tail"}  # four people in the door camera's view at 3.0 s
+    # c turns back: seen at the door (the back of the head at the end), never in the room, not expected
+    assert c["turns_back"] and c["room"]["track"] == [] and c["room"]["t_appear"] is None
+    assert c["door"]["face_boxes"][-1]["back"] and not c["door"]["face_boxes"][0]["back"]
+    assert c["door"]["t_end"] == pytest.approx(c["door"]["t_pass"] + gt["scenario"]["turn_back_s"])
+    assert "c" not in gt["expected_present"] and {"a", "b"} <= set(gt["expected_present"])
+    # the pair walks into the room side by side: same time, apart sideways
+    ta, tb = a["room"]["track"][0], b["room"]["track"][0]
+    assert ta["t"] == pytest.approx(tb["t"], abs=0.25) and abs(ta["foot"][0] - tb["foot"][0]) > 40
+    assert len({tuple(p["clothing"]["top_bgr"]) for p in people.values()}) == 4
+
+
+def _mean_chroma(img: np.ndarray, box) -> np.ndarray:
+    x, y, w, h = (int(round(v)) for v in box)
+    patch = img[y:y + h, x:x + w].reshape(-1, 3).astype(np.float64)
+    mean = patch.mean(axis=0)
+    return mean / mean.sum()
+
+
+def test_door_torso_wears_the_room_figures_clothing(rush):
+    """The clothing cue is real: the colour under the face at the door matches the same person's torso in
+    the room better than anybody else's."""
+    gt = rush.ground_truth
+    entering = [p for p in gt["people"] if not p["turns_back"]]
+    door, room = _frames(rush.door_video), _frames(rush.room_video)
+    fps = gt["scenario"]["fps"]
+    at_door, in_room = {}, {}
+    for p in entering:
+        sample = next(b for b in p["door"]["face_boxes"] if b["frame"] == p["door"]["frame_at_pass"] - 5)
+        at_door[p["id"]] = _mean_chroma(door[sample["frame"]], sample["torso_sample"])
+        s = next(s for s in p["room"]["track"] if s["phase"] == "in-place")
+        x, y, w, h = s["box"]  # the top's band of the figure: 0.22 .. 0.45 of its height, middle half
+        in_room[p["id"]] = _mean_chroma(room[int(round(s["t"] * fps))], (x + w / 4, y + 0.22 * h, w / 2, 0.23 * h))
+    for pid, colour in at_door.items():
+        nearest = min(in_room, key=lambda other: np.abs(in_room[other] - colour).sum())
+        assert nearest == pid, (pid, colour, in_room)
+
+
+def test_room_figures_show_a_face_when_facing_the_camera(rush):
+    gt = rush.ground_truth
+    room = _frames(rush.room_video)
+    fps = gt["scenario"]["fps"]
+    samples = [(int(round(s["t"] * fps)), s["face_box"]) for p in gt["people"] for s in p["room"]["track"]
+               if s["face_box"] is not None and s["visible"] >= 0.99]
+    assert len(samples) >= 10
+    found = 0
+    for frame, box in samples:
+        faces = detect_faces(room[frame], score=0.5)
+        found += max((_iou(box, (f.x, f.y, f.w, f.h)) for f in faces), default=0.0) >= 0.3
+    assert found >= 0.5 * len(samples), f"YuNet found {found} of {len(samples)} room faces"
+
+
+def _frames(path: Path) -> list[np.ndarray]:
+    with av.open(str(path)) as container:
+        return [f.to_ndarray(format="bgr24") for f in container.decode(video=0)]
+
+
+def test_class_rush_spec_is_a_class_start(photos):
+    spec = load_spec(PROJECT_ROOT / "infra" / "scenarios" / "class-rush.toml")
+    enrolled = [a for a in spec.arrivals if a.enrolled]
+    assert len(enrolled) >= 16 and spec.duration_s <= 130
+    assert max(a.arrive_s for a in enrolled) - min(a.arrive_s for a in enrolled) <= 120
+    pairs = [(a, b) for a in spec.arrivals for b in spec.arrivals if a.partner == b.id and a.arrive_s < b.arrive_s]
+    assert len(pairs) >= 2 and all(b.arrive_s - a.arrive_s < 0.3 for a, b in pairs)
+    assert any(a.behind and not a.enrolled for a in spec.arrivals)  # a tailgating visitor
+    assert any(a.turns_back and a.enrolled for a in spec.arrivals)
+    assert any(a.leave_s is not None for a in spec.arrivals)
+    assert any(a.arrive_s > spec.raw.session.start_s + 30 for a in enrolled)  # a late student
+    assert len({a.id for a in spec.arrivals}) == len({a.door_photo for a in spec.arrivals})
