@@ -45,8 +45,9 @@ total (the order term is not a pair cost) until none does.
 
 Ambiguity (abstain only on a real tie). Every exchange of the chosen pairing that would change some
 track's identity is tried: two entries swapping their recognitions (or one swapping with an unmatched
-entry, e.g. a tailgater), or an entry taking an unmatched recognition instead. Its margin is the
-increase of the total. A margin below ``ambiguity_s`` means that second-best pairing is as plausible:
+entry, e.g. a tailgater), or an entry taking an unmatched recognition instead; and, for each entry, the
+best pairing (Hungarian, pair costs) in which it does not keep what it has, which finds what no single
+exchange shows: a stream of arrivals shifted by one. A pairing's margin is the increase of the total. A margin below ``ambiguity_s`` means that second-best pairing is as plausible:
 every track whose identity it would change stays unknown, with ``ambiguous=True``. Swapping two
 unknown recognitions changes nobody's identity and is not ambiguous; an unknown (visitor) recognition
 still takes its track, so that a visitor's track cannot take someone else's identity.
