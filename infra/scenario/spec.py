@@ -369,7 +369,7 @@ def _check(path: Path, where: str, raw: SpecFile) -> ScenarioSpec:
                              partner=e.with_, behind=e.behind, turns_back=e.turns_back))
 
     _check_company(where, arrivals, {ident: e for _, ident, _, _, e in entries})
-    _assign_lanes(where, arrivals, sc.door_passage_s)
+    _assign_lanes(where, arrivals)
 
     # room places: at most ROOM_PLACES people in the room at once
     spans = sorted((a["t_appear"], a["t_gone"] if a["t_gone"] is not None else float("inf"), a["key"])
@@ -433,11 +433,13 @@ def _check_company(where: str, arrivals: list[dict[str, Any]], entries: dict[str
         a["side"] = None if side is None else (0 if side == "left" else 1)
 
 
-def _assign_lanes(where: str, arrivals: list[dict[str, Any]], passage_s: float) -> None:
+def _assign_lanes(where: str, arrivals: list[dict[str, Any]]) -> None:
     """Door lanes: people arriving together use separate lanes; one lane takes a person every LANE_GAP_S."""
     by_id = {a["id"]: a for a in arrivals}
     lanes: list[list[float]] = [[] for _ in range(DOOR_LANES)]
-    for n, a in enumerate(sorted(arrivals, key=lambda a: (a["arrive_s"], a["key"]))):
+    # at equal times, whoever must take a given lane (side, behind) chooses first
+    order_in = sorted(arrivals, key=lambda a: (a["arrive_s"], a["side"] is None and a["behind"] is None, a["key"]))
+    for n, a in enumerate(order_in):
         forced = a.pop("side")
         partner = by_id.get(a["partner"] or "")
         if forced is None and partner is not None and partner["door_lane"] >= 0:
