@@ -1,8 +1,8 @@
 """Room tracking measured against a rendered scenario's ground truth, offline (``rollcall bench tracking``).
 
 The real person detector runs ONCE over every room frame of the render and its detections are cached
-beside the render (``var/scenarios/<name>/detections.npz``, keyed by the render's ``input_hash``, the
-detector file's sha256 and the score threshold), with each detection's torso colour signature (what the
+beside the render (``var/scenarios/<name>.detections.npz``, keyed by the room video's sha256, the detector
+file's sha256 and the score threshold), with each detection's torso colour signature (what the
 tracker compares looks with), so no frame is decoded again. The cached detections are then replayed
 through :class:`processor.stages.person_tracks.PersonTracker` at each analysis rate the way a loaded
 processor delivers them: every ``video_fps / rate``-th frame, from several sampling phases, and once more
@@ -70,9 +70,15 @@ class DetectionCache:
         return dets, looks
 
 
-def _cache_key(gt: dict, detector: PersonDetector) -> str:
+def _cache_key(video: Path, detector: PersonDetector) -> str:
     model = sha256_of(detector.pack.path("person_detector"))
-    return f"{CACHE_FORMAT} render={gt['input_hash']} model={model} score>={detector.score_threshold:g}"
+    return f"{CACHE_FORMAT} video={sha256_of(video)} model={model} score>={detector.score_threshold:g}"
+
+
+def cache_paths(out_dir: Path) -> tuple[Path, Path]:
+    """Beside the render's folder, not in it (a new render replaces the folder whole): the cache and the
+    partial cache of an unfinished detection run."""
+    return out_dir.parent / f"{out_dir.name}.{CACHE_FILE}", out_dir.parent / f"{out_dir.name}.{PARTIAL_FILE}"
 
 
 def read_cache(path: Path) -> DetectionCache:
@@ -86,8 +92,9 @@ def load_or_detect(out_dir: Path, gt: dict, detector: PersonDetector, say: Calla
     """The render's cached detections, or run the detector over every room frame and cache them. With
     ``budget_s``, stop after about that long and keep what was done (``detections.partial.npz``): the next
     call goes on from there (a long render's detection split into runs that each hold the CPU briefly)."""
-    key = _cache_key(gt, detector)
-    path, partial = out_dir / CACHE_FILE, out_dir / PARTIAL_FILE
+    video = out_dir / gt["cameras"]["room"]["file"]
+    key = _cache_key(video, detector)  # the room video itself: a render that changed only the door keeps it
+    path, partial = cache_paths(out_dir)
     if path.is_file() and (cache := read_cache(path)).key == key:
         return cache
     rows: list[tuple[int, np.ndarray, float, int, np.ndarray]] = []  # frame, box, score, class, look
@@ -96,7 +103,6 @@ def load_or_detect(out_dir: Path, gt: dict, detector: PersonDetector, say: Calla
         rows = [(int(done.frame[r]), done.boxes[r], float(done.scores[r]), int(done.class_ids[r]), done.looks[r])
                 for r in range(len(done.frame))]
         start = done.n_frames
-    video = out_dir / gt["cameras"]["room"]["file"]
     say(f"detecting persons in every frame of {video} from frame {start} (cached afterwards)")
     started = time.monotonic()
     n, finished = start, True

@@ -3,7 +3,7 @@ ground truth, and room tracking on the default scenario's real detections at one
 (a camera configured for 4 fps on a loaded machine) against the renderer's ground truth.
 
 The detections are the real person detector's over every room frame of the render, cached beside it
-(``var/scenarios/default/detections.npz``); when missing they are computed here, about 3-4 minutes on 2
+(``var/scenarios/default.detections.npz``); when missing they are computed here, about 3-4 minutes on 2
 cores (run it under the heavy-work lock on a shared machine)."""
 
 from __future__ import annotations
