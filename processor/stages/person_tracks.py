@@ -120,7 +120,7 @@ class ReachSimilarity(BaseIoU):
     predicted box and of a detection's box, or None), a different look lowers the similarity: of two
     people equally near, the one who looks like the track continues it."""
 
-    def __init__(self, walk_heights_per_s: float = 0.8, still_heights: float = 0.15, look_weight: float = 0.4):
+    def __init__(self, walk_heights_per_s: float = 0.5, still_heights: float = 0.1, look_weight: float = 1.0):
         self.walk_heights_per_s = float(walk_heights_per_s)
         self.still_heights = float(still_heights)
         self.look_weight = float(look_weight)
@@ -138,9 +138,10 @@ class ReachSimilarity(BaseIoU):
         near = np.exp(-0.5 * (np.hypot(dx, dy) / height / sigma) ** 2)
         ratio = np.minimum(h1[:, None], h2[None, :]) / np.maximum(np.maximum(h1[:, None], h2[None, :]), 1.0)
         near[ratio < 1 / 1.4] = 0.0
+        similarity = np.maximum(iou, near)
         if self.looks is not None and self.look_weight > 0:
-            near *= self._look_factor(boxes_1, boxes_2)  # overlapping boxes need no help from looks
-        return np.maximum(iou, near)
+            similarity *= self._look_factor(boxes_1, boxes_2)
+        return similarity
 
     def _look_factor(self, boxes_1: np.ndarray, boxes_2: np.ndarray) -> np.ndarray:
         """1 for alike looks (Bhattacharyya distance up to 0.3) or nothing to compare, down to 0.3."""
@@ -164,7 +165,7 @@ class PersonTracker:
                  high_conf_det_threshold: float = 0.5, minimum_similarity: float = 0.1,
                  backdate_s: float = 1.5, max_look_distance: float = 0.65,
                  library_buffer: float = 2.5, min_missed_frames: int = 2, still_nearness: float = 0.25,
-                 door_reach_heights: float = 0.35, look_weight: float = 0.4):
+                 door_reach_heights: float = 0.35, look_weight: float = 1.0):
         if reacquire_s < lost_after_s:
             raise ValueError("reacquire_s must be at least lost_after_s")
         if association not in ASSOCIATIONS:
