@@ -30,7 +30,7 @@ AISLE_Y = 0.75
 SPOTS = ((0.56, 0.62), (0.80, 0.88), (0.88, 0.62), (0.48, 0.88), (0.40, 0.62), (0.72, 0.62), (0.64, 0.88),
          # a full class: a back row between the others, a middle row just in front of the aisle, the front's ends
          (0.48, 0.555), (0.80, 0.555), (0.64, 0.555), (0.34, 0.70), (0.60, 0.70), (0.86, 0.70),
-         (0.32, 0.88), (0.96, 0.88), (0.36, 0.555), (0.47, 0.70), (0.73, 0.70))
+         (0.32, 0.88), (0.96, 0.88), (0.30, 0.555), (0.47, 0.70), (0.73, 0.70))
 assert len(SPOTS) == ROOM_PLACES
 SOURCE_FPS = 10.0  # vtest.avi's frame rate: walk cycles play at this rate
 FADE_S = 0.3
