@@ -964,7 +964,8 @@ async def _health(services: Services) -> dict:
                         "enabled": camera.enabled, "state": metrics.get("state"), "fps": metrics.get("fps"),
                         "analysis_fps": metrics.get("analysis_fps"), "drops_per_s": metrics.get("drops_per_s"),
                         "dropped": metrics.get("dropped"), "decoded": metrics.get("decoded"),
-                        "reconnects": metrics.get("reconnects"),
+                        "reconnects": metrics.get("reconnects"), "tracking_fps": metrics.get("tracking_fps"),
+                        "min_fps": metrics.get("min_fps"), "shortfall_fps": metrics.get("shortfall_fps"),
                         "dashboard_video": feed.state if feed and feed.source else "idle"})
     return {"cameras": cameras, "processors": services.metrics.sources if services.metrics else {},
             "broker": services.hub.status(), "database": database, "consumer_lag": lag,

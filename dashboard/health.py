@@ -12,6 +12,9 @@ STATE_METRIC = "rollcall_camera_state"
 COUNTERS = {"rollcall_camera_frames_decoded": "decoded", "rollcall_camera_frames_analysed": "analysed",
             "rollcall_camera_frames_dropped": "dropped", "rollcall_camera_frames_skipped": "skipped",
             "rollcall_camera_reconnects": "reconnects"}
+# the scheduler's view of each camera (processor/scheduler.py): what its analysis got against its minimum
+GAUGES = {"rollcall_tracking_rate_fps": "tracking_fps", "rollcall_tracking_min_fps": "min_fps",
+          "rollcall_tracking_shortfall_fps": "shortfall_fps"}
 
 
 def parse_metrics(text: str) -> dict[str, dict[str, Any]]:
@@ -29,6 +32,8 @@ def parse_metrics(text: str) -> dict[str, dict[str, Any]]:
                 entry["state"] = sample.labels.get("state")
             elif family.name in COUNTERS and sample.name.endswith("_total"):
                 entry[COUNTERS[family.name]] = sample.value
+            elif family.name in GAUGES:
+                entry[GAUGES[family.name]] = round(sample.value, 2)
     return cameras
 
 

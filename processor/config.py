@@ -166,6 +166,10 @@ class SchedulingConfig(_Strict):
     door_idle_fps: float = Field(default=2.0, gt=0.0, le=60.0,
                                  description="door frames analysed first while nobody is at the door")
     window_s: float = Field(default=4.0, ge=1.0, le=60.0, description="rates are measured over this window")
+    room_batch: int = Field(default=1, ge=1, le=64,
+                            description="room frames per person-detector call; a call holds the inference "
+                                        "gate, so on a CPU one frame a turn lets the doors in between (on a "
+                                        "GPU larger batches pay)")
     inference_slots: int = Field(default=1, ge=1, le=16,
                                  description="model calls at a time (1 on a CPU: one call already uses "
                                              "every core)")

@@ -654,8 +654,9 @@ def _check_onnx(path: Path, m: ModelSpec, how: str) -> None:
 
 # ------------------------------------------------------------------------------------------- runtime
 
-def create_session(path: Path | str, providers: Sequence[Any] | None = None, threads: int | None = None):
+def create_session(path: Path | str | bytes, providers: Sequence[Any] | None = None, threads: int | None = None):
     """An onnxruntime session on the best provider this onnxruntime has: TensorRT, then CUDA, then CPU.
+    ``path`` may also be a serialised model (a variant built in memory, e.g. another input size).
 
     ``ROLLCALL_ORT_PROVIDERS`` (comma list, e.g. ``CUDAExecutionProvider,CPUExecutionProvider``) overrides the
     choice; a provider that fails to start falls back to CPU. ``threads`` sets intra-op threads (CPU)."""
@@ -687,11 +688,15 @@ def create_session(path: Path | str, providers: Sequence[Any] | None = None, thr
     # idle intra-op threads must sleep, not spin, or they take CPU from the other sessions.
     options.add_session_config_entry("session.intra_op.allow_spinning", "0")
     try:
-        return ort.InferenceSession(str(path), options, providers=list(providers))
+        return ort.InferenceSession(path if isinstance(path, bytes) else str(path), options, providers=list(providers))
     except Exception as exc:  # noqa: BLE001
         if names == ["CPUExecutionProvider"]:
-            raise RollcallError(f"onnxruntime cannot load {path} ({_one_line(exc)})") from None
-        return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+            raise RollcallError(f"onnxruntime cannot load {_shown(path)} ({_one_line(exc)})") from None
+        return ort.InferenceSession(path if isinstance(path, bytes) else str(path), options, providers=["CPUExecutionProvider"])
+
+
+def _shown(path: Path | str | bytes) -> str:
+    return f"a model built in memory ({len(path)} bytes)" if isinstance(path, bytes) else str(path)
 
 
 def open_insightface(pack: LoadedPack, providers: Sequence[Any] | None = None) -> tuple[Any, Any]:

@@ -15,6 +15,7 @@ Two edits, both done once when a model pack is fetched, never at run time:
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Mapping
 
 import numpy as np
@@ -172,3 +173,48 @@ def describe_io(model: onnx.ModelProto) -> dict[str, list[tuple[str, list[int | 
 
     return {"inputs": [(v.name, dims(v)) for v in model.graph.input],
             "outputs": [(v.name, dims(v)) for v in model.graph.output]}
+
+
+def yolov8_input_size(model: onnx.ModelProto, height: int, width: int) -> onnx.ModelProto:
+    """A copy of a YOLOv8 detection export that takes ``height`` x ``width`` input (multiples of 32).
+
+    Exports with a fixed size bake the anchor grid (points ``[1, 2, A]`` and strides ``[1, A]`` for the
+    feature maps at strides 8, 16, 32) and the anchor count ``A`` into the graph; everything before the
+    head is convolutional. The grid is recomputed for the new size (as ultralytics' ``make_anchors``
+    does: x fastest, then y, stride by stride) and the head's reshapes take ``A`` from their input.
+    A 16:9 camera letterboxed to 640 x 384 instead of 640 x 640 costs 40 % less for the same pixels.
+    """
+    if height % 32 or width % 32 or height <= 0 or width <= 0:
+        raise ValueError(f"YOLOv8 input must be multiples of 32, got {height}x{width}")
+    model = copy.deepcopy(model)
+    graph = model.graph
+    inits = _initializers(graph)
+    old_h, old_w = (d.dim_value for d in graph.input[0].type.tensor_type.shape.dim[2:4])
+    old_anchors = sum((old_h // s) * (old_w // s) for s in (8, 16, 32))
+    points, strides = [], []
+    for stride in (8, 16, 32):
+        ys, xs = np.meshgrid(np.arange(height // stride) + 0.5, np.arange(width // stride) + 0.5, indexing="ij")
+        points.append(np.stack([xs.ravel(), ys.ravel()]))
+        strides.append(np.full(xs.size, float(stride)))
+    grid, stride_row = np.concatenate(points, 1), np.concatenate(strides)
+    anchors = grid.shape[1]
+    for name, tensor in inits.items():
+        dims = list(tensor.dims)
+        if not dims or dims[-1] != old_anchors:
+            continue
+        value = numpy_helper.to_array(tensor)
+        if dims == [1, 2, old_anchors]:
+            new = grid[None].astype(value.dtype)
+        elif dims == [1, old_anchors]:
+            new = stride_row[None].astype(value.dtype)
+        else:
+            raise ValueError(f"unexpected anchor-sized constant {name} {dims}")
+        tensor.CopyFrom(numpy_helper.from_array(new, name))
+    for tensor in inits.values():  # the head's reshape shapes: [0, 4, 16, A] and [0, 4, A]
+        value = numpy_helper.to_array(tensor)
+        if value.dtype == np.int64 and value.ndim == 1 and old_anchors in value.tolist():
+            tensor.CopyFrom(numpy_helper.from_array(np.where(value == old_anchors, anchors, value), tensor.name))
+    _set_dims(graph.input[0], {2: height, 3: width})
+    _set_dims(graph.output[0], {2: anchors})
+    del graph.value_info[:]
+    return model

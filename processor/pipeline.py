@@ -343,7 +343,8 @@ class Processor:
         self.person_stage.scheduler = self.scheduler
         room_batches: asyncio.Queue = DemandQueue()
         room_results: asyncio.Queue = asyncio.Queue(maxsize=2)
-        self.room_batcher = Batcher(self._buffers_of("room"), max_batch=self.max_batch, max_wait_s=self.max_wait_s)
+        self.room_batcher = Batcher(self._buffers_of("room"), max_batch=config.scheduling.room_batch,
+                                    max_wait_s=self.max_wait_s)
         self._queues.update({"room_batches": room_batches, "room_results": room_results})
         self._tasks += [
             asyncio.create_task(self.recognition_feed.run(), name="recognition-feed"),

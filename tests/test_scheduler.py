@@ -172,3 +172,20 @@ def test_room_gets_its_minimum_while_the_doors_could_use_everything():
     assert served_first["door"] >= 8, served_first  # the doors' idle rate, from what is left
     taking_turns = asyncio.run(main(room_minimum=0.01))  # the same with nothing owed: plain FIFO
     assert taking_turns["room"] <= 8, taking_turns
+
+
+def test_health_page_reads_the_shortfall_from_the_processors_metrics():
+    """What the processor's /metrics says of a short room camera is what the dashboard's health page shows."""
+    from prometheus_client import generate_latest
+
+    from dashboard.health import parse_metrics
+
+    clock = Clock()
+    scheduler = Scheduler(window_s=4.0, clock=clock)
+    scheduler.register("room-short", "room", 2.0)
+    clock.now += 5.0
+    scheduler.analysed("room-short", 2)  # 0.5 fps
+    scheduler.check({"room-short": 5})
+    cameras = parse_metrics(generate_latest().decode())
+    assert cameras["room-short"]["tracking_fps"] == 0.5, cameras["room-short"]
+    assert cameras["room-short"]["min_fps"] == 2.0 and cameras["room-short"]["shortfall_fps"] == 1.5

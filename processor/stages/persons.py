@@ -20,8 +20,10 @@ from typing import Any
 
 import cv2
 import numpy as np
+import onnx
 
 from processor import model_packs as mp
+from processor import onnx_surgery
 from processor.stages.base import require_bgr
 
 PAD_VALUE = 114
@@ -62,7 +64,8 @@ class PersonDetector:
     """Batched YOLOv8 person detection (one onnxruntime call per batch)."""
 
     def __init__(self, pack: str | mp.LoadedPack = mp.DEFAULT_PACK, score_threshold: float | None = None,
-                 nms_iou: float | None = None, providers: Sequence[Any] | None = None, session: Any = None):
+                 nms_iou: float | None = None, providers: Sequence[Any] | None = None, session: Any = None,
+                 fit_to_frame: bool = True):
         self.pack = mp.load_pack(pack) if isinstance(pack, str) else pack
         spec = self.pack.model("person_detector")
         if spec.arch != "yolov8":
@@ -77,13 +80,36 @@ class PersonDetector:
         self.session = session or mp.create_session(self.pack.path("person_detector"), providers)
         self.input_name = self.session.get_inputs()[0].name
         self.output_name = self.session.get_outputs()[0].name
+        self.providers = providers
+        # fit_to_frame: letterbox to the frame's aspect (640 x 384 for 16:9) instead of the export's square,
+        # with a session per input size; the same pixels reach the model, without the padding's cost
+        self.fit_to_frame = fit_to_frame and session is None and spec.arch == "yolov8"
+        self._sessions: dict[tuple[int, int], Any] = {(self.input_height, self.input_width): self.session}
 
-    def preprocess(self, images: Sequence[np.ndarray]) -> tuple[np.ndarray, list[Letterbox]]:
-        """The NCHW float32 blob of the batch and each image's letterbox transform."""
-        blob = np.empty((len(images), 3, self.input_height, self.input_width), np.float32)
+    def input_size_for(self, shape: tuple[int, ...]) -> tuple[int, int]:
+        """(height, width) of the model input for a frame of this shape: the export's, or fitted to the frame."""
+        if not self.fit_to_frame:
+            return self.input_height, self.input_width
+        h, w = shape[:2]
+        scale = min(self.input_width / w, self.input_height / h)
+        return min(self.input_height, _ceil32(h * scale)), min(self.input_width, _ceil32(w * scale))
+
+    def _session(self, size: tuple[int, int]):
+        session = self._sessions.get(size)
+        if session is None:
+            model = onnx_surgery.yolov8_input_size(onnx.load(self.pack.path("person_detector")), *size)
+            session = self._sessions[size] = mp.create_session(model.SerializeToString(), self.providers)
+        return session
+
+    def preprocess(self, images: Sequence[np.ndarray],
+                   size: tuple[int, int] | None = None) -> tuple[np.ndarray, list[Letterbox]]:
+        """The NCHW float32 blob of the batch at ``size`` (height, width; default: the export's) and each
+        image's letterbox transform."""
+        height, width = size or (self.input_height, self.input_width)
+        blob = np.empty((len(images), 3, height, width), np.float32)
         boxes = []
         for i, img in enumerate(images):
-            canvas, lb = letterbox(img, self.input_width, self.input_height)
+            canvas, lb = letterbox(img, width, height)
             if self.swap_rb:
                 canvas = canvas[:, :, ::-1]
             blob[i] = canvas.transpose(2, 0, 1)
@@ -99,9 +125,16 @@ class PersonDetector:
         if not len(images):
             return []
         require_bgr(images)
-        blob, boxes = self.preprocess(images)
-        (output,) = self.session.run([self.output_name], {self.input_name: blob})
-        return [self._decode(output[i], boxes[i], img.shape[:2]) for i, img in enumerate(images)]
+        found: list[list[PersonDetection]] = [[] for _ in images]
+        groups: dict[tuple[int, int], list[int]] = {}
+        for i, img in enumerate(images):
+            groups.setdefault(self.input_size_for(img.shape), []).append(i)
+        for size, members in groups.items():
+            blob, boxes = self.preprocess([images[i] for i in members], size)
+            (output,) = self._session(size).run([self.output_name], {self.input_name: blob})
+            for k, i in enumerate(members):
+                found[i] = self._decode(output[k], boxes[k], images[i].shape[:2])
+        return found
 
     def _decode(self, out: np.ndarray, lb: Letterbox, shape: tuple[int, int]) -> list[PersonDetection]:
         # out: [4 + num_classes, anchors]
@@ -129,3 +162,7 @@ class PersonDetector:
                 continue
             found.append(PersonDetection(box, float(score_a[i]), int(self.class_ids[int(best[idx[i]])])))
         return found
+
+
+def _ceil32(value: float) -> int:
+    return max(32, int(np.ceil(value / 32.0)) * 32)
