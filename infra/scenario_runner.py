@@ -140,17 +140,12 @@ class RunOutcome:
     room_tracking: dict | None = None  # room camera -> its tracking rate against its minimum (tracking_rate)
 
 
-async def _run_system(spec, config: Config, door, database_url: str, bootstrap: str, say) -> RunOutcome:
-    from infra import db
+async def _play(spec, config: Config, cameras: tuple[str, str], database_url: str, bootstrap: str, say):
+    """The processor on the run's cameras for one loop of the videos; (processor, ingest stats)."""
     from processor.pipeline import Processor
 
-    await db.load_topology(database_url, config)
-    await enroll_scenario_people(spec, config, database_url, say)
-    recognitions = await TopicReader.start(bootstrap, config.kafka.topics.recognitions.name)
-    presence = await TopicReader.start(bootstrap, config.kafka.topics.presence.name)
     processor = Processor(config, database_url=database_url, kafka_bootstrap_servers=bootstrap)
     deadline = spec.duration_s + 20  # a live stream: one loop of the video takes duration_s of wall time
-    cameras = (door.door_camera, door.room_camera)
     try:
         await processor.start()
         say(f"processor on {', '.join(f'{c} <- {config.camera(c).url}' for c in cameras)} ({spec.duration_s:g} s)")
@@ -163,11 +158,29 @@ async def _run_system(spec, config: Config, door, database_url: str, bootstrap: 
         stats = processor.ingest.stats()
     finally:
         await processor.stop()  # ends open tracks (exit events) and flushes the publisher
-    # The topics are shared (other processors, other cameras): keep only this run's tracks.
-    face_runs = tuple(f"{t.camera_id}-{t.run_id}-" for t in processor.recognition.trackers.values())
-    room_runs = tuple(f"{t.camera_id}-{t.run_id}-" for t in processor.room.trackers.values()) if processor.room else ()
-    events = [e for e in await recognitions.read_all() if str(e.get("track_id", "")).startswith(face_runs)]
-    moves = [e for e in await presence.read_all() if room_runs and str(e.get("track_id", "")).startswith(room_runs)]
+    return processor, stats
+
+
+async def _run_system(spec, config: Config, door, database_url: str, bootstrap: str, say) -> RunOutcome:
+    from infra import db
+
+    await db.load_topology(database_url, config)
+    await enroll_scenario_people(spec, config, database_url, say)
+    recognitions = await TopicReader.start(bootstrap, config.kafka.topics.recognitions.name)
+    presence = None
+    cameras = (door.door_camera, door.room_camera)
+    try:
+        presence = await TopicReader.start(bootstrap, config.kafka.topics.presence.name)
+        processor, stats = await _play(spec, config, cameras, database_url, bootstrap, say)
+        # Keep only this processor's tracks (the topics are the run's own; this guards against a stray producer).
+        face_runs = tuple(f"{t.camera_id}-{t.run_id}-" for t in processor.recognition.trackers.values())
+        room_runs = tuple(f"{t.camera_id}-{t.run_id}-" for t in processor.room.trackers.values()) if processor.room else ()
+        events = [e for e in await recognitions.read_all() if str(e.get("track_id", "")).startswith(face_runs)]
+        moves = [e for e in await presence.read_all() if room_runs and str(e.get("track_id", "")).startswith(room_runs)]
+    finally:  # an interrupted or failed run closes its readers too (read_all closed them otherwise)
+        for reader in (recognitions, presence):
+            if reader is not None:
+                await reader.close()
     # The video's time 0 on the wall clock: the first analysed frame's capture time less its stream time
     # (frames before the first clean keyframe are skipped, so the first frame is not always frame 0).
     first = processor.room.first_frame.get(door.room_camera) if processor.room else None
@@ -277,6 +290,9 @@ class TopicReader:
             return events
         finally:
             await self.consumer.stop()
+
+    async def close(self) -> None:
+        await self.consumer.stop()  # a no-op when already stopped
 
 
 def score_recognitions(events: list[dict], truth: dict) -> dict:

@@ -5,15 +5,21 @@ run's database and topics are gone afterwards, also when the run fails or its pr
 from __future__ import annotations
 
 import asyncio
+import os
+import re
+import signal
 import subprocess
 import sys
+import time
 import uuid
+from pathlib import Path
 
 import asyncpg
 import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
+from infra.cpu_load import MARKER
 from infra.paths import PROJECT_ROOT
 from infra.run_space import open_space, close_space, run_space, sweep
 from processor.config import EXAMPLE_CONFIG, load_config
@@ -145,6 +151,54 @@ def test_sweep_removes_what_a_killed_run_left(stack, config):
         assert database not in await_(databases(stack)) and topic not in await_(topics(stack))
     finally:
         assert close_space(live) == []
+
+
+def hogs_of(parent: int) -> list[int]:
+    """Live CPU-load processes started by ``parent`` (their command line names it)."""
+    found = []
+    for proc in Path("/proc").iterdir():
+        try:
+            argv = (proc / "cmdline").read_bytes().split(b"\0")
+            state = (proc / "stat").read_text().rsplit(")", 1)[1].split()[0]
+        except (FileNotFoundError, ProcessLookupError, NotADirectoryError):
+            continue
+        if MARKER.encode() in argv and str(parent).encode() in argv and state != "Z":
+            found.append(int(proc.name))
+    return found
+
+
+def test_interrupted_scenario_run_leaves_no_hog_database_or_topic(stack, stack_dir, tmp_path):
+    """Ctrl-C in the middle of `rollcall scenario run --load`: the hog is killed, the run's database and
+    topics are removed, and the command ends with one line."""
+    env = {**os.environ, "ROLLCALL_STACK_DIR": str(stack_dir), "PYTHONUNBUFFERED": "1"}
+    spec = PROJECT_ROOT / "infra" / "scenarios" / "default.toml"
+    errors = tmp_path / "stderr"
+    with open(errors, "w") as sink:
+        run = subprocess.Popen([sys.executable, "-m", "processor.cli", "scenario", "run", str(spec), "--load", "0.5"],
+                               stdout=subprocess.PIPE, stderr=sink, text=True, env=env)
+    try:
+        database, hogs = None, []
+        deadline = time.monotonic() + 120
+        for line in run.stdout:
+            if match := re.match(r"run (\S+): database (\S+),", line):
+                tag, database = match.groups()
+            if line.startswith("CPU load:"):
+                hogs = hogs_of(run.pid)
+                break
+            assert time.monotonic() < deadline, "the run did not start its load"
+        assert database and hogs, (database, hogs)
+        time.sleep(6)  # enrolling or running the processor
+        run.send_signal(signal.SIGINT)
+        run.communicate(timeout=90)
+        stderr = errors.read_text()
+    finally:
+        if run.poll() is None:
+            run.kill()
+            run.wait()
+    assert run.returncode == 130 and stderr.strip().splitlines()[-1] == "rollcall: interrupted", stderr[-2000:]
+    assert hogs_of(run.pid) == [], "the CPU load outlived the interrupted run"
+    assert database not in await_(databases(stack))
+    assert not [t for t in await_(topics(stack)) if t.endswith("." + tag)]
 
 
 def await_(coroutine):
