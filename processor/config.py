@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import os
 import re
+import stat
 import tomllib
 import datetime as dt
 from pathlib import Path
@@ -147,6 +148,9 @@ class TrackingConfig(_Strict):
     presence_update_s: float = Field(default=10.0, gt=0.0, le=3600.0, description="period of presence 'update' events")
     room_faces: bool = Field(default=True, description="look for faces on room cameras too: a recognised face "
                                                        "confirms or corrects a track's identity")
+    person_input_px: int = Field(default=640, ge=64, le=1280, multiple_of=32,
+                                 description="the room person detector's input, long side (the frame is fitted "
+                                             "into it): cost grows with its square; smaller loses far, small people")
 
     @model_validator(mode="after")
     def _order(self) -> "TrackingConfig":
@@ -276,6 +280,9 @@ class PrivacyConfig(_Strict):
     review_crop_retention_days: int = Field(default=7, ge=1)
     presence_event_retention_days: int = Field(default=30, ge=1)
     pseudonymise_attendance_on_erase: bool = True
+    # The key of the keyed hashes (HMAC-SHA256) that pseudonymise erased people in the audit log: created
+    # (0600, random) on first use; ROLLCALL_PSEUDONYM_KEY overrides it. Relative paths: the project folder.
+    pseudonym_key_file: str = "var/privacy-pseudonym.key"
 
 
 class AttendanceWriterConfig(_Strict):
@@ -289,11 +296,23 @@ class AttendanceWriterConfig(_Strict):
     # A session is closed by the clock this long after its end (sightings that arrive late still count).
     close_grace_s: float = Field(default=300.0, ge=0.0)
     # Run the retention purge every this many seconds from the writer (0: only `rollcall privacy purge`).
-    purge_interval_s: float = Field(default=0.0, ge=0.0)
+    # On by default: a retention policy that nothing enforces is not a policy.
+    purge_interval_s: float = Field(default=3600.0, ge=0.0, le=7 * 86400.0, allow_inf_nan=False)
     # Consumer group timing (a real Kafka cluster's defaults; the bundled broker is fine with short ones).
     session_timeout_ms: int = Field(default=10_000, ge=1000)
     heartbeat_interval_ms: int = Field(default=3_000, ge=100)
     rebalance_timeout_ms: int = Field(default=10_000, ge=500)
+    # Plausibility bounds on event times (README "Bad messages"): beyond them an event is dead-lettered.
+    # Ahead of the writer's clock (camera/processor clock skew); behind it (an unset clock: 1970, 0001).
+    max_event_future_s: float = Field(default=600.0, ge=0.0, le=366 * 86400.0)
+    max_event_age_days: float = Field(default=3650.0, gt=0.0, le=36500.0)
+    # first_seen, frame_time and last_seen of one event at most this far apart (one track on one camera).
+    max_track_span_s: float = Field(default=86400.0, gt=0.0)
+    # An event this far from its batch's median frame time is an outlier (0: no batch bound).
+    max_batch_spread_s: float = Field(default=7 * 86400.0, ge=0.0)
+    # Dead letters keep at most this many bytes of the message value (a longer value is cut, flagged
+    # 'truncated'), so a dead letter always fits the producer's request size.
+    dead_letter_max_value_bytes: int = Field(default=512 * 1024, ge=1024, le=768 * 1024)
 
 
 class DashboardConfig(_Strict):
@@ -325,6 +344,31 @@ class DashboardConfig(_Strict):
     presence_expiry_s: float = Field(default=60.0, gt=0.0)
     # Occupancy history kept in memory per room for the analytics charts (occupancy events are 1/s).
     occupancy_history_s: int = Field(default=3600, ge=60)
+    # Request limits, counted while the body streams in (a chunked body too), before anything is parsed:
+    # a JSON or form body; a multipart upload in all (its files spill to disk up to this); files per
+    # upload; and the pixels of an uploaded photo (read from its header before it is decoded).
+    max_body_bytes: int = Field(default=1_000_000, ge=1024, le=100_000_000)
+    max_upload_bytes: int = Field(default=32_000_000, ge=1024, le=1_000_000_000)
+    max_upload_files: int = Field(default=20, ge=1, le=1000)
+    max_image_pixels: int = Field(default=40_000_000, ge=10_000, le=500_000_000)
+    # Addresses (IPs or CIDRs) of reverse proxies whose X-Forwarded-For is believed; nobody's by default.
+    trusted_proxies: list[str] = []
+    # A WebRTC connection that has not connected this long after its offer is closed.
+    video_connect_timeout_s: float = Field(default=20.0, gt=0.0, le=600.0)
+    # Live streams one account may hold open at once: WebRTC peers, MJPEG streams and live-feed clients.
+    max_streams_per_user: int = Field(default=12, ge=1, le=1000)
+
+    @field_validator("trusted_proxies")
+    @classmethod
+    def _networks(cls, value: list[str]) -> list[str]:
+        import ipaddress
+
+        for item in value:
+            try:
+                ipaddress.ip_network(item, strict=False)
+            except ValueError:
+                raise ValueError(f"{item!r} is not an IP address or network (e.g. 10.0.0.5 or 10.0.0.0/24)") from None
+        return value
 
 
 class Config(_Strict):
@@ -386,16 +430,43 @@ def load_config(path: Path | str | None = None, environ: dict[str, str] | None =
     environ = dict(os.environ) if environ is None else environ
     shown = _display(path)
     try:
-        raw = tomllib.loads(path.read_text(encoding="utf-8"))
+        raw = tomllib.loads(_read_config_text(path))
     except FileNotFoundError:
         raise RollcallError(f"{shown}: config file not found: pass --config PATH or set ROLLCALL_CONFIG") from None
     except IsADirectoryError:
         raise RollcallError(f"{shown}: is a folder, not a config file: pass the .toml file itself") from None
-    except UnicodeDecodeError:
-        raise RollcallError(f"{shown}: not a text file: the config must be UTF-8 TOML") from None
+    except PermissionError:
+        raise RollcallError(f"{shown}: permission denied: make the config readable by this user "
+                            "(or pass another with --config)") from None
+    except OSError as exc:
+        raise RollcallError(f"{shown}: cannot read the config ({exc.strerror or type(exc).__name__}): "
+                            "pass a readable TOML file with --config") from None
+    except UnicodeDecodeError as exc:
+        raise RollcallError(f"{shown}: not a text file (invalid UTF-8 at byte {exc.start}): "
+                            "the config must be UTF-8 TOML") from None
     except tomllib.TOMLDecodeError as exc:
-        raise RollcallError(f"{shown}: not valid TOML: {exc}") from None
+        raise RollcallError(f"{shown}: not valid TOML: {' '.join(str(exc).split())}") from None
+    except RecursionError:
+        raise RollcallError(f"{shown}: not valid TOML: nested too deeply") from None
     return config_from_dict(raw, source=path, environ=environ)
+
+
+MAX_CONFIG_BYTES = 4 * 1024 * 1024  # a campus config is kilobytes; more is the wrong file
+
+
+def _read_config_text(path: Path) -> str:
+    """The file's text: a regular file only (opening a FIFO would block, a device might never end), of sane
+    size. FileNotFoundError, IsADirectoryError, PermissionError and other OSErrors pass up."""
+    mode = path.stat().st_mode
+    if stat.S_ISDIR(mode):
+        raise IsADirectoryError(str(path))
+    if not stat.S_ISREG(mode):
+        raise OSError(0, "not a regular file")
+    with path.open("rb") as handle:
+        data = handle.read(MAX_CONFIG_BYTES + 1)
+    if len(data) > MAX_CONFIG_BYTES:
+        raise OSError(0, f"larger than {MAX_CONFIG_BYTES // (1024 * 1024)} MiB, not a config file")
+    return data.decode("utf-8")
 
 
 def config_from_dict(raw: dict[str, Any], *, source: Path | None = None,

@@ -146,6 +146,7 @@ class _CameraRate:
     since: float = field(default_factory=time.monotonic)
     times: deque = field(default_factory=deque)  # monotonic times of analysed frames
     short: bool = False  # in a reported shortfall
+    met_since: float | None = None  # in a shortfall: since when the minimum has been met again
     waiting: Callable[[], int] | None = None  # frames waiting in its buffer
 
     def owed_rate(self) -> float:
@@ -234,20 +235,36 @@ class Scheduler:
             TRACKING_RATE.labels(camera_id, camera.role).set(rate)
             if camera.role != "room" or now - camera.since < self.window_s:
                 continue  # doors are owed only while someone is there; a new camera has no rate yet
-            starved = shed is None or shed.get(camera_id, 0) > 0
-            shortfall = max(0.0, camera.minimum - rate) if starved else 0.0
-            SHORTFALL.labels(camera_id).set(shortfall)
-            if shortfall > 0 and not camera.short:
-                lines.append(f"camera {camera_id}: tracking at {rate:.1f} fps, below its minimum "
-                             f"{camera.minimum:.1f} fps (short by {shortfall:.1f} fps): this machine cannot "
-                             "carry its cameras; move cameras to another processor or lower analysis rates")
-                log.warning(lines[-1])
-            elif shortfall == 0 and camera.short:
-                lines.append(f"camera {camera_id}: tracking at {rate:.1f} fps again, its minimum "
-                             f"{camera.minimum:.1f} fps is met")
-                log.info(lines[-1])
-            camera.short = shortfall > 0
+            line = self._shortfall_change(camera_id, camera, rate, now,
+                                          starved=shed is None or shed.get(camera_id, 0) > 0)
+            SHORTFALL.labels(camera_id).set(max(0.0, camera.minimum - rate) if camera.short else 0.0)
+            if line:
+                lines.append(line)
         return lines
+
+    def _shortfall_change(self, camera_id: str, camera: _CameraRate, rate: float, now: float, *, starved: bool) -> str | None:
+        """Start a shortfall when the rate is below the minimum while frames are shed; end it only after
+        a whole window at or above the minimum (a rate wavering around the minimum is one shortfall, not
+        a line every second)."""
+        if not camera.short:
+            if rate < camera.minimum and starved:
+                camera.short, camera.met_since = True, None
+                line = (f"camera {camera_id}: tracking at {rate:.1f} fps, below its minimum {camera.minimum:.1f} fps "
+                        f"(short by {camera.minimum - rate:.1f} fps): this machine cannot carry its cameras; "
+                        "move cameras to another processor or lower analysis rates")
+                log.warning(line)
+                return line
+            return None
+        if rate < camera.minimum:
+            camera.met_since = None
+            return None
+        camera.met_since = camera.met_since if camera.met_since is not None else now
+        if now - camera.met_since < self.window_s:
+            return None
+        camera.short, camera.met_since = False, None
+        line = f"camera {camera_id}: tracking at {rate:.1f} fps again, its minimum {camera.minimum:.1f} fps is met"
+        log.info(line)
+        return line
 
     def _trim(self, camera: _CameraRate, now: float) -> None:
         while camera.times and now - camera.times[0] > self.window_s:

@@ -165,7 +165,8 @@ class PersonTracker:
                  high_conf_det_threshold: float = 0.5, minimum_similarity: float = 0.1,
                  backdate_s: float = 1.5, max_look_distance: float = 0.65,
                  library_buffer: float = 2.5, min_missed_frames: int = 2, still_nearness: float = 0.25,
-                 door_reach_heights: float = 0.35, look_weight: float = 1.0):
+                 door_reach_heights: float = 0.35, look_weight: float = 1.0, walk_heights_per_s: float = 1.0,
+                 walk_on_look_distance: float = 0.3, walk_on_margin: float = 0.15):
         if reacquire_s < lost_after_s:
             raise ValueError("reacquire_s must be at least lost_after_s")
         if association not in ASSOCIATIONS:
@@ -180,6 +181,9 @@ class PersonTracker:
         self.min_missed_frames = int(min_missed_frames)
         self.still_nearness = float(still_nearness)
         self.door_reach_heights = float(door_reach_heights)
+        self.walk_heights_per_s = float(walk_heights_per_s)
+        self.walk_on_look_distance = float(walk_on_look_distance)
+        self.walk_on_margin = float(walk_on_margin)
         self.run_id = uuid.uuid4().hex[:8]
         self._polygons = {door: np.asarray(poly, np.float32).reshape(-1, 1, 2) for door, poly in (entry_zones or {}).items()}
         self._zones = {door: sv.PolygonZone(np.round(np.asarray(poly, np.float64)).astype(np.int64),
@@ -214,6 +218,7 @@ class PersonTracker:
         self._by_tracker_id: dict[int, str] = {}  # library id -> track_id (the track's current id only)
         self.tracks_started = 0
         self.reacquired = 0
+        self.walked_on = 0  # lost tracks continued on their look alone, beyond the prediction's reach
         self.silent_continuations = 0  # library id switches stitched before the track was declared lost
 
     # ------------------------------------------------------------------------------------------ api
@@ -429,7 +434,37 @@ class PersonTracker:
             looks_alike = d / reach <= self.still_nearness or self._look_distance(track, look) <= self.max_look_distance
             if d <= reach and d / reach < best_d and looks_alike:
                 best, best_d = track, d / reach
-        return best
+        return best or self._walked_on_candidate(box, pts_s, seen, look)
+
+    def _walked_on_candidate(self, box: Box, pts_s: float, seen: set[str], look: np.ndarray | None) -> PersonTrack | None:
+        """A lost track this new one continues beyond the reach of a prediction: someone hidden in a crowd
+        for seconds who walked on to their seat. Only on the look (same camera, same light): clearly alike
+        (within ``walk_on_look_distance``), clearly more alike than any other lost track that could have
+        walked there, of similar height, and within a brisk walk (``walk_heights_per_s``) of where it was."""
+        if look is None:
+            return None
+        fx, fy = _foot(box)
+        height = box[3] - box[1]
+        candidates = []
+        for track in self._tracks.values():
+            unseen = pts_s - track.last_pts_s
+            if track.track_id in seen or track.look is None or unseen <= 0 or unseen > self.reacquire_s:
+                continue
+            track_height = max(1.0, track.box[3] - track.box[1])
+            if not 1 / 1.4 <= height / track_height <= 1.4:
+                continue
+            walk = (self.reacquire_heights + self.walk_heights_per_s * unseen) * track_height
+            if float(np.hypot(fx - track.foot[0], fy - track.foot[1])) <= walk:
+                candidates.append((self._look_distance(track, look), track))
+        if not candidates:
+            return None
+        candidates.sort(key=lambda c: c[0])
+        best_distance, best = candidates[0]
+        runner_up = candidates[1][0] if len(candidates) > 1 else float("inf")
+        if best_distance <= self.walk_on_look_distance and runner_up - best_distance >= self.walk_on_margin:
+            self.walked_on += 1
+            return best
+        return None
 
     def _age(self, pts_s: float, seen: set[str]) -> list[TrackEvent]:
         events: list[TrackEvent] = []
@@ -444,9 +479,11 @@ class PersonTracker:
                 track.state, track.lost_since_s = "lost", float(pts_s)
                 events.append(self._event("lost", track, pts_s))
                 door = self.zone_of(np.array([track.box]))[0]
-                # walked out through a door; someone lost before ever leaving the entry zone was more
-                # likely hidden by whoever came in with them, so they stay lost (and can be picked up)
-                if door is not None and track.in_room:
+                # walked out through a door; someone lost before ever leaving the entry zone, or lost at
+                # the door within reacquire_s of coming in, was more likely hidden by whoever came in with
+                # them (a class-start crowd), so they stay lost (and can be picked up)
+                just_in = track.entered_via is not None and track.last_pts_s - track.first_pts_s < self.reacquire_s
+                if door is not None and track.in_room and not just_in:
                     events.append(self._exit(track, pts_s, door))
                     continue
             if track.state == "lost" and unseen > self.reacquire_s:

@@ -65,12 +65,18 @@ class PersonDetector:
 
     def __init__(self, pack: str | mp.LoadedPack = mp.DEFAULT_PACK, score_threshold: float | None = None,
                  nms_iou: float | None = None, providers: Sequence[Any] | None = None, session: Any = None,
-                 fit_to_frame: bool = True):
+                 fit_to_frame: bool = True, max_side: int | None = None):
         self.pack = mp.load_pack(pack) if isinstance(pack, str) else pack
         spec = self.pack.model("person_detector")
         if spec.arch != "yolov8":
             raise ValueError(f"no person detector decoding for arch {spec.arch!r}")
         self.input_width, self.input_height = spec.input_size or spec.default_size
+        if max_side is not None:
+            # a smaller input than the export's: cheaper (cost ~ pixels), at the price of far, small people
+            if max_side < 64 or max_side % 32:
+                raise ValueError(f"person detector input side {max_side} must be a multiple of 32, at least 64")
+            scale = min(1.0, max_side / max(self.input_width, self.input_height))
+            self.input_width, self.input_height = _ceil32(self.input_width * scale), _ceil32(self.input_height * scale)
         self.swap_rb = spec.color.upper() == "RGB"
         self.mean, self.std = float(spec.mean), float(spec.std)
         self.class_ids = tuple(int(c) for c in self.pack.spec.person_class_ids)
@@ -84,7 +90,10 @@ class PersonDetector:
         # fit_to_frame: letterbox to the frame's aspect (640 x 384 for 16:9) instead of the export's square,
         # with a session per input size; the same pixels reach the model, without the padding's cost
         self.fit_to_frame = fit_to_frame and session is None and spec.arch == "yolov8"
-        self._sessions: dict[tuple[int, int], Any] = {(self.input_height, self.input_width): self.session}
+        export_size = tuple(spec.input_size or spec.default_size)
+        if (self.input_width, self.input_height) != export_size and not self.fit_to_frame:
+            raise ValueError("a person detector input other than the export's needs fit_to_frame")
+        self._sessions: dict[tuple[int, int], Any] = {(export_size[1], export_size[0]): self.session}
 
     def input_size_for(self, shape: tuple[int, ...]) -> tuple[int, int]:
         """(height, width) of the model input for a frame of this shape: the export's, or fitted to the frame."""
