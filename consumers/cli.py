@@ -16,6 +16,9 @@ from infra.errors import RollcallError
 from processor.cli_support import config_of as _config
 from processor.cli_support import print_figures, progress
 from processor.cli_support import print_json as _print_json
+from processor.cli_types import FIRST_DATE, LAST_DATE, ROW_ID, FiniteFloat
+
+MAX_LIST_SPAN_DAYS = 3660  # `session list` makes the timetable's sessions of its window: ten years at most
 
 
 def _database_url(config) -> str:
@@ -61,9 +64,12 @@ def _date(value: str | None, name: str) -> dt.date | None:
     if value is None:
         return None
     try:
-        return dt.date.fromisoformat(value)
+        day = dt.date.fromisoformat(value)
     except ValueError:
         raise RollcallError(f"{name} {value!r} is not a date: use YYYY-MM-DD") from None
+    if not FIRST_DATE <= day <= LAST_DATE:
+        raise RollcallError(f"{name} {value!r} is out of range: use a date from {FIRST_DATE} to {LAST_DATE}")
+    return day
 
 
 def _moment(value: str | None, name: str, tz: str) -> dt.datetime | None:
@@ -76,6 +82,8 @@ def _moment(value: str | None, name: str, tz: str) -> dt.datetime | None:
     except ValueError:
         raise RollcallError(f"{name} {value!r} is not a date and time: use YYYY-MM-DDTHH:MM (site time zone) "
                             "or with an offset") from None
+    if not FIRST_DATE <= moment.date() <= LAST_DATE:
+        raise RollcallError(f"{name} {value!r} is out of range: use a time from {FIRST_DATE} to {LAST_DATE}")
     return moment if moment.tzinfo else moment.replace(tzinfo=ZoneInfo(tz))
 
 
@@ -157,7 +165,8 @@ def session_group() -> None:
 @session_group.command("open")
 @click.option("--course", "course_id", required=True, help="Course id.")
 @click.option("--room", "room_id", required=True, help="Room id.")
-@click.option("--minutes", type=float, help="A one-off session of this length, from --starts-at (default now).")
+@click.option("--minutes", type=FiniteFloat(0, 1440, low_open=True),
+              help="A one-off session of this length (up to a day), from --starts-at (default now).")
 @click.option("--starts-at", help="YYYY-MM-DDTHH:MM (site time zone unless an offset is given).")
 @click.option("--ends-at", help="YYYY-MM-DDTHH:MM.")
 @click.option("--actor", help="Who opens it (audit log; default cli:<login>).")
@@ -170,15 +179,16 @@ def session_open(ctx, course_id, room_id, minutes, starts_at, ends_at, actor) ->
     tz = config.site.timezone
     if minutes is not None and minutes <= 0:
         raise RollcallError("--minutes must be positive")
+    first, last = _moment(starts_at, "--starts-at", tz), _moment(ends_at, "--ends-at", tz)  # before connecting
     info = _with_connection(config, lambda conn: open_session(
-        conn, course_id=course_id, room_id=room_id, actor=_actor(actor), starts_at=_moment(starts_at, "--starts-at", tz),
-        ends_at=_moment(ends_at, "--ends-at", tz), minutes=minutes))
+        conn, course_id=course_id, room_id=room_id, actor=_actor(actor), starts_at=first, ends_at=last,
+        minutes=minutes))
     click.echo(f"session {info['id']} open: {info['course_id']} in {info['room_id']}, "
                f"{info['starts_at']:%Y-%m-%d %H:%M} to {info['ends_at']:%H:%M} UTC")
 
 
 @session_group.command("close")
-@click.argument("session_id", type=int)
+@click.argument("session_id", type=ROW_ID)
 @click.option("--actor", help="Who closes it (audit log; default cli:<login>).")
 @click.pass_context
 def session_close(ctx, session_id: int, actor: str | None) -> None:
@@ -203,6 +213,11 @@ def session_list(ctx, room_id, course_id, date_from, date_to, as_json) -> None:
 
     config = _config(ctx)
     first, last = _date(date_from, "--from"), _date(date_to, "--to")
+    today = dt.date.today()
+    if first and last and last < first:
+        raise RollcallError("--to is before --from")
+    if ((last or today) - (first or today)).days > MAX_LIST_SPAN_DAYS:
+        raise RollcallError(f"--from/--to span more than {MAX_LIST_SPAN_DAYS} days: list a shorter range")
 
     async def work(conn):
         today = dt.date.today()
@@ -244,7 +259,7 @@ def _write_export(data: bytes, fmt: str, out: Path | None) -> None:
 
 
 @export_group.command("session")
-@click.argument("session_id", type=int)
+@click.argument("session_id", type=ROW_ID)
 @_export_options
 @click.pass_context
 def export_session_command(ctx, session_id: int, fmt: str, out: Path | None) -> None:
@@ -252,7 +267,8 @@ def export_session_command(ctx, session_id: int, fmt: str, out: Path | None) -> 
     from consumers.exports import export_session
 
     config = _config(ctx)
-    _write_export(_with_connection(config, lambda c: export_session(c, session_id, fmt, tz=config.site.timezone)), fmt, out)
+    _write_export(_with_connection(config, lambda c: export_session(c, session_id, fmt, tz=config.site.timezone,
+                                                                    actor=_actor(None))), fmt, out)
 
 
 @export_group.command("course")
@@ -270,7 +286,8 @@ def export_course_command(ctx, course_id: str, date_from: str, date_to: str, fmt
     if last < first:
         raise RollcallError("--to is before --from")
     _write_export(_with_connection(config, lambda c: export_course(c, course_id, first, last, fmt,
-                                                                    tz=config.site.timezone)), fmt, out)
+                                                                    tz=config.site.timezone, actor=_actor(None))),
+                  fmt, out)
 
 
 @export_group.command("student")
@@ -288,7 +305,8 @@ def export_student_command(ctx, person_id: str, date_from: str, date_to: str, fm
     if last < first:
         raise RollcallError("--to is before --from")
     _write_export(_with_connection(config, lambda c: export_student(c, person_id, first, last, fmt,
-                                                                     tz=config.site.timezone)), fmt, out)
+                                                                     tz=config.site.timezone, actor=_actor(None))),
+                  fmt, out)
 
 
 # --- privacy --------------------------------------------------------------------------------------
@@ -332,7 +350,8 @@ def person_erase(ctx, person_id: str, pseudonymise: bool | None, actor: str | No
 
     config = _config(ctx)
     keep = config.privacy.pseudonymise_attendance_on_erase if pseudonymise is None else pseudonymise
-    report = _with_connection(config, lambda conn: erase_person(conn, person_id, pseudonymise=keep, actor=_actor(actor)))
+    report = _with_connection(config, lambda conn: erase_person(conn, person_id, pseudonymise=keep, actor=_actor(actor),
+                                                                privacy=config.privacy))
     kept = (f"attendance kept as {report['pseudonym']} ({report['attendance_kept']} sessions)" if keep
             else f"attendance deleted ({report['attendance_deleted']} sessions)")
     click.echo(f"erased {person_id}: {report['enrolments']} enrolments, {report['review_crops']} review crops, "
@@ -341,8 +360,9 @@ def person_erase(ctx, person_id: str, pseudonymise: bool | None, actor: str | No
 
 # --- bench ----------------------------------------------------------------------------------------
 @click.command("writer")
-@click.option("--events", type=int, default=200_000, show_default=True, help="Presence events to write.")
-@click.option("--rooms", type=int, default=40, show_default=True, help="Rooms with a session each.")
+@click.option("--events", type=click.IntRange(1000, 10_000_000), default=200_000, show_default=True,
+              help="Presence events to write.")
+@click.option("--rooms", type=click.IntRange(1, 1000), default=40, show_default=True, help="Rooms with a session each.")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON document.")
 @click.pass_context
 def bench_writer(ctx, events: int, rooms: int, as_json: bool) -> None:

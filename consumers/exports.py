@@ -8,6 +8,12 @@ U unconfirmed (recognised at the door, too little presence in the room: for facu
 list and a student's sessions show each record's evidence: door recognitions and the first one, room
 tracks and minutes in the room, whether the room camera saw the person's face, and who resolved an
 unconfirmed record by hand.
+
+Every text cell that a spreadsheet program would read as a formula (OWASP "CSV injection": a cell starting
+with ``=``, ``+``, ``-``, ``@``, tab, CR or LF) is neutralised: in CSV it gets a leading ``'`` (shown by
+spreadsheet programs as text, and the visible mark that the value was escaped); in XLSX it is stored as a
+text cell with the quote-prefix style, so the value is kept exactly and never becomes a formula. Numbers stay
+numbers. Every export writes an ``attendance.export`` audit_log row naming who exported what.
 """
 
 from __future__ import annotations
@@ -15,15 +21,30 @@ from __future__ import annotations
 import csv
 import datetime as dt
 import io
+import re
 from typing import Any, Sequence
 from zoneinfo import ZoneInfo
 
+from consumers.privacy import record_audit
 from consumers.sessions import ATTENDED
 from infra.errors import RollcallError
 
 FORMATS = ("csv", "xlsx")
 STATUS_CODES = {"present": "P", "late": "L", "left_early": "E", "unconfirmed": "U", "absent": "A"}
 EVIDENCE_HEADER = ["door_recognitions", "first_door", "room_tracks", "room_face", "resolved_by"]
+# What spreadsheet programs start a formula (or DDE call) with (OWASP CSV injection); LF as well as CR.
+FORMULA_START = ("=", "+", "-", "@", "\t", "\r", "\n")
+OWN_CODES = frozenset({"-"})  # the register's "no record" code: ours, and no program reads it as a formula
+FIRST_DATE, LAST_DATE = dt.date(1900, 1, 1), dt.date(2999, 12, 31)  # what an export may span
+SHEET_TITLE_BAD = re.compile(r"[\\/*?:\[\]]")
+
+
+def _dangerous(value: Any) -> bool:
+    return isinstance(value, str) and value.startswith(FORMULA_START) and value not in OWN_CODES
+
+
+def _csv_cell(value: Any) -> Any:
+    return "'" + value if _dangerous(value) else value
 
 
 def _local(value: dt.datetime | None, tz: ZoneInfo) -> str:
@@ -35,33 +56,47 @@ def _render(title: str, header: Sequence[str], rows: Sequence[Sequence[Any]], fm
     if fmt == "csv":
         buffer = io.StringIO()
         writer = csv.writer(buffer, lineterminator="\r\n")
-        writer.writerow(header)
-        writer.writerows(rows)
+        writer.writerow([_csv_cell(v) for v in header])
+        writer.writerows([_csv_cell(v) for v in row] for row in rows)
         return ("\ufeff" + buffer.getvalue()).encode("utf-8")  # BOM: spreadsheet apps read UTF-8 right
     if fmt == "xlsx":
-        from openpyxl import Workbook
-        from openpyxl.styles import Font
-
-        book = Workbook()
-        sheet = book.active
-        sheet.title = title[:31]
-        for label, value in preamble:
-            sheet.append([label, value])
-        if preamble:
-            sheet.append([])
-        sheet.append(list(header))
-        for cell in sheet[sheet.max_row]:
-            cell.font = Font(bold=True)
-        sheet.freeze_panes = sheet.cell(row=sheet.max_row + 1, column=1)
-        for row in rows:
-            sheet.append(list(row))
-        for index, name in enumerate(header, start=1):
-            width = max([len(str(name))] + [len(str(r[index - 1])) for r in rows[:500]])
-            sheet.column_dimensions[sheet.cell(row=1, column=index).column_letter].width = min(max(width + 2, 6), 40)
-        out = io.BytesIO()
-        book.save(out)
-        return out.getvalue()
+        return _xlsx(title, header, rows, preamble)
     raise RollcallError(f"export format {fmt!r} is not supported: use one of {', '.join(FORMATS)}")
+
+
+def _append(sheet, values: Sequence[Any]) -> None:
+    """One row; a text that would start a formula is kept as text (openpyxl would store "=..." as a formula)."""
+    sheet.append(list(values))
+    for cell in sheet[sheet.max_row]:
+        if _dangerous(cell.value):
+            cell.data_type = "s"
+            cell.quotePrefix = True
+
+
+def _xlsx(title: str, header: Sequence[str], rows: Sequence[Sequence[Any]],
+          preamble: Sequence[tuple[str, Any]]) -> bytes:
+    from openpyxl import Workbook
+    from openpyxl.styles import Font
+
+    book = Workbook()
+    sheet = book.active
+    sheet.title = SHEET_TITLE_BAD.sub("_", title)[:31] or "export"
+    for label, value in preamble:
+        _append(sheet, [label, value])
+    if preamble:
+        sheet.append([])
+    _append(sheet, header)
+    for cell in sheet[sheet.max_row]:
+        cell.font = Font(bold=True)
+    sheet.freeze_panes = sheet.cell(row=sheet.max_row + 1, column=1)
+    for row in rows:
+        _append(sheet, row)
+    for index, name in enumerate(header, start=1):
+        width = max([len(str(name))] + [len(str(r[index - 1])) for r in rows[:500]])
+        sheet.column_dimensions[sheet.cell(row=1, column=index).column_letter].width = min(max(width + 2, 6), 40)
+    out = io.BytesIO()
+    book.save(out)
+    return out.getvalue()
 
 
 def _evidence(row, tz: ZoneInfo) -> list:
@@ -73,12 +108,29 @@ def _evidence(row, tz: ZoneInfo) -> list:
             "yes" if row["room_face"] else "no", row["resolved_by"] or ""]
 
 
+def _window(date_from: dt.date, date_to: dt.date, zone: ZoneInfo) -> tuple[dt.datetime, dt.datetime]:
+    """[start of date_from, end of date_to) in the site's zone; dates out of range are the caller's error
+    (9999-12-31 has no next day: an OverflowError, not a 500)."""
+    for name, day in (("from", date_from), ("to", date_to)):
+        if not FIRST_DATE <= day <= LAST_DATE:
+            raise RollcallError(f"{name} date {day.isoformat()} is out of range: use {FIRST_DATE} to {LAST_DATE}")
+    if date_to < date_from:
+        raise RollcallError(f"to date {date_to.isoformat()} is before from date {date_from.isoformat()}")
+    return (dt.datetime.combine(date_from, dt.time(), zone),
+            dt.datetime.combine(date_to + dt.timedelta(days=1), dt.time(), zone))
+
+
 def _check_format(fmt: str) -> None:
     if fmt not in FORMATS:
         raise RollcallError(f"export format {fmt!r} is not supported: use one of {', '.join(FORMATS)}")
 
 
-async def export_session(conn, session_id: int, fmt: str, *, tz: str = "UTC") -> bytes:
+async def _audit(conn, actor: str, kind: str, subject: str, fmt: str, rows: int, **span: dt.date) -> None:
+    detail = {"kind": kind, "format": fmt, "rows": rows, **{k: v.isoformat() for k, v in span.items()}}
+    await record_audit(conn, actor, "attendance.export", subject, detail)
+
+
+async def export_session(conn, session_id: int, fmt: str, *, tz: str = "UTC", actor: str = "unknown") -> bytes:
     """One session's class list: every student of the course and everyone else recorded, with status."""
     _check_format(fmt)
     zone = ZoneInfo(tz)
@@ -104,19 +156,20 @@ async def export_session(conn, session_id: int, fmt: str, *, tz: str = "UTC") ->
     preamble = [("course", f"{session['course_id']} {session['course_name']}".strip()), ("room", session["room_id"]),
                 ("starts", _local(session["starts_at"], zone)), ("ends", _local(session["ends_at"], zone)),
                 ("state", session["state"]), ("time zone", tz)]
-    return _render(f"session {session_id}", header, body, fmt, preamble)
+    data = _render(f"session {session_id}", header, body, fmt, preamble)
+    await _audit(conn, actor, "session", str(session_id), fmt, len(body))
+    return data
 
 
 async def export_course(conn, course_id: str, date_from: dt.date, date_to: dt.date, fmt: str, *,
-                        tz: str = "UTC") -> bytes:
+                        tz: str = "UTC", actor: str = "unknown") -> bytes:
     """The course register from ``date_from`` to ``date_to`` (inclusive, local dates): a row per student,
     a column per session (status code), then counts and the attendance rate of closed sessions."""
     _check_format(fmt)
     zone = ZoneInfo(tz)
     if not await conn.fetchval("SELECT 1 FROM course WHERE id = $1", course_id):
         raise RollcallError(f"course {course_id!r} does not exist: check the id (`rollcall attendance session list`)")
-    start = dt.datetime.combine(date_from, dt.time(), zone)
-    end = dt.datetime.combine(date_to + dt.timedelta(days=1), dt.time(), zone)
+    start, end = _window(date_from, date_to, zone)
     sessions = await conn.fetch(
         """SELECT id, starts_at, room_id, state FROM class_session WHERE course_id = $1 AND starts_at >= $2
            AND starts_at < $3 AND state <> 'cancelled' ORDER BY starts_at""", course_id, start, end)
@@ -137,13 +190,15 @@ async def export_course(conn, course_id: str, date_from: dt.date, date_to: dt.da
         rate = round(attended / len(closed), 3) if closed else ""
         body.append([student["id"], student["display_name"]] + [STATUS_CODES.get(c, "-") for c in codes]
                     + [counts[k] for k in STATUS_CODES] + [rate])
-    return _render(f"{course_id} register", header, body, fmt,
+    data = _render(f"{course_id} register", header, body, fmt,
                    [("course", course_id), ("from", date_from.isoformat()), ("to", date_to.isoformat()),
                     ("codes", "P present, L late, E left early, U unconfirmed (door only), A absent, - no record"), ("time zone", tz)])
+    await _audit(conn, actor, "course", course_id, fmt, len(body), **{"from": date_from, "to": date_to})
+    return data
 
 
 async def export_student(conn, person_id: str, date_from: dt.date, date_to: dt.date, fmt: str, *,
-                         tz: str = "UTC") -> bytes:
+                         tz: str = "UTC", actor: str = "unknown") -> bytes:
     """One student's sessions from ``date_from`` to ``date_to``: the courses they are enrolled in and any
     other session they were recorded in."""
     _check_format(fmt)
@@ -151,8 +206,7 @@ async def export_student(conn, person_id: str, date_from: dt.date, date_to: dt.d
     person = await conn.fetchrow("SELECT id, display_name FROM person WHERE id = $1", person_id)
     if person is None:
         raise RollcallError(f"person {person_id!r} does not exist: check the id")
-    start = dt.datetime.combine(date_from, dt.time(), zone)
-    end = dt.datetime.combine(date_to + dt.timedelta(days=1), dt.time(), zone)
+    start, end = _window(date_from, date_to, zone)
     rows = await conn.fetch(
         """SELECT cs.id, cs.course_id, cs.room_id, cs.starts_at, cs.ends_at, cs.state, a.status, a.first_seen,
                   a.last_seen, a.presence_s, a.door_recognitions, a.first_door_at, a.room_tracks, a.room_face,
@@ -168,6 +222,8 @@ async def export_student(conn, person_id: str, date_from: dt.date, date_to: dt.d
     body = [[r["id"], r["course_id"], r["room_id"], _local(r["starts_at"], zone), _local(r["ends_at"], zone),
              r["status"] or ("not seen" if r["state"] != "closed" else "absent"), _local(r["first_seen"], zone),
              _local(r["last_seen"], zone), round((r["presence_s"] or 0) / 60, 1), *_evidence(r, zone)] for r in rows]
-    return _render(f"{person_id}"[:31], header, body, fmt,
+    data = _render(f"{person_id}"[:31], header, body, fmt,
                    [("person", f"{person['id']} {person['display_name']}"), ("from", date_from.isoformat()),
                     ("to", date_to.isoformat()), ("time zone", tz)])
+    await _audit(conn, actor, "student", person_id, fmt, len(body), **{"from": date_from, "to": date_to})
+    return data

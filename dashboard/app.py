@@ -860,10 +860,9 @@ async def erase_api(request: Request) -> Response:
     async with services.conn() as conn:
         if await conn.fetchval("SELECT 1 FROM person WHERE id = $1", person_id) is None:
             raise Problem(f"no person {person_id!r}", 404)
-        # Their dashboard account goes too: an erased person cannot log in (under a pseudonym or at all).
-        await conn.execute("DELETE FROM dashboard_user WHERE person_id = $1", person_id)
+        # erase_person removes their dashboard accounts too (and pseudonymises the audit rows naming them)
         result = await erase_person(conn, person_id, pseudonymise=services.config.privacy.pseudonymise_attendance_on_erase,
-                                    actor=user.username)
+                                    actor=user.username, privacy=services.config.privacy)
     services.forget_names()
     services._users.clear()
     payload = result if isinstance(result, dict) else {"result": str(result)} if result is not None else {}
@@ -872,6 +871,8 @@ async def erase_api(request: Request) -> Response:
 
 # ------------------------------------------------------------------------------------------ review
 
+    if "actor" in inspect.signature(export).parameters:
+        kwargs["actor"] = _user(request).username  # the export writes its audit_log row
 @page("/review", ADMIN)
 async def review_page(request: Request) -> Response:
     """The unknown-face review queue."""
@@ -894,7 +895,10 @@ async def review_api(request: Request) -> Response:
 async def review_crop(request: Request) -> Response:
     """The best crop of an unknown face (JPEG)."""
     async with services_of(request).conn() as conn:
-        data = await queries.review_crop(conn, request.path_params["review_id"])
+        data = await queries.review_crop(conn, request.path_params["review_id"])  # None once expired
+        if data is not None:  # who looked at which face: audit_log 'review.crop_view'
+            await _consumer("privacy", "record_audit")(conn, _user(request).username, "review.crop_view",
+                                                       str(request.path_params["review_id"]))
     if data is None:
         raise Problem("no crop for this review item", 404)
     return Response(data, media_type="image/jpeg", headers={"Cache-Control": "private, no-store"})

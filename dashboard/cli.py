@@ -13,6 +13,7 @@ from infra.errors import RollcallError
 
 from processor.cli_support import config_of as _config
 from processor.cli_support import print_json
+from processor.cli_types import PORT, FiniteFloat
 
 
 def register(cli: click.Group) -> None:
@@ -34,7 +35,7 @@ def dashboard() -> None:
 
 @dashboard.command("serve")
 @click.option("--host", help="Address to listen on (default: [dashboard] host).")
-@click.option("--port", type=int, help="Port (default: [dashboard] port; 0 = a free one).")
+@click.option("--port", type=PORT, help="Port (default: [dashboard] port; 0 = a free one).")
 @click.option("-v", "--verbose", is_flag=True, help="Log every request.")
 @click.pass_context
 def serve(ctx: click.Context, host: str | None, port: int | None, verbose: bool) -> None:
@@ -63,8 +64,10 @@ def serve(ctx: click.Context, host: str | None, port: int | None, verbose: bool)
                             "or stop what uses it") from None
     bound = sock.getsockname()[1]
     click.echo(f"dashboard on http://{host}:{bound}/", err=True)
+    # proxy_headers off: uvicorn would believe X-Forwarded-For from any local peer; the dashboard reads it
+    # itself, only from [dashboard] trusted_proxies (the login rate limit counts per client address)
     server = uvicorn.Server(uvicorn.Config(app, log_level="info" if verbose else "warning", access_log=verbose,
-                                           timeout_graceful_shutdown=3, lifespan="on"))
+                                           timeout_graceful_shutdown=3, lifespan="on", proxy_headers=False))
     server.run(sockets=[sock])
 
 
@@ -122,8 +125,10 @@ def user_add(ctx: click.Context, username: str, role: str, person_id: str | None
 @click.command("dashboard")
 @click.option("--clients", default="200", show_default=True,
               help="Concurrent live-feed (SSE) clients; a comma list runs each in turn (e.g. 50,100,200,400).")
-@click.option("--events", type=int, default=300, show_default=True, help="Events published per run.")
-@click.option("--rate", type=float, default=50.0, show_default=True, help="Events per second published.")
+@click.option("--events", type=click.IntRange(10, 1_000_000), default=300, show_default=True,
+              help="Events published per run.")
+@click.option("--rate", type=FiniteFloat(0, 100_000, low_open=True), default=50.0, show_default=True,
+              help="Events per second published.")
 @click.option("--json", "as_json", is_flag=True, help="One JSON document (the last run's figures at the top).")
 @click.pass_context
 def bench_dashboard(ctx: click.Context, clients: str, events: int, rate: float, as_json: bool) -> None:
@@ -154,8 +159,8 @@ def bench_dashboard(ctx: click.Context, clients: str, events: int, rate: float, 
 # --- demo ----------------------------------------------------------------------------------------
 
 @click.command()
-@click.option("--port", type=int, default=None, help="Dashboard port (default: [dashboard] port).")
-@click.option("--metrics-port", type=int, default=9108, show_default=True, help="The processor's /metrics port.")
+@click.option("--port", type=PORT, default=None, help="Dashboard port (default: [dashboard] port).")
+@click.option("--metrics-port", type=PORT, default=9108, show_default=True, help="The processor's /metrics port.")
 @click.pass_context
 def demo(ctx: click.Context, port: int | None, metrics_port: int) -> None:
     """The whole system on the demo scenario: stack, enrolment, processor, attendance writer, dashboard.

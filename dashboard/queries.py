@@ -191,7 +191,8 @@ async def review_queue(conn, *, status: str = "pending", limit: int = 200) -> li
 
 
 async def review_crop(conn, review_id: int) -> bytes | None:
-    return await conn.fetchval("SELECT crop_jpeg FROM review_face WHERE id = $1", review_id)
+    # never serve an expired crop, whether or not the retention purge has run yet
+    return await conn.fetchval("SELECT crop_jpeg FROM review_face WHERE id = $1 AND expires_at > now()", review_id)
 
 
 class ReviewProblem(Exception):
@@ -228,8 +229,9 @@ async def accept_review(conn, review_id: int, *, person_id: str, name: str | Non
             person_id, row["model_pack"], row["embedding"], row["embedding_dim"], row["quality"], actor,
             consent_note, retention_days)
         await conn.execute(
-            """UPDATE review_face SET status = 'accepted', decided_by = $2, decided_at = now(), person_id = $3
-               WHERE id = $1""", review_id, actor, person_id)
+            # the face lives on as the enrolment's embedding: the photo is not kept (privacy)
+            """UPDATE review_face SET status = 'accepted', decided_by = $2, decided_at = now(), person_id = $3,
+               crop_jpeg = NULL WHERE id = $1""", review_id, actor, person_id)
         await conn.execute(
             "INSERT INTO audit_log (actor, action, subject, detail) VALUES ($1, 'review.accept', $2, $3::jsonb)",
             actor, person_id, json.dumps({"review_id": review_id, "enrolment_id": enrolment_id,

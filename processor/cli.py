@@ -16,6 +16,7 @@ from infra.errors import RollcallError
 
 
 from processor.cli_support import config_of as _config
+from processor.cli_types import PORT, FiniteFloat
 from processor.cli_support import print_figures, progress
 from processor.cli_support import print_json as _print_json
 
@@ -101,10 +102,11 @@ def stack_fetch() -> None:
 
 
 @cli.command("run")
-@click.option("--metrics-port", type=int, default=9108, show_default=True,
+@click.option("--metrics-port", type=PORT, default=9108, show_default=True,
               help="Port of the Prometheus /metrics endpoint on 127.0.0.1 (0 = a free one).")
-@click.option("--max-batch", type=int, default=8, show_default=True, help="Frames per inference batch at most.")
-@click.option("--max-wait-ms", type=float, default=20.0, show_default=True,
+@click.option("--max-batch", type=click.IntRange(1, 1024), default=8, show_default=True,
+              help="Frames per inference batch at most.")
+@click.option("--max-wait-ms", type=FiniteFloat(0, 60_000), default=20.0, show_default=True,
               help="How long a batch waits for more frames after its first.")
 @click.option("-v", "--verbose", is_flag=True, help="Log every recognition and camera state change.")
 @click.pass_context
@@ -311,7 +313,7 @@ def scenario() -> None:
 
 
 @scenario.command("render")
-@click.argument("spec", type=click.Path(path_type=Path))
+@click.argument("spec", type=click.Path(dir_okay=False, readable=True, path_type=Path))
 @click.option("--out", "out_dir", type=click.Path(file_okay=False, path_type=Path),
               help="Folder for door.ts, room.ts and ground_truth.json (default: var/scenarios/<name>).")
 def scenario_render(spec: Path, out_dir: Path | None) -> None:
@@ -325,9 +327,9 @@ def scenario_render(spec: Path, out_dir: Path | None) -> None:
 
 
 @scenario.command("run")
-@click.argument("spec", type=click.Path(path_type=Path))
+@click.argument("spec", type=click.Path(dir_okay=False, readable=True, path_type=Path))
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON document with the results.")
-@click.option("--load", "load", type=float, default=0.0, show_default=True, metavar="CORES",
+@click.option("--load", "load", type=FiniteFloat(0), default=0.0, show_default=True, metavar="CORES",
               help="Keep this many cores busy (fractions too: 0.5) in other processes for the whole run.")
 @click.pass_context
 def scenario_run(ctx: click.Context, spec: Path, as_json: bool, load: float) -> None:
@@ -365,9 +367,10 @@ def bench() -> None:
 
 
 @bench.command("faces")
-@click.option("--streams", type=int, default=8, show_default=True,
+@click.option("--streams", type=click.IntRange(1, 256), default=8, show_default=True,
               help="Concurrent RTSP door streams (10 fps each; enough to saturate 2 CPU cores).")
-@click.option("--seconds", type=float, default=30.0, show_default=True, help="Measuring window of the pipeline.")
+@click.option("--seconds", type=FiniteFloat(0, 3600, low_open=True), default=30.0, show_default=True,
+              help="Measuring window of the pipeline.")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON document.")
 @click.pass_context
 def bench_faces_command(ctx: click.Context, streams: int, seconds: float, as_json: bool) -> None:
@@ -380,10 +383,11 @@ def bench_faces_command(ctx: click.Context, streams: int, seconds: float, as_jso
 
 
 @bench.command("persons")
-@click.option("--streams", type=int, default=4, show_default=True,
+@click.option("--streams", type=click.IntRange(1, 256), default=4, show_default=True,
               help="Concurrent RTSP room streams (enough to saturate 2 CPU cores at 5 fps analysis).")
-@click.option("--seconds", type=float, default=30.0, show_default=True, help="Measuring window of the pipeline.")
-@click.option("--fps", "analysis_fps", type=float, default=5.0, show_default=True,
+@click.option("--seconds", type=FiniteFloat(0, 3600, low_open=True), default=30.0, show_default=True,
+              help="Measuring window of the pipeline.")
+@click.option("--fps", "analysis_fps", type=FiniteFloat(0, 120, low_open=True), default=5.0, show_default=True,
               help="Analysis rate of each room stream.")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON document.")
 @click.pass_context
@@ -400,9 +404,9 @@ def bench_persons_command(ctx: click.Context, streams: int, seconds: float, anal
 
 
 @bench.command("tracking")
-@click.argument("spec", type=click.Path(dir_okay=False, path_type=Path))
+@click.argument("spec", type=click.Path(dir_okay=False, readable=True, path_type=Path))
 @click.option("--fps", "rates", default="4,2,1", show_default=True, help="Analysis rates to replay, comma-separated.")
-@click.option("--detect-budget", type=float, default=None,
+@click.option("--detect-budget", type=FiniteFloat(0, 86_400, low_open=True), default=None,
               help="Seconds of person detection at most in this call; what was done is kept for the next one.")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON document (every run).")
 @click.pass_context
@@ -416,8 +420,9 @@ def bench_tracking_command(ctx: click.Context, spec: Path, rates: str, detect_bu
         parsed = [float(r) for r in rates.split(",") if r.strip()]
     except ValueError:
         parsed = []
-    if not parsed or any(r <= 0 for r in parsed):
-        raise RollcallError(f"bench tracking: --fps {rates!r} must be positive numbers separated by commas")
+    if not parsed or any(not 0 < r <= 120 for r in parsed):  # "not 0 < r" also refuses nan
+        raise RollcallError(f"bench tracking: --fps {rates!r} must be numbers above 0 and at most 120, "
+                            "separated by commas")
     report = bench_tracking(spec, _config(ctx), parsed, say=progress(as_json), detect_budget_s=detect_budget)
     click.echo(to_json(report) if as_json else format_table(report))
 
@@ -439,6 +444,13 @@ _register_package_commands()
 # --- entry point ----------------------------------------------------------------------------------
 
 
+def _one_line(exc: click.ClickException) -> str:
+    """click's message in one line (its usage block would be four), with where to read more."""
+    message = " ".join(exc.format_message().split())
+    ctx = getattr(exc, "ctx", None)
+    return f"{message} (see `{ctx.command_path} --help`)" if ctx is not None else message
+
+
 def main(argv: list[str] | None = None) -> None:
     try:
         cli.main(args=argv, prog_name="rollcall", standalone_mode=False)
@@ -448,8 +460,11 @@ def main(argv: list[str] | None = None) -> None:
     except click.exceptions.Abort:
         click.echo("rollcall: interrupted", err=True)
         sys.exit(130)
-    except click.ClickException as exc:
+    except click.exceptions.NoArgsIsHelpError as exc:  # a bare group: its help, as before
         exc.show()
+        sys.exit(exc.exit_code)
+    except click.ClickException as exc:
+        click.echo(f"rollcall: error: {_one_line(exc)}", err=True)
         sys.exit(exc.exit_code)
     except KeyboardInterrupt:
         click.echo("rollcall: interrupted", err=True)
