@@ -5,6 +5,12 @@ by default only what it relies on, at a few microseconds: JSON object, event typ
 topic's major version, and the fields it stores (UUIDs, ids, real UTC timestamps, identity rules). Any
 message that fails that check goes through ``decode`` for the canonical reason. ``full_validation=True``
 (``[attendance] full_validation``) validates every message against its schema instead.
+
+Anything a message's content can cause is that message's problem: whatever reading it raises (a
+``RecursionError`` from deep nesting included) makes it a dead letter, never a failure of the writer. Text
+PostgreSQL cannot store (NUL, unpaired surrogates) and event times outside the plausibility bounds
+(:class:`TimeBounds`: ahead of or far behind the writer's clock, one track spanning more than a day, far
+from the rest of its batch: :func:`batch_outliers`) are rejected here, before the database sees them.
 """
 
 from __future__ import annotations
@@ -12,8 +18,9 @@ from __future__ import annotations
 import datetime as dt
 import json
 import re
+import time
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Sequence
 
 from processor.events import MalformedEvent, decode
 
@@ -40,32 +47,66 @@ class DeadLetter:
     reason: str
 
 
+@dataclass(frozen=True)
+class TimeBounds:
+    """Plausible event times (``[attendance] max_event_*``, ``max_track_span_s``, ``max_batch_spread_s``)."""
+
+    max_future_s: float = 600.0
+    max_age_days: float = 3650.0
+    max_track_span_s: float = 86400.0
+    max_batch_spread_s: float = 7 * 86400.0
+
+    @classmethod
+    def from_settings(cls, settings: Any) -> "TimeBounds":
+        return cls(settings.max_event_future_s, settings.max_event_age_days, settings.max_track_span_s,
+                   settings.max_batch_spread_s)
+
+
 class _Reject(Exception):
-    pass
+    """The fast check's refusal; its argument (when given) is the reason for the dead letter."""
+
+
+_EARLIEST = dt.datetime(1, 1, 2, tzinfo=dt.timezone.utc)
+_LATEST = dt.datetime(9999, 12, 30, tzinfo=dt.timezone.utc)
 
 
 def _time(value: Any) -> dt.datetime:
-    if type(value) is not str or not _TIMESTAMP.match(value):
+    if type(value) is not str or not _TIMESTAMP.fullmatch(value):
         raise _Reject
     return dt.datetime.fromisoformat(value)  # ValueError for a date that does not exist
 
 
-def _text(value: Any, limit: int = 128) -> str:
+def _storable(value: str) -> bool:
+    """PostgreSQL text takes neither NUL nor what is not UTF-8 (an unpaired surrogate from a JSON escape)."""
+    if "\x00" in value:
+        return False
+    if value.isascii():
+        return True
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def _text(value: Any, limit: int = 128, name: str = "track_id") -> str:
     if type(value) is not str or not 0 < len(value) <= limit:
         raise _Reject
+    if not _storable(value):
+        raise _Reject(f"{name} holds a NUL character or an unpaired surrogate (not storable text)")
     return value
 
 
 def _slug(value: Any) -> str:
-    if type(value) is not str or not _ID.match(value):
+    if type(value) is not str or not _ID.fullmatch(value):
         raise _Reject
     return value
 
 
 def _person(event: dict) -> str | None:
     identity, person = event["identity"], event["person_id"]
-    if identity == "known" and type(person) is str and 0 < len(person) <= 128:
-        return person
+    if identity == "known" and type(person) is str:
+        return _text(person, 128, "person_id")
     if identity == "unknown" and person is None:
         return None
     raise _Reject
@@ -78,7 +119,7 @@ def _presence_row(event: dict) -> tuple | None:
     handoff = event["handoff"]
     recognition_id = None
     if handoff is not None:
-        if type(handoff) is not dict or not _UUID.match(str(handoff.get("recognition_event_id", ""))):
+        if type(handoff) is not dict or not _UUID.fullmatch(str(handoff.get("recognition_event_id", ""))):
             raise _Reject
         recognition_id = handoff["recognition_event_id"]
     source = event["identity_source"]
@@ -101,35 +142,78 @@ def _recognition_row(event: dict) -> tuple | None:
 _ROW_BUILDERS = {"presence": _presence_row, "recognition": _recognition_row}
 
 
+def clean_reason(text: str, limit: int = 2000) -> str:
+    """A dead letter's reason: one line of storable text (the reason may quote the message), at most ``limit``."""
+    text = text.encode("utf-8", "backslashreplace").decode("utf-8").replace("\x00", "\\x00")
+    text = " ".join(text.split())
+    return (text[: limit - 1] + "…" if len(text) > limit else text) or "unusable message"
+
+
 class MessageReader:
     """Turns one topic's messages into staging rows (``STAGE_COLUMNS`` without ``seq``)."""
 
-    def __init__(self, topic_types: dict[str, str], *, full_validation: bool = False):
+    def __init__(self, topic_types: dict[str, str], *, full_validation: bool = False,
+                 bounds: TimeBounds | None = None):
         self.topic_types = topic_types  # topic name -> the event type it carries
         self.full_validation = full_validation
+        self.bounds = bounds or TimeBounds()
+        self._window: tuple[dt.datetime, dt.datetime] | None = None
+
+    def begin_batch(self, now: float | None = None) -> None:
+        """Judge the next messages against the clock at ``now`` (default: the wall clock now)."""
+        now = time.time() if now is None else now
+        earliest = now - self.bounds.max_age_days * 86400.0
+        self._window = (max(_EARLIEST, dt.datetime.fromtimestamp(max(earliest, -62135510400.0), dt.timezone.utc)),
+                        min(_LATEST, dt.datetime.fromtimestamp(now + self.bounds.max_future_s, dt.timezone.utc)))
 
     def read(self, topic: str, partition: int, offset: int, key: bytes | None,
              value: bytes | None) -> tuple[str, tuple | None] | DeadLetter:
-        """(event_id, row or None when the event needs no row), or the dead letter for this message."""
+        """(event_id, row or None when the event needs no row), or the dead letter for this message.
+        Never raises for what the message holds."""
         expected = self.topic_types[topic]
         try:
             event = self._checked(topic, value, expected)
-            row = _ROW_BUILDERS[expected](event)
+            row = self._row(expected, event)
         except MalformedEvent as exc:
-            return DeadLetter(topic, partition, offset, key, value, str(exc.args[0]))
-        except (_Reject, KeyError, ValueError, TypeError):
+            return DeadLetter(topic, partition, offset, key, value, clean_reason(str(exc.args[0])))
+        except Exception:  # noqa: BLE001 - _Reject, KeyError, ..., RecursionError: the slow path says why
             try:  # the canonical reason; the schema may accept what the fast check did not
                 event = decode(topic, value)
                 if event.get("event_type") != expected:
                     raise MalformedEvent(f"a {event.get('event_type')} event on a {expected} topic", topic=topic)
-                row = _ROW_BUILDERS[expected](event)
+                row = self._row(expected, event)
             except MalformedEvent as exc:
-                return DeadLetter(topic, partition, offset, key, value, str(exc.args[0]))
-            except (_Reject, KeyError, ValueError, TypeError) as exc:
-                return DeadLetter(topic, partition, offset, key, value, f"{topic}: unusable fields ({exc!r})")
+                return DeadLetter(topic, partition, offset, key, value, clean_reason(str(exc.args[0])))
+            except _Reject as exc:
+                why = exc.args[0] if exc.args else "unusable fields"
+                return DeadLetter(topic, partition, offset, key, value, clean_reason(f"{topic}: {why}"))
+            except Exception as exc:  # noqa: BLE001 - whatever content can cause is the message's problem
+                return DeadLetter(topic, partition, offset, key, value,
+                                  clean_reason(f"{topic}: unusable message ({type(exc).__name__}: {str(exc)[:300]})"))
         if row is None:
             return event["event_id"], None
         return event["event_id"], (event["event_id"], *row, topic, partition, offset)
+
+    def _row(self, expected: str, event: dict) -> tuple | None:
+        row = _ROW_BUILDERS[expected](event)
+        if row is not None:
+            self._check_times(row[5], row[6], row[7])
+        return row
+
+    def _check_times(self, frame_time: dt.datetime, first_seen: dt.datetime, last_seen: dt.datetime) -> None:
+        if self._window is None:
+            self.begin_batch()
+        earliest, latest = self._window
+        low, high = min(frame_time, first_seen, last_seen), max(frame_time, first_seen, last_seen)
+        if high > latest:
+            raise _Reject(f"event time {high.isoformat()} is more than {self.bounds.max_future_s:g} s ahead of "
+                          "the writer's clock ([attendance] max_event_future_s)")
+        if low < earliest:
+            raise _Reject(f"event time {low.isoformat()} is more than {self.bounds.max_age_days:g} days behind "
+                          "the writer's clock ([attendance] max_event_age_days)")
+        if (high - low).total_seconds() > self.bounds.max_track_span_s:
+            raise _Reject(f"first_seen, frame_time and last_seen span {(high - low).total_seconds():.0f} s, more "
+                          f"than {self.bounds.max_track_span_s:g} s ([attendance] max_track_span_s)")
 
     def _checked(self, topic: str, value: bytes | None, expected: str) -> dict:
         if self.full_validation:
@@ -138,10 +222,26 @@ class MessageReader:
             event = json.loads(value)
             if type(event) is not dict or type(event.get("schema_version")) is not str:
                 raise _Reject
-            if not _VERSION_1.match(event["schema_version"]) or not _UUID.match(event.get("event_id") or ""):
+            if not _VERSION_1.fullmatch(event["schema_version"]) or not _UUID.fullmatch(event.get("event_id") or ""):
                 raise _Reject
         if event.get("event_type") != expected:
             if event.get("event_type") in self.topic_types.values():
                 raise MalformedEvent(f"a {event.get('event_type')} event on a {expected} topic", topic=topic)
             raise _Reject
         return event
+
+
+def batch_outliers(rows: Sequence[tuple], max_spread_s: float) -> dict[int, str]:
+    """{index: reason} of the staging rows whose frame time is more than ``max_spread_s`` from the batch's
+    median frame time (of two middle ones, the later: events arrive live, the stale one is the odd one).
+    0 turns the bound off."""
+    if not max_spread_s or len(rows) < 2:
+        return {}
+    times = sorted(row[6] for row in rows)
+    median = times[len(times) // 2]
+    spread = dt.timedelta(seconds=max_spread_s)
+    if times[0] >= median - spread and times[-1] <= median + spread:
+        return {}
+    return {i: (f"frame_time {row[6].isoformat()} is more than {max_spread_s:g} s from its batch's median "
+                f"{median.isoformat()} ([attendance] max_batch_spread_s)")
+            for i, row in enumerate(rows) if abs(row[6] - median) > spread}

@@ -193,6 +193,11 @@ ON CONFLICT (room_id, starts_at) DO NOTHING
 """
 
 
+# The same for a set of dates (the days a batch's events fall on, not every day between its extremes).
+MATERIALISE_DAYS_SQL = MATERIALISE_SQL.replace("generate_series($1::date, $2::date, interval '1 day') AS d",
+                                               "unnest($1::date[]) AS d")
+
+
 async def recompute_attendance(conn, pairs: Iterable[tuple[int, str]]) -> int:
     """Recompute the attendance rows of these (session id, person id) pairs; the number changed."""
     pairs = list(pairs)
@@ -205,6 +210,12 @@ async def recompute_attendance(conn, pairs: Iterable[tuple[int, str]]) -> int:
 async def materialise_timetable(conn, first_day: dt.date, last_day: dt.date) -> int:
     """Create the timetable's sessions from ``first_day`` to ``last_day`` (idempotent); how many were new."""
     status = await conn.execute(MATERIALISE_SQL, first_day, last_day)
+    return int(status.split()[-1])
+
+
+async def materialise_days(conn, days: Iterable[dt.date]) -> int:
+    """Create the timetable's sessions on these dates (idempotent); how many were new."""
+    status = await conn.execute(MATERIALISE_DAYS_SQL, sorted(set(days)))
     return int(status.split()[-1])
 
 

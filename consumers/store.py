@@ -10,13 +10,15 @@ attendance (:data:`consumers.sessions.RECOMPUTE_SQL`); the offsets. Nothing per 
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
+import json
 import time
 from dataclasses import dataclass, field
 from typing import Iterable, Sequence
 
 from consumers.records import STAGE_COLUMNS
-from consumers.sessions import materialise_timetable, recompute_attendance
+from consumers.sessions import materialise_days, recompute_attendance
 
 _STAGE_TABLE = "writer_stage"
 _CREATE_STAGE = f"""
@@ -144,7 +146,7 @@ async def write_batch(conn, group: str, rows: Sequence[tuple], next_offsets: dic
             days = _days_around(rows)
             missing = timetable.missing(days)
             if missing:
-                await materialise_timetable(conn, min(missing), max(missing))
+                await materialise_days(conn, missing)
             await conn.copy_records_to_table(_STAGE_TABLE, records=[(i, *row) for i, row in enumerate(rows)],
                                              columns=STAGE_COLUMNS)
             folded = await conn.fetchrow(_FOLD_TRACKS)
@@ -166,10 +168,14 @@ async def write_batch(conn, group: str, rows: Sequence[tuple], next_offsets: dic
 
 
 def _days_around(rows: Sequence[tuple]) -> list[dt.date]:
-    # frame_time is column 6 of a row without seq; a local date may be the UTC date +-1
-    times = [row[6] for row in rows]
-    first, last = min(times).date() - dt.timedelta(days=1), max(times).date() + dt.timedelta(days=1)
-    return [first + dt.timedelta(days=i) for i in range((last - first).days + 1)]
+    """The dates the rows' frame times fall on, each +-1 day (a local date may be the UTC date +-1). Only
+    those: two events far apart must not make sessions for every day between them."""
+    days = set()
+    for date in {row[6].date() for row in rows}:  # frame_time is column 6 of a row without seq
+        for shift in (-1, 0, 1):
+            with contextlib.suppress(OverflowError):  # 0001-01-01 / 9999-12-31 (the reader rejects those)
+                days.add(date + dt.timedelta(days=shift))
+    return sorted(days)
 
 
 async def stored_offsets(conn, group: str, partitions: Iterable[tuple[str, int]]) -> dict[tuple[str, int], int]:
@@ -179,3 +185,17 @@ async def stored_offsets(conn, group: str, partitions: Iterable[tuple[str, int]]
            WHERE consumer_group = $1 AND (topic, partition) IN (SELECT * FROM unnest($2::text[], $3::int[]))""",
         group, [t for t, _ in wanted], [p for _, p in wanted])
     return {(r["topic"], r["partition"]): r["next_offset"] for r in rows}
+
+
+async def forget_offset(conn, group: str, topic: str, partition: int, stored: int, log_end: int) -> None:
+    """The broker's log of a partition ends before the offset stored for it (the log was lost, or the topic
+    deleted and made again): forget the stored offset (the partition is read again from its beginning) and
+    record that in ``audit_log``, in one transaction."""
+    async with conn.transaction():
+        await conn.execute("DELETE FROM consumer_offset WHERE consumer_group = $1 AND topic = $2 AND partition = $3",
+                           group, topic, partition)
+        await conn.execute(
+            "INSERT INTO audit_log (actor, action, subject, detail) VALUES ('attendance-writer', 'writer.log_lost', "
+            "$1, $2::jsonb)", f"{topic}[{partition}]",
+            json.dumps({"consumer_group": group, "stored_next_offset": stored, "log_end": log_end,
+                        "policy": "read again from the beginning of the log"}))

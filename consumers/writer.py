@@ -7,10 +7,22 @@ offsets stored there, so a batch is either applied with its offsets or not at al
 de-duplicated on ``event_id`` (a producer retry sends the same event twice). Kafka's own committed offsets
 are not used.
 
-Failures: a message that cannot be used goes to the dead-letter topic with the reason (counted in
-``consumer_dead_letter`` with the offsets) and never stops the writer. When PostgreSQL (or the broker, for
-dead letters) is away, the batch is rolled back, the partitions are rewound to the batch's first offsets
-and the writer retries with exponential backoff: nothing is committed and nothing is lost.
+Failures: anything a message's content can cause is that message's problem. A message that cannot be
+used (:mod:`consumers.records`: not JSON, too deeply nested, a schema violation, text PostgreSQL cannot
+store, event times outside the plausibility bounds, far from the rest of its batch) goes to the dead-letter
+topic with the reason (counted in ``consumer_dead_letter`` with the offsets); so does a message PostgreSQL
+refuses for its data (SQLSTATE classes 21, 22, 23, 54, or a value the driver cannot convert): the batch is
+bisected to find it, and the rest of the batch is stored. A dead letter keeps at most
+``dead_letter_max_value_bytes`` of the value (flagged ``truncated``), so it always fits the producer's limit.
+Only PostgreSQL or the broker being away (or failing otherwise) pauses the writer: the batch is rolled back,
+the partitions are rewound to the batch's first offsets and the writer retries with exponential backoff:
+nothing is committed and nothing is lost.
+
+A broker that lost its log (the bundled broker keeps messages in memory; a topic deleted and made again)
+ends a partition before the offset stored for it. The writer notices it from the log's end (the high
+watermark of a fetch), says so (an error line, ``rollcall_writer_log_resets_total``, :meth:`health`), records
+it in ``audit_log`` (``writer.log_lost``) and reads that partition again from its beginning (events already
+stored are de-duplicated on event_id).
 
 Attendance changes go out through a transactional outbox (``attendance_outbox``, written with the change)
 that a second task sends to the attendance topic and deletes once the broker acknowledged it; several
@@ -32,7 +44,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from consumers import store
-from consumers.records import DeadLetter, MessageReader
+from consumers.records import DeadLetter, MessageReader, TimeBounds, batch_outliers, clean_reason
 from consumers.sessions import close_due_sessions
 from processor import metrics
 from processor.config import Config
@@ -56,17 +68,40 @@ BATCH_SECONDS = metrics.get_or_create(metrics.Histogram, "rollcall_writer_batch_
                                       "Writing one batch and its offsets in one transaction", labelnames=["group"],
                                       buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10))
 LAG = metrics.get_or_create(metrics.Gauge, "rollcall_writer_lag_messages",
-                            "Messages on a partition not yet stored (high watermark of the last fetch - next offset)",
+                            "Messages on a partition not yet stored (high watermark of the last fetch - next offset; "
+                            "negative: the broker's log ends before what is stored, see log resets)",
                             labelnames=["group", "topic", "partition"])
+LOG_RESETS = metrics.get_or_create(metrics.Counter, "rollcall_writer_log_resets",
+                                   "Partitions whose log ended before the stored offset (log lost or topic made "
+                                   "again): read again from the beginning", labelnames=["group", "topic", "partition"])
+ISOLATED = metrics.get_or_create(metrics.Counter, "rollcall_writer_batches_bisected",
+                                 "Batches PostgreSQL refused for a message's data, bisected to dead-letter that message",
+                                 labelnames=["group"])
 
 _DB_ERRORS: tuple[type[BaseException], ...] = (OSError, TimeoutError, ConnectionError)
 _DEAD_LETTER_NS = uuid.UUID("6f0d3c1e-4a7b-4f7e-9a53-0d1f2e3c4b5a")
+# SQLSTATE classes of errors a message's data causes: cardinality violation, data exception, integrity
+# constraint violation, program limit exceeded (say an index row too large). Any other is the database's.
+_CONTENT_SQLSTATES = ("21", "22", "23", "54")
+# Python errors that converting a message's values can raise (asyncpg's client-side DataError is a ValueError).
+_CONTENT_ERRORS: tuple[type[BaseException], ...] = (ValueError, TypeError, ArithmeticError, RecursionError,
+                                                    LookupError)
+_DEAD_LETTER_KEY_BYTES = 4096
 
 
 def _db_errors() -> tuple[type[BaseException], ...]:
     import asyncpg
 
     return (*_DB_ERRORS, asyncpg.PostgresError, asyncpg.InterfaceError)
+
+
+def content_error(exc: BaseException) -> bool:
+    """Whether the database work failed because of the data it was given (not because it is away)."""
+    import asyncpg
+
+    if isinstance(exc, asyncpg.PostgresError):
+        return (getattr(exc, "sqlstate", None) or "")[:2] in _CONTENT_SQLSTATES
+    return isinstance(exc, _CONTENT_ERRORS) and not isinstance(exc, OSError)
 
 
 @dataclass
@@ -79,6 +114,8 @@ class WriterStats:
     attendance_changes: int = 0
     published: int = 0
     retries: int = 0
+    bisected: int = 0  # batches PostgreSQL refused for a message's data
+    log_resets: int = 0  # partitions read again because the broker's log ended before the stored offset
     started: float = field(default_factory=time.monotonic)
 
 
@@ -91,8 +128,11 @@ class AttendanceWriter:
         self.client_id = client_id or f"{config.kafka.client_id}-writer"
         topics = config.kafka.topics
         self.topic_types = {topics.presence.name: "presence", topics.recognitions.name: "recognition"}
-        self.reader = MessageReader(self.topic_types, full_validation=self.settings.full_validation)
+        self.reader = MessageReader(self.topic_types, full_validation=self.settings.full_validation,
+                                    bounds=TimeBounds.from_settings(self.settings))
         self.stats = WriterStats()
+        self.log_resets: list[dict[str, Any]] = []  # what health() reports
+        self._paused: str | None = None  # why the last batch was not written (None: it was)
         self.timetable = store.TimetableCache()
         self._batch_lock = asyncio.Lock()  # a rebalance waits for the batch in flight
         self._outbox_wakeup = asyncio.Event()
@@ -113,9 +153,11 @@ class AttendanceWriter:
         """Consume until :meth:`stop`; PostgreSQL or the broker being away only delays it."""
         from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
+        # max_request_size stated (aiokafka's default): dead letters are cut to fit well under it
         self._producer = AIOKafkaProducer(bootstrap_servers=self.bootstrap_servers, client_id=self.client_id,
                                           enable_idempotence=self.config.kafka.enable_idempotence,
-                                          security_protocol=self.config.kafka.security_protocol, linger_ms=5)
+                                          security_protocol=self.config.kafka.security_protocol, linger_ms=5,
+                                          max_request_size=1024 * 1024)
         self._consumer = AIOKafkaConsumer(
             bootstrap_servers=self.bootstrap_servers, client_id=self.client_id, group_id=self.settings.group_id,
             enable_auto_commit=False, auto_offset_reset="earliest",
@@ -219,11 +261,13 @@ class AttendanceWriter:
                 failed = await self._finish_inflight()
                 if failed is not None:
                     self._rewind([failed] + ([decoded] if decoded else []))
-                    log.warning("batch not written (%s); rolled back, retrying in %.1f s", _one_line(failed.error), delay)
+                    self._paused = _one_line(failed.error)
+                    log.warning("batch not written (%s); rolled back, retrying in %.1f s", self._paused, delay)
                     await self._sleep(delay)
                     delay = min(delay * 2, 10.0)
                     continue
                 delay = 0.2
+                await self._check_log_ends()
                 if decoded is not None:
                     self._inflight = asyncio.create_task(self._store(decoded))
                 else:
@@ -246,6 +290,7 @@ class AttendanceWriter:
             self._next[tp] = last + 1
         self._observe_lag()
         self._last_progress = time.monotonic()
+        self._paused = None
         self._outbox_wakeup.set()
         return None
 
@@ -281,8 +326,9 @@ class AttendanceWriter:
     def _decode(self, batch: dict) -> "_Decoded":
         decoded = _Decoded()
         seen: set[str] = set()
+        self.reader.begin_batch()
         read = self.reader.read
-        rows, dead = decoded.rows, decoded.dead
+        rows, dead, raw = decoded.rows, decoded.dead, decoded.raw
         for tp, records in batch.items():
             topic, partition = tp.topic, tp.partition
             for record in records:
@@ -298,25 +344,41 @@ class AttendanceWriter:
                     continue
                 seen.add(event_id)
                 rows.append(row)
+                raw[(topic, partition, record.offset)] = (record.key, record.value)
             decoded.messages += len(records)
             decoded.spans[tp] = (records[0].offset, records[-1].offset)
+        outliers = batch_outliers(rows, self.settings.max_batch_spread_s)
+        if outliers:  # far from the rest of the batch: implausible (and every day between would need sessions)
+            dead += [self._dead_row(decoded, rows[i], reason) for i, reason in outliers.items()]
+            decoded.rows = [row for i, row in enumerate(rows) if i not in outliers]
         return decoded
 
+    @staticmethod
+    def _dead_row(decoded: "_Decoded", row: tuple, reason: str) -> DeadLetter:
+        topic, partition, offset = row[-3:]
+        key, value = decoded.raw[(topic, partition, offset)]
+        return DeadLetter(topic, partition, offset, key, value, clean_reason(f"{topic}: {reason}"))
+
     async def _store(self, decoded: "_Decoded") -> "_Decoded":
-        """Dead letters out, then the batch and its offsets in one transaction. Never raises for a database
-        or broker outage: the error is kept on the batch (the caller rewinds)."""
+        """Dead letters out, then the batch and its offsets in one transaction; a batch PostgreSQL refuses
+        for a message's data is bisected (:meth:`_isolate`). Never raises: any other failure (the database
+        or the broker away) is kept on the batch (the caller rewinds and retries)."""
         try:
             if decoded.dead:
                 await self._send_dead_letters(decoded.dead)
-            counts: dict[str, tuple[int, str]] = {}
-            for letter in decoded.dead:
-                counts[letter.topic] = (counts.get(letter.topic, (0, ""))[0] + 1, letter.reason[:500])
-            next_offsets = {(tp.topic, tp.partition): last + 1 for tp, (_, last) in decoded.spans.items()}
             conn = await self._connection()
             started = time.perf_counter()
-            result = await store.write_batch(conn, self.settings.group_id, decoded.rows, next_offsets, counts,
-                                             self.timetable)
-        except _db_errors() + (_BrokerAway,) as exc:
+            try:
+                result = await store.write_batch(conn, self.settings.group_id, decoded.rows, self._offsets(decoded),
+                                                 _dead_counts(decoded.dead), self.timetable)
+            except Exception as exc:  # noqa: BLE001 - sorted below
+                if not decoded.rows or not content_error(exc):
+                    raise
+                result = await self._isolate(conn, decoded, exc)
+        except Exception as exc:  # noqa: BLE001 - the database or the broker away (or failing): pause, retry
+            if not isinstance(exc, _db_errors() + (_BrokerAway,)):
+                log.error("batch not written, unexpected %s (retrying as for an outage)", _one_line(exc),
+                          exc_info=exc)
             decoded.error = exc
             return decoded
         group = self.settings.group_id
@@ -335,16 +397,67 @@ class AttendanceWriter:
         ATTENDANCE_CHANGES.labels(group).inc(result.changed)
         return decoded
 
+    @staticmethod
+    def _offsets(decoded: "_Decoded") -> dict[tuple[str, int], int]:
+        return {(tp.topic, tp.partition): last + 1 for tp, (_, last) in decoded.spans.items()}
+
+    async def _isolate(self, conn, decoded: "_Decoded", error: BaseException) -> store.BatchResult:
+        """PostgreSQL refused the batch for its data: write it in halves (recursively; each part in its own
+        transaction, in offset order) down to the single messages it refuses, dead-letter those, then store
+        the offsets. A crash in between is harmless: what was written is de-duplicated when read again."""
+        group, total, refused = self.settings.group_id, store.BatchResult(), []
+        log.warning("PostgreSQL refused a batch of %d events for their data (%s): isolating the event(s) at fault",
+                    len(decoded.rows), _one_line(error))
+
+        async def write(rows: list[tuple], exc: BaseException) -> None:
+            if len(rows) == 1:
+                refused.append((rows[0], exc))
+                return
+            for part in (rows[: len(rows) // 2], rows[len(rows) // 2:]):
+                try:
+                    _add(total, await store.write_batch(conn, group, part, {}, {}, self.timetable))
+                except Exception as part_exc:  # noqa: BLE001 - sorted here
+                    if not content_error(part_exc):
+                        raise
+                    await write(part, part_exc)
+
+        await write(decoded.rows, error)
+        letters = [self._dead_row(decoded, row, f"refused by PostgreSQL: {_one_line(exc)}") for row, exc in refused]
+        await self._send_dead_letters(letters)
+        decoded.dead += letters
+        bad = {id(row) for row, _ in refused}
+        decoded.rows = [row for row in decoded.rows if id(row) not in bad]
+        _add(total, await store.write_batch(conn, group, [], self._offsets(decoded), _dead_counts(decoded.dead),
+                                            self.timetable))
+        self.stats.bisected += 1
+        ISOLATED.labels(group).inc()
+        return total
+
     async def _send_dead_letters(self, dead: list[DeadLetter]) -> None:
+        """Send every dead letter; one the broker refuses as too large goes again without the message."""
+        from aiokafka.errors import MessageSizeTooLargeError
+
         topic = self.config.kafka.topics.dead_letter.name
+        limit = self.settings.dead_letter_max_value_bytes
         try:
-            futures = []
+            sent = []
             for letter in dead:
-                event = dead_letter_event(letter, self.settings.group_id)
-                futures.append(await self._producer.send(topic, key=letter.topic.encode(), value=encode(event)))
-            await asyncio.gather(*futures)
+                event = dead_letter_event(letter, self.settings.group_id, max_value_bytes=limit)
+                try:
+                    future = await self._producer.send(topic, key=letter.topic.encode(), value=encode(event))
+                except MessageSizeTooLargeError as exc:
+                    event = _without_payload(event, exc)
+                    future = await self._producer.send(topic, key=letter.topic.encode(), value=encode(event))
+                sent.append((letter, event, future))
+            results = await asyncio.gather(*(future for _, _, future in sent), return_exceptions=True)
+            for (letter, event, _), result in zip(sent, results):
+                if isinstance(result, MessageSizeTooLargeError):  # the broker's own limit is lower
+                    await (await self._producer.send(topic, key=letter.topic.encode(),
+                                                     value=encode(_without_payload(event, result))))
+                elif isinstance(result, BaseException):
+                    raise result
         except Exception as exc:
-            raise _BrokerAway(f"dead-letter topic {topic}: {exc}") from None
+            raise _BrokerAway(f"dead-letter topic {topic}: {_one_line(exc)}") from None
         for letter in dead:
             log.warning("dead letter %s[%d]@%d: %s", letter.topic, letter.partition, letter.offset, letter.reason)
 
@@ -449,6 +562,45 @@ class AttendanceWriter:
         ATTENDANCE_PUBLISHED.labels(self.settings.group_id).inc(len(rows))
         return len(rows)
 
+    # ----------------------------------------------------------------------------------- lost logs
+    async def _check_log_ends(self) -> None:
+        """A partition whose log (as the last fetch saw it) ends before the offset stored for it lost its
+        log: every new event would be skipped up to the stored offset. Record it, say it, read it again
+        from its beginning. While PostgreSQL is away this waits for the next round."""
+        consumer = self._consumer
+        for tp in list(consumer.assignment()):
+            stored, end = self._next.get(tp), consumer.highwater(tp)
+            if stored is None or end is None or end >= stored:
+                continue
+            LAG.labels(self.settings.group_id, tp.topic, str(tp.partition)).set(end - stored)  # negative: say it
+            try:
+                await store.forget_offset(await self._connection(), self.settings.group_id, tp.topic, tp.partition,
+                                          stored, end)
+            except _db_errors() as exc:
+                log.warning("cannot record the lost log of %s[%d] (%s); trying again", tp.topic, tp.partition,
+                            _one_line(exc))
+                await self._drop_connection()
+                return
+            log.error("the broker's log of %s[%d] ends at offset %d, but %d messages of it are stored: the log was "
+                      "lost (a broker without persistence restarted, or the topic was deleted and made again); "
+                      "reading the partition again from its beginning (recorded in audit_log as writer.log_lost)",
+                      tp.topic, tp.partition, end, stored)
+            LOG_RESETS.labels(self.settings.group_id, tp.topic, str(tp.partition)).inc()
+            self.stats.log_resets += 1
+            self.log_resets.append({"topic": tp.topic, "partition": tp.partition, "stored_next_offset": stored,
+                                    "log_end": end, "at": dt.datetime.now(dt.timezone.utc).isoformat()})
+            await consumer.seek_to_beginning(tp)
+            self._next[tp] = None
+            self._read_next[tp] = None
+
+    def health(self) -> dict[str, Any]:
+        """How the writer is: 'ok', 'paused' (the last batch was not written: database or broker away) or
+        'log_lost' (a partition's log was lost since it started: see log_resets)."""
+        state = "paused" if self._paused else "log_lost" if self.log_resets else "ok"
+        return {"state": state, "paused_by": self._paused, "log_resets": list(self.log_resets),
+                "since_progress_s": round(time.monotonic() - self._last_progress, 1),
+                "dead_letters": self.stats.dead_letters, "batches_bisected": self.stats.bisected}
+
     # ----------------------------------------------------------------------------------- observers
     def _observe_lag(self) -> None:
         consumer = self._consumer
@@ -456,8 +608,9 @@ class AttendanceWriter:
             return
         for tp in consumer.assignment():
             end, stored = consumer.highwater(tp), self._next.get(tp)
-            if end is not None:  # nothing stored yet: all of it (from the start) is to come
-                LAG.labels(self.settings.group_id, tp.topic, str(tp.partition)).set(max(0, end - (stored or 0)))
+            if end is not None:  # nothing stored yet: all of it (from the start) is to come. Not clamped:
+                # a negative lag is a log that ends before what is stored (see _check_log_ends)
+                LAG.labels(self.settings.group_id, tp.topic, str(tp.partition)).set(end - (stored or 0))
 
     async def caught_up(self) -> bool:
         """True when every assigned partition is stored up to its end and the outbox is empty. The end is
@@ -478,7 +631,8 @@ class AttendanceWriter:
             pending = await conn.fetchval("SELECT count(*) FROM attendance_outbox")
         finally:
             await conn.close()
-        return pending == 0 and all(stored.get((tp.topic, tp.partition), 0) >= ends[tp] for tp in assigned)
+        # == not >=: stored past the log's end is a lost log (see _check_log_ends), not caught up
+        return pending == 0 and all(stored.get((tp.topic, tp.partition), 0) == ends[tp] for tp in assigned)
 
 
 class _BrokerAway(Exception):
@@ -491,6 +645,7 @@ class _Decoded:
 
     rows: list[tuple] = field(default_factory=list)
     dead: list[DeadLetter] = field(default_factory=list)
+    raw: dict[tuple[str, int, int], tuple[bytes | None, bytes | None]] = field(default_factory=dict)  # of rows
     spans: dict[Any, tuple[int, int]] = field(default_factory=dict)
     messages: int = 0
     duplicates: int = 0
@@ -523,19 +678,46 @@ def attendance_event(event_id: Any, payload: dict[str, Any]) -> dict[str, Any]:
     return build_event("attendance", {**payload, "event_id": str(event_id)})
 
 
-def dead_letter_event(letter: DeadLetter, group: str) -> dict[str, Any]:
+def dead_letter_event(letter: DeadLetter, group: str, *, max_value_bytes: int = 512 * 1024) -> dict[str, Any]:
     """A dead_letter event for a message; its event_id is derived from the message's position, so sending
-    it again after a crash gives the same id."""
+    it again after a crash gives the same id. A value over ``max_value_bytes`` (a key over 4 KiB) is cut
+    to its first bytes, with ``truncated`` true and the original sizes."""
+    key, value = letter.key, letter.value
+    truncated = (key is not None and len(key) > _DEAD_LETTER_KEY_BYTES) or (
+        value is not None and len(value) > max_value_bytes)
     event = build_event("dead_letter", {
         "event_id": str(uuid.uuid5(_DEAD_LETTER_NS, f"{letter.topic}:{letter.partition}:{letter.offset}")),
         "source_topic": letter.topic, "source_partition": letter.partition, "source_offset": letter.offset,
-        "key_base64": base64.b64encode(letter.key).decode() if letter.key is not None else None,
-        "value_base64": base64.b64encode(letter.value).decode() if letter.value is not None else None,
-        "reason": letter.reason[:2000], "consumer_group": group,
+        "key_base64": base64.b64encode(key[:_DEAD_LETTER_KEY_BYTES]).decode() if key is not None else None,
+        "value_base64": base64.b64encode(value[:max_value_bytes]).decode() if value is not None else None,
+        "truncated": truncated, "key_bytes": len(key) if key is not None else None,
+        "value_bytes": len(value) if value is not None else None,
+        "reason": clean_reason(letter.reason), "consumer_group": group,
         "received_at": dt.datetime.now(dt.timezone.utc),
     })
     event["published_at"] = now_timestamp()
     return event
+
+
+def _without_payload(event: dict[str, Any], exc: BaseException) -> dict[str, Any]:
+    """The dead letter without the message (the broker refused it as too large even cut)."""
+    reason = clean_reason(f"{event['reason']} (message not kept: {_one_line(exc)})")
+    return {**event, "key_base64": None, "value_base64": None, "truncated": True, "reason": reason}
+
+
+def _dead_counts(dead: list[DeadLetter]) -> dict[str, tuple[int, str]]:
+    """{topic: (dead letters, the last reason)} for consumer_dead_letter."""
+    counts: dict[str, tuple[int, str]] = {}
+    for letter in dead:
+        counts[letter.topic] = (counts.get(letter.topic, (0, ""))[0] + 1, letter.reason[:500])
+    return counts
+
+
+def _add(total: store.BatchResult, part: store.BatchResult) -> None:
+    total.events += part.events
+    total.new += part.new
+    total.pairs += part.pairs
+    total.changed += part.changed
 
 
 def _one_line(exc: BaseException) -> str:
