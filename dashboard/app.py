@@ -1,10 +1,13 @@
 """The Starlette application: pages, the JSON API, auth, CSRF, and the live services behind them.
 
 Every route is declared through :func:`page` / :func:`api` with the roles that may use it; the guard
-they wrap it in refuses an anonymous request (pages: 303 to /login, API: 401 JSON), a role that may not
-(403), and an unsafe method (POST, PUT, PATCH, DELETE) without the session's CSRF token (403). Only
-``/login`` and ``/static`` are public. Data-level checks (a faculty member's courses, a student's own
-record) are in the handlers, through the user's :class:`~dashboard.auth.Scope`.
+they wrap it in refuses malformed path and query values (4xx), an anonymous request (pages: 303 to
+/login, API: 401 JSON), a role that may not (403), and an unsafe method (POST, PUT, PATCH, DELETE)
+without the session's CSRF token (403), all before the request's body is read; :class:`BodyLimit`
+counts the body as it streams in (``dashboard.max_body_bytes``, ``max_upload_bytes`` for multipart).
+Only ``/login`` and ``/static`` are public. Data-level checks (a faculty member's courses, a student's
+own record, live data only of the rooms where they teach at the time) are in the handlers, through the
+user's :class:`~dashboard.auth.Scope` and :func:`live_rooms`.
 """
 
 from __future__ import annotations
@@ -22,7 +25,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Awaitable, Callable
 from urllib.parse import quote
+from zoneinfo import ZoneInfo
 
+import asyncpg
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
 from starlette.middleware.sessions import SessionMiddleware
@@ -34,6 +39,8 @@ from starlette.templating import Jinja2Templates
 
 from dashboard import auth, queries
 from dashboard.auth import Scope, User
+from dashboard.limits import BodyLimit, BodyTooLarge, check_image, only_courses
+from dashboard.live import StreamLimits, visible
 from infra.errors import RollcallError
 
 log = logging.getLogger("rollcall.dashboard")
@@ -46,8 +53,10 @@ ADMIN = ("admin",)
 PUBLIC_PATHS = ("/login", "/static")
 CSRF_HEADER = "x-csrf-token"
 CSRF_FIELD = "csrf_token"
-USER_CACHE_S = 5.0
-MAX_UPLOAD_BYTES = 20_000_000
+LIVE_CACHE_S = 5.0
+MAX_ID = 2**63 - 1  # PostgreSQL bigint: a larger id is no row, not an error
+MAX_PARAM_CHARS = 1000
+FIRST_DATE, LAST_DATE = dt.date(1900, 1, 1), dt.date(2999, 12, 31)
 EXPORT_TYPES = {"csv": "text/csv; charset=utf-8",
                 "xlsx": "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet"}
 
@@ -75,15 +84,14 @@ class Services:
     video: Any = None
     metrics: Any = None
     limiter: auth.LoginLimiter | None = None
+    streams: StreamLimits | None = None
     pool: Any = None
     pool_error: str | None = None
-    _users: dict[str, tuple[float, User | None]] = field(default_factory=dict)
+    _live: dict[str, tuple[float, dict]] = field(default_factory=dict)
     _names: tuple[float, dict[str, str]] = (0.0, {})
     _pool_lock: asyncio.Lock = field(default_factory=asyncio.Lock)
 
     async def get_pool(self):
-        import asyncpg
-
         if self.pool is not None:
             return self.pool
         async with self._pool_lock:
@@ -101,8 +109,6 @@ class Services:
 
     @contextlib.asynccontextmanager
     async def conn(self):
-        import asyncpg
-
         pool = await self.get_pool()
         try:
             async with pool.acquire(timeout=10) as conn:
@@ -113,16 +119,30 @@ class Services:
         except asyncpg.exceptions.UndefinedTableError as exc:
             raise Problem(f"the database is not migrated ({exc}): run `rollcall db migrate`", 503) from None
 
-    async def user(self, username: str | None) -> User | None:
-        if not username:
+    async def user(self, session_id: str | None) -> User | None:
+        """The account of a live server-side session (looked up on every request: revocation is immediate)."""
+        if not session_id:
             return None
-        cached = self._users.get(username)
-        if cached is not None and time.monotonic() - cached[0] < USER_CACHE_S:
-            return cached[1]
         async with self.conn() as conn:
-            user = await auth.get_user(conn, username)
-        self._users[username] = (time.monotonic(), user)
-        return user
+            return await auth.session_user(conn, session_id)
+
+    async def live_rooms(self, user: User, scope: Scope, fresh: bool = False
+                         ) -> dict[str, tuple[dt.datetime, dt.datetime]] | None:
+        """None (admin: every room), else room -> (since, until): the rooms where one of the user's courses
+        has a session now (in the database, or by the timetable), from its window's start to its end."""
+        if scope.courses is None:
+            return None
+        cached = self._live.get(user.username)
+        if not fresh and cached is not None and time.monotonic() - cached[0] < LIVE_CACHE_S:
+            return cached[1]
+        rooms = auth.timetable_windows(self.config, scope.courses, dt.datetime.now(dt.timezone.utc))
+        if scope.courses:
+            async with self.conn() as conn:
+                for room, (since, until) in (await queries.live_sessions(conn, scope.courses)).items():
+                    old = rooms.get(room, (since, until))
+                    rooms[room] = (min(old[0], since), max(old[1], until))
+        self._live[user.username] = (time.monotonic(), rooms)
+        return rooms
 
     async def names(self) -> dict[str, str]:
         if time.monotonic() - self._names[0] > 30:
@@ -194,11 +214,10 @@ Handler = Callable[[Request], Awaitable[Response]]
 
 def guard(endpoint: Handler, roles: tuple[str, ...], *, public: bool = False) -> Handler:
     async def guarded(request: Request) -> Response:
+        request.state.form = None
         try:
-            if request.method not in SAFE_METHODS:
-                request.state.form = await _form_if_any(request)
             if not public:
-                user = await services_of(request).user(request.session.get("user"))
+                user = await services_of(request).user(request.session.get("sid"))
                 if user is None:
                     if wants_json(request):
                         return JSONResponse({"error": "not logged in: POST /login first"}, status_code=401)
@@ -207,15 +226,18 @@ def guard(endpoint: Handler, roles: tuple[str, ...], *, public: bool = False) ->
                 request.state.scope = auth.scope_of(user, services_of(request).config)
                 if user.role not in roles:
                     raise Problem(f"a {user.role} account may not open {request.url.path}", 403)
+            _check_params(request)
             if request.method not in SAFE_METHODS:
-                sent = request.headers.get(CSRF_HEADER) or (request.state.form or {}).get(CSRF_FIELD)
-                if not auth.same_token(sent, request.session.get("csrf")):
-                    raise Problem("missing or wrong CSRF token: reload the page and try again", 403)
+                await _check_csrf(request)
             return await endpoint(request)
         except Problem as exc:
             return error_response(request, exc.message, exc.status)
         except RollcallError as exc:
             return error_response(request, str(exc), 400)
+        except BodyTooLarge as exc:
+            return error_response(request, str(exc), 413)
+        except asyncpg.exceptions.DataError as exc:  # a value PostgreSQL cannot take (e.g. a NUL character)
+            return error_response(request, f"a value in the request is not valid: {exc}".splitlines()[0], 400)
 
     guarded.__name__ = endpoint.__name__
     guarded.__doc__ = endpoint.__doc__
@@ -224,13 +246,39 @@ def guard(endpoint: Handler, roles: tuple[str, ...], *, public: bool = False) ->
     return guarded
 
 
+def _check_params(request: Request) -> None:
+    """Path and query values a handler or PostgreSQL would choke on: a clear 4xx before anything runs."""
+    for name, value in request.path_params.items():
+        if isinstance(value, int) and not 0 <= value <= MAX_ID:
+            raise Problem(f"no {name.removesuffix('_id')} {value}", 404)
+        if isinstance(value, str) and (len(value) > 200 or not value.isprintable()):
+            raise Problem(f"{name} is not valid: at most 200 printable characters", 400)
+    for name, value in request.query_params.multi_items():
+        if len(name) + len(value) > MAX_PARAM_CHARS or "\x00" in name or "\x00" in value:
+            raise Problem(f"query parameter {name[:40]!r} is not valid (too long, or a NUL character)", 400)
+
+
+async def _check_csrf(request: Request) -> None:
+    """The session's CSRF token from the X-CSRF-Token header, or else a form's csrf_token field (the form
+    is read only then, and only for a logged-in user or the login form, within the body limits)."""
+    sent = request.headers.get(CSRF_HEADER)
+    if not sent:
+        request.state.form = await _form_if_any(request)
+        sent = (request.state.form or {}).get(CSRF_FIELD)
+    if not auth.same_token(sent, request.session.get("csrf")):
+        raise Problem("missing or wrong CSRF token: reload the page and try again", 403)
+    if request.state.form is None:
+        request.state.form = await _form_if_any(request)
+
+
 async def _form_if_any(request: Request):
     kind = request.headers.get("content-type", "")
     if kind.startswith("application/x-www-form-urlencoded") or kind.startswith("multipart/form-data"):
-        if int(request.headers.get("content-length") or 0) > MAX_UPLOAD_BYTES * 4:
-            raise Problem("upload too large", 413)
+        d = services_of(request).config.dashboard
         try:
-            return await request.form(max_files=20, max_fields=100, max_part_size=MAX_UPLOAD_BYTES)
+            return await request.form(max_files=d.max_upload_files, max_fields=100, max_part_size=d.max_body_bytes)
+        except BodyTooLarge:
+            raise
         except Exception as exc:  # noqa: BLE001 - python-multipart's errors: a bad request, said in one line
             raise Problem(f"the form could not be read: {exc}", 400) from None
     return None
@@ -242,8 +290,8 @@ async def body(request: Request) -> dict:
         return {k: v for k, v in request.state.form.items()}
     if request.headers.get("content-type", "").startswith("application/json"):
         try:
-            data = await request.json()
-        except ValueError:
+            data = json.loads(await request.body())
+        except (ValueError, RecursionError):
             raise Problem("the body is not valid JSON") from None
         if not isinstance(data, dict):
             raise Problem("the body must be a JSON object")
@@ -270,16 +318,19 @@ def _date(value: str | None, what: str) -> dt.date | None:
     if not value:
         return None
     try:
-        return dt.date.fromisoformat(value)
+        day = dt.date.fromisoformat(value)
     except ValueError:
-        raise Problem(f"{what} {value!r} is not a date: use YYYY-MM-DD") from None
+        raise Problem(f"{what} {value[:40]!r} is not a date: use YYYY-MM-DD") from None
+    if not FIRST_DATE <= day <= LAST_DATE:
+        raise Problem(f"{what} {value} is out of range: {FIRST_DATE} to {LAST_DATE}")
+    return day
 
 
 def _int(value: Any, what: str) -> int:
     try:
         return int(value)
-    except (TypeError, ValueError):
-        raise Problem(f"{what} {value!r} is not a number") from None
+    except (TypeError, ValueError, OverflowError):
+        raise Problem(f"{what} {str(value)[:40]!r} is not a number") from None
 
 
 def _filters(request: Request) -> dict:
@@ -339,15 +390,16 @@ async def login_page(request: Request) -> Response:
 
 @page("/login", (), methods=("POST",), public=True)
 async def login(request: Request) -> Response:
-    """Log in (form or JSON {username, password}); rate-limited per username and client."""
+    """Log in (form or JSON {username, password}); rate-limited per account and per client address."""
     services = services_of(request)
     fields = await body(request)
-    username = str(fields.get("username") or "").strip()
-    password = str(fields.get("password") or "")
-    client = request.client.host if request.client else "?"
+    username = str(fields.get("username") or "").strip()[:100]
+    password = str(fields.get("password") or "")[:1000]
+    client = _client(request)
     as_json = request.state.form is None
-    wait = services.limiter.retry_after(username, client)
+    wait, attempt = services.limiter.attempt(username, client)
     if wait:
+        log.warning("login refused (rate limit) for %r from %s", username, client)
         message = f"too many failed logins: try again in {wait} s"
         if as_json:
             return JSONResponse({"error": message}, status_code=429, headers={"Retry-After": str(wait)})
@@ -358,17 +410,20 @@ async def login(request: Request) -> Response:
             stored = await auth.password_hash_of(conn, username)
     ok = await asyncio.to_thread(auth.verify_password, stored, password)
     if not ok:
-        services.limiter.failed(username, client)
+        await _failed_login(services, username, client)
         message = "wrong username or password"
         if as_json:
             return JSONResponse({"error": message}, status_code=400)
         return render(request, "login.html", {"error": message, "next": fields.get("next", "")}, status=400)
-    services.limiter.succeeded(username, client)
+    services.limiter.succeeded(username, client, attempt)
     async with services.conn() as conn:
         await conn.execute("UPDATE dashboard_user SET last_login_at = now() WHERE username = $1", username)
         user = await auth.get_user(conn, username)
+        await _consumer("privacy", "audit_login")(conn, username, ok=True, client=client)
+        await auth.end_session(conn, request.session.get("sid"))
+        session_id = await auth.start_session(conn, username, services.config.dashboard.session_max_age_s, client)
     request.session.clear()
-    request.session.update({"user": username, "csrf": auth.new_csrf_token(), "at": int(time.time())})
+    request.session.update({"sid": session_id, "csrf": auth.new_csrf_token(), "at": int(time.time())})
     if as_json:
         return JSONResponse({"username": user.username, "role": user.role, "person_id": user.person_id,
                              "csrf_token": request.session["csrf"]})
@@ -378,11 +433,47 @@ async def login(request: Request) -> Response:
     return RedirectResponse(target, status_code=303)
 
 
+def _client(request: Request) -> str:
+    peer = request.client.host if request.client else None
+    return auth.client_address(peer, request.headers.get("x-forwarded-for"),
+                               services_of(request).config.dashboard.trusted_proxies)
+
+
+async def _failed_login(services: Services, username: str, client: str, reason: str = "wrong password") -> None:
+    """Said in the log and kept in the audit log (who tried which account from where)."""
+    log.warning("failed login for %r from %s (%s)", username[:64], client, reason)
+    async with services.conn() as conn:
+        await _consumer("privacy", "audit_login")(conn, username, ok=False, client=client, reason=reason)
+
+
 @page("/logout", ALL, methods=("POST",))
 async def logout(request: Request) -> Response:
-    """Log out (clears the session)."""
+    """Log out: the session ends on the server too (a copy of the cookie is no longer let in)."""
+    async with services_of(request).conn() as conn:
+        await auth.end_session(conn, request.session.get("sid"))
     request.session.clear()
     return RedirectResponse("/login", status_code=303)
+
+
+@api("/api/me/password", ALL, methods=("POST",))
+async def change_password(request: Request) -> Response:
+    """Change your password: {current_password, new_password}; ends your other sessions."""
+    services, user = services_of(request), _user(request)
+    fields = await body(request)
+    current, new = str(fields.get("current_password") or ""), str(fields.get("new_password") or "")
+    client = _client(request)
+    wait, attempt = services.limiter.attempt(user.username, client)
+    if wait:
+        raise Problem(f"too many failed attempts: try again in {wait} s", 429)
+    async with services.conn() as conn:
+        stored = await auth.password_hash_of(conn, user.username)
+    if not await asyncio.to_thread(auth.verify_password, stored, current[:1000]):
+        await _failed_login(services, user.username, client, "wrong current password on a password change")
+        raise Problem("the current password is wrong", 400)
+    services.limiter.succeeded(user.username, client, attempt)
+    async with services.conn() as conn:
+        ended = await auth.change_password(conn, user.username, new[:1000], keep=request.session.get("sid"))
+    return done(request, {"sessions_ended": ended}, f"password changed; {ended} other session(s) ended")
 
 
 @page("/", ALL)
@@ -402,38 +493,65 @@ async def me(request: Request) -> Response:
 
 
 # ------------------------------------------------------------------------------------------ live
+# Faculty see live data (video, presence, recognitions) only of the rooms where one of their courses has a
+# session at the time (a room is shared with other courses at other hours); admins see every room.
 
-def _cameras_json(services: Services, scope: Scope) -> list[dict]:
+async def _live_rooms(request: Request) -> dict[str, tuple[dt.datetime, dt.datetime]] | None:
+    return await services_of(request).live_rooms(_user(request), _scope(request))
+
+
+def _since(live: dict[str, tuple[dt.datetime, dt.datetime]] | None) -> dict[str, str] | None:
+    """room -> the window's start as the events' frame_time text (ISO UTC, ms, Z): comparable as text."""
+    if live is None:
+        return None
+    return {room: since.astimezone(dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"
+            for room, (since, _) in live.items()}
+
+
+def _cameras_json(services: Services, scope: Scope, live: dict | None) -> list[dict]:
     out = []
-    for camera in services.cameras_in(scope):
+    for camera in services.config.cameras:
+        watchable = live is None or camera.room in live
+        if not camera.enabled or not (scope.camera(camera.id) or watchable):
+            continue
         feed = services.video.feeds.get(camera.id) if services.video else None
         processor = services.metrics.cameras.get(camera.id, {}) if services.metrics else {}
         out.append({"id": camera.id, "name": camera.name, "role": camera.role, "room_id": camera.room,
                     "video": feed is not None, "feed_state": feed.state if feed and feed.source else "idle",
-                    "processor_state": processor.get("state")})
+                    "processor_state": processor.get("state"), "live": watchable})
     return out
 
 
 @page("/live", STAFF)
 async def live_page(request: Request) -> Response:
-    """Live: camera grid (WebRTC, MJPEG fallback), live event feed, presence board."""
+    """Live: camera grid (WebRTC, MJPEG fallback), live event feed, presence board (faculty: the rooms of
+    their sessions running now)."""
     services = services_of(request)
-    scope = _scope(request)
-    return render(request, "live.html", {"cameras": _cameras_json(services, scope),
-                                         "rooms": [r for r in services.config.rooms if scope.room(r.id)]})
+    live = await _live_rooms(request)
+    cameras = [c for c in _cameras_json(services, _scope(request), live) if c["live"]]
+    return render(request, "live.html", {"cameras": cameras,
+                                         "rooms": [r for r in services.config.rooms if live is None or r.id in live]})
 
 
 @api("/api/cameras", STAFF)
 async def cameras(request: Request) -> Response:
-    """The cameras this user may watch, with the video feed's and the processor's state."""
-    return JSONResponse({"cameras": _cameras_json(services_of(request), _scope(request))})
+    """The cameras of this user's rooms, with the video feed's and the processor's state; ``live``: whether
+    they may watch it now (faculty: one of their sessions is running in its room)."""
+    live = await _live_rooms(request)
+    return JSONResponse({"cameras": _cameras_json(services_of(request), _scope(request), live)})
 
 
 async def _board(request: Request) -> list[dict]:
     services = services_of(request)
-    board = services.hub.presence_board(services.rooms_in(_scope(request)))
+    since = _since(await _live_rooms(request))
+    rooms = [r.id for r in services.config.rooms if since is None or r.id in since]
+    board = services.hub.presence_board(rooms)
     names = await services.names()
     for room in board:
+        if since is not None:  # tracks of this session's window only, not the class before
+            room["tracks"] = [t for t in room["tracks"] if str(t["last_seen"]) >= since[room["room_id"]]]
+            room["people"] = len(room["tracks"])
+            room["known"] = sum(t["identity"] == "known" for t in room["tracks"])
         for track in room["tracks"]:
             track["name"] = names.get(track["person_id"]) if track["person_id"] else None
     return board
@@ -441,99 +559,136 @@ async def _board(request: Request) -> list[dict]:
 
 @api("/api/presence", STAFF)
 async def presence(request: Request) -> Response:
-    """The presence board: per room, the person tracks in it now (from presence events) and the latest count."""
+    """The presence board: per room, the person tracks in it now (from presence events) and the latest count;
+    faculty: the rooms of their sessions running now."""
     return JSONResponse({"rooms": await _board(request), "feed": services_of(request).hub.status()["state"]})
 
 
 @api("/api/events/recent", STAFF)
 async def recent_events(request: Request) -> Response:
-    """The latest recognition and presence events (up to 200) this user may see, newest last."""
-    scope = _scope(request)
-    events = [e for e in services_of(request).hub.recent if scope.room(e.get("room_id"))]
-    return JSONResponse({"events": events})
+    """The latest recognition and presence events (up to 200) this user may see, newest last (faculty: of
+    their sessions running now, since each one's window began)."""
+    since = _since(await _live_rooms(request))
+    return JSONResponse({"events": [e for e in services_of(request).hub.recent if visible(e, since)]})
+
+
+@contextlib.contextmanager
+def _stream_slot(request: Request):
+    """One of the user's ``dashboard.max_streams_per_user`` live streams, or a 429."""
+    services, username = services_of(request), _user(request).username
+    if not services.streams.acquire(username):
+        raise Problem(f"too many live streams open for {username} (at most "
+                      f"{services.streams.per_user}): close some video or live-feed tabs", 429)
+    try:
+        yield lambda: services.streams.release(username)
+    except BaseException:
+        services.streams.release(username)
+        raise
 
 
 @api("/api/events/stream", STAFF)
 async def event_stream(request: Request) -> Response:
-    """Server-sent events from Kafka as they arrive: recognition, presence, occupancy (``?types=`` to choose)."""
+    """Server-sent events from Kafka as they arrive: recognition, presence, occupancy (``?types=`` to choose);
+    faculty: of the rooms of their sessions, as those begin and end."""
     from dashboard.live import FEED_TYPES
 
     services = services_of(request)
     wanted = [t for t in (request.query_params.get("types") or ",".join(FEED_TYPES)).split(",") if t]
     unknown = [t for t in wanted if t not in FEED_TYPES]
     if unknown:
-        raise Problem(f"unknown event type {unknown[0]!r}: choose from {', '.join(FEED_TYPES)}")
-    scope = _scope(request)
-    sub = services.hub.subscribe(scope.rooms, wanted)
-    if sub is None:
-        raise Problem("too many live clients on this dashboard process", 503)
-
-    async def stream():
-        try:
-            yield f"retry: 2000\nevent: hello\ndata: {json.dumps({'feed': services.hub.state})}\n\n".encode()
-            while True:
-                try:
-                    async with asyncio.timeout(15):
-                        message = await sub.queue.get()
-                except asyncio.TimeoutError:
-                    yield b": keep-alive\n\n"
-                    continue
-                chunk = [message]
-                while not sub.queue.empty() and len(chunk) < 100:
-                    chunk.append(sub.queue.get_nowait())
-                yield b"".join(chunk)
-        finally:
-            services.hub.unsubscribe(sub)
-
-    return StreamingResponse(stream(), media_type="text/event-stream",
+        raise Problem(f"unknown event type {unknown[0][:40]!r}: choose from {', '.join(FEED_TYPES)}")
+    with _stream_slot(request) as release:
+        sub = services.hub.subscribe(_since(await _live_rooms(request)), wanted)
+        if sub is None:
+            raise Problem("too many live clients on this dashboard process", 503)
+    return StreamingResponse(_sse(request, sub, release), media_type="text/event-stream",
                              headers={"Cache-Control": "no-cache, no-store", "X-Accel-Buffering": "no"})
+
+
+async def _sse(request: Request, sub, release):
+    services = services_of(request)
+    try:
+        yield f"retry: 2000\nevent: hello\ndata: {json.dumps({'feed': services.hub.state})}\n\n".encode()
+        user, scope = _user(request), _scope(request)
+        quiet = time.monotonic()  # when something was last sent (a keep-alive after 15 s of nothing)
+        refresh_at = quiet + LIVE_CACHE_S
+        while True:
+            if sub.rooms is not None and time.monotonic() >= refresh_at:
+                # their sessions begin and end while they watch
+                sub.rooms = _since(await services.live_rooms(user, scope, fresh=True))
+                refresh_at = time.monotonic() + LIVE_CACHE_S
+            wait = min(refresh_at, quiet + 15) - time.monotonic() if sub.rooms is not None else quiet + 15 - time.monotonic()
+            try:
+                async with asyncio.timeout(max(0.05, wait)):
+                    message = await sub.queue.get()
+            except asyncio.TimeoutError:
+                if time.monotonic() >= quiet + 15:
+                    quiet = time.monotonic()
+                    yield b": keep-alive\n\n"
+                continue
+            quiet = time.monotonic()
+            chunk = [message]
+            while not sub.queue.empty() and len(chunk) < 100:
+                chunk.append(sub.queue.get_nowait())
+            yield b"".join(chunk)
+    finally:
+        services.hub.unsubscribe(sub)
+        release()
 
 
 # ------------------------------------------------------------------------------------------ video
 
-def _feed(request: Request):
+async def _feed(request: Request):
+    """The camera's feed and until when (Unix time, None: no end) this user may watch it."""
     services = services_of(request)
     camera_id = request.path_params["camera_id"]
-    if not _scope(request).camera(camera_id):
-        raise Problem(f"camera {camera_id!r} is not in your rooms", 403)
+    camera = next((c for c in services.config.cameras if c.id == camera_id), None)
+    live = await _live_rooms(request)
+    if live is not None and (camera is None or camera.room not in live):
+        raise Problem(f"camera {camera_id!r}: none of your sessions is running in its room now", 403)
     feed = services.video.feeds.get(camera_id) if services.video else None
     if feed is None:
         raise Problem(f"no camera {camera_id!r} with video", 404)
-    return services, feed
+    return services, feed, (live[camera.room][1].timestamp() if live is not None else None)
 
 
 @api("/api/video/{camera_id}/offer", STAFF, methods=("POST",))
 async def video_offer(request: Request) -> Response:
-    """WebRTC: send the browser's SDP offer ({sdp, type}); the answer carries the annotated video track."""
-    services, feed = _feed(request)
+    """WebRTC: send the browser's SDP offer ({sdp, type}); the answer carries the annotated video track.
+    A connection that does not connect within ``dashboard.video_connect_timeout_s`` is closed."""
+    services, feed, until = await _feed(request)
     fields = await body(request)
     if not isinstance(fields.get("sdp"), str) or fields.get("type") != "offer":
         raise Problem("send the browser's offer as JSON {\"sdp\": ..., \"type\": \"offer\"}")
-    try:
-        answer = await services.video.answer(feed.camera.id, fields["sdp"], "offer")
-    except OverflowError as exc:
-        raise Problem(str(exc), 503) from None
-    except ValueError as exc:
-        raise Problem(f"the offer was refused: {exc}") from None
+    with _stream_slot(request) as release:
+        try:
+            answer = await services.video.answer(feed.camera.id, fields["sdp"], "offer", on_close=release,
+                                                 until=until)
+        except OverflowError as exc:
+            raise Problem(str(exc), 503) from None
+        except ValueError as exc:
+            raise Problem(f"the offer was refused: {exc}") from None
     return JSONResponse(answer)
 
 
 @api("/api/video/{camera_id}/mjpeg", STAFF)
 async def video_mjpeg(request: Request) -> Response:
     """The annotated video as MJPEG (multipart/x-mixed-replace): the fallback where WebRTC cannot connect."""
-    services, feed = _feed(request)
-    feed.acquire()
+    services, feed, until = await _feed(request)
+    with _stream_slot(request) as release:
+        feed.acquire()
 
     async def stream():
         seq = 0
         try:
-            while True:
+            while until is None or time.time() < until:
                 seq, frame = await feed.next_frame(seq)
                 data = await feed.jpeg(seq, frame)
                 yield (b"--frame\r\nContent-Type: image/jpeg\r\nContent-Length: " + str(len(data)).encode()
                        + b"\r\n\r\n" + data + b"\r\n")
         finally:
             feed.release()
+            release()
 
     return StreamingResponse(stream(), media_type="multipart/x-mixed-replace; boundary=frame",
                              headers={"Cache-Control": "no-cache, no-store"})
@@ -542,7 +697,7 @@ async def video_mjpeg(request: Request) -> Response:
 @api("/api/video/{camera_id}/snapshot.jpg", STAFF)
 async def video_snapshot(request: Request) -> Response:
     """One annotated frame (JPEG), the newest: starts the camera's feed for a few seconds if it is idle."""
-    services, feed = _feed(request)
+    services, feed, _ = await _feed(request)
     feed.acquire()
     try:
         seq, frame = await feed.next_frame(feed.seq if feed.source is not None else 0, timeout=3)
@@ -640,11 +795,16 @@ async def open_session_api(request: Request) -> Response:
         raise Problem(f"course {course_id!r} is not one of your courses", 403)
     if room_id not in {r.id for r in services.config.rooms}:
         raise Problem(f"no room {room_id!r}")
+    if scope.courses is not None and room_id not in auth.course_rooms(services.config, course_id):
+        raise Problem(f"{course_id} is not timetabled in {room_id}: open its sessions in "
+                      f"{', '.join(sorted(auth.course_rooms(services.config, course_id))) or 'its rooms'}", 403)
     minutes = _int(fields["minutes"], "minutes") if str(fields.get("minutes") or "").strip() else None
     if minutes is not None and not 1 <= minutes <= 24 * 60:
         raise Problem("minutes must be between 1 and 1440")
     open_session = _consumer("sessions", "open_session")
     async with services.conn() as conn:
+        if minutes is not None:
+            await _no_other_class(services, conn, course_id, room_id, minutes)
         kwargs = {"course_id": course_id, "room_id": room_id, "actor": user.username}
         if minutes is not None:  # a one-off session from now; without: the timetable session running now
             kwargs["minutes"] = minutes
@@ -685,6 +845,23 @@ async def resolve_attendance_api(request: Request) -> Response:
                 f"{person_id}: {status} (resolved by {user.username})")
 
 
+async def _no_other_class(services: Services, conn, course_id: str, room_id: str, minutes: int) -> None:
+    """A session opened by hand takes the room's sightings over any timetable session there (the writer
+    prefers it), so a one-off session may not overlap another course's session in the room, from its
+    early-arrival window to its end: that class would be marked absent."""
+    course = next(c for c in services.config.courses if c.id == course_id)
+    now = dt.datetime.now(dt.timezone.utc)
+    start, end = now - dt.timedelta(minutes=course.policy.early_arrival_min), now + dt.timedelta(minutes=minutes)
+    clashes = [(c, s) for c, s, _ in auth.timetable_intervals(services.config, room_id, start, end) if c != course_id]
+    clashes += [(r["course_id"], dt.datetime.fromisoformat(r["starts_at"]))
+                for r in await queries.other_sessions_in_room(conn, room_id, course_id, start, end)]
+    if clashes:
+        other, at = min(clashes, key=lambda item: item[1])
+        local = at.astimezone(ZoneInfo(services.config.site.timezone)).strftime("%Y-%m-%d %H:%M")
+        raise Problem(f"{room_id} has a session of {other} at {local} within this one: a session opened by hand "
+                      "would take its sightings; open the course's own timetable session, or a shorter one", 409)
+
+
 async def _export(request: Request, function: str, what: str, *args) -> Response:
     fmt = request.query_params.get("format", "csv")
     if fmt not in EXPORT_TYPES:
@@ -694,6 +871,8 @@ async def _export(request: Request, function: str, what: str, *args) -> Response
     export = _consumer("exports", function)
     services = services_of(request)
     kwargs = {"tz": services.config.site.timezone} if "tz" in inspect.signature(export).parameters else {}
+    if "actor" in inspect.signature(export).parameters:
+        kwargs["actor"] = _user(request).username  # the export writes its audit_log row
     async with services.conn() as conn:
         data = await export(conn, *args, fmt, **kwargs)
     filename = re.sub(r"[^A-Za-z0-9_.-]", "_", f"attendance-{what}.{fmt}")
@@ -774,10 +953,15 @@ async def student_api(request: Request) -> Response:
 
 @api("/api/students/{person_id}/export", ALL)
 async def export_student(request: Request) -> Response:
-    """A student's attendance as ?format=csv or xlsx (?from= &to=)."""
+    """A student's attendance as ?format=csv or xlsx (?from= &to=); faculty: their courses' sessions only."""
     await _student(request)
-    return await _export(request, "export_student", f"student-{request.path_params['person_id']}",
-                         request.path_params["person_id"], *_date_range(request))
+    response = await _export(request, "export_student", f"student-{request.path_params['person_id']}",
+                             request.path_params["person_id"], *_date_range(request))
+    courses = _scope(request).courses if _user(request).role == "faculty" else None
+    if courses is not None:  # the export covers every course of the student: keep the rows of theirs
+        response.body = only_courses(response.body, request.query_params.get("format", "csv"), courses)
+        response.headers["content-length"] = str(len(response.body))
+    return response
 
 
 def _date_range(request: Request) -> tuple[dt.date, dt.date]:
@@ -829,13 +1013,22 @@ async def enrol_api(request: Request) -> Response:
     if not uploads:
         raise Problem("no photos: choose at least one photo of the person")
     config = services.config
+    refused = []
     with tempfile.TemporaryDirectory(prefix="rollcall-enrol-") as folder:
         paths = []
         for index, upload in enumerate(uploads):
             safe = re.sub(r"[^A-Za-z0-9_.-]", "_", Path(upload.filename).name)[:80] or "photo"
+            data = await upload.read()
+            refusal = check_image(data, config.dashboard.max_image_pixels)  # before OpenCV decodes it
+            if refusal:
+                refused.append({"photo": safe, "code": refusal[0], "reason": refusal[1]})
+                continue
             path = Path(folder) / f"{index:02d}-{safe}"
-            path.write_bytes(await upload.read())
+            path.write_bytes(data)
             paths.append(path)
+        if not paths:
+            return JSONResponse({"person_id": person_id, "accepted": [], "rejected": refused,
+                                 "summary": "no photo could be used"}, status_code=422)
         report = await enroll_photos(services.database_url, person_id, name, paths, consent=True,
                                      consent_by=user.username, pack=config.models.pack, thresholds=config.thresholds,
                                      privacy=config.privacy, source="dashboard")
@@ -847,7 +1040,8 @@ async def enrol_api(request: Request) -> Response:
     result = {"person_id": person_id, "model_pack": report.model_pack, "summary": report.summary(),
               "accepted": [{"photo": shown(a.path), "enrolment_id": a.enrolment_id, "quality": round(a.quality, 3),
                             "renewed": a.renewed} for a in report.accepted],
-              "rejected": [{"photo": shown(r.path), "code": r.code, "reason": r.reason} for r in report.rejected]}
+              "rejected": refused + [{"photo": shown(r.path), "code": r.code, "reason": r.reason}
+                                     for r in report.rejected]}
     return JSONResponse(result, status_code=201 if report.accepted else 422)
 
 
@@ -864,15 +1058,12 @@ async def erase_api(request: Request) -> Response:
         result = await erase_person(conn, person_id, pseudonymise=services.config.privacy.pseudonymise_attendance_on_erase,
                                     actor=user.username, privacy=services.config.privacy)
     services.forget_names()
-    services._users.clear()
     payload = result if isinstance(result, dict) else {"result": str(result)} if result is not None else {}
     return done(request, {"person_id": person_id, **payload}, f"{person_id} erased")
 
 
 # ------------------------------------------------------------------------------------------ review
 
-    if "actor" in inspect.signature(export).parameters:
-        kwargs["actor"] = _user(request).username  # the export writes its audit_log row
 @page("/review", ADMIN)
 async def review_page(request: Request) -> Response:
     """The unknown-face review queue."""
@@ -1033,6 +1224,7 @@ def create_app(config, *, database_url: str, kafka_bootstrap_servers: str, camer
 
     services = Services(config, database_url, kafka_bootstrap_servers, dict(camera_urls or {}))
     services.limiter = auth.LoginLimiter(config.dashboard.login_max_failures, config.dashboard.login_window_s)
+    services.streams = StreamLimits(config.dashboard.max_streams_per_user)
     topics = config.kafka.topics
     d = config.dashboard
 
@@ -1063,6 +1255,7 @@ def create_app(config, *, database_url: str, kafka_bootstrap_servers: str, camer
 
     routes = list(ROUTES) + [Mount("/static", app=StaticFiles(directory=str(HERE / "static")), name="static")]
     middleware = [Middleware(SecurityHeaders),
+                  Middleware(BodyLimit, max_body_bytes=d.max_body_bytes, max_upload_bytes=d.max_upload_bytes),
                   Middleware(SessionMiddleware, secret_key=secret_key or auth.load_secret_key(config),
                              session_cookie="rollcall_session", max_age=d.session_max_age_s, same_site="lax",
                              https_only=d.https_only_cookies)]

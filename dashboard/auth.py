@@ -1,28 +1,39 @@
-"""Accounts, passwords, roles and what each role may see.
+"""Accounts, passwords, sessions, roles and what each role may see.
 
 - Passwords: argon2id (argon2-cffi's defaults: 64 MiB, 3 passes), verified in a worker thread; an
   unknown username costs the same as a wrong password (a dummy hash is verified).
-- Sessions: Starlette's signed cookie (itsdangerous) holding the username and the CSRF token only; the
-  account is re-read from PostgreSQL (cached a few seconds), so disabling a user takes effect at once.
+- Sessions: Starlette's signed cookie (itsdangerous) holds a random session id and the CSRF token;
+  PostgreSQL holds the id's SHA-256 (``dashboard_session``, migration 0007) with its expiry. Every
+  request looks the session and its account up, so logging out, a password change (which ends the
+  account's other sessions), disabling or removing the account take effect at once.
 - CSRF: a random token per session, sent back in the ``X-CSRF-Token`` header (JavaScript) or a
   ``csrf_token`` form field; every state-changing request without the matching token is refused.
-- Login rate limit: ``dashboard.login_max_failures`` failures per (username, client) and five times as
-  many per client within ``dashboard.login_window_s`` → 429 with Retry-After.
+- Login rate limit: an attempt is counted *before* its password is checked (so parallel attempts
+  cannot slip past the check) and uncounted when it succeeds: ``dashboard.login_max_failures`` per
+  account (from any address) and five times as many per client address within
+  ``dashboard.login_window_s`` → 429 with Retry-After. The client address is the peer's, or the
+  X-Forwarded-For hop in front of the nearest ``dashboard.trusted_proxies`` entry.
 - Roles: ``admin`` everything; ``faculty`` the courses the config lists them under ``faculty`` (and
-  those courses' rooms and cameras); ``student`` their own attendance only.
+  those courses' rooms and cameras; live data only of the rooms where one of their courses has a
+  session at that time: see :func:`timetable_windows` and ``queries.live_sessions``); ``student``
+  their own attendance only.
 """
 
 from __future__ import annotations
 
 import asyncio
 import collections
+import datetime as dt
+import hashlib
 import hmac
+import ipaddress
 import os
 import re
 import secrets
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from zoneinfo import ZoneInfo
 
 from infra.errors import RollcallError
 from infra.paths import PROJECT_ROOT
@@ -182,18 +193,93 @@ async def create_user(conn, username: str, password: str, role: str, person_id: 
         await conn.execute(
             "INSERT INTO audit_log (actor, action, subject, detail) VALUES ($1, $2, $3, jsonb_build_object('role', $4::text))",
             created_by, "user.replace" if exists else "user.add", username, role)
+        if exists:  # a new password (or role) ends every session opened with the old one
+            await revoke_sessions(conn, username)
     return User(username, role, person_id)
+
+
+# ------------------------------------------------------------------------------------------ sessions
+
+def new_session_id() -> str:
+    return secrets.token_urlsafe(32)
+
+
+def _digest(session_id: str) -> bytes:
+    return hashlib.sha256(session_id.encode("utf-8")).digest()
+
+
+async def start_session(conn, username: str, max_age_s: int, client: str | None) -> str:
+    """A new server-side session of ``username``; returns its id (for the signed cookie only)."""
+    session_id = new_session_id()
+    await conn.execute("DELETE FROM dashboard_session WHERE expires_at < now() - interval '1 day'")
+    await conn.execute(
+        """INSERT INTO dashboard_session (id_sha256, username, expires_at, client)
+           VALUES ($1, $2, now() + make_interval(secs => $3), $4)""",
+        _digest(session_id), username, float(max_age_s), client)
+    return session_id
+
+
+async def session_user(conn, session_id: str | None) -> User | None:
+    """The account of a live session (not revoked, not expired, account enabled), else None."""
+    if not session_id or not isinstance(session_id, str) or len(session_id) > 100:
+        return None
+    row = await conn.fetchrow(
+        """SELECT u.username, u.role, u.person_id, p.display_name
+           FROM dashboard_session s JOIN dashboard_user u ON u.username = s.username
+           LEFT JOIN person p ON p.id = u.person_id
+           WHERE s.id_sha256 = $1 AND s.revoked_at IS NULL AND s.expires_at > now() AND NOT u.disabled""",
+        _digest(session_id))
+    return User(row["username"], row["role"], row["person_id"], row["display_name"]) if row else None
+
+
+async def end_session(conn, session_id: str | None) -> None:
+    if session_id and isinstance(session_id, str):
+        await conn.execute("UPDATE dashboard_session SET revoked_at = now() WHERE id_sha256 = $1 AND revoked_at IS NULL",
+                           _digest(session_id))
+
+
+async def revoke_sessions(conn, username: str, *, keep: str | None = None) -> int:
+    """End every session of ``username`` but ``keep``; returns how many were ended."""
+    result = await conn.execute(
+        """UPDATE dashboard_session SET revoked_at = now()
+           WHERE username = $1 AND revoked_at IS NULL AND id_sha256 IS DISTINCT FROM $2""",
+        username, _digest(keep) if keep else None)
+    return int(result.split()[-1])
+
+
+async def change_password(conn, username: str, new_password: str, *, keep: str | None) -> int:
+    """Set a new password (checked for strength) and end the account's other sessions."""
+    problem = check_password_strength(new_password, username)
+    if problem:
+        raise RollcallError(problem)
+    password_hash = await asyncio.to_thread(hash_password, new_password)
+    async with conn.transaction():
+        await conn.execute("UPDATE dashboard_user SET password_hash = $2 WHERE username = $1", username, password_hash)
+        ended = await revoke_sessions(conn, username, keep=keep)
+        await conn.execute("INSERT INTO audit_log (actor, action, subject, detail) "
+                           "VALUES ($1, 'user.password', $1, jsonb_build_object('sessions_ended', $2::int))",
+                           username, ended)
+    return ended
 
 
 # ------------------------------------------------------------------------------------------ rate limit
 
 class LoginLimiter:
-    """Sliding-window counts of failed logins per (username, client) and per client."""
+    """Sliding-window counts of login attempts per account and per client address.
 
-    def __init__(self, max_failures: int, window_s: float):
+    :meth:`attempt` counts an attempt and says whether it may go on, in one synchronous step on the event
+    loop (nothing can run between the check and the count), before the password is checked; a
+    successful login takes its attempt back (:meth:`succeeded`), so what stays counted are failures and
+    attempts still being checked."""
+
+    def __init__(self, max_failures: int, window_s: float, per_address_factor: int = 5):
         self.max_failures = max_failures
         self.window_s = window_s
+        self.per_address = max_failures * per_address_factor
         self._failures: dict[tuple, collections.deque] = {}
+
+    def _keys(self, username: str, client: str) -> tuple[tuple[tuple, int], ...]:
+        return ((("user", username.lower()), self.max_failures), (("address", client), self.per_address))
 
     def _recent(self, key: tuple, now: float) -> collections.deque:
         times = self._failures.setdefault(key, collections.deque())
@@ -201,26 +287,50 @@ class LoginLimiter:
             times.popleft()
         return times
 
-    def retry_after(self, username: str, client: str) -> int:
-        """Seconds until another attempt is allowed; 0 = now."""
+    def attempt(self, username: str, client: str) -> tuple[int, float | None]:
+        """(seconds to wait, 0 = go on; the attempt's token for :meth:`succeeded`, None when refused)."""
         now = time.monotonic()
         waits = []
-        for key, limit in (((username.lower(), client), self.max_failures), ((client,), self.max_failures * 5)):
+        for key, limit in self._keys(username, client):
             times = self._recent(key, now)
             if len(times) >= limit:
                 waits.append(times[len(times) - limit] + self.window_s - now)
-        return max(1, int(max(waits)) + 1) if waits else 0
-
-    def failed(self, username: str, client: str) -> None:
-        now = time.monotonic()
-        for key in ((username.lower(), client), (client,)):
-            self._recent(key, now).append(now)
+        if waits:
+            return max(1, int(max(waits)) + 1), None
+        for key, _ in self._keys(username, client):
+            self._failures[key].append(now)
         if len(self._failures) > 100_000:  # bounded: forget the idle keys
             for key in [k for k, v in self._failures.items() if not v or v[-1] <= now - self.window_s]:
                 del self._failures[key]
+        return 0, now
 
-    def succeeded(self, username: str, client: str) -> None:
-        self._failures.pop((username.lower(), client), None)
+    def succeeded(self, username: str, client: str, token: float) -> None:
+        for key, _ in self._keys(username, client):
+            times = self._failures.get(key)
+            if times is not None and token in times:
+                times.remove(token)
+
+
+def client_address(peer: str | None, forwarded_for: str | None, trusted: list[str]) -> str:
+    """The address a request came from: the TCP peer, unless the peer is a trusted proxy; then the
+    X-Forwarded-For hops are walked from the nearest, skipping trusted proxies, to the first other one."""
+    networks = [ipaddress.ip_network(t, strict=False) for t in trusted]
+
+    def is_trusted(address: str) -> bool:
+        try:
+            ip = ipaddress.ip_address(address)
+        except ValueError:
+            return False
+        return any(ip in net for net in networks)
+
+    address = peer or "?"
+    if not networks or not is_trusted(address) or not forwarded_for:
+        return address
+    for hop in reversed([h.strip() for h in forwarded_for.split(",") if h.strip()]):
+        address = hop[:64]
+        if not is_trusted(hop):
+            break
+    return address
 
 
 # ------------------------------------------------------------------------------------------ scope
@@ -253,3 +363,45 @@ def scope_of(user: User, config) -> Scope:
         cameras = frozenset(c.id for c in config.cameras if c.room in rooms)
         return Scope(courses, rooms, cameras, user.person_id)
     return Scope(frozenset(), frozenset(), frozenset(), user.person_id)
+
+
+def timetable_windows(config, courses: frozenset[str] | None, at: dt.datetime) -> dict[str, tuple[dt.datetime, dt.datetime]]:
+    """Rooms where one of ``courses`` (None: any) has a timetable slot at ``at`` (aware), with the slot's
+    window: from its start less the course's early arrival, to its end."""
+    zone = ZoneInfo(config.site.timezone)
+    local = at.astimezone(zone)
+    early = {c.id: c.policy.early_arrival_min for c in config.courses}
+    weekday = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")[local.weekday()]
+    out: dict[str, tuple[dt.datetime, dt.datetime]] = {}
+    for entry in config.timetable:
+        if courses is not None and entry.course not in courses:
+            continue
+        if entry.weekday != weekday and entry.date != local.date():
+            continue
+        start = dt.datetime.combine(local.date(), entry.start, zone) - dt.timedelta(minutes=early.get(entry.course, 0))
+        end = dt.datetime.combine(local.date(), entry.end, zone)
+        if start <= at <= end:
+            since, until = out.get(entry.room, (start, end))
+            out[entry.room] = (min(since, start), max(until, end))
+    return out
+
+
+def timetable_intervals(config, room: str, start: dt.datetime, end: dt.datetime) -> list[tuple[str, dt.datetime, dt.datetime]]:
+    """(course, start, end) of every timetable slot in ``room`` overlapping [start, end] (aware times)."""
+    zone = ZoneInfo(config.site.timezone)
+    out = []
+    day = start.astimezone(zone).date() - dt.timedelta(days=1)
+    while day <= end.astimezone(zone).date():
+        weekday = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")[day.weekday()]
+        for entry in config.timetable:
+            if entry.room == room and (entry.weekday == weekday or entry.date == day):
+                slot = (dt.datetime.combine(day, entry.start, zone), dt.datetime.combine(day, entry.end, zone))
+                if slot[0] < end and slot[1] > start:
+                    out.append((entry.course, *slot))
+        day += dt.timedelta(days=1)
+    return out
+
+
+def course_rooms(config, course_id: str) -> frozenset[str]:
+    """The rooms a course's timetable puts it in."""
+    return frozenset(t.room for t in config.timetable if t.course == course_id)

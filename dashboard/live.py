@@ -30,9 +30,31 @@ log = logging.getLogger("rollcall.dashboard.live")
 FEED_TYPES = ("recognition", "presence", "occupancy")
 
 
+class StreamLimits:
+    """Live streams open per account (WebRTC peers, MJPEG streams, live-feed clients), at most ``per_user``
+    each: one account cannot take every slot of the process's shared limits."""
+
+    def __init__(self, per_user: int):
+        self.per_user = per_user
+        self.open: collections.Counter[str] = collections.Counter()
+
+    def acquire(self, username: str) -> bool:
+        if self.open[username] >= self.per_user:
+            return False
+        self.open[username] += 1
+        return True
+
+    def release(self, username: str) -> None:
+        self.open[username] -= 1
+        if self.open[username] <= 0:
+            del self.open[username]
+
+
 @dataclass(eq=False)
 class Subscriber:
-    rooms: frozenset[str] | None  # None: every room
+    # None: every room; else room -> the time (ISO, UTC) from which its events may be seen. The live
+    # feed's handler replaces it as the user's sessions begin and end.
+    rooms: dict[str, str] | None
     types: frozenset[str]
     queue: asyncio.Queue = field(default_factory=lambda: asyncio.Queue(1000))
     dropped: int = 0
@@ -44,6 +66,15 @@ class Subscriber:
             self.queue.get_nowait()
             self.queue.put_nowait(message)
             self.dropped += 1
+
+
+def visible(event: dict[str, Any], rooms: dict[str, str] | None) -> bool:
+    """Whether ``event`` may be shown to a reader of ``rooms`` (room -> since, ISO UTC; None: every room):
+    its room is one of them and it happened (frame time) since then."""
+    if rooms is None:
+        return True
+    since = rooms.get(event.get("room_id"))  # type: ignore[arg-type]
+    return since is not None and str(event.get("frame_time", "")) >= since
 
 
 def sse_message(event: dict[str, Any]) -> bytes:
@@ -185,7 +216,7 @@ class LiveHub:
         message = sse_message(event)
         room = event.get("room_id")
         for sub in self.subscribers:
-            if event_type in sub.types and (sub.rooms is None or room in sub.rooms):
+            if event_type in sub.types and visible(event, sub.rooms):
                 sub.offer(message)
 
     def _update_board(self, event: dict) -> None:
@@ -208,10 +239,10 @@ class LiveHub:
                 del tracks[key]
 
     # ------------------------------------------------------------------------------- readers
-    def subscribe(self, rooms: Iterable[str] | None, types: Iterable[str] = FEED_TYPES) -> Subscriber | None:
+    def subscribe(self, rooms: dict[str, str] | None, types: Iterable[str] = FEED_TYPES) -> Subscriber | None:
         if len(self.subscribers) >= self.max_clients:
             return None
-        sub = Subscriber(frozenset(rooms) if rooms is not None else None, frozenset(types),
+        sub = Subscriber(dict(rooms) if rooms is not None else None, frozenset(types),
                          asyncio.Queue(self.client_queue))
         self.subscribers.add(sub)
         return sub

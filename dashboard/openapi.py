@@ -33,7 +33,8 @@ def document(app) -> dict:
                 "description": doc + ("" if public else f"\n\nRoles: {', '.join(roles)}."),
                 "parameters": parameters,
                 "responses": {"200": {"description": "OK"},
-                              "400": {"description": "Bad input: {\"error\": \"one line\"}"}},
+                              "400": {"description": "Bad input: {\"error\": \"one line\"}"},
+                              "404": {"description": "No such item (an id out of range too)"}},
             }
             if not public:
                 operation["security"] = [{"session": []}]
@@ -41,6 +42,8 @@ def document(app) -> dict:
                                                "403": {"description": "Role not allowed, or missing CSRF token"}})
                 operation["x-roles"] = list(roles)
             if method not in ("GET", "HEAD"):
+                operation["responses"]["413"] = {"description": "Body over dashboard.max_body_bytes "
+                                                                "(multipart: max_upload_bytes)"}
                 operation["parameters"] = parameters + [
                     {"name": "X-CSRF-Token", "in": "header", "required": True, "schema": {"type": "string"},
                      "description": "The session's CSRF token (GET /api/me, or the login answer)"}]

@@ -252,3 +252,32 @@ async def reject_review(conn, review_id: int, *, actor: str) -> dict:
         await conn.execute("INSERT INTO audit_log (actor, action, subject, detail) VALUES ($1, 'review.reject', $2, '{}')",
                            actor, str(review_id))
     return {"review_id": review_id, "status": "rejected"}
+
+
+# ------------------------------------------------------------------------------------------ live scope
+
+async def live_sessions(conn, courses: frozenset[str]) -> dict[str, tuple[dt.datetime, dt.datetime]]:
+    """Rooms where one of ``courses`` has a session now (scheduled or open, within its window: from its
+    start less the early arrival, to its end or closing), with that window."""
+    rows = await conn.fetch(
+        """SELECT cs.room_id,
+                  min(cs.starts_at - make_interval(secs => coalesce(cs.early_arrival_s, c.early_arrival_min * 60))) AS since,
+                  max(least(cs.ends_at, coalesce(cs.closed_at, cs.ends_at))) AS until
+           FROM class_session cs JOIN course c ON c.id = cs.course_id
+           WHERE cs.course_id = ANY($1::text[]) AND cs.state IN ('scheduled', 'open')
+             AND now() >= cs.starts_at - make_interval(secs => coalesce(cs.early_arrival_s, c.early_arrival_min * 60))
+             AND now() <= least(cs.ends_at, coalesce(cs.closed_at, cs.ends_at))
+           GROUP BY cs.room_id""", list(courses))
+    return {r["room_id"]: (r["since"], r["until"]) for r in rows}
+
+
+async def other_sessions_in_room(conn, room_id: str, course_id: str, start: dt.datetime,
+                                 end: dt.datetime) -> list[dict]:
+    """Sessions of other courses in ``room_id`` (scheduled or open) overlapping [start, end]."""
+    rows = await conn.fetch(
+        """SELECT id, course_id, starts_at, least(ends_at, coalesce(closed_at, ends_at)) AS ends_at, state
+           FROM class_session
+           WHERE room_id = $1 AND course_id <> $2 AND state IN ('scheduled', 'open')
+             AND starts_at < $4 AND least(ends_at, coalesce(closed_at, ends_at)) > $3
+           ORDER BY starts_at""", room_id, course_id, start, end)
+    return [_row(r) for r in rows]

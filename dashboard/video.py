@@ -292,6 +292,8 @@ class VideoHub:
                                                resolve_url=self._resolver(camera.id))
         self.peers: set = set()
         self.max_peers = config.dashboard.max_video_peers
+        self.connect_timeout_s = config.dashboard.video_connect_timeout_s
+        self.timed_out = 0  # negotiations closed for not connecting in time
 
     def _resolver(self, camera_id: str) -> Callable[[str], str]:
         """At every (re)connect: "embedded:<mount>" through infra/endpoints.py (the running stack's RTSP)."""
@@ -309,7 +311,12 @@ class VideoHub:
 
         return resolve
 
-    async def answer(self, camera_id: str, sdp: str, sdp_type: str) -> dict:
+    async def answer(self, camera_id: str, sdp: str, sdp_type: str, *, on_close: Callable[[], None] = lambda: None,
+                     until: float | None = None) -> dict:
+        """Answer a browser's offer with the camera's track. The connection is closed when it has not
+        connected within ``dashboard.video_connect_timeout_s`` (an offer whose ICE never completes would
+        otherwise hold a place in the peer table for ever), when it fails, and at ``until`` (Unix time:
+        the end of the viewer's right to watch); ``on_close`` runs once, whichever ends it."""
         from aiortc import RTCPeerConnection, RTCSessionDescription
 
         feed = self.feeds[camera_id]
@@ -318,22 +325,45 @@ class VideoHub:
         pc = RTCPeerConnection()
         self.peers.add(pc)
         track = feed_track_class()(feed)
+        ended = False
+
+        async def end(reason: str) -> None:
+            nonlocal ended
+            if ended:
+                return
+            ended = True
+            for timer in timers:
+                if timer is not asyncio.current_task():
+                    timer.cancel()
+            track.stop()
+            self.peers.discard(pc)
+            on_close()
+            log.info("video %s: connection closed (%s)", camera_id, reason)
+            await pc.close()
+
+        async def deadline(delay: float, reason: str, unless_connected: bool) -> None:
+            await asyncio.sleep(max(0.0, delay))
+            if unless_connected and pc.connectionState == "connected":
+                return
+            if unless_connected:
+                self.timed_out += 1
+            await end(reason)
+
+        timers = [asyncio.create_task(deadline(self.connect_timeout_s, "did not connect in time", True))]
+        if until is not None:
+            timers.append(asyncio.create_task(deadline(until - time.time(), "the viewer's session ended", False)))
 
         @pc.on("connectionstatechange")
         async def _changed() -> None:
             if pc.connectionState in ("failed", "closed"):
-                track.stop()
-                self.peers.discard(pc)
-                await pc.close()
+                await end(pc.connectionState)
 
         try:
             pc.addTrack(track)
             await pc.setRemoteDescription(RTCSessionDescription(sdp=sdp, type=sdp_type))
             await pc.setLocalDescription(await pc.createAnswer())
         except Exception:
-            track.stop()
-            self.peers.discard(pc)
-            await pc.close()
+            await end("the offer was refused")
             raise
         return {"sdp": pc.localDescription.sdp, "type": pc.localDescription.type}
 

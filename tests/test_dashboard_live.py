@@ -113,6 +113,10 @@ def _publish(served, *pairs):
 def test_events_on_kafka_reach_the_feed_board_and_history(served, config):
     topics = config.kafka.topics
     hub = served.services.hub
+    # Faculty see a room's live data while one of their sessions runs there: a CS101 session in A101 now.
+    running = _db(served, """INSERT INTO class_session (course_id, room_id, starts_at, ends_at, state)
+                             VALUES ('CS101', 'A101', now() - interval '5 minutes', now() + interval '1 hour', 'open')
+                             RETURNING id""")[0]["id"]
     admin = SseReader(testing.login(served.url, "admin", PASSWORDS["admin"]), "/api/events/stream")
     faculty = SseReader(testing.login(served.url, "turing", PASSWORDS["turing"]),
                         "/api/events/stream?types=recognition,presence")
@@ -163,6 +167,7 @@ def test_events_on_kafka_reach_the_feed_board_and_history(served, config):
     admin.close()
     faculty.close()
     testing.wait_for(lambda: not hub.subscribers, what="closed clients to unsubscribe")
+    _db(served, "DELETE FROM class_session WHERE id = $1", running)
 
 
 async def _raw(bootstrap, topic, value):
