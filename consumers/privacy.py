@@ -127,10 +127,13 @@ async def _pseudonymise_audit(conn, names: list[str], ref: str) -> int:
 # ------------------------------------------------------------------------------------ erasure
 
 async def _nearest_is(conn, person_id: str) -> set[int]:
-    """Review rows whose nearest enrolled person (cosine similarity, same model pack) is ``person_id``."""
+    """Review rows (not accepted as someone else) whose nearest enrolled person (cosine similarity, same model
+    pack) is ``person_id``."""
     found: set[int] = set()
     for pack in await conn.fetch("SELECT DISTINCT model_pack FROM face_enrolment WHERE person_id = $1", person_id):
-        reviews = await conn.fetch("SELECT id, embedding FROM review_face WHERE model_pack = $1", pack["model_pack"])
+        # a face accepted as someone else is theirs, however alike the two people's enrolments are
+        reviews = await conn.fetch("""SELECT id, embedding FROM review_face WHERE model_pack = $1
+                                      AND (person_id IS NULL OR person_id = $2)""", pack["model_pack"], person_id)
         gallery = await conn.fetch("SELECT person_id, embedding FROM face_enrolment WHERE model_pack = $1",
                                    pack["model_pack"])
         dims = {len(g["embedding"]) for g in gallery if g["person_id"] == person_id}
