@@ -73,13 +73,14 @@ class DetectionCache:
 def _cache_key(video: Path, detector: PersonDetector) -> str:
     model = sha256_of(detector.pack.path("person_detector"))
     return (f"{CACHE_FORMAT} video={sha256_of(video)} model={model} score>={detector.score_threshold:g} "
-            f"input={detector.input_width}x{detector.input_height}")
+            f"input={detector.input_width}x{detector.input_height}"
+            + ("" if detector.precision == "fp32" else f" precision={detector.precision}"))
 
 
-def cache_paths(out_dir: Path, input_px: int = 640) -> tuple[Path, Path]:
+def cache_paths(out_dir: Path, input_px: int = 640, precision: str = "fp32") -> tuple[Path, Path]:
     """Beside the render's folder, not in it (a new render replaces the folder whole): the cache and the
     partial cache of an unfinished detection run (one pair per detector input other than the default)."""
-    stem = out_dir.name if input_px == 640 else f"{out_dir.name}.{input_px}px"
+    stem = out_dir.name if (input_px, precision) == (640, "fp32") else f"{out_dir.name}.{input_px}px-{precision}"
     return out_dir.parent / f"{stem}.{CACHE_FILE}", out_dir.parent / f"{stem}.{PARTIAL_FILE}"
 
 
@@ -96,7 +97,7 @@ def load_or_detect(out_dir: Path, gt: dict, detector: PersonDetector, say: Calla
     call goes on from there (a long render's detection split into runs that each hold the CPU briefly)."""
     video = out_dir / gt["cameras"]["room"]["file"]
     key = _cache_key(video, detector)  # the room video itself: a render that changed only the door keeps it
-    path, partial = cache_paths(out_dir, max(detector.input_width, detector.input_height))
+    path, partial = cache_paths(out_dir, max(detector.input_width, detector.input_height), detector.precision)
     if path.is_file() and (cache := read_cache(path)).key == key:
         return cache
     rows: list[tuple[int, np.ndarray, float, int, np.ndarray]] = []  # frame, box, score, class, look
@@ -290,6 +291,7 @@ def bench_tracking(spec_path: Path, config: Config, rates: Sequence[float] = (4.
     gt = render.ground_truth
     detector = PersonDetector(config.models.pack, score_threshold=config.thresholds.person_detection,
                               max_side=config.tracking.person_input_px,
+                              precision=config.models.person_precision,
                               providers=config.models.providers or None)
     cache = load_or_detect(render.out_dir, gt, detector, say, budget_s=detect_budget_s)
     return evaluate(gt, cache, config, rates, tracker_class)

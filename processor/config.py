@@ -117,6 +117,10 @@ class ModelsConfig(_Strict):
         default_factory=list,
         description="onnxruntime providers in order of preference; empty = CUDA/TensorRT when present, else CPU",
     )
+    person_precision: Literal["fp32", "int8"] = Field(
+        default="fp32",
+        description="the room person detector: fp32 as exported, or int8 (quantised once on the pack's sample "
+                    "photos and cached; about 1.6x faster on a CPU, nearly the same detections)")
 
 
 class ThresholdsConfig(_Strict):

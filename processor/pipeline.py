@@ -323,7 +323,8 @@ class Processor:
 
         config = self.config
         detector = PersonDetector(config.models.pack, score_threshold=config.thresholds.person_detection,
-                                  max_side=config.tracking.person_input_px, providers=providers)
+                                  max_side=config.tracking.person_input_px, providers=providers,
+                                  precision=config.models.person_precision)
         recognitions: asyncio.Queue = asyncio.Queue(maxsize=1000)
         self.recognition_feed = RecognitionFeed(
             self.kafka_bootstrap_servers,

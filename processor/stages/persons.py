@@ -23,10 +23,11 @@ import numpy as np
 import onnx
 
 from processor import model_packs as mp
-from processor import onnx_surgery
+from processor import onnx_surgery, quantize
 from processor.stages.base import require_bgr
 
 PAD_VALUE = 114
+PRECISIONS = ("fp32", "int8")
 
 
 @dataclass(frozen=True, slots=True)
@@ -65,7 +66,7 @@ class PersonDetector:
 
     def __init__(self, pack: str | mp.LoadedPack = mp.DEFAULT_PACK, score_threshold: float | None = None,
                  nms_iou: float | None = None, providers: Sequence[Any] | None = None, session: Any = None,
-                 fit_to_frame: bool = True, max_side: int | None = None):
+                 fit_to_frame: bool = True, max_side: int | None = None, precision: str = "fp32"):
         self.pack = mp.load_pack(pack) if isinstance(pack, str) else pack
         spec = self.pack.model("person_detector")
         if spec.arch != "yolov8":
@@ -93,7 +94,14 @@ class PersonDetector:
         export_size = tuple(spec.input_size or spec.default_size)
         if (self.input_width, self.input_height) != export_size and not self.fit_to_frame:
             raise ValueError("a person detector input other than the export's needs fit_to_frame")
-        self._sessions: dict[tuple[int, int], Any] = {(export_size[1], export_size[0]): self.session}
+        if precision not in PRECISIONS:
+            raise ValueError(f"person detector precision {precision!r}: one of {', '.join(PRECISIONS)}")
+        if precision != "fp32" and session is not None:
+            raise ValueError("a person detector given a session runs it as it is (precision fp32)")
+        # int8 (processor/quantize.py): every input size gets its own quantised variant, the export's too
+        self.precision = precision
+        self._sessions: dict[tuple[int, int], Any] = (
+            {(export_size[1], export_size[0]): self.session} if precision == "fp32" else {})
 
     def input_size_for(self, shape: tuple[int, ...]) -> tuple[int, int]:
         """(height, width) of the model input for a frame of this shape: the export's, or fitted to the frame."""
@@ -107,8 +115,16 @@ class PersonDetector:
         session = self._sessions.get(size)
         if session is None:
             model = onnx_surgery.yolov8_input_size(onnx.load(self.pack.path("person_detector")), *size)
-            session = self._sessions[size] = mp.create_session(model.SerializeToString(), self.providers)
+            data = (quantize.cached_int8_variant(model, self.input_name, self._calibration(size))
+                    if self.precision == "int8" else model.SerializeToString())
+            session = self._sessions[size] = mp.create_session(data, self.providers)
         return session
+
+    def _calibration(self, size: tuple[int, int]) -> list[np.ndarray]:
+        """The model pack's sample photos of people, as this detector feeds them at ``size``."""
+        paths = sorted(p for p in mp.PHOTOS_DIR.glob("*") if p.suffix.lower() in (".jpg", ".jpeg", ".png"))
+        images = [image for image in (cv2.imread(str(p), cv2.IMREAD_COLOR) for p in paths) if image is not None]
+        return [self.preprocess([image], size)[0] for image in images]
 
     def preprocess(self, images: Sequence[np.ndarray],
                    size: tuple[int, int] | None = None) -> tuple[np.ndarray, list[Letterbox]]:
