@@ -18,6 +18,13 @@ large, not authorised) is dropped with an error line, so it cannot hold up the r
 
 ``stop(flush_timeout_s)`` sends what it can in that time; what is left is counted as lost and logged.
 
+Priorities: attendance evidence (recognition, presence: everything but best-effort traffic) comes first.
+Best-effort events (``publish(..., best_effort=True)``, and every ``overlay`` and ``occupancy`` event:
+live views, worthless once stale) wait in a queue of their own, capped at a quarter of ``max_buffer``
+and sent after the evidence; when the buffer is full, an evidence event evicts the oldest best-effort
+event not in flight rather than being dropped. What is dropped is counted by topic (metrics, ``stats()``)
+and logged with the counts by topic (one line every ``drop_log_interval_s`` at most).
+
 Validating costs about 0.25 ms an event (jsonschema); ``validate=False`` skips it where every event
 comes from the builders of :mod:`processor.events`, which validate already.
 
@@ -25,7 +32,8 @@ Thread safety: ``publish`` may be called from any thread (the sender runs on the
 
 Metrics (prometheus_client default registry, registered once per process):
 ``rollcall_events_published_total{topic}``, ``rollcall_events_dropped_total{topic}``,
-``rollcall_publisher_buffer_depth`` (all publishers of the process), ``rollcall_publisher_send_errors_total``.
+``rollcall_publisher_buffer_depth`` (all publishers of the process), ``rollcall_publisher_send_errors_total``,
+``rollcall_publisher_evicted_total{topic}`` (best-effort events evicted for evidence; also in dropped).
 """
 
 from __future__ import annotations
@@ -45,6 +53,8 @@ from processor import events
 log = logging.getLogger("rollcall.publisher")
 
 _PUBLISHED_AT = "published_at"
+# Event types that are best-effort whoever publishes them: live views, worthless once stale.
+BEST_EFFORT_TYPES = frozenset({"overlay", "occupancy"})
 
 
 # --------------------------------------------------------------------------------------- metrics
@@ -54,6 +64,7 @@ class _Metrics:
     dropped: Any
     buffer_depth: Any
     send_errors: Any
+    evicted: Any
 
 
 def _metric(kind, name: str, documentation: str, labels: tuple[str, ...] = ()):
@@ -85,6 +96,9 @@ def metrics() -> _Metrics:
                              "Events waiting in the publishers' outgoing buffers (in flight included)"),
         send_errors=_metric(Counter, "rollcall_publisher_send_errors_total",
                             "Failed connection attempts and failed sends of the event publishers"),
+        evicted=_metric(Counter, "rollcall_publisher_evicted_total",
+                        "Best-effort events evicted from a full buffer to keep attendance evidence, by topic",
+                        ("topic",)),
     )
 
 
@@ -136,8 +150,9 @@ class EventPublisher:
         self._drop_log_interval_s = drop_log_interval_s
         self._name = f"{client_id}#{next(_ids)}"
 
-        self._buffer: deque[_Pending] = deque()
-        self._lock = threading.Lock()  # guards _buffer and the counters publish changes
+        self._buffer: deque[_Pending] = deque()  # attendance evidence (and anything not best-effort)
+        self._spare: deque[_Pending] = deque()  # best-effort events, sent after the evidence
+        self._lock = threading.Lock()  # guards the queues and the counters publish changes
         self._loop: asyncio.AbstractEventLoop | None = None
         self._loop_thread: int | None = None
         self._wakeup: asyncio.Event | None = None
@@ -145,10 +160,13 @@ class EventPublisher:
         self._producer = None
         self._stopping = False
         self._stopped = False
-        self._in_flight = 0
+        self._in_flight = 0  # the first _in_flight of _buffer are being sent
+        self._in_flight_spare = 0  # and the first _in_flight_spare of _spare
 
         self._published: dict[str, int] = {}
-        self._dropped: dict[str, int] = {}  # buffer full
+        self._dropped: dict[str, int] = {}  # buffer full (evicted included)
+        self._evicted: dict[str, int] = {}  # best-effort events evicted for evidence
+        self._drops_to_log: dict[str, int] = {}  # by topic, since the last drop line
         self._rejected: dict[str, int] = {}  # refused by the broker for good, or not encodable
         self._lost_at_stop = 0
         self._send_errors = 0
@@ -168,7 +186,7 @@ class EventPublisher:
         self._loop = asyncio.get_running_loop()
         self._loop_thread = threading.get_ident()
         self._wakeup = asyncio.Event()
-        if self._buffer:
+        if self._waiting():
             self._wakeup.set()
         self._task = asyncio.create_task(self._run(), name=f"event-publisher {self._name}")
 
@@ -187,9 +205,10 @@ class EventPublisher:
         await self._close_producer(timeout_s=max(1.0, min(5.0, flush_timeout_s)))
         self._log_drops(force=True)
         with self._lock:
-            left = list(self._buffer)
+            left = list(self._buffer) + list(self._spare)
             self._buffer.clear()
-            self._in_flight = 0
+            self._spare.clear()
+            self._in_flight = self._in_flight_spare = 0
         if left:
             self._depth.dec(len(left))
             self._lost_at_stop += len(left)
@@ -203,9 +222,9 @@ class EventPublisher:
     async def flush(self, timeout_s: float = 10.0) -> bool:
         """Wait until every buffered event was acknowledged (True) or ``timeout_s`` passed (False)."""
         deadline = time.monotonic() + timeout_s
-        while self._buffer:
+        while self._waiting():
             if time.monotonic() >= deadline or self._task is None or self._task.done():
-                return not self._buffer
+                return not self._waiting()
             await asyncio.sleep(0.005)
         return True
 
@@ -220,31 +239,51 @@ class EventPublisher:
         True: buffered (it is sent as soon as the broker takes it). False: the buffer is full
         (``max_buffer`` events wait) or ``stop()`` was called; the event was dropped and counted. Raises
         :class:`processor.events.InvalidEvent` for an event that does not match its schema (with
-        ``validate``). ``best_effort`` events (live overlays, worthless a second later) are taken only
-        while the buffer is under a quarter full, so a broker outage never fills it with them at the
-        expense of the events that matter.
+        ``validate``). ``best_effort`` events (live overlays, worthless a second later; every overlay and
+        occupancy event is) wait in their own queue of at most a quarter of ``max_buffer``; an event
+        that is not best-effort finding the buffer full evicts the oldest best-effort one (see the
+        module's description), so a broker outage never costs attendance evidence for live views.
         """
-        limit = self.max_buffer // 4 if best_effort else self.max_buffer
-        if self._stopping or len(self._buffer) >= limit:
+        best_effort = best_effort or event.get("event_type") in BEST_EFFORT_TYPES
+        full = self._waiting() >= self.max_buffer
+        if self._stopping or (best_effort and (full or len(self._spare) >= self.max_buffer // 4)) or (
+                full and len(self._spare) <= self._in_flight_spare):
             return self._drop(topic)  # the cheap way out first: a full buffer is no time to validate
         if self.validate:
             events.validate(event, unpublished=True)
         pending = _Pending(topic, key.encode("utf-8"), event)
+        evicted = None
         with self._lock:
-            accepted = not self._stopping and len(self._buffer) < self.max_buffer
+            accepted = not self._stopping
+            if accepted and self._waiting() >= self.max_buffer:  # only room by evicting a best-effort event
+                accepted = not best_effort and len(self._spare) > self._in_flight_spare
+                if accepted:
+                    evicted = self._spare[self._in_flight_spare]
+                    del self._spare[self._in_flight_spare]  # the oldest not being sent
             if accepted:
-                self._buffer.append(pending)
+                (self._spare if best_effort else self._buffer).append(pending)
         if not accepted:
             return self._drop(topic)
-        self._depth.inc()
+        if evicted is not None:
+            self._drop(evicted.topic, evicted=True)
+        else:
+            self._depth.inc()
         self._wake()
         return True
 
-    def _drop(self, topic: str) -> bool:
+    def _waiting(self) -> int:
+        return len(self._buffer) + len(self._spare)
+
+    def _drop(self, topic: str, evicted: bool = False) -> bool:
         with self._lock:
             self._dropped[topic] = self._dropped.get(topic, 0) + 1
+            self._drops_to_log[topic] = self._drops_to_log.get(topic, 0) + 1
+            if evicted:
+                self._evicted[topic] = self._evicted.get(topic, 0) + 1
             self._drops_unlogged += 1
         self._metrics.dropped.labels(topic).inc()
+        if evicted:
+            self._metrics.evicted.labels(topic).inc()
         self._log_drops()
         return False
 
@@ -262,11 +301,14 @@ class EventPublisher:
             if not self._drops_unlogged or (not force and now - self._last_drop_log < self._drop_log_interval_s):
                 return
             count, self._drops_unlogged, self._last_drop_log = self._drops_unlogged, 0, now
-            waiting = len(self._buffer)
-        log.warning("event publisher %s: outgoing buffer full (%d events waiting for the broker at %s): "
-                    "dropped %d event(s)%s; is the broker reachable? (more drops are summed up every %.0f s)",
-                    self._name, waiting, self.bootstrap_servers, count,
-                    "" if force else " since the last report", self._drop_log_interval_s)
+            by_topic, self._drops_to_log = self._drops_to_log, {}
+            waiting, spare = self._waiting(), len(self._spare)
+        topics = ", ".join(f"{topic} {n}" for topic, n in sorted(by_topic.items(), key=lambda kv: -kv[1]))
+        log.warning("event publisher %s: outgoing buffer full (%d events waiting for the broker at %s, %d of them "
+                    "best-effort): dropped %d event(s)%s (%s; best-effort ones first, attendance evidence last); "
+                    "is the broker reachable? (more drops are summed up every %.0f s)",
+                    self._name, waiting, self.bootstrap_servers, spare, count,
+                    "" if force else " since the last report", topics, self._drop_log_interval_s)
 
     # ------------------------------------------------------------------------------------ stats
     def stats(self) -> dict[str, Any]:
@@ -274,8 +316,9 @@ class EventPublisher:
             return {
                 "bootstrap_servers": self.bootstrap_servers,
                 "connected": self.connected,
-                "buffered": len(self._buffer),  # waiting, in flight included
-                "in_flight": self._in_flight,
+                "buffered": self._waiting(),  # waiting, in flight included
+                "buffered_best_effort": len(self._spare),
+                "in_flight": self._in_flight + self._in_flight_spare,
                 "max_buffer": self.max_buffer,
                 "published": sum(self._published.values()),
                 "dropped": sum(self._dropped.values()),  # buffer full
@@ -285,6 +328,7 @@ class EventPublisher:
                 "connect_failures": self._connect_failures,
                 "published_by_topic": dict(self._published),
                 "dropped_by_topic": dict(self._dropped),
+                "evicted_by_topic": dict(self._evicted),  # best-effort events evicted for evidence (in dropped)
                 "rejected_by_topic": dict(self._rejected),
             }
 
@@ -293,7 +337,7 @@ class EventPublisher:
         backoff = self._backoff[0]
         failed_in_a_row = 0
         while True:
-            if self._stopping and not self._buffer:
+            if self._stopping and not self._waiting():
                 return
             try:
                 if self._producer is None:
@@ -302,12 +346,15 @@ class EventPublisher:
                         backoff = min(backoff * 2, self._backoff[1])
                         continue
                     backoff = self._backoff[0]
-                with self._lock:
+                with self._lock:  # the evidence first, best-effort events in what room is left
                     batch = list(itertools.islice(self._buffer, self.max_batch))
                     self._in_flight = len(batch)
+                    spare = list(itertools.islice(self._spare, self.max_batch - len(batch)))
+                    self._in_flight_spare = len(spare)
+                    batch += spare
                 if not batch:
                     self._wakeup.clear()
-                    if not self._buffer and not self._stopping:
+                    if not self._waiting() and not self._stopping:
                         await self._wakeup.wait()
                     continue
                 outcomes, error = await self._send(batch)
@@ -318,7 +365,7 @@ class EventPublisher:
                 log.exception("event publisher %s: unexpected error in the sender; retrying in %.1f s",
                               self._name, backoff)
                 with self._lock:
-                    self._in_flight = 0
+                    self._in_flight = self._in_flight_spare = 0
                 retry, error = True, exc
             if not retry:
                 backoff, failed_in_a_row = self._backoff[0], 0
@@ -328,7 +375,7 @@ class EventPublisher:
             failed_in_a_row += 1
             log.warning("event publisher %s: sending to the Kafka broker at %s failed (%s); %d event(s) kept in "
                         "the buffer, retrying in %.1f s", self._name, self.bootstrap_servers,
-                        _short(error), len(self._buffer), backoff)
+                        _short(error), self._waiting(), backoff)
             if failed_in_a_row >= 3:  # start over from the bootstrap servers (the cluster may have moved)
                 await self._close_producer(timeout_s=2.0)
                 failed_in_a_row = 0
@@ -352,19 +399,19 @@ class EventPublisher:
             log.warning("event publisher %s: cannot reach the Kafka broker at %s (%s); %d event(s) buffered "
                         "(max %d), retrying in %.1f s: check that the broker runs (`rollcall status` for the "
                         "embedded one) or set KAFKA_BOOTSTRAP_SERVERS / [kafka] bootstrap_servers to it",
-                        self._name, self.bootstrap_servers, _short(exc), len(self._buffer), self.max_buffer,
+                        self._name, self.bootstrap_servers, _short(exc), self._waiting(), self.max_buffer,
                         backoff)
             return False
         self._producer = producer
         log.info("event publisher %s: connected to the Kafka broker at %s (%d event(s) waiting)",
-                 self._name, self.bootstrap_servers, len(self._buffer))
+                 self._name, self.bootstrap_servers, self._waiting())
         return True
 
     async def _pause(self, seconds: float) -> None:
         """Sleep ``seconds`` before the next attempt; cut short by stop() when nothing is left to send."""
         deadline = time.monotonic() + seconds
         while (remaining := deadline - time.monotonic()) > 0:
-            if self._stopping and not self._buffer:
+            if self._stopping and not self._waiting():
                 return
             await asyncio.sleep(min(remaining, 0.1))
 
@@ -407,12 +454,19 @@ class EventPublisher:
 
     def _settle(self, batch: list[_Pending], outcomes: list[str]) -> bool:
         """Take the batch off the front of the buffer; put the ones to retry back there, in order."""
-        retry = [pending for pending, outcome in zip(batch, outcomes) if outcome == "retry"]
+        main = self._in_flight  # the batch: the first _in_flight of _buffer, then the first of _spare
+        again = [outcome == "retry" for outcome in outcomes]
+        retry_main = [pending for pending, r in zip(batch[:main], again[:main]) if r]
+        retry_spare = [pending for pending, r in zip(batch[main:], again[main:]) if r]
+        retry = retry_main + retry_spare
         with self._lock:
-            for _ in batch:
+            for _ in range(main):
                 self._buffer.popleft()
-            self._buffer.extendleft(reversed(retry))
-            self._in_flight = 0
+            for _ in range(len(batch) - main):
+                self._spare.popleft()
+            self._buffer.extendleft(reversed(retry_main))
+            self._spare.extendleft(reversed(retry_spare))
+            self._in_flight = self._in_flight_spare = 0
             for pending, outcome in zip(batch, outcomes):
                 if outcome == "acked":
                     self._published[pending.topic] = self._published.get(pending.topic, 0) + 1
