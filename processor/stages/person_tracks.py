@@ -42,7 +42,8 @@ their life into :class:`TrackEvent` s:
     prediction reaches; the look must be clearly alike (Bhattacharyya distance up to 0.3; measured on the
     renderer's people: the same person's median 0.16, different people's 5th percentile 0.45-0.65),
     better by 0.15 than any other lost track's that could have walked there, and within a brisk walk
-    (``walk_heights_per_s`` box heights a second).
+    (``walk_heights_per_s`` box heights a second). A track that was never seen alone (lost in the crowd
+    it came in with) is compared by the look of its last shared box.
 ``exited``
     A lost track whose last bottom centre was in an entry zone after it had been in the room (``exited_via``
     = that door; emitted with its ``lost`` event), or any track unseen for ``reacquire_s`` (lost for good;
@@ -95,6 +96,7 @@ class PersonTrack:
     tracker_ids: list[int] = field(default_factory=list)  # library ids that made up this track
     velocity: tuple[float, float] = (0.0, 0.0)  # of the feet, pixels per second (smoothed)
     look: np.ndarray | None = None  # colour signature of the torso (hue-saturation histogram), smoothed
+    crowd_look: np.ndarray | None = None  # the last one from a shared box, while it has no look of its own
     in_room: bool = False  # seen with the feet outside every entry zone at least once
     missed: int = 0  # analysed frames since it was last seen
 
@@ -272,6 +274,8 @@ class PersonTracker:
                                 firsts.get(j), events)
             seen.add(track.track_id)
             owned.append((j, track, look))
+            if look is None and track.look is None and det_ix[j] < len(looks) and looks[det_ix[j]] is not None:
+                track.crowd_look = looks[det_ix[j]]  # never seen alone: the best there is (see walked_on)
         for j, track, look in owned:
             events.extend(self._see(track, pts_s, tuple(float(v) for v in boxes[j]), zones[j], look))
         self._sightings = [s for s in self._sightings if pts_s - s[0] <= self.backdate_s]
@@ -454,14 +458,15 @@ class PersonTracker:
         candidates = []
         for track in self._tracks.values():
             unseen = pts_s - track.last_pts_s
-            if track.track_id in seen or track.look is None or unseen <= 0 or unseen > self.reacquire_s:
+            known = track.look if track.look is not None else track.crowd_look
+            if track.track_id in seen or known is None or unseen <= 0 or unseen > self.reacquire_s:
                 continue
             track_height = max(1.0, track.box[3] - track.box[1])
             if not 1 / 1.4 <= height / track_height <= 1.4:
                 continue
             walk = (self.reacquire_heights + self.walk_heights_per_s * unseen) * track_height
             if float(np.hypot(fx - track.foot[0], fy - track.foot[1])) <= walk:
-                candidates.append((self._look_distance(track, look), track))
+                candidates.append((float(cv2.compareHist(known, look, cv2.HISTCMP_BHATTACHARYYA)), track))
         if not candidates:
             return None
         candidates.sort(key=lambda c: c[0])
