@@ -30,6 +30,9 @@ def config():
 
     raw = load_config(EXAMPLE_CONFIG, environ={}).model_dump(exclude={"source"})
     raw["dashboard"]["processor_metrics_urls"] = []
+    # the tests open one-off CS101 sessions in A101 by hand: other courses' A101 slots would refuse them (409)
+    # on the days and hours those slots run, so the tests would pass or fail by the calendar
+    raw["timetable"] = [t for t in raw["timetable"] if t["room"] != "A101" or t["course"] == "CS101"]
     return config_from_dict(raw, source=EXAMPLE_CONFIG, environ={})
 
 
