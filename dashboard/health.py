@@ -121,16 +121,27 @@ async def consumer_lag(conn, hub, group_id: str, topics: list[str], bootstrap: s
                     sources.add("kafka")
         except Exception as exc:  # noqa: BLE001 - a broker without group support: PostgreSQL only
             result["error"] = f"group offsets from the broker: {type(exc).__name__}: {exc}"[:300]
+    result["topics"] = lag_by_topic(topics, ends, committed)
+    result["source"] = "+".join(sorted(sources)) or None
+    return result
+
+
+def lag_by_topic(topics: list[str], ends: dict[tuple[str, int], int],
+                 committed: dict[tuple[str, int], int]) -> dict[str, dict[str, Any]]:
+    """Per topic: end offsets, committed offsets and the lag between them, over the partitions."""
+    out: dict[str, dict[str, Any]] = {}
     for topic in topics:
         parts = {p: e for (t, p), e in ends.items() if t == topic}
         known = {p: committed[(topic, p)] for p in parts if (topic, p) in committed}
-        result["topics"][topic] = {
+        out[topic] = {
             "end": sum(parts.values()),
             "committed": sum(known.values()) if known else None,
-            "lag": sum(max(0, parts[p] - known.get(p, 0)) for p in parts) if known else None,
+            # not clamped: a committed offset past the log's end (a broker that lost its log, a topic
+            # re-created) makes the lag negative, and the partitions are named so the page says so
+            "lag": sum(parts[p] - known.get(p, 0) for p in parts) if known else None,
+            "ahead_of_log": sorted(p for p in known if known[p] > parts[p]),
             "partitions_committed": len(known), "partitions": len(parts)}
-    result["source"] = "+".join(sorted(sources)) or None
-    return result
+    return out
 
 
 async def _broker_group_offsets(bootstrap: str, group_id: str) -> dict[tuple[str, int], int]:

@@ -217,3 +217,16 @@ def test_openapi_lists_the_api(served):
     close = document["paths"]["/api/sessions/{session_id}/close"]["post"]
     assert close["x-roles"] == ["admin", "faculty"]
     assert any(p["name"] == "X-CSRF-Token" for p in close["parameters"])
+
+
+def test_writer_lag_is_not_clamped_when_committed_offsets_are_past_the_log():
+    """A broker that lost its log (or a topic re-created) leaves PostgreSQL's committed offsets past the
+    log's end: the health page's lag goes negative and names the partition, it is not shown as 0."""
+    from dashboard.health import lag_by_topic
+
+    ends = {("rollcall.presence.v1", 0): 5, ("rollcall.presence.v1", 1): 40}
+    committed = {("rollcall.presence.v1", 0): 900, ("rollcall.presence.v1", 1): 30}
+    row = lag_by_topic(["rollcall.presence.v1"], ends, committed)["rollcall.presence.v1"]
+    assert row["lag"] == (5 - 900) + (40 - 30) and row["ahead_of_log"] == [0]
+    healthy = lag_by_topic(["rollcall.presence.v1"], ends, {("rollcall.presence.v1", 0): 5})["rollcall.presence.v1"]
+    assert healthy["lag"] == 40 and healthy["ahead_of_log"] == []
