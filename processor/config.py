@@ -117,10 +117,11 @@ class ModelsConfig(_Strict):
         default_factory=list,
         description="onnxruntime providers in order of preference; empty = CUDA/TensorRT when present, else CPU",
     )
-    person_precision: Literal["fp32", "int8"] = Field(
+    person_precision: Literal["auto", "fp32", "int8"] = Field(
         default="fp32",
         description="the room person detector: fp32 as exported, or int8 (quantised once on the pack's sample "
-                    "photos and cached; about 1.6x faster on a CPU, nearly the same detections)")
+                    "photos and cached; 1.6-1.9x faster on a CPU, nearly the same detections); auto: int8 on a "
+                    "CPU, fp32 on a GPU")
 
 
 class ThresholdsConfig(_Strict):
