@@ -162,7 +162,8 @@ def test_postgres_restart_under_the_running_writer_loses_nothing(stack, tmp_path
             restarted = await attendance_snapshot(url)
             clean = await _clean_reference(stack, tag, presence, recognitions,
                                            await _new_database(stack.database_url, f"clean_{tag}"))
-            assert restarted == clean and clean
+            differing = [(a, b) for a, b in zip(restarted, clean) if a != b]
+            assert restarted == clean and clean, (len(restarted), len(clean), differing[:3])
 
         asyncio.run(main())
     finally:
