@@ -203,8 +203,21 @@ async def recompute_attendance(conn, pairs: Iterable[tuple[int, str]]) -> int:
     pairs = list(pairs)
     if not pairs:
         return 0
+    await lock_sessions(conn, {p[0] for p in pairs})
     row = await conn.fetchrow(RECOMPUTE_SQL, [p[0] for p in pairs], [p[1] for p in pairs])
     return int(row["changed"])
+
+
+async def lock_sessions(conn, session_ids: Iterable[int]) -> None:
+    """Hold these sessions (share lock, in id order) until the transaction ends. Attendance computed while
+    a session is being closed would be computed against the session as it was before: a batch's rows
+    written after the clock finalised them would stay provisional, and the closing would miss the batch's
+    tracks. With the lock the two take turns, and the second one's statements see the first one's work
+    (each statement of a READ COMMITTED transaction reads what was committed when it began). Closing
+    takes the session's row lock first, then attendance rows; so does everything that recomputes."""
+    ids = sorted(set(session_ids))
+    if ids:
+        await conn.execute("SELECT 1 FROM class_session WHERE id = ANY($1::bigint[]) ORDER BY id FOR SHARE", ids)
 
 
 async def materialise_timetable(conn, first_day: dt.date, last_day: dt.date) -> int:
@@ -242,6 +255,7 @@ async def resolve_unconfirmed(conn, session_id: int, person_id: str, status: str
     if status not in RESOLUTIONS:
         raise RollcallError(f"status {status!r}: an unconfirmed record is resolved as {', '.join(RESOLUTIONS)}")
     async with conn.transaction():
+        await lock_sessions(conn, [session_id])  # the session before its rows, as closing does
         row = await conn.fetchrow("SELECT status FROM attendance WHERE session_id = $1 AND person_id = $2 FOR UPDATE",
                                   session_id, person_id)
         if row is None:

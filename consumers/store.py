@@ -162,8 +162,8 @@ async def write_batch(conn, group: str, rows: Sequence[tuple], next_offsets: dic
             keys = list(next_offsets)
             await conn.execute(_SAVE_OFFSETS, group, [k[0] for k in keys], [k[1] for k in keys],
                                [next_offsets[k] for k in keys])
-        if rows:
-            timetable.mark(_days_around(rows))
+    if rows:  # only once committed: a batch rolled back (PostgreSQL away at commit) made no sessions
+        timetable.mark(_days_around(rows))
     return result
 
 

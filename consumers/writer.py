@@ -116,6 +116,7 @@ class WriterStats:
     retries: int = 0
     bisected: int = 0  # batches PostgreSQL refused for a message's data
     log_resets: int = 0  # partitions read again because the broker's log ended before the stored offset
+    housekeeping_errors: int = 0  # rounds of the clock / outbox / purge that failed (and were retried)
     started: float = field(default_factory=time.monotonic)
 
 
@@ -266,7 +267,8 @@ class AttendanceWriter:
                     await self._sleep(delay)
                     delay = min(delay * 2, 10.0)
                     continue
-                delay = 0.2
+                if self._paused is None:  # a batch was stored since the last failure
+                    delay = 0.2
                 await self._check_log_ends()
                 if decoded is not None:
                     self._inflight = asyncio.create_task(self._store(decoded))
@@ -527,8 +529,13 @@ class AttendanceWriter:
                     with contextlib.suppress(Exception):
                         conn.terminate()
                 raise
-            except _db_errors() + (_BrokerAway,) as exc:
-                log.warning("housekeeping paused (%s); retrying in %.1f s", _one_line(exc), delay)
+            except Exception as exc:  # noqa: BLE001 - the clock must not stop: anything else is logged in full
+                if isinstance(exc, _db_errors() + (_BrokerAway,)):
+                    log.warning("housekeeping paused (%s); retrying in %.1f s", _one_line(exc), delay)
+                else:
+                    log.error("housekeeping failed, unexpected %s (retrying in %.1f s)", _one_line(exc), delay,
+                              exc_info=exc)
+                self.stats.housekeeping_errors += 1
                 if conn is not None:
                     with contextlib.suppress(Exception):
                         conn.terminate()

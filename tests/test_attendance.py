@@ -12,7 +12,8 @@ import asyncpg
 import pytest
 
 from consumers import store
-from consumers.sessions import close_session, list_sessions, materialise_timetable, open_session
+from consumers.sessions import (close_due_sessions, close_session, list_sessions, materialise_timetable,
+                                open_session)
 from infra.errors import RollcallError
 from tests.test_writer_kit import prepare_database, writer_config
 
@@ -129,5 +130,36 @@ def test_sessions_by_hand_and_timetable_in_the_site_zone(fresh_database):
             assert actions == ["session.open", "session.close"]
         finally:
             await conn.close()
+
+    asyncio.run(main())
+
+
+def test_a_batch_written_while_the_session_closes_is_in_the_final_rows(fresh_database):
+    """The writer's transaction and the clock's closing overlap (seen in CI: the clock closes a past session
+    while the writer is still catching up): the closing waits for the batch, then finalises with it. Before,
+    the closing computed s2's row without the batch's track (absent) and overwrote the batch's row."""
+    config = writer_config()
+
+    async def main():
+        await prepare_database(fresh_database, config)
+        writer, clock = await asyncpg.connect(fresh_database), await asyncpg.connect(fresh_database)
+        await store.prepare(writer)
+        cache = store.TimetableCache()
+        try:
+            await _write(writer, [_row("s1", "a", 0, 90)], cache)
+            session_id = (await list_sessions(writer))[0]["id"]
+            batch = writer.transaction()
+            await batch.start()  # the batch is being written: write_batch's transaction is nested in it
+            await _write(writer, [_row("s2", "b", 0, 90)], cache)
+            closing = asyncio.create_task(close_due_sessions(clock, grace_s=0))  # the past session is due
+            await asyncio.sleep(0.5)
+            assert not closing.done(), "the closing waits for the batch being written"
+            await batch.commit()
+            assert await asyncio.wait_for(closing, 10) == [session_id]
+            assert await _attendance(writer, session_id) == {
+                "s1": ("present", 90.0), "s2": ("present", 90.0), "s3": ("absent", 0.0), "s4": ("absent", 0.0)}
+        finally:
+            await writer.close()
+            await clock.close()
 
     asyncio.run(main())
