@@ -9,7 +9,6 @@ an admin accepts a face from the review queue. Screenshots go to var/artifacts/s
 from __future__ import annotations
 
 import asyncio
-import concurrent.futures
 import os
 import subprocess
 import sys
@@ -18,6 +17,7 @@ from pathlib import Path
 import pytest
 
 from dashboard import testing
+from tests import dashboard_kit as kit
 from tests.conftest import create_database
 from infra.paths import PROJECT_ROOT
 
@@ -26,8 +26,6 @@ SPEC = PROJECT_ROOT / "infra" / "scenarios" / "default.toml"
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
                  "--disable-sync"]
-PASSWORDS = {"admin": "admin-password-1", "turing": "turing-password-1", "macron": "macron-password-1",
-             "ardern": "ardern-password-1"}
 
 
 @pytest.fixture(scope="module")
@@ -51,7 +49,7 @@ def system(stack, stack_dir, tmp_path_factory):
     database_url = create_database(stack, "test_e2e")
     testing.prepare_database(database_url, config)
     asyncio.run(enroll_scenario_people(load_spec(SPEC), config, database_url, lambda _: None))
-    testing.add_accounts(database_url, passwords=PASSWORDS)
+    testing.add_accounts(database_url, passwords=kit.PASSWORDS)
     log = tmp_path_factory.mktemp("e2e") / "processor.log"
     env = {**os.environ, "ROLLCALL_STACK_DIR": str(stack_dir), "DATABASE_URL": database_url,
            "KAFKA_BOOTSTRAP_SERVERS": stack.kafka_bootstrap_servers, "ROLLCALL_CONFIG": str(EXAMPLE_CONFIG)}
@@ -92,7 +90,7 @@ def _login(browser, system, username):
     page.goto(system.url + "/live")  # anonymous: sent to the login form
     assert page.url.startswith(system.url + "/login")
     page.fill("input[name=username]", username)
-    page.fill("input[name=password]", PASSWORDS[username])
+    page.fill("input[name=password]", kit.PASSWORDS[username])
     page.click("button[type=submit]")
     page.wait_for_load_state()
     assert page.locator("#who").inner_text().startswith(username)
@@ -102,21 +100,6 @@ def _login(browser, system, username):
 def _shot(page, name: str) -> None:
     SCREENSHOTS.mkdir(parents=True, exist_ok=True)
     page.screenshot(path=str(SCREENSHOTS / f"{name}.png"), full_page=True)
-
-
-def _db(system, query, *args):
-    import asyncpg
-
-    async def run():
-        conn = await asyncpg.connect(system.database_url)
-        try:
-            return await conn.fetch(query, *args)
-        finally:
-            await conn.close()
-
-    # In a thread of its own: playwright's sync API runs an event loop in this one.
-    with concurrent.futures.ThreadPoolExecutor(1) as pool:
-        return pool.submit(asyncio.run, run()).result(60)
 
 
 def test_admin_watches_live_video_events_and_presence(browser, system):
@@ -165,7 +148,7 @@ def test_admin_accepts_a_face_from_the_review_queue(browser, system):
     # The example config turns the review queue on: the visitors' faces arrive there as the scenario plays.
     from dashboard.testing import wait_for
 
-    wait_for(lambda: _db(system, "SELECT id FROM review_face WHERE status = 'pending'"), 150, 1.0,
+    wait_for(lambda: kit.db(system, "SELECT id FROM review_face WHERE status = 'pending'"), 150, 1.0,
              "an unknown face in the review queue")
     page = _login(browser, system, "admin")
     page.goto(system.url + "/review")
@@ -179,9 +162,9 @@ def test_admin_accepts_a_face_from_the_review_queue(browser, system):
     card.locator("button", has_text="Accept").click()
     page.wait_for_selector(".flash")
     assert "face accepted as visitor-1" in page.locator(".flash").inner_text()
-    row = _db(system, "SELECT status, person_id, decided_by FROM review_face WHERE id = $1", review_id)[0]
+    row = kit.db(system, "SELECT status, person_id, decided_by FROM review_face WHERE id = $1", review_id)[0]
     assert dict(row) == {"status": "accepted", "person_id": "visitor-1", "decided_by": "admin"}
-    assert _db(system, "SELECT source FROM face_enrolment WHERE person_id = 'visitor-1'")[0]["source"] == "review"
+    assert kit.db(system, "SELECT source FROM face_enrolment WHERE person_id = 'visitor-1'")[0]["source"] == "review"
     page.goto(system.url + "/people")
     assert page.locator("tr[data-person=visitor-1]").count() == 1
     _shot(page, "people")

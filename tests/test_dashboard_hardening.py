@@ -24,10 +24,9 @@ import pytest
 from starlette.routing import Route
 
 from dashboard import testing
-from tests.conftest import create_database
+from tests import dashboard_kit as kit
 
-PASSWORDS = {"admin": "admin-password-1", "turing": "turing-password-1", "macron": "macron-password-1",
-             "ardern": "ardern-password-1", "noether": "noether-password-1"}
+PASSWORDS = {**kit.PASSWORDS, "noether": "noether-password-1"}
 ACCOUNTS = testing.DEMO_ACCOUNTS + (("noether", "faculty", "prof-noether"),)
 
 
@@ -76,42 +75,17 @@ def _serve(app):
 
 @pytest.fixture(scope="module")
 def served(stack, config):
-    from dashboard.app import create_app
-
-    database_url = create_database(stack, "test_harden")
-    testing.prepare_database(database_url, config)
-    testing.add_accounts(database_url, accounts=ACCOUNTS, passwords=PASSWORDS)
-    app = create_app(config, database_url=database_url, kafka_bootstrap_servers=stack.kafka_bootstrap_servers,
-                     camera_urls={c.id: c.url for c in config.cameras}, secret_key="h" * 48)
-    with _serve(app) as server:
-        server.database_url = database_url
-        server.bootstrap = stack.kafka_bootstrap_servers
-        testing.wait_for(server.services.hub.ready.is_set, 30, what="the live hub at the topics' end")
+    with kit.served_dashboard(stack, config, "test_harden", secret_key="h" * 48, accounts=ACCOUNTS,
+                              passwords=PASSWORDS, camera_urls={c.id: c.url for c in config.cameras}, serve=_serve,
+                              wait_for_hub=True) as server:
         yield server
-
-
-def _db(served, query, *args):
-    import asyncpg
-
-    async def run():
-        conn = await asyncpg.connect(served.database_url)
-        try:
-            return await conn.fetch(query, *args)
-        finally:
-            await conn.close()
-
-    return asyncio.run(run())
-
-
-def _login(served, username):
-    return testing.login(served.url, username, PASSWORDS[username])
 
 
 def _session(served, course, room, start_min, end_min, state="open") -> int:
     """A session of ``course`` in ``room`` from now + start_min to now + end_min (minutes)."""
-    return _db(served, """INSERT INTO class_session (course_id, room_id, starts_at, ends_at, state, opened_by)
-                          VALUES ($1, $2, now() + make_interval(mins => $3), now() + make_interval(mins => $4), $5, 'test')
-                          RETURNING id""", course, room, start_min, end_min, state)[0]["id"]
+    return kit.db(served, """INSERT INTO class_session (course_id, room_id, starts_at, ends_at, state, opened_by)
+                             VALUES ($1, $2, now() + make_interval(mins => $3), now() + make_interval(mins => $4), $5, 'test')
+                             RETURNING id""", course, room, start_min, end_min, state)[0]["id"]
 
 
 def _raw_request(served, head: str, body: bytes = b"", timeout: float = 10.0) -> tuple[int, bytes]:
@@ -136,7 +110,7 @@ def _cookie(client) -> str:
 # ------------------------------------------------------------------------------------------ sessions by hand
 
 def test_faculty_open_sessions_only_in_their_courses_rooms_and_never_over_another_class(served):
-    turing = _login(served, "turing")
+    turing = kit.login(served, "turing")
     elsewhere = turing.post("/api/sessions", json={"course": "CS101", "room": "B202", "minutes": 30})
     assert elsewhere.status_code == 403 and "not timetabled in B202" in elsewhere.json()["error"]
     # PH102 is being taught in the shared A101 now: a one-off CS101 session there would take its sightings.
@@ -144,25 +118,25 @@ def test_faculty_open_sessions_only_in_their_courses_rooms_and_never_over_anothe
     try:
         clash = turing.post("/api/sessions", json={"course": "CS101", "room": "A101", "minutes": 30})
         assert clash.status_code == 409 and "PH102" in clash.json()["error"], clash.text
-        assert not _db(served, "SELECT 1 FROM class_session WHERE course_id = 'CS101' AND room_id = 'B202'")
+        assert not kit.db(served, "SELECT 1 FROM class_session WHERE course_id = 'CS101' AND room_id = 'B202'")
         # So would one that starts before that class ends (its early-arrival window counts too).
-        admin = _login(served, "admin")
+        admin = kit.login(served, "admin")
         assert admin.post("/api/sessions", json={"course": "MA201", "room": "A101", "minutes": 5}).status_code == 409
     finally:
-        _db(served, "DELETE FROM class_session WHERE id = $1", other)
+        kit.db(served, "DELETE FROM class_session WHERE id = $1", other)
     opened = turing.post("/api/sessions", json={"course": "CS101", "room": "A101", "minutes": 30})
     assert opened.status_code == 201, opened.text
-    _db(served, "DELETE FROM class_session WHERE id = $1", opened.json()["session_id"])
+    kit.db(served, "DELETE FROM class_session WHERE id = $1", opened.json()["session_id"])
 
 
 def test_faculty_student_export_is_limited_to_their_courses(served):
     ours = _session(served, "CS101", "A101", -300, -240, state="closed")
     theirs = _session(served, "MA201", "B202", -200, -140, state="closed")
     try:
-        _db(served, """INSERT INTO attendance (session_id, person_id, status, first_seen, last_seen, presence_s)
-                       VALUES ($1, 'obama', 'present', now(), now(), 1500), ($2, 'obama', 'late', now(), now(), 900)""",
+        kit.db(served, """INSERT INTO attendance (session_id, person_id, status, first_seen, last_seen, presence_s)
+                          VALUES ($1, 'obama', 'present', now(), now(), 1500), ($2, 'obama', 'late', now(), now(), 900)""",
             ours, theirs)
-        turing, admin = _login(served, "turing"), _login(served, "admin")
+        turing, admin = kit.login(served, "turing"), kit.login(served, "admin")
         shown = {r["session_id"] for r in turing.get("/api/students/obama").json()["records"]}
         assert shown == {ours}  # the JSON view was scoped already
         csv_rows = turing.get("/api/students/obama/export", params={"format": "csv"}).text.splitlines()
@@ -175,8 +149,8 @@ def test_faculty_student_export_is_limited_to_their_courses(served):
         everything = admin.get("/api/students/obama/export", params={"format": "csv"}).text
         assert "MA201" in everything and "CS101" in everything  # an admin's export is whole
     finally:
-        _db(served, "DELETE FROM attendance WHERE session_id = ANY($1::bigint[])", [ours, theirs])
-        _db(served, "DELETE FROM class_session WHERE id = ANY($1::bigint[])", [ours, theirs])
+        kit.db(served, "DELETE FROM attendance WHERE session_id = ANY($1::bigint[])", [ours, theirs])
+        kit.db(served, "DELETE FROM class_session WHERE id = ANY($1::bigint[])", [ours, theirs])
 
 
 # ------------------------------------------------------------------------------------------ live scope
@@ -189,7 +163,7 @@ def _publish(served, config, *events):
 def test_live_data_only_of_the_sessions_a_faculty_member_teaches_now(served, config):
     hub = served.services.hub
     other = _session(served, "PH102", "A101", -10, 50)  # noether's class in the shared room, now
-    turing, noether, admin = _login(served, "turing"), _login(served, "noether"), _login(served, "admin")
+    turing, noether, admin = kit.login(served, "turing"), kit.login(served, "noether"), kit.login(served, "admin")
     before = time.time() - 60
     seen = testing.make_event("presence", track_id="ph1", person_id="ardern", frame_time=before)
     door = testing.make_event("recognition", track_id="dph", person_id="ardern", frame_time=before)
@@ -230,9 +204,9 @@ def test_live_data_only_of_the_sessions_a_faculty_member_teaches_now(served, con
         recent = {e["event_id"] for e in turing.get("/api/events/recent").json()["events"]}
         assert mine["event_id"] in recent and seen["event_id"] not in recent and door["event_id"] not in recent
         assert turing.get("/api/video/room-a101/snapshot.jpg").status_code == 200
-        _db(served, "DELETE FROM class_session WHERE id = $1", ours)
+        kit.db(served, "DELETE FROM class_session WHERE id = $1", ours)
     finally:
-        _db(served, "DELETE FROM class_session WHERE id = $1", other)
+        kit.db(served, "DELETE FROM class_session WHERE id = $1", other)
         assert admin.get("/api/presence").status_code == 200
 
 
@@ -245,14 +219,14 @@ def test_body_is_read_only_after_login_and_csrf(served):
                                      "application/x-www-form-urlencoded\r\nContent-Length: 50000\r\n", b"course=", 5)
     assert status == 401 and time.monotonic() - started < 3
     # Logged in but without the CSRF header: 403, the body still unread.
-    admin = _login(served, "admin")
+    admin = kit.login(served, "admin")
     status, _ = _raw_request(served, f"POST /api/sessions HTTP/1.1\r\nHost: x\r\nCookie: {_cookie(admin)}\r\n"
                                      "Content-Type: application/json\r\nContent-Length: 50000\r\n", b"{", 5)
     assert status == 403
 
 
 def test_bodies_files_and_pixels_are_limited_while_streaming(served):
-    admin = _login(served, "admin")
+    admin = kit.login(served, "admin")
     head = (f"POST /api/sessions HTTP/1.1\r\nHost: x\r\nCookie: {_cookie(admin)}\r\nX-CSRF-Token: {admin.csrf}\r\n"
             "Content-Type: application/json\r\n")
     # Declared too large: 413 before a byte is read.
@@ -319,7 +293,7 @@ def test_login_limit_per_account_and_address_and_only_trusted_forwarding(served,
                     for i in range(5)]
     assert statuses == [400, 400, 400, 429, 429], statuses
     assert any("failed login for 'ardern' from 127.0.0.1" in r.getMessage() for r in caplog.records)
-    rows = _db(served, "SELECT detail->>'client' AS client FROM audit_log WHERE action = 'auth.login_failed' "
+    rows = kit.db(served, "SELECT detail->>'client' AS client FROM audit_log WHERE action = 'auth.login_failed' "
                        "AND subject = 'ardern'")
     assert len(rows) == 3 and {r["client"] for r in rows} == {"127.0.0.1"}  # the forwarded address was not believed
     # Many accounts from one address, claiming other addresses in X-Forwarded-For: the address's limit
@@ -342,18 +316,16 @@ def test_forwarded_address_only_from_a_trusted_proxy():
 # ------------------------------------------------------------------------------------------ sessions
 
 def test_logout_and_password_change_end_sessions_on_the_server(served):
-    import asyncpg
-
     from dashboard.auth import create_user
 
-    first = _login(served, "turing")
+    first = kit.login(served, "turing")
     stolen = httpx.Client(base_url=served.url, cookies={"rollcall_session": first.cookies["rollcall_session"]},
                           timeout=30)
     assert stolen.get("/api/me").status_code == 200
     assert first.post("/logout").status_code == 303
     assert stolen.get("/api/me").status_code == 401  # a copy of the cookie is no session any more
     # A password change ends the account's other sessions, not the one it was made from.
-    here, there = _login(served, "turing"), _login(served, "turing")
+    here, there = kit.login(served, "turing"), kit.login(served, "turing")
     weak = here.post("/api/me/password", json={"current_password": PASSWORDS["turing"], "new_password": "short"})
     assert weak.status_code == 400
     wrong = here.post("/api/me/password", json={"current_password": "nope-nope-nope", "new_password": "a-new-pass-123"})
@@ -363,19 +335,12 @@ def test_logout_and_password_change_end_sessions_on_the_server(served):
     assert changed.status_code == 200 and changed.json()["sessions_ended"] >= 1, changed.text
     assert there.get("/api/me").status_code == 401 and here.get("/api/me").status_code == 200
     # `rollcall user add --replace` (a new password set by an admin) ends every session.
-
-    async def replace():
-        conn = await asyncpg.connect(served.database_url)
-        try:
-            await create_user(conn, "turing", PASSWORDS["turing"], "faculty", "prof-turing", replace=True)
-        finally:
-            await conn.close()
-
-    asyncio.run(replace())
+    kit.db_call(served, lambda conn: create_user(conn, "turing", PASSWORDS["turing"], "faculty", "prof-turing",
+                                                 replace=True))
     assert here.get("/api/me").status_code == 401
-    rows = _db(served, "SELECT count(*) AS n FROM dashboard_session WHERE username = 'turing' AND revoked_at IS NULL")
+    rows = kit.db(served, "SELECT count(*) AS n FROM dashboard_session WHERE username = 'turing' AND revoked_at IS NULL")
     assert rows[0]["n"] == 0
-    hashes = _db(served, "SELECT id_sha256 FROM dashboard_session")
+    hashes = kit.db(served, "SELECT id_sha256 FROM dashboard_session")
     assert all(len(r["id_sha256"]) == 32 for r in hashes)  # only digests are stored
 
 
@@ -398,7 +363,7 @@ def _offer_sdp() -> str:
 
 
 def test_webrtc_offers_that_never_connect_time_out_and_streams_are_capped_per_user(served):
-    admin = _login(served, "admin")
+    admin = kit.login(served, "admin")
     video = served.services.video
     for _ in range(3):
         answer = admin.post("/api/video/room-a101/offer", json={"sdp": _offer_sdp(), "type": "offer"})
@@ -428,7 +393,7 @@ HOSTILE_QUERIES = ({"from": "9999-12-31"}, {"to": "9999-12-31"}, {"from": "0001-
 
 
 def test_malformed_route_and_query_values_are_4xx_on_every_route(served):
-    admin = _login(served, "admin")
+    admin = kit.login(served, "admin")
     tried = 0
     for route in served.app.routes:
         if not isinstance(route, Route) or route.path in ("/login", "/logout"):

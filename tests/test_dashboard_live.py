@@ -16,11 +16,9 @@ import numpy as np
 import pytest
 
 from dashboard import testing
-from tests.conftest import create_database
+from tests import dashboard_kit as kit
 from infra.paths import PROJECT_ROOT
 
-PASSWORDS = {"admin": "admin-password-1", "turing": "turing-password-1", "macron": "macron-password-1",
-             "ardern": "ardern-password-1"}
 PHOTOS = PROJECT_ROOT / "infra" / "scenarios" / "photos"
 
 
@@ -38,35 +36,13 @@ def config():
 
 @pytest.fixture(scope="module")
 def served(stack, config):
-
-    from dashboard.app import create_app
     from infra import stack as embedded
     from infra.scenario_runner import demo_mounts
 
     embedded.set_rtsp_mounts(demo_mounts(config))  # /default/door, /default/room: the rendered scenario
-    database_url = create_database(stack, "test_dash")
-    testing.prepare_database(database_url, config)
-    testing.add_accounts(database_url, passwords=PASSWORDS)
-    app = create_app(config, database_url=database_url, kafka_bootstrap_servers=stack.kafka_bootstrap_servers,
-                     camera_urls={c.id: c.url for c in config.cameras}, secret_key="k" * 48)
-    with testing.serve_in_thread(app) as server:
-        server.database_url = database_url
-        server.bootstrap = stack.kafka_bootstrap_servers
-        testing.wait_for(server.services.hub.ready.is_set, 30, what="the live hub at the topics' end")
+    with kit.served_dashboard(stack, config, "test_dash", secret_key="k" * 48,
+                              camera_urls={c.id: c.url for c in config.cameras}, wait_for_hub=True) as server:
         yield server
-
-
-def _db(served, query, *args):
-    import asyncpg
-
-    async def run():
-        conn = await asyncpg.connect(served.database_url)
-        try:
-            return await conn.fetch(query, *args)
-        finally:
-            await conn.close()
-
-    return asyncio.run(run())
 
 
 class SseReader:
@@ -117,12 +93,11 @@ def test_events_on_kafka_reach_the_feed_board_and_history(served, config):
     topics = config.kafka.topics
     hub = served.services.hub
     # Faculty see a room's live data while one of their sessions runs there: a CS101 session in A101 now.
-    running = _db(served, """INSERT INTO class_session (course_id, room_id, starts_at, ends_at, state)
-                             VALUES ('CS101', 'A101', now() - interval '5 minutes', now() + interval '1 hour', 'open')
-                             RETURNING id""")[0]["id"]
-    admin = SseReader(testing.login(served.url, "admin", PASSWORDS["admin"]), "/api/events/stream")
-    faculty = SseReader(testing.login(served.url, "turing", PASSWORDS["turing"]),
-                        "/api/events/stream?types=recognition,presence")
+    running = kit.db(served, """INSERT INTO class_session (course_id, room_id, starts_at, ends_at, state)
+                                VALUES ('CS101', 'A101', now() - interval '5 minutes', now() + interval '1 hour', 'open')
+                                RETURNING id""")[0]["id"]
+    admin = SseReader(kit.login(served, "admin"), "/api/events/stream")
+    faculty = SseReader(kit.login(served, "turing"), "/api/events/stream?types=recognition,presence")
     testing.wait_for(lambda: len(hub.subscribers) >= 2, what="two live clients")
     assert admin.status == faculty.status == 200
     # An event of a room the faculty member does not teach in: the admin gets it, they do not.
@@ -143,7 +118,7 @@ def test_events_on_kafka_reach_the_feed_board_and_history(served, config):
     assert counted["event_id"] not in faculty.ids()  # occupancy not asked for
     assert dict(admin.events)["recognition"]["person_id"] == "macron"
 
-    client = testing.login(served.url, "turing", PASSWORDS["turing"])
+    client = kit.login(served, "turing")
     board = client.get("/api/presence").json()["rooms"]
     assert [room["room_id"] for room in board] == ["A101"]
     tracks = {t["track_id"]: t for t in board[0]["tracks"]}
@@ -170,7 +145,7 @@ def test_events_on_kafka_reach_the_feed_board_and_history(served, config):
     admin.close()
     faculty.close()
     testing.wait_for(lambda: not hub.subscribers, what="closed clients to unsubscribe")
-    _db(served, "DELETE FROM class_session WHERE id = $1", running)
+    kit.db(served, "DELETE FROM class_session WHERE id = $1", running)
 
 
 async def _raw(bootstrap, topic, value):
@@ -225,7 +200,7 @@ def _frames(response: httpx.Response):
 
 
 def test_overlay_events_drawn_on_the_cameras_own_video(served, config):
-    admin = testing.login(served.url, "admin", PASSWORDS["admin"])
+    admin = kit.login(served, "admin")
     feed = served.services.video.feeds["room-a101"]
     overlay = dict(objects=[{"track_id": "7", "kind": "person", "box": {"x1": 220, "y1": 202, "x2": 780, "y2": 600},
                              "label": "Emmanuel Macron", "person_id": "macron"}])
@@ -269,12 +244,12 @@ def test_review_queue_accept_and_reject(served):
     for track in ("9001", "9002", "9003"):
         vector = rng.normal(size=128)
         vector /= np.linalg.norm(vector)
-        ids.append(_db(served, """INSERT INTO review_face (camera_id, track_id, event_id, captured_at, model_pack,
+        ids.append(kit.db(served, """INSERT INTO review_face (camera_id, track_id, event_id, captured_at, model_pack,
                embedding, embedding_dim, crop_jpeg, quality, expires_at)
                VALUES ('door-a101', $1, $2, now(), 'open', $3, 128, $4, 0.8, now() + interval '7 days') RETURNING id""",
-                       track, str(uuid.uuid4()), vector.tolist(), cv2.imencode(".jpg", np.zeros((112, 112, 3), np.uint8))[1].tobytes()
-                       )[0]["id"])
-    admin = testing.login(served.url, "admin", PASSWORDS["admin"])
+                          track, str(uuid.uuid4()), vector.tolist(),
+                          cv2.imencode(".jpg", np.zeros((112, 112, 3), np.uint8))[1].tobytes())[0]["id"])
+    admin = kit.login(served, "admin")
     queue = admin.get("/api/review").json()["items"]
     assert set(ids) <= {item["id"] for item in queue}
     assert admin.get(f"/api/review/{ids[0]}/crop.jpg").content[:2] == b"\xff\xd8"
@@ -289,10 +264,10 @@ def test_review_queue_accept_and_reject(served):
         "name": "Rishi Sunak", "consent": "yes"})
     assert response.status_code == 303 and response.headers["location"] == "/review"
     assert "face accepted as visitor-sunak" in admin.get("/review").text
-    row = _db(served, "SELECT status, decided_by, person_id FROM review_face WHERE id = $1", ids[0])[0]
+    row = kit.db(served, "SELECT status, decided_by, person_id FROM review_face WHERE id = $1", ids[0])[0]
     assert dict(row) == {"status": "accepted", "decided_by": "admin", "person_id": "visitor-sunak"}
-    enrolment = _db(served, """SELECT f.source, f.consent_by, f.embedding_dim, p.display_name FROM face_enrolment f
-                               JOIN person p ON p.id = f.person_id WHERE f.person_id = 'visitor-sunak'""")
+    enrolment = kit.db(served, """SELECT f.source, f.consent_by, f.embedding_dim, p.display_name FROM face_enrolment f
+                                  JOIN person p ON p.id = f.person_id WHERE f.person_id = 'visitor-sunak'""")
     assert [dict(r) for r in enrolment] == [{"source": "review", "consent_by": "admin", "embedding_dim": 128,
                                              "display_name": "Rishi Sunak"}]
     # Deciding twice, or for a person who does not exist, is refused with one line.
@@ -306,13 +281,13 @@ def test_review_queue_accept_and_reject(served):
     assert existing.status_code == 200 and existing.json()["new_person"] is False
     rejected = admin.post(f"/api/review/{ids[2]}/reject")
     assert rejected.status_code == 200
-    row = _db(served, "SELECT status, crop_jpeg FROM review_face WHERE id = $1", ids[2])[0]
+    row = kit.db(served, "SELECT status, crop_jpeg FROM review_face WHERE id = $1", ids[2])[0]
     assert row["status"] == "rejected" and row["crop_jpeg"] is None  # the crop is not kept
     assert {item["id"] for item in admin.get("/api/review").json()["items"]}.isdisjoint(ids)
 
 
 def test_enrol_with_photos_gives_a_reason_per_photo(served, tmp_path):
-    admin = testing.login(served.url, "admin", PASSWORDS["admin"])
+    admin = kit.login(served, "admin")
     not_a_photo = tmp_path / "notes.txt"
     not_a_photo.write_text("hello")
     files = [("photos", ("macron_2014.jpg", (PHOTOS / "macron_2014.jpg").read_bytes(), "image/jpeg")),
@@ -326,7 +301,7 @@ def test_enrol_with_photos_gives_a_reason_per_photo(served, tmp_path):
     report = response.json()
     assert [a["photo"] for a in report["accepted"]] == ["macron_2014.jpg"]
     assert {r["photo"]: r["code"] for r in report["rejected"]} == {"notes.txt": "not_an_image", "again.jpg": "duplicate"}
-    rows = _db(served, "SELECT source, consent_by FROM face_enrolment WHERE person_id = 'macron'")
+    rows = kit.db(served, "SELECT source, consent_by FROM face_enrolment WHERE person_id = 'macron'")
     assert [dict(r) for r in rows] == [{"source": "dashboard", "consent_by": "admin"}]
     people = {p["id"]: p for p in admin.get("/api/people").json()["people"]}
     assert people["macron"]["display_name"] == "Emmanuel Macron" and people["macron"]["enrolments"] == 1
@@ -335,11 +310,11 @@ def test_enrol_with_photos_gives_a_reason_per_photo(served, tmp_path):
 
 
 def test_sessions_opened_closed_and_exported_by_hand(served):
-    faculty = testing.login(served.url, "turing", PASSWORDS["turing"])
+    faculty = kit.login(served, "turing")
     opened = faculty.post("/api/sessions", json={"course": "CS101", "room": "A101", "minutes": 60})
     assert opened.status_code == 201, opened.text
     session_id = opened.json()["session_id"]
-    _db(served, """INSERT INTO attendance (session_id, person_id, status, first_seen, last_seen, presence_s)
+    kit.db(served, """INSERT INTO attendance (session_id, person_id, status, first_seen, last_seen, presence_s)
                    VALUES ($1, 'macron', 'present', now(), now(), 1500)""", session_id)
     detail = faculty.get(f"/api/sessions/{session_id}").json()
     assert detail["state"] == "open" and detail["attended"] == 1 and detail["roster"] == 3
@@ -365,7 +340,7 @@ def test_sessions_opened_closed_and_exported_by_hand(served):
     assert xlsx.status_code == 200 and xlsx.content[:2] == b"PK"
     assert faculty.get(f"/api/sessions/{session_id}/export", params={"format": "pdf"}).status_code == 400
     # The student sees the session in their own record.
-    student = testing.login(served.url, "macron", PASSWORDS["macron"])
+    student = kit.login(served, "macron")
     record = student.get("/api/students/macron").json()
     # Closing finalised it from the sightings (the writer's rules): nobody was seen, so absent.
     assert [(r["session_id"], r["status"]) for r in record["records"]] == [(session_id, "absent")]
@@ -375,8 +350,8 @@ def test_sessions_opened_closed_and_exported_by_hand(served):
 
 
 def test_erase_a_person(served):
-    admin = testing.login(served.url, "admin", PASSWORDS["admin"])
-    student = testing.login(served.url, "ardern", PASSWORDS["ardern"])
+    admin = kit.login(served, "admin")
+    student = kit.login(served, "ardern")
     assert admin.get("/api/students/ardern/export", params={"format": "csv", "from": "2026-01-02", "to": "2026-01-01"}
                      ).status_code == 400
     course = admin.get("/api/courses/CS101/export", params={"format": "csv"})
@@ -384,9 +359,9 @@ def test_erase_a_person(served):
     response = admin.post("/api/people/ardern/erase", data={"csrf_token": admin.csrf, "next": "/people"})
     assert response.status_code == 303
     assert "ardern erased" in admin.get("/people").text
-    person = _db(served, "SELECT id, pseudonymised_at FROM person WHERE display_name LIKE 'erased-%'")
+    person = kit.db(served, "SELECT id, pseudonymised_at FROM person WHERE display_name LIKE 'erased-%'")
     assert len(person) == 1 and person[0]["pseudonymised_at"] is not None  # attendance kept under a pseudonym
-    assert not _db(served, "SELECT 1 FROM person WHERE id = 'ardern'")
-    assert not _db(served, "SELECT 1 FROM dashboard_user WHERE username = 'ardern'")
+    assert not kit.db(served, "SELECT 1 FROM person WHERE id = 'ardern'")
+    assert not kit.db(served, "SELECT 1 FROM dashboard_user WHERE username = 'ardern'")
     assert student.get("/api/me").status_code == 401  # their session is gone with their account
     assert admin.post("/api/people/ardern/erase").status_code == 404

