@@ -13,7 +13,8 @@ scale for that concat leaves no resolution for the scores: quantised whole, the 
 Calibration uses real photographs of people: the model pack's sample photos (group photos, a bus stop,
 portraits; ``rollcall models fetch``), letterboxed exactly as the detector feeds its input. The variant is
 built once per model, input size and calibration set, and cached (``<cache>/int8``); a change of any of
-them builds a new one.
+them builds a new one. The cache key is made of file digests (:func:`variant_key`), so a start that finds
+its variant cached letterboxes nothing and quantises nothing.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ from __future__ import annotations
 import hashlib
 import re
 import tempfile
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -31,6 +32,9 @@ from infra.errors import RollcallError
 from infra.paths import cache_dir
 
 MIN_CALIBRATION_IMAGES = 8
+# Part of every cache key: change it when int8_variant's settings or the way the detector letterboxes and
+# normalises the calibration photos change (what the key's file digests do not see), so old variants go unused.
+VARIANT_VERSION = "int8-v2"
 # YOLOv8's detection head: its first two convolutions per branch are quantised like the rest of the
 # network; its last convolution per branch and everything after (box decoding) stay float.
 _HEAD_CONVS_QUANTISED = re.compile(r"/cv[23]\.\d+/cv[23]\.\d+\.[01]/")
@@ -55,6 +59,9 @@ def float_head_nodes(model: onnx.ModelProto) -> list[str]:
 
 def int8_variant(model: onnx.ModelProto, input_name: str, calibration: Sequence[np.ndarray]) -> bytes:
     """The serialised int8 model, calibrated on ``calibration`` (one NCHW float32 blob per image)."""
+    # Imported here: onnxruntime.quantization is heavy (56 more modules, onnx's reference evaluator among them,
+    # ~60 ms) and only building a new int8 variant needs it: not an fp32 detector, nor a start whose variant is
+    # cached.
     from onnxruntime.quantization import (CalibrationDataReader, CalibrationMethod, QuantFormat, QuantType,
                                           quantize_static)
     from onnxruntime.quantization.shape_inference import quant_pre_process
@@ -81,15 +88,24 @@ def int8_variant(model: onnx.ModelProto, input_name: str, calibration: Sequence[
         return quantised.read_bytes()
 
 
-def cached_int8_variant(model: onnx.ModelProto, input_name: str, calibration: Sequence[np.ndarray]) -> bytes:
-    """:func:`int8_variant`, built once per (model, calibration) and kept under ``<cache>/int8``."""
-    digest = hashlib.sha256(model.SerializeToString())
-    for blob in calibration:
-        digest.update(np.ascontiguousarray(blob).tobytes())
-    path = cache_dir() / "int8" / f"{digest.hexdigest()[:24]}.onnx"
+def variant_key(model_file: Path, photos: Sequence[Path], detail: str) -> str:
+    """The cache key of an int8 variant: the sha256 of the model file's bytes and of each calibration photo
+    file's, ``detail`` (the input size and preprocessing the blobs are made with) and :data:`VARIANT_VERSION`."""
+    digest = hashlib.sha256(f"{VARIANT_VERSION}\n{detail}\n".encode())
+    for path in (model_file, *photos):
+        with open(path, "rb") as file:
+            digest.update(hashlib.file_digest(file, "sha256").digest())
+    return digest.hexdigest()[:24]
+
+
+def cached_int8_variant(key: str, model: Callable[[], onnx.ModelProto], input_name: str,
+                        calibration: Callable[[], Sequence[np.ndarray]]) -> bytes:
+    """:func:`int8_variant` of ``model()`` calibrated on ``calibration()``, built once per ``key``
+    (:func:`variant_key`) and kept under ``<cache>/int8``; both are called only to build one."""
+    path = cache_dir() / "int8" / f"{key}.onnx"
     if path.is_file():
         return path.read_bytes()
-    data = int8_variant(model, input_name, calibration)
+    data = int8_variant(model(), input_name, calibration())
     path.parent.mkdir(parents=True, exist_ok=True)
     partial = path.with_suffix(".partial")
     partial.write_bytes(data)

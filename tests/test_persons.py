@@ -203,7 +203,7 @@ def test_int8_detector_finds_the_same_people(detector):
     from infra.scenario.check import iou
     from processor import model_packs as mp
     from processor import onnx_surgery
-    from processor.quantize import cached_int8_variant, float_head_nodes
+    from processor.quantize import float_head_nodes
     from processor.stages.persons import PersonDetector
 
     _need(VTEST)
@@ -226,6 +226,6 @@ def test_int8_detector_finds_the_same_people(detector):
     model = onnx_surgery.yolov8_input_size(onnx.load(str(int8.pack.path("person_detector"))), *size)
     head = float_head_nodes(model)
     assert any("/dfl/" in name for name in head) and not any(name.endswith("cv2.0.0/conv/Conv") for name in head)
-    quantised = onnx.load_from_string(cached_int8_variant(model, int8.input_name, int8._calibration(size)))
+    quantised = onnx.load_from_string(int8.int8_model(size))
     float_ops = {n.name for n in quantised.graph.node if n.op_type == "Conv"} & set(head)
     assert "QuantizeLinear" in {n.op_type for n in quantised.graph.node} and float_ops

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import cv2
@@ -84,9 +85,6 @@ class PersonDetector:
         self.score_threshold = float(score_threshold if score_threshold is not None
                                      else self.pack.spec.person_score_threshold)
         self.nms_iou = float(nms_iou if nms_iou is not None else self.pack.spec.person_nms_iou)
-        self.session = session or mp.create_session(self.pack.path("person_detector"), providers)
-        self.input_name = self.session.get_inputs()[0].name
-        self.output_name = self.session.get_outputs()[0].name
         self.providers = providers
         # fit_to_frame: letterbox to the frame's aspect (640 x 384 for 16:9) instead of the export's square,
         # with a session per input size; the same pixels reach the model, without the padding's cost
@@ -94,18 +92,33 @@ class PersonDetector:
         export_size = tuple(spec.input_size or spec.default_size)
         if (self.input_width, self.input_height) != export_size and not self.fit_to_frame:
             raise ValueError("a person detector input other than the export's needs fit_to_frame")
+        # int8 (processor/quantize.py): every input size gets its own quantised variant, the export's too
+        self.precision = self._open(session, precision)
+        self._sessions: dict[tuple[int, int], Any] = (
+            {(export_size[1], export_size[0]): self.session} if self.precision == "fp32" else {})
+
+    def _open(self, session: Any, precision: str) -> str:
+        """Sets ``session`` (the export's fp32 session: the one given, a new one, or None for int8) and the
+        model's input and output names; returns ``precision`` with auto resolved."""
         if precision not in PRECISIONS:
             raise ValueError(f"person detector precision {precision!r}: one of {', '.join(PRECISIONS)}")
+        if precision == "int8" and session is not None:
+            raise ValueError("a person detector given a session runs it as it is (precision fp32)")
+        model_file = self.pack.path("person_detector")
+        # int8 opens sessions of its own, one per input size: no fp32 one just for the names. auto opens it to
+        # learn where sessions run (create_session's choice: CPU too when a GPU provider fails to start).
+        self.session = session or (None if precision == "int8" else mp.create_session(model_file, self.providers))
+        if self.session is None:
+            self.input_name, self.output_name = _io_names(model_file)
+        else:
+            self.input_name, self.output_name = self.session.get_inputs()[0].name, self.session.get_outputs()[0].name
         if precision == "auto":
             # int8 where it pays: the CPU (1.6-1.9x measured); a GPU runs the export's float as it is
             on_cpu = self.session.get_providers()[0] == "CPUExecutionProvider"
             precision = "int8" if on_cpu and session is None and self.fit_to_frame else "fp32"
-        if precision != "fp32" and session is not None:
-            raise ValueError("a person detector given a session runs it as it is (precision fp32)")
-        # int8 (processor/quantize.py): every input size gets its own quantised variant, the export's too
-        self.precision = precision
-        self._sessions: dict[tuple[int, int], Any] = (
-            {(export_size[1], export_size[0]): self.session} if precision == "fp32" else {})
+            if precision == "int8":
+                self.session = None  # it answered where sessions run; the int8 ones do the work
+        return precision
 
     def input_size_for(self, shape: tuple[int, ...]) -> tuple[int, int]:
         """(height, width) of the model input for a frame of this shape: the export's, or fitted to the frame."""
@@ -118,16 +131,27 @@ class PersonDetector:
     def _session(self, size: tuple[int, int]):
         session = self._sessions.get(size)
         if session is None:
-            model = onnx_surgery.yolov8_input_size(onnx.load(self.pack.path("person_detector")), *size)
-            data = (quantize.cached_int8_variant(model, self.input_name, self._calibration(size))
-                    if self.precision == "int8" else model.SerializeToString())
+            data = self.int8_model(size) if self.precision == "int8" else self._sized_model(size).SerializeToString()
             session = self._sessions[size] = mp.create_session(data, self.providers)
         return session
 
-    def _calibration(self, size: tuple[int, int]) -> list[np.ndarray]:
+    def _sized_model(self, size: tuple[int, int]) -> onnx.ModelProto:
+        return onnx_surgery.yolov8_input_size(onnx.load(self.pack.path("person_detector")), *size)
+
+    def int8_model(self, size: tuple[int, int]) -> bytes:
+        """The serialised int8 variant for ``size`` (height, width): from the cache, or built and cached."""
+        photos = calibration_photos()
+        # what the calibration blobs are made with besides the photos' bytes (the version covers the code)
+        detail = (f"{size[0]}x{size[1]} {self.input_name} rgb={self.swap_rb} mean={self.mean} std={self.std} "
+                  f"pad={PAD_VALUE}")
+        key = quantize.variant_key(self.pack.path("person_detector"), photos, detail)
+        return quantize.cached_int8_variant(key, lambda: self._sized_model(size), self.input_name,
+                                            lambda: self._calibration(size, photos))
+
+    def _calibration(self, size: tuple[int, int], photos: Sequence[Path] | None = None) -> list[np.ndarray]:
         """The model pack's sample photos of people, as this detector feeds them at ``size``."""
-        paths = sorted(p for p in mp.PHOTOS_DIR.glob("*") if p.suffix.lower() in (".jpg", ".jpeg", ".png"))
-        images = [image for image in (cv2.imread(str(p), cv2.IMREAD_COLOR) for p in paths) if image is not None]
+        images = [image for image in (cv2.imread(str(p), cv2.IMREAD_COLOR) for p in photos or calibration_photos())
+                  if image is not None]
         return [self.preprocess([image], size)[0] for image in images]
 
     def preprocess(self, images: Sequence[np.ndarray],
@@ -191,6 +215,18 @@ class PersonDetector:
                 continue
             found.append(PersonDetection(box, float(score_a[i]), int(self.class_ids[int(best[idx[i]])])))
         return found
+
+
+def calibration_photos() -> list[Path]:
+    """The model pack's sample photos (``rollcall models fetch``): the int8 variant's calibration set."""
+    return sorted(p for p in mp.PHOTOS_DIR.glob("*") if p.suffix.lower() in (".jpg", ".jpeg", ".png"))
+
+
+def _io_names(model_file: Path) -> tuple[str, str]:
+    """The model's (input, output) names, from its graph: what its sessions will be fed and asked for."""
+    graph = onnx.load(str(model_file), load_external_data=False).graph
+    weights = {init.name for init in graph.initializer}
+    return next(i.name for i in graph.input if i.name not in weights), graph.output[0].name
 
 
 def _ceil32(value: float) -> int:
