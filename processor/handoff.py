@@ -52,6 +52,14 @@ every track whose identity it would change stays unknown, with ``ambiguous=True`
 unknown recognitions changes nobody's identity and is not ambiguous; an unknown (visitor) recognition
 still takes its track, so that a visitor's track cannot take someone else's identity.
 
+Asked again. An abstention is often for want of a cue, not a real tie: at a class start a track may be
+seen only inside a crowd until its window closes (its clothes mixed with its neighbours'), and alone a
+few seconds later. The entries left ambiguous and the recognitions still free then form an open
+question; each time one of its tracks gets a new appearance (:meth:`set_entry_appearance` goes on for
+them) the question is decided again by the same rule, and an entry whose margin now reaches
+``ambiguity_s`` gets its identity (``Assignment.late``). The rest stay unknown; a question ends when its
+tracks are gone, identified otherwise (a room face), or ``reopen_s`` after its decision.
+
 One identity, one live track. A known person already on a live (not exited) track of the room camera
 is not handed to a second one: the recognition still takes its entry (so it steals nothing) but the
 track stays unknown (``reason="already_present"``). :meth:`track_exited` frees the person.
@@ -71,14 +79,13 @@ once its own window has closed; a recognition whose window closes without an ent
 from __future__ import annotations
 
 import dataclasses
-import itertools
 from collections import deque
 from typing import Iterable, Sequence
 
 import numpy as np
-from scipy.optimize import linear_sum_assignment
 
 from processor.appearance import Appearance, distance
+from processor.handoff_group import Group, candidate_groups
 
 _INFEASIBLE = 1e9
 SIDES = ("left", "right")
@@ -148,6 +155,7 @@ class Assignment:
     reason: str = "handoff"
     appearance_distance: float | None = None
     margin: float | None = None
+    late: bool = False  # an entry left ambiguous, decided later on a better view of its track
 
 
 @dataclasses.dataclass
@@ -169,6 +177,17 @@ class _Entry:
     exited: bool = False
     appearance: Appearance | None = None
     side: str | None = None
+    version: int = 0  # appearances given so far
+
+
+@dataclasses.dataclass
+class _Question:
+    """Entries left ambiguous and the recognitions still free when they were decided."""
+
+    recs: list[_Recognition]
+    ents: list[_Entry]
+    until: float  # camera clock: given up after this
+    asked: int  # the entries' appearance versions when last asked
 
 
 class HandoffMatcher:
@@ -176,7 +195,7 @@ class HandoffMatcher:
 
     def __init__(self, doors: Iterable[Sequence], ambiguity_s: float = 1.0, settle_s: float = 0.5,
                  recognition_delay_s: float = 2.0, tiebreak: float = 1e-3, weights: CueWeights | None = None,
-                 min_side_votes: int = 4, min_transit_samples: int = 3):
+                 min_side_votes: int = 4, min_transit_samples: int = 3, reopen_s: float = 30.0):
         """``doors``: ``(door_id, door_camera, room_camera, transit_min_s, transit_max_s[, typical_s])``
         (typical transit: the window's middle unless given), :class:`Door` objects, or objects with those
         attributes (``processor.config.DoorConfig`` works too: ``id``, ``door_camera``, ``room_camera``,
@@ -188,6 +207,7 @@ class HandoffMatcher:
         self.weights = weights or CueWeights()
         self.min_side_votes = int(min_side_votes)
         self.min_transit_samples = int(min_transit_samples)
+        self.reopen_s = float(reopen_s)
         self.doors: dict[str, Door] = {}
         for spec in doors:
             door = _door(spec)
@@ -200,6 +220,7 @@ class HandoffMatcher:
             self.doors[door.door_id] = door
         self._recognitions: dict[str, list[_Recognition]] = {}  # room camera -> pending
         self._entries: dict[str, list[_Entry]] = {}  # room camera -> pending
+        self._questions: dict[str, list[_Question]] = {}  # room camera -> entries left ambiguous
         self._live: dict[str, dict[str, str | None]] = {}  # room camera -> {track_id: person_id}
         self._side_votes: dict[str, dict[str, int]] = {}  # door id -> {"same": n, "mirrored": n}
         self._transits: dict[str, deque] = {}  # door id -> transits of confident handoffs
@@ -244,18 +265,25 @@ class HandoffMatcher:
 
     def set_entry_appearance(self, room_camera: str, track_id: str, appearance: Appearance | None) -> bool:
         """Give a pending entry its (better) appearance; False when the entry is no longer pending."""
-        for entry in self._entries.get(room_camera, []):
+        for entry in self._open_entries(room_camera):
             if entry.track_id == track_id:
                 entry.appearance = appearance
+                entry.version += 1
                 return True
         return False
+
+    def _open_entries(self, room_camera: str) -> Iterable[_Entry]:
+        """Entries waiting for their decision, then entries left ambiguous whose question is open."""
+        yield from self._entries.get(room_camera, [])
+        for question in self._questions.get(room_camera, []):
+            yield from question.ents
 
     def track_exited(self, track_id: str, room_camera: str | None = None) -> None:
         """The room track left (or was lost): its person may be handed to another track again."""
         cameras = [room_camera] if room_camera is not None else list(self._live) + list(self._entries)
         for camera in cameras:
             self._live.get(camera, {}).pop(track_id, None)
-            for entry in self._entries.get(camera, []):
+            for entry in self._open_entries(camera):
                 if entry.track_id == track_id:
                     entry.exited = True  # still decided (its recognition must not go elsewhere)
 
@@ -267,8 +295,10 @@ class HandoffMatcher:
             live[track_id] = person_id
 
     def is_pending(self, track_id: str) -> bool:
-        """Whether an entry of this track still waits for its handoff decision."""
-        return any(e.track_id == track_id for entries in self._entries.values() for e in entries)
+        """Whether an entry of this track still waits for its handoff decision (or is left ambiguous, its
+        question open: a better view of it may still decide it)."""
+        return any(e.track_id == track_id for camera in set(self._entries) | set(self._questions)
+                   for e in self._open_entries(camera))
 
     def live_tracks(self, room_camera: str) -> dict[str, str | None]:
         """``{track_id: person_id}`` of the decided, live tracks of a room camera."""
@@ -322,36 +352,36 @@ class HandoffMatcher:
         return max(times)
 
     def assign(self, now: float) -> list[Assignment]:
-        """Decide every group whose window has closed at ``now``; one Assignment per decided entry,
-        in entry-time order."""
+        """Decide every group whose window has closed at ``now``, and ask the open questions again
+        whose tracks have been seen better since; one Assignment per decided entry, in entry-time order."""
         out: list[Assignment] = []
         for camera in sorted(set(self._recognitions) | set(self._entries)):
             recs = self._recognitions.get(camera, [])
             ents = self._entries.get(camera, [])
-            for group_recs, group_ents in _groups(recs, ents, self._pair_ok):
+            for group_recs, group_ents in candidate_groups(recs, ents, self._pair_ok):
                 if now < self._closes_at(group_recs, group_ents):
                     continue
                 if group_ents:
-                    out.extend(self._decide(camera, group_recs, group_ents))
+                    out.extend(self._decide(camera, group_recs, group_ents, now))
                 else:
                     self.expired_recognitions += len(group_recs)
                 done_r, done_e = set(map(id, group_recs)), set(map(id, group_ents))
                 recs[:] = [r for r in recs if id(r) not in done_r]
                 ents[:] = [e for e in ents if id(e) not in done_e]
+        out.extend(self._ask_again(now))
         out.sort(key=lambda a: (a.entry_time, a.track_id))
         return out
 
-    def _decide(self, camera: str, recs: list[_Recognition], ents: list[_Entry]) -> list[Assignment]:
+    def _judge(self, camera: str, recs: list[_Recognition], ents: list[_Entry]):
+        """The best pairing of a group, what each recognition gives (None: an unknown face, or a person
+        already on a live track: ``blocked``), and each entry's margin."""
         relation = {d: self.side_relation(d) for d in {e.door.door_id for e in ents}}
-        group = _Group(recs, ents, self.weights.order,
-                       lambda r, e: self._pair_cost(r, e, relation[e.door.door_id]) if self._pair_ok(r, e) else None,
-                       self._unmatched_cost)
+        group = Group(recs, ents, self.weights.order,
+                      lambda r, e: self._pair_cost(r, e, relation[e.door.door_id]) if self._pair_ok(r, e) else None,
+                      self._unmatched_cost)
         match = group.best()  # entry index -> recognition index
-
-        live = self._live.setdefault(camera, {})
-        on_live = {p for p in live.values() if p is not None}
-        live_before = set(on_live)
-        # identity a recognition would give: None for an unknown face or a person already on a live track
+        live_before = {p for p in self._live.setdefault(camera, {}).values() if p is not None}
+        on_live = set(live_before)
         given: dict[int, str | None] = {}
         blocked: set[int] = set()
         # the same person twice in one group (two doors of one room): the cheaper pairing keeps it
@@ -371,34 +401,71 @@ class HandoffMatcher:
                 return given[i]
             return None if recs[i].person_id in live_before else recs[i].person_id
 
-        margins = group.identity_margins(match, identity)
-        out = []
+        return match, given, blocked, group.identity_margins(match, identity)
+
+    def _handed(self, camera: str, r: _Recognition, e: _Entry, person: str | None, blocked: bool,
+                margin: float | None, late: bool = False) -> Assignment:
+        reason = "already_present" if blocked else "unknown_recognition" if r.person_id is None else "handoff"
+        if not e.exited:
+            self._live.setdefault(camera, {})[e.track_id] = person
+        return Assignment(track_id=e.track_id, person_id=person, recognition_event_id=r.event_id,
+                          door_id=e.door.door_id, transit_s=e.time - r.time, ambiguous=False, room_camera=camera,
+                          entry_time=e.time, reason=reason, appearance_distance=distance(r.appearance, e.appearance),
+                          margin=margin, late=late)
+
+    def _decide(self, camera: str, recs: list[_Recognition], ents: list[_Entry], now: float) -> list[Assignment]:
+        match, given, blocked, margins = self._judge(camera, recs, ents)
+        live = self._live.setdefault(camera, {})
+        out, unsure = [], []
         for j, e in enumerate(ents):
             i = match.get(j)
-            ambiguous = margins.get(j, np.inf) < self.ambiguity_s
-            base = dict(track_id=e.track_id, door_id=e.door.door_id, room_camera=camera, entry_time=e.time,
-                        margin=margins.get(j))
-            if ambiguous:
-                out.append(Assignment(person_id=None, recognition_event_id=None, transit_s=None,
-                                      ambiguous=True, reason="ambiguous", **base))
-                person = None
-            elif i is None:
-                out.append(Assignment(person_id=None, recognition_event_id=None, transit_s=None,
-                                      ambiguous=False, reason="no_recognition", **base))
-                person = None
-            else:
-                r = recs[i]
-                person = identity(i)
-                reason = ("already_present" if i in blocked else
-                          "unknown_recognition" if r.person_id is None else "handoff")
-                out.append(Assignment(person_id=person, recognition_event_id=r.event_id,
-                                      transit_s=e.time - r.time, ambiguous=False, reason=reason,
-                                      appearance_distance=distance(r.appearance, e.appearance), **base))
-                self._vote_sides(r, e)
-                if margins.get(j, np.inf) >= 2 * self.ambiguity_s:
-                    self._learn_transit(e.door, e.time - r.time)
-            if not e.exited:
-                live[e.track_id] = person
+            if margins.get(j, np.inf) < self.ambiguity_s or i is None:
+                ambiguous = margins.get(j, np.inf) < self.ambiguity_s
+                out.append(Assignment(track_id=e.track_id, person_id=None, recognition_event_id=None,
+                                      door_id=e.door.door_id, transit_s=None, ambiguous=ambiguous, room_camera=camera,
+                                      entry_time=e.time, reason="ambiguous" if ambiguous else "no_recognition",
+                                      margin=margins.get(j)))
+                if not e.exited:
+                    live[e.track_id] = None
+                if ambiguous:
+                    unsure.append(j)
+                continue
+            out.append(self._handed(camera, recs[i], e, given[i], i in blocked, margins.get(j)))
+            self._vote_sides(recs[i], e)
+            if margins.get(j, np.inf) >= 2 * self.ambiguity_s:
+                self._learn_transit(e.door, e.time - recs[i].time)
+        if unsure and self.reopen_s > 0:
+            taken = {match[j] for j in match if j not in unsure}
+            self._questions.setdefault(camera, []).append(_Question(
+                [r for i, r in enumerate(recs) if i not in taken], [ents[j] for j in unsure], now + self.reopen_s,
+                sum(ents[j].version for j in unsure)))
+        return out
+
+    def _ask_again(self, now: float) -> list[Assignment]:
+        """Open questions (entries left ambiguous) asked again once one of their tracks has a new appearance:
+        at a class start a track is often seen only in a crowd while its handoff waits, and alone a few
+        seconds later, when the clothing cue its decision lacked is there. The same rule and margin decide;
+        an entry still torn stays unknown. A question is dropped ``reopen_s`` after its decision."""
+        out = []
+        for camera, questions in self._questions.items():
+            for q in list(questions):
+                live = self._live.get(camera, {})  # a track the room camera identified meanwhile is answered
+                q.ents = [e for e in q.ents if not e.exited and live.get(e.track_id) is None]
+                if not q.ents or not q.recs or now > q.until:
+                    questions.remove(q)
+                    continue
+                version = sum(e.version for e in q.ents)
+                if version == q.asked:
+                    continue
+                q.asked = version
+                match, given, blocked, margins = self._judge(camera, q.recs, q.ents)
+                decided = [j for j, i in match.items() if margins.get(j, np.inf) >= self.ambiguity_s]
+                for j in decided:
+                    out.append(self._handed(camera, q.recs[match[j]], q.ents[j], given[match[j]],
+                                            match[j] in blocked, margins.get(j), late=True))
+                done_r = {id(q.recs[match[j]]) for j in decided}
+                q.recs = [r for r in q.recs if id(r) not in done_r]
+                q.ents = [e for j, e in enumerate(q.ents) if j not in decided]
         return out
 
     def _learn_transit(self, door: Door, transit: float) -> None:
@@ -413,114 +480,6 @@ class HandoffMatcher:
             return
         votes = self._side_votes.setdefault(e.door.door_id, {"same": 0, "mirrored": 0})
         votes["same" if r.side == e.side else "mirrored"] += 1
-
-
-class _Group:
-    """One group's costs: pair costs (None: not a candidate pair), unmatched costs, the order term;
-    the best pairing, and the margins of the exchanges that would change identities."""
-
-    def __init__(self, recs: list[_Recognition], ents: list[_Entry], order_weight: float, pair_cost,
-                 unmatched_cost):
-        self.n, self.m = len(recs), len(ents)
-        self.pair = np.full((self.n, self.m), np.inf)
-        for i, r in enumerate(recs):
-            for j, e in enumerate(ents):
-                cost = pair_cost(r, e)
-                if cost is not None:
-                    self.pair[i, j] = cost
-        self.unmatched_r = np.array([unmatched_cost(r.door) for r in recs])
-        self.unmatched_e = np.array([unmatched_cost(e.door) for e in ents])
-        self.r_time = np.array([r.time for r in recs])
-        self.e_time = np.array([e.time for e in ents])
-        self.order_weight = order_weight
-
-    def total(self, match: dict[int, int]) -> float:
-        js = np.fromiter(match.keys(), int, len(match))
-        is_ = np.fromiter(match.values(), int, len(match))
-        cost = float(self.pair[is_, js].sum())
-        cost += float(self.unmatched_r.sum() - self.unmatched_r[is_].sum())
-        cost += float(self.unmatched_e.sum() - self.unmatched_e[js].sum())
-        if len(js) > 1 and self.order_weight:
-            de = self.e_time[js][:, None] - self.e_time[js][None, :]
-            dr = self.r_time[is_][:, None] - self.r_time[is_][None, :]
-            crossed = de * dr < 0
-            cost += self.order_weight * float(np.minimum(np.abs(de), np.abs(dr))[crossed].sum()) / 2
-        return cost
-
-    def exchanges(self, match: dict[int, int]):
-        """(changed entries, new pairing) one exchange away: two entries swap their recognitions (one may
-        have none), or an entry takes a recognition nobody has."""
-        for j1, j2 in itertools.combinations(range(self.m), 2):
-            i1, i2 = match.get(j1), match.get(j2)
-            if i1 is None and i2 is None:
-                continue
-            if (i2 is not None and not np.isfinite(self.pair[i2, j1])) or \
-                    (i1 is not None and not np.isfinite(self.pair[i1, j2])):
-                continue
-            new = {j: i for j, i in match.items() if j not in (j1, j2)}
-            if i2 is not None:
-                new[j1] = i2
-            if i1 is not None:
-                new[j2] = i1
-            yield ((j1, i1, i2), (j2, i2, i1)), new
-        unmatched = set(range(self.n)) - set(match.values())
-        for j in range(self.m):
-            for k in unmatched:
-                if np.isfinite(self.pair[k, j]):
-                    yield ((j, match.get(j), k),), {**match, j: k}
-
-    def _hungarian(self, pair: np.ndarray, unmatched_e: np.ndarray) -> dict[int, int]:
-        n, m = self.n, self.m
-        cost = np.full((n + m, m + n), 1e9)
-        cost[:n, :m] = np.where(np.isfinite(pair), pair, 1e9)
-        cost[n:, m:] = 0.0
-        cost[np.arange(n), m + np.arange(n)] = self.unmatched_r
-        cost[n + np.arange(m), np.arange(m)] = unmatched_e
-        rows, cols = linear_sum_assignment(cost)
-        return {int(j): int(i) for i, j in zip(rows, cols) if i < n and j < m and np.isfinite(pair[i, j])}
-
-    def best(self) -> dict[int, int]:
-        """The Hungarian assignment of the pair costs, improved by exchanges while the total falls."""
-        match = self._hungarian(self.pair, self.unmatched_e)
-        current = self.total(match)
-        for _ in range(10 * (self.n + self.m)):  # each step lowers the total; bounded all the same
-            better = min(((self.total(new), new) for _, new in self.exchanges(match)),
-                         key=lambda tn: tn[0], default=None)
-            if better is None or better[0] >= current - 1e-9:
-                break
-            current, match = better
-        return match
-
-    def alternatives(self, match: dict[int, int]):
-        """For each entry, the best pairing (by the pair costs) in which it does not keep what it has: its
-        recognition, or having none. Catches what no single exchange reaches: a whole stream shifted by
-        one (each entry taking the next recognition, one of them left over)."""
-        for j in range(self.m):
-            pair, unmatched_e = self.pair, self.unmatched_e
-            if j in match:
-                pair = pair.copy()
-                pair[match[j], j] = np.inf
-            else:
-                unmatched_e = unmatched_e.copy()
-                unmatched_e[j] = 1e9
-            alternative = self._hungarian(pair, unmatched_e)
-            if alternative.get(j) != match.get(j):
-                yield alternative
-
-    def identity_margins(self, match: dict[int, int], identity) -> dict[int, float]:
-        """Entry -> the smallest total increase of a pairing that would change its identity: one exchange
-        away, or the best pairing without what the entry (or another) has (:meth:`alternatives`)."""
-        base = self.total(match)
-        margins: dict[int, float] = {}
-        candidates = [new for _, new in self.exchanges(match)] + list(self.alternatives(match))
-        for new in candidates:
-            touched = [j for j in range(self.m) if identity(match.get(j)) != identity(new.get(j))]
-            if not touched:
-                continue
-            margin = self.total(new) - base
-            for j in touched:
-                margins[j] = min(margins.get(j, np.inf), margin)
-        return margins
 
 
 def _side(side: str | None) -> str | None:
@@ -547,28 +506,6 @@ def _door(spec) -> Door:
     lo, hi = float(lo), float(hi)
     typical = float(spec[5]) if len(spec) == 6 else (lo + hi) / 2
     return Door(door_id, door_camera, room_camera, lo, hi, typical)
-
-
-def _groups(recs: list[_Recognition], ents: list[_Entry], pair_ok) -> list[tuple[list, list]]:
-    """Connected components of the candidate pairs (lone recognitions and entries are groups too)."""
-    parent = list(range(len(recs) + len(ents)))
-
-    def find(x: int) -> int:
-        while parent[x] != x:
-            parent[x] = parent[parent[x]]
-            x = parent[x]
-        return x
-
-    for i, r in enumerate(recs):
-        for j, e in enumerate(ents):
-            if pair_ok(r, e):
-                parent[find(i)] = find(len(recs) + j)
-    groups: dict[int, tuple[list, list]] = {}
-    for i, r in enumerate(recs):
-        groups.setdefault(find(i), ([], []))[0].append(r)
-    for j, e in enumerate(ents):
-        groups.setdefault(find(len(recs) + j), ([], []))[1].append(e)
-    return list(groups.values())
 
 
 __all__ = ["Assignment", "CueWeights", "Door", "HandoffMatcher"]

@@ -386,3 +386,63 @@ def test_a_stream_that_could_be_shifted_by_one_is_ambiguous_all_along():
         m.add_entry("door-a", f"t{k}", 17.0 + k)
     got = by_track(m.assign(LATE))
     assert all(a.person_id is None and a.ambiguous for a in got.values()), got
+
+
+# ------------------------------------------------------------------ abstentions asked again
+def _torn_pair(**kwargs) -> HandoffMatcher:
+    """alice and bob through the door together, their tracks into the room together, seen only in a
+    crowd (no room descriptor) when the window closes: ambiguous."""
+    m = matcher(ambiguity_s=0.5, **kwargs)
+    m.add_recognition("door-a", "alice", "rec-a", 10.0, appearance=_door_look(RED))
+    m.add_recognition("door-a", "bob", "rec-b", 10.2, appearance=_door_look(BLUE))
+    m.add_entry("door-a", "t1", 14.2)
+    m.add_entry("door-a", "t2", 14.3)
+    first = by_track(m.assign(LATE))
+    assert all(a.ambiguous and a.person_id is None for a in first.values())
+    return m
+
+
+def test_an_ambiguous_pair_is_decided_once_its_tracks_are_seen_apart():
+    m = _torn_pair()
+    assert m.is_pending("t1") and m.is_pending("t2"), "its question is open: keep describing the tracks"
+    assert m.assign(LATE + 1) == [], "nothing new seen: not asked again"
+    assert m.set_entry_appearance("room-cam-a", "t1", _look(BLUE, gain=0.7, size=200))
+    assert m.set_entry_appearance("room-cam-a", "t2", _look(RED, gain=0.7, size=200))
+    got = by_track(m.assign(LATE + 2))
+    assert (got["t1"].person_id, got["t2"].person_id) == ("bob", "alice")
+    assert all(a.late and not a.ambiguous and a.reason == "handoff" for a in got.values())
+    assert m.live_tracks("room-cam-a") == {"t1": "bob", "t2": "alice"}
+    assert not m.is_pending("t1") and m.assign(LATE + 3) == []
+
+
+def test_an_ambiguous_pair_that_still_looks_alike_stays_unknown():
+    m = _torn_pair()
+    m.set_entry_appearance("room-cam-a", "t1", _look(GREEN))
+    m.set_entry_appearance("room-cam-a", "t2", _look(GREEN))
+    assert m.assign(LATE + 1) == []
+    assert m.live_tracks("room-cam-a") == {"t1": None, "t2": None}
+
+
+def test_one_track_seen_apart_decides_the_pair_and_a_person_is_not_given_twice():
+    m = _torn_pair()
+    m.set_entry_appearance("room-cam-a", "t2", _look(RED, gain=0.7, size=200))
+    got = by_track(m.assign(LATE + 1))
+    assert {t: a.person_id for t, a in got.items()} == {"t1": "bob", "t2": "alice"}
+    m2 = _torn_pair()
+    m2.set_identity("room-cam-a", "t1", "alice")  # meanwhile the room camera saw t1's face: alice
+    m2.set_entry_appearance("room-cam-a", "t2", _look(RED, gain=0.7, size=200))
+    got = by_track(m2.assign(LATE + 1))
+    assert got["t2"].person_id is None and got["t2"].reason == "already_present"
+
+
+def test_an_open_question_ends_with_its_tracks_or_its_time():
+    m = _torn_pair(reopen_s=10.0)
+    m.track_exited("t1", "room-cam-a")
+    m.track_exited("t2", "room-cam-a")
+    m.assign(LATE + 1)
+    assert not m.is_pending("t1") and not m.is_pending("t2")
+    m = _torn_pair(reopen_s=10.0)
+    m.set_entry_appearance("room-cam-a", "t1", _look(BLUE, gain=0.7, size=200))
+    assert m.assign(LATE + 11) == [] and not m.is_pending("t1"), "asked too late: given up"
+    m = _torn_pair(reopen_s=0)
+    assert not m.is_pending("t1"), "reopen_s 0: abstentions are final"

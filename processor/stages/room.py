@@ -284,7 +284,8 @@ class RoomStage:
         newest = max((frame.captured_at for frame, _, _ in results), default=None)
         for assignment in (self.matcher.assign(newest) if newest is not None else []):
             self._on_assignment(assignment)
-            self._entry_looks.pop(assignment.track_id, None)
+            if not self.matcher.is_pending(assignment.track_id):  # an ambiguous one is asked again on new looks
+                self._entry_looks.pop(assignment.track_id, None)
 
     def _on_track_event(self, event, wall: float, frame_size: tuple[int, int]) -> None:
         room_id = self.rooms.get(event.camera_id, "unknown")
@@ -348,7 +349,7 @@ class RoomStage:
     def _on_assignment(self, assignment) -> None:
         live = self.live.get(assignment.track_id)
         room_id = self.rooms.get(assignment.room_camera, "unknown")
-        HANDOFFS.labels(room_id, assignment.reason).inc()
+        HANDOFFS.labels(room_id, "resolved_late" if assignment.late else assignment.reason).inc()
         if live is None:
             return  # the track ended before its handoff was decided
         if live.identity_source == "face":  # the room camera already saw the face: it outranks the door
@@ -362,9 +363,9 @@ class RoomStage:
                          "transit_s": max(0.0, float(assignment.transit_s or 0.0))} if handed else None)
         self._emit("identity", assignment.track_id, live, ambiguous=assignment.ambiguous,
                    previous_person_id=previous)
-        log.info("handoff %s in %s: %s (%s, appearance distance %s, margin %s)", assignment.track_id, room_id,
-                 assignment.person_id or "unknown", assignment.reason, _fmt(assignment.appearance_distance),
-                 _fmt(assignment.margin))
+        log.info("handoff %s in %s: %s (%s%s, appearance distance %s, margin %s)", assignment.track_id, room_id,
+                 assignment.person_id or "unknown", assignment.reason, ", late" if assignment.late else "",
+                 _fmt(assignment.appearance_distance), _fmt(assignment.margin))
 
     def _faces(self, tracker, frame: Frame, faces: list[RoomFace]) -> None:
         """Each face to the person track whose head it is in (the top third of its box, centred); once a
