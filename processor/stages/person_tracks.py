@@ -60,7 +60,7 @@ from __future__ import annotations
 
 import uuid
 from collections import deque
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 
 import cv2
@@ -423,14 +423,8 @@ class PersonTracker:
     def _reacquire_candidate(self, box: Box, pts_s: float, seen: set[str],
                              look: np.ndarray | None = None) -> PersonTrack | None:
         fx, fy = _foot(box)
-        height = box[3] - box[1]
         best, best_d = None, float("inf")
-        for track in self._tracks.values():
-            if track.track_id in seen or track.last_pts_s >= pts_s or pts_s - track.last_pts_s > self.reacquire_s:
-                continue
-            track_height = max(1.0, track.box[3] - track.box[1])
-            if not 1 / 1.4 <= height / track_height <= 1.4:  # someone nearer or farther: not the same person
-                continue
+        for track, track_height in self._unseen_alike(box, pts_s, seen):
             # Nearest to where the feet were or to where they were heading (someone who walked behind
             # another person comes out further along their way); the prediction is capped at 1.5 s.
             tx, ty = track.foot
@@ -446,6 +440,19 @@ class PersonTracker:
                 best, best_d = track, d / reach
         return best or self._walked_on_candidate(box, pts_s, seen, look)
 
+    def _unseen_alike(self, box: Box, pts_s: float, seen: set[str]) -> Iterator[tuple[PersonTrack, float]]:
+        """(track, its box height) of the tracks a new box may continue: not seen in this frame, unseen for
+        less than ``reacquire_s``, of a similar height (within a factor 1.4: someone nearer or farther is
+        not the same person)."""
+        height = box[3] - box[1]
+        for track in self._tracks.values():
+            unseen = pts_s - track.last_pts_s
+            if track.track_id in seen or unseen <= 0 or unseen > self.reacquire_s:
+                continue
+            track_height = max(1.0, track.box[3] - track.box[1])
+            if 1 / 1.4 <= height / track_height <= 1.4:
+                yield track, track_height
+
     def _walked_on_candidate(self, box: Box, pts_s: float, seen: set[str], look: np.ndarray | None) -> PersonTrack | None:
         """A lost track this new one continues beyond the reach of a prediction: someone hidden in a crowd
         for seconds who walked on to their seat. Only on the look (same camera, same light): clearly alike
@@ -454,15 +461,11 @@ class PersonTracker:
         if look is None:
             return None
         fx, fy = _foot(box)
-        height = box[3] - box[1]
         candidates = []
-        for track in self._tracks.values():
+        for track, track_height in self._unseen_alike(box, pts_s, seen):
             unseen = pts_s - track.last_pts_s
             known = track.look if track.look is not None else track.crowd_look
-            if track.track_id in seen or known is None or unseen <= 0 or unseen > self.reacquire_s:
-                continue
-            track_height = max(1.0, track.box[3] - track.box[1])
-            if not 1 / 1.4 <= height / track_height <= 1.4:
+            if known is None:
                 continue
             walk = (self.reacquire_heights + self.walk_heights_per_s * unseen) * track_height
             if float(np.hypot(fx - track.foot[0], fy - track.foot[1])) <= walk:
