@@ -185,11 +185,11 @@ def test_class_rush_under_load(stack, stack_dir):
     """class-rush (16 enrolled within two minutes, pairs side by side, a tailgater, a student who turns
     back) with one core kept busy: nobody is marked present who was not there, no visitor takes the
     identity of someone who was not there, the door recognises every enrolled student, the student who turned back is not present, and
-    the room camera gets its minimum tracking rate. Recall under load is NOT asserted at the issue's 0.98
-    (measured 0.67-1.0 under load, median 0.87; 1.0 quiet): the room tracker dips below its minimum during the rush
-    itself and the handoff then shifts or withholds identities. Nor is "nobody recognised at the door ends
-    up plain absent": it held in 4 of 5 loaded runs, and in the fifth a student the door recognised was
-    absent (not yet explained)."""
+    the room camera gets its minimum tracking rate. Recall and handoff are NOT asserted at the issue's 0.98 /
+    0.95: they held in every loaded run of 2026-12-02's second session (room 3.5-3.8 fps), but not with the
+    room camera at 2-3 fps (recall 0.67-1.0 at 1.9-2.7 fps the session before, 0.8 at 3.1 fps under
+    --load 1.5): a class start still needs more than the minimum rate, so this would pass or fail with the
+    machine's other tenants. Whoever the door recognised is never plain absent."""
     document = run_scenario(stack_dir, "class-rush", load=1, timeout=600)
     attendance, handoff = document["attendance"], document["handoff"]
     assert attendance["precision"] == 1.0 and attendance["wrongly_present"] == [], json.dumps(attendance)
@@ -202,4 +202,8 @@ def test_class_rush_under_load(stack, stack_dir):
     assert recognition["missed"] == [] and recognition["wrong_ids"] == [], json.dumps(recognition)
     statuses = {person: row["status"] for person, row in attendance["rows"].items()}
     assert statuses.get("bus-b") != "present", statuses  # turned back at the door
+    # evidence does not vanish: whoever the door recognised is at worst unconfirmed, never plain absent
+    # (failed once in 5 loaded runs the session before; likely the clock/batch race the writer no longer has)
+    absent = [p for p in recognition["recognised"] if statuses.get(p, "absent") == "absent"]
+    assert absent == [], (absent, statuses)
     _room_tracking_met(document)
