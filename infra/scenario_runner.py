@@ -19,6 +19,7 @@ from typing import Callable
 from infra import stack
 from infra.cpu_load import CpuLoad, check_cores
 from infra.errors import RollcallError
+from infra.interrupt import run_interruptibly
 from infra.paths import scenarios_dir
 from infra.run_space import close_space, open_space, sweep
 from infra.scenario.check import iou as box_iou
@@ -113,7 +114,7 @@ def run_scenario(spec_path: Path, *, config: Config, progress: Callable[[str], N
             with CpuLoad(load, max_seconds=spec.duration_s + 600) as hog:
                 if load:
                     say(f"CPU load: {load:g} core(s) in {len(hog.pids)} process(es) beside the system")
-                outcome = asyncio.run(_run_system(spec, space.config, door, space.database_url,
+                outcome = run_interruptibly(_run_system(spec, space.config, door, space.database_url,
                                                   state.kafka_bootstrap_servers, say))
         finally:
             left_behind = close_space(space)
