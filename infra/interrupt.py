@@ -20,7 +20,10 @@ T = TypeVar("T")
 
 def run_interruptibly(main: Coroutine[Any, Any, T]) -> T:
     """``asyncio.run(main)``; a SIGINT cancels ``main`` and ends in ``KeyboardInterrupt`` (a second one
-    while it cleans up raises at once)."""
+    while it cleans up raises at once). A process that was started with SIGINT ignored (``nohup``, a
+    background job of a script) or that handles it itself is left as it is, as asyncio.run leaves it."""
+    if signal.getsignal(signal.SIGINT) is not signal.default_int_handler:
+        return asyncio.run(main)
     interrupted = False
 
     async def guarded() -> T:

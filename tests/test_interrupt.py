@@ -3,6 +3,7 @@ Each case runs in a process of its own: the test sends it a real SIGINT."""
 
 from __future__ import annotations
 
+import signal
 import subprocess
 import sys
 
@@ -30,9 +31,11 @@ except KeyboardInterrupt:
 """
 
 
-def _run(runner: str, behaviour: str) -> list[str]:
+def _run(runner: str, behaviour: str, sigint=signal.SIG_DFL) -> list[str]:
+    """The script's output lines; ``sigint``: how the child starts out treating SIGINT (SIG_DFL whatever
+    this test process was started with: a CI job in the background of a script ignores it)."""
     done = subprocess.run([sys.executable, "-c", SCRIPT, runner, behaviour], cwd=PROJECT_ROOT, capture_output=True,
-                          text=True, timeout=30)
+                          text=True, timeout=30, preexec_fn=lambda: signal.signal(signal.SIGINT, sigint))
     assert done.returncode == 0, done.stderr
     return done.stdout.split("\n")[:-1]
 
@@ -44,3 +47,7 @@ def test_a_swallowed_cancellation_still_ends_the_run_as_interrupted():
 
 def test_an_ordinary_interrupt_cleans_up_and_ends_interrupted():
     assert _run("guarded", "raise") == ["cleaned up", "interrupted"]
+
+
+def test_a_process_started_with_sigint_ignored_keeps_ignoring_it():
+    assert _run("guarded", "raise", sigint=signal.SIG_IGN) == ["went on"]  # as nohup and background jobs expect

@@ -174,8 +174,10 @@ def test_interrupted_scenario_run_leaves_no_hog_database_or_topic(stack, stack_d
     spec = PROJECT_ROOT / "infra" / "scenarios" / "default.toml"
     errors = tmp_path / "stderr"
     with open(errors, "w") as sink:
+        # SIGINT as a terminal gives it, even if this test runs where it is ignored (a background CI job)
         run = subprocess.Popen([sys.executable, "-m", "processor.cli", "scenario", "run", str(spec), "--load", "0.5"],
-                               stdout=subprocess.PIPE, stderr=sink, text=True, env=env)
+                               stdout=subprocess.PIPE, stderr=sink, text=True, env=env,
+                               preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     try:
         database, hogs = None, []
         deadline = time.monotonic() + 120
