@@ -187,7 +187,7 @@ class _Question:
     recs: list[_Recognition]
     ents: list[_Entry]
     until: float  # camera clock: given up after this
-    asked: int  # the entries' appearance versions when last asked
+    asked: tuple  # (track, appearance version) of its entries when last asked
 
 
 class HandoffMatcher:
@@ -438,7 +438,7 @@ class HandoffMatcher:
             taken = {match[j] for j in match if j not in unsure}
             self._questions.setdefault(camera, []).append(_Question(
                 [r for i, r in enumerate(recs) if i not in taken], [ents[j] for j in unsure], now + self.reopen_s,
-                sum(ents[j].version for j in unsure)))
+                _versions(ents[j] for j in unsure)))
         return out
 
     def _ask_again(self, now: float) -> list[Assignment]:
@@ -454,7 +454,7 @@ class HandoffMatcher:
                 if not q.ents or not q.recs or now > q.until:
                     questions.remove(q)
                     continue
-                version = sum(e.version for e in q.ents)
+                version = _versions(q.ents)
                 if version == q.asked:
                     continue
                 q.asked = version
@@ -480,6 +480,11 @@ class HandoffMatcher:
             return
         votes = self._side_votes.setdefault(e.door.door_id, {"same": 0, "mirrored": 0})
         votes["same" if r.side == e.side else "mirrored"] += 1
+
+
+def _versions(ents: Iterable[_Entry]) -> tuple:
+    """What a question's entries were when asked (a sum of versions could repeat as entries leave)."""
+    return tuple((e.track_id, e.version) for e in ents)
 
 
 def _side(side: str | None) -> str | None:
