@@ -12,6 +12,7 @@ import datetime as dt
 import logging
 import time
 import uuid
+from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
@@ -335,18 +336,24 @@ def score_recognitions(events: list[dict], truth: dict) -> dict:
 
 def score_handoff(presence: list[dict], truth: dict, room_origin: float | None, *, tolerance_s: float = 0.3,
                   min_iou: float = 0.3) -> dict:
-    """Room tracks against the ground truth. Each track is the arrival whose ground-truth box (sampled every
-    0.5 s; each person's sample nearest the track's first sighting in video time, within ``tolerance_s``)
-    overlaps the track's first box best; its identity is the last one its presence events gave it. ``accuracy`` = tracks of
+    """Room tracks against the ground truth. Each track is the arrival its boxes overlap best over its life:
+    every presence event's box (the first sighting's on ``enter``) votes for the person whose ground-truth
+    box (sampled every 0.5 s, interpolated; within ``tolerance_s`` of a sample) overlaps it best, at least
+    ``min_iou``; most votes wins, a tie goes to the first box's vote. (The first box alone misread side-by-side
+    arrivals: the partner's first box overlaps both people, and a visitor's track was taken for a student's
+    second one.) Its identity is the last one its presence events gave it. ``accuracy`` = tracks of
     enrolled people with that person's identity / all tracks of enrolled people (a person whose track was
     split counts every piece); a visitor's track must stay unknown."""
     tracks: dict[str, dict] = {}
     for event in sorted(presence, key=lambda e: e["published_at"]):
         track = tracks.setdefault(event["track_id"], {"first_seen": event["first_seen"], "person_id": None,
                                                       "source": "none", "ambiguous": False, "box": event["box"],
-                                                      "kinds": []})
+                                                      "kinds": [], "boxes": []})
         if event["kind"] == "enter":
             track["box"] = event["box"]
+            track["boxes"].append((event["first_seen"], event["box"]))
+        else:
+            track["boxes"].append((event["frame_time"], event["box"]))
         track["kinds"].append(event["kind"])
         track["person_id"] = event["person_id"]
         track["source"] = event["identity_source"]
@@ -356,18 +363,13 @@ def score_handoff(presence: list[dict], truth: dict, room_origin: float | None, 
         return {"tracks": len(tracks), "accuracy": None, "reason": "no room tracks" if not tracks else "no room frames"}
     owner: dict[str, str | None] = {}  # track id -> arrival id (None: matches nobody)
     for track_id, track in tracks.items():
-        video_t = dt.datetime.fromisoformat(track["first_seen"]).timestamp() - room_origin
-        box = track["box"]
-        best, best_iou = None, min_iou
-        for person in people:
-            truth_box = _box_at(person["room"].get("track", []), video_t, tolerance_s)
-            if truth_box is None:
-                continue
-            iou = box_iou((box["x1"], box["y1"], box["x2"] - box["x1"], box["y2"] - box["y1"]), truth_box)
-            if iou > best_iou:
-                best, best_iou = person["id"], iou
-        owner[track_id] = best
-        track["video_t"] = round(video_t, 2)
+        track["video_t"] = round(dt.datetime.fromisoformat(track["first_seen"]).timestamp() - room_origin, 2)
+        votes = [_arrival_at(people, box, dt.datetime.fromisoformat(at).timestamp() - room_origin,
+                             tolerance_s, min_iou) for at, box in track["boxes"]]
+        counts = Counter(v for v in votes if v is not None)
+        best = max(counts.values(), default=0)
+        leaders = [pid for pid, n in counts.items() if n == best]
+        owner[track_id] = votes[0] if votes and votes[0] in leaders else (leaders[0] if leaders else None)
     enrolled = {p["id"] for p in people if p.get("enrolled")}
     by_person: dict[str, list[str]] = {}
     for track_id, pid in owner.items():
@@ -398,6 +400,19 @@ def score_handoff(presence: list[dict], truth: dict, room_origin: float | None, 
                         "events": "".join(k[0] for k in tracks[t]["kinds"])}
                        for t in sorted(tracks, key=lambda t: tracks[t]["video_t"])],
     }
+
+
+def _arrival_at(people: list[dict], box: dict, video_t: float, tolerance_s: float, min_iou: float) -> str | None:
+    """The person whose ground-truth box at ``video_t`` overlaps ``box`` best (at least ``min_iou``), or None."""
+    best, best_iou = None, min_iou
+    for person in people:
+        truth_box = _box_at(person["room"].get("track", []), video_t, tolerance_s)
+        if truth_box is None:
+            continue
+        iou = box_iou((box["x1"], box["y1"], box["x2"] - box["x1"], box["y2"] - box["y1"]), truth_box)
+        if iou > best_iou:
+            best, best_iou = person["id"], iou
+    return best
 
 
 def _box_at(samples: list[dict], t: float, tolerance_s: float):
