@@ -32,7 +32,8 @@ their life into :class:`TrackEvent` s:
     An active track not seen for ``lost_after_s`` of stream time in at least ``min_missed_frames``
     analysed frames (frames never analysed say nothing about who is there).
 ``reacquired``
-    A new library id whose first feet are near where a track of similar height (within a factor 1.4),
+    A new library id whose first feet are near where a track of similar height (within a factor 1.6:
+    someone who sits down is a third shorter),
     unseen for less than ``reacquire_s``, was or was heading (its smoothed velocity, up to 1.5 s ahead;
     within ``reacquire_heights`` box heights, the reach widening with the prediction), and outside the
     entry zones: it continues that track (same ``track_id``). Given the frame (or precomputed looks), a
@@ -189,7 +190,8 @@ class PersonTracker:
                  library_buffer: float = 2.5, min_missed_frames: int = 2, still_nearness: float = 0.25,
                  door_reach_heights: float = 0.35, look_weight: float = 2.0, walk_heights_per_s: float = 1.0,
                  walk_on_look_distance: float = 0.3, walk_on_margin: float = 0.15, still_after_s: float = 1.5,
-                 still_radius: float = 0.25, still_mobility: float = 0.5, look_floor: float = 0.1):
+                 still_radius: float = 0.25, still_mobility: float = 0.5, look_floor: float = 0.1,
+                 height_factor: float = 1.6):
         if reacquire_s < lost_after_s:
             raise ValueError("reacquire_s must be at least lost_after_s")
         if association not in ASSOCIATIONS:
@@ -210,6 +212,7 @@ class PersonTracker:
         self.still_after_s = float(still_after_s)
         self.still_radius = float(still_radius)
         self.still_mobility = float(still_mobility)
+        self.height_factor = float(height_factor)
         self.run_id = uuid.uuid4().hex[:8]
         self._polygons = {door: np.asarray(poly, np.float32).reshape(-1, 1, 2) for door, poly in (entry_zones or {}).items()}
         self._zones = {door: sv.PolygonZone(np.round(np.asarray(poly, np.float64)).astype(np.int64),
@@ -475,15 +478,16 @@ class PersonTracker:
 
     def _unseen_alike(self, box: Box, pts_s: float, seen: set[str]) -> Iterator[tuple[PersonTrack, float]]:
         """(track, its box height) of the tracks a new box may continue: not seen in this frame, unseen for
-        less than ``reacquire_s``, of a similar height (within a factor 1.4: someone nearer or farther is
-        not the same person)."""
+        less than ``reacquire_s``, of a similar height (within ``height_factor``, 1.6: someone much nearer
+        or farther is not the same person, but one who walked to a seat and sat down is a third shorter;
+        with 1.4 a student hidden a moment on her way in came out seated as somebody new)."""
         height = box[3] - box[1]
         for track in self._tracks.values():
             unseen = pts_s - track.last_pts_s
             if track.track_id in seen or unseen <= 0 or unseen > self.reacquire_s:
                 continue
             track_height = max(1.0, track.box[3] - track.box[1])
-            if 1 / 1.4 <= height / track_height <= 1.4:
+            if 1 / self.height_factor <= height / track_height <= self.height_factor:
                 yield track, track_height
 
     def _walked_on_candidate(self, box: Box, pts_s: float, seen: set[str], look: np.ndarray | None) -> PersonTrack | None:
