@@ -14,17 +14,21 @@ import asyncpg
 from aiokafka.admin import AIOKafkaAdminClient
 
 from infra.paths import PROJECT_ROOT
+from processor.config import EXAMPLE_CONFIG, load_config
 
 DEFAULT_SPEC = PROJECT_ROOT / "infra" / "scenarios" / "default.toml"
 SCENARIOS = PROJECT_ROOT / "infra" / "scenarios"
 
 
-def run_scenario(stack_dir, spec, *, load: float = 0.0, timeout: float = 400) -> dict:
+def run_scenario(stack_dir, spec, *, load: float = 0.0, timeout: float = 400, config=None) -> dict:
     """`rollcall scenario run SPEC --json [--load CORES]` on the test stack; its JSON document. ``spec``: a path
-    or a scenario name in infra/scenarios ("class-rush"). Asserts the run succeeded, ran under the load asked
+    or a scenario name in infra/scenarios ("class-rush"); ``config``: a config file instead of the shipped
+    example. Asserts the run succeeded, ran under the load asked
     for, and left no database or topic behind."""
     spec = spec if os.path.sep in str(spec) else SCENARIOS / f"{spec}.toml"
     env = {**os.environ, "ROLLCALL_STACK_DIR": str(stack_dir)}
+    if config is not None:
+        env["ROLLCALL_CONFIG"] = str(config)
     command = [sys.executable, "-m", "processor.cli", "scenario", "run", str(spec), "--json", "--load", str(load)]
     result = subprocess.run(command, capture_output=True, text=True, env=env, timeout=timeout)
     assert result.returncode == 0, result.stderr
@@ -152,7 +156,6 @@ def test_tracking_rate_against_the_minimum():
     from types import SimpleNamespace
 
     from infra.scenario_runner import tracking_rate
-    from processor.config import EXAMPLE_CONFIG, load_config
 
     config = load_config(EXAMPLE_CONFIG, environ={})
     camera = config.camera("room-a101").model_copy(update={"min_tracking_fps": 2.0, "analysis_fps": 4.0})
@@ -183,27 +186,43 @@ def test_default_scenario_under_load(stack, stack_dir):
 
 def test_class_rush_under_load(stack, stack_dir):
     """class-rush (16 enrolled within two minutes, pairs side by side, a tailgater, a student who turns
-    back) with one core kept busy: nobody is marked present who was not there, no visitor takes the
-    identity of someone who was not there, the door recognises every enrolled student, the student who turned back is not present, and
-    the room camera gets its minimum tracking rate. Recall and handoff are NOT asserted at the issue's 0.98 /
-    0.95: they held in every loaded run of 2026-12-02's second session (room 3.5-3.8 fps), but not with the
-    room camera at 2-3 fps (recall 0.67-1.0 at 1.9-2.7 fps the session before, 0.8 at 3.1 fps under
-    --load 1.5): a class start still needs more than the minimum rate, so this would pass or fail with the
-    machine's other tenants. Whoever the door recognised is never plain absent."""
+    back) with one core kept busy: attendance precision 1.0 and recall at least 0.98, handoff accuracy at
+    least 0.95, no visitor given an identity, the door recognises every enrolled student, the student who
+    turned back is not present, whoever the door recognised is never plain absent, and the room camera gets
+    its minimum tracking rate. (Until 2026-12-02's third session recall and handoff held only with the room
+    camera near 3.5 fps; test_class_rush_at_the_minimum_tracking_rate holds the design to the rate the
+    scheduler guarantees.)"""
     document = run_scenario(stack_dir, "class-rush", load=1, timeout=600)
+    _class_rush_right(document)
+    _room_tracking_met(document)
+
+
+def test_class_rush_at_the_minimum_tracking_rate(stack, stack_dir, tmp_path):
+    """class-rush with the room camera analysed at exactly its minimum tracking rate ([scheduling]
+    room_min_fps), on a quiet machine: what a busy machine comes down to once the scheduler has given the
+    room camera its minimum and nothing more. Attendance and handoff must be as right as at 4 fps:
+    correctness that needed spare CPU shows here, whatever the machine's other tenants do."""
+    minimum = load_config(EXAMPLE_CONFIG, environ={}).scheduling.room_min_fps
+    text = EXAMPLE_CONFIG.read_text()
+    room = 'url = "embedded:default/room"\nanalysis_fps = 4\n'
+    assert room in text  # the example's room camera, as this test rewrites it
+    config_path = tmp_path / "rollcall.toml"
+    config_path.write_text(text.replace(room, f'url = "embedded:default/room"\nanalysis_fps = {minimum:g}\n'))
+    document = run_scenario(stack_dir, "class-rush", timeout=600, config=config_path)
+    tracking = document["frames"]["room_tracking"]["room-a101"]
+    assert tracking["achieved_fps"] <= minimum + 0.05 and tracking["met"], tracking
+    _class_rush_right(document)
+
+
+def _class_rush_right(document: dict) -> None:
     attendance, handoff = document["attendance"], document["handoff"]
     assert attendance["precision"] == 1.0 and attendance["wrongly_present"] == [], json.dumps(attendance)
-    # A visitor walking in side by side with a student can still be swapped with them by the handoff under
-    # load (CI run of 2026-12-02: visitor-zidane-a took t1-e's identity, t1-e's own track stayed unknown).
-    # Never the identity of someone who was not there: that would also break the precision above.
-    present = set(attendance["expected_present"])
-    assert set(handoff["visitors_given_an_identity"].values()) <= present, json.dumps(handoff)
+    assert attendance["recall"] >= 0.98, json.dumps(attendance)
+    assert handoff["accuracy"] >= 0.95 and handoff["visitors_given_an_identity"] == {}, json.dumps(handoff)
     recognition = document["recognition"]
     assert recognition["missed"] == [] and recognition["wrong_ids"] == [], json.dumps(recognition)
     statuses = {person: row["status"] for person, row in attendance["rows"].items()}
     assert statuses.get("bus-b") != "present", statuses  # turned back at the door
     # evidence does not vanish: whoever the door recognised is at worst unconfirmed, never plain absent
-    # (failed once in 5 loaded runs the session before; likely the clock/batch race the writer no longer has)
     absent = [p for p in recognition["recognised"] if statuses.get(p, "absent") == "absent"]
     assert absent == [], (absent, statuses)
-    _room_tracking_met(document)
