@@ -205,3 +205,25 @@ def test_two_people_walking_in_side_by_side_stay_two_tracks(rate):
     assert len(tracker.open_tracks) == 2 and tracker.tracks_started == 2
     for tr in tracker.open_tracks:  # the one that started nearer the wall ends nearer the wall
         assert tr.foot[1] == (480.0 if first[tr.track_id] < 430 else 540.0), (first, tr)
+
+
+@pytest.mark.parametrize("still_mobility, keeps", [(0.5, True), (1.0, False)])
+def test_a_walker_passing_in_front_of_a_seated_person_does_not_take_their_track(still_mobility, keeps):
+    """Two frames a second, no torso looks (position alone): A sits at x=600, y=560; B walks along y=500
+    at 200 px/s and hides A while passing right in front of where A sits. With a walk's
+    reach A's track took B there (and B's own track went on to A); a seated track's half reach keeps each
+    on their own person (still_mobility 1.0, the old reach, shows the swap this guards against)."""
+    tracker = PersonTracker("room", fps=2.0, entry_zones={"door": ZONE}, still_mobility=still_mobility)
+    first = None
+    for k in range(16):
+        t = 0.5 * k
+        walker_x = 340.0 + 200.0 * max(0.0, t - 2.0)  # starts walking at 2 s, in front of A at 3.3 s
+        hidden = abs(walker_x - 600.0) < 60.0
+        detections = [person(walker_x, 500.0)] + ([] if hidden else [person(600.0, 560.0, 200.0)])
+        tracker.update(t, detections)
+        if first is None and len([tr for tr in tracker.open_tracks if tr.state == "active"]) == 2:
+            first = {round(tr.foot[0]): tr.track_id for tr in tracker.open_tracks}
+    assert first is not None and set(first) == {340, 600}, first
+    seated, walker = tracker.track(first[600]), tracker.track(first[340])
+    right = seated.foot == (600.0, 560.0) and walker.foot[0] > 700.0
+    assert right == keeps, (seated.foot, walker.foot)

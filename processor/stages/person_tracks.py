@@ -8,10 +8,11 @@ frames. Their box similarity is :class:`ReachSimilarity`: IoU, and where the box
 near the feet are in box heights against how far someone walks in the time since the last analysed frame
 (half that for a track whose feet have not moved for 1.5 s outside the entry zones: someone seated, whom a
 walker passing in front hides; with a walk's reach the seated track took the walker or the next person to
-sit down beside them), lowered when the torso looks differ (twice as steeply since 2026-12-02's
-measurements: class-rush at 3 fps, IDF1 0.943 -> 0.956, ID switches 34 -> 24 over 6 replays). A camera that gets one frame a second (a loaded machine) sees a
-walker a box width or more further on each time: IoU alone starts a new track at every frame (C-BIoU's
-buffered IoU did not reach far enough either). The choice was measured with ``rollcall bench tracking``
+sit down beside them), lowered when the torso looks differ (down to a tenth for clearly different looks).
+With both, class-rush at 3 fps went from IDF1 0.943 to 0.959 and from 34 to 19 ID switches over 6
+replays. A camera that gets one frame a second (a loaded machine) sees a walker a box width or more
+further on each time: IoU alone starts a new track at every frame (C-BIoU's buffered IoU did not reach far
+enough either). The choice was measured with ``rollcall bench tracking``
 (IDF1 against the renderer's ground truth at 4, 2 and 1 fps). The library keeps predicting an unmatched
 track for ``library_buffer`` x ``lost_after_s``, so someone hidden a moment keeps their library id.
 
@@ -376,11 +377,11 @@ class PersonTracker:
 
     def _mobility(self, track: PersonTrack | None, pts_s: float) -> float:
         """The share of a walk's reach a track gets: ``still_mobility`` once its feet have stayed within
-        ``still_radius`` box heights for ``still_after_s`` outside the entry zones (someone seated), else 1. A seated person does
-        not cover half a box height between two frames, but a walker passing in front of them hides them
-        and is where they were: with a walk's reach the seated track would take the walker (or, a frame
-        later, someone sitting down next to them). One who does get up is lost a moment and continued
-        by the reacquisition rules, which keep the identity."""
+        ``still_radius`` box heights for ``still_after_s`` outside the entry zones (someone seated), else 1.
+        A seated person does not cover half a box height between two frames, but a walker passing in front
+        of them hides them and is where they were: with a walk's reach the seated track would take the
+        walker (or, a frame later, someone sitting down next to them). One who does get up is lost a moment
+        and continued by the reacquisition rules, which keep the identity."""
         if track is None or track.still_since is None or pts_s - track.still_since < self.still_after_s:
             return 1.0
         return self.still_mobility
