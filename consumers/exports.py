@@ -27,7 +27,7 @@ from zoneinfo import ZoneInfo
 
 from consumers.privacy import record_audit
 from consumers.sessions import ATTENDED
-from infra.errors import RollcallError
+from infra.foundation.errors import RollcallError
 
 FORMATS = ("csv", "xlsx")
 STATUS_CODES = {"present": "P", "late": "L", "left_early": "E", "unconfirmed": "U", "absent": "A"}

@@ -30,9 +30,9 @@ from typing import Any
 
 import numpy as np
 
-from infra.errors import RollcallError
-from infra.paths import PROJECT_ROOT
-from processor.config import PrivacyConfig
+from infra.foundation.errors import RollcallError
+from infra.foundation.paths import PROJECT_ROOT
+from infra.foundation.config import PrivacyConfig
 
 KEY_ENV = "ROLLCALL_PSEUDONYM_KEY"
 MIN_KEY_CHARS = 32

@@ -1,6 +1,6 @@
 """Kafka messages to sighting rows for the attendance writer, or a dead-letter reason.
 
-Full JSON Schema validation (:func:`processor.events.decode`) costs ~0.3 ms a message, so the writer checks
+Full JSON Schema validation (:func:`schemas.events.decode`) costs ~0.3 ms a message, so the writer checks
 by default only what it relies on, at a few microseconds: JSON object, event type of the topic, the
 topic's major version, and the fields it stores (UUIDs, ids, real UTC timestamps, identity rules). Any
 message that fails that check goes through ``decode`` for the canonical reason. ``full_validation=True``
@@ -22,7 +22,7 @@ import time
 from dataclasses import dataclass
 from typing import Any, Sequence
 
-from processor.events import MalformedEvent, decode
+from schemas.events import MalformedEvent, decode
 
 _UUID = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$")
 _ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")

@@ -30,7 +30,7 @@ import datetime as dt
 import json
 from typing import Any, Iterable, Sequence
 
-from infra.errors import RollcallError
+from infra.foundation.errors import RollcallError
 
 # Every attendance status; the first three count as attended. 'unconfirmed': recognised at the room's door
 # with too little presence in the room, under the course policy door_only = 'unconfirmed' (for faculty).

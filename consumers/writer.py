@@ -46,9 +46,10 @@ from typing import Any
 from consumers import store
 from consumers.records import DeadLetter, MessageReader, TimeBounds, batch_outliers, clean_reason
 from consumers.sessions import close_due_sessions
-from processor import metrics
-from processor.config import Config
-from processor.events import build_event, encode, now_timestamp
+from infra.foundation import metrics
+from infra.foundation.config import Config
+from schemas.events import build_event, encode, now_timestamp
+from consumers.privacy import purge
 
 log = logging.getLogger("rollcall.writer")
 
@@ -513,7 +514,6 @@ class AttendanceWriter:
                         log.info("closed by the clock: sessions %s", ", ".join(map(str, closed)))
                     next_tick = time.monotonic() + 5.0
                 if self.settings.purge_interval_s and time.monotonic() >= next_purge:
-                    from consumers.privacy import purge
 
                     log.info("retention purge: %s", await purge(conn, self.config, dry_run=False))
                     next_purge = time.monotonic() + self.settings.purge_interval_s

@@ -15,7 +15,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import datetime as dt
-import importlib
 import json
 import logging
 import re
@@ -37,11 +36,21 @@ from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 from starlette.templating import Jinja2Templates
 
+from consumers import api as attendance_api
 from dashboard import auth, queries
 from dashboard.auth import Scope, User
 from dashboard.limits import BodyLimit, BodyTooLarge, check_image, only_courses
 from dashboard.live import StreamLimits, visible
-from infra.errors import RollcallError
+from infra.foundation.errors import RollcallError
+from processor.api import PERSON_ID, enroll_photos
+from infra.foundation.db import describe_unreachable
+from dashboard.live import FEED_TYPES
+from dashboard.health import consumer_lag
+from dashboard.openapi import document
+from dashboard.health import ProcessorMetrics
+from dashboard.live import LiveHub
+from dashboard.video import VideoHub
+from infra.foundation.endpoints import resolve
 
 log = logging.getLogger("rollcall.dashboard")
 
@@ -101,7 +110,6 @@ class Services:
                                                           command_timeout=30)
                     self.pool_error = None
                 except (OSError, asyncpg.PostgresError, asyncio.TimeoutError) as exc:
-                    from infra.db import describe_unreachable
 
                     self.pool_error = str(describe_unreachable(self.database_url, exc))
                     raise Problem(f"database unavailable: {self.pool_error}", 503) from None
@@ -366,14 +374,6 @@ async def _student_allowed(request: Request, conn, person_id: str) -> None:
         raise Problem(f"{person_id!r} is not a student of your courses", 403)
 
 
-def _consumer(module: str, function: str):
-    """A function of the attendance writer's package (consumers/), or a 503 saying it is not there yet."""
-    try:
-        return getattr(importlib.import_module(f"consumers.{module}"), function)
-    except (ModuleNotFoundError, AttributeError):
-        raise Problem(f"not available in this installation: consumers/{module}.py has no {function}()", 503) from None
-
-
 def _home(user: User) -> str:
     if user.role == "student":
         return f"/attendance/students/{quote(user.person_id or '')}"
@@ -419,7 +419,7 @@ async def login(request: Request) -> Response:
     async with services.conn() as conn:
         await conn.execute("UPDATE dashboard_user SET last_login_at = now() WHERE username = $1", username)
         user = await auth.get_user(conn, username)
-        await _consumer("privacy", "audit_login")(conn, username, ok=True, client=client)
+        await attendance_api.audit_login(conn, username, ok=True, client=client)
         await auth.end_session(conn, request.session.get("sid"))
         session_id = await auth.start_session(conn, username, services.config.dashboard.session_max_age_s, client)
     request.session.clear()
@@ -443,7 +443,7 @@ async def _failed_login(services: Services, username: str, client: str, reason: 
     """Said in the log and kept in the audit log (who tried which account from where)."""
     log.warning("failed login for %r from %s (%s)", username[:64], client, reason)
     async with services.conn() as conn:
-        await _consumer("privacy", "audit_login")(conn, username, ok=False, client=client, reason=reason)
+        await attendance_api.audit_login(conn, username, ok=False, client=client, reason=reason)
 
 
 @page("/logout", ALL, methods=("POST",))
@@ -590,7 +590,6 @@ def _stream_slot(request: Request):
 async def event_stream(request: Request) -> Response:
     """Server-sent events from Kafka as they arrive: recognition, presence, occupancy (``?types=`` to choose);
     faculty: of the rooms of their sessions, as those begin and end."""
-    from dashboard.live import FEED_TYPES
 
     services = services_of(request)
     wanted = [t for t in (request.query_params.get("types") or ",".join(FEED_TYPES)).split(",") if t]
@@ -801,7 +800,7 @@ async def open_session_api(request: Request) -> Response:
     minutes = _int(fields["minutes"], "minutes") if str(fields.get("minutes") or "").strip() else None
     if minutes is not None and not 1 <= minutes <= 24 * 60:
         raise Problem("minutes must be between 1 and 1440")
-    open_session = _consumer("sessions", "open_session")
+    open_session = attendance_api.open_session
     async with services.conn() as conn:
         if minutes is not None:
             await _no_other_class(services, conn, course_id, room_id, minutes)
@@ -818,7 +817,7 @@ async def close_session_api(request: Request) -> Response:
     """Close a session by hand (faculty: their courses); attendance is final from then on."""
     services, user = services_of(request), _user(request)
     session_id = request.path_params["session_id"]
-    close_session = _consumer("sessions", "close_session")
+    close_session = attendance_api.close_session
     async with services.conn() as conn:
         item = await _session_in_scope(request, conn, session_id)
         if item["state"] == "closed":
@@ -837,7 +836,7 @@ async def resolve_attendance_api(request: Request) -> Response:
     services, user = services_of(request), _user(request)
     session_id, person_id = request.path_params["session_id"], request.path_params["person_id"]
     status = str((await body(request)).get("status") or "")
-    resolve = _consumer("sessions", "resolve_unconfirmed")
+    resolve = attendance_api.resolve_unconfirmed
     async with services.conn() as conn:
         await _session_in_scope(request, conn, session_id)
         await resolve(conn, session_id, person_id, status, actor=user.username)  # RollcallError: a 400
@@ -862,19 +861,13 @@ async def _no_other_class(services: Services, conn, course_id: str, room_id: str
                       "would take its sightings; open the course's own timetable session, or a shorter one", 409)
 
 
-async def _export(request: Request, function: str, what: str, *args) -> Response:
+async def _export(request: Request, export, what: str, *args) -> Response:
     fmt = request.query_params.get("format", "csv")
     if fmt not in EXPORT_TYPES:
         raise Problem(f"format {fmt!r} is not one of csv, xlsx")
-    import inspect
-
-    export = _consumer("exports", function)
     services = services_of(request)
-    kwargs = {"tz": services.config.site.timezone} if "tz" in inspect.signature(export).parameters else {}
-    if "actor" in inspect.signature(export).parameters:
-        kwargs["actor"] = _user(request).username  # the export writes its audit_log row
-    async with services.conn() as conn:
-        data = await export(conn, *args, fmt, **kwargs)
+    async with services.conn() as conn:  # the export writes its audit_log row, naming the user
+        data = await export(conn, *args, fmt, tz=services.config.site.timezone, actor=_user(request).username)
     filename = re.sub(r"[^A-Za-z0-9_.-]", "_", f"attendance-{what}.{fmt}")
     return Response(data, media_type=EXPORT_TYPES[fmt],
                     headers={"Content-Disposition": f'attachment; filename="{filename}"'})
@@ -886,7 +879,7 @@ async def export_session(request: Request) -> Response:
     session_id = request.path_params["session_id"]
     async with services_of(request).conn() as conn:
         await _session_in_scope(request, conn, session_id)
-    return await _export(request, "export_session", f"session-{session_id}", session_id)
+    return await _export(request, attendance_api.export_session, f"session-{session_id}", session_id)
 
 
 @page("/attendance/courses/{course_id}", STAFF)
@@ -920,7 +913,7 @@ async def course_api(request: Request) -> Response:
 async def export_course(request: Request) -> Response:
     """A course's attendance (?from= &to= &format=csv|xlsx)."""
     await _course(request)
-    return await _export(request, "export_course", f"course-{request.path_params['course_id']}",
+    return await _export(request, attendance_api.export_course, f"course-{request.path_params['course_id']}",
                          request.path_params["course_id"], *_date_range(request))
 
 
@@ -955,7 +948,7 @@ async def student_api(request: Request) -> Response:
 async def export_student(request: Request) -> Response:
     """A student's attendance as ?format=csv or xlsx (?from= &to=); faculty: their courses' sessions only."""
     await _student(request)
-    response = await _export(request, "export_student", f"student-{request.path_params['person_id']}",
+    response = await _export(request, attendance_api.export_student, f"student-{request.path_params['person_id']}",
                              request.path_params["person_id"], *_date_range(request))
     courses = _scope(request).courses if _user(request).role == "faculty" else None
     if courses is not None:  # the export covers every course of the student: keep the rows of theirs
@@ -997,7 +990,6 @@ async def people_api(request: Request) -> Response:
 @api("/api/people", ADMIN, methods=("POST",))
 async def enrol_api(request: Request) -> Response:
     """Enrol a person (multipart: person_id, name, consent=yes, photos[]): the CLI's checks, a reason per photo."""
-    from processor.enroll import enroll_photos
 
     services, user = services_of(request), _user(request)
     form = request.state.form
@@ -1050,7 +1042,7 @@ async def erase_api(request: Request) -> Response:
     """Erase a person (face data and identity; attendance kept under a pseudonym when the policy says so)."""
     services, user = services_of(request), _user(request)
     person_id = request.path_params["person_id"]
-    erase_person = _consumer("privacy", "erase_person")
+    erase_person = attendance_api.erase_person
     async with services.conn() as conn:
         if await conn.fetchval("SELECT 1 FROM person WHERE id = $1", person_id) is None:
             raise Problem(f"no person {person_id!r}", 404)
@@ -1088,7 +1080,7 @@ async def review_crop(request: Request) -> Response:
     async with services_of(request).conn() as conn:
         data = await queries.review_crop(conn, request.path_params["review_id"])  # None once expired
         if data is not None:  # who looked at which face: audit_log 'review.crop_view'
-            await _consumer("privacy", "record_audit")(conn, _user(request).username, "review.crop_view",
+            await attendance_api.record_audit(conn, _user(request).username, "review.crop_view",
                                                        str(request.path_params["review_id"]))
     if data is None:
         raise Problem("no crop for this review item", 404)
@@ -1098,7 +1090,6 @@ async def review_crop(request: Request) -> Response:
 @api("/api/review/{review_id:int}/accept", ADMIN, methods=("POST",))
 async def review_accept(request: Request) -> Response:
     """Accept a face: {person_id, name?, new_person: bool, consent: yes}; its embedding becomes a face_enrolment."""
-    from processor.enroll import PERSON_ID
 
     services, user = services_of(request), _user(request)
     fields = await body(request)
@@ -1134,7 +1125,6 @@ async def review_reject(request: Request) -> Response:
 # ------------------------------------------------------------------------------------------ health
 
 async def _health(services: Services) -> dict:
-    from dashboard.health import consumer_lag
 
     config = services.config
     database: dict[str, Any] = {"state": "unknown"}
@@ -1184,7 +1174,6 @@ async def health_api(request: Request) -> Response:
 @api("/api/openapi.json", ALL)
 async def openapi(request: Request) -> Response:
     """This API's OpenAPI 3.1 document (generated from the routes, their roles and docstrings)."""
-    from dashboard.openapi import document
 
     return JSONResponse(document(request.app))
 
@@ -1217,10 +1206,7 @@ class SecurityHeaders:
 
 def create_app(config, *, database_url: str, kafka_bootstrap_servers: str, camera_urls: dict[str, str] | None = None,
                secret_key: str | None = None, metrics_interval_s: float = 3.0, video_source_factory=None) -> Starlette:
-    """The dashboard for ``config`` against resolved addresses (see infra/endpoints.py)."""
-    from dashboard.health import ProcessorMetrics
-    from dashboard.live import LiveHub
-    from dashboard.video import VideoHub
+    """The dashboard for ``config`` against resolved addresses (see infra/foundation/endpoints.py)."""
 
     services = Services(config, database_url, kafka_bootstrap_servers, dict(camera_urls or {}))
     services.limiter = auth.LoginLimiter(config.dashboard.login_max_failures, config.dashboard.login_window_s)
@@ -1266,7 +1252,6 @@ def create_app(config, *, database_url: str, kafka_bootstrap_servers: str, camer
 
 def app_from_config(config) -> Starlette:
     """Resolve the config's addresses ("embedded" → the running stack) and build the app."""
-    from infra.endpoints import resolve
 
     endpoints = resolve(config, need=("database", "kafka"))
     camera_urls = {c.id: c.url for c in config.cameras}

@@ -35,8 +35,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from zoneinfo import ZoneInfo
 
-from infra.errors import RollcallError
-from infra.paths import PROJECT_ROOT
+from infra.foundation.errors import RollcallError
+from infra.foundation.paths import PROJECT_ROOT
 
 ROLES = ("admin", "faculty", "student")
 USERNAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.@-]{0,63}$")

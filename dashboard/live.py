@@ -24,6 +24,7 @@ import logging
 import time
 from dataclasses import dataclass, field
 from typing import Any, Iterable
+from schemas.events import MalformedEvent, decode
 
 log = logging.getLogger("rollcall.dashboard.live")
 
@@ -179,7 +180,6 @@ class LiveHub:
 
     # ------------------------------------------------------------------------------- events
     def _handle(self, kind: str | None, topic: str, value: bytes | None) -> None:
-        from processor.events import MalformedEvent, decode
 
         try:
             event = decode(topic, value)

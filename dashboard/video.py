@@ -2,7 +2,7 @@
 
 Design: the processor publishes what it sees (overlay.v1 events: boxes, labels, track ids) at analysis
 rate, not pictures. The dashboard opens the camera's own stream (the same RTSP URL, resolved like the
-processor's: "embedded:<mount>" through infra/endpoints.py) with the processor's ingest code
+processor's: "embedded:<mount>" through infra/foundation/endpoints.py) with the processor's ingest code
 (:class:`processor.ingest.CameraSource`: PyAV, reconnect with backoff, keyframe resync), and draws onto
 each frame the camera's latest overlay event (when younger than 3 s) and the doors' entry zones from the
 config. One :class:`CameraFeed` per camera, started by its first viewer and stopped 10 s after its last,
@@ -27,6 +27,9 @@ from typing import Any, Callable
 
 import cv2
 import numpy as np
+from processor.api import CameraSource, IngestOptions
+from infra.foundation.endpoints import resolve as resolve_endpoints
+from infra.foundation.errors import RollcallError
 
 log = logging.getLogger("rollcall.dashboard.video")
 
@@ -145,7 +148,6 @@ class CameraFeed:
             self._stop_handle = asyncio.get_running_loop().call_later(GRACE_S, self._stop)
 
     def _start(self) -> None:
-        from processor.ingest import CameraSource, IngestOptions
 
         factory = self._source_factory or CameraSource
         self.source = factory(f"dashboard-{self.camera.id}", self.url, analysis_fps=self.fps,
@@ -296,13 +298,11 @@ class VideoHub:
         self.timed_out = 0  # negotiations closed for not connecting in time
 
     def _resolver(self, camera_id: str) -> Callable[[str], str]:
-        """At every (re)connect: "embedded:<mount>" through infra/endpoints.py (the running stack's RTSP)."""
+        """At every (re)connect: "embedded:<mount>" through infra/foundation/endpoints.py (the running stack's RTSP)."""
 
         def resolve(url: str) -> str:
             if not url.startswith("embedded:"):
                 return url
-            from infra.endpoints import resolve as resolve_endpoints
-            from infra.errors import RollcallError
 
             try:
                 return resolve_endpoints(self.config, need=("cameras",)).camera_urls[camera_id]

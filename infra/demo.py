@@ -24,21 +24,16 @@ import time
 from pathlib import Path
 from typing import Callable
 
-from infra.errors import RollcallError
-from infra.paths import PROJECT_ROOT, home
+from infra.foundation.errors import RollcallError
+from infra.foundation.paths import PROJECT_ROOT, home
+from infra.devstack.dashboard import DEMO_ACCOUNTS, add_accounts
+from infra.foundation import db
+from infra.devstack.stack import start_embedded_stack
+from infra.scenario.spec import load_spec
+from infra.scenario.runner import demo_mounts, enroll_scenario_people
+from infra.devstack.dashboard import free_port
 
 STOP_TIMEOUT_S = 10.0
-
-
-def _has_command(*names: str) -> bool:
-    from processor.cli import cli
-
-    command = cli
-    for name in names:
-        command = getattr(command, "commands", {}).get(name)
-        if command is None:
-            return False
-    return True
 
 
 def _last_line(path: Path) -> str:
@@ -51,13 +46,7 @@ def _last_line(path: Path) -> str:
 
 def run_demo(config, config_path: Path | None, *, port: int | None, metrics_port: int,
              say: Callable[[str], None], show: Callable[[str], None]) -> None:
-    from dashboard.testing import DEMO_ACCOUNTS, add_accounts
-    from infra import db
-    from infra.endpoints import start_embedded_stack
-    from infra.scenario.spec import load_spec
-    from infra.scenario_runner import demo_mounts, enroll_scenario_people
 
-    from dashboard.testing import free_port
 
     port = config.dashboard.port if port is None else port
     port = port or free_port()
@@ -77,13 +66,9 @@ def run_demo(config, config_path: Path | None, *, port: int | None, metrics_port
     source = config_path or config.source
     if source is not None:
         env["ROLLCALL_CONFIG"] = str(Path(source).resolve())
-    rollcall = [sys.executable, "-m", "processor.cli"]
+    rollcall = [sys.executable, "-m", "infra.cli.main"]
     plan = [("processor", rollcall + ["run", "--metrics-port", str(metrics_port)])]
-    if _has_command("attendance", "writer"):
-        plan.append(("attendance writer", rollcall + ["attendance", "writer"]))
-    else:
-        say("no `rollcall attendance writer` in this installation: attendance is not written (sessions and the "
-            "dashboard still work)")
+    plan.append(("attendance writer", rollcall + ["attendance", "writer"]))
     plan.append(("dashboard", rollcall + ["dashboard", "serve", "--port", str(port)]))
 
     children: list[tuple[str, subprocess.Popen, Path]] = []

@@ -39,9 +39,11 @@ from typing import Any
 import cv2
 import numpy as np
 
-from infra.errors import RollcallError
+from infra.foundation.errors import RollcallError
 from processor import model_packs as mp
 from processor.stages.faces import FaceAnalyzer, FaceDetector, FaceEmbedder
+from infra.foundation.db import describe_unreachable
+from infra.foundation.config import PrivacyConfig, ThresholdsConfig
 
 PERSON_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")  # the config's Slug
 ENROLMENT_SOURCES = ("cli", "dashboard", "import")  # 'review' enrolments come from the review queue
@@ -162,7 +164,6 @@ def _check_photo(analyzer: FaceAnalyzer, path: Path, person_id: str | None) -> _
 async def _connect(database_url: str):
     import asyncpg
 
-    from infra.db import describe_unreachable
 
     try:
         conn = await asyncpg.connect(database_url, timeout=10)
@@ -247,7 +248,6 @@ async def _enrol_person(conn: Any, analyzer: FaceAnalyzer, person_id: str, name:
 
 
 def _defaults(thresholds: Any, privacy: Any) -> tuple[Any, Any]:
-    from processor.config import PrivacyConfig, ThresholdsConfig
 
     return thresholds if thresholds is not None else ThresholdsConfig(), privacy if privacy is not None else PrivacyConfig()
 

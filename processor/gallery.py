@@ -49,7 +49,9 @@ from typing import Any
 
 import numpy as np
 
-from infra.errors import RollcallError
+from infra.foundation.errors import RollcallError
+from processor import model_packs
+from infra.foundation.db import describe_unreachable
 
 log = logging.getLogger("rollcall.gallery")
 
@@ -59,7 +61,6 @@ DEFAULT_MARGIN = 0.08
 
 def default_threshold(model_pack: str) -> float:
     """The pack's calibrated match threshold (model_packs.PackSpec.match_threshold)."""
-    from processor import model_packs
 
     return float(model_packs.pack_spec(model_pack).match_threshold)
 
@@ -191,7 +192,6 @@ ORDER BY e.person_id, e.id
 
 
 def _expected_dim(model_pack: str) -> int | None:
-    from processor import model_packs
 
     try:
         return model_packs.pack_spec(model_pack).embedding_dim
@@ -293,7 +293,6 @@ class GalleryWatcher:
             except TimeoutError:
                 error = self.last_error or "no answer"
                 await self.stop()
-                from infra.db import describe_unreachable
 
                 raise describe_unreachable(self.database_url, RuntimeError(error)) from None
         return self

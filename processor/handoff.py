@@ -198,7 +198,7 @@ class HandoffMatcher:
                  min_side_votes: int = 4, min_transit_samples: int = 3, reopen_s: float = 30.0):
         """``doors``: ``(door_id, door_camera, room_camera, transit_min_s, transit_max_s[, typical_s])``
         (typical transit: the window's middle unless given), :class:`Door` objects, or objects with those
-        attributes (``processor.config.DoorConfig`` works too: ``id``, ``door_camera``, ``room_camera``,
+        attributes (``infra.foundation.config.DoorConfig`` works too: ``id``, ``door_camera``, ``room_camera``,
         ``transit``, optionally ``sides``)."""
         self.ambiguity_s = float(ambiguity_s)
         self.settle_s = float(settle_s)
@@ -500,7 +500,7 @@ def _flip(side: str) -> str:
 def _door(spec) -> Door:
     if isinstance(spec, Door):
         return spec
-    if hasattr(spec, "transit") and hasattr(spec, "id"):  # processor.config.DoorConfig
+    if hasattr(spec, "transit") and hasattr(spec, "id"):  # infra.foundation.config.DoorConfig
         lo, hi = float(spec.transit.min_s), float(spec.transit.max_s)
         return Door(spec.id, spec.door_camera, spec.room_camera, lo, hi, (lo + hi) / 2,
                     getattr(spec, "sides", None))

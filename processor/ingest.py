@@ -50,6 +50,7 @@ from typing import Any, Callable, Iterable, Protocol
 from prometheus_client import REGISTRY, Counter, Gauge
 
 from processor.frames import Frame, FrameBuffer
+from infra.foundation.embedded import current_state
 
 log = logging.getLogger("rollcall.ingest")
 
@@ -239,9 +240,7 @@ def resolve_camera_url(url: str) -> str:
     """``embedded:<mount>`` -> the running embedded stack's RTSP URL; anything else unchanged."""
     if not url.startswith("embedded:"):
         return url
-    from infra import stack
-
-    state = stack.current_state()
+    state = current_state()
     if state is None or not state.is_running("rtsp"):
         raise RuntimeError(f"camera url {url}: the embedded RTSP server is not running (run `rollcall up`)")
     return state.rtsp_url(url.removeprefix("embedded:"))

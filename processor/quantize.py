@@ -28,8 +28,8 @@ from pathlib import Path
 import numpy as np
 import onnx
 
-from infra.errors import RollcallError
-from infra.paths import cache_dir
+from infra.foundation.errors import RollcallError
+from infra.foundation.paths import cache_dir
 
 MIN_CALIBRATION_IMAGES = 8
 # Part of every cache key: change it when int8_variant's settings or the way the detector letterboxes and

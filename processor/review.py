@@ -13,7 +13,7 @@ from collections import deque
 
 import cv2
 
-from infra.db import describe_unreachable
+from infra.foundation.db import describe_unreachable
 from processor.stages.face_tracks import TrackDecision
 
 log = logging.getLogger("rollcall.review")

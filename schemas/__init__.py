@@ -1,7 +1,7 @@
 """The event contract: JSON Schema (draft 2020-12) files, one per event type and major version.
 
 The ``*.json`` files in this folder are the single definition of every event: downstream systems read
-them as they are, and Rollcall's code reads them here (:mod:`processor.events` builds, validates and
+them as they are, and Rollcall's code reads them here (:mod:`schemas.events` builds, validates and
 decodes events with them). Names are ``<event_type>.v<MAJOR>`` (``recognition.v1``); shared definitions
 live in ``common.v1``, referenced as ``common.v1.json#/$defs/NAME`` and resolved locally (the ``$id``
 URLs are identifiers, never fetched).

@@ -22,8 +22,8 @@ def stack_dir(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="session")
 def stack(stack_dir):
-    from infra import stack as embedded
-    from processor.config import EXAMPLE_CONFIG, load_config
+    from infra.devstack import stack as embedded
+    from infra.foundation.config import EXAMPLE_CONFIG, load_config
 
     config = load_config(EXAMPLE_CONFIG, environ={})
     state = embedded.up(topics=[(t.name, t.partitions) for t in config.kafka.topics.all()],

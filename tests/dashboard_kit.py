@@ -10,7 +10,7 @@ from typing import Callable, Iterator
 
 import asyncpg
 
-from dashboard import testing
+from infra.devstack import dashboard as testing
 from tests.conftest import create_database
 
 PASSWORDS = {"admin": "admin-password-1", "turing": "turing-password-1", "macron": "macron-password-1",

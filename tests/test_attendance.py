@@ -14,7 +14,7 @@ import pytest
 from consumers import store
 from consumers.sessions import (close_due_sessions, close_session, list_sessions, materialise_timetable,
                                 open_session)
-from infra.errors import RollcallError
+from infra.foundation.errors import RollcallError
 from tests.test_writer_kit import prepare_database, writer_config
 
 T0 = dt.datetime(2026, 11, 2, 9, 0, tzinfo=dt.timezone.utc)  # the kit's timetable slot: Monday 09:00-10:30
@@ -93,7 +93,7 @@ def test_sessions_by_hand_and_timetable_in_the_site_zone(fresh_database):
     raw_config = writer_config().model_dump(mode="json", exclude={"source"})
     raw_config["site"] = {"timezone": "Europe/Paris"}
     raw_config["timetable"] = [{"course": "CS101", "room": "B202", "weekday": "mon", "start": "09:00:00", "end": "10:00:00"}]
-    from processor.config import config_from_dict
+    from infra.foundation.config import config_from_dict
 
     config = config_from_dict(raw_config, environ={})
 

@@ -19,16 +19,17 @@ import pytest
 from consumers import store
 from consumers.exports import export_course, export_session, export_student
 from consumers.privacy import erase_person
-from consumers.scenario import score_attendance
+from infra.scenario.attendance import score_attendance
 from consumers.sessions import close_session, list_sessions, open_session, resolve_unconfirmed
-from consumers.synthetic import Stream, presence_event, recognition_event
+from infra.scenario.synthetic import Stream, presence_event, recognition_event
 from consumers.writer import attendance_event
-from dashboard import queries, testing
+from dashboard import queries
+from infra.devstack import dashboard as testing
 from dashboard.app import create_app, templates
-from infra import db
-from infra.errors import RollcallError
-from processor.config import EXAMPLE_CONFIG, config_from_dict, load_config
-from processor.events import decode
+from infra.foundation import db
+from infra.foundation.errors import RollcallError
+from infra.foundation.config import EXAMPLE_CONFIG, config_from_dict, load_config
+from schemas.events import decode
 from tests.conftest import create_database
 from tests.test_attendance import T0, _door, _row
 from tests.test_writer_kit import (create_topics, encoded, prepare_database, produce, read_topic,

@@ -12,7 +12,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
-from infra.paths import PROJECT_ROOT
+from infra.foundation.paths import PROJECT_ROOT
 
 SPEC = str(PROJECT_ROOT / "infra" / "scenarios" / "default.toml")
 
@@ -67,7 +67,7 @@ def _env(tmp_path) -> dict[str, str]:
 
 
 def _rollcall(args, env, cwd=PROJECT_ROOT, prefix=()):
-    return subprocess.run([*prefix, sys.executable, "-m", "processor.cli", *args], capture_output=True, text=True,
+    return subprocess.run([*prefix, sys.executable, "-m", "infra.cli.main", *args], capture_output=True, text=True,
                           env=env, cwd=cwd, timeout=120, stdin=subprocess.DEVNULL)
 
 

@@ -11,11 +11,11 @@ from pathlib import Path
 import click
 import pytest
 
-from infra.errors import RollcallError
-from processor.cli import cli
-from processor.config import EXAMPLE_CONFIG, load_config
+from infra.foundation.errors import RollcallError
+from infra.cli.main import cli
+from infra.foundation.config import EXAMPLE_CONFIG, load_config
 
-ROLLCALL = [sys.executable, "-m", "processor.cli"]
+ROLLCALL = [sys.executable, "-m", "infra.cli.main"]
 
 
 def test_example_config_loads():

@@ -1,4 +1,4 @@
-"""infra/cpu_load.py: the hog really burns about the cores it was asked for (measured from /proc, not taken
+"""infra/devstack/cpu_load.py: the hog really burns about the cores it was asked for (measured from /proc, not taken
 from its own word), and nothing of it survives: not a normal stop, an error in the block, nor a parent
 killed with SIGKILL (which runs no cleanup at all)."""
 
@@ -13,8 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from infra.cpu_load import CLOCK_TICKS, CpuLoad, check_cores, shares
-from infra.errors import RollcallError
+from infra.devstack.cpu_load import CLOCK_TICKS, CpuLoad, check_cores, shares
+from infra.foundation.errors import RollcallError
 
 
 def cpu_seconds(pid: int) -> float:
@@ -78,7 +78,7 @@ def test_hog_dies_with_a_parent_killed_without_cleanup(tmp_path: Path):
     """SIGKILL leaves no chance for `finally`: the kernel's parent-death signal and the hog's own parent
     check must end it."""
     pid_file = tmp_path / "pids"
-    script = ("import sys, time; from infra.cpu_load import CpuLoad\n"
+    script = ("import sys, time; from infra.devstack.cpu_load import CpuLoad\n"
               "load = CpuLoad(0.3).start()\n"
               f"open({str(pid_file)!r}, 'w').write(' '.join(map(str, load.pids)))\n"
               "time.sleep(60)\n")

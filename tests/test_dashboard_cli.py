@@ -7,18 +7,18 @@ import os
 import subprocess
 import sys
 
-from infra.paths import PROJECT_ROOT
+from infra.foundation.paths import PROJECT_ROOT
 
 
 def _rollcall(args, env, stdin=""):
-    return subprocess.run([sys.executable, "-m", "processor.cli", *args], input=stdin, capture_output=True, text=True,
+    return subprocess.run([sys.executable, "-m", "infra.cli.main", *args], input=stdin, capture_output=True, text=True,
                           env=env, cwd=PROJECT_ROOT, timeout=120)
 
 
 def test_user_add_makes_the_first_admin(stack, fresh_database, stack_dir):
     import asyncpg
 
-    from infra import db
+    from infra.foundation import db
 
     db.migrate(fresh_database)
     env = {**os.environ, "DATABASE_URL": fresh_database, "ROLLCALL_STACK_DIR": str(stack_dir)}

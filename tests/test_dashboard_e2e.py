@@ -16,10 +16,10 @@ from pathlib import Path
 
 import pytest
 
-from dashboard import testing
+from infra.devstack import dashboard as testing
 from tests import dashboard_kit as kit
 from tests.conftest import create_database
-from infra.paths import PROJECT_ROOT
+from infra.foundation.paths import PROJECT_ROOT
 
 SCREENSHOTS = PROJECT_ROOT / "var" / "artifacts" / "screenshots"
 SPEC = PROJECT_ROOT / "infra" / "scenarios" / "default.toml"
@@ -33,10 +33,10 @@ def system(stack, stack_dir, tmp_path_factory):
     """The default scenario over RTSP, its people enrolled, the processor running, the dashboard served."""
 
     from dashboard.app import create_app
-    from infra import stack as embedded
+    from infra.devstack import stack as embedded
     from infra.scenario.spec import load_spec
-    from infra.scenario_runner import demo_mounts, enroll_scenario_people
-    from processor.config import EXAMPLE_CONFIG, config_from_dict, load_config
+    from infra.scenario.runner import demo_mounts, enroll_scenario_people
+    from infra.foundation.config import EXAMPLE_CONFIG, config_from_dict, load_config
 
     metrics_port = testing.free_port()
     raw = load_config(EXAMPLE_CONFIG, environ={}).model_dump(exclude={"source"})
@@ -54,7 +54,7 @@ def system(stack, stack_dir, tmp_path_factory):
     env = {**os.environ, "ROLLCALL_STACK_DIR": str(stack_dir), "DATABASE_URL": database_url,
            "KAFKA_BOOTSTRAP_SERVERS": stack.kafka_bootstrap_servers, "ROLLCALL_CONFIG": str(EXAMPLE_CONFIG)}
     with open(log, "wb") as out:
-        processor = subprocess.Popen([sys.executable, "-m", "processor.cli", "run", "--metrics-port", str(metrics_port)],
+        processor = subprocess.Popen([sys.executable, "-m", "infra.cli.main", "run", "--metrics-port", str(metrics_port)],
                                      env=env, stdout=out, stderr=subprocess.STDOUT, cwd=PROJECT_ROOT)
     app = create_app(config, database_url=database_url, kafka_bootstrap_servers=stack.kafka_bootstrap_servers,
                      camera_urls={c.id: c.url for c in config.cameras}, secret_key="e" * 48, metrics_interval_s=1.0)
@@ -146,7 +146,7 @@ def test_admin_watches_live_video_events_and_presence(browser, system):
 
 def test_admin_accepts_a_face_from_the_review_queue(browser, system):
     # The example config turns the review queue on: the visitors' faces arrive there as the scenario plays.
-    from dashboard.testing import wait_for
+    from infra.devstack.dashboard import wait_for
 
     wait_for(lambda: kit.db(system, "SELECT id FROM review_face WHERE status = 'pending'"), 150, 1.0,
              "an unknown face in the review queue")

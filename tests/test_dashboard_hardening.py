@@ -23,7 +23,7 @@ import httpx
 import pytest
 from starlette.routing import Route
 
-from dashboard import testing
+from infra.devstack import dashboard as testing
 from tests import dashboard_kit as kit
 
 PASSWORDS = {**kit.PASSWORDS, "noether": "noether-password-1"}
@@ -32,7 +32,7 @@ ACCOUNTS = testing.DEMO_ACCOUNTS + (("noether", "faculty", "prof-noether"),)
 
 @pytest.fixture(scope="module")
 def config():
-    from processor.config import EXAMPLE_CONFIG, config_from_dict, load_config
+    from infra.foundation.config import EXAMPLE_CONFIG, config_from_dict, load_config
 
     raw = load_config(EXAMPLE_CONFIG, environ={}).model_dump(exclude={"source"})
     raw["rooms"].append({"id": "B202", "name": "Seminar B202", "capacity": 20})

@@ -15,16 +15,16 @@ import httpx
 import numpy as np
 import pytest
 
-from dashboard import testing
+from infra.devstack import dashboard as testing
 from tests import dashboard_kit as kit
-from infra.paths import PROJECT_ROOT
+from infra.foundation.paths import PROJECT_ROOT
 
 PHOTOS = PROJECT_ROOT / "infra" / "scenarios" / "photos"
 
 
 @pytest.fixture(scope="module")
 def config():
-    from processor.config import EXAMPLE_CONFIG, config_from_dict, load_config
+    from infra.foundation.config import EXAMPLE_CONFIG, config_from_dict, load_config
 
     raw = load_config(EXAMPLE_CONFIG, environ={}).model_dump(exclude={"source"})
     raw["dashboard"]["processor_metrics_urls"] = []
@@ -36,8 +36,8 @@ def config():
 
 @pytest.fixture(scope="module")
 def served(stack, config):
-    from infra import stack as embedded
-    from infra.scenario_runner import demo_mounts
+    from infra.devstack import stack as embedded
+    from infra.scenario.runner import demo_mounts
 
     embedded.set_rtsp_mounts(demo_mounts(config))  # /default/door, /default/room: the rendered scenario
     with kit.served_dashboard(stack, config, "test_dash", secret_key="k" * 48,

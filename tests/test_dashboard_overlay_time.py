@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import time
 
-from dashboard import testing
+from infra.devstack import dashboard as testing
 from dashboard.live import LiveHub
 
 

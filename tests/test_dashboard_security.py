@@ -12,7 +12,7 @@ import httpx
 import pytest
 from starlette.routing import Mount, Route
 
-from dashboard import testing
+from infra.devstack import dashboard as testing
 from tests.conftest import create_database
 
 PASSWORDS = {"admin": "admin-password-1", "turing": "turing-password-1", "macron": "macron-password-1",
@@ -25,7 +25,7 @@ def _database(stack) -> str:
 
 @pytest.fixture(scope="module")
 def config():
-    from processor.config import EXAMPLE_CONFIG, load_config
+    from infra.foundation.config import EXAMPLE_CONFIG, load_config
 
     # A second course the faculty member does not teach, in a room of its own.
     base = load_config(EXAMPLE_CONFIG, environ={})
@@ -36,7 +36,7 @@ def config():
                              "end": "10:00:00"})
     raw["dashboard"]["login_max_failures"] = 3
     raw["dashboard"]["processor_metrics_urls"] = []
-    from processor.config import config_from_dict
+    from infra.foundation.config import config_from_dict
 
     return config_from_dict(raw, environ={})
 
@@ -186,7 +186,7 @@ def test_passwords_are_argon2_and_bad_accounts_are_one_line(served):
     import asyncpg
 
     from dashboard.auth import create_user
-    from infra.errors import RollcallError
+    from infra.foundation.errors import RollcallError
 
     async def check():
         conn = await asyncpg.connect(served.database_url)

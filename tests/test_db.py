@@ -8,9 +8,9 @@ import asyncio
 import asyncpg
 import pytest
 
-from infra import db
-from infra.errors import RollcallError
-from processor.config import EXAMPLE_CONFIG, config_from_dict, load_config
+from infra.foundation import db
+from infra.foundation.errors import RollcallError
+from infra.foundation.config import EXAMPLE_CONFIG, config_from_dict, load_config
 
 TABLES = {"person", "face_enrolment", "room", "camera", "door", "course", "course_member",
           "timetable_slot", "class_session", "attendance", "consumer_offset", "audit_log"}

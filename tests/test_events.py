@@ -1,4 +1,4 @@
-"""The event contract: the schema files in schemas/ and processor.events (build, validate, encode, decode)."""
+"""The event contract: the schema files in schemas/ and schemas.events (build, validate, encode, decode)."""
 
 from __future__ import annotations
 
@@ -10,8 +10,8 @@ import pytest
 from jsonschema import Draft202012Validator
 
 import schemas
-from processor import events
-from processor.events import InvalidEvent, MalformedEvent
+from schemas import events
+from schemas.events import InvalidEvent, MalformedEvent
 
 TOPIC = "rollcall.recognitions.v1"
 

@@ -15,7 +15,7 @@ from openpyxl import load_workbook
 from consumers import store
 from consumers.exports import export_course, export_session, export_student
 from consumers.sessions import close_session
-from infra.errors import RollcallError
+from infra.foundation.errors import RollcallError
 from tests.test_attendance import _row
 from tests.test_writer_kit import prepare_database, writer_config
 

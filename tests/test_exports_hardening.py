@@ -71,7 +71,7 @@ async def _prepare(database_url: str) -> int:
 
 @pytest.fixture(scope="module")
 def served(stack):
-    from processor.config import EXAMPLE_CONFIG, config_from_dict, load_config
+    from infra.foundation.config import EXAMPLE_CONFIG, config_from_dict, load_config
 
     raw = load_config(EXAMPLE_CONFIG, environ={}).model_dump(exclude={"source"})
     raw["dashboard"]["processor_metrics_urls"] = []

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from processor import model_packs as mp
-from processor.config import ThresholdsConfig
+from infra.foundation.config import ThresholdsConfig
 from processor.gallery import Gallery, match_settings
 from processor.stages import faces as F
 

@@ -15,10 +15,10 @@ import cv2
 import numpy as np
 import pytest
 
-from infra import db
-from infra.errors import RollcallError
+from infra.foundation import db
+from infra.foundation.errors import RollcallError
 from processor import model_packs as mp
-from processor.config import PrivacyConfig, ThresholdsConfig
+from infra.foundation.config import PrivacyConfig, ThresholdsConfig
 from processor.enroll import enroll_from_dir, enroll_photos
 from processor.gallery import CHANNEL, Gallery, GalleryWatcher, load_gallery
 from processor.stages import faces as F

@@ -193,7 +193,7 @@ def test_bad_input():
 
 
 def test_doorconfig_objects_are_accepted():
-    from processor.config import DoorConfig
+    from infra.foundation.config import DoorConfig
 
     door = DoorConfig(id="door-a", room="r1", door_camera="door-cam-a", room_camera="room-cam-a",
                       entry_zone=[(0, 0), (1, 0), (1, 1)], transit={"min_s": 1.0, "max_s": 12.0})

@@ -29,8 +29,8 @@ import numpy as np
 import pytest
 from prometheus_client import REGISTRY
 
-from infra import stack as embedded
-from infra.ports import choose_free_port, wait_until
+from infra.devstack import stack as embedded
+from infra.devstack.ports import choose_free_port, wait_until
 from processor.ingest import CameraState, IngestManager, IngestOptions
 from tests.videos import make_numbered_video, picture_number
 

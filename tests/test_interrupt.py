@@ -1,4 +1,4 @@
-"""Ctrl-C ends a long command even when a library swallows the cancellation it causes (infra.interrupt).
+"""Ctrl-C ends a long command even when a library swallows the cancellation it causes (infra.devstack.interrupt).
 Each case runs in a process of its own: the test sends it a real SIGINT."""
 
 from __future__ import annotations
@@ -7,11 +7,11 @@ import signal
 import subprocess
 import sys
 
-from infra.paths import PROJECT_ROOT
+from infra.foundation.paths import PROJECT_ROOT
 
 SCRIPT = """
 import asyncio, os, signal, sys
-from infra.interrupt import run_interruptibly
+from infra.devstack.interrupt import run_interruptibly
 
 async def main(swallow):
     asyncio.get_running_loop().call_later(0.3, os.kill, os.getpid(), signal.SIGINT)

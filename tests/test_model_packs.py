@@ -15,7 +15,7 @@ import cv2
 import numpy as np
 import pytest
 
-from infra.errors import RollcallError
+from infra.foundation.errors import RollcallError
 from processor import model_packs as mp
 
 VTEST = Path("/usr/share/doc/opencv-doc/examples/data/vtest.avi")

@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from infra.paths import PROJECT_ROOT
+from infra.foundation.paths import PROJECT_ROOT
 
 VTEST = Path("/usr/share/doc/opencv-doc/examples/data/vtest.avi")
 DOOR = "door"
@@ -116,7 +116,7 @@ def test_scenario_room_tracks(detector):
     leaves, and nobody seated gets a new id (no other events at all). The same holds when the analysis
     falls behind and frames are dropped (every third one, and a burst of 0.8 s): a regression test for
     tracks that were all replaced after a single missing frame."""
-    from infra.scenario_runner import render_cached
+    from infra.scenario.runner import render_cached
 
     _, rendered = render_cached(PROJECT_ROOT / "infra" / "scenarios" / "default.toml")  # cached: no work when rendered
     truth_path, video = rendered.ground_truth_path, rendered.room_video

@@ -8,8 +8,8 @@ import pytest
 from jsonschema import Draft202012Validator
 
 import schemas
-from processor import events
-from processor.events import InvalidEvent, MalformedEvent
+from schemas import events
+from schemas.events import InvalidEvent, MalformedEvent
 
 TOPIC = "rollcall.presence.v1"
 

@@ -19,9 +19,9 @@ import numpy as np
 import pytest
 
 from consumers.privacy import KEY_ENV, audit_login, erase_person, pseudonym_key, record_audit
-from infra.errors import RollcallError
-from infra.paths import PROJECT_ROOT
-from processor.config import Config, PrivacyConfig
+from infra.foundation.errors import RollcallError
+from infra.foundation.paths import PROJECT_ROOT
+from infra.foundation.config import Config, PrivacyConfig
 from tests import dashboard_kit as kit
 from tests.test_writer_kit import create_topics, prepare_database, wait_until, writer_config
 
@@ -158,7 +158,7 @@ def test_retention_runs_from_the_writer_by_default(stack, fresh_database):
 
 @pytest.fixture(scope="module")
 def served(stack):
-    from processor.config import EXAMPLE_CONFIG, config_from_dict, load_config
+    from infra.foundation.config import EXAMPLE_CONFIG, config_from_dict, load_config
 
     raw = load_config(EXAMPLE_CONFIG, environ={}).model_dump(exclude={"source"})
     raw["dashboard"]["processor_metrics_urls"] = []

@@ -14,9 +14,9 @@ from pathlib import Path
 
 import pytest
 
-from infra import broker
-from infra.ports import choose_free_port, wait_until
-from processor import events
+from infra.devstack import broker
+from infra.devstack.ports import choose_free_port, wait_until
+from schemas import events
 from processor.publisher import EventPublisher, metrics
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(120)]
@@ -120,7 +120,7 @@ def metric_value(name: str, **labels) -> float:
 
 # -------------------------------------------------------------------------------------------- tests
 async def test_round_trip_keyed_by_camera_keeps_per_key_order(stack):
-    from processor.config import EXAMPLE_CONFIG, load_config
+    from infra.foundation.config import EXAMPLE_CONFIG, load_config
 
     topic = load_config(EXAMPLE_CONFIG, environ={}).kafka.topics.recognitions.name
     run = uuid.uuid4().hex[:6]

@@ -9,7 +9,7 @@ import time
 
 import pytest
 
-from processor import events
+from schemas import events
 from processor.publisher import EventPublisher
 from tests.test_publisher import consume, metric_value, own_broker, recognition  # noqa: F401 - own_broker: fixture
 

@@ -10,9 +10,9 @@ import cv2
 import numpy as np
 import pytest
 
-from infra.paths import PROJECT_ROOT
-from processor.config import EXAMPLE_CONFIG, load_config
-from processor.events import validate
+from infra.foundation.paths import PROJECT_ROOT
+from infra.foundation.config import EXAMPLE_CONFIG, load_config
+from schemas.events import validate
 from processor.frames import Frame
 from processor.gallery import Gallery
 from processor.stages.persons import PersonDetection

@@ -12,8 +12,8 @@ import time
 import numpy as np
 
 from processor.appearance import describe_below_face
-from processor.config import EXAMPLE_CONFIG, load_config
-from processor.events import validate
+from infra.foundation.config import EXAMPLE_CONFIG, load_config
+from schemas.events import validate
 from processor.frames import Frame
 from processor.stages.persons import PersonDetection
 from processor.stages.room import DoorRecognition, RoomStage

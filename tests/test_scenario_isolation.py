@@ -1,4 +1,4 @@
-"""Runs that leave nothing behind (infra/run_space.py), on the real PostgreSQL and broker of the test stack:
+"""Runs that leave nothing behind (infra/devstack/run_space.py), on the real PostgreSQL and broker of the test stack:
 two scenario-style runs one after the other do not see each other's enrolments or messages, and each
 run's database and topics are gone afterwards, also when the run fails or its process was killed."""
 
@@ -19,10 +19,10 @@ import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
-from infra.cpu_load import MARKER
-from infra.paths import PROJECT_ROOT
-from infra.run_space import open_space, close_space, run_space, sweep
-from processor.config import EXAMPLE_CONFIG, load_config
+from infra.devstack.cpu_load import MARKER
+from infra.foundation.paths import PROJECT_ROOT
+from infra.devstack.run_space import open_space, close_space, run_space, sweep
+from infra.foundation.config import EXAMPLE_CONFIG, load_config
 from processor.enroll import enroll_photos
 
 PHOTO = PROJECT_ROOT / "infra" / "scenarios" / "photos" / "macron_2014.jpg"
@@ -175,7 +175,7 @@ def test_interrupted_scenario_run_leaves_no_hog_database_or_topic(stack, stack_d
     errors = tmp_path / "stderr"
     with open(errors, "w") as sink:
         # SIGINT as a terminal gives it, even if this test runs where it is ignored (a background CI job)
-        run = subprocess.Popen([sys.executable, "-m", "processor.cli", "scenario", "run", str(spec), "--load", "0.5"],
+        run = subprocess.Popen([sys.executable, "-m", "infra.cli.main", "scenario", "run", str(spec), "--load", "0.5"],
                                stdout=subprocess.PIPE, stderr=sink, text=True, env=env,
                                preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     try:

@@ -17,8 +17,8 @@ import cv2
 import numpy as np
 import pytest
 
-from infra.errors import RollcallError
-from infra.paths import PROJECT_ROOT
+from infra.foundation.errors import RollcallError
+from infra.foundation.paths import PROJECT_ROOT
 from infra.scenario import load_spec, render
 from infra.scenario.faces import detect_faces
 from infra.scenario.spec import ENTRY_WALK_S, EXIT_WALK_S

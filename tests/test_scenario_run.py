@@ -13,8 +13,8 @@ import sys
 import asyncpg
 from aiokafka.admin import AIOKafkaAdminClient
 
-from infra.paths import PROJECT_ROOT
-from processor.config import EXAMPLE_CONFIG, load_config
+from infra.foundation.paths import PROJECT_ROOT
+from infra.foundation.config import EXAMPLE_CONFIG, load_config
 
 DEFAULT_SPEC = PROJECT_ROOT / "infra" / "scenarios" / "default.toml"
 SCENARIOS = PROJECT_ROOT / "infra" / "scenarios"
@@ -29,7 +29,7 @@ def run_scenario(stack_dir, spec, *, load: float = 0.0, timeout: float = 400, co
     env = {**os.environ, "ROLLCALL_STACK_DIR": str(stack_dir)}
     if config is not None:
         env["ROLLCALL_CONFIG"] = str(config)
-    command = [sys.executable, "-m", "processor.cli", "scenario", "run", str(spec), "--json", "--load", str(load)]
+    command = [sys.executable, "-m", "infra.cli.main", "scenario", "run", str(spec), "--json", "--load", str(load)]
     result = subprocess.run(command, capture_output=True, text=True, env=env, timeout=timeout)
     assert result.returncode == 0, result.stderr
     document = json.loads(result.stdout)
@@ -44,7 +44,7 @@ def run_scenario(stack_dir, spec, *, load: float = 0.0, timeout: float = 400, co
 
 def leftovers(run: dict) -> list[str]:
     """The run's database and topics still on the test stack (they must be gone)."""
-    from infra import stack as embedded
+    from infra.devstack import stack as embedded
 
     state = embedded.current_state()
 
@@ -134,7 +134,7 @@ def test_scenario_run_with_unknown_room_is_one_line(stack, stack_dir, tmp_path):
     spec.write_text(DEFAULT_SPEC.read_text().replace('room = "A101"', 'room = "Z999"')
                     .replace('"photos/', f'"{DEFAULT_SPEC.parent}/photos/').replace('name = "default"', 'name = "elsewhere"'))
     env = {**os.environ, "ROLLCALL_STACK_DIR": str(stack_dir)}
-    result = subprocess.run([sys.executable, "-m", "processor.cli", "scenario", "run", str(spec), "--json"],
+    result = subprocess.run([sys.executable, "-m", "infra.cli.main", "scenario", "run", str(spec), "--json"],
                             capture_output=True, text=True, env=env, timeout=120)
     assert not (tmp_path / "elsewhere").exists()
     assert result.returncode == 2
@@ -144,7 +144,7 @@ def test_scenario_run_with_unknown_room_is_one_line(stack, stack_dir, tmp_path):
 
 def test_scenario_run_with_impossible_load_is_one_line(stack_dir):
     env = {**os.environ, "ROLLCALL_STACK_DIR": str(stack_dir)}
-    result = subprocess.run([sys.executable, "-m", "processor.cli", "scenario", "run", str(DEFAULT_SPEC), "--json",
+    result = subprocess.run([sys.executable, "-m", "infra.cli.main", "scenario", "run", str(DEFAULT_SPEC), "--json",
                              "--load", "1000"], capture_output=True, text=True, env=env, timeout=120)
     assert result.returncode == 2 and "Traceback" not in result.stderr, result.stderr
     assert "--load 1000" in result.stderr and len(result.stderr.strip().splitlines()) == 1, result.stderr
@@ -155,7 +155,7 @@ def test_tracking_rate_against_the_minimum():
     camera's minimum, one frame of slack (the frames before the first clean keyframe are never analysed)."""
     from types import SimpleNamespace
 
-    from infra.scenario_runner import tracking_rate
+    from infra.scenario.runner import tracking_rate
 
     config = load_config(EXAMPLE_CONFIG, environ={})
     camera = config.camera("room-a101").model_copy(update={"min_tracking_fps": 2.0, "analysis_fps": 4.0})

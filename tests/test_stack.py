@@ -22,9 +22,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from infra import broker, stack
-from infra.errors import RollcallError
-from infra.ports import wait_until
+from infra.devstack import broker
+
+from infra.devstack import stack
+from infra.foundation.errors import RollcallError
+from infra.devstack.ports import wait_until
 from tests.videos import make_numbered_video, numbered_picture, picture_number
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(120)]

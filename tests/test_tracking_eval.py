@@ -1,4 +1,4 @@
-"""The offline tracking evaluation (infra.tracking_eval, `rollcall bench tracking`): its scoring on made-up
+"""The offline tracking evaluation (infra.bench.tracking, `rollcall bench tracking`): its scoring on made-up
 ground truth, and room tracking on the default scenario's real detections at one analysed frame a second
 (a camera configured for 4 fps on a loaded machine) against the renderer's ground truth.
 
@@ -10,9 +10,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from infra.paths import PROJECT_ROOT
-from infra.tracking_eval import (Replay, bench_tracking, format_table, sampling_runs, score, truth_at)
-from processor.config import load_config
+from infra.foundation.paths import PROJECT_ROOT
+from infra.bench.tracking import (Replay, bench_tracking, format_table, sampling_runs, score, truth_at)
+from infra.foundation.config import load_config
 
 
 def _truth(people: dict[str, tuple[float, float]], seconds: float = 6.0) -> dict:

@@ -11,8 +11,8 @@ import json
 import asyncpg
 import pytest
 
-from consumers.synthetic import classroom
-from processor.events import decode
+from infra.scenario.synthetic import classroom
+from schemas.events import decode
 from tests.test_writer_kit import (ROSTER, SESSION_START, attendance_snapshot, create_topics, encoded, end_offsets,
                                    prepare_database, produce, read_topic, run_writer_until_caught_up,
                                    stored_offsets_reach, wait_until, writer_config)

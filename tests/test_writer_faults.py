@@ -14,8 +14,8 @@ from pathlib import Path
 import asyncpg
 import pytest
 
-from consumers.synthetic import classroom
-from infra.postgres import Cluster, database_url
+from infra.scenario.synthetic import classroom
+from infra.devstack.postgres import Cluster, database_url
 from tests.test_writer_kit import (ROSTER, SESSION_START, attendance_snapshot, create_topics, encoded, end_offsets,
                                    prepare_database, produce, run_writer_until_caught_up, stored_offsets_reach,
                                    wait_until, write_config_file, writer_config, writer_raw_config)

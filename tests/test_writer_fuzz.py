@@ -28,8 +28,8 @@ import pytest
 from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
 
-from consumers.synthetic import classroom
-from processor.events import MalformedEvent, decode, encode
+from infra.scenario.synthetic import classroom
+from schemas.events import MalformedEvent, decode, encode
 from tests.test_writer_kit import (ROSTER, SESSION_START, attendance_snapshot, create_topics, encoded, end_offsets,
                                    prepare_database, stored_offsets_reach, wait_until, write_config_file,
                                    writer_config, writer_raw_config)

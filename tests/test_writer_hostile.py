@@ -18,8 +18,8 @@ import uuid
 import asyncpg
 import pytest
 
-from consumers.synthetic import classroom
-from processor.events import decode
+from infra.scenario.synthetic import classroom
+from schemas.events import decode
 from tests.test_writer_kit import (ROSTER, SESSION_START, create_topics, encoded, prepare_database, produce,
                                    read_topic, run_writer_until_caught_up, wait_until, writer_config)
 
@@ -114,7 +114,7 @@ def test_far_apart_times_in_one_batch_make_no_sessions_in_between(stack, fresh_d
     """Two events 17 months apart in one batch, a weekly timetable slot: sessions are made for the days the
     events fall on, never for every week between. With the batch bound on (the default) the stale event
     is a dead letter; off, both are stored."""
-    from processor.config import config_from_dict
+    from infra.foundation.config import config_from_dict
     from tests.test_writer_kit import writer_raw_config
 
     bootstrap = stack.kafka_bootstrap_servers
@@ -219,7 +219,7 @@ def test_a_lost_log_is_noticed_recorded_and_read_again(stack, fresh_database):
             "group": config.attendance.group_id, "topic": topic, "partition": str(partition)}) == 1
 
     async def create_topics_again(bootstrap, config):
-        from infra import broker
+        from infra.devstack import broker
 
         topics = config.kafka.topics
         await broker.create_topics_async(bootstrap, [(topics.presence.name, topics.presence.partitions),

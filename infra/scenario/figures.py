@@ -21,8 +21,8 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from infra.errors import RollcallError
-from infra.paths import cache_dir
+from infra.foundation.errors import RollcallError
+from infra.foundation.paths import cache_dir
 
 FIGURES_VERSION = 2
 VTEST_PATH = Path(os.environ.get("ROLLCALL_PEDESTRIAN_VIDEO", "/usr/share/doc/opencv-doc/examples/data/vtest.avi"))

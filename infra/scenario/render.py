@@ -43,8 +43,8 @@ from typing import Any
 
 import numpy as np
 
-from infra.errors import RollcallError
-from infra.paths import scenarios_dir
+from infra.foundation.errors import RollcallError
+from infra.foundation.paths import scenarios_dir
 from infra.scenario import clothing
 from infra.scenario.door import TORSO_SAMPLE, DoorScene
 from infra.scenario.encode import TsWriter

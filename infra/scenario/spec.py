@@ -68,7 +68,7 @@ import cv2
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from infra.errors import RollcallError
+from infra.foundation.errors import RollcallError
 
 # Fixed walking times in the room camera (seconds), so timings are known from the spec alone.
 ENTRY_WALK_S = 5.0  # doorway -> through the entry zone -> their place

@@ -32,6 +32,7 @@ import numpy as np
 
 from processor import model_packs as mp
 from processor.stages.base import require_bgr
+from infra.foundation.config import ThresholdsConfig
 
 # ArcFace 5-point template in a 112x112 crop: right eye, left eye (image left to right), nose, mouth corners.
 ARCFACE_TEMPLATE = np.array([[38.2946, 51.6963], [73.5318, 51.5014], [56.0252, 71.7366],
@@ -350,7 +351,6 @@ class FaceAnalyzer:
                  input_size: tuple[int, int] | None = (640, 640), max_side: int = 640, max_batch: int = 64,
                  providers: Sequence[Any] | None = None, detector: FaceDetector | None = None,
                  embedder: FaceEmbedder | None = None):
-        from processor.config import ThresholdsConfig
 
         self.pack = _as_pack(pack)
         self.thresholds = thresholds if thresholds is not None else ThresholdsConfig()

@@ -23,10 +23,15 @@ import numpy as np
 
 from processor import metrics
 from processor.appearance import Appearance, describe_person, mean as mean_appearance
-from processor.config import Config
+from infra.foundation.config import Config
 from processor.frames import Frame
 from processor.scheduler import Scheduler
 from processor.stages.base import BatchStage
+from schemas.events import MalformedEvent, decode
+from processor.handoff import HandoffMatcher
+from processor.stages.person_tracks import PersonTracker
+from schemas.events import build_event
+from schemas.events import box_object, build_event
 
 log = logging.getLogger("rollcall.room")
 
@@ -113,7 +118,6 @@ class RecognitionFeed:
         from aiokafka import AIOKafkaConsumer, TopicPartition
         from aiokafka.errors import KafkaError
 
-        from processor.events import MalformedEvent, decode
 
         delay = 0.5
         while True:
@@ -210,7 +214,6 @@ class RoomStage:
     _entry_looks: dict[str, "_EntryLooks"] = field(default_factory=dict)  # track id -> while its handoff waits
 
     def __post_init__(self) -> None:
-        from processor.handoff import HandoffMatcher
 
         tracking = self.config.tracking
         self.update_every_s = tracking.presence_update_s
@@ -222,7 +225,6 @@ class RoomStage:
         self._entry_xs: dict[str, deque] = {d.id: deque(maxlen=30) for d in self.config.doors}
 
     def _tracker(self, camera_id: str):
-        from processor.stages.person_tracks import PersonTracker
 
         tracker = self.trackers.get(camera_id)
         if tracker is None:
@@ -416,7 +418,6 @@ class RoomStage:
 
     def _emit(self, kind: str, track_id: str, live: _Live, *, ambiguous: bool = False,
               previous_person_id: str | None = None) -> None:
-        from processor.events import build_event
 
         event = build_event("presence", {
             "kind": kind, "room_id": live.room_id, "camera_id": live.camera_id, "track_id": track_id,
@@ -449,7 +450,6 @@ class RoomStage:
         last = self._occupancy_sent.get(camera_id)
         if self.occupancy_topic is None or (last is not None and frame.captured_at - last < 1.0):
             return
-        from processor.events import build_event
 
         self._occupancy_sent[camera_id] = frame.captured_at
         self.publish(self.occupancy_topic, room_id, build_event("occupancy", {
@@ -460,7 +460,6 @@ class RoomStage:
     def _overlay(self, frame: Frame, tracker, frame_size: tuple[int, int]) -> None:
         if self.overlay_topic is None:
             return
-        from processor.events import box_object, build_event
 
         objects = []
         for track in tracker.open_tracks:
