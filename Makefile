@@ -37,7 +37,10 @@ $(TANSU): $(INSTALLED)
 demo: setup
 	$(ROLLCALL) demo
 
+# The layer contract first (pyproject.toml, [tool.importlinter]): a lower layer importing a higher one fails
+# the build before any test runs.
 test: setup
+	$(VENV)/bin/lint-imports
 	$(PY) -m pytest -q -rfEs
 
 clean:
