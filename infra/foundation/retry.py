@@ -60,5 +60,10 @@ def connected(attempt: AttemptManager) -> None:
 
 
 def _describe(exc: BaseException | None) -> str:
-    text = f"{type(exc).__name__}: {exc}".strip() if exc is not None else "failed"
-    return text.removesuffix(":")
+    """``Type: message``, once: aiokafka's messages often start with their own type's name already."""
+    if exc is None:
+        return "failed"
+    name, message = type(exc).__name__, str(exc).strip()
+    if not message or message == name:
+        return name
+    return message if message.startswith(name) else f"{name}: {message}"
