@@ -25,25 +25,22 @@ from typing import Callable
 
 import numpy as np
 
-from processor import metrics
 from infra.foundation.config import CameraConfig, Config
-from processor.frames import Frame
-from processor.scheduler import InferenceGate, Scheduler
-from processor.stages.base import BatchStage
-from processor.stages.face_tracks import FaceObservation, FaceTracker, MatchResult, TrackDecision
-from processor.stages.faces import align, assess
-from schemas.events import box_object, build_event
-from schemas.events import recognition_event
+from processor import metrics
 from processor.batcher import Batcher, DemandQueue
+from processor.frames import Frame
 from processor.gallery import GalleryWatcher
 from processor.ingest import IngestManager
 from processor.publisher import EventPublisher
-from processor.stages.faces import FaceDetector, FaceEmbedder
 from processor.review import ReviewQueue
+from processor.scheduler import InferenceGate, Scheduler
+from processor.stages.base import BatchStage
+from processor.stages.face_tracks import FaceObservation, FaceTracker, MatchResult, TrackDecision
+from processor.stages.faces import FaceAnalyzer, FaceDetector, FaceEmbedder, align, assess
 from processor.stages.persons import PersonDetector
 from processor.stages.recognition_feed import RecognitionFeed
 from processor.stages.room import PersonStage, RoomStage
-from processor.stages.faces import FaceAnalyzer
+from schemas.events import box_object, build_event, recognition_event
 
 log = logging.getLogger("rollcall.processor")
 

@@ -318,6 +318,8 @@ class EventPublisher:
 
     # ----------------------------------------------------------------------------------- sender
     async def _run(self) -> None:
+        # Not infra.foundation.retry: one delay is shared by connecting and sending, the pause is cut short
+        # by stop() when nothing is left to send, and the loop ends there rather than on an exception.
         backoff = self._backoff[0]
         failed_in_a_row = 0
         while True:
