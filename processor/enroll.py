@@ -182,14 +182,9 @@ class _PersonRefused(Exception):
     pass
 
 
-async def _enrol_person(conn: Any, analyzer: FaceAnalyzer, person_id: str, name: str | None, photos: Sequence[Path],
-                        consent_by: str | None, privacy: Any, report: EnrolReport, tick: Callable[[Path], None],
-                        source: str = "cli") -> None:
-    pack = analyzer.pack.name
-    row = await conn.fetchrow("SELECT display_name, pseudonymised_at FROM person WHERE id = $1", person_id)
-    if row is not None and row["pseudonymised_at"] is not None:
-        raise _PersonRefused(f"person {person_id!r} was erased (pseudonymised {row['pseudonymised_at']:%Y-%m-%d}): "
-                             "enrol them under a new id")
+async def _check_photos(analyzer: FaceAnalyzer, person_id: str, photos: Sequence[Path], report: EnrolReport,
+                        tick: Callable[[Path], None]) -> list[_Candidate]:
+    """The photos fit to enrol, each once; the others (and repeats of a photo) go to ``report.rejected``."""
     candidates: list[_Candidate] = []
     seen: dict[str, Path] = {}
     for path in photos:
@@ -203,6 +198,13 @@ async def _enrol_person(conn: Any, analyzer: FaceAnalyzer, person_id: str, name:
         if isinstance(result, Rejected):
             report.rejected.append(result)
         tick(path)
+    return candidates
+
+
+async def _not_enrolled_for_others(conn: Any, pack: str, person_id: str, candidates: list[_Candidate],
+                                   report: EnrolReport) -> list[tuple[_Candidate, Any]]:
+    """(candidate, its enrolment row for this person or None); a photo already enrolled for someone else is
+    rejected."""
     existing = {r["photo_sha256"]: r for r in await conn.fetch(
         "SELECT id, person_id, photo_sha256 FROM face_enrolment WHERE model_pack = $1 AND photo_sha256 = ANY($2::text[])",
         pack, [c.sha256 for c in candidates])} if candidates else {}
@@ -214,6 +216,19 @@ async def _enrol_person(conn: Any, analyzer: FaceAnalyzer, person_id: str, name:
                                             "other_person", person_id))
         else:
             todo.append((c, old))
+    return todo
+
+
+async def _enrol_person(conn: Any, analyzer: FaceAnalyzer, person_id: str, name: str | None, photos: Sequence[Path],
+                        consent_by: str | None, privacy: Any, report: EnrolReport, tick: Callable[[Path], None],
+                        source: str = "cli") -> None:
+    pack = analyzer.pack.name
+    row = await conn.fetchrow("SELECT display_name, pseudonymised_at FROM person WHERE id = $1", person_id)
+    if row is not None and row["pseudonymised_at"] is not None:
+        raise _PersonRefused(f"person {person_id!r} was erased (pseudonymised {row['pseudonymised_at']:%Y-%m-%d}): "
+                             "enrol them under a new id")
+    candidates = await _check_photos(analyzer, person_id, photos, report, tick)
+    todo = await _not_enrolled_for_others(conn, pack, person_id, candidates, report)
     if not todo:
         return
     days = int(privacy.enrolment_retention_days)

@@ -41,17 +41,18 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import random
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+from tenacity import RetryCallState
 
-from infra.foundation.errors import RollcallError
-from processor import model_packs
 from infra.foundation.db import describe_unreachable
+from infra.foundation.errors import RollcallError
+from infra.foundation.retry import connected, reconnecting
+from processor import model_packs
 
 log = logging.getLogger("rollcall.gallery")
 
@@ -240,7 +241,7 @@ class GalleryWatcher:
 
     ``start()`` waits for the first load (``RollcallError`` in one line if the database cannot be reached
     within ``start_timeout``); afterwards a lost connection is retried with exponential backoff
-    (``backoff_s`` min, max, with jitter) while the last gallery stays in use. ``version`` counts loads;
+    (``backoff_s``: first delay, longest delay) while the last gallery stays in use. ``version`` counts loads;
     ``on_reload(gallery)`` is called after each one.
     """
 
@@ -353,50 +354,58 @@ class GalleryWatcher:
         import asyncpg
 
         assert self._wake is not None
-        delay = self.backoff_s[0]
-        while True:
-            conn = None
-            try:
-                self._lost = False
-                conn = await asyncpg.connect(self.database_url, timeout=10)
-                conn.add_termination_listener(self._on_terminate)
-                await conn.add_listener(CHANNEL, self._on_notify)  # LISTEN before loading: no change slips by
-                self._wake.clear()
-                await self._reload(conn)
-                self.connected, self.last_error, delay = True, None, self.backoff_s[0]
-                next_refresh = time.monotonic() + self.refresh_s
-                while True:
-                    try:
-                        async with asyncio.timeout(self._next_timeout(next_refresh)):
-                            await self._wake.wait()
-                    except TimeoutError:
-                        pass
-                    if self._lost or conn.is_closed():
-                        raise ConnectionError("connection to PostgreSQL lost")
-                    expiry = self._current.expires_in()
-                    if self._wake.is_set():
-                        await asyncio.sleep(self.debounce_s)  # fold a burst of changes into one reload
-                        self._wake.clear()
-                        if self._lost:
-                            raise ConnectionError("connection to PostgreSQL lost")
-                    elif time.monotonic() < next_refresh and (expiry is None or expiry > 0):
-                        await conn.fetchval("SELECT 1", timeout=5)  # keepalive: notices a dead server
-                        continue
+        first_s, max_s = self.backoff_s
+        async for attempt in reconnecting(what=f"gallery {self.model_pack}", errors=(Exception,), first_s=first_s,
+                                          max_s=max_s, on_retry=self._on_retry):
+            with attempt:
+                conn = None
+                try:
+                    self._lost = False
+                    conn = await asyncpg.connect(self.database_url, timeout=10)
+                    conn.add_termination_listener(self._on_terminate)
+                    await conn.add_listener(CHANNEL, self._on_notify)  # LISTEN before loading: no change slips by
+                    self._wake.clear()
                     await self._reload(conn)
-                    next_refresh = time.monotonic() + self.refresh_s
-            except asyncio.CancelledError:
-                raise
-            except Exception as exc:  # noqa: BLE001 - any failure: back off and reconnect
-                self.connected = False
-                self.last_error = " ".join(str(exc).split()) or type(exc).__name__
-                self.reconnects += 1
-                log.warning("gallery %s: %s; reconnecting in %.1f s", self.model_pack, self.last_error, delay)
-                await asyncio.sleep(delay * (0.8 + 0.4 * random.random()))
-                delay = min(delay * 2, self.backoff_s[1])
-            finally:
-                if conn is not None and not conn.is_closed():
-                    try:
-                        async with asyncio.timeout(2):
-                            await conn.close()
-                    except Exception:  # noqa: BLE001
-                        conn.terminate()
+                    self.connected, self.last_error = True, None
+                    connected(attempt)
+                    await self._watch(conn)
+                except Exception as exc:  # noqa: BLE001 - any failure: back off and reconnect
+                    self.connected = False
+                    self.last_error = " ".join(str(exc).split()) or type(exc).__name__
+                    self.reconnects += 1
+                    raise
+                finally:
+                    if conn is not None and not conn.is_closed():
+                        try:
+                            async with asyncio.timeout(2):
+                                await conn.close()
+                        except Exception:  # noqa: BLE001
+                            conn.terminate()
+
+    async def _watch(self, conn: Any) -> None:
+        """Reload on a notification, at the next expiry and every ``refresh_s``; raise when the connection
+        is lost."""
+        assert self._wake is not None
+        next_refresh = time.monotonic() + self.refresh_s
+        while True:
+            try:
+                async with asyncio.timeout(self._next_timeout(next_refresh)):
+                    await self._wake.wait()
+            except TimeoutError:
+                pass
+            if self._lost or conn.is_closed():
+                raise ConnectionError("connection to PostgreSQL lost")
+            expiry = self._current.expires_in()
+            if self._wake.is_set():
+                await asyncio.sleep(self.debounce_s)  # fold a burst of changes into one reload
+                self._wake.clear()
+                if self._lost:
+                    raise ConnectionError("connection to PostgreSQL lost")
+            elif time.monotonic() < next_refresh and (expiry is None or expiry > 0):
+                await conn.fetchval("SELECT 1", timeout=5)  # keepalive: notices a dead server
+                continue
+            await self._reload(conn)
+            next_refresh = time.monotonic() + self.refresh_s
+
+    def _on_retry(self, state: RetryCallState) -> None:
+        log.warning("gallery %s: %s; reconnecting in %.1f s", self.model_pack, self.last_error, state.next_action.sleep)

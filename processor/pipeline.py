@@ -25,24 +25,22 @@ from typing import Callable
 
 import numpy as np
 
-from processor import metrics
 from infra.foundation.config import CameraConfig, Config
-from processor.frames import Frame
-from processor.scheduler import InferenceGate, Scheduler
-from processor.stages.base import BatchStage
-from processor.stages.face_tracks import FaceObservation, FaceTracker, MatchResult, TrackDecision
-from processor.stages.faces import align, assess
-from schemas.events import box_object, build_event
-from schemas.events import recognition_event
+from processor import metrics
 from processor.batcher import Batcher, DemandQueue
+from processor.frames import Frame
 from processor.gallery import GalleryWatcher
 from processor.ingest import IngestManager
 from processor.publisher import EventPublisher
-from processor.stages.faces import FaceDetector, FaceEmbedder
 from processor.review import ReviewQueue
+from processor.scheduler import InferenceGate, Scheduler
+from processor.stages.base import BatchStage
+from processor.stages.face_tracks import FaceObservation, FaceTracker, MatchResult, TrackDecision
+from processor.stages.faces import FaceAnalyzer, FaceDetector, FaceEmbedder, align, assess
 from processor.stages.persons import PersonDetector
-from processor.stages.room import PersonStage, RecognitionFeed, RoomStage
-from processor.stages.faces import FaceAnalyzer
+from processor.stages.recognition_feed import RecognitionFeed
+from processor.stages.room import PersonStage, RoomStage
+from schemas.events import box_object, build_event, recognition_event
 
 log = logging.getLogger("rollcall.processor")
 
@@ -264,6 +262,21 @@ class Processor:
         detector = FaceDetector(pack, score_threshold=config.thresholds.face_detection, input_size=None,
                                 providers=providers)
         embedder = FaceEmbedder(pack, providers=providers)
+        await self._start_services(pack)
+        self.scheduler = Scheduler(window_s=config.scheduling.window_s,
+                                   gate=InferenceGate(config.scheduling.inference_slots))
+        self._register_cameras()
+        self._start_door_stages(detector, embedder)
+        if self.room_cameras():
+            self._start_rooms(providers)
+        if self.metrics_port is not None:
+            self.metrics_port = metrics.serve(self.metrics_port)
+            log.info("metrics on http://127.0.0.1:%d/metrics", self.metrics_port)
+        self.started.set()
+
+    async def _start_services(self, pack: str) -> None:
+        """The event publisher, the gallery watcher, the camera readers and (if enabled) the review queue."""
+        config = self.config
         self.publisher = EventPublisher(self.kafka_bootstrap_servers,
                                         client_id=config.kafka.client_id,
                                         enable_idempotence=config.kafka.enable_idempotence,
@@ -278,12 +291,12 @@ class Processor:
         # embedded:<mount> urls are resolved at each (re)connect
         self.ingest.sync(self.door_cameras() + self.room_cameras())
         if config.privacy.review_unknown_faces:
-
             self.review = ReviewQueue(self.database_url, pack, retention_days=config.privacy.review_crop_retention_days)
             await self.review.start()
-        self.scheduler = Scheduler(window_s=config.scheduling.window_s,
-                                   gate=InferenceGate(config.scheduling.inference_slots))
-        self._register_cameras()
+
+    def _start_door_stages(self, detector: FaceDetector, embedder: FaceEmbedder) -> None:
+        """Door cameras: batcher → face stage → recognition stage, each a task."""
+        config = self.config
         self.face_stage = FaceStage(detector, config.thresholds)
         self.face_stage.scheduler = self.scheduler
         self.recognition = RecognitionStage(
@@ -312,12 +325,6 @@ class Processor:
             asyncio.create_task(self.recognition.run(results), name="recognition-stage"),
             asyncio.create_task(self._watch_queues(), name="queue-metrics"),
         ]
-        if self.room_cameras():
-            self._start_rooms(providers)
-        if self.metrics_port is not None:
-            self.metrics_port = metrics.serve(self.metrics_port)
-            log.info("metrics on http://127.0.0.1:%d/metrics", self.metrics_port)
-        self.started.set()
 
     def _start_rooms(self, providers) -> None:
 

@@ -48,6 +48,7 @@ from collections import deque
 from dataclasses import dataclass
 from typing import Any, Mapping
 
+from infra.foundation.metrics import Counter, Gauge, get_or_create
 from schemas import events
 
 log = logging.getLogger("rollcall.publisher")
@@ -67,38 +68,21 @@ class _Metrics:
     evicted: Any
 
 
-def _metric(kind, name: str, documentation: str, labels: tuple[str, ...] = ()):
-    """The collector ``name`` of the default registry: made here once, or the one already registered
-    (a second import of this module, or another module that made it first)."""
-    from prometheus_client import REGISTRY
-
-    try:
-        return kind(name, documentation, labels)
-    except ValueError:  # "Duplicated timeseries in CollectorRegistry"
-        existing = REGISTRY._names_to_collectors.get(name) or REGISTRY._names_to_collectors.get(
-            name.removesuffix("_total"))
-        if existing is None:
-            raise
-        return existing
-
-
 @functools.cache
 def metrics() -> _Metrics:
-    from prometheus_client import Counter, Gauge
-
     return _Metrics(
-        published=_metric(Counter, "rollcall_events_published_total",
-                          "Events the broker acknowledged, by topic", ("topic",)),
-        dropped=_metric(Counter, "rollcall_events_dropped_total",
-                        "Events that never reached the broker (buffer full, refused, unsent at stop), by topic",
-                        ("topic",)),
-        buffer_depth=_metric(Gauge, "rollcall_publisher_buffer_depth",
-                             "Events waiting in the publishers' outgoing buffers (in flight included)"),
-        send_errors=_metric(Counter, "rollcall_publisher_send_errors_total",
-                            "Failed connection attempts and failed sends of the event publishers"),
-        evicted=_metric(Counter, "rollcall_publisher_evicted_total",
-                        "Best-effort events evicted from a full buffer to keep attendance evidence, by topic",
-                        ("topic",)),
+        published=get_or_create(Counter, "rollcall_events_published_total",
+                                "Events the broker acknowledged, by topic", labelnames=["topic"]),
+        dropped=get_or_create(Counter, "rollcall_events_dropped_total",
+                              "Events that never reached the broker (buffer full, refused, unsent at stop), by topic",
+                              labelnames=["topic"]),
+        buffer_depth=get_or_create(Gauge, "rollcall_publisher_buffer_depth",
+                                   "Events waiting in the publishers' outgoing buffers (in flight included)"),
+        send_errors=get_or_create(Counter, "rollcall_publisher_send_errors_total",
+                                  "Failed connection attempts and failed sends of the event publishers"),
+        evicted=get_or_create(Counter, "rollcall_publisher_evicted_total",
+                              "Best-effort events evicted from a full buffer to keep attendance evidence, by topic",
+                              labelnames=["topic"]),
     )
 
 
@@ -334,6 +318,8 @@ class EventPublisher:
 
     # ----------------------------------------------------------------------------------- sender
     async def _run(self) -> None:
+        # Not infra.foundation.retry: one delay is shared by connecting and sending, the pause is cut short
+        # by stop() when nothing is left to send, and the loop ends there rather than on an exception.
         backoff = self._backoff[0]
         failed_in_a_row = 0
         while True:

@@ -12,8 +12,10 @@ import logging
 from collections import deque
 
 import cv2
+from tenacity import RetryCallState
 
 from infra.foundation.db import describe_unreachable
+from infra.foundation.retry import connected, reconnecting
 from processor.stages.face_tracks import TrackDecision
 
 log = logging.getLogger("rollcall.review")
@@ -55,36 +57,40 @@ class ReviewQueue:
     async def _run(self) -> None:
         import asyncpg
 
-        delay = 0.5
-        conn = None
-        while True:
-            if not self._pending:
-                self._wakeup.clear()
-                await self._wakeup.wait()
-                continue
-            try:
-                if conn is None or conn.is_closed():
-                    conn = await asyncpg.connect(self.database_url, timeout=10)
-                decision, event = self._pending[0]
-                ok, jpeg = await asyncio.to_thread(cv2.imencode, ".jpg", decision.crop, [cv2.IMWRITE_JPEG_QUALITY, 90])
-                captured = dt.datetime.fromtimestamp(decision.captured_at, dt.timezone.utc)
-                await conn.execute(
-                    """INSERT INTO review_face (camera_id, track_id, event_id, captured_at, model_pack, embedding,
-                       embedding_dim, crop_jpeg, quality, best_score, expires_at)
-                       VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11) ON CONFLICT (event_id) DO NOTHING""",
-                    decision.camera_id, decision.track_id, event["event_id"], captured, self.model_pack,
-                    [float(v) for v in decision.embedding], int(decision.embedding.shape[0]),
-                    jpeg.tobytes() if ok else None, decision.quality, decision.score, captured + self.retention)
-                self._pending.popleft()
-                self.written += 1
-                delay = 0.5
-            except asyncio.CancelledError:
-                if conn is not None:
-                    await conn.close()
-                raise
-            except (OSError, asyncpg.PostgresError, TimeoutError) as exc:
-                self.failures += 1
-                log.warning("%s; retrying in %.1f s", describe_unreachable(self.database_url, exc), delay)
+        # A failed write keeps its item at the front of the queue and is retried on a new connection.
+        errors = (OSError, asyncpg.PostgresError, TimeoutError)
+        async for attempt in reconnecting(what="review queue", errors=errors, on_retry=self._on_write_failed):
+            with attempt:
                 conn = None
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, 30.0)
+                try:
+                    while True:
+                        if not self._pending:
+                            self._wakeup.clear()
+                            await self._wakeup.wait()
+                            continue
+                        if conn is None or conn.is_closed():
+                            conn = await asyncpg.connect(self.database_url, timeout=10)
+                        await self._write(conn, *self._pending[0])
+                        self._pending.popleft()
+                        self.written += 1
+                        connected(attempt)
+                except asyncio.CancelledError:
+                    if conn is not None:
+                        await conn.close()
+                    raise
+
+    async def _write(self, conn, decision: TrackDecision, event: dict) -> None:
+        ok, jpeg = await asyncio.to_thread(cv2.imencode, ".jpg", decision.crop, [cv2.IMWRITE_JPEG_QUALITY, 90])
+        captured = dt.datetime.fromtimestamp(decision.captured_at, dt.timezone.utc)
+        await conn.execute(
+            """INSERT INTO review_face (camera_id, track_id, event_id, captured_at, model_pack, embedding,
+               embedding_dim, crop_jpeg, quality, best_score, expires_at)
+               VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11) ON CONFLICT (event_id) DO NOTHING""",
+            decision.camera_id, decision.track_id, event["event_id"], captured, self.model_pack,
+            [float(v) for v in decision.embedding], int(decision.embedding.shape[0]),
+            jpeg.tobytes() if ok else None, decision.quality, decision.score, captured + self.retention)
+
+    def _on_write_failed(self, state: RetryCallState) -> None:
+        self.failures += 1
+        log.warning("%s; retrying in %.1f s", describe_unreachable(self.database_url, state.outcome.exception()),
+                    state.next_action.sleep)

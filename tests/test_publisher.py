@@ -16,6 +16,7 @@ import pytest
 
 from infra.devstack import broker
 from infra.devstack.ports import choose_free_port, wait_until
+from infra.foundation.metrics import Counter, get_or_create
 from schemas import events
 from processor.publisher import EventPublisher, metrics
 
@@ -305,14 +306,10 @@ async def test_stop_with_the_broker_down_and_nothing_buffered_is_quick(free_port
 
 
 def test_metrics_are_registered_once():
-    from prometheus_client import Counter
-
-    from processor.publisher import _metric
-
     first = metrics()
     assert metrics() is first
     # a second registration (a re-imported module, another module) gets the registered collector back
-    again = _metric(Counter, "rollcall_events_published_total", "again", ("topic",))
+    again = get_or_create(Counter, "rollcall_events_published_total", "again", labelnames=["topic"])
     assert again is first.published
     EventPublisher("127.0.0.1:9", client_id="a")
     EventPublisher("127.0.0.1:9", client_id="b")

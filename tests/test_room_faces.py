@@ -16,7 +16,8 @@ from schemas.events import validate
 from processor.frames import Frame
 from processor.gallery import Gallery
 from processor.stages.persons import PersonDetection
-from processor.stages.room import DoorRecognition, PersonStage, RoomStage
+from processor.stages.recognition_feed import DoorRecognition
+from processor.stages.room import PersonStage, RoomStage
 
 PHOTOS = PROJECT_ROOT / "infra" / "scenarios" / "photos"
 FPS = 5.0

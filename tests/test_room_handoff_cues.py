@@ -16,7 +16,8 @@ from infra.foundation.config import EXAMPLE_CONFIG, load_config
 from schemas.events import validate
 from processor.frames import Frame
 from processor.stages.persons import PersonDetection
-from processor.stages.room import DoorRecognition, RoomStage
+from processor.stages.recognition_feed import DoorRecognition
+from processor.stages.room import RoomStage
 
 FPS = 4.0
 RED, BLUE, GREEN = (40, 40, 200), (200, 80, 30), (60, 170, 60)

@@ -14,7 +14,8 @@ from infra.foundation.config import EXAMPLE_CONFIG, load_config
 from schemas.events import validate
 from processor.frames import Frame
 from processor.stages.persons import PersonDetection
-from processor.stages.room import DoorRecognition, RoomStage
+from processor.stages.recognition_feed import DoorRecognition
+from processor.stages.room import RoomStage
 
 FPS = 5.0
 

@@ -4,11 +4,12 @@ One :class:`PersonTracker` per room camera. Detections (:class:`processor.stages
 are associated frame to frame by a tracker of the ``trackers`` library: ByteTrack, or as options BoT-SORT
 (without camera motion compensation, ``association="botsort"``) and OC-SORT (``"ocsort"``); all are
 Kalman-filtered and fed each frame's stream time, so a gap is predicted over in time, not counted in
-frames. Their box similarity is :class:`ReachSimilarity`: IoU, and where the boxes no longer overlap, how
-near the feet are in box heights against how far someone walks in the time since the last analysed frame
-(half that for a track whose feet have not moved for 1.5 s outside the entry zones: someone seated, whom a
-walker passing in front hides; with a walk's reach the seated track took the walker or the next person to
-sit down beside them), lowered when the torso looks differ (down to a tenth for clearly different looks).
+frames. Their box similarity is :class:`~processor.stages.track_association.ReachSimilarity`: IoU, and
+where the boxes no longer overlap, how near the feet are in box heights against how far someone walks in
+the time since the last analysed frame (half that for a track whose feet have not moved for 1.5 s outside
+the entry zones: someone seated, whom a walker passing in front hides; with a walk's reach the seated
+track took the walker or the next person to sit down beside them), lowered when the torso looks differ
+(down to a tenth for clearly different looks).
 With both, class-rush at 3 fps went from IDF1 0.943 to 0.959 and from 34 to 19 ID switches over 6
 replays. A camera that gets one frame a second (a loaded machine) sees a walker a box width or more
 further on each time: IoU alone starts a new track at every frame (C-BIoU's buffered IoU did not reach far
@@ -72,13 +73,11 @@ import cv2
 import numpy as np
 import supervision as sv
 from scipy.optimize import linear_sum_assignment
-from trackers import BoTSORTTracker, ByteTrackTracker, OCSORTTracker
-from trackers.utils.iou import BaseIoU, IoU
 
 from processor.stages.persons import PersonDetection
+from processor.stages.track_association import ASSOCIATIONS, ReachSimilarity, library_tracker
 
 EVENT_KINDS = ("appeared", "lost", "reacquired", "exited")
-ASSOCIATIONS = ("bytetrack", "botsort", "ocsort")
 
 Box = tuple[float, float, float, float]
 
@@ -126,59 +125,6 @@ class TrackEvent:
     identity_source: str | None = None
 
 
-class ReachSimilarity(BaseIoU):
-    """Association similarity for tracks seen a second apart: IoU where boxes overlap, else how near the
-    feet are, as a Gaussian of their distance in box heights whose width grows with the time since the
-    last analysed frame (``elapsed_s``, set before each update) at ``walk_heights_per_s``. Boxes of clearly
-    different heights (beyond a factor 1.4: someone nearer or farther) are not similar. Where both the
-    track and the detection have a torso signature (``looks``: a callable giving the look of a track's
-    predicted box and of a detection's box, or None), a different look lowers the similarity: of two
-    people equally near, the one who looks like the track continues it."""
-
-    def __init__(self, walk_heights_per_s: float = 0.5, still_heights: float = 0.1, look_weight: float = 1.0,
-                 look_floor: float = 0.3):
-        self.walk_heights_per_s = float(walk_heights_per_s)
-        self.still_heights = float(still_heights)
-        self.look_weight = float(look_weight)
-        self.look_floor = float(look_floor)
-        self.elapsed_s = 0.25
-        self.looks = None
-        self.mobility = None  # callable: per track box, the share of a walk's reach it gets (1: walking)
-        # over a longer gap a seated person may have stood up, and the library's prediction drifts: full reach
-        self.still_gap_s = 0.75
-        self._iou = IoU()
-
-    def _compute(self, boxes_1: np.ndarray, boxes_2: np.ndarray) -> np.ndarray:
-        iou = self._iou.compute(boxes_1, boxes_2)
-        h1, h2 = boxes_1[:, 3] - boxes_1[:, 1], boxes_2[:, 3] - boxes_2[:, 1]
-        dx = (boxes_1[:, None, 0] + boxes_1[:, None, 2] - boxes_2[None, :, 0] - boxes_2[None, :, 2]) / 2.0
-        dy = boxes_1[:, None, 3] - boxes_2[None, :, 3]
-        height = np.maximum((h1[:, None] + h2[None, :]) / 2.0, 1.0)
-        walk = self.walk_heights_per_s * max(0.0, self.elapsed_s)
-        mobility = np.ones(len(boxes_1))
-        if self.mobility is not None and self.elapsed_s <= self.still_gap_s:
-            mobility = np.asarray(self.mobility(boxes_1), float)
-        sigma = self.still_heights + walk * mobility[:, None]
-        near = np.exp(-0.5 * (np.hypot(dx, dy) / height / sigma) ** 2)
-        ratio = np.minimum(h1[:, None], h2[None, :]) / np.maximum(np.maximum(h1[:, None], h2[None, :]), 1.0)
-        near[ratio < 1 / 1.4] = 0.0
-        similarity = np.maximum(iou, near)
-        if self.looks is not None and self.look_weight > 0:
-            similarity *= self._look_factor(boxes_1, boxes_2)
-        return similarity
-
-    def _look_factor(self, boxes_1: np.ndarray, boxes_2: np.ndarray) -> np.ndarray:
-        """1 for alike looks (Bhattacharyya distance up to 0.3) or nothing to compare, down to ``look_floor``."""
-        track_looks, det_looks = self.looks(boxes_1, boxes_2)
-        factor = np.ones((len(boxes_1), len(boxes_2)))
-        for r, a in enumerate(track_looks):
-            for c, b in enumerate(det_looks):
-                if a is not None and b is not None:
-                    distance = cv2.compareHist(a, b, cv2.HISTCMP_BHATTACHARYYA)
-                    factor[r, c] = float(np.clip(1.0 - self.look_weight * (distance - 0.3), self.look_floor, 1.0))
-        return factor
-
-
 class PersonTracker:
     """A ``trackers`` tracker per room camera, turned into Rollcall track events (see the module docstring)."""
 
@@ -223,23 +169,10 @@ class PersonTracker:
         # trackers counts the lost-track buffer in frames of a 30 fps reference whatever frame_rate is (its
         # time budget is lost_track_buffer / 30 s): scale our seconds by 30, not by our fps.
         buffer = max(1, int(round(self.lost_after_s * 30.0 * library_buffer)))
-        if association == "ocsort":
-            self._tracker = OCSORTTracker(lost_track_buffer=buffer, frame_rate=self.fps, minimum_consecutive_frames=2,
-                                          minimum_iou_threshold=minimum_similarity,
-                                          high_conf_det_threshold=track_activation_threshold, iou=self.similarity)
-        elif association == "botsort":
-            self._tracker = BoTSORTTracker(lost_track_buffer=buffer, frame_rate=self.fps, enable_cmc=False,
-                                           track_activation_threshold=track_activation_threshold,
-                                           minimum_iou_threshold_first_assoc=minimum_similarity,
-                                           minimum_iou_threshold_second_assoc=minimum_similarity,
-                                           minimum_iou_threshold_unconfirmed_assoc=minimum_similarity,
-                                           high_conf_det_threshold=high_conf_det_threshold, iou=self.similarity,
-                                           instant_first_frame_activation=False)
-        else:
-            self._tracker = ByteTrackTracker(lost_track_buffer=buffer, frame_rate=self.fps,
-                                             track_activation_threshold=track_activation_threshold,
-                                             minimum_consecutive_frames=2, minimum_iou_threshold=minimum_similarity,
-                                             high_conf_det_threshold=high_conf_det_threshold, iou=self.similarity)
+        self._tracker = library_tracker(association, buffer, self.fps, self.similarity,
+                                        track_activation_threshold=track_activation_threshold,
+                                        high_conf_det_threshold=high_conf_det_threshold,
+                                        minimum_similarity=minimum_similarity)
         self._last_pts: float | None = None
         self._frame_times: deque[float] = deque(maxlen=64)  # stream times of the last analysed frames
         self._sightings: list[tuple[float, Box]] = []  # (pts, box) of unconfirmed detections, last backdate_s

@@ -3,8 +3,8 @@ identity handoff, presence events and per-room analytics.
 
     Batcher (room cameras) → PersonStage (YOLOv8, one onnxruntime call per batch, worker thread)
         → RoomStage (PersonTracker per camera → HandoffMatcher → presence events; room metrics)
-    RecognitionFeed (the recognition topic on Kafka, so door and room cameras may run in different
-        processes or machines) → RoomStage
+    RecognitionFeed (processor.stages.recognition_feed: the recognition topic on Kafka, so door and room
+        cameras may run in different processes or machines) → RoomStage
 
 Times handed between door and room are Unix seconds of the frames (each camera's capture clock).
 """
@@ -12,7 +12,6 @@ Times handed between door and room are Unix seconds of the frames (each camera's
 from __future__ import annotations
 
 import asyncio
-import datetime as dt
 import logging
 import time
 from collections import deque
@@ -21,16 +20,14 @@ from typing import Callable
 
 import numpy as np
 
+from infra.foundation.config import Config
 from processor import metrics
 from processor.appearance import Appearance, describe_person, mean as mean_appearance
-from infra.foundation.config import Config
 from processor.frames import Frame
+from processor.handoff import HandoffMatcher
 from processor.scheduler import Scheduler
 from processor.stages.base import BatchStage
-from schemas.events import MalformedEvent, decode
-from processor.handoff import HandoffMatcher
 from processor.stages.person_tracks import PersonTracker
-from schemas.events import build_event
 from schemas.events import box_object, build_event
 
 log = logging.getLogger("rollcall.room")
@@ -87,85 +84,6 @@ class RoomFace:
     box: tuple[float, float, float, float]
     embedding: np.ndarray
     quality: float
-
-
-@dataclass
-class DoorRecognition:
-    door_camera: str
-    person_id: str | None
-    event_id: str
-    door_time: float  # Unix seconds: when the face track started at the door camera
-    appearance: Appearance | None = None  # clothing below the face (recognition 1.1; None from 1.0)
-    side: str | None = None  # half of the door camera's image the face was in (1.1)
-
-
-class RecognitionFeed:
-    """Reads door recognitions from Kafka (from the topic's end at start: old ones are past any transit
-    window) and queues those of the configured door cameras for the room stage."""
-
-    def __init__(self, bootstrap_servers: str, topic: str, door_cameras: set[str], out: asyncio.Queue, *,
-                 client_id: str = "rollcall-room"):
-        self.bootstrap_servers = bootstrap_servers
-        self.topic = topic
-        self.door_cameras = door_cameras
-        self.out = out
-        self.client_id = client_id
-        self.received = 0
-        self.malformed = 0
-        self.ready = asyncio.Event()
-
-    async def run(self) -> None:
-        from aiokafka import AIOKafkaConsumer, TopicPartition
-        from aiokafka.errors import KafkaError
-
-
-        delay = 0.5
-        while True:
-            consumer = AIOKafkaConsumer(bootstrap_servers=self.bootstrap_servers, client_id=self.client_id,
-                                        enable_auto_commit=False, auto_offset_reset="latest")
-            try:
-                await consumer.start()
-                partitions = consumer.partitions_for_topic(self.topic) or set()
-                if not partitions:
-                    raise KafkaError(f"topic {self.topic} not found")
-                assigned = [TopicPartition(self.topic, p) for p in sorted(partitions)]
-                consumer.assign(assigned)
-                await consumer.seek_to_end(*assigned)
-                for tp in assigned:
-                    await consumer.position(tp)
-                self.ready.set()
-                delay = 0.5
-                while True:
-                    batches = await consumer.getmany(timeout_ms=200)
-                    for records in batches.values():
-                        for record in records:
-                            try:
-                                event = decode(self.topic, record.value)
-                            except MalformedEvent as exc:
-                                self.malformed += 1
-                                log.warning("skipping a malformed recognition: %s", exc)
-                                continue
-                            if event["camera_id"] not in self.door_cameras:
-                                continue
-                            self.received += 1
-                            # The track's first sighting: known faces are decided early (mid-approach) and
-                            # unknown ones at track end, so last_seen would bias their order; first_seen
-                            # is when each person came into the door camera's view, the same for both.
-                            door_time = dt.datetime.fromisoformat(event["first_seen"]).timestamp()
-                            recognition = DoorRecognition(
-                                event["camera_id"], event["person_id"], event["event_id"], door_time,
-                                appearance=Appearance.from_event(event.get("appearance")), side=event.get("side"))
-                            if self.out.full():
-                                self.out.get_nowait()  # the oldest is the least useful
-                            self.out.put_nowait(recognition)
-            except asyncio.CancelledError:
-                await consumer.stop()
-                raise
-            except (KafkaError, OSError) as exc:
-                log.warning("recognition feed from %s: %s; retrying in %.1f s", self.bootstrap_servers, exc, delay)
-                await consumer.stop()
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, 30.0)
 
 
 @dataclass

@@ -1,0 +1,87 @@
+"""How a room camera's person tracker associates boxes frame to frame: the ``trackers`` library's tracker
+(ByteTrack, BoT-SORT or OC-SORT) with :class:`ReachSimilarity` as its box similarity. Why this
+similarity, and what it measured, is in :mod:`processor.stages.person_tracks`' docstring.
+"""
+
+from __future__ import annotations
+
+import cv2
+import numpy as np
+from trackers import BoTSORTTracker, ByteTrackTracker, OCSORTTracker
+from trackers.utils.iou import BaseIoU, IoU
+
+ASSOCIATIONS = ("bytetrack", "botsort", "ocsort")
+
+
+class ReachSimilarity(BaseIoU):
+    """Association similarity for tracks seen a second apart: IoU where boxes overlap, else how near the
+    feet are, as a Gaussian of their distance in box heights whose width grows with the time since the
+    last analysed frame (``elapsed_s``, set before each update) at ``walk_heights_per_s``. Boxes of clearly
+    different heights (beyond a factor 1.4: someone nearer or farther) are not similar. Where both the
+    track and the detection have a torso signature (``looks``: a callable giving the look of a track's
+    predicted box and of a detection's box, or None), a different look lowers the similarity: of two
+    people equally near, the one who looks like the track continues it."""
+
+    def __init__(self, walk_heights_per_s: float = 0.5, still_heights: float = 0.1, look_weight: float = 1.0,
+                 look_floor: float = 0.3):
+        self.walk_heights_per_s = float(walk_heights_per_s)
+        self.still_heights = float(still_heights)
+        self.look_weight = float(look_weight)
+        self.look_floor = float(look_floor)
+        self.elapsed_s = 0.25
+        self.looks = None
+        self.mobility = None  # callable: per track box, the share of a walk's reach it gets (1: walking)
+        # over a longer gap a seated person may have stood up, and the library's prediction drifts: full reach
+        self.still_gap_s = 0.75
+        self._iou = IoU()
+
+    def _compute(self, boxes_1: np.ndarray, boxes_2: np.ndarray) -> np.ndarray:
+        iou = self._iou.compute(boxes_1, boxes_2)
+        h1, h2 = boxes_1[:, 3] - boxes_1[:, 1], boxes_2[:, 3] - boxes_2[:, 1]
+        dx = (boxes_1[:, None, 0] + boxes_1[:, None, 2] - boxes_2[None, :, 0] - boxes_2[None, :, 2]) / 2.0
+        dy = boxes_1[:, None, 3] - boxes_2[None, :, 3]
+        height = np.maximum((h1[:, None] + h2[None, :]) / 2.0, 1.0)
+        walk = self.walk_heights_per_s * max(0.0, self.elapsed_s)
+        mobility = np.ones(len(boxes_1))
+        if self.mobility is not None and self.elapsed_s <= self.still_gap_s:
+            mobility = np.asarray(self.mobility(boxes_1), float)
+        sigma = self.still_heights + walk * mobility[:, None]
+        near = np.exp(-0.5 * (np.hypot(dx, dy) / height / sigma) ** 2)
+        ratio = np.minimum(h1[:, None], h2[None, :]) / np.maximum(np.maximum(h1[:, None], h2[None, :]), 1.0)
+        near[ratio < 1 / 1.4] = 0.0
+        similarity = np.maximum(iou, near)
+        if self.looks is not None and self.look_weight > 0:
+            similarity *= self._look_factor(boxes_1, boxes_2)
+        return similarity
+
+    def _look_factor(self, boxes_1: np.ndarray, boxes_2: np.ndarray) -> np.ndarray:
+        """1 for alike looks (Bhattacharyya distance up to 0.3) or nothing to compare, down to ``look_floor``."""
+        track_looks, det_looks = self.looks(boxes_1, boxes_2)
+        factor = np.ones((len(boxes_1), len(boxes_2)))
+        for r, a in enumerate(track_looks):
+            for c, b in enumerate(det_looks):
+                if a is not None and b is not None:
+                    distance = cv2.compareHist(a, b, cv2.HISTCMP_BHATTACHARYYA)
+                    factor[r, c] = float(np.clip(1.0 - self.look_weight * (distance - 0.3), self.look_floor, 1.0))
+        return factor
+
+
+def library_tracker(association: str, buffer: int, fps: float, similarity: ReachSimilarity, *,
+                    track_activation_threshold: float, high_conf_det_threshold: float, minimum_similarity: float):
+    """The ``trackers`` library's tracker for ``association``, matching boxes by ``similarity``."""
+    if association == "ocsort":
+        return OCSORTTracker(lost_track_buffer=buffer, frame_rate=fps, minimum_consecutive_frames=2,
+                             minimum_iou_threshold=minimum_similarity,
+                             high_conf_det_threshold=track_activation_threshold, iou=similarity)
+    if association == "botsort":
+        return BoTSORTTracker(lost_track_buffer=buffer, frame_rate=fps, enable_cmc=False,
+                              track_activation_threshold=track_activation_threshold,
+                              minimum_iou_threshold_first_assoc=minimum_similarity,
+                              minimum_iou_threshold_second_assoc=minimum_similarity,
+                              minimum_iou_threshold_unconfirmed_assoc=minimum_similarity,
+                              high_conf_det_threshold=high_conf_det_threshold, iou=similarity,
+                              instant_first_frame_activation=False)
+    return ByteTrackTracker(lost_track_buffer=buffer, frame_rate=fps,
+                            track_activation_threshold=track_activation_threshold,
+                            minimum_consecutive_frames=2, minimum_iou_threshold=minimum_similarity,
+                            high_conf_det_threshold=high_conf_det_threshold, iou=similarity)
