@@ -17,18 +17,28 @@ events (counted), never slows the others. The SSE text of an event is built once
 from __future__ import annotations
 
 import asyncio
-import datetime as dt
 import collections
+import contextlib
+import datetime as dt
 import json
 import logging
 import time
 from dataclasses import dataclass, field
 from typing import Any, Iterable
+
+from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka.errors import KafkaError
+from tenacity import RetryCallState
+
+from infra.foundation.kafka import assign_from_end, tail_consumer
+from infra.foundation.retry import connected, reconnecting
 from schemas.events import MalformedEvent, decode
 
 log = logging.getLogger("rollcall.dashboard.live")
 
 FEED_TYPES = ("recognition", "presence", "occupancy")
+# what a broker that is down or going away raises: retried (TopicsMissing is a KafkaError)
+FEED_ERRORS = (KafkaError, OSError, RuntimeError, asyncio.TimeoutError)
 
 
 class StreamLimits:
@@ -126,57 +136,40 @@ class LiveHub:
             sub.offer(b"event: bye\ndata: {}\n\n")
 
     async def _run(self) -> None:
-        from aiokafka import AIOKafkaConsumer, TopicPartition
-        from aiokafka.errors import KafkaError
-
-        delay = 0.5
-        while True:
-            consumer = AIOKafkaConsumer(
-                bootstrap_servers=self.bootstrap_servers, client_id=self.client_id, group_id=None,
-                enable_auto_commit=False, auto_offset_reset="latest", security_protocol=self.security_protocol,
-                fetch_max_wait_ms=50, request_timeout_ms=10_000, metadata_max_age_ms=30_000)
-            try:
-                self.state = "connecting"
-                async with asyncio.timeout(15):
-                    await consumer.start()
-                partitions = []
-                for name in self._by_topic:
-                    ids = consumer.partitions_for_topic(name)
-                    if not ids:
-                        await consumer.topics()  # refresh metadata once
-                        ids = consumer.partitions_for_topic(name) or set()
-                    partitions += [TopicPartition(name, p) for p in sorted(ids)]
-                if not partitions:
-                    raise RuntimeError(f"none of the topics exist on {self.bootstrap_servers}: "
-                                       f"{', '.join(self._by_topic)}")
-                consumer.assign(partitions)
-                await consumer.seek_to_end(*partitions)
-                for tp in partitions:  # resolve the positions now, so "ready" means "reading from now"
-                    await consumer.position(tp)
-                self._consumer = consumer
-                self.state, self.error, self.connected_at = "connected", None, time.time()
-                self.ready.set()
-                delay = 0.5
-                while True:
-                    batches = await consumer.getmany(timeout_ms=1000, max_records=2000)
-                    for tp, records in batches.items():
-                        kind = self._by_topic.get(tp.topic)
-                        for record in records:
-                            self._handle(kind, tp.topic, record.value)
-                    self._expire()
-            except asyncio.CancelledError:
-                raise
-            except (KafkaError, OSError, RuntimeError, asyncio.TimeoutError) as exc:
-                self.state, self.error = "unavailable", f"{type(exc).__name__}: {exc}".strip()
-                log.warning("live feed: Kafka at %s: %s; retrying in %.1f s", self.bootstrap_servers, self.error, delay)
-            finally:
-                self._consumer = None
+        """Read the topics from their end, reconnecting (0.5 s doubling up to 15 s) whenever the broker fails."""
+        async for attempt in reconnecting(what=f"live feed: Kafka at {self.bootstrap_servers}", errors=FEED_ERRORS,
+                                          log=log, first_s=0.5, max_s=15.0, on_retry=self._unavailable):
+            with attempt:
+                consumer = tail_consumer(self.bootstrap_servers, client_id=self.client_id,
+                                         security_protocol=self.security_protocol, fetch_max_wait_ms=50,
+                                         request_timeout_ms=10_000, metadata_max_age_ms=30_000)
                 try:
-                    await consumer.stop()
-                except Exception:  # noqa: BLE001 - already failing; the retry reports the cause
-                    pass
-            await asyncio.sleep(delay)
-            delay = min(delay * 2, 15.0)
+                    self.state = "connecting"
+                    async with asyncio.timeout(15):
+                        await consumer.start()
+                    await assign_from_end(consumer, list(self._by_topic))  # "ready" means "reading from now"
+                    self._consumer = consumer
+                    self.state, self.error, self.connected_at = "connected", None, time.time()
+                    self.ready.set()
+                    connected(attempt)
+                    await self._read(consumer)
+                finally:
+                    self._consumer = None
+                    with contextlib.suppress(Exception):  # already failing; the retry reports the cause
+                        await consumer.stop()
+
+    async def _read(self, consumer: AIOKafkaConsumer) -> None:
+        while True:
+            batches = await consumer.getmany(timeout_ms=1000, max_records=2000)
+            for tp, records in batches.items():
+                kind = self._by_topic.get(tp.topic)
+                for record in records:
+                    self._handle(kind, tp.topic, record.value)
+            self._expire()
+
+    def _unavailable(self, retry: RetryCallState) -> None:
+        exc = retry.outcome.exception()
+        self.state, self.error = "unavailable", f"{type(exc).__name__}: {exc}".strip()
 
     # ------------------------------------------------------------------------------- events
     def _handle(self, kind: str | None, topic: str, value: bytes | None) -> None:
@@ -214,7 +207,6 @@ class LiveHub:
         if not self.subscribers:
             return
         message = sse_message(event)
-        room = event.get("room_id")
         for sub in self.subscribers:
             if event_type in sub.types and visible(event, sub.rooms):
                 sub.offer(message)
@@ -286,8 +278,6 @@ class LiveHub:
 
     async def end_offsets(self, topics: list[str]) -> dict[tuple[str, int], int]:
         """End offsets of every partition of ``topics`` (through the hub's connection)."""
-        from aiokafka import TopicPartition
-
         consumer = self._consumer
         if consumer is None:
             raise RuntimeError(self.error or "not connected to Kafka")

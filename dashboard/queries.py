@@ -281,3 +281,15 @@ async def other_sessions_in_room(conn, room_id: str, course_id: str, start: dt.d
              AND starts_at < $4 AND least(ends_at, coalesce(closed_at, ends_at)) > $3
            ORDER BY starts_at""", room_id, course_id, start, end)
     return [_row(r) for r in rows]
+
+
+async def ping(conn) -> None:
+    await conn.fetchval("SELECT 1")
+
+
+async def person_exists(conn, person_id: str) -> bool:
+    return await conn.fetchval("SELECT 1 FROM person WHERE id = $1", person_id) is not None
+
+
+async def record_login(conn, username: str) -> None:
+    await conn.execute("UPDATE dashboard_user SET last_login_at = now() WHERE username = $1", username)

@@ -19,8 +19,8 @@ import numpy as np
 import pytest
 
 from consumers.privacy import KEY_ENV, audit_login, erase_person, pseudonym_key, record_audit
+from infra.foundation.db import MIGRATIONS_DIR
 from infra.foundation.errors import RollcallError
-from infra.foundation.paths import PROJECT_ROOT
 from infra.foundation.config import Config, PrivacyConfig
 from tests import dashboard_kit as kit
 from tests.test_writer_kit import create_topics, prepare_database, wait_until, writer_config
@@ -111,7 +111,7 @@ def test_old_unsalted_hashes_are_removed_by_migration_0008(fresh_database):
         try:
             await record_audit(conn, "dpo", "person.erase", None,
                                {"enrolments": 1, "subject_sha256": hashlib.sha256(b"s7").hexdigest()})
-            await conn.execute((PROJECT_ROOT / "infra" / "migrations" / "0008_audit_pseudonyms.sql").read_text())
+            await conn.execute((MIGRATIONS_DIR / "0008_audit_pseudonyms.sql").read_text())
             text = await conn.fetchval("SELECT detail::text FROM audit_log WHERE action = 'person.erase'")
             assert hashlib.sha256(b"s7").hexdigest() not in text and '"enrolments": 1' in text
         finally:

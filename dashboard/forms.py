@@ -1,0 +1,131 @@
+"""The request bodies the dashboard accepts (a form, or a JSON object), as pydantic models.
+
+The fields are as lenient as the forms they come from: a missing or empty value is "", a yes/no field
+takes a JSON true or "yes", "on", "true", "1". What a field must be is said by its validator in one
+line; :func:`parse` turns the first failure into a :class:`~dashboard.services.Problem` (400).
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, TypeVar
+
+from pydantic import BaseModel, BeforeValidator, ConfigDict, ValidationError, field_validator
+
+from dashboard.services import Problem
+from processor.api import PERSON_ID
+
+YES = ("yes", "on", "true", "1")
+
+# any value as text; None, "", 0, false and a missing field are ""
+Text = Annotated[str, BeforeValidator(lambda value: str(value) if value else "")]
+# a ticked box: JSON true, or one of YES (any case)
+Flag = Annotated[bool, BeforeValidator(lambda value: value is True or str(value or "").lower() in YES)]
+
+Model = TypeVar("Model", bound=BaseModel)
+
+
+def parse(model: type[Model], fields: Any, problem: str | None = None) -> Model:
+    """``fields`` as ``model``, or a 400 saying the first thing wrong (``problem``: one message for all)."""
+    try:
+        return model.model_validate(fields)
+    except ValidationError as exc:
+        if problem is not None:
+            raise Problem(problem) from None
+        error = exc.errors(include_url=False)[0]
+        message = str(error["msg"]).removeprefix("Value error, ")
+        if error["type"] != "value_error":
+            message = f"{'.'.join(map(str, error['loc']))}: {message}"
+        raise Problem(message) from None
+
+
+class Login(BaseModel):
+    username: Text = ""
+    password: Text = ""
+    next: Text = ""
+
+
+class PasswordChange(BaseModel):
+    current_password: Text = ""
+    new_password: Text = ""
+
+
+class SessionOpening(BaseModel):
+    """A session opened by hand: the course, the room, and minutes (a one-off from now) or none (the
+    timetable session running now)."""
+    course: Text = ""
+    room: Text = ""
+    minutes: int | None = None
+
+    @field_validator("minutes", mode="before")
+    @classmethod
+    def _minutes(cls, value: Any) -> int | None:
+        if not str(value or "").strip():
+            return None
+        try:
+            minutes = int(value)
+        except (TypeError, ValueError, OverflowError):
+            raise ValueError(f"minutes {str(value)[:40]!r} is not a number") from None
+        if not 1 <= minutes <= 24 * 60:
+            raise ValueError("minutes must be between 1 and 1440")
+        return minutes
+
+
+class Resolution(BaseModel):
+    status: Text = ""
+
+
+class VideoOffer(BaseModel):
+    """The browser's WebRTC offer."""
+    sdp: str
+    type: str
+
+    @field_validator("type")
+    @classmethod
+    def _an_offer(cls, value: str) -> str:
+        if value != "offer":
+            raise ValueError("not an offer")
+        return value
+
+
+VIDEO_OFFER_PROBLEM = "send the browser's offer as JSON {\"sdp\": ..., \"type\": \"offer\"}"
+
+
+class Enrolment(BaseModel):
+    """The enrolment form's fields (the photos are read from the form itself)."""
+    model_config = ConfigDict(validate_default=True)  # a missing consent is refused too
+    person_id: Text = ""
+    name: Text = ""
+    consent: Flag = False
+
+    @field_validator("consent")
+    @classmethod
+    def _given(cls, value: bool) -> bool:
+        if not value:
+            raise ValueError("refusing to enrol without consent: confirm the person agreed to face recognition "
+                             "(tick the consent box)")
+        return value
+
+
+class ReviewAcceptance(BaseModel):
+    """Accept an unknown face as a person (a new one with ``new_person``)."""
+    model_config = ConfigDict(validate_default=True)  # a missing person id or consent is refused too
+    person_id: Text = ""
+    consent: Flag = False
+    new_person: Flag = False
+    name: Text = ""
+    note: Text = ""
+
+    @field_validator("person_id")
+    @classmethod
+    def _valid_id(cls, value: str) -> str:
+        value = value.strip()
+        if not PERSON_ID.match(value):
+            raise ValueError(f"person id {value!r} is not valid: letters, digits, '_', '.', '-' (up to 64)")
+        return value
+
+    @field_validator("consent")
+    @classmethod
+    def _given(cls, value: bool) -> bool:
+        if not value:
+            raise ValueError("refusing to enrol without consent: confirm the person agreed to face recognition")
+        return value
