@@ -50,7 +50,7 @@ from typing import Any
 import numpy as np
 
 from infra.foundation.errors import RollcallError
-from processor import model_packs
+from processor import model_catalogue
 from infra.foundation.db import describe_unreachable
 
 log = logging.getLogger("rollcall.gallery")
@@ -60,9 +60,9 @@ DEFAULT_MARGIN = 0.08
 
 
 def default_threshold(model_pack: str) -> float:
-    """The pack's calibrated match threshold (model_packs.PackSpec.match_threshold)."""
+    """The pack's calibrated match threshold (model_catalogue.PackSpec.match_threshold)."""
 
-    return float(model_packs.pack_spec(model_pack).match_threshold)
+    return float(model_catalogue.pack_spec(model_pack).match_threshold)
 
 
 def match_settings(model_pack: str, thresholds: Any = None) -> tuple[float, float]:
@@ -194,7 +194,7 @@ ORDER BY e.person_id, e.id
 def _expected_dim(model_pack: str) -> int | None:
 
     try:
-        return model_packs.pack_spec(model_pack).embedding_dim
+        return model_catalogue.pack_spec(model_pack).embedding_dim
     except (KeyError, RollcallError):
         return None
 
