@@ -23,6 +23,7 @@ from infra.foundation.paths import cache_dir, models_dir
 from infra.foundation.registry_fetch import sha256_of
 from processor.model_catalogue import DEFAULT_PACK, MANIFEST, ModelSpec, PackSpec, pack_spec
 
+# DEFAULT_PACK is the catalogue's: the pack load_pack and the stages use when none is named
 __all__ = ["DEFAULT_PACK", "LoadedPack", "create_session", "load_pack", "one_line", "open_insightface",
            "read_manifest"]
 
