@@ -52,7 +52,7 @@ from tenacity import RetryCallState
 from infra.foundation.db import describe_unreachable
 from infra.foundation.errors import RollcallError
 from infra.foundation.retry import connected, reconnecting
-from processor import model_packs
+from processor import model_catalogue, model_packs
 
 log = logging.getLogger("rollcall.gallery")
 
@@ -61,9 +61,9 @@ DEFAULT_MARGIN = 0.08
 
 
 def default_threshold(model_pack: str) -> float:
-    """The pack's calibrated match threshold (model_packs.PackSpec.match_threshold)."""
+    """The pack's calibrated match threshold (model_catalogue.PackSpec.match_threshold)."""
 
-    return float(model_packs.pack_spec(model_pack).match_threshold)
+    return float(model_catalogue.pack_spec(model_pack).match_threshold)
 
 
 def match_settings(model_pack: str, thresholds: Any = None) -> tuple[float, float]:
@@ -195,7 +195,7 @@ ORDER BY e.person_id, e.id
 def _expected_dim(model_pack: str) -> int | None:
 
     try:
-        return model_packs.pack_spec(model_pack).embedding_dim
+        return model_catalogue.pack_spec(model_pack).embedding_dim
     except (KeyError, RollcallError):
         return None
 

@@ -10,7 +10,9 @@ import cv2
 import numpy as np
 import pytest
 
+from processor import model_fetch
 from processor import model_packs as mp
+from processor.model_catalogue import PHOTOS_DIR
 from infra.foundation.config import ThresholdsConfig
 from processor.gallery import Gallery, match_settings
 from processor.stages import faces as F
@@ -25,13 +27,13 @@ PORTRAITS = {
 
 @pytest.fixture(scope="module")
 def pack() -> mp.LoadedPack:
-    mp.fetch_pack("open")
+    model_fetch.fetch_pack("open")
     return mp.load_pack("open")
 
 
 @pytest.fixture(scope="module")
 def photos(pack) -> dict[str, np.ndarray]:
-    return {name: cv2.imread(str(mp.PHOTOS_DIR / name)) for name in PORTRAITS}
+    return {name: cv2.imread(str(PHOTOS_DIR / name)) for name in PORTRAITS}
 
 
 @pytest.fixture(scope="module")

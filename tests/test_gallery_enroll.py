@@ -17,18 +17,20 @@ import pytest
 
 from infra.foundation import db
 from infra.foundation.errors import RollcallError
+from processor import model_fetch
 from processor import model_packs as mp
+from processor.model_catalogue import PHOTOS_DIR
 from infra.foundation.config import PrivacyConfig, ThresholdsConfig
 from processor.enroll import enroll_from_dir, enroll_photos
 from processor.gallery import CHANNEL, Gallery, GalleryWatcher, load_gallery
 from processor.stages import faces as F
 
-PHOTOS = mp.PHOTOS_DIR
+PHOTOS = PHOTOS_DIR
 
 
 @pytest.fixture(scope="module")
 def pack() -> mp.LoadedPack:
-    mp.fetch_pack("open")
+    model_fetch.fetch_pack("open")
     return mp.load_pack("open")
 
 

@@ -16,6 +16,8 @@ import numpy as np
 import pytest
 
 from infra.foundation.errors import RollcallError
+from processor import model_catalogue as catalogue
+from processor import model_fetch
 from processor import model_packs as mp
 
 VTEST = Path("/usr/share/doc/opencv-doc/examples/data/vtest.avi")
@@ -31,20 +33,20 @@ ARCFACE_112 = np.array([[38.2946, 51.6963], [73.5318, 51.5014], [56.0252, 71.736
 
 @pytest.fixture(scope="module")
 def pack() -> mp.LoadedPack:
-    mp.fetch_pack("open")
+    model_fetch.fetch_pack("open")
     return mp.load_pack("open")
 
 
 @pytest.fixture(scope="module")
 def sessions(pack):
-    return {role: mp.create_session(pack.path(role)) for role in mp.ROLES}
+    return {role: mp.create_session(pack.path(role)) for role in catalogue.ROLES}
 
 
 @pytest.fixture(scope="module")
 def photos(pack) -> dict[str, np.ndarray]:
     out = {}
     for name in PORTRAITS:
-        img = cv2.imread(str(mp.PHOTOS_DIR / name))
+        img = cv2.imread(str(catalogue.PHOTOS_DIR / name))
         assert img is not None, name
         out[name] = img
     return out
@@ -153,11 +155,11 @@ def read_frames(path: Path, indices: list[int]) -> list[np.ndarray]:
 # ------------------------------------------------------------------------------------------- tests
 
 def test_fetch_open_is_idempotent(pack):
-    files = [pack.dir / mp.MANIFEST, *pack.paths.values(), *(mp.PHOTOS_DIR / n for n in PORTRAITS)]
+    files = [pack.dir / catalogue.MANIFEST, *pack.paths.values(), *(catalogue.PHOTOS_DIR / n for n in PORTRAITS)]
     before = {f: f.stat().st_mtime_ns for f in files}
     t0 = time.perf_counter()
     messages: list[str] = []
-    assert mp.fetch_pack("open", progress=messages.append) == pack.dir
+    assert model_fetch.fetch_pack("open", progress=messages.append) == pack.dir
     elapsed = time.perf_counter() - t0
     print(f"second fetch: {elapsed * 1000:.0f} ms, {messages}")
     assert {f: f.stat().st_mtime_ns for f in files} == before
@@ -165,7 +167,7 @@ def test_fetch_open_is_idempotent(pack):
     assert elapsed < 3.0
     manifest = mp.load_pack("open", verify=True).manifest
     assert manifest is not None
-    assert {f["role"] for f in manifest["files"]} == set(mp.ROLES)
+    assert {f["role"] for f in manifest["files"]} == set(catalogue.ROLES)
     assert all(len(f["sha256"]) == 64 and f["licence"]["spdx"] and f["source"]["origin"] for f in manifest["files"])
     assert not list(pack.dir.parent.glob(".open.partial-*"))
 
@@ -281,7 +283,7 @@ def test_arcface_fetch_without_network_is_one_clear_line(tmp_path, monkeypatch):
     monkeypatch.setenv("ROLLCALL_HOME", str(tmp_path))  # an empty home: nothing copied in
     for name in ("arcface", "arcface-s"):
         with pytest.raises(RollcallError) as err:
-            mp.fetch_pack(name)
+            model_fetch.fetch_pack(name)
         message = str(err.value)
         print(message)
         assert "\n" not in message
@@ -298,21 +300,21 @@ def test_open_pack_missing_is_a_clear_error(tmp_path, monkeypatch):
     with pytest.raises(RollcallError, match=r"model pack 'open' is not fetched: run `rollcall models fetch open`"):
         mp.load_pack("open")
     with pytest.raises(RollcallError, match="unknown model pack 'nope'"):
-        mp.pack_dir("nope")
+        catalogue.pack_dir("nope")
 
 
 def test_list_packs_reports_licences_for_every_file(pack):
-    packs = {p.name: p for p in mp.list_packs()}
+    packs = {p.name: p for p in catalogue.list_packs()}
     assert set(packs) >= {"open", "arcface", "arcface-s"}
     assert packs["open"].default and packs["open"].fetched
     for info in packs.values():
-        assert {f.role for f in info.files} == set(mp.ROLES)
+        assert {f.role for f in info.files} == set(catalogue.ROLES)
         for f in info.files:
             print(f"{info.name:10} {f.role:16} {f.filename:38} {f.licence.spdx:40} {f.source}")
             assert f.licence.spdx and f.licence.note and f.source
     licences = {p.name: {f.role: f.licence.spdx for f in p.files} for p in packs.values()}
     assert licences["open"] == {"face_detector": "Apache-2.0", "face_embedder": "Apache-2.0", "person_detector": "AGPL-3.0"}
     assert "non-commercial" in licences["arcface"]["face_embedder"]
-    assert json.loads(json.dumps([mp.pack_info_dict(p) for p in packs.values()]))[0]["files"][0]["licence"]["spdx"]
-    assert "AGPL-3.0" in mp.describe_pack(packs["open"])
+    assert json.loads(json.dumps([catalogue.pack_info_dict(p) for p in packs.values()]))[0]["files"][0]["licence"]["spdx"]
+    assert "AGPL-3.0" in catalogue.describe_pack(packs["open"])
     assert packs["arcface"].embedding_dim == 512

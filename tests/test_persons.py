@@ -201,8 +201,8 @@ def test_int8_detector_finds_the_same_people(detector):
     import onnx
 
     from infra.scenario.check import iou
-    from processor import model_packs as mp
     from processor import onnx_surgery
+    from processor.model_catalogue import PHOTOS_DIR
     from processor.quantize import float_head_nodes
     from processor.stages.persons import PersonDetector
 
@@ -212,7 +212,7 @@ def test_int8_detector_finds_the_same_people(detector):
     assert PersonDetector("open", precision="auto", providers=["CPUExecutionProvider"]).precision == "int8"
     assert PersonDetector("open", precision="auto", fit_to_frame=False).precision == "fp32"
     images = [img for _, img in _frames(VTEST, [0, 60, 120, 180, 240, 300])]
-    images.append(cv2.imread(str(mp.PHOTOS_DIR / "ultralytics_zidane.jpg")))
+    images.append(cv2.imread(str(PHOTOS_DIR / "ultralytics_zidane.jpg")))
     int8 = PersonDetector("open", precision="int8")
     size = int8.input_size_for(images[0].shape)
     plain, small = detector.detect(images), int8.detect(images)

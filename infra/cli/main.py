@@ -284,23 +284,23 @@ def models() -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON document.")
 def models_list(as_json: bool) -> None:
     """List the packs, their files, where they come from, their licences, and whether fetched."""
-    from processor import model_packs
+    from processor import model_catalogue
 
-    packs = model_packs.list_packs()
+    packs = model_catalogue.list_packs()
     if as_json:
-        _print_json([model_packs.pack_info_dict(p) for p in packs])
+        _print_json([model_catalogue.pack_info_dict(p) for p in packs])
         return
     for pack in packs:
-        click.echo(model_packs.describe_pack(pack))
+        click.echo(model_catalogue.describe_pack(pack))
 
 
 @models.command("fetch")
 @click.argument("pack", default="open")
 def models_fetch(pack: str) -> None:
     """Fetch a model pack (default: open). Cached: a second fetch does no work."""
-    from processor import model_packs
+    from processor import model_fetch
 
-    path = model_packs.fetch_pack(pack)
+    path = model_fetch.fetch_pack(pack)
     click.echo(f"model pack {pack!r} ready in {path}")
 
 

@@ -1,7 +1,7 @@
 """Prometheus metrics plumbing shared by every service: one way to define a metric, one /metrics server.
 
 Each service defines its own metrics with :func:`get_or_create` (the processor's stages in
-``processor/metrics.py``, cameras in ``processor/ingest.py``, the publisher, the writer) and serves them
+``processor/metrics.py``, cameras in ``processor/ingest/metrics.py``, the publisher, the writer) and serves them
 with :func:`serve` (prometheus_client's own HTTP server, in a thread).
 """
 

@@ -24,6 +24,7 @@ import numpy as np
 import onnx
 
 from processor import model_packs as mp
+from processor.model_catalogue import PHOTOS_DIR
 from processor import onnx_surgery, quantize
 from processor.stages.base import require_bgr
 
@@ -219,7 +220,7 @@ class PersonDetector:
 
 def calibration_photos() -> list[Path]:
     """The model pack's sample photos (``rollcall models fetch``): the int8 variant's calibration set."""
-    return sorted(p for p in mp.PHOTOS_DIR.glob("*") if p.suffix.lower() in (".jpg", ".jpeg", ".png"))
+    return sorted(p for p in PHOTOS_DIR.glob("*") if p.suffix.lower() in (".jpg", ".jpeg", ".png"))
 
 
 def _io_names(model_file: Path) -> tuple[str, str]:

@@ -1,0 +1,57 @@
+"""A camera's ingest states, the record of a state change, and the options every camera is read with."""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass
+
+
+class CameraState(str, enum.Enum):
+    CONNECTING = "CONNECTING"
+    STREAMING = "STREAMING"
+    STALLED = "STALLED"
+    BACKING_OFF = "BACKING_OFF"
+    STOPPED = "STOPPED"
+
+    def __str__(self) -> str:
+        return self.value
+
+
+@dataclass(frozen=True, slots=True)
+class Transition:
+    at: float  # time.time() of the change
+    monotonic: float  # time.monotonic() of the change
+    old: CameraState | None
+    new: CameraState
+    reason: str
+    delay_s: float | None = None  # BACKING_OFF: the chosen delay
+    ceiling_s: float | None = None  # BACKING_OFF: min(cap, base * 2**(attempt - 1)), the jitter's upper bound
+
+
+@dataclass(frozen=True)
+class IngestOptions:
+    """How every camera is read; the defaults suit real RTSP cameras."""
+
+    buffer_capacity: int = 2  # per door camera, drop-oldest
+    # Room cameras keep frames spread over this much stream time, at most one per 0.5 s of it (see
+    # processor.frames): when the detector falls behind, person tracks need an even view of the room
+    # more than the lowest latency.
+    room_buffer_s: float = 2.0
+    stall_timeout_s: float = 5.0  # no frame (or no data) for this long -> STALLED -> reconnect; the read timeout
+    keyframe_timeout_s: float = 12.0  # after a (re)connect or a corrupt frame: no clean keyframe -> STALLED
+    open_timeout_s: float = 10.0  # connect + RTSP handshake + stream probe
+    backoff_base_s: float = 0.5
+    backoff_cap_s: float = 30.0
+    healthy_after_s: float = 10.0  # a connection that streamed this long resets the backoff
+    rtsp_transport: str = "tcp"
+    analyzeduration_us: int = 500_000  # short probe: opens in ~0.6 s instead of ~1.9 s
+    hwaccel: str = "auto"  # auto (cuda, then vaapi, else software), none, or an FFmpeg device type
+    decoder_threads: int = 0  # 0 = FFmpeg's choice (thread_type AUTO)
+    pace_files: bool = True  # file:// and plain paths are read at their own frame rate, like a camera
+
+    def __post_init__(self) -> None:
+        if self.buffer_capacity < 1:
+            raise ValueError("buffer_capacity must be at least 1")
+        if self.stall_timeout_s <= 0 or self.open_timeout_s <= 0 or self.keyframe_timeout_s <= 0:
+            raise ValueError("timeouts must be positive")
+
