@@ -52,7 +52,7 @@ from tenacity import RetryCallState
 from infra.foundation.db import describe_unreachable
 from infra.foundation.errors import RollcallError
 from infra.foundation.retry import connected, reconnecting
-from processor import model_catalogue, model_packs
+from processor import model_catalogue
 
 log = logging.getLogger("rollcall.gallery")
 
