@@ -90,11 +90,11 @@ class AttendanceWriter:
     async def run(self) -> None:
         """Consume until :meth:`stop`; PostgreSQL or the broker being away only delays it."""
         self._producer, self._consumer = self._clients()
-        self._batches = BatchStore(self.settings, database_url=self.database_url, stats=self.stats,
-                                   timetable=self.timetable, dead_letters=DeadLetterSender(
-                                       self._producer, topic=self.config.kafka.topics.dead_letter.name,
-                                       group=self.settings.group_id,
-                                       max_value_bytes=self.settings.dead_letter_max_value_bytes))
+        dead_letters = DeadLetterSender(self._producer, topic=self.config.kafka.topics.dead_letter.name,
+                                        group=self.settings.group_id,
+                                        max_value_bytes=self.settings.dead_letter_max_value_bytes)
+        self._batches = BatchStore(self.settings, database_url=self.database_url, dead_letters=dead_letters,
+                                   stats=self.stats, timetable=self.timetable)
         loop = ConsumerLoop(self._consumer, self.settings, reader=self.reader, batches=self._batches,
                             database_url=self.database_url, stats=self.stats, health=self.status, stop=self._stop,
                             stored=self._outbox_wakeup)
