@@ -10,6 +10,8 @@ import uuid
 from pathlib import Path
 
 import pytest
+from infra.devstack import stack as embedded
+from infra.foundation.config import EXAMPLE_CONFIG, load_config
 
 
 @pytest.fixture(scope="session")
@@ -22,8 +24,6 @@ def stack_dir(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="session")
 def stack(stack_dir):
-    from infra.devstack import stack as embedded
-    from infra.foundation.config import EXAMPLE_CONFIG, load_config
 
     config = load_config(EXAMPLE_CONFIG, environ={})
     state = embedded.up(topics=[(t.name, t.partitions) for t in config.kafka.topics.all()],

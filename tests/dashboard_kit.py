@@ -12,6 +12,7 @@ import asyncpg
 
 from infra.devstack import dashboard as testing
 from tests.conftest import create_database
+from dashboard.app import create_app
 
 PASSWORDS = {"admin": "admin-password-1", "turing": "turing-password-1", "macron": "macron-password-1",
              "ardern": "ardern-password-1"}
@@ -25,7 +26,6 @@ def served_dashboard(stack, config, prefix: str, *, secret_key: str, camera_urls
     """The dashboard app on a new database (migrated, the config's topology loaded, ``accounts`` made with
     ``passwords``) served over HTTP by ``serve``. ``prepare(database_url)`` runs before the app starts; what it
     returns is ``.prepared``. The served object also carries ``.database_url``, ``.bootstrap`` and ``.passwords``."""
-    from dashboard.app import create_app
 
     database_url = create_database(stack, prefix)
     testing.prepare_database(database_url, config)

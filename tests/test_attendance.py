@@ -16,6 +16,8 @@ from consumers.sessions import (close_due_sessions, close_session, list_sessions
                                 open_session)
 from infra.foundation.errors import RollcallError
 from tests.test_writer_kit import prepare_database, writer_config
+from consumers.sessions import finalise_session
+from infra.foundation.config import config_from_dict
 
 T0 = dt.datetime(2026, 11, 2, 9, 0, tzinfo=dt.timezone.utc)  # the kit's timetable slot: Monday 09:00-10:30
 
@@ -70,7 +72,6 @@ def test_policy_statuses_from_sightings_and_closing(fresh_database):
             moved = await _attendance(conn, session_id)
             assert moved["s4"] == ("present", 41.0) and moved["s3"] == ("late", 5.0)  # only c2 (from 09:30) left
             await conn.execute("UPDATE class_session SET state = 'closed', closed_at = ends_at WHERE id = $1", session_id)
-            from consumers.sessions import finalise_session
 
             counts = await finalise_session(conn, session_id)
             final = await _attendance(conn, session_id)
@@ -93,7 +94,6 @@ def test_sessions_by_hand_and_timetable_in_the_site_zone(fresh_database):
     raw_config = writer_config().model_dump(mode="json", exclude={"source"})
     raw_config["site"] = {"timezone": "Europe/Paris"}
     raw_config["timetable"] = [{"course": "CS101", "room": "B202", "weekday": "mon", "start": "09:00:00", "end": "10:00:00"}]
-    from infra.foundation.config import config_from_dict
 
     config = config_from_dict(raw_config, environ={})
 

@@ -8,7 +8,7 @@ import time
 
 import numpy as np
 
-from processor.batcher import Batcher
+from processor.batcher import Batcher, DemandQueue
 from processor.frames import Frame, FrameBuffer
 
 IMAGE = np.zeros((4, 4, 3), np.uint8)
@@ -129,7 +129,6 @@ async def test_camera_added_later_is_picked_up():
 async def test_demand_queue_forms_a_batch_only_when_the_stage_asks():
     """While the stage is busy, frames stay in the drop-oldest buffers (newer ones replace older ones)
     instead of waiting in a batch formed too early."""
-    from processor.batcher import Batcher, DemandQueue
 
     buffer = FrameBuffer("cam", capacity=2, loop=asyncio.get_running_loop())
     batcher = Batcher(lambda: {"cam": buffer}, max_batch=4, max_wait_s=0.0)

@@ -20,6 +20,12 @@ from infra.devstack import dashboard as testing
 from tests import dashboard_kit as kit
 from tests.conftest import create_database
 from infra.foundation.paths import PROJECT_ROOT
+from dashboard.app import create_app
+from infra.devstack import stack as embedded
+from infra.scenario.spec import load_spec
+from infra.scenario.runner import demo_mounts, enroll_scenario_people
+from infra.foundation.config import EXAMPLE_CONFIG, config_from_dict, load_config
+from infra.devstack.dashboard import wait_for
 
 SCREENSHOTS = PROJECT_ROOT / "var" / "artifacts" / "screenshots"
 SPEC = PROJECT_ROOT / "infra" / "scenarios" / "default.toml"
@@ -32,11 +38,6 @@ CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networki
 def system(stack, stack_dir, tmp_path_factory):
     """The default scenario over RTSP, its people enrolled, the processor running, the dashboard served."""
 
-    from dashboard.app import create_app
-    from infra.devstack import stack as embedded
-    from infra.scenario.spec import load_spec
-    from infra.scenario.runner import demo_mounts, enroll_scenario_people
-    from infra.foundation.config import EXAMPLE_CONFIG, config_from_dict, load_config
 
     metrics_port = testing.free_port()
     raw = load_config(EXAMPLE_CONFIG, environ={}).model_dump(exclude={"source"})
@@ -146,7 +147,6 @@ def test_admin_watches_live_video_events_and_presence(browser, system):
 
 def test_admin_accepts_a_face_from_the_review_queue(browser, system):
     # The example config turns the review queue on: the visitors' faces arrive there as the scenario plays.
-    from infra.devstack.dashboard import wait_for
 
     wait_for(lambda: kit.db(system, "SELECT id FROM review_face WHERE status = 'pending'"), 150, 1.0,
              "an unknown face in the review queue")

@@ -25,6 +25,9 @@ from starlette.routing import Route
 
 from infra.devstack import dashboard as testing
 from tests import dashboard_kit as kit
+from infra.foundation.config import EXAMPLE_CONFIG, config_from_dict, load_config
+from dashboard.auth import client_address
+from dashboard.auth import create_user
 
 PASSWORDS = {**kit.PASSWORDS, "noether": "noether-password-1"}
 ACCOUNTS = testing.DEMO_ACCOUNTS + (("noether", "faculty", "prof-noether"),)
@@ -32,7 +35,6 @@ ACCOUNTS = testing.DEMO_ACCOUNTS + (("noether", "faculty", "prof-noether"),)
 
 @pytest.fixture(scope="module")
 def config():
-    from infra.foundation.config import EXAMPLE_CONFIG, config_from_dict, load_config
 
     raw = load_config(EXAMPLE_CONFIG, environ={}).model_dump(exclude={"source"})
     raw["rooms"].append({"id": "B202", "name": "Seminar B202", "capacity": 20})
@@ -305,7 +307,6 @@ def test_login_limit_per_account_and_address_and_only_trusted_forwarding(served,
 
 
 def test_forwarded_address_only_from_a_trusted_proxy():
-    from dashboard.auth import client_address
 
     assert client_address("127.0.0.1", "1.2.3.4", ["10.9.9.9"]) == "127.0.0.1"
     assert client_address("10.9.9.9", "1.2.3.4", ["10.9.9.9"]) == "1.2.3.4"
@@ -316,7 +317,6 @@ def test_forwarded_address_only_from_a_trusted_proxy():
 # ------------------------------------------------------------------------------------------ sessions
 
 def test_logout_and_password_change_end_sessions_on_the_server(served):
-    from dashboard.auth import create_user
 
     first = kit.login(served, "turing")
     stolen = httpx.Client(base_url=served.url, cookies={"rollcall_session": first.cookies["rollcall_session"]},

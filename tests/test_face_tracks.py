@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from processor.stages.face_tracks import FaceObservation, FaceTracker, MatchResult
+from processor.appearance import describe_person, distance
 
 RNG = np.random.default_rng(3)
 ALICE = RNG.normal(size=128).astype(np.float32)
@@ -83,7 +84,6 @@ def test_quality_weighting_prefers_good_frames():
 
 
 def test_a_decision_carries_the_clothing_below_its_best_face_and_its_side():
-    from processor.appearance import describe_person, distance
 
     stranger = RNG.normal(size=128).astype(np.float32)
     stranger /= np.linalg.norm(stranger)

@@ -8,6 +8,7 @@ import pytest
 
 from processor import appearance
 from processor.handoff import Door, HandoffMatcher
+from infra.foundation.config import DoorConfig
 
 DOOR = ("door-a", "door-cam-a", "room-cam-a", 1.0, 12.0, 4.0)  # window 1-12 s, typical transit 4 s
 LATE = 40.0  # every window of these tests is closed by then
@@ -193,7 +194,6 @@ def test_bad_input():
 
 
 def test_doorconfig_objects_are_accepted():
-    from infra.foundation.config import DoorConfig
 
     door = DoorConfig(id="door-a", room="r1", door_camera="door-cam-a", room_camera="room-cam-a",
                       entry_zone=[(0, 0), (1, 0), (1, 1)], transit={"min_s": 1.0, "max_s": 12.0})

@@ -16,6 +16,14 @@ import numpy as np
 import pytest
 
 from infra.foundation.paths import PROJECT_ROOT
+from processor import model_packs as mp
+from processor.stages.persons import PersonDetector
+from processor.stages.person_tracks import PersonTracker
+from infra.scenario.runner import render_cached
+from infra.scenario.check import iou
+from processor import onnx_surgery
+from processor.model_catalogue import PHOTOS_DIR
+from processor.quantize import float_head_nodes
 
 VTEST = Path("/usr/share/doc/opencv-doc/examples/data/vtest.avi")
 DOOR = "door"
@@ -37,8 +45,6 @@ def _frames(path: Path, indices: range | list[int]):
 
 @pytest.fixture(scope="module")
 def detector():
-    from processor import model_packs as mp
-    from processor.stages.persons import PersonDetector
 
     mp.load_pack("open")  # fails with "run `rollcall models fetch open`" when `make setup` did not run
     return PersonDetector("open")
@@ -89,7 +95,6 @@ def test_vtest_tracks(detector):
     detector's fall class reports. Fewer distinct tracks than people means a few far-away walkers are
     never detected steadily; many more would mean identity switches.
     """
-    from processor.stages.person_tracks import PersonTracker
 
     _need(VTEST)
     tracker = PersonTracker("vtest", fps=5.0, entry_zones={})
@@ -116,7 +121,6 @@ def test_scenario_room_tracks(detector):
     leaves, and nobody seated gets a new id (no other events at all). The same holds when the analysis
     falls behind and frames are dropped (every third one, and a burst of 0.8 s): a regression test for
     tracks that were all replaced after a single missing frame."""
-    from infra.scenario.runner import render_cached
 
     _, rendered = render_cached(PROJECT_ROOT / "infra" / "scenarios" / "default.toml")  # cached: no work when rendered
     truth_path, video = rendered.ground_truth_path, rendered.room_video
@@ -132,7 +136,6 @@ def test_scenario_room_tracks(detector):
 
 
 def _check_room_tracks(truth: dict, detections: list, fps: float) -> None:
-    from processor.stages.person_tracks import PersonTracker
 
     room = truth["cameras"]["room"]
     tracker = PersonTracker("room", fps=fps, entry_zones={DOOR: room["entry_zone"]})
@@ -168,7 +171,6 @@ def test_input_fitted_to_the_frame_finds_the_same_people(detector):
     """A 16:9 frame goes to a 640 x 384 variant of the 640 x 640 export (anchor grid recomputed): the
     same pixels reach the model without the padding, and the same people come out (each box overlapping
     its twin by IoU >= 0.6, in practice within a few pixels; scores within 0.05) on the default scenario's room video and on vtest (4:3, 640 x 480)."""
-    from processor.stages.persons import PersonDetector
 
     _need(VTEST)
     room = PROJECT_ROOT / "var" / "scenarios" / "default" / "room.ts"
@@ -180,7 +182,6 @@ def test_input_fitted_to_the_frame_finds_the_same_people(detector):
     assert (480, 640) in sizes and all(size != (640, 640) for size in sizes), sizes
     if room.exists():
         assert (384, 640) in sizes, sizes
-    from infra.scenario.check import iou
 
     fitted, padded = detector.detect(images), square.detect(images)
     assert sum(map(len, padded)) >= 8
@@ -200,11 +201,6 @@ def test_int8_detector_finds_the_same_people(detector):
     import cv2
     import onnx
 
-    from infra.scenario.check import iou
-    from processor import onnx_surgery
-    from processor.model_catalogue import PHOTOS_DIR
-    from processor.quantize import float_head_nodes
-    from processor.stages.persons import PersonDetector
 
     _need(VTEST)
     # the configuration's default, auto: int8 on a CPU (this machine), the float export where the session

@@ -24,6 +24,8 @@ from infra.foundation.errors import RollcallError
 from infra.foundation.config import Config, PrivacyConfig
 from tests import dashboard_kit as kit
 from tests.test_writer_kit import create_topics, prepare_database, wait_until, writer_config
+from consumers.writer import AttendanceWriter
+from infra.foundation.config import EXAMPLE_CONFIG, config_from_dict, load_config
 
 KEY = "k" * 40
 
@@ -125,7 +127,6 @@ def test_retention_runs_from_the_writer_by_default(stack, fresh_database):
     config = writer_config(purge_interval_s=1.0)
 
     async def main():
-        from consumers.writer import AttendanceWriter
 
         await prepare_database(fresh_database, config)
         await create_topics(stack.kafka_bootstrap_servers, config)
@@ -158,7 +159,6 @@ def test_retention_runs_from_the_writer_by_default(stack, fresh_database):
 
 @pytest.fixture(scope="module")
 def served(stack):
-    from infra.foundation.config import EXAMPLE_CONFIG, config_from_dict, load_config
 
     raw = load_config(EXAMPLE_CONFIG, environ={}).model_dump(exclude={"source"})
     raw["dashboard"]["processor_metrics_urls"] = []

@@ -13,11 +13,11 @@ from infra.foundation import db
 from infra.devstack import stack as embedded
 from infra.foundation.config import EXAMPLE_CONFIG, CameraConfig, load_config
 from processor.pipeline import Processor
+from infra.scenario.runner import render_cached
+from infra.foundation.paths import PROJECT_ROOT
 
 
 async def test_processor_metrics_and_review_queue(stack, fresh_database):
-    from infra.scenario.runner import render_cached
-    from infra.foundation.paths import PROJECT_ROOT
 
     _, rendered = render_cached(PROJECT_ROOT / "infra" / "scenarios" / "default.toml")
     db.migrate(fresh_database)

@@ -19,6 +19,7 @@ from infra.devstack.ports import choose_free_port, wait_until
 from infra.foundation.metrics import Counter, get_or_create
 from schemas import events
 from processor.publisher import EventPublisher, metrics
+from infra.foundation.config import EXAMPLE_CONFIG, load_config
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(120)]
 
@@ -121,7 +122,6 @@ def metric_value(name: str, **labels) -> float:
 
 # -------------------------------------------------------------------------------------------- tests
 async def test_round_trip_keyed_by_camera_keeps_per_key_order(stack):
-    from infra.foundation.config import EXAMPLE_CONFIG, load_config
 
     topic = load_config(EXAMPLE_CONFIG, environ={}).kafka.topics.recognitions.name
     run = uuid.uuid4().hex[:6]

@@ -18,6 +18,7 @@ from processor.gallery import Gallery
 from processor.stages.persons import PersonDetection
 from processor.stages.recognition_feed import DoorRecognition
 from processor.stages.room import PersonStage, RoomStage
+from processor.stages.faces import FaceAnalyzer
 
 PHOTOS = PROJECT_ROOT / "infra" / "scenarios" / "photos"
 FPS = 5.0
@@ -33,7 +34,6 @@ class _NoPersons:
 
 @pytest.fixture(scope="module")
 def analyzer():
-    from processor.stages.faces import FaceAnalyzer
 
     for name in ("macron_2014.jpg", "macron_2025.jpg", "ardern_2018.jpg"):
         if not (PHOTOS / name).exists():

@@ -13,6 +13,7 @@ from processor.batcher import Batcher, DemandQueue
 from processor.frames import Frame, FrameBuffer
 from processor.scheduler import EXTRA, OWED, InferenceGate, Scheduler
 from processor.stages.base import BatchStage
+from dashboard.health import parse_metrics
 
 
 class Clock:
@@ -191,7 +192,6 @@ def test_health_page_reads_the_shortfall_from_the_processors_metrics():
     """What the processor's /metrics says of a short room camera is what the dashboard's health page shows."""
     from prometheus_client import generate_latest
 
-    from dashboard.health import parse_metrics
 
     clock = Clock()
     scheduler = Scheduler(window_s=4.0, clock=clock)

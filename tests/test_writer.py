@@ -16,6 +16,7 @@ from schemas.events import decode
 from tests.test_writer_kit import (ROSTER, SESSION_START, attendance_snapshot, create_topics, encoded, end_offsets,
                                    prepare_database, produce, read_topic, run_writer_until_caught_up,
                                    stored_offsets_reach, wait_until, writer_config)
+from consumers.writer import AttendanceWriter
 
 pytestmark = pytest.mark.slow
 
@@ -153,7 +154,6 @@ def test_two_writers_in_one_group_share_the_partitions(stack, fresh_database):
     presence, recognitions = _streams(seed=7)
 
     async def main():
-        from consumers.writer import AttendanceWriter
 
         await prepare_database(fresh_database, config)
         await create_topics(bootstrap, config)

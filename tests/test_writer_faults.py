@@ -19,6 +19,7 @@ from infra.devstack.postgres import Cluster, database_url
 from tests.test_writer_kit import (ROSTER, SESSION_START, attendance_snapshot, create_topics, encoded, end_offsets,
                                    prepare_database, produce, run_writer_until_caught_up, stored_offsets_reach,
                                    wait_until, write_config_file, writer_config, writer_raw_config)
+from consumers.writer import AttendanceWriter
 
 pytestmark = pytest.mark.slow
 ROLLCALL = Path(sys.executable).with_name("rollcall")
@@ -121,7 +122,6 @@ def test_sigkill_ten_times_while_events_flow_leaves_attendance_as_a_clean_pass(s
 def test_postgres_restart_under_the_running_writer_loses_nothing(stack, tmp_path):
     """A private PostgreSQL cluster (not the session's) is stopped and started again while the writer
     works; the writer pauses, retries, and the result equals a clean pass."""
-    from consumers.writer import AttendanceWriter
 
     bootstrap = stack.kafka_bootstrap_servers
     cluster = Cluster(tmp_path / "pg")

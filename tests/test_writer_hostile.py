@@ -22,6 +22,9 @@ from infra.scenario.synthetic import classroom
 from schemas.events import decode
 from tests.test_writer_kit import (ROSTER, SESSION_START, create_topics, encoded, prepare_database, produce,
                                    read_topic, run_writer_until_caught_up, wait_until, writer_config)
+from infra.foundation.config import config_from_dict
+from consumers.writer import AttendanceWriter
+from infra.devstack import broker
 
 pytestmark = pytest.mark.slow
 
@@ -114,7 +117,6 @@ def test_far_apart_times_in_one_batch_make_no_sessions_in_between(stack, fresh_d
     """Two events 17 months apart in one batch, a weekly timetable slot: sessions are made for the days the
     events fall on, never for every week between. With the batch bound on (the default) the stale event
     is a dead letter; off, both are stored."""
-    from infra.foundation.config import config_from_dict
     from tests.test_writer_kit import writer_raw_config
 
     bootstrap = stack.kafka_bootstrap_servers
@@ -178,7 +180,6 @@ def test_a_lost_log_is_noticed_recorded_and_read_again(stack, fresh_database):
     from aiokafka.admin import AIOKafkaAdminClient
     from prometheus_client import REGISTRY
 
-    from consumers.writer import AttendanceWriter
 
     bootstrap = stack.kafka_bootstrap_servers
     config = writer_config()
@@ -219,7 +220,6 @@ def test_a_lost_log_is_noticed_recorded_and_read_again(stack, fresh_database):
             "group": config.attendance.group_id, "topic": topic, "partition": str(partition)}) == 1
 
     async def create_topics_again(bootstrap, config):
-        from infra.devstack import broker
 
         topics = config.kafka.topics
         await broker.create_topics_async(bootstrap, [(topics.presence.name, topics.presence.partitions),

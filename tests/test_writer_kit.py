@@ -16,6 +16,9 @@ import asyncpg
 
 from infra.foundation import db
 from infra.foundation.config import Config, config_from_dict
+from schemas.events import encode
+from consumers.writer import AttendanceWriter
+from consumers.sessions import close_due_sessions
 
 ROSTER = ["s1", "s2", "s3", "s4"]
 SESSION_DAY = dt.date(2026, 11, 2)  # a Monday, in the past: the clock closes it at once
@@ -107,7 +110,6 @@ async def produce(bootstrap: str, topic: str, messages: list[tuple[str, bytes]])
 
 
 def encoded(stream) -> list[tuple[str, bytes]]:
-    from schemas.events import encode
 
     return [(key, encode(event)) for key, event in stream.messages]
 
@@ -180,7 +182,6 @@ async def wait_until(predicate, timeout_s: float = 120.0, what: str = "condition
 
 async def run_writer_until_caught_up(config: Config, url: str, bootstrap: str, timeout_s: float = 120.0):
     """Run the writer in-process until its stored offsets reach the topics' ends and the outbox is empty."""
-    from consumers.writer import AttendanceWriter
 
     topics = [config.kafka.topics.presence.name, config.kafka.topics.recognitions.name]
     ends = await end_offsets(bootstrap, topics)
@@ -229,7 +230,6 @@ async def attendance_snapshot(url: str) -> list[tuple]:
 
 async def close_all_sessions(url: str) -> None:
     """Close (by the clock) every session whose end has passed, as the writer would."""
-    from consumers.sessions import close_due_sessions
 
     conn = await asyncpg.connect(url)
     try:
