@@ -24,14 +24,15 @@ import time
 from pathlib import Path
 from typing import Callable
 
+import httpx
+
+from infra.devstack.dashboard import DEMO_ACCOUNTS, add_accounts, free_port
+from infra.devstack.stack import start_embedded_stack
+from infra.foundation import db
 from infra.foundation.errors import RollcallError
 from infra.foundation.paths import PROJECT_ROOT, home
-from infra.devstack.dashboard import DEMO_ACCOUNTS, add_accounts
-from infra.foundation import db
-from infra.devstack.stack import start_embedded_stack
-from infra.scenario.spec import load_spec
 from infra.scenario.runner import demo_mounts, enroll_scenario_people
-from infra.devstack.dashboard import free_port
+from infra.scenario.spec import load_spec
 
 STOP_TIMEOUT_S = 10.0
 
@@ -46,30 +47,13 @@ def _last_line(path: Path) -> str:
 
 def run_demo(config, config_path: Path | None, *, port: int | None, metrics_port: int,
              say: Callable[[str], None], show: Callable[[str], None]) -> None:
-
-
     port = config.dashboard.port if port is None else port
     port = port or free_port()
     metrics_port = metrics_port or free_port()
-    say("starting the embedded stack (PostgreSQL, broker, RTSP) …")
-    state, _ = start_embedded_stack(config, rtsp_mounts=demo_mounts(config))
-    asyncio.run(db.load_topology(state.database_url, config))
-    for entry in config.stack.scenarios:
-        spec = load_spec(config.resolve_path(entry))
-        asyncio.run(enroll_scenario_people(spec, config, state.database_url, say))
-    accounts = [a for a in DEMO_ACCOUNTS if a[2] is None or a[2] in _people(config)]
-    passwords = add_accounts(state.database_url, accounts)
-
+    accounts, passwords = _prepare_stack(config, say)
     logs = home() / "demo"
     logs.mkdir(parents=True, exist_ok=True)
-    env = {**os.environ, "ROLLCALL__DASHBOARD__PROCESSOR_METRICS_URLS": f'["http://127.0.0.1:{metrics_port}/metrics"]'}
-    source = config_path or config.source
-    if source is not None:
-        env["ROLLCALL_CONFIG"] = str(Path(source).resolve())
-    rollcall = [sys.executable, "-m", "infra.cli.main"]
-    plan = [("processor", rollcall + ["run", "--metrics-port", str(metrics_port)])]
-    plan.append(("attendance writer", rollcall + ["attendance", "writer"]))
-    plan.append(("dashboard", rollcall + ["dashboard", "serve", "--port", str(port)]))
+    env, plan = _children_plan(config, config_path, port=port, metrics_port=metrics_port)
 
     children: list[tuple[str, subprocess.Popen, Path]] = []
     stopping = {"why": None}
@@ -95,10 +79,7 @@ def run_demo(config, config_path: Path | None, *, port: int | None, metrics_port
             show(f"  {role:8s} login: {username:8s} password: {passwords[username]}{who}")
         show("Ctrl-C stops the processor, writer and dashboard; `rollcall down` stops the stack.\n")
         while stopping["why"] is None:
-            for name, child, log in children:
-                if child.poll() is not None:
-                    raise RollcallError(f"{name} exited with status {child.returncode}: {_last_line(log) or 'no output'}"
-                                        f" (log {log})")
+            _check_children(children)
             time.sleep(0.5)
         say(f"{stopping['why']}: stopping …")
     finally:
@@ -107,13 +88,47 @@ def run_demo(config, config_path: Path | None, *, port: int | None, metrics_port
         _stop_all(children, say)
 
 
+def _prepare_stack(config, say: Callable[[str], None]) -> tuple[list[tuple], dict[str, str]]:
+    """Steps 1 to 3: the embedded stack up and loaded, the scenarios' people enrolled, the demo accounts
+    made; (accounts, their passwords)."""
+    say("starting the embedded stack (PostgreSQL, broker, RTSP) …")
+    state, _ = start_embedded_stack(config, rtsp_mounts=demo_mounts(config))
+    asyncio.run(db.load_topology(state.database_url, config))
+    for entry in config.stack.scenarios:
+        spec = load_spec(config.resolve_path(entry))
+        asyncio.run(enroll_scenario_people(spec, config, state.database_url, say))
+    accounts = [a for a in DEMO_ACCOUNTS if a[2] is None or a[2] in _people(config)]
+    return accounts, add_accounts(state.database_url, accounts)
+
+
+def _children_plan(config, config_path: Path | None, *, port: int,
+                   metrics_port: int) -> tuple[dict[str, str], list[tuple[str, list[str]]]]:
+    """The children's environment (this config; the dashboard reads the processor's metrics) and
+    (name, argv) of each: the processor, the attendance writer, the dashboard."""
+    env = {**os.environ, "ROLLCALL__DASHBOARD__PROCESSOR_METRICS_URLS": f'["http://127.0.0.1:{metrics_port}/metrics"]'}
+    source = config_path or config.source
+    if source is not None:
+        env["ROLLCALL_CONFIG"] = str(Path(source).resolve())
+    rollcall = [sys.executable, "-m", "infra.cli.main"]
+    plan = [("processor", rollcall + ["run", "--metrics-port", str(metrics_port)])]
+    plan.append(("attendance writer", rollcall + ["attendance", "writer"]))
+    plan.append(("dashboard", rollcall + ["dashboard", "serve", "--port", str(port)]))
+    return env, plan
+
+
+def _check_children(children) -> None:
+    """A child that exited on its own stops the demo, with its log's last line."""
+    for name, child, log in children:
+        if child.poll() is not None:
+            raise RollcallError(f"{name} exited with status {child.returncode}: {_last_line(log) or 'no output'}"
+                                f" (log {log})")
+
+
 def _people(config) -> set[str]:
     return {p for c in config.courses for p in (*c.roster, *c.faculty)}
 
 
 def _wait_http(url: str, children, timeout: float) -> bool:
-    import httpx
-
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if any(child.poll() is not None for _, child, _ in children):

@@ -18,15 +18,18 @@ import sys
 import time
 from typing import Callable
 
+import asyncpg
+import httpx
+from aiokafka import AIOKafkaProducer
+
+from dashboard.auth import create_user
+from infra.devstack.dashboard import CSRF_META, free_port, make_event
+from infra.devstack.run_space import RunSpace, run_space
+from infra.foundation.db import describe_unreachable
+from infra.foundation.endpoints import resolve
 from infra.foundation.errors import RollcallError
 from infra.foundation.paths import PROJECT_ROOT
-from infra.devstack.run_space import RunSpace, run_space
-from infra.devstack.dashboard import make_event
 from schemas.events import encode
-from infra.foundation.endpoints import resolve
-from infra.devstack.dashboard import CSRF_META, free_port
-from dashboard.auth import create_user
-from infra.foundation.db import describe_unreachable
 
 AIM_CLIENTS = 200
 AIM_P95_MS = 100.0
@@ -70,9 +73,6 @@ async def _open_client(port: int, cookie: str, sent: dict[str, float], delays: l
 
 
 async def _run(port: int, cookie: str, bootstrap: str, topic: str, clients: int, events: int, rate: float) -> dict:
-    from aiokafka import AIOKafkaProducer
-
-
     sent: dict[str, float] = {}
     delays: list[float] = []
     counts = [0] * clients
@@ -93,22 +93,7 @@ async def _run(port: int, cookie: str, bootstrap: str, topic: str, clients: int,
                 for i in range(start, min(clients, start + 50))))
         async with asyncio.timeout(60):
             await ready.wait()
-        prepared = [make_event("presence", kind="update", track_id=f"bench-{i}") for i in range(events)]
-        payloads = [(e["event_id"], encode(e)) for e in prepared]
-        producer = AIOKafkaProducer(bootstrap_servers=bootstrap, linger_ms=0, acks=1)
-        await producer.start()
-        try:
-            begin = time.perf_counter()
-            for i, (event_id, payload) in enumerate(payloads):
-                due = begin + i / rate
-                wait = due - time.perf_counter()
-                if wait > 0:
-                    await asyncio.sleep(wait)
-                sent[event_id] = time.perf_counter()
-                await producer.send(topic, payload, key=b"room-a101")
-            await producer.flush()
-        finally:
-            await producer.stop()
+        await _publish(bootstrap, topic, events, rate, sent)
         expected = clients * events
         deadline = time.perf_counter() + 15
         while sum(counts) < expected and time.perf_counter() < deadline:
@@ -125,8 +110,27 @@ async def _run(port: int, cookie: str, bootstrap: str, topic: str, clients: int,
             "max_ms": round(max(ms), 1) if ms else None}
 
 
-def run_bench(config, counts: list[int], *, events: int, rate: float, progress=None) -> dict:
+async def _publish(bootstrap: str, topic: str, events: int, rate: float, sent: dict[str, float]) -> None:
+    """Publish ``events`` presence events at ``rate`` a second, noting each one's send time in ``sent``."""
+    prepared = [make_event("presence", kind="update", track_id=f"bench-{i}") for i in range(events)]
+    payloads = [(e["event_id"], encode(e)) for e in prepared]
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, linger_ms=0, acks=1)
+    await producer.start()
+    try:
+        begin = time.perf_counter()
+        for i, (event_id, payload) in enumerate(payloads):
+            due = begin + i / rate
+            wait = due - time.perf_counter()
+            if wait > 0:
+                await asyncio.sleep(wait)
+            sent[event_id] = time.perf_counter()
+            await producer.send(topic, payload, key=b"room-a101")
+        await producer.flush()
+    finally:
+        await producer.stop()
 
+
+def run_bench(config, counts: list[int], *, events: int, rate: float, progress=None) -> dict:
     say = progress or (lambda _line: None)
     endpoints = resolve(config, need=("database", "kafka"))
     # Its own database (the temporary account) and topics (the synthetic presence events), removed after.
@@ -135,47 +139,15 @@ def run_bench(config, counts: list[int], *, events: int, rate: float, progress=N
 
 
 def _bench(space: RunSpace, counts: list[int], *, events: int, rate: float, say) -> dict:
-    import httpx
-
-
     config = space.config
     username, password = f"bench-{secrets.token_hex(4)}", secrets.token_urlsafe(16)
     asyncio.run(_account(space.database_url, username, password, create=True))
     port = free_port()
-    env = {**os.environ, "DATABASE_URL": space.database_url,
-           "KAFKA_BOOTSTRAP_SERVERS": space.bootstrap,
-           "ROLLCALL__DASHBOARD__PROCESSOR_METRICS_URLS": "[]",
-           "ROLLCALL__DASHBOARD__MAX_LIVE_CLIENTS": str(max(counts) + 10)}
-    for key in type(config.kafka.topics).model_fields:  # the dashboard reads the run's topics
-        env[f"ROLLCALL__KAFKA__TOPICS__{key.upper()}__NAME"] = getattr(config.kafka.topics, key).name
-    if config.source is not None:
-        env["ROLLCALL_CONFIG"] = str(config.source)
     server = subprocess.Popen([sys.executable, "-m", "infra.cli.main", "dashboard", "serve", "--port", str(port)],
-                              env=env, cwd=PROJECT_ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+                              env=_dashboard_env(space, counts), cwd=PROJECT_ROOT, stdout=subprocess.DEVNULL,
+                              stderr=subprocess.PIPE)
     try:
-        base = f"http://127.0.0.1:{port}"
-        client = httpx.Client(base_url=base, timeout=10)
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                page = client.get("/login")
-                break
-            except httpx.TransportError:
-                if server.poll() is not None or time.monotonic() > deadline:
-                    raise RollcallError("the dashboard did not start: "
-                                        + (server.stderr.read().decode(errors="replace").strip().splitlines() or ["?"])[-1])
-                time.sleep(0.2)
-        token = CSRF_META.search(page.text).group(1)
-        response = client.post("/login", json={"username": username, "password": password},
-                               headers={"X-CSRF-Token": token})
-        if response.status_code != 200:
-            raise RollcallError(f"bench login failed: {response.text}")
-        cookie = f"rollcall_session={client.cookies['rollcall_session']}"
-        # The dashboard reads from the topics' end: wait until it is positioned there.
-        while client.get("/api/health").json()["broker"]["state"] != "connected":
-            if time.monotonic() > deadline:
-                raise RollcallError("the dashboard did not connect to Kafka")
-            time.sleep(0.2)
+        cookie = _log_in(server, port, username, password)
         runs = []
         for clients in counts:
             say(f"{clients} clients, {events} events at {rate:g}/s …")
@@ -191,8 +163,53 @@ def _bench(space: RunSpace, counts: list[int], *, events: int, rate: float, say)
             server.kill()
             server.wait()
         asyncio.run(_account(space.database_url, username, password, create=False))
-    # Served: every client got every event, with p95 under the aim's 100 ms; the figure is the largest such
-    # run (else the largest run where every event arrived, else the last run).
+    return _summary(runs)
+
+
+def _dashboard_env(space: RunSpace, counts: list[int]) -> dict[str, str]:
+    """The dashboard process's environment: the run's database and topics, room for every client."""
+    config = space.config
+    env = {**os.environ, "DATABASE_URL": space.database_url,
+           "KAFKA_BOOTSTRAP_SERVERS": space.bootstrap,
+           "ROLLCALL__DASHBOARD__PROCESSOR_METRICS_URLS": "[]",
+           "ROLLCALL__DASHBOARD__MAX_LIVE_CLIENTS": str(max(counts) + 10)}
+    for key in type(config.kafka.topics).model_fields:  # the dashboard reads the run's topics
+        env[f"ROLLCALL__KAFKA__TOPICS__{key.upper()}__NAME"] = getattr(config.kafka.topics, key).name
+    if config.source is not None:
+        env["ROLLCALL_CONFIG"] = str(config.source)
+    return env
+
+
+def _log_in(server: subprocess.Popen, port: int, username: str, password: str) -> str:
+    """Wait for the dashboard to answer, log in, wait until it reads Kafka; the session cookie."""
+    client = httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=10)
+    deadline = time.monotonic() + 60
+    while True:
+        try:
+            page = client.get("/login")
+            break
+        except httpx.TransportError:
+            if server.poll() is not None or time.monotonic() > deadline:
+                raise RollcallError("the dashboard did not start: "
+                                    + (server.stderr.read().decode(errors="replace").strip().splitlines() or ["?"])[-1])
+            time.sleep(0.2)
+    token = CSRF_META.search(page.text).group(1)
+    response = client.post("/login", json={"username": username, "password": password},
+                           headers={"X-CSRF-Token": token})
+    if response.status_code != 200:
+        raise RollcallError(f"bench login failed: {response.text}")
+    cookie = f"rollcall_session={client.cookies['rollcall_session']}"
+    # The dashboard reads from the topics' end: wait until it is positioned there.
+    while client.get("/api/health").json()["broker"]["state"] != "connected":
+        if time.monotonic() > deadline:
+            raise RollcallError("the dashboard did not connect to Kafka")
+        time.sleep(0.2)
+    return cookie
+
+
+def _summary(runs: list[dict]) -> dict:
+    """Served: every client got every event, with p95 under the aim's 100 ms; the figure is the largest such
+    run (else the largest run where every event arrived, else the last run)."""
     served = [r for r in runs if r["delivered"] == r["expected"]]
     within = [r for r in served if r["p95_ms"] is not None and r["p95_ms"] < AIM_P95_MS]
     best = max(within or served, key=lambda r: r["clients"]) if served else runs[-1]
@@ -203,9 +220,6 @@ def _bench(space: RunSpace, counts: list[int], *, events: int, rate: float, say)
 
 
 async def _account(database_url: str, username: str, password: str, *, create: bool) -> None:
-    import asyncpg
-
-
     try:
         conn = await asyncpg.connect(database_url, timeout=10)
     except (OSError, asyncpg.PostgresError, TimeoutError) as exc:

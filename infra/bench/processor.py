@@ -24,25 +24,20 @@ import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
+import av
 import numpy as np
 
 from infra.devstack import stack
 from infra.devstack.run_space import run_space
-from infra.foundation.config import Config
-from processor.frames import Frame
-from processor.stages.faces import FaceDetector, FaceEmbedder, align
-from infra.foundation.config import CameraConfig
-from processor.pipeline import Processor
 from infra.devstack.stack import start_embedded_stack
-from infra.scenario.runner import enroll_scenario_people, render_cached
+from infra.foundation.config import CameraConfig, Config, DoorConfig
 from infra.foundation.paths import PROJECT_ROOT
-from processor.pipeline import FaceStage
-from processor.stages.faces import FaceDetector, FaceEmbedder
-from infra.foundation.config import CameraConfig, DoorConfig
+from infra.scenario.runner import enroll_scenario_people, render_cached
+from processor.frames import Frame
+from processor.pipeline import FaceStage, Processor
+from processor.stages.faces import FaceAnalyzer, FaceDetector, FaceEmbedder, align
 from processor.stages.person_tracks import PersonTracker
-from infra.scenario.runner import render_cached
 from processor.stages.persons import PersonDetector
-from processor.stages.faces import FaceAnalyzer
 
 
 def percentiles_ms(latencies_s: list[float]):
@@ -56,8 +51,6 @@ def percentiles_ms(latencies_s: list[float]):
 
 
 def load_frames(video: Path, *, start_s: float, count: int, every: int = 1) -> list[np.ndarray]:
-    import av
-
     frames: list[np.ndarray] = []
     with av.open(str(video)) as container:
         for index, frame in enumerate(container.decode(video=0)):
@@ -173,7 +166,6 @@ async def measure_pipeline(config: Config, state, database_url: str, door_video:
 
 
 def bench_faces(config: Config, *, streams: int, seconds: float, say=lambda _m: None) -> dict:
-
     spec, rendered = render_cached(PROJECT_ROOT / "infra" / "scenarios" / "default.toml")
     state, _ = start_embedded_stack(config)
     # Its own database and topics: no enrolment or message of another run can refuse or skew it.
@@ -304,7 +296,6 @@ def measure_person_naive(detector, frames: list[np.ndarray], seconds: float, fps
 
 def bench_persons(config: Config, *, streams: int, seconds: float, analysis_fps: float = 5.0,
                   say=lambda _m: None) -> dict:
-
     spec, rendered = render_cached(PROJECT_ROOT / "infra" / "scenarios" / "default.toml")
     state, _ = start_embedded_stack(config)
     say(f"pipeline: {streams} RTSP room stream(s) of {rendered.room_video.name} at {analysis_fps:g} fps analysis "

@@ -19,11 +19,15 @@ import time
 import uuid
 from typing import Callable
 
-from infra.scenario.synthetic import presence_event
-from infra.foundation.config import Config, config_from_dict
+import asyncpg
+from aiokafka import AIOKafkaProducer
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+
 from consumers.sessions import open_session
 from consumers.writer import AttendanceWriter
 from infra.foundation import db
+from infra.foundation.config import Config, config_from_dict
+from infra.scenario.synthetic import presence_event
 
 PEOPLE_PER_ROOM = 30
 
@@ -76,11 +80,6 @@ def _ts(unix: float) -> str:
 
 async def bench_writer(config: Config, database_url: str, bootstrap: str, *, events: int, rooms: int,
                        say: Callable[[str], None]) -> dict:
-    import asyncpg
-    from aiokafka import AIOKafkaProducer
-    from aiokafka.admin import AIOKafkaAdminClient, NewTopic
-
-
     tag = uuid.uuid4().hex[:8]
     bench_config = _bench_config(config, tag, rooms)
     name = f"bench_writer_{tag}"
@@ -88,6 +87,7 @@ async def bench_writer(config: Config, database_url: str, bootstrap: str, *, eve
     base, _, _ = database_url.rpartition("/")
     url = f"{base}/{name}"
     topics = bench_config.kafka.topics
+    every_topic = (topics.presence, topics.recognitions, topics.attendance, topics.dead_letter)
     admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
     try:  # everything made below is removed in `finally`, also when a step fails
         await admin.start()
@@ -99,46 +99,21 @@ async def bench_writer(config: Config, database_url: str, bootstrap: str, *, eve
         for room in range(rooms):
             await open_session(conn, course_id=f"C{room:03d}", room_id=f"R{room:03d}", actor="bench",
                                starts_at=dt.datetime.fromtimestamp(now - 3600, dt.timezone.utc), minutes=240)
-        await admin.create_topics([NewTopic(t.name, t.partitions, 1) for t in
-                                   (topics.presence, topics.recognitions, topics.attendance, topics.dead_letter)])
+        await admin.create_topics([NewTopic(t.name, t.partitions, 1) for t in every_topic])
         messages = _messages(rooms, events, now)
         say(f"producing {len(messages)} presence events ({rooms} rooms x {PEOPLE_PER_ROOM} people) ...")
-        producer = AIOKafkaProducer(bootstrap_servers=bootstrap, linger_ms=20, max_batch_size=256 * 1024)
-        await producer.start()
-        try:
-            for i in range(0, len(messages), 20000):
-                futures = [await producer.send(topics.presence.name, key=k, value=v) for k, v in messages[i:i + 20000]]
-                await asyncio.gather(*futures)
-        finally:
-            await producer.stop()
+        await _produce(bootstrap, topics.presence.name, messages)
 
         say("running the writer ...")
-        writer = AttendanceWriter(bench_config, database_url=url, bootstrap_servers=bootstrap)
-        task = asyncio.create_task(writer.run())
-        first: tuple[float, int] | None = None
-        deadline = time.monotonic() + 600
-        while writer.stats.events + writer.stats.duplicates < len(messages) and time.monotonic() < deadline:
-            if task.done():
-                task.result()
-            if first is None and writer.stats.batches:
-                first = (time.monotonic(), writer.stats.events)
-            await asyncio.sleep(0.01)
-        finished = time.monotonic()
-        writer.stop()
-        await task
-        if first is None or writer.stats.events < len(messages):
-            raise RuntimeError(f"the writer wrote {writer.stats.events} of {len(messages)} events in 600 s")
-        events_per_s = (writer.stats.events - first[1]) / max(finished - first[0], 1e-6)
+        events_per_s, batches = await _time_writer(bench_config, url, bootstrap, len(messages))
         rows = await conn.fetchval("SELECT count(*) FROM attendance")
-        batches = writer.stats.batches
 
         say("measuring the COPY ceiling ...")
         ceiling = await _copy_ceiling(conn, url, len(messages), config.attendance.max_batch)
         await conn.close()
     finally:
         try:  # the broker may keep messages in memory (the bundled one does): give them back
-            await admin.delete_topics([t.name for t in (topics.presence, topics.recognitions, topics.attendance,
-                                                         topics.dead_letter)])
+            await admin.delete_topics([t.name for t in every_topic])
         except Exception:  # noqa: BLE001 - a broker that refuses deletion keeps them; not the benchmark's result
             pass
         await admin.close()
@@ -155,6 +130,38 @@ async def bench_writer(config: Config, database_url: str, bootstrap: str, *, eve
         "rooms": rooms,
         "max_batch": config.attendance.max_batch,
     }
+
+
+async def _produce(bootstrap: str, topic: str, messages: list[tuple[bytes, bytes]]) -> None:
+    """Produce ``messages`` (key, value) to ``topic``, 20000 at a time, each slice acknowledged."""
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, linger_ms=20, max_batch_size=256 * 1024)
+    await producer.start()
+    try:
+        for i in range(0, len(messages), 20000):
+            futures = [await producer.send(topic, key=k, value=v) for k, v in messages[i:i + 20000]]
+            await asyncio.gather(*futures)
+    finally:
+        await producer.stop()
+
+
+async def _time_writer(bench_config: Config, url: str, bootstrap: str, total: int) -> tuple[float, int]:
+    """Run the writer until it has read all ``total`` events: (events/s from its first batch on, batches)."""
+    writer = AttendanceWriter(bench_config, database_url=url, bootstrap_servers=bootstrap)
+    task = asyncio.create_task(writer.run())
+    first: tuple[float, int] | None = None
+    deadline = time.monotonic() + 600
+    while writer.stats.events + writer.stats.duplicates < total and time.monotonic() < deadline:
+        if task.done():
+            task.result()
+        if first is None and writer.stats.batches:
+            first = (time.monotonic(), writer.stats.events)
+        await asyncio.sleep(0.01)
+    finished = time.monotonic()
+    writer.stop()
+    await task
+    if first is None or writer.stats.events < total:
+        raise RuntimeError(f"the writer wrote {writer.stats.events} of {total} events in 600 s")
+    return (writer.stats.events - first[1]) / max(finished - first[0], 1e-6), writer.stats.batches
 
 
 async def _copy_ceiling(conn, url: str, count: int, batch: int) -> float:

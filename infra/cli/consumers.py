@@ -1,53 +1,44 @@
-"""`rollcall` commands of the consumers package (registered by infra.cli.main): `attendance` (writer,
-session, export), `privacy purge`, `person erase` and `bench writer`."""
+"""`rollcall` commands of the consumers package (added to the root group by infra.cli.main): `attendance`
+(writer, session, export), `privacy purge` and `person erase`."""
 
 from __future__ import annotations
 
 import asyncio
 import datetime as dt
 import getpass
+import logging
 import signal
 import sys
 from pathlib import Path
+from zoneinfo import ZoneInfo
 
+import asyncpg
 import click
 
-from infra.foundation.errors import RollcallError
+from consumers.exports import export_course, export_session, export_student
+from consumers.privacy import erase_person, purge
+from consumers.sessions import close_session, list_sessions, materialise_timetable, open_session
+from consumers.writer import AttendanceWriter
 from infra.cli.support import config_of as _config
-from infra.cli.support import print_figures, progress
 from infra.cli.support import print_json as _print_json
 from infra.cli.types import FIRST_DATE, LAST_DATE, ROW_ID, FiniteFloat
-from infra.foundation.endpoints import resolve
-from infra.foundation.db import describe_unreachable
-from consumers.writer import AttendanceWriter
 from infra.foundation import metrics
-from consumers.sessions import open_session
-from consumers.sessions import close_session
-from consumers.sessions import list_sessions, materialise_timetable
-from consumers.exports import export_session
-from consumers.exports import export_course
-from consumers.exports import export_student
-from consumers.privacy import purge
-from consumers.privacy import erase_person
-from infra.bench.writer import bench_writer as run_bench
+from infra.foundation.db import describe_unreachable
+from infra.foundation.endpoints import resolve
+from infra.foundation.errors import RollcallError
 
 MAX_LIST_SPAN_DAYS = 3660  # `session list` makes the timetable's sessions of its window: ten years at most
 
 
 def _database_url(config) -> str:
-
     return resolve(config, need=("database",)).database_url
 
 
 def _bootstrap(config) -> str:
-
     return resolve(config, need=("kafka",)).kafka_bootstrap_servers
 
 
 async def _connect(url: str):
-    import asyncpg
-
-
     try:
         return await asyncpg.connect(url, timeout=10)
     except (OSError, asyncpg.PostgresError, TimeoutError) as exc:
@@ -56,7 +47,6 @@ async def _connect(url: str):
 
 def _with_connection(config, work):
     """Run ``work(conn)`` on a connection to the configured database; a missing table means unmigrated."""
-    import asyncpg
 
     async def main():
         conn = await _connect(_database_url(config))
@@ -83,8 +73,6 @@ def _date(value: str | None, name: str) -> dt.date | None:
 
 
 def _moment(value: str | None, name: str, tz: str) -> dt.datetime | None:
-    from zoneinfo import ZoneInfo
-
     if value is None:
         return None
     try:
@@ -99,16 +87,6 @@ def _moment(value: str | None, name: str, tz: str) -> dt.datetime | None:
 
 def _actor(actor: str | None) -> str:
     return actor or f"cli:{getpass.getuser()}"
-
-
-def register(cli: click.Group) -> None:
-    """Add this package's commands to the `rollcall` command group."""
-    cli.add_command(attendance)
-    cli.add_command(privacy)
-    cli.add_command(person)
-    bench = cli.commands.get("bench")
-    if isinstance(bench, click.Group):
-        bench.add_command(bench_writer)
 
 
 # --- attendance -----------------------------------------------------------------------------------
@@ -128,9 +106,6 @@ def attendance_writer(ctx: click.Context, verbose: bool, metrics_port: int | Non
 
     Start more of them with the same [attendance] group_id to scale out (up to the partition count).
     """
-    import logging
-
-
     config = _config(ctx)
     database_url, bootstrap = _database_url(config), _bootstrap(config)
     logging.basicConfig(level=logging.INFO if verbose else logging.WARNING,
@@ -358,19 +333,4 @@ def person_erase(ctx, person_id: str, pseudonymise: bool | None, actor: str | No
                f"{report['sightings']} sightings; {kept}")
 
 
-# --- bench ----------------------------------------------------------------------------------------
-@click.command("writer")
-@click.option("--events", type=click.IntRange(1000, 10_000_000), default=200_000, show_default=True,
-              help="Presence events to write.")
-@click.option("--rooms", type=click.IntRange(1, 1000), default=40, show_default=True, help="Rooms with a session each.")
-@click.option("--json", "as_json", is_flag=True, help="Print one JSON document.")
-@click.pass_context
-def bench_writer(ctx, events: int, rooms: int, as_json: bool) -> None:
-    """Writer events/s from topic to committed rows vs the plain COPY ceiling of the same PostgreSQL."""
-
-    if events < 1000 or rooms < 1:
-        raise RollcallError("--events must be at least 1000 and --rooms at least 1")
-    config = _config(ctx)
-    result = asyncio.run(run_bench(config, _database_url(config), _bootstrap(config), events=events, rooms=rooms,
-                                   say=progress(as_json)))
-    print_figures(result, as_json)
+COMMANDS = (attendance, privacy, person)

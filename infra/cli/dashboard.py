@@ -1,35 +1,25 @@
-"""`rollcall` commands of the dashboard package (registered by infra.cli.main): `dashboard serve`,
-`user add`, `bench dashboard`, `demo`."""
+"""`rollcall` commands of the dashboard package (added to the root group by infra.cli.main): `dashboard
+serve`, `user add`; and `demo`, the whole system with its dashboard."""
 
 from __future__ import annotations
 
 import asyncio
+import logging
+import socket
 import sys
 
+import asyncpg
 import click
+import uvicorn
 
-from infra.foundation.errors import RollcallError
-
-
-from infra.cli.support import config_of as _config
-from infra.cli.support import print_json
-from infra.cli.types import PORT, FiniteFloat
 from dashboard.app import app_from_config
 from dashboard.auth import check_password_strength, create_user
-from infra.foundation.endpoints import resolve
-from infra.foundation.db import describe_unreachable
-from infra.bench.dashboard import run_bench
+from infra.cli.support import config_of as _config
+from infra.cli.types import PORT
 from infra.demo import run_demo
-
-
-def register(cli: click.Group) -> None:
-    """Add this package's commands to the `rollcall` command group."""
-    cli.add_command(dashboard)
-    cli.add_command(user)
-    cli.add_command(demo)
-    bench = cli.commands.get("bench")
-    if isinstance(bench, click.Group):
-        bench.add_command(bench_dashboard)
+from infra.foundation.db import describe_unreachable
+from infra.foundation.endpoints import resolve
+from infra.foundation.errors import RollcallError
 
 
 # --- dashboard -----------------------------------------------------------------------------------
@@ -46,12 +36,6 @@ def dashboard() -> None:
 @click.pass_context
 def serve(ctx: click.Context, host: str | None, port: int | None, verbose: bool) -> None:
     """Serve the dashboard until interrupted (Ctrl-C stops it cleanly)."""
-    import logging
-    import socket
-
-    import uvicorn
-
-
     config = _config(ctx)
     host = host or config.dashboard.host
     port = config.dashboard.port if port is None else port
@@ -105,9 +89,6 @@ def user_add(ctx: click.Context, username: str, role: str, person_id: str | None
     database_url = resolve(config, need=("database",)).database_url
 
     async def main():
-        import asyncpg
-
-
         try:
             conn = await asyncpg.connect(database_url, timeout=10)
         except (OSError, asyncpg.PostgresError, TimeoutError) as exc:
@@ -120,41 +101,6 @@ def user_add(ctx: click.Context, username: str, role: str, person_id: str | None
     made = asyncio.run(main())
     click.echo(f"user {made.username} ({made.role}{', person ' + made.person_id if made.person_id else ''}) "
                f"{'updated' if replace else 'added'}")
-
-
-# --- bench ---------------------------------------------------------------------------------------
-
-@click.command("dashboard")
-@click.option("--clients", default="200", show_default=True,
-              help="Concurrent live-feed (SSE) clients; a comma list runs each in turn (e.g. 50,100,200,400).")
-@click.option("--events", type=click.IntRange(10, 1_000_000), default=300, show_default=True,
-              help="Events published per run.")
-@click.option("--rate", type=FiniteFloat(0, 100_000, low_open=True), default=50.0, show_default=True,
-              help="Events per second published.")
-@click.option("--json", "as_json", is_flag=True, help="One JSON document (the last run's figures at the top).")
-@click.pass_context
-def bench_dashboard(ctx: click.Context, clients: str, events: int, rate: float, as_json: bool) -> None:
-    """Live-feed fan-out: N SSE clients on one dashboard process, p95 delay from Kafka to each client."""
-
-    try:
-        counts = [int(c) for c in clients.split(",") if c.strip()]
-    except ValueError:
-        raise RollcallError(f"--clients {clients!r}: give a number or a comma list of numbers") from None
-    if not counts or min(counts) < 1 or max(counts) > 5000:
-        raise RollcallError("--clients: between 1 and 5000")
-    if events < 10 or rate <= 0:
-        raise RollcallError("--events at least 10 and --rate above 0")
-    report = run_bench(_config(ctx), counts, events=events, rate=rate,
-                       progress=None if as_json else (lambda line: click.echo(line, err=True)))
-    if as_json:
-        print_json(report)
-        return
-    for run in report["runs"]:
-        click.echo(f"{run['clients']:>5} clients: p50 {run['p50_ms']} ms, p95 {run['p95_ms']} ms, max {run['max_ms']} ms; "
-                   f"{run['delivered']}/{run['expected']} deliveries, {run['connected']} connected")
-    click.echo(f"serves {report['clients']} concurrent live-feed clients with p95 {report['p95_ms']} ms "
-               f"(aim: {report['aim']['clients']} clients under {report['aim']['p95_ms']} ms: "
-               f"{'met' if report['aim_met'] else 'not met'})")
 
 
 # --- demo ----------------------------------------------------------------------------------------
@@ -171,3 +117,6 @@ def demo(ctx: click.Context, port: int | None, metrics_port: int) -> None:
 
     run_demo(_config(ctx), ctx.find_root().obj.get("config_path"), port=port, metrics_port=metrics_port,
              say=lambda line: click.echo(line, err=True), show=click.echo)
+
+
+COMMANDS = (dashboard, user, demo)

@@ -1,5 +1,5 @@
 """What every package's `rollcall` commands share: the loaded configuration and how figures are printed.
-Imported by infra.cli.main, infra.cli.consumers and infra.cli.dashboard (a module of its own: no import cycle)."""
+Imported by every infra.cli module that defines commands."""
 
 from __future__ import annotations
 

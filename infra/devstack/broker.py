@@ -11,11 +11,12 @@ from __future__ import annotations
 
 import asyncio
 import os
-import socket
 import stat
-import struct
 import threading
 from pathlib import Path
+
+from aiokafka.admin import AIOKafkaAdminClient, NewPartitions, NewTopic
+from aiokafka.errors import KafkaError
 
 from infra.foundation.errors import RollcallError
 from infra.foundation.paths import bin_dir
@@ -65,9 +66,6 @@ async def create_topics_async(bootstrap: str, topics: list[tuple[str, int]]) -> 
     Existing topics are left alone; one with fewer partitions than asked gets more (CreatePartitions),
     and a RollcallError says so if the broker refuses.
     """
-    from aiokafka.admin import AIOKafkaAdminClient, NewPartitions, NewTopic
-    from aiokafka.errors import KafkaError
-
     wanted = {name: int(partitions) for name, partitions in topics}
     if not wanted:
         return {}

@@ -11,12 +11,15 @@ import threading
 import time
 from dataclasses import dataclass
 from typing import Iterator
+
+import asyncpg
+import httpx
+import uvicorn
+from aiokafka import AIOKafkaProducer
+
+from dashboard.auth import create_user, new_password
 from infra.foundation import db
-from dashboard.auth import create_user
-from dashboard.auth import new_password
-from schemas.events import build_event, now_timestamp
-from schemas.events import new_event_id
-from schemas.events import encode
+from schemas.events import build_event, encode, new_event_id, now_timestamp
 
 DEMO_ACCOUNTS = (  # username, role, person id
     ("admin", "admin", None),
@@ -34,9 +37,6 @@ def prepare_database(database_url: str, config) -> None:
 
 
 async def _add_accounts(database_url: str, accounts, passwords: dict[str, str], replace: bool) -> None:
-    import asyncpg
-
-
     conn = await asyncpg.connect(database_url)
     try:
         for username, role, person_id in accounts:
@@ -83,8 +83,6 @@ class Served:
 @contextlib.contextmanager
 def serve_in_thread(app, port: int | None = None) -> Iterator[Served]:
     """uvicorn serving ``app`` on 127.0.0.1 in a background thread; stopped on exit."""
-    import uvicorn
-
     port = port or free_port()
     server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning",
                                            lifespan="on", timeout_graceful_shutdown=2))
@@ -127,8 +125,6 @@ CSRF_META = re.compile(r'name="csrf-token" content="([^"]+)"')
 
 def login(base_url: str, username: str, password: str):
     """An httpx.Client logged in through the JSON login (its .csrf is the session's token)."""
-    import httpx
-
     client = httpx.Client(base_url=base_url, timeout=30, follow_redirects=False)
     page = client.get("/login")
     token = CSRF_META.search(page.text).group(1)
@@ -174,9 +170,6 @@ def make_event(event_type: str, **fields) -> dict:
 
 async def publish(bootstrap: str, items: list[tuple[str, dict]]) -> None:
     """Send (topic, event) pairs, keyed like the processor (camera or room id), and wait for the broker."""
-    from aiokafka import AIOKafkaProducer
-
-
     producer = AIOKafkaProducer(bootstrap_servers=bootstrap, linger_ms=0)
     await producer.start()
     try:

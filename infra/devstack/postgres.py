@@ -82,7 +82,6 @@ def _server_major(bindir: Path) -> str | None:
 
 
 def _cluster_hint() -> str:
-
     return str(stack_dir() / "postgres")
 
 

@@ -33,6 +33,12 @@ import os
 import signal
 import sys
 
+import gi
+
+gi.require_version("Gst", "1.0")
+gi.require_version("GstRtspServer", "1.0")
+from gi.repository import GLib, Gst, GstRtspServer  # noqa: E402 (after the versions are pinned)
+
 log = logging.getLogger("rollcall.rtsp")
 
 # NOTE: config-interval=-1 on h264parse/rtph264pay garbled the decoded pictures (wrong references, no
@@ -62,60 +68,27 @@ def read_mounts(path: str) -> dict[str, str]:
     return mounts
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--host", default="127.0.0.1")
-    parser.add_argument("--port", type=int, required=True)
-    parser.add_argument("--mounts", required=True, help="JSON file {\"/mount\": \"/abs/file.ts\"}")
-    parser.add_argument("--log", help="log file (default: stderr)")
-    args = parser.parse_args(argv)
+class MountServer:
+    """The RTSP server, its mounts kept in step with the mounts file (re-read on SIGHUP)."""
 
-    handler = logging.FileHandler(args.log) if args.log else logging.StreamHandler(sys.stderr)
-    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s rtsp: %(message)s"))
-    logging.basicConfig(level=logging.INFO, handlers=[handler])
+    def __init__(self, host: str, port: int, mounts_file: str):
+        self.mounts_file = mounts_file
+        self.server = GstRtspServer.RTSPServer()
+        # Clients get their own threads: one slow media preparation (a broken file) must not stall the others.
+        self.server.get_thread_pool().set_max_threads(64)
+        self.server.set_address(host)
+        self.server.set_service(str(port))
+        self.mount_points = self.server.get_mount_points()
+        self.current: dict[str, str] = {}  # mount -> the file it serves
 
-    import gi
-
-    gi.require_version("Gst", "1.0")
-    gi.require_version("GstRtspServer", "1.0")
-    from gi.repository import GLib, Gst, GstRtspServer
-
-    Gst.init(None)
-
-    def refuse_seeking(pad, info):
-        query = info.get_query()
-        if query is not None and query.type == Gst.QueryType.SEEKING:
-            return Gst.PadProbeReturn.DROP  # a dropped, unhandled query answers FALSE: not seekable
-        return Gst.PadProbeReturn.OK
-
-    def on_media_configure(factory, media, mount):
-        element = media.get_element()
-        pay = element.get_by_name("pay0")
-        pay.get_static_pad("src").add_probe(Gst.PadProbeType.QUERY_UPSTREAM, refuse_seeking)
-        log.info("media prepared for %s (%s)", mount, factory.location)
-
-    def make_factory(mount: str, location: str):
-        factory = GstRtspServer.RTSPMediaFactory()
-        factory.set_launch(PIPELINE.format(location=_gst_quote(location)))
-        factory.set_shared(True)
-        factory.location = location
-        factory.connect("media-configure", on_media_configure, mount)
-        return factory
-
-    server = GstRtspServer.RTSPServer()
-    # Clients get their own threads: one slow media preparation (a broken file) must not stall the others.
-    server.get_thread_pool().set_max_threads(64)
-    server.set_address(args.host)
-    server.set_service(str(args.port))
-    mount_points = server.get_mount_points()
-    current: dict[str, str] = {}
-
-    def load_mounts() -> None:
+    def load_mounts(self) -> None:
+        """Serve what the mounts file says now: remove, change and add mounts (a missing file is skipped)."""
         try:
-            wanted = read_mounts(args.mounts)
+            wanted = read_mounts(self.mounts_file)
         except (OSError, ValueError) as exc:
-            log.error("cannot read mounts file %s (%s); keeping the current mounts", args.mounts, exc)
+            log.error("cannot read mounts file %s (%s); keeping the current mounts", self.mounts_file, exc)
             return
+        current, mount_points = self.current, self.mount_points
         for mount in sorted(set(current) - set(wanted)):
             mount_points.remove_factory(mount)
             log.info("removed mount %s", mount)
@@ -131,50 +104,93 @@ def main(argv: list[str] | None = None) -> int:
                 continue
             if mount in current:
                 mount_points.remove_factory(mount)
-            mount_points.add_factory(mount, make_factory(mount, location))
+            mount_points.add_factory(mount, _media_factory(mount, location))
             current[mount] = location
             log.info("mount %s -> %s", mount, location)
-        write_applied(wanted)
+        self._write_applied(wanted)
 
-    def write_applied(wanted: dict[str, str]) -> None:
+    def _write_applied(self, wanted: dict[str, str]) -> None:
         # tells `set_rtsp_mounts` (which waits for it) that this content of the mounts file is served
-        applied = args.mounts + ".applied"
+        applied = self.mounts_file + ".applied"
         try:
             with open(applied + ".partial", "w", encoding="utf-8") as handle:
-                json.dump({"source": wanted, "served": current, "pid": os.getpid()}, handle)
+                json.dump({"source": wanted, "served": self.current, "pid": os.getpid()}, handle)
             os.replace(applied + ".partial", applied)
         except OSError as exc:
             log.error("cannot write %s (%s)", applied, exc)
 
-    load_mounts()
-    if server.attach(None) == 0:
+    def serve_until_stopped(self) -> None:
+        """Run the main loop: SIGHUP re-reads the mounts file, SIGTERM/SIGINT stop; idle sessions are
+        cleaned up every 2 s."""
+        loop = GLib.MainLoop()
+
+        def on_sighup():
+            log.info("SIGHUP: re-reading %s", self.mounts_file)
+            self.load_mounts()
+            return GLib.SOURCE_CONTINUE
+
+        def on_stop():
+            log.info("stopping")
+            loop.quit()
+            return GLib.SOURCE_REMOVE
+
+        def clean_sessions():
+            self.server.get_session_pool().cleanup()
+            return GLib.SOURCE_CONTINUE
+
+        GLib.unix_signal_add(GLib.PRIORITY_DEFAULT, signal.SIGHUP, on_sighup)
+        GLib.unix_signal_add(GLib.PRIORITY_DEFAULT, signal.SIGTERM, on_stop)
+        GLib.unix_signal_add(GLib.PRIORITY_DEFAULT, signal.SIGINT, on_stop)
+        GLib.timeout_add_seconds(2, clean_sessions)
+        loop.run()
+
+
+def _media_factory(mount: str, location: str):
+    """Shared media looping ``location`` (one pipeline however many clients), not seekable."""
+    factory = GstRtspServer.RTSPMediaFactory()
+    factory.set_launch(PIPELINE.format(location=_gst_quote(location)))
+    factory.set_shared(True)
+    factory.location = location
+    factory.connect("media-configure", _on_media_configure, mount)
+    return factory
+
+
+def _on_media_configure(factory, media, mount):
+    element = media.get_element()
+    pay = element.get_by_name("pay0")
+    pay.get_static_pad("src").add_probe(Gst.PadProbeType.QUERY_UPSTREAM, _refuse_seeking)
+    log.info("media prepared for %s (%s)", mount, factory.location)
+
+
+def _refuse_seeking(pad, info):
+    query = info.get_query()
+    if query is not None and query.type == Gst.QueryType.SEEKING:
+        return Gst.PadProbeReturn.DROP  # a dropped, unhandled query answers FALSE: not seekable
+    return Gst.PadProbeReturn.OK
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, required=True)
+    parser.add_argument("--mounts", required=True, help="JSON file {\"/mount\": \"/abs/file.ts\"}")
+    parser.add_argument("--log", help="log file (default: stderr)")
+    args = parser.parse_args(argv)
+
+    handler = logging.FileHandler(args.log) if args.log else logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s rtsp: %(message)s"))
+    logging.basicConfig(level=logging.INFO, handlers=[handler])
+
+    Gst.init(None)
+    server = MountServer(args.host, args.port, args.mounts)
+    server.load_mounts()
+    if server.server.attach(None) == 0:
         log.error("cannot listen on %s:%s (port taken?)", args.host, args.port)
         return 1
     # the server binds when attached; report the port actually bound
-    log.info("listening on rtsp://%s:%s/ with %d mount(s)", args.host, server.get_bound_port(), len(current))
-
-    loop = GLib.MainLoop()
-
-    def on_sighup():
-        log.info("SIGHUP: re-reading %s", args.mounts)
-        load_mounts()
-        return GLib.SOURCE_CONTINUE
-
-    def on_stop():
-        log.info("stopping")
-        loop.quit()
-        return GLib.SOURCE_REMOVE
-
-    GLib.unix_signal_add(GLib.PRIORITY_DEFAULT, signal.SIGHUP, on_sighup)
-    GLib.unix_signal_add(GLib.PRIORITY_DEFAULT, signal.SIGTERM, on_stop)
-    GLib.unix_signal_add(GLib.PRIORITY_DEFAULT, signal.SIGINT, on_stop)
-
-    def clean_sessions():
-        server.get_session_pool().cleanup()
-        return GLib.SOURCE_CONTINUE
-
-    GLib.timeout_add_seconds(2, clean_sessions)
-    loop.run()
+    log.info("listening on rtsp://%s:%s/ with %d mount(s)", args.host, server.server.get_bound_port(),
+             len(server.current))
+    server.serve_until_stopped()
     return 0
 
 

@@ -15,6 +15,9 @@ import datetime as dt
 import time
 import uuid
 from typing import Callable
+
+import asyncpg
+
 from consumers.sessions import close_session, open_session
 from consumers.writer import AttendanceWriter
 
@@ -25,9 +28,6 @@ async def scenario_attendance(config, database_url: str, bootstrap: str, session
                               say: Callable[[str], None], *, timeout_s: float = 90.0) -> list[dict] | None:
     """The attendance rows of the scenario's session after the writer processed the run's events (None:
     the room camera gave no frames, so the session cannot be placed in time)."""
-    import asyncpg
-
-
     if room_origin is None:
         return None
     starts_at = dt.datetime.fromtimestamp(room_origin + session_spec.start_s, dt.timezone.utc)

@@ -52,6 +52,7 @@ def iou(a, b) -> float:
 
 
 def room_detection_rate(out_dir: Path, model: Path, every: int = 1, min_iou: float = 0.5) -> dict:
+    # Imported here: onnxruntime takes a while to load, and the scenario runner imports this module for iou().
     import onnxruntime as ort
 
     gt = json.loads((out_dir / "ground_truth.json").read_text())

@@ -8,41 +8,39 @@ the reason under ``not_measured``, never a made-up number.
 from __future__ import annotations
 
 import asyncio
-import datetime as dt
 import logging
 import time
 import uuid
-from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
+import asyncpg
+import numpy as np
+
 from infra.devstack import stack
 from infra.devstack.cpu_load import CpuLoad, check_cores
-from infra.foundation.errors import RollcallError
 from infra.devstack.interrupt import run_interruptibly
-from infra.foundation.paths import scenarios_dir
 from infra.devstack.run_space import close_space, open_space, sweep
-from infra.scenario.check import iou as box_iou
-from infra.foundation.config import Config
-from infra.scenario.render import render
-from infra.scenario.spec import load_spec
-from infra.scenario.spec import display_path
 from infra.devstack.stack import start_embedded_stack
-from processor.pipeline import Processor
 from infra.foundation import db
-from infra.scenario.attendance import scenario_attendance
+from infra.foundation.config import Config
+from infra.foundation.errors import RollcallError
+from infra.foundation.kafka import TopicsMissing, assign_from_end, tail_consumer
+from infra.foundation.paths import scenarios_dir
+from infra.scenario.attendance import scenario_attendance, score_attendance
+from infra.scenario.render import render
+from infra.scenario.scores import score_handoff, score_recognitions
+from infra.scenario.spec import display_path, load_spec
 from processor.enroll import enroll_photos
+from processor.pipeline import Processor
 from schemas.events import MalformedEvent, decode
-from infra.scenario.attendance import score_attendance
 
 log = logging.getLogger("rollcall.scenario")
 
 
-
 def render_cached(spec_path: Path):
     """Render a spec into var/scenarios/<name>/ (no work when the render is up to date)."""
-
     spec = load_spec(spec_path)
     return spec, render(spec_path, scenarios_dir() / spec.name)
 
@@ -56,7 +54,6 @@ def demo_mounts(config: Config, *, render_missing: bool = True) -> dict[str, Pat
             spec, _ = render_cached(spec_path)
             name = spec.name
         else:
-
             name = load_spec(spec_path).name
         folder = scenarios_dir() / name
         for camera in ("door", "room"):
@@ -79,7 +76,6 @@ def scenario_door(config: Config, spec):
 
 
 def spec_display(spec) -> str:
-
     return display_path(spec.path)
 
 
@@ -222,9 +218,6 @@ def tracking_rate(room_stage, config: Config, camera, video_s: float) -> dict:
 
 async def enroll_scenario_people(spec, config: Config, database_url: str, say) -> None:
     """Enrol the scenario's people from their enrolment photos (never the door photos), afresh."""
-    import asyncpg
-
-
     people = [a for a in spec.arrivals if a.enrolled]
     conn = await asyncpg.connect(database_url)
     try:
@@ -252,20 +245,14 @@ class TopicReader:
 
     @classmethod
     async def start(cls, bootstrap: str, topic: str) -> "TopicReader":
-        from aiokafka import AIOKafkaConsumer, TopicPartition
-
-        consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False,
-                                    auto_offset_reset="latest")
+        """A reader positioned at the topic's end now, before the processor publishes."""
+        consumer = tail_consumer(bootstrap)
         await consumer.start()
-        partitions = consumer.partitions_for_topic(topic) or set()
-        if not partitions:
+        try:
+            await assign_from_end(consumer, [topic])
+        except TopicsMissing:
             await consumer.stop()
-            raise RollcallError(f"topic {topic} does not exist on {bootstrap}: run `rollcall up` to create it")
-        assigned = [TopicPartition(topic, p) for p in sorted(partitions)]
-        consumer.assign(assigned)
-        await consumer.seek_to_end(*assigned)
-        for tp in assigned:
-            await consumer.position(tp)  # pin the end now, before the processor publishes
+            raise RollcallError(f"topic {topic} does not exist on {bootstrap}: run `rollcall up` to create it") from None
         return cls(consumer, topic)
 
     async def read_all(self, timeout_s: float = 30.0, quiet_s: float = 1.5) -> list[dict]:
@@ -296,145 +283,9 @@ class TopicReader:
         await self.consumer.stop()  # a no-op when already stopped
 
 
-def score_recognitions(events: list[dict], truth: dict) -> dict:
-    """Door recognitions against the ground truth, by identity.
-
-    Each enrolled person must give exactly one event with their id, each visitor exactly one
-    ``unknown`` event, and no event may carry the id of someone who did not pass the door.
-    """
-    people = truth.get("people", [])
-    enrolled = [p["id"] for p in people if p.get("enrolled")]
-    visitors = [p["id"] for p in people if not p.get("enrolled")]
-    by_person: dict[str, int] = {}
-    unknown = 0
-    for event in events:
-        if event.get("person_id"):
-            by_person[event["person_id"]] = by_person.get(event["person_id"], 0) + 1
-        else:
-            unknown += 1
-    recognised = [pid for pid in enrolled if by_person.get(pid, 0) >= 1]
-    wrong = sorted(pid for pid in by_person if pid not in enrolled)
-    duplicates = sum(max(0, n - 1) for pid, n in by_person.items() if pid in enrolled)
-    visitors_unknown = min(unknown, len(visitors))
-    passages = len(enrolled) + len(visitors)
-    correct = len(recognised) + visitors_unknown
-    return {
-        "passages": passages,
-        "events": len(events),
-        "correct": correct,
-        "accuracy": round(correct / passages, 4) if passages else None,
-        "recognised": recognised,
-        "missed": [pid for pid in enrolled if pid not in recognised],
-        "wrong_ids": wrong,
-        "duplicates": duplicates,
-        "unknown_events": unknown,
-        "visitors": len(visitors),
-        "one_event_per_passage": len(events) == passages and duplicates == 0 and not wrong,
-    }
-
-
-def score_handoff(presence: list[dict], truth: dict, room_origin: float | None, *, tolerance_s: float = 0.3,
-                  min_iou: float = 0.3) -> dict:
-    """Room tracks against the ground truth. Each track is the arrival its boxes overlap best over its life:
-    every presence event's box (the first sighting's on ``enter``) votes for the person whose ground-truth
-    box (sampled every 0.5 s, interpolated; within ``tolerance_s`` of a sample) overlaps it best, at least
-    ``min_iou``; most votes wins, a tie goes to the first box's vote. (The first box alone misread side-by-side
-    arrivals: the partner's first box overlaps both people, and a visitor's track was taken for a student's
-    second one.) Its identity is the last one its presence events gave it. ``accuracy`` = tracks of
-    enrolled people with that person's identity / all tracks of enrolled people (a person whose track was
-    split counts every piece); a visitor's track must stay unknown."""
-    tracks: dict[str, dict] = {}
-    for event in sorted(presence, key=lambda e: e["published_at"]):
-        track = tracks.setdefault(event["track_id"], {"first_seen": event["first_seen"], "person_id": None,
-                                                      "source": "none", "ambiguous": False, "box": event["box"],
-                                                      "kinds": [], "boxes": []})
-        if event["kind"] == "enter":
-            track["box"] = event["box"]
-            track["boxes"].append((event["first_seen"], event["box"]))
-        else:
-            track["boxes"].append((event["frame_time"], event["box"]))
-        track["kinds"].append(event["kind"])
-        track["person_id"] = event["person_id"]
-        track["source"] = event["identity_source"]
-        track["ambiguous"] = track["ambiguous"] or event["ambiguous"]
-    people = truth.get("people", [])
-    if room_origin is None or not tracks:
-        return {"tracks": len(tracks), "accuracy": None, "reason": "no room tracks" if not tracks else "no room frames"}
-    owner: dict[str, str | None] = {}  # track id -> arrival id (None: matches nobody)
-    for track_id, track in tracks.items():
-        track["video_t"] = round(dt.datetime.fromisoformat(track["first_seen"]).timestamp() - room_origin, 2)
-        votes = [_arrival_at(people, box, dt.datetime.fromisoformat(at).timestamp() - room_origin,
-                             tolerance_s, min_iou) for at, box in track["boxes"]]
-        counts = Counter(v for v in votes if v is not None)
-        best = max(counts.values(), default=0)
-        leaders = [pid for pid, n in counts.items() if n == best]
-        owner[track_id] = votes[0] if votes and votes[0] in leaders else (leaders[0] if leaders else None)
-    enrolled = {p["id"] for p in people if p.get("enrolled")}
-    by_person: dict[str, list[str]] = {}
-    for track_id, pid in owner.items():
-        if pid is not None:
-            by_person.setdefault(pid, []).append(track_id)
-    enrolled_tracks = [t for t, pid in owner.items() if pid in enrolled]
-    correct = [t for t in enrolled_tracks if tracks[t]["person_id"] == owner[t]]
-    return {
-        "tracks": len(tracks),
-        "enrolled_tracks": len(enrolled_tracks),
-        "accuracy": round(len(correct) / len(enrolled_tracks), 4) if enrolled_tracks else None,
-        "correct": sorted({owner[t] for t in correct}),
-        # arrival id -> the identities its tracks ended with (None: stayed unknown)
-        "wrong": {owner[t]: tracks[t]["person_id"] for t in enrolled_tracks if t not in correct},
-        "tracks_per_person": {pid: len(ids) for pid, ids in sorted(by_person.items())},
-        "identity_sources": {owner[t] or t: tracks[t]["source"] for t in tracks},
-        "reacquired": sorted(owner[t] or t for t in tracks if "reacquired" == tracks[t]["source"]),
-        "unmatched_arrivals": [p["id"] for p in people if p["id"] not in by_person],
-        "unmatched_tracks": sum(1 for pid in owner.values() if pid is None),
-        "visitors_given_an_identity": {owner[t]: tracks[t]["person_id"] for t in tracks
-                                       if owner[t] is not None and owner[t] not in enrolled
-                                       and tracks[t]["person_id"] is not None},
-        "ambiguous_tracks": sum(1 for t in tracks.values() if t["ambiguous"]),
-        # every room track, in order of appearance: who it was, when (video s), where, what it ended with
-        "track_list": [{"track_id": t, "arrival": owner[t], "first_seen_s": tracks[t]["video_t"],
-                        "foot": [round((tracks[t]["box"]["x1"] + tracks[t]["box"]["x2"]) / 2), round(tracks[t]["box"]["y2"])],
-                        "person_id": tracks[t]["person_id"], "identity_source": tracks[t]["source"],
-                        "events": "".join(k[0] for k in tracks[t]["kinds"])}
-                       for t in sorted(tracks, key=lambda t: tracks[t]["video_t"])],
-    }
-
-
-def _arrival_at(people: list[dict], box: dict, video_t: float, tolerance_s: float, min_iou: float) -> str | None:
-    """The person whose ground-truth box at ``video_t`` overlaps ``box`` best (at least ``min_iou``), or None."""
-    best, best_iou = None, min_iou
-    for person in people:
-        truth_box = _box_at(person["room"].get("track", []), video_t, tolerance_s)
-        if truth_box is None:
-            continue
-        iou = box_iou((box["x1"], box["y1"], box["x2"] - box["x1"], box["y2"] - box["y1"]), truth_box)
-        if iou > best_iou:
-            best, best_iou = person["id"], iou
-    return best
-
-
-def _box_at(samples: list[dict], t: float, tolerance_s: float):
-    """The ground-truth box [x, y, w, h] at video time t, interpolated between the samples around it
-    (people walk ~100 px between samples); None when the person is not in view then."""
-    before = [s for s in samples if s["t"] <= t]
-    after = [s for s in samples if s["t"] >= t]
-    if before and after:
-        a, b = before[-1], after[0]
-        if b["t"] - a["t"] <= 1.0 + 1e-6:  # a gap: hidden (or gone) in between
-            w = 0.0 if b["t"] == a["t"] else (t - a["t"]) / (b["t"] - a["t"])
-            return [pa + w * (pb - pa) for pa, pb in zip(a["box"], b["box"])]
-    nearest = min(samples, key=lambda s: abs(s["t"] - t), default=None)
-    if nearest is None or abs(nearest["t"] - t) > tolerance_s:
-        return None
-    return nearest["box"]
-
-
 def _percentile_ms(values: list[float], q: float) -> float | None:
     if not values:
         return None
-    import numpy as np
-
     return round(float(np.percentile(np.array(values) * 1000.0, q)), 1)
 
 

@@ -271,16 +271,39 @@ def _check(path: Path, where: str, raw: SpecFile) -> ScenarioSpec:
     dur = sc.duration_s
     if round(dur * sc.fps) < 1:
         raise _fail(where, "scenario.duration_s", f"{dur} s at {sc.fps} fps is not even one frame — make it longer")
+    photos = _Photos(path, where)
+    people_photos, visitor_photos = _check_photos(where, raw, photos)
+    entries = _entries(where, raw)
+    arrivals: list[dict[str, Any]] = []
+    for n, (key, ident, name, enrolled, e) in enumerate(entries):
+        paths = people_photos[n][0] if enrolled else ()
+        door = people_photos[n][1] if enrolled else visitor_photos[n - len(raw.people)]
+        arrivals.append(dict(id=ident, name=name, enrolled=enrolled, key=key, door_photo=door, enroll=paths,
+                             **_times(where, sc, key, e), door_lane=-1,
+                             partner=e.with_, behind=e.behind, turns_back=e.turns_back))
+    _check_company(where, arrivals, {ident: e for _, ident, _, _, e in entries})
+    _assign_lanes(where, arrivals)
+    _check_room_places(where, arrivals)
+    _check_session(where, raw.session, dur)
+    return ScenarioSpec(path=path, raw=raw, arrivals=tuple(Arrival(**a) for a in arrivals), photos=tuple(photos.order))
 
-    # photos: exist, are images; remember their bytes' hashes to spot a door photo reused for enrolment
-    digests: dict[Path, str] = {}
-    order: list[Path] = []
 
-    def photo(key: str, value: str) -> Path:
+class _Photos:
+    """The spec's photos, each checked once (exists, is an image, large enough) and remembered with the hash
+    of its bytes, to spot a door photo reused for enrolment."""
+
+    def __init__(self, spec_path: Path, where: str):
+        self.spec_path, self.where = spec_path, where
+        self.digests: dict[Path, str] = {}
+        self.order: list[Path] = []
+
+    def __call__(self, key: str, value: str) -> Path:
+        """The photo ``value`` (relative to the spec file) named by ``key``, checked."""
+        where = self.where
         p = Path(value).expanduser()
-        p = p if p.is_absolute() else path.parent / p
+        p = p if p.is_absolute() else self.spec_path.parent / p
         p = Path(os.path.normpath(p))
-        if p not in digests:
+        if p not in self.digests:
             if not p.exists():
                 raise _fail(where, key, f"file {value} does not exist — fix the path (relative to the spec file)"
                             " or run `rollcall models fetch open` to get the test photos")
@@ -292,22 +315,28 @@ def _check(path: Path, where: str, raw: SpecFile) -> ScenarioSpec:
                 raise _fail(where, key, f"file {value} is not an image OpenCV can read — use a JPEG or PNG photo")
             if min(img.shape[:2]) < 48:
                 raise _fail(where, key, f"photo {value} is only {img.shape[1]}x{img.shape[0]} px — use a larger photo")
-            digests[p] = hashlib.sha256(blob).hexdigest()
-            order.append(p)
+            self.digests[p] = hashlib.sha256(blob).hexdigest()
+            self.order.append(p)
         return p
 
+
+def _check_photos(where: str, raw: SpecFile,
+                  photo: _Photos) -> tuple[list[tuple[tuple[Path, ...], Path]], list[Path]]:
+    """Every person's (enrolment photos, door photo) and every visitor's door photo, checked; no door photo
+    may be an enrolment photo."""
     enrolled_photos: dict[str, str] = {}  # sha -> "people[i].enroll[j]"
     people_photos: list[tuple[tuple[Path, ...], Path]] = []
     for i, person in enumerate(raw.people):
         paths = tuple(photo(f"people[{i}].enroll[{j}]", v) for j, v in enumerate(person.enroll))
         for j, p in enumerate(paths):
-            enrolled_photos.setdefault(digests[p], f"people[{i}].enroll[{j}]")
+            enrolled_photos.setdefault(photo.digests[p], f"people[{i}].enroll[{j}]")
         people_photos.append((paths, photo(f"people[{i}].door_photo", person.door_photo)))
     visitor_photos = [photo(f"visitors[{i}].door_photo", v.door_photo) for i, v in enumerate(raw.visitors)]
 
     # The point of the door camera is recognition from a photo the system was NOT enrolled with:
     # a door photo identical to any enrolment photo would make the test trivially easy (and for a
     # visitor, wrong), so it is rejected rather than warned about.
+    digests = photo.digests
     for i, (_, door) in enumerate(people_photos):
         if digests[door] in enrolled_photos:
             raise _fail(where, f"people[{i}].door_photo", f"same photo as {enrolled_photos[digests[door]]} — "
@@ -316,8 +345,12 @@ def _check(path: Path, where: str, raw: SpecFile) -> ScenarioSpec:
         if digests[door] in enrolled_photos:
             raise _fail(where, f"visitors[{i}].door_photo", f"same photo as {enrolled_photos[digests[door]]} — "
                         "a visitor must not be an enrolment photo; use another photo")
+    return people_photos, visitor_photos
 
-    # ids
+
+def _entries(where: str, raw: SpecFile) -> list[tuple[str, str, str, bool, Any]]:
+    """(key, id, name, enrolled, entry) of every person, then every visitor (``visitor-<n>`` when it has no
+    id); ids must be unique."""
     seen: dict[str, str] = {}
     entries: list[tuple[str, str, str, bool, Any]] = []
     for i, person in enumerate(raw.people):
@@ -329,49 +362,46 @@ def _check(path: Path, where: str, raw: SpecFile) -> ScenarioSpec:
         if ident in seen:
             raise _fail(where, f"{key}.id", f"duplicate id {ident!r} (also {seen[ident]}) — ids must be unique")
         seen[ident] = key
+    return entries
 
-    # times
-    arrivals: list[dict[str, Any]] = []
-    for n, (key, ident, name, enrolled, e) in enumerate(entries):
-        if not 0 <= e.arrive_s < dur:
-            raise _fail(where, f"{key}.arrive_s", f"{e.arrive_s:g} s is outside the scenario [0, {dur:g}) — "
-                        "make it a time inside scenario.duration_s")
-        t_pass = e.arrive_s + sc.door_passage_s
-        t_appear = t_pass + sc.transit_s
-        t_seated = t_appear + ENTRY_WALK_S
-        if e.turns_back:
-            _check_turns_back(where, key, e, t_pass, dur)
-        elif t_seated > dur:
-            raise _fail(where, f"{key}.arrive_s", f"{e.arrive_s:g} s is too late: in place at {t_seated:g} s "
-                        f"(arrive + door_passage_s + transit_s + {ENTRY_WALK_S:g} s walk), after the end "
-                        f"({dur:g} s) — arrive earlier or lengthen scenario.duration_s")
-        t_gone = None
-        if e.leave_s is not None:
-            if e.leave_s < t_seated:
-                raise _fail(where, f"{key}.leave_s", f"{e.leave_s:g} s is before the person is in place "
-                            f"({t_seated:g} s = arrive_s + door_passage_s + transit_s + {ENTRY_WALK_S:g} s walk)"
-                            " — leave later or arrive earlier")
-            t_gone = e.leave_s + EXIT_WALK_S
-            if t_gone > dur:
-                raise _fail(where, f"{key}.leave_s", f"{e.leave_s:g} s is too late: the walk out ends at "
-                            f"{t_gone:g} s, after the end ({dur:g} s) — leave earlier or remove leave_s")
-        for j, (h0, h1) in enumerate(e.hidden):
-            in_place_until = e.leave_s if e.leave_s is not None else dur
-            if not t_seated <= h0 < h1 <= in_place_until:
-                raise _fail(where, f"{key}.hidden[{j}]", f"[{h0:g}, {h1:g}] s must be a stretch while the person "
-                            f"is in place, inside [{t_seated:g}, {in_place_until:g}] s — move it there")
-        paths = people_photos[n][0] if enrolled else ()
-        door = people_photos[n][1] if enrolled else visitor_photos[n - len(raw.people)]
-        arrivals.append(dict(id=ident, name=name, enrolled=enrolled, key=key, door_photo=door, enroll=paths,
-                             arrive_s=e.arrive_s, t_pass=t_pass, t_appear=t_appear, t_seated=t_seated,
-                             leave_s=e.leave_s, t_gone=t_gone, door_lane=-1,
-                             hidden=tuple((float(h0), float(h1)) for h0, h1 in e.hidden),
-                             partner=e.with_, behind=e.behind, turns_back=e.turns_back))
 
-    _check_company(where, arrivals, {ident: e for _, ident, _, _, e in entries})
-    _assign_lanes(where, arrivals)
+def _times(where: str, sc: ScenarioSection, key: str, e: Any) -> dict[str, Any]:
+    """An arrival's times (at the door, in the room, in place, gone) and hidden stretches, each checked to
+    fit in the scenario."""
+    dur = sc.duration_s
+    if not 0 <= e.arrive_s < dur:
+        raise _fail(where, f"{key}.arrive_s", f"{e.arrive_s:g} s is outside the scenario [0, {dur:g}) — "
+                    "make it a time inside scenario.duration_s")
+    t_pass = e.arrive_s + sc.door_passage_s
+    t_appear = t_pass + sc.transit_s
+    t_seated = t_appear + ENTRY_WALK_S
+    if e.turns_back:
+        _check_turns_back(where, key, e, t_pass, dur)
+    elif t_seated > dur:
+        raise _fail(where, f"{key}.arrive_s", f"{e.arrive_s:g} s is too late: in place at {t_seated:g} s "
+                    f"(arrive + door_passage_s + transit_s + {ENTRY_WALK_S:g} s walk), after the end "
+                    f"({dur:g} s) — arrive earlier or lengthen scenario.duration_s")
+    t_gone = None
+    if e.leave_s is not None:
+        if e.leave_s < t_seated:
+            raise _fail(where, f"{key}.leave_s", f"{e.leave_s:g} s is before the person is in place "
+                        f"({t_seated:g} s = arrive_s + door_passage_s + transit_s + {ENTRY_WALK_S:g} s walk)"
+                        " — leave later or arrive earlier")
+        t_gone = e.leave_s + EXIT_WALK_S
+        if t_gone > dur:
+            raise _fail(where, f"{key}.leave_s", f"{e.leave_s:g} s is too late: the walk out ends at "
+                        f"{t_gone:g} s, after the end ({dur:g} s) — leave earlier or remove leave_s")
+    for j, (h0, h1) in enumerate(e.hidden):
+        in_place_until = e.leave_s if e.leave_s is not None else dur
+        if not t_seated <= h0 < h1 <= in_place_until:
+            raise _fail(where, f"{key}.hidden[{j}]", f"[{h0:g}, {h1:g}] s must be a stretch while the person "
+                        f"is in place, inside [{t_seated:g}, {in_place_until:g}] s — move it there")
+    return dict(arrive_s=e.arrive_s, t_pass=t_pass, t_appear=t_appear, t_seated=t_seated, leave_s=e.leave_s,
+                t_gone=t_gone, hidden=tuple((float(h0), float(h1)) for h0, h1 in e.hidden))
 
-    # room places: at most ROOM_PLACES people in the room at once
+
+def _check_room_places(where: str, arrivals: list[dict[str, Any]]) -> None:
+    """At most ROOM_PLACES people in the room at once."""
     spans = sorted((a["t_appear"], a["t_gone"] if a["t_gone"] is not None else float("inf"), a["key"])
                    for a in arrivals if not a["turns_back"])
     for start, _, key in spans:
@@ -380,7 +410,9 @@ def _check(path: Path, where: str, raw: SpecFile) -> ScenarioSpec:
             raise _fail(where, f"{key}.arrive_s", f"more than {ROOM_PLACES} people in the room at {start:g} s — "
                         f"the room camera has {ROOM_PLACES} places; have fewer people or some leave earlier")
 
-    se = raw.session
+
+def _check_session(where: str, se: SessionSection, dur: float) -> None:
+    """The session ends after it starts, inside the scenario."""
     if se.end_s <= se.start_s:
         raise _fail(where, "session.end_s", f"{se.end_s:g} s is not after session.start_s ({se.start_s:g} s) — "
                     "the session must end after it starts")
@@ -388,8 +420,6 @@ def _check(path: Path, where: str, raw: SpecFile) -> ScenarioSpec:
         key = "session.start_s" if se.start_s < 0 else "session.end_s"
         raise _fail(where, key, f"session [{se.start_s:g}, {se.end_s:g}] s is outside the scenario "
                     f"[0, {dur:g}] s — keep the session inside scenario.duration_s")
-
-    return ScenarioSpec(path=path, raw=raw, arrivals=tuple(Arrival(**a) for a in arrivals), photos=tuple(order))
 
 
 def _check_turns_back(where: str, key: str, e: Any, t_pass: float, dur: float) -> None:

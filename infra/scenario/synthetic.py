@@ -5,6 +5,7 @@ that stay unknown, identity corrections, door recognitions. Deterministic for a 
 from __future__ import annotations
 
 import datetime as dt
+import itertools
 import random
 import uuid
 from dataclasses import dataclass, field
@@ -65,10 +66,9 @@ def classroom(*, room_id: str, start: dt.datetime, minutes: float, people: list[
     rng = random.Random(seed)
     t0 = start.timestamp()
     end = t0 + minutes * 60
-    presence, recognitions = Stream(), Stream()
     room_camera, door_camera = f"room-{room_id}", f"door-{room_id}"
-    timeline: list[tuple[float, int, str, dict]] = []
-    order = 0
+    timeline: list[tuple[float, int, str, dict]] = []  # (time, order of making, stream, event)
+    order = itertools.count(1)
     walkers = [(p, True) for p in people] + [(f"visitor-{i}", False) for i in range(visitors)]
     for index, (who, known) in enumerate(walkers):
         arrive = t0 + rng.uniform(-300, 1200)
@@ -80,40 +80,49 @@ def classroom(*, room_id: str, start: dt.datetime, minutes: float, people: list[
             rec = recognition_event(room_id=room_id, camera_id=door_camera, track_id=f"{door_camera}-face-{index}",
                                     person_id=person, frame_time=arrive - 4.0)
             recognition_id = rec["event_id"] if person else None
-            order += 1
-            timeline.append((arrive - 4.0, order, "rec", rec))
+            timeline.append((arrive - 4.0, next(order), "rec", rec))
         # A track may break in two (tracking at low frame rates); the second part is reacquired.
         cut = arrive + (leave - arrive) * rng.uniform(0.3, 0.7) if rng.random() < 0.3 and leave - arrive > 300 else None
         parts = [(arrive, cut - 20), (cut, leave)] if cut else [(arrive, leave)]
         wrong_first = corrections and known and index == 0 and len(people) > 1
         for part, (a, b) in enumerate(parts):
-            track = f"{room_camera}-run{seed}-{index}-{part}"
-            first_person = people[1] if (wrong_first and part == 0) else person
-            t = a
-            kind = "enter"
-            while t < b:
-                current = first_person
-                if wrong_first and part == 0 and t >= a + update_s * 2:
-                    current = person
-                order += 1
-                timeline.append((t, order, "presence", presence_event(
-                    kind=kind, room_id=room_id, camera_id=room_camera, track_id=track, person_id=current,
-                    frame_time=t, first_seen=a, recognition_event_id=recognition_id if part == 0 else None, check=check)))
-                kind = "update"
-                nxt = t + update_s
-                if wrong_first and part == 0 and t < a + update_s * 2 <= nxt:
-                    # the correction: an identity event between two updates
-                    order += 1
-                    ti = a + update_s * 2
-                    timeline.append((ti, order, "presence", presence_event(
-                        kind="identity", room_id=room_id, camera_id=room_camera, track_id=track, person_id=person,
-                        previous_person_id=first_person, frame_time=ti, first_seen=a,
-                        recognition_event_id=recognition_id, check=check)))
-                t = nxt
-            order += 1
-            timeline.append((b, order, "presence", presence_event(
-                kind="exit", room_id=room_id, camera_id=room_camera, track_id=track, person_id=person,
-                frame_time=b, first_seen=a, recognition_event_id=recognition_id if part == 0 else None, check=check)))
+            timeline += _track_events(
+                room_id=room_id, camera=room_camera, track=f"{room_camera}-run{seed}-{index}-{part}", a=a, b=b,
+                person=person, wrong_person=people[1] if (wrong_first and part == 0) else None,
+                recognition_id=recognition_id if part == 0 else None, update_s=update_s, check=check, order=order)
+    presence, recognitions = Stream(), Stream()
     for _, _, stream, event in sorted(timeline, key=lambda item: (item[0], item[1])):
         (recognitions if stream == "rec" else presence).add(event["camera_id"], event)
     return presence, recognitions
+
+
+def _track_events(*, room_id: str, camera: str, track: str, a: float, b: float, person: str | None,
+                  wrong_person: str | None, recognition_id: str | None, update_s: float, check: bool,
+                  order) -> list[tuple[float, int, str, dict]]:
+    """One room track from ``a`` to ``b``: enter, an update every ``update_s``, exit. With ``wrong_person``
+    the track is first given to them, then corrected to ``person`` by an 'identity' event at a + 2 updates."""
+    first_person = wrong_person if wrong_person is not None else person
+    events: list[tuple[float, int, str, dict]] = []
+    t = a
+    kind = "enter"
+    while t < b:
+        current = first_person
+        if wrong_person is not None and t >= a + update_s * 2:
+            current = person
+        events.append((t, next(order), "presence", presence_event(
+            kind=kind, room_id=room_id, camera_id=camera, track_id=track, person_id=current,
+            frame_time=t, first_seen=a, recognition_event_id=recognition_id, check=check)))
+        kind = "update"
+        nxt = t + update_s
+        if wrong_person is not None and t < a + update_s * 2 <= nxt:
+            # the correction: an identity event between two updates
+            ti = a + update_s * 2
+            events.append((ti, next(order), "presence", presence_event(
+                kind="identity", room_id=room_id, camera_id=camera, track_id=track, person_id=person,
+                previous_person_id=first_person, frame_time=ti, first_seen=a,
+                recognition_event_id=recognition_id, check=check)))
+        t = nxt
+    events.append((b, next(order), "presence", presence_event(
+        kind="exit", room_id=room_id, camera_id=camera, track_id=track, person_id=person,
+        frame_time=b, first_seen=a, recognition_event_id=recognition_id, check=check)))
+    return events

@@ -1,0 +1,152 @@
+"""`rollcall bench ...`: benchmarks that print figures measured in one run: `faces`, `persons`, `precision`,
+`tracking` (the processor), `writer` (the attendance writer) and `dashboard` (the live feed)."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+import click
+
+from infra.bench.dashboard import run_bench as run_dashboard_bench
+from infra.bench.precision import bench_person_precision
+from infra.bench.processor import bench_faces, bench_persons
+from infra.bench.tracking import bench_tracking, format_table, to_json
+from infra.bench.writer import bench_writer as run_writer_bench
+from infra.cli.support import config_of as _config
+from infra.cli.support import print_figures, print_json, progress
+from infra.cli.types import FiniteFloat
+from infra.foundation.endpoints import resolve
+from infra.foundation.errors import RollcallError
+
+
+@click.group()
+def bench() -> None:
+    """Benchmarks that print figures measured in one run (ratios against baselines of the same run)."""
+
+
+# --- the processor --------------------------------------------------------------------------------
+
+
+@bench.command("faces")
+@click.option("--streams", type=click.IntRange(1, 256), default=8, show_default=True,
+              help="Concurrent RTSP door streams (10 fps each; enough to saturate 2 CPU cores).")
+@click.option("--seconds", type=FiniteFloat(0, 3600, low_open=True), default=30.0, show_default=True,
+              help="Measuring window of the pipeline.")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON document.")
+@click.pass_context
+def bench_faces_command(ctx: click.Context, streams: int, seconds: float, as_json: bool) -> None:
+    """Face pipeline faces/s with N RTSP streams vs the model-only ceiling vs a naive per-face loop."""
+    result = bench_faces(_config(ctx), streams=streams, seconds=seconds,
+                         say=progress(as_json))
+    print_figures(result, as_json)
+
+
+@bench.command("persons")
+@click.option("--streams", type=click.IntRange(1, 256), default=4, show_default=True,
+              help="Concurrent RTSP room streams (enough to saturate 2 CPU cores at 5 fps analysis).")
+@click.option("--seconds", type=FiniteFloat(0, 3600, low_open=True), default=30.0, show_default=True,
+              help="Measuring window of the pipeline.")
+@click.option("--fps", "analysis_fps", type=FiniteFloat(0, 120, low_open=True), default=5.0, show_default=True,
+              help="Analysis rate of each room stream.")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON document.")
+@click.pass_context
+def bench_persons_command(ctx: click.Context, streams: int, seconds: float, analysis_fps: float,
+                          as_json: bool) -> None:
+    """Room pipeline frames/s with N RTSP streams vs the detector-only ceiling vs a naive per-frame loop."""
+    if streams < 1 or seconds <= 0 or analysis_fps <= 0:
+        raise RollcallError("bench persons: --streams, --seconds and --fps must be positive")
+    result = bench_persons(_config(ctx), streams=streams, seconds=seconds, analysis_fps=analysis_fps,
+                           say=progress(as_json))
+    print_figures(result, as_json)
+
+
+@bench.command("precision")
+@click.option("--rounds", type=click.IntRange(1, 100), default=3, show_default=True,
+              help="Interleaved rounds over the same frames (fp32, then int8, each round).")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON document.")
+@click.pass_context
+def bench_precision_command(ctx: click.Context, rounds: int, as_json: bool) -> None:
+    """The room person detector at int8 against fp32 (the baseline, same run, same frames): ms a frame,
+    speed-up, and the share of fp32 persons int8 finds too."""
+    print_figures(bench_person_precision(_config(ctx), rounds=rounds, say=progress(as_json)), as_json)
+
+
+@bench.command("tracking")
+@click.argument("spec", type=click.Path(dir_okay=False, readable=True, path_type=Path))
+@click.option("--fps", "rates", default="4,2,1", show_default=True, help="Analysis rates to replay, comma-separated.")
+@click.option("--detect-budget", type=FiniteFloat(0, 86_400, low_open=True), default=None,
+              help="Seconds of person detection at most in this call; what was done is kept for the next one.")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON document (every run).")
+@click.pass_context
+def bench_tracking_command(ctx: click.Context, spec: Path, rates: str, detect_budget: float | None,
+                           as_json: bool) -> None:
+    """Room tracking vs the scenario's ground truth (IDF1, HOTA, MOTA, tracks per person, door entries) on
+    cached detections replayed at each analysis rate."""
+    try:
+        parsed = [float(r) for r in rates.split(",") if r.strip()]
+    except ValueError:
+        parsed = []
+    if not parsed or any(not 0 < r <= 120 for r in parsed):  # "not 0 < r" also refuses nan
+        raise RollcallError(f"bench tracking: --fps {rates!r} must be numbers above 0 and at most 120, "
+                            "separated by commas")
+    report = bench_tracking(spec, _config(ctx), parsed, say=progress(as_json), detect_budget_s=detect_budget)
+    click.echo(to_json(report) if as_json else format_table(report))
+
+
+# --- the attendance writer ------------------------------------------------------------------------
+
+
+@bench.command("writer")
+@click.option("--events", type=click.IntRange(1000, 10_000_000), default=200_000, show_default=True,
+              help="Presence events to write.")
+@click.option("--rooms", type=click.IntRange(1, 1000), default=40, show_default=True, help="Rooms with a session each.")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON document.")
+@click.pass_context
+def bench_writer(ctx, events: int, rooms: int, as_json: bool) -> None:
+    """Writer events/s from topic to committed rows vs the plain COPY ceiling of the same PostgreSQL."""
+    if events < 1000 or rooms < 1:
+        raise RollcallError("--events must be at least 1000 and --rooms at least 1")
+    config = _config(ctx)
+    endpoints = resolve(config, need=("database", "kafka"))
+    result = asyncio.run(run_writer_bench(config, endpoints.database_url, endpoints.kafka_bootstrap_servers,
+                                          events=events, rooms=rooms, say=progress(as_json)))
+    print_figures(result, as_json)
+
+
+# --- the dashboard's live feed --------------------------------------------------------------------
+
+
+@bench.command("dashboard")
+@click.option("--clients", default="200", show_default=True,
+              help="Concurrent live-feed (SSE) clients; a comma list runs each in turn (e.g. 50,100,200,400).")
+@click.option("--events", type=click.IntRange(10, 1_000_000), default=300, show_default=True,
+              help="Events published per run.")
+@click.option("--rate", type=FiniteFloat(0, 100_000, low_open=True), default=50.0, show_default=True,
+              help="Events per second published.")
+@click.option("--json", "as_json", is_flag=True, help="One JSON document (the last run's figures at the top).")
+@click.pass_context
+def bench_dashboard(ctx: click.Context, clients: str, events: int, rate: float, as_json: bool) -> None:
+    """Live-feed fan-out: N SSE clients on one dashboard process, p95 delay from Kafka to each client."""
+    try:
+        counts = [int(c) for c in clients.split(",") if c.strip()]
+    except ValueError:
+        raise RollcallError(f"--clients {clients!r}: give a number or a comma list of numbers") from None
+    if not counts or min(counts) < 1 or max(counts) > 5000:
+        raise RollcallError("--clients: between 1 and 5000")
+    if events < 10 or rate <= 0:
+        raise RollcallError("--events at least 10 and --rate above 0")
+    report = run_dashboard_bench(_config(ctx), counts, events=events, rate=rate,
+                                 progress=None if as_json else (lambda line: click.echo(line, err=True)))
+    if as_json:
+        print_json(report)
+        return
+    for run in report["runs"]:
+        click.echo(f"{run['clients']:>5} clients: p50 {run['p50_ms']} ms, p95 {run['p95_ms']} ms, max {run['max_ms']} ms; "
+                   f"{run['delivered']}/{run['expected']} deliveries, {run['connected']} connected")
+    click.echo(f"serves {report['clients']} concurrent live-feed clients with p95 {report['p95_ms']} ms "
+               f"(aim: {report['aim']['clients']} clients under {report['aim']['p95_ms']} ms: "
+               f"{'met' if report['aim_met'] else 'not met'})")
+
+
+COMMANDS = (bench,)

@@ -1,0 +1,154 @@
+"""`rollcall` commands of the processor package: `run`, `enroll` and `models list|fetch`."""
+
+from __future__ import annotations
+
+import asyncio
+import getpass
+import logging
+import signal
+import sys
+from pathlib import Path
+
+import click
+from rich.console import Console
+
+from infra.cli.support import config_of as _config
+from infra.cli.support import print_json as _print_json
+from infra.cli.types import PORT, FiniteFloat
+from infra.foundation.config import load_config
+from infra.foundation.endpoints import resolve
+from infra.foundation.errors import RollcallError
+from processor import model_catalogue, model_fetch
+from processor.enroll import RichProgress, enroll_from_dir, enroll_photos
+from processor.pipeline import Processor
+
+# --- the processor --------------------------------------------------------------------------------
+
+
+@click.command("run")
+@click.option("--metrics-port", type=PORT, default=9108, show_default=True,
+              help="Port of the Prometheus /metrics endpoint on 127.0.0.1 (0 = a free one).")
+@click.option("--max-batch", type=click.IntRange(1, 1024), default=8, show_default=True,
+              help="Frames per inference batch at most.")
+@click.option("--max-wait-ms", type=FiniteFloat(0, 60_000), default=20.0, show_default=True,
+              help="How long a batch waits for more frames after its first.")
+@click.option("-v", "--verbose", is_flag=True, help="Log every recognition and camera state change.")
+@click.pass_context
+def run_processor(ctx: click.Context, metrics_port: int, max_batch: int, max_wait_ms: float, verbose: bool) -> None:
+    """Run the processor on the configured cameras until interrupted (SIGHUP reloads the cameras)."""
+    logging.basicConfig(level=logging.INFO if verbose else logging.WARNING,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    config = _config(ctx)
+    endpoints = resolve(config, need=("database", "kafka"))
+
+    async def main() -> None:
+        processor = Processor(config, database_url=endpoints.database_url,
+                              kafka_bootstrap_servers=endpoints.kafka_bootstrap_servers,
+                              metrics_port=metrics_port, max_batch=max_batch, max_wait_s=max_wait_ms / 1000)
+        await _run_until_signalled(processor, config)
+
+    asyncio.run(main())
+
+
+async def _run_until_signalled(processor: Processor, config) -> None:
+    """Run ``processor`` until SIGTERM or SIGINT; SIGHUP reloads its cameras from the config file."""
+    loop = asyncio.get_running_loop()
+    stopping = asyncio.Event()
+    loop.add_signal_handler(signal.SIGTERM, stopping.set)
+    loop.add_signal_handler(signal.SIGINT, stopping.set)
+    loop.add_signal_handler(signal.SIGHUP, _reload_cameras, processor, config)
+    runner = asyncio.create_task(processor.run_forever())
+    await processor.started.wait()
+    click.echo(f"processor running on {len(processor.door_cameras())} door and "
+               f"{len(processor.room_cameras())} room camera(s); "
+               f"metrics on http://127.0.0.1:{processor.metrics_port}/metrics", err=True)
+    waiter = asyncio.create_task(stopping.wait())
+    await asyncio.wait([runner, waiter], return_when=asyncio.FIRST_COMPLETED)
+    runner.cancel()
+    await asyncio.gather(runner, return_exceptions=True)
+
+
+def _reload_cameras(processor: Processor, config) -> None:
+    """Re-read the config file and give the processor its cameras; a broken file keeps the running ones."""
+    try:
+        fresh = load_config(config.source)
+    except RollcallError as exc:
+        click.echo(f"rollcall: reload refused, keeping the running cameras: {exc}", err=True)
+        return
+    processor.reload_cameras(fresh)
+    click.echo(f"reloaded cameras from {config.source}", err=True)
+
+
+# --- enrolment ------------------------------------------------------------------------------------
+
+
+@click.command()
+@click.argument("person_id", required=False)
+@click.argument("photos", nargs=-1, type=click.Path(path_type=Path))
+@click.option("--name", help="Display name (default: keep the current one; a new person gets their id).")
+@click.option("--from-dir", "from_dir", type=click.Path(file_okay=False, path_type=Path),
+              help="Enrol a folder of people instead: DIR/<person id>/<photos>, optional DIR/<person id>/name.txt.")
+@click.option("--consent", is_flag=True,
+              help="The person(s) agreed to face recognition. Required; recorded with the time.")
+@click.option("--consent-by", help="Who recorded the consent (default: the login name).")
+@click.option("--pack", help="Model pack to enrol for (default: [models] pack).")
+@click.pass_context
+def enroll(ctx: click.Context, person_id: str | None, photos: tuple[Path, ...], name: str | None,
+           from_dir: Path | None, consent: bool, consent_by: str | None, pack: str | None) -> None:
+    """Enrol faces from photos: PERSON_ID --name NAME --consent PHOTOS..., or --from-dir DIR --consent.
+
+    Each photo is checked (one clear face, large and sharp enough); rejected photos are listed with their
+    reason and the others enrolled. Only the embedding is stored (the photo too with [privacy]
+    keep_enrolment_photos), with the consent time and an expiry ([privacy] enrolment_retention_days).
+    Exit status 1 when nothing was enrolled.
+    """
+    if from_dir is not None and (person_id or photos or name):
+        raise RollcallError("give either PERSON_ID [--name NAME] PHOTOS... or --from-dir DIR, not both")
+    if from_dir is None and (not person_id or not photos):
+        raise RollcallError("give PERSON_ID and at least one photo (rollcall enroll ID --consent a.jpg b.jpg), "
+                            "or --from-dir DIR")
+    config = _config(ctx)
+    url = resolve(config, need=("database",)).database_url
+    options = dict(consent=consent, consent_by=consent_by or getpass.getuser(), pack=pack or config.models.pack,
+                   thresholds=config.thresholds, privacy=config.privacy)
+    with RichProgress("enrolling", console=Console(stderr=True)) as bar:
+        if from_dir is not None:
+            report = asyncio.run(enroll_from_dir(url, from_dir, progress=bar, **options))
+        else:
+            report = asyncio.run(enroll_photos(url, person_id, name, list(photos), progress=bar, **options))
+    for rejected in report.rejected:
+        click.echo(f"rejected {rejected.path}: {rejected.reason}")
+    click.echo(report.summary())
+    if not report.accepted:
+        sys.exit(1)
+
+
+# --- model packs ----------------------------------------------------------------------------------
+
+
+@click.group()
+def models() -> None:
+    """Model packs: face detector, face embedder, person detector."""
+
+
+@models.command("list")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON document.")
+def models_list(as_json: bool) -> None:
+    """List the packs, their files, where they come from, their licences, and whether fetched."""
+    packs = model_catalogue.list_packs()
+    if as_json:
+        _print_json([model_catalogue.pack_info_dict(p) for p in packs])
+        return
+    for pack in packs:
+        click.echo(model_catalogue.describe_pack(pack))
+
+
+@models.command("fetch")
+@click.argument("pack", default="open")
+def models_fetch(pack: str) -> None:
+    """Fetch a model pack (default: open). Cached: a second fetch does no work."""
+    path = model_fetch.fetch_pack(pack)
+    click.echo(f"model pack {pack!r} ready in {path}")
+
+
+COMMANDS = (run_processor, enroll, models)
