@@ -8,6 +8,7 @@ import subprocess
 import sys
 
 from infra.foundation.paths import PROJECT_ROOT
+from infra.foundation import db
 
 
 def _rollcall(args, env, stdin=""):
@@ -18,7 +19,6 @@ def _rollcall(args, env, stdin=""):
 def test_user_add_makes_the_first_admin(stack, fresh_database, stack_dir):
     import asyncpg
 
-    from infra.foundation import db
 
     db.migrate(fresh_database)
     env = {**os.environ, "DATABASE_URL": fresh_database, "ROLLCALL_STACK_DIR": str(stack_dir)}

@@ -15,6 +15,8 @@ from aiokafka.admin import AIOKafkaAdminClient
 
 from infra.foundation.paths import PROJECT_ROOT
 from infra.foundation.config import EXAMPLE_CONFIG, load_config
+from infra.devstack import stack as embedded
+from infra.scenario.runner import tracking_rate
 
 DEFAULT_SPEC = PROJECT_ROOT / "infra" / "scenarios" / "default.toml"
 SCENARIOS = PROJECT_ROOT / "infra" / "scenarios"
@@ -44,7 +46,6 @@ def run_scenario(stack_dir, spec, *, load: float = 0.0, timeout: float = 400, co
 
 def leftovers(run: dict) -> list[str]:
     """The run's database and topics still on the test stack (they must be gone)."""
-    from infra.devstack import stack as embedded
 
     state = embedded.current_state()
 
@@ -155,7 +156,6 @@ def test_tracking_rate_against_the_minimum():
     camera's minimum, one frame of slack (the frames before the first clean keyframe are never analysed)."""
     from types import SimpleNamespace
 
-    from infra.scenario.runner import tracking_rate
 
     config = load_config(EXAMPLE_CONFIG, environ={})
     camera = config.camera("room-a101").model_copy(update={"min_tracking_fps": 2.0, "analysis_fps": 4.0})
