@@ -20,7 +20,7 @@ from tests import dashboard_kit as kit
 from infra.foundation.paths import PROJECT_ROOT
 from infra.foundation.config import EXAMPLE_CONFIG, config_from_dict, load_config
 from infra.devstack import stack as embedded
-from infra.scenario.runner import demo_mounts
+from infra.scenario.mounts import demo_mounts
 from dashboard.video import COLOURS, ZONE_COLOUR, draw_overlay
 
 PHOTOS = PROJECT_ROOT / "infra" / "scenarios" / "photos"

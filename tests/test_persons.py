@@ -19,7 +19,7 @@ from infra.foundation.paths import PROJECT_ROOT
 from processor import model_packs as mp
 from processor.stages.persons import PersonDetector
 from processor.stages.person_tracks import PersonTracker
-from infra.scenario.runner import render_cached
+from infra.scenario.mounts import render_cached
 from infra.scenario.check import iou
 from processor import onnx_surgery
 from processor.model_catalogue import PHOTOS_DIR

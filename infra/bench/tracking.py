@@ -34,7 +34,7 @@ from trackers.eval import compute_clear_metrics, compute_hota_metrics, compute_i
 
 from infra.foundation.errors import RollcallError
 from infra.foundation.registry_fetch import sha256_of
-from infra.scenario.runner import render_cached
+from infra.scenario.mounts import render_cached
 from infra.foundation.config import Config
 from processor.stages.person_tracks import PersonTracker, torso_look
 from processor.stages.persons import PersonDetection, PersonDetector

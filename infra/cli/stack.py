@@ -17,7 +17,7 @@ from infra.devstack.stack import start_embedded_stack
 from infra.foundation import db as database
 from infra.foundation.config import load_config
 from infra.foundation.endpoints import resolve
-from infra.scenario.runner import demo_mounts
+from infra.scenario.mounts import demo_mounts
 
 # --- the embedded stack ---------------------------------------------------------------------------
 

@@ -29,7 +29,7 @@ from infra.foundation.errors import RollcallError
 from infra.foundation.kafka import TopicsMissing, assign_from_end, tail_consumer
 from infra.foundation.paths import scenarios_dir
 from infra.scenario.attendance import scenario_attendance, score_attendance
-from infra.scenario.render import render
+from infra.scenario.mounts import demo_mounts, render_cached
 from infra.scenario.scores import score_handoff, score_recognitions
 from infra.scenario.spec import display_path, load_spec
 from processor.enroll import enroll_photos
@@ -37,30 +37,6 @@ from processor.pipeline import Processor
 from schemas.events import MalformedEvent, decode
 
 log = logging.getLogger("rollcall.scenario")
-
-
-def render_cached(spec_path: Path):
-    """Render a spec into var/scenarios/<name>/ (no work when the render is up to date)."""
-    spec = load_spec(spec_path)
-    return spec, render(spec_path, scenarios_dir() / spec.name)
-
-
-def demo_mounts(config: Config, *, render_missing: bool = True) -> dict[str, Path]:
-    """RTSP mounts for the scenarios the config serves: /<name>/door and /<name>/room."""
-    mounts: dict[str, Path] = {}
-    for entry in config.stack.scenarios:
-        spec_path = config.resolve_path(entry)
-        if render_missing:
-            spec, _ = render_cached(spec_path)
-            name = spec.name
-        else:
-            name = load_spec(spec_path).name
-        folder = scenarios_dir() / name
-        for camera in ("door", "room"):
-            video = folder / f"{camera}.ts"
-            if video.exists():
-                mounts[f"/{name}/{camera}"] = video
-    return mounts
 
 
 def scenario_door(config: Config, spec):
