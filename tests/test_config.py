@@ -104,7 +104,9 @@ def test_cli_config_check_accepts_the_example():
 
 
 def _all_commands(group: click.Group, prefix: list[str]):
-    for name, command in group.commands.items():
+    ctx = click.Context(group)  # the root loads its commands on demand: ask it, not its .commands
+    for name in group.list_commands(ctx):
+        command = group.get_command(ctx, name)
         yield prefix + [name]
         if isinstance(command, click.Group):
             yield from _all_commands(command, prefix + [name])
