@@ -29,6 +29,7 @@ import numpy as np
 import pytest
 from prometheus_client import REGISTRY
 
+from infra.devstack import rtsp
 from infra.devstack import stack as embedded
 from infra.devstack.ports import choose_free_port, wait_until
 from processor.ingest import CameraState, IngestManager, IngestOptions
@@ -407,7 +408,7 @@ def private_rtsp(media, tmp_path):
     mounts = tmp_path / "mounts.json"
     mounts.write_text(f'{{"/garbage": "{garbage}"}}')
     port = choose_free_port()
-    process = subprocess.Popen([embedded.SYSTEM_PYTHON, "-I", str(embedded.RTSP_SCRIPT), "--port", str(port),
+    process = subprocess.Popen([rtsp.SYSTEM_PYTHON, "-I", str(rtsp.RTSP_SCRIPT), "--port", str(port),
                                 "--mounts", str(mounts), "--log", str(tmp_path / "rtsp.log")])
     try:
         assert wait_until(lambda: embedded.rtsp_options_ok(port), 20), (tmp_path / "rtsp.log").read_text()
