@@ -8,7 +8,6 @@ be dodged; this test finds those.
 from __future__ import annotations
 
 import ast
-from pathlib import Path
 
 import pytest
 
