@@ -28,10 +28,8 @@ def database_url(port: int) -> str:
     return f"postgresql://{DB_USER}@{HOST}:{port}/{DB_NAME}"
 
 
-
 def bootstrap_servers(port: int) -> str:
     return f"{HOST}:{port}"
-
 
 
 @dataclass(frozen=True)
@@ -65,10 +63,8 @@ class StackState:
         return check_component(name, self.components.get(name))[0] == "running"
 
 
-
 def state_path() -> Path:
     return stack_dir() / "state.json"
-
 
 
 def load_state() -> dict:
@@ -83,7 +79,6 @@ def load_state() -> dict:
     return data
 
 
-
 def current_state() -> StackState | None:
     """The recorded stack (whatever its processes' state: see StackState.is_running), or None when
     `up` never ran here."""
@@ -94,7 +89,6 @@ def current_state() -> StackState | None:
     records = {c: dict(r) for c, r in data["components"].items() if r.get("pid")}
     return StackState(pg_port=ports["postgres"], kafka_port=ports["kafka"], rtsp_port=ports["rtsp"],
                       pids={c: r["pid"] for c, r in records.items()}, components=records)
-
 
 
 # ------------------------------------------------------------------------------------------ processes
@@ -108,7 +102,6 @@ def proc_stat(pid: int) -> tuple[str, int] | None:
     return fields[0], int(fields[19])
 
 
-
 def cmdline(pid: int) -> str:
     try:
         return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode("utf-8", "replace")
@@ -116,11 +109,9 @@ def cmdline(pid: int) -> str:
         return ""
 
 
-
 def alive(pid: int) -> bool:
     info = proc_stat(pid)
     return info is not None and info[0] not in ("Z", "X")  # a zombie is dead (PID 1 here reaps late)
-
 
 
 def same_process(record: Mapping) -> bool:
@@ -136,7 +127,6 @@ def same_process(record: Mapping) -> bool:
     return record.get("marker", "") in cmdline(pid)
 
 
-
 # ---------------------------------------------------------------------------------------------- probes
 def port_answers(port: int, host: str = HOST, timeout: float = 0.5) -> bool:
     """True when something accepts a TCP connection on ``host:port``."""
@@ -145,7 +135,6 @@ def port_answers(port: int, host: str = HOST, timeout: float = 0.5) -> bool:
             return True
     except OSError:
         return False
-
 
 
 def rtsp_options_ok(port: int, host: str = HOST, timeout: float = 1.0) -> bool:
@@ -159,7 +148,6 @@ def rtsp_options_ok(port: int, host: str = HOST, timeout: float = 1.0) -> bool:
     except OSError:
         return False
     return answer.startswith(b"RTSP/1.0 200")
-
 
 
 def metadata_ok(port: int, host: str = HOST, timeout: float = 1.0) -> bool:
@@ -181,7 +169,6 @@ def metadata_ok(port: int, host: str = HOST, timeout: float = 1.0) -> bool:
     return got_correlation == correlation and brokers >= 1
 
 
-
 def _recv_exact(sock: socket.socket, n: int) -> bytes:
     chunks = []
     while n:
@@ -193,14 +180,12 @@ def _recv_exact(sock: socket.socket, n: int) -> bytes:
     return b"".join(chunks)
 
 
-
 def answers(component: str, port: int) -> bool:
     if component == "kafka":
         return metadata_ok(port)
     if component == "rtsp":
         return rtsp_options_ok(port)
     return port_answers(port)
-
 
 
 def check_component(component: str, record: Mapping | None) -> tuple[str, str]:
