@@ -27,6 +27,7 @@ from zoneinfo import ZoneInfo
 
 from consumers.privacy import record_audit
 from consumers.sessions import ATTENDED
+from infra.foundation.dates import FIRST_DATE, LAST_DATE
 from infra.foundation.errors import RollcallError
 
 FORMATS = ("csv", "xlsx")
@@ -35,7 +36,6 @@ EVIDENCE_HEADER = ["door_recognitions", "first_door", "room_tracks", "room_face"
 # What spreadsheet programs start a formula (or DDE call) with (OWASP CSV injection); LF as well as CR.
 FORMULA_START = ("=", "+", "-", "@", "\t", "\r", "\n")
 OWN_CODES = frozenset({"-"})  # the register's "no record" code: ours, and no program reads it as a formula
-FIRST_DATE, LAST_DATE = dt.date(1900, 1, 1), dt.date(2999, 12, 31)  # what an export may span
 SHEET_TITLE_BAD = re.compile(r"[\\/*?:\[\]]")
 
 

@@ -17,12 +17,12 @@ from starlette.templating import Jinja2Templates
 from dashboard import auth, queries
 from dashboard.auth import Scope, User
 from dashboard.services import Problem, services_of
+from infra.foundation.dates import FIRST_DATE, LAST_DATE
 
 HERE = Path(__file__).resolve().parent
 ALL = ("admin", "faculty", "student")
 STAFF = ("admin", "faculty")
 ADMIN = ("admin",)
-FIRST_DATE, LAST_DATE = dt.date(1900, 1, 1), dt.date(2999, 12, 31)
 
 templates = Jinja2Templates(directory=str(HERE / "templates"))
 

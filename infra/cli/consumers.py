@@ -21,10 +21,11 @@ from consumers.sessions import close_session, list_sessions, materialise_timetab
 from consumers.writer import AttendanceWriter
 from infra.cli.support import config_of as _config
 from infra.cli.support import print_json as _print_json
-from infra.cli.types import FIRST_DATE, LAST_DATE, ROW_ID, FiniteFloat
+from infra.cli.types import ROW_ID, FiniteFloat
 from infra.foundation import metrics
 from infra.foundation.db import describe_unreachable
 from infra.foundation.endpoints import resolve
+from infra.foundation.dates import FIRST_DATE, LAST_DATE
 from infra.foundation.errors import RollcallError
 
 MAX_LIST_SPAN_DAYS = 3660  # `session list` makes the timetable's sessions of its window: ten years at most
@@ -238,6 +239,16 @@ def _write_export(data: bytes, fmt: str, out: Path | None) -> None:
     click.echo(f"wrote {out} ({len(data)} bytes)", err=True)
 
 
+def _export_span(ctx, export, subject: str, date_from: str, date_to: str, fmt: str, out: Path | None) -> None:
+    """An export over --from .. --to (a course's register, a student's sessions), written to --out or stdout."""
+    config = _config(ctx)
+    first, last = _date(date_from, "--from"), _date(date_to, "--to")
+    if last < first:
+        raise RollcallError("--to is before --from")
+    _write_export(_with_connection(config, lambda c: export(c, subject, first, last, fmt, tz=config.site.timezone,
+                                                             actor=_actor(None))), fmt, out)
+
+
 @export_group.command("session")
 @click.argument("session_id", type=ROW_ID)
 @_export_options
@@ -259,13 +270,7 @@ def export_session_command(ctx, session_id: int, fmt: str, out: Path | None) -> 
 def export_course_command(ctx, course_id: str, date_from: str, date_to: str, fmt: str, out: Path | None) -> None:
     """The course register: students by sessions over the dates."""
 
-    config = _config(ctx)
-    first, last = _date(date_from, "--from"), _date(date_to, "--to")
-    if last < first:
-        raise RollcallError("--to is before --from")
-    _write_export(_with_connection(config, lambda c: export_course(c, course_id, first, last, fmt,
-                                                                    tz=config.site.timezone, actor=_actor(None))),
-                  fmt, out)
+    _export_span(ctx, export_course, course_id, date_from, date_to, fmt, out)
 
 
 @export_group.command("student")
@@ -277,13 +282,7 @@ def export_course_command(ctx, course_id: str, date_from: str, date_to: str, fmt
 def export_student_command(ctx, person_id: str, date_from: str, date_to: str, fmt: str, out: Path | None) -> None:
     """One student's sessions over the dates."""
 
-    config = _config(ctx)
-    first, last = _date(date_from, "--from"), _date(date_to, "--to")
-    if last < first:
-        raise RollcallError("--to is before --from")
-    _write_export(_with_connection(config, lambda c: export_student(c, person_id, first, last, fmt,
-                                                                     tz=config.site.timezone, actor=_actor(None))),
-                  fmt, out)
+    _export_span(ctx, export_student, person_id, date_from, date_to, fmt, out)
 
 
 # --- privacy --------------------------------------------------------------------------------------

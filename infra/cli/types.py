@@ -1,11 +1,10 @@
 """Option types of the `rollcall` commands that refuse what click's own accept: ``nan`` and ``inf`` for a
 float (``click.FloatRange`` lets both through: every comparison with nan is false), ids beyond PostgreSQL's
-bigint, and dates whose next day does not exist (9999-12-31) or that no attendance record can be about.
+bigint (the dates an option may name are infra.foundation.dates).
 A refused value is a ``click.BadParameter``: one line through ``infra.cli.main.main``."""
 
 from __future__ import annotations
 
-import datetime as dt
 import math
 
 import click
@@ -13,8 +12,6 @@ import click
 BIGINT_MAX = 2**63 - 1
 PORT = click.IntRange(0, 65535)
 ROW_ID = click.IntRange(1, BIGINT_MAX)  # a database id (bigserial): 1 .. 2^63-1
-# Dates an option may name: attendance is about these years, and the day after each still exists.
-FIRST_DATE, LAST_DATE = dt.date(1900, 1, 1), dt.date(2999, 12, 31)
 
 
 class FiniteFloat(click.ParamType):

@@ -33,6 +33,7 @@ from aiokafka.errors import KafkaError
 from infra.devstack import broker
 
 from infra.foundation import db
+from infra.foundation.embedded import alive
 from infra.foundation.errors import RollcallError
 from infra.foundation.config import Config
 
@@ -112,25 +113,15 @@ async def _sweep(database_url: str, bootstrap: str) -> list[str]:
         names = [r["datname"] for r in await conn.fetch("SELECT datname FROM pg_database")]
     finally:
         await conn.close()
-    databases = [n for n in names if (m := DATABASE_NAME.match(n)) and not _alive(int(m.group(2)))]
+    databases = [n for n in names if (m := DATABASE_NAME.match(n)) and not alive(int(m.group(2)))]
     admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=10000)
     await admin.start()
     try:
-        topics = [t for t in await admin.list_topics() if (m := TOPIC_SUFFIX.search(t)) and not _alive(int(m.group(2)))]
+        topics = [t for t in await admin.list_topics() if (m := TOPIC_SUFFIX.search(t)) and not alive(int(m.group(2)))]
     finally:
         await admin.close()
     left = await _remove(database_url, bootstrap, databases, topics)
     return [name for name in databases + topics if name not in left]
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 async def _create_database(server_url: str, name: str) -> None:

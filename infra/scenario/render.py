@@ -43,6 +43,7 @@ from typing import Any
 
 import numpy as np
 
+from infra.foundation.embedded import alive
 from infra.foundation.errors import RollcallError
 from infra.foundation.paths import scenarios_dir
 from infra.scenario import clothing
@@ -182,20 +183,8 @@ def _remove_stale(out: Path) -> None:
     """Temp folders beside ``out`` left by a render that was killed (its process is gone)."""
     for p in out.parent.glob(f".{out.name}.*"):
         kind, _, rest = p.name[len(out.name) + 2:].partition("-")
-        if kind == "old" or (kind == "rendering" and not _alive(int(rest.split("-")[0]) if rest[:1].isdigit() else 0)):
+        if kind == "old" or (kind == "rendering" and not alive(int(rest.split("-")[0]) if rest[:1].isdigit() else 0)):
             shutil.rmtree(p, ignore_errors=True)
-
-
-def _alive(pid: int) -> bool:
-    if pid <= 0:
-        return False
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 def _swap(tmp: Path, out: Path) -> None:
