@@ -209,23 +209,30 @@ class HandoffMatcher:
         self.min_transit_samples = int(min_transit_samples)
         self.reopen_s = float(reopen_s)
         self.doors: dict[str, Door] = {}
-        for spec in doors:
-            door = _door(spec)
-            if door.door_id in self.doors:
-                raise ValueError(f"door {door.door_id!r} given twice")
-            if not 0 <= door.transit_min_s < door.transit_max_s:
-                raise ValueError(f"door {door.door_id!r}: need 0 <= transit_min_s < transit_max_s")
-            if door.sides not in (None, "same", "mirrored"):
-                raise ValueError(f"door {door.door_id!r}: sides is 'same', 'mirrored' or None")
-            self.doors[door.door_id] = door
+        self._typical: dict[str, float] = {}
+        self.set_doors(doors)
         self._recognitions: dict[str, list[_Recognition]] = {}  # room camera -> pending
         self._entries: dict[str, list[_Entry]] = {}  # room camera -> pending
         self._questions: dict[str, list[_Question]] = {}  # room camera -> entries left ambiguous
         self._live: dict[str, dict[str, str | None]] = {}  # room camera -> {track_id: person_id}
         self._side_votes: dict[str, dict[str, int]] = {}  # door id -> {"same": n, "mirrored": n}
         self._transits: dict[str, deque] = {}  # door id -> transits of confident handoffs
-        self._typical: dict[str, float] = {d.door_id: d.typical_s for d in self.doors.values()}
         self.expired_recognitions = 0
+
+    def set_doors(self, doors: Iterable[Sequence]) -> None:
+        """The doors (at start, and when the campus's doors change): what is pending stays pending."""
+        parsed: dict[str, Door] = {}
+        for spec in doors:
+            door = _door(spec)
+            if door.door_id in parsed:
+                raise ValueError(f"door {door.door_id!r} given twice")
+            if not 0 <= door.transit_min_s < door.transit_max_s:
+                raise ValueError(f"door {door.door_id!r}: need 0 <= transit_min_s < transit_max_s")
+            if door.sides not in (None, "same", "mirrored"):
+                raise ValueError(f"door {door.door_id!r}: sides is 'same', 'mirrored' or None")
+            parsed[door.door_id] = door
+        self._typical = {d.door_id: self._typical.get(d.door_id, d.typical_s) for d in parsed.values()}
+        self.doors = parsed
 
     # ------------------------------------------------------------------------------------ input
     def _door(self, door: str) -> Door:

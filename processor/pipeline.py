@@ -103,6 +103,7 @@ class RecognitionStage:
     latencies_s: deque[float] = field(default_factory=lambda: deque(maxlen=100_000))
     faces_embedded: int = 0  # faces embedded (the rest were gated out or on tracks already decided)
     scheduler: Scheduler | None = None  # the inference gate, door activity, extras for cameras not behind
+    on_analysed: Callable[[str, float, float], None] | None = None  # (camera, capture time, stream time)
 
     def _tracker(self, camera_id: str) -> FaceTracker:
         tracker = self.trackers.get(camera_id)
@@ -139,6 +140,8 @@ class RecognitionStage:
                 face.embedding = embedding
             self.faces_embedded += len(crops)
         for frame, tracker, pairs in assigned:
+            if self.on_analysed is not None:
+                self.on_analysed(frame.camera_id, frame.captured_at, frame.pts_s)
             height, width = frame.image.shape[:2]
             self.frame_sizes[frame.camera_id] = (width, height)
             for decision in tracker.settle(pairs, pts_s=frame.pts_s, captured_at=frame.captured_at,
@@ -170,9 +173,20 @@ class RecognitionStage:
             best_effort=True)
 
     def flush(self) -> None:
-        for camera_id, tracker in self.trackers.items():
-            for decision in tracker.flush(self.frame_sizes.get(camera_id, (1, 1)), self._match):
-                self.emit(decision)
+        for camera_id in list(self.trackers):
+            self.release(camera_id, forget=False)
+
+    def release(self, camera_id: str, *, forget: bool = True) -> None:
+        """Decide the camera's open face tracks now (recognition events) and, with ``forget``, drop its
+        tracker (the camera stopped here)."""
+        tracker = self.trackers.get(camera_id)
+        if tracker is None:
+            return
+        for decision in tracker.flush(self.frame_sizes.get(camera_id, (1, 1)), self._match):
+            self.emit(decision)
+        if forget:
+            del self.trackers[camera_id]
+            self.frame_sizes.pop(camera_id, None)
 
     def emit(self, decision: TrackDecision) -> None:
 
@@ -216,231 +230,3 @@ class RecognitionStage:
 def _stream_to_wall(decision: TrackDecision, pts_s: float) -> float:
     # The deciding frame's wall-clock capture time, shifted by the stream-time difference.
     return decision.captured_at - (decision.last_pts_s - pts_s)
-
-
-class Processor:
-    """Runs the door-camera face pipeline for the configured cameras until stopped."""
-
-    def __init__(self, config: Config, *, database_url: str,
-                 kafka_bootstrap_servers: str, metrics_port: int | None = None,
-                 max_batch: int = 8, max_wait_s: float = 0.02):
-        self.config = config
-        self.database_url = database_url
-        self.kafka_bootstrap_servers = kafka_bootstrap_servers
-        self.metrics_port = metrics_port
-        self.max_batch = max_batch
-        self.max_wait_s = max_wait_s
-        self.ingest = None
-        self.publisher = None
-        self.gallery_watcher = None
-        self.recognition: RecognitionStage | None = None
-        self.review = None
-        self.face_stage: FaceStage | None = None
-        self.room = None  # RoomStage, when there are room cameras
-        self.scheduler: Scheduler | None = None
-        self._tasks: list[asyncio.Task] = []
-        self.started = asyncio.Event()
-
-    def door_cameras(self) -> list[CameraConfig]:
-        return [c for c in self.config.cameras if c.role == "door" and c.enabled]
-
-    def room_cameras(self) -> list[CameraConfig]:
-        return [c for c in self.config.cameras if c.role == "room" and c.enabled]
-
-    def _buffers_of(self, role: str):
-        def buffers():
-            ids = {c.id for c in self.config.cameras if c.role == role}
-            return {camera_id: buffer for camera_id, buffer in self.ingest.buffers().items() if camera_id in ids}
-        return buffers
-
-    async def start(self) -> None:
-
-        config = self.config
-        pack = config.models.pack
-        providers = config.models.providers or None
-        # input_size=None: the detector picks a letterbox size from the frame (640x384 for 720p: all faces, 5x faster)
-        detector = FaceDetector(pack, score_threshold=config.thresholds.face_detection, input_size=None,
-                                providers=providers)
-        embedder = FaceEmbedder(pack, providers=providers)
-        await self._start_services(pack)
-        self.scheduler = Scheduler(window_s=config.scheduling.window_s,
-                                   gate=InferenceGate(config.scheduling.inference_slots))
-        self._register_cameras()
-        self._start_door_stages(detector, embedder)
-        if self.room_cameras():
-            self._start_rooms(providers)
-        if self.metrics_port is not None:
-            self.metrics_port = metrics.serve(self.metrics_port)
-            log.info("metrics on http://127.0.0.1:%d/metrics", self.metrics_port)
-        self.started.set()
-
-    async def _start_services(self, pack: str) -> None:
-        """The event publisher, the gallery watcher, the camera readers and (if enabled) the review queue."""
-        config = self.config
-        self.publisher = EventPublisher(self.kafka_bootstrap_servers,
-                                        client_id=config.kafka.client_id,
-                                        enable_idempotence=config.kafka.enable_idempotence,
-                                        security_protocol=config.kafka.security_protocol,
-                                        # every event here comes from schemas.events' builders, which
-                                        # validate already (overlays are built once per analysed frame)
-                                        validate=False)
-        await self.publisher.start()
-        self.gallery_watcher = GalleryWatcher(self.database_url, pack, thresholds=config.thresholds)
-        await self.gallery_watcher.start()
-        self.ingest = IngestManager()
-        # embedded:<mount> urls are resolved at each (re)connect
-        self.ingest.sync(self.door_cameras() + self.room_cameras())
-        if config.privacy.review_unknown_faces:
-            self.review = ReviewQueue(self.database_url, pack, retention_days=config.privacy.review_crop_retention_days)
-            await self.review.start()
-
-    def _start_door_stages(self, detector: FaceDetector, embedder: FaceEmbedder) -> None:
-        """Door cameras: batcher → face stage → recognition stage, each a task."""
-        config = self.config
-        self.face_stage = FaceStage(detector, config.thresholds)
-        self.face_stage.scheduler = self.scheduler
-        self.recognition = RecognitionStage(
-            embedder=embedder,
-            cameras={c.id: c for c in config.cameras},
-            doors_by_camera={d.door_camera: d.id for d in config.doors},
-            gallery=lambda: self.gallery_watcher.current,
-            publish=self.publisher.publish,
-            topic=config.kafka.topics.recognitions.name,
-            model_pack=config.models.pack,
-            fps_of=lambda camera_id: self.config.camera(camera_id).analysis_fps,
-            review=self.review.submit if self.review is not None else None,
-            overlay_topic=config.kafka.topics.overlays.name,
-            scheduler=self.scheduler,
-        )
-        # Small queues: when inference falls behind, frames wait in the drop-oldest buffers (and are
-        # shed there), not here, so latency stays bounded.
-        batches: asyncio.Queue = DemandQueue()
-        results: asyncio.Queue = asyncio.Queue(maxsize=2)
-        self.batcher = batcher = Batcher(self._buffers_of("door"), max_batch=self.max_batch,
-                                         max_wait_s=self.max_wait_s)
-        self._queues = {"batches": batches, "face_results": results}
-        self._tasks = [
-            asyncio.create_task(batcher.run(batches), name="batcher"),
-            asyncio.create_task(self.face_stage.run(batches, results), name="face-stage"),
-            asyncio.create_task(self.recognition.run(results), name="recognition-stage"),
-            asyncio.create_task(self._watch_queues(), name="queue-metrics"),
-        ]
-
-    def _start_rooms(self, providers) -> None:
-
-        config = self.config
-        detector = PersonDetector(config.models.pack, score_threshold=config.thresholds.person_detection,
-                                  max_side=config.tracking.person_input_px, providers=providers,
-                                  precision=config.models.person_precision)
-        recognitions: asyncio.Queue = asyncio.Queue(maxsize=1000)
-        self.recognition_feed = RecognitionFeed(
-            self.kafka_bootstrap_servers,
-            config.kafka.topics.recognitions.name, {d.door_camera for d in config.doors}, recognitions)
-        faces = None
-        if config.tracking.room_faces:
-
-            # the door's detector and embedder sessions (onnxruntime runs are thread-safe)
-            faces = FaceAnalyzer(config.models.pack, config.thresholds, detector=self.face_stage.detector,
-                                 embedder=self.recognition.embedder)
-        self.room = RoomStage(config, publish=self.publisher.publish, topic=config.kafka.topics.presence.name,
-                              recognitions=recognitions, occupancy_topic=config.kafka.topics.occupancy.name,
-                              overlay_topic=config.kafka.topics.overlays.name, scheduler=self.scheduler,
-                              gallery=lambda: self.gallery_watcher.current if self.gallery_watcher else None)
-        self.person_stage = PersonStage(detector, faces=faces)
-        self.person_stage.scheduler = self.scheduler
-        room_batches: asyncio.Queue = DemandQueue()
-        room_results: asyncio.Queue = asyncio.Queue(maxsize=2)
-        self.room_batcher = Batcher(self._buffers_of("room"), max_batch=config.scheduling.room_batch,
-                                    max_wait_s=self.max_wait_s)
-        self._queues.update({"room_batches": room_batches, "room_results": room_results})
-        self._tasks += [
-            asyncio.create_task(self.recognition_feed.run(), name="recognition-feed"),
-            asyncio.create_task(self.room_batcher.run(room_batches), name="room-batcher"),
-            asyncio.create_task(self.person_stage.run(room_batches, room_results), name="person-stage"),
-            asyncio.create_task(self.room.run(room_results), name="room-stage"),
-        ]
-
-    def reload_cameras(self, config: Config) -> None:
-        """Config reload: add, remove or restart changed door cameras; the others keep running."""
-        self.config = config
-        if self.recognition is not None:
-            self.recognition.cameras = {c.id: c for c in config.cameras}
-            self.recognition.doors_by_camera = {d.door_camera: d.id for d in config.doors}
-        if self.ingest is not None:
-            self.ingest.sync(self.door_cameras() + self.room_cameras())
-        if self.scheduler is not None:
-            self._register_cameras()
-
-    def _register_cameras(self) -> None:
-        """What each camera is owed first (processor/scheduler.py); called again on a config reload."""
-        scheduling = self.config.scheduling
-        for camera in self.room_cameras():
-            self.scheduler.register(camera.id, "room", self.config.min_tracking_fps(camera),
-                                    waiting=self._waiting(camera.id))
-        for camera in self.door_cameras():
-            self.scheduler.register(camera.id, "door", min(scheduling.door_active_fps, camera.analysis_fps),
-                                    idle=min(scheduling.door_idle_fps, camera.analysis_fps),
-                                    waiting=self._waiting(camera.id))
-        enabled = {c.id for c in self.door_cameras() + self.room_cameras()}
-        for camera_id in self.scheduler.cameras - enabled:
-            self.scheduler.forget(camera_id)
-
-    def _waiting(self, camera_id: str):
-        # the camera's current buffer (a restarted camera gets a new one)
-        return lambda: len(self.ingest.buffers().get(camera_id, ()))
-
-    async def _watch_queues(self) -> None:
-        """Once a second: queue depths, and each room camera's tracking rate against its minimum."""
-        shed_before: dict[str, int] = {}
-        while True:
-            for name, queue in self._queues.items():
-                metrics.QUEUE_DEPTH.labels(name).set(queue.qsize())
-            dropped = {camera_id: buffer.dropped for camera_id, buffer in self.ingest.buffers().items()}
-            self.scheduler.check({c: n - shed_before.get(c, 0) for c, n in dropped.items()})
-            shed_before = dropped
-            await asyncio.sleep(1.0)
-
-    async def stop(self, task_timeout_s: float = 10.0) -> None:
-        """Stop the stages, flush what they hold, then stop cameras, review queue, gallery and publisher.
-
-        Each step runs even if one before it failed or hung: a stage task that does not end within
-        ``task_timeout_s`` is named in the log and left behind rather than keeping the cameras running."""
-        for task in self._tasks:
-            task.cancel()
-        if self._tasks:
-            _, pending = await asyncio.wait(self._tasks, timeout=task_timeout_s)
-            if pending:
-                log.error("processor: stage tasks %s did not stop within %.0f s after cancel; left behind",
-                          ", ".join(sorted(t.get_name() for t in pending)), task_timeout_s)
-        steps = [("recognition flush", self.recognition and self.recognition.flush),
-                 ("room flush", self.room and self.room.flush),
-                 ("cameras", self.ingest and self.ingest.stop),
-                 ("review queue", self.review and self.review.stop),
-                 ("gallery watcher", self.gallery_watcher and self.gallery_watcher.stop),
-                 ("event publisher", self.publisher and self.publisher.stop)]
-        for name, step in steps:
-            if not step:
-                continue
-            try:
-                result = step()
-                if asyncio.iscoroutine(result):
-                    await result
-            except Exception as exc:  # noqa: BLE001 - the remaining steps must still run
-                log.error("processor: stopping the %s failed: %s", name, exc)
-
-    async def run_forever(self) -> None:
-        await self.start()
-        try:
-            failed = await _first_failure(self._tasks)
-            if failed is not None:
-                raise failed
-        finally:
-            await self.stop()
-
-
-async def _first_failure(tasks: list[asyncio.Task]) -> BaseException | None:
-    done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_EXCEPTION)
-    for task in done:
-        if not task.cancelled() and task.exception() is not None:
-            return task.exception()
-    return None

@@ -12,7 +12,7 @@ import asyncpg
 from infra.foundation import db
 from infra.devstack import stack as embedded
 from infra.foundation.config import EXAMPLE_CONFIG, CameraConfig, load_config
-from processor.pipeline import Processor
+from processor.service import Processor
 from infra.scenario.mounts import render_cached
 from infra.foundation.paths import PROJECT_ROOT
 

@@ -34,7 +34,8 @@ from infra.foundation.config import CameraConfig, Config, DoorConfig
 from infra.foundation.paths import PROJECT_ROOT
 from infra.scenario.runner import enroll_scenario_people, render_cached
 from processor.frames import Frame
-from processor.pipeline import FaceStage, Processor
+from processor.pipeline import FaceStage
+from processor.service import Processor
 from processor.stages.faces import FaceAnalyzer, FaceDetector, FaceEmbedder, align
 from processor.stages.person_tracks import PersonTracker
 from processor.stages.persons import PersonDetector

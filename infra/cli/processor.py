@@ -7,6 +7,7 @@ import getpass
 import logging
 import signal
 import sys
+import re
 from pathlib import Path
 
 import click
@@ -20,9 +21,11 @@ from infra.foundation.endpoints import resolve
 from infra.foundation.errors import RollcallError
 from processor import model_catalogue, model_fetch
 from processor.enroll import RichProgress, enroll_from_dir, enroll_photos
-from processor.pipeline import Processor
+from processor.service import Processor
 
 # --- the processor --------------------------------------------------------------------------------
+
+GROUP_NAME = re.compile(r"^[A-Za-z0-9._-]{1,200}$")
 
 
 @click.command("run")
@@ -32,19 +35,27 @@ from processor.pipeline import Processor
               help="Frames per inference batch at most.")
 @click.option("--max-wait-ms", type=FiniteFloat(0, 60_000), default=20.0, show_default=True,
               help="How long a batch waits for more frames after its first.")
+@click.option("--group", metavar="NAME",
+              help="Join the processor group NAME (a Kafka consumer group; default: [group] name): run the "
+                   "cameras the group gives this member, from the camera table in PostgreSQL.")
 @click.option("-v", "--verbose", is_flag=True, help="Log every recognition and camera state change.")
 @click.pass_context
-def run_processor(ctx: click.Context, metrics_port: int, max_batch: int, max_wait_ms: float, verbose: bool) -> None:
-    """Run the processor on the configured cameras until interrupted (SIGHUP reloads the cameras)."""
+def run_processor(ctx: click.Context, metrics_port: int, max_batch: int, max_wait_ms: float, group: str | None,
+                  verbose: bool) -> None:
+    """Run the processor until interrupted: on the configured cameras (SIGHUP reloads them), or as a member
+    of a processor group on the cameras the group assigns it."""
     logging.basicConfig(level=logging.INFO if verbose else logging.WARNING,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     config = _config(ctx)
+    if group is not None:
+        _check_group_name(group)
     endpoints = resolve(config, need=("database", "kafka"))
 
     async def main() -> None:
         processor = Processor(config, database_url=endpoints.database_url,
                               kafka_bootstrap_servers=endpoints.kafka_bootstrap_servers,
-                              metrics_port=metrics_port, max_batch=max_batch, max_wait_s=max_wait_ms / 1000)
+                              metrics_port=metrics_port, max_batch=max_batch, max_wait_s=max_wait_ms / 1000,
+                              group=group)
         await _run_until_signalled(processor, config)
 
     asyncio.run(main())
@@ -58,18 +69,32 @@ async def _run_until_signalled(processor: Processor, config) -> None:
     loop.add_signal_handler(signal.SIGINT, stopping.set)
     loop.add_signal_handler(signal.SIGHUP, _reload_cameras, processor, config)
     runner = asyncio.create_task(processor.run_forever())
-    await processor.started.wait()
-    click.echo(f"processor running on {len(processor.door_cameras())} door and "
-               f"{len(processor.room_cameras())} room camera(s); "
-               f"metrics on http://127.0.0.1:{processor.metrics_port}/metrics", err=True)
+    started = asyncio.create_task(processor.started.wait())
+    await asyncio.wait([runner, started], return_when=asyncio.FIRST_COMPLETED)
+    if runner.done():  # failed while starting: its one-line error, not a hang
+        started.cancel()
+        await runner
+    where = (f"as {processor.processor_id} in group {processor.group} (cameras as the group assigns them)"
+             if processor.group else f"on {len(processor.door_cameras())} door and "
+                                     f"{len(processor.room_cameras())} room camera(s)")
+    click.echo(f"processor running {where}; metrics on http://127.0.0.1:{processor.metrics_port}/metrics", err=True)
     waiter = asyncio.create_task(stopping.wait())
     await asyncio.wait([runner, waiter], return_when=asyncio.FIRST_COMPLETED)
     runner.cancel()
     await asyncio.gather(runner, return_exceptions=True)
 
 
+def _check_group_name(name: str) -> None:
+    if not GROUP_NAME.match(name):
+        raise RollcallError(f"--group {name!r}: a group name is 1-200 letters, digits, '.', '_' or '-'")
+
+
 def _reload_cameras(processor: Processor, config) -> None:
     """Re-read the config file and give the processor its cameras; a broken file keeps the running ones."""
+    if processor.group:
+        click.echo("rollcall: a group member reads its cameras from PostgreSQL (rollcall db load-config); "
+                   "SIGHUP ignored", err=True)
+        return
     try:
         fresh = load_config(config.source)
     except RollcallError as exc:

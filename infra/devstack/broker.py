@@ -60,13 +60,15 @@ def broker_command(binary: Path, port: int) -> list[str]:
             "--storage-engine", "memory://tansu/"]
 
 
-async def create_topics_async(bootstrap: str, topics: list[tuple[str, int]]) -> dict[str, int]:
-    """Create the topics that do not exist yet ({name: partitions} of all asked topics comes back).
+async def create_topics_async(bootstrap: str, topics: list[tuple]) -> dict[str, int]:
+    """Create the topics that do not exist yet ({name: partitions} of all asked topics comes back): each
+    ``(name, partitions)`` or ``(name, partitions, compacted)``.
 
     Existing topics are left alone; one with fewer partitions than asked gets more (CreatePartitions),
     and a RollcallError says so if the broker refuses.
     """
-    wanted = {name: int(partitions) for name, partitions in topics}
+    wanted = {name: int(partitions) for name, partitions, *_ in topics}
+    compacted = {name for name, _, *rest in topics if rest and rest[0]}
     if not wanted:
         return {}
     for name, partitions in wanted.items():
@@ -76,7 +78,8 @@ async def create_topics_async(bootstrap: str, topics: list[tuple[str, int]]) -> 
     try:
         await admin.start()
         existing = set(await admin.list_topics())
-        missing = [NewTopic(name, num_partitions=n, replication_factor=1)
+        missing = [NewTopic(name, num_partitions=n, replication_factor=1,
+                            topic_configs={"cleanup.policy": "compact"} if name in compacted else None)
                    for name, n in wanted.items() if name not in existing]
         if missing:
             response = await admin.create_topics(missing)
@@ -111,7 +114,7 @@ async def _partition_counts(admin, names: list[str]) -> dict[str, int]:
     return counts
 
 
-def create_topics(bootstrap: str, topics: list[tuple[str, int]]) -> dict[str, int]:
+def create_topics(bootstrap: str, topics: list[tuple]) -> dict[str, int]:
     """Blocking wrapper of :func:`create_topics_async`; safe to call from inside a running event loop."""
     return run_coroutine(create_topics_async(bootstrap, topics))
 

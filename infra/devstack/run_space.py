@@ -76,8 +76,8 @@ def open_space(config: Config, database_url: str, bootstrap: str, *, kind: str =
     try:
         broker.run_coroutine(_create_database(database_url, space.database))
         db.migrate(space.database_url)
-        wanted = [(t.name, t.partitions) for t in space.config.kafka.topics.all()]
-        space.topics = [name for name, _ in wanted]
+        wanted = [(t.name, t.partitions, t.compacted) for t in space.config.kafka.topics.all()]
+        space.topics = [name for name, *_ in wanted]
         broker.create_topics(bootstrap, wanted)
     except BaseException:
         close_space(space)

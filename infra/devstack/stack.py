@@ -346,7 +346,7 @@ def start_embedded_stack(config: Config, rtsp_mounts=None):
         pg_port=config.stack.postgres_port,
         kafka_port=config.stack.kafka_port,
         rtsp_port=config.stack.rtsp_port,
-        topics=[(t.name, t.partitions) for t in config.kafka.topics.all()],
+        topics=[(t.name, t.partitions, t.compacted) for t in config.kafka.topics.all()],
         rtsp_mounts=rtsp_mounts,
     )
     return state, db.migrate(state.database_url)

@@ -46,6 +46,7 @@ class TopicConfig(_Strict):
     name: str = Field(pattern=r"^[A-Za-z0-9._-]{1,249}$")
     partitions: int = Field(default=6, ge=1, le=1000)
     replication_factor: int = Field(default=1, ge=1, le=10)
+    compacted: bool = False  # cleanup.policy=compact: the latest message per key is kept, the rest go
 
 
 class TopicsConfig(_Strict):
@@ -59,10 +60,17 @@ class TopicsConfig(_Strict):
     # What each camera's tracks look like at analysis rate (boxes, labels), for the dashboard's live
     # overlays; keyed by camera. Short-lived: consumers read from the end.
     overlays: TopicConfig = TopicConfig(name="rollcall.overlays.v1", partitions=6)
+    # Each processor's cameras and their analysis, every few seconds, keyed by processor (who runs what).
+    processors: TopicConfig = TopicConfig(name="rollcall.processors.v1", partitions=3)
+    # Internal to a processor group (not part of the event contract): one partition per camera slot, whose
+    # assignment in the group says which member runs which cameras; no messages are ever written to it.
+    camera_slots: TopicConfig = TopicConfig(name="rollcall.camera-slots", partitions=64)
+    # Internal: each room camera's live tracks (compacted, keyed by camera), resumed by the camera's next owner.
+    room_tracks: TopicConfig = TopicConfig(name="rollcall.room-tracks", partitions=6, compacted=True)
 
     def all(self) -> list[TopicConfig]:
         return [self.recognitions, self.presence, self.attendance, self.dead_letter, self.occupancy,
-                self.overlays]
+                self.overlays, self.processors, self.camera_slots, self.room_tracks]
 
 
 class KafkaConfig(_Strict):
@@ -304,6 +312,36 @@ class AttendanceWriterConfig(_Strict):
     dead_letter_max_value_bytes: int = Field(default=512 * 1024, ge=1024, le=768 * 1024)
 
 
+class GroupConfig(_Strict):
+    """Processors as one Kafka consumer group (processor/group/): cameras spread over the live members."""
+
+    name: str | None = Field(default=None, pattern=r"^[A-Za-z0-9._-]{1,200}$",
+                             description="the group's name (`rollcall run --group`); none: this processor "
+                                         "runs every enabled camera of its configuration")
+    session_timeout_s: float = Field(default=6.0, ge=1.0, le=300.0,
+                                     description="a member silent this long is dead and its cameras move "
+                                                 "(a real Kafka refuses less than its group.min.session.timeout.ms, 6 s)")
+    heartbeat_s: float = Field(default=1.0, gt=0.0, le=100.0)
+    door_cost: float = Field(default=1.0, gt=0.0, le=1000.0, description="the load a door camera puts on a member")
+    room_cost: float = Field(default=3.0, gt=0.0, le=1000.0,
+                             description="the load a room camera puts on a member (person detection on every "
+                                         "analysed frame: about three doors on a CPU)")
+    capacity: float = Field(default=1.0, gt=0.0, le=1000.0,
+                            description="this member's share relative to the others (2: twice the cameras' cost)")
+    cameras_poll_s: float = Field(default=2.0, gt=0.0, le=600.0,
+                                  description="how often the camera table in PostgreSQL is read for changes")
+    checkpoint_every_s: float = Field(default=1.0, gt=0.0, le=60.0,
+                                      description="how often each room camera's live tracks are checkpointed")
+    status_every_s: float = Field(default=2.0, gt=0.0, le=600.0,
+                                  description="how often a processor reports its cameras on the processors topic")
+
+    @model_validator(mode="after")
+    def _heartbeat_within_session(self) -> "GroupConfig":
+        if self.heartbeat_s * 3 > self.session_timeout_s:
+            raise ValueError("heartbeat_s must be at most a third of session_timeout_s")
+        return self
+
+
 class DashboardConfig(_Strict):
     """The live dashboard (dashboard/)."""
 
@@ -372,6 +410,7 @@ class Config(_Strict):
     scheduling: SchedulingConfig = SchedulingConfig()
     attendance: AttendanceWriterConfig = AttendanceWriterConfig()
     dashboard: DashboardConfig = DashboardConfig()
+    group: GroupConfig = GroupConfig()
     cameras: list[CameraConfig] = []
     rooms: list[RoomConfig] = []
     doors: list[DoorConfig] = []

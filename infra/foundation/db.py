@@ -110,12 +110,13 @@ async def _upsert_places(conn, config) -> None:
            updated_at = now()""",
         [(r.id, r.name, r.capacity) for r in config.rooms])
     await conn.executemany(
-        """INSERT INTO camera (id, name, role, room_id, url, analysis_fps, enabled)
-           VALUES ($1, $2, $3, $4, $5, $6, $7)
+        """INSERT INTO camera (id, name, role, room_id, url, analysis_fps, enabled, min_tracking_fps)
+           VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
            ON CONFLICT (id) DO UPDATE SET name = EXCLUDED.name, role = EXCLUDED.role,
            room_id = EXCLUDED.room_id, url = EXCLUDED.url, analysis_fps = EXCLUDED.analysis_fps,
-           enabled = EXCLUDED.enabled, updated_at = now()""",
-        [(c.id, c.name, c.role, c.room, c.url, c.analysis_fps, c.enabled) for c in config.cameras])
+           enabled = EXCLUDED.enabled, min_tracking_fps = EXCLUDED.min_tracking_fps, updated_at = now()""",
+        [(c.id, c.name, c.role, c.room, c.url, c.analysis_fps, c.enabled, c.min_tracking_fps)
+         for c in config.cameras])
     await conn.executemany(
         """INSERT INTO door (id, room_id, door_camera_id, room_camera_id, entry_zone, transit_min_s, transit_max_s)
            VALUES ($1, $2, $3, $4, $5::jsonb, $6, $7)

@@ -33,7 +33,7 @@ from infra.scenario.mounts import demo_mounts, render_cached
 from infra.scenario.scores import score_handoff, score_recognitions
 from infra.scenario.spec import display_path, load_spec
 from processor.enroll import enroll_photos
-from processor.pipeline import Processor
+from processor.service import Processor
 from schemas.events import MalformedEvent, decode
 
 log = logging.getLogger("rollcall.scenario")

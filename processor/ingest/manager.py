@@ -53,7 +53,7 @@ class IngestManager:
             self._retiring.append(source)
             metrics.forget(camera_id)
             result["removed"].append(camera_id)
-            log.info("camera %s: removed from the configuration", camera_id)
+            log.info("camera %s: no longer run here (removed, disabled or moved to another processor)", camera_id)
         for camera_id, camera in wanted.items():
             fps = float(getattr(camera, "analysis_fps", 5.0))
             current = self._sources.get(camera_id)

@@ -272,6 +272,27 @@ class PersonTracker:
             events.append(self._exit(track, pts_s, self.zone_of(np.array([track.box]))[0]))
         return events
 
+    def resume(self, tracks: Sequence[tuple[str, Box, np.ndarray | None, str | None]], pts_s: float) -> None:
+        """Tracks another processor had on this camera (its checkpoint: track id, box, look, door it came
+        in through), taken up as lost a moment before ``pts_s``: whoever is found where one of them was
+        (the usual reacquisition rules) continues it, id and identity; the others exit after ``reacquire_s``."""
+        for track_id, box, look, entered_via in tracks:
+            if track_id in self._tracks:
+                continue
+            before = float(pts_s) - 1e-3  # unseen for a moment: only lost tracks can be reacquired
+            self._tracks[track_id] = PersonTrack(
+                track_id=track_id, camera_id=self.camera_id, first_pts_s=before, last_pts_s=before,
+                box=tuple(float(v) for v in box), entered_via=entered_via, state="lost", lost_since_s=before,
+                look=look, in_room=True)
+
+    def drop(self) -> list[PersonTrack]:
+        """Forget every open track without ending it (the camera moved to another processor, which resumes
+        them from the checkpoint); returns them."""
+        tracks = list(self._tracks.values())
+        self._tracks.clear()
+        self._by_tracker_id.clear()
+        return tracks
+
     # ------------------------------------------------------------------------------------- internals
 
     def _owner(self, tid: int, box: Box, pts_s: float, zone: str | None, look, seen: set[str],

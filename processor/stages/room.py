@@ -23,6 +23,7 @@ import numpy as np
 from infra.foundation.config import Config
 from processor import metrics
 from processor.appearance import Appearance, describe_person, mean as mean_appearance
+from processor.checkpoints import RoomCheckpoint, TrackState
 from processor.frames import Frame
 from processor.handoff import HandoffMatcher
 from processor.scheduler import Scheduler
@@ -130,6 +131,16 @@ class RoomStage:
     _deciding_frame_at: float | None = None
     looks_per_entry: int = 4  # frames whose clothing descriptors are averaged for an entering track
     _entry_looks: dict[str, "_EntryLooks"] = field(default_factory=dict)  # track id -> while its handoff waits
+    # processor groups: live tracks checkpointed (to a compacted topic) and resumed by the camera's next owner
+    checkpoint_topic: str | None = None
+    checkpoint_every_s: float = 1.0
+    owner: str = "processor"  # who writes the checkpoints
+    checkpoints: Callable[[str], RoomCheckpoint | None] | None = None  # camera -> its latest checkpoint
+    checkpoint_max_age_s: float = 120.0  # an older one describes a room that has moved on
+    on_analysed: Callable[[str, float, float], None] | None = None  # (camera, capture time, stream time)
+    resumed: dict[str, int] = field(default_factory=dict)  # camera -> tracks taken over from a checkpoint
+    running: Callable[[], set[str]] | None = None  # the cameras run here now (frames of others still queued are dropped)
+    _checkpointed: dict[str, float] = field(default_factory=dict)  # camera -> frame time of the last one
 
     def __post_init__(self) -> None:
 
@@ -142,7 +153,13 @@ class RoomStage:
         # clearly left or right of that walked in beside someone else
         self._entry_xs: dict[str, deque] = {d.id: deque(maxlen=30) for d in self.config.doors}
 
-    def _tracker(self, camera_id: str):
+    def reconfigure(self, config: Config) -> None:
+        """The campus's cameras or doors changed: what is pending and tracked stays."""
+        self.config = config
+        self.rooms = {c.id: c.room for c in config.cameras}
+        self.matcher.set_doors(config.doors)
+
+    def _tracker(self, camera_id: str, frame: Frame | None = None):
 
         tracker = self.trackers.get(camera_id)
         if tracker is None:
@@ -152,6 +169,8 @@ class RoomStage:
                                     lost_after_s=tracking.lost_after_s, reacquire_s=tracking.reacquire_s,
                                     reacquire_heights=tracking.reacquire_heights)
             self.trackers[camera_id] = tracker
+            if frame is not None and self.checkpoints is not None:
+                self._resume(camera_id, tracker, frame)
         return tracker
 
     def _note_gap(self, camera_id: str, pts_s: float) -> None:
@@ -175,13 +194,18 @@ class RoomStage:
     def handle(self, results: list[tuple[Frame, list, list]]) -> None:
         """PersonStage's results: (frame, person detections, room faces) per frame."""
         self._drain_recognitions()
+        running = self.running() if self.running is not None else None
         for frame, detections, faces in results:
             camera_id = frame.camera_id
+            if running is not None and camera_id not in running:
+                continue  # released while its frame was in flight: the camera's next owner has it
             self._deciding_frame_at = frame.captured_at
             self.first_frame.setdefault(camera_id, (frame.captured_at, frame.pts_s))
             self._note_gap(camera_id, frame.pts_s)
+            if self.on_analysed is not None:
+                self.on_analysed(camera_id, frame.captured_at, frame.pts_s)
             height, width = frame.image.shape[:2]
-            tracker = self._tracker(camera_id)
+            tracker = self._tracker(camera_id, frame)
             for event in tracker.update(frame.pts_s, detections, frame.image):
                 wall = frame.captured_at - (frame.pts_s - event.pts_s)
                 self._on_track_event(event, wall, (width, height))
@@ -197,6 +221,8 @@ class RoomStage:
             if faces:
                 self._faces(tracker, frame, faces)
             self._analytics(camera_id, frame)
+            if self.checkpoint_topic and frame.captured_at - self._checkpointed.get(camera_id, 0.0) >= self.checkpoint_every_s:
+                self.checkpoint(camera_id, frame.captured_at)
             if self.scheduler is None or self.scheduler.extras_allowed(camera_id, "overlays"):
                 self._overlay(frame, tracker, (width, height))
         # Decided on the cameras' clock (the newest frame's capture time), not the wall clock: a
@@ -392,14 +418,83 @@ class RoomStage:
             "frame_time": frame.captured_at, "pts_s": frame.pts_s, "frame_size": frame_size, "objects": objects}),
             best_effort=True)
 
+    # ------------------------------------------------------------- processor groups: moving cameras
+    def checkpoint(self, camera_id: str, at: float) -> RoomCheckpoint | None:
+        """Publish the camera's live tracks (keyed by camera on the compacted checkpoint topic)."""
+        tracker = self.trackers.get(camera_id)
+        if tracker is None or not self.checkpoint_topic:
+            return None
+        tracks = []
+        for track in tracker.open_tracks:
+            live = self.live.get(track.track_id)
+            if live is None:
+                continue
+            tracks.append(TrackState(
+                track_id=track.track_id, person_id=live.person_id, identity_source=live.identity_source,
+                handoff=live.handoff, first_seen=live.first_seen, last_seen=live.last_seen, box=track.box,
+                frame_size=live.frame_size, face_decided=live.face_decided,
+                look=[round(float(v), 5) for v in track.look.ravel()] if track.look is not None else None,
+                entered_via=track.entered_via if self.matcher.is_pending(track.track_id) else None))
+        checkpoint = RoomCheckpoint(camera_id=camera_id, owner=self.owner, at=at, tracks=tracks)
+        self.publish(self.checkpoint_topic, camera_id, checkpoint.encode(), best_effort=True)
+        self._checkpointed[camera_id] = at
+        return checkpoint
+
+    def _resume(self, camera_id: str, tracker, frame: Frame) -> None:
+        """This processor's first frame of the camera: take up the tracks of its last checkpoint."""
+        checkpoint = self.checkpoints(camera_id)
+        if checkpoint is None or frame.captured_at - checkpoint.at > self.checkpoint_max_age_s:
+            return
+        room_id = self.rooms.get(camera_id, "unknown")
+        states = []
+        for state in checkpoint.tracks:
+            look = np.asarray(state.look, np.float32) if state.look else None
+            states.append((state.track_id, state.box, look, state.entered_via))
+            self.live[state.track_id] = _Live(
+                room_id, camera_id, state.first_seen, state.last_seen, state.box, state.frame_size,
+                last_update=frame.captured_at, person_id=state.person_id, identity_source=state.identity_source,
+                handoff=state.handoff, face_decided=state.face_decided)
+            if state.entered_via is not None and state.person_id is None:
+                try:  # its handoff was still open: the door's recognitions reach this processor too
+                    self.matcher.add_entry(state.entered_via, state.track_id, state.first_seen)
+                    self._entry_looks[state.track_id] = _EntryLooks()
+                except (KeyError, ValueError) as exc:
+                    log.warning("resumed track %s: its handoff cannot be reopened: %s", state.track_id, exc)
+        tracker.resume(states, frame.pts_s)
+        self.resumed[camera_id] = self.resumed.get(camera_id, 0) + len(states)
+        log.info("camera %s: resumed %d track(s) from %s's checkpoint of %.1f s ago", camera_id, len(states),
+                 checkpoint.owner, frame.captured_at - checkpoint.at)
+
+    def release(self, camera_id: str, *, moved: bool) -> None:
+        """This processor stops running the camera. ``moved``: another member takes it over, so its tracks
+        are checkpointed and forgotten without exit events (the new owner continues them); otherwise the
+        camera left the campus and its tracks end here (exit events)."""
+        tracker = self.trackers.get(camera_id)
+        if tracker is None:
+            return
+        if moved:
+            last = max((live.last_seen for live in self.live.values() if live.camera_id == camera_id), default=0.0)
+            self.checkpoint(camera_id, max(last, self._checkpointed.get(camera_id, 0.0)))
+            for track in tracker.drop():
+                self.live.pop(track.track_id, None)
+                self._entry_looks.pop(track.track_id, None)
+        else:
+            self._flush_tracker(tracker)
+        del self.trackers[camera_id]
+        for per_camera in (self._last_pts, self._counts, self._occupancy_sent, self._checkpointed):
+            per_camera.pop(camera_id, None)
+
+    def _flush_tracker(self, tracker) -> None:
+        last_pts = max((t.last_pts_s for t in tracker.open_tracks), default=0.0)
+        for event in tracker.flush(last_pts):
+            live = self.live.get(event.track_id)
+            if live is not None:
+                self._on_track_event(event, live.last_seen, live.frame_size)
+
     def flush(self) -> None:
         """End every open track (shutdown): exit events, so downstream never keeps a ghost in the room."""
         for tracker in self.trackers.values():
-            last_pts = max((t.last_pts_s for t in tracker.open_tracks), default=0.0)
-            for event in tracker.flush(last_pts):
-                live = self.live.get(event.track_id)
-                if live is not None:
-                    self._on_track_event(event, live.last_seen, live.frame_size)
+            self._flush_tracker(tracker)
 
     async def run(self, inbox: asyncio.Queue) -> None:
         while True:

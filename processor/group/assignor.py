@@ -1,0 +1,125 @@
+"""Which member of a processor group runs which camera slots: a cost-weighted, sticky assignment, run
+by the group's leader inside Kafka's own group protocol (a custom partition assignor for aiokafka).
+
+Each camera has a slot for life (processor/group/catalogue.py) and slot N is partition N of the control
+topic. Kafka's group coordinator does the membership (who is alive, session timeouts, generations); this
+module only decides the split, from what each member reports in its join metadata (the slots it runs now
+and its capacity) and the leader's view of the cameras' costs:
+
+1. every member keeps the slots it has while its load stays within its fair share (the total cost times
+   its capacity over all capacities), so a rebalance moves as few cameras as it can;
+2. slots nobody kept go, costliest first, to the member with the least load per capacity;
+3. empty slots (no camera yet) are dealt to the least loaded members, lowest slot first, so the next
+   camera added (which takes the lowest free slot) lands where there is room.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import dataclass
+from typing import Callable, Iterable, Mapping
+
+from aiokafka.coordinator.assignors.abstract import AbstractPartitionAssignor
+from aiokafka.coordinator.protocol import ConsumerProtocolMemberAssignment, ConsumerProtocolMemberMetadata
+
+log = logging.getLogger("rollcall.group")
+
+PROTOCOL = "rollcall-cameras"
+
+
+@dataclass(frozen=True)
+class Member:
+    member_id: str
+    capacity: float = 1.0
+    slots: frozenset[int] = frozenset()  # the slots it runs now (its last assignment)
+
+
+def balance(slots: Iterable[int], costs: Mapping[int, float], members: Iterable[Member]) -> dict[str, list[int]]:
+    """Member id -> its slots. ``costs``: slot -> cost of its cameras (absent or 0: an empty slot)."""
+    members = sorted(members, key=lambda m: m.member_id)
+    if not members:
+        return {}
+    slots = sorted(set(slots))
+    loaded = [s for s in slots if costs.get(s, 0.0) > 0]
+    total = sum(costs[s] for s in loaded)
+    capacity = sum(m.capacity for m in members)
+    share = {m.member_id: total * m.capacity / capacity for m in members}
+    load = {m.member_id: 0.0 for m in members}
+    owner: dict[int, str] = {}
+    for member in members:  # 1. sticky, within the fair share (a first camera is always kept)
+        for slot in sorted((s for s in member.slots if s in loaded and s not in owner), key=lambda s: -costs[s]):
+            cost = costs[slot]
+            if load[member.member_id] == 0 or load[member.member_id] + cost <= share[member.member_id] + 1e-9:
+                owner[slot] = member.member_id
+                load[member.member_id] += cost
+    by_capacity = {m.member_id: m.capacity for m in members}
+
+    def lightest() -> str:
+        return min(load, key=lambda mid: (load[mid] / by_capacity[mid], mid))
+
+    for slot in sorted((s for s in loaded if s not in owner), key=lambda s: (-costs[s], s)):  # 2.
+        mid = lightest()
+        owner[slot] = mid
+        load[mid] += costs[slot]
+    empty = [s for s in slots if s not in owner]  # 3. round robin, least loaded member first
+    order = sorted(load, key=lambda mid: (load[mid] / by_capacity[mid], mid))
+    for i, slot in enumerate(empty):
+        owner[slot] = order[i % len(order)]
+    result: dict[str, list[int]] = {m.member_id: [] for m in members}
+    for slot, mid in owner.items():
+        result[mid].append(slot)
+    return {mid: sorted(s) for mid, s in result.items()}
+
+
+def encode_metadata(slots: Iterable[int], capacity: float, name: str) -> bytes:
+    return json.dumps({"slots": sorted(slots), "capacity": capacity, "name": name}).encode()
+
+
+def decode_metadata(member_id: str, data: bytes | None) -> Member:
+    """What a member reported; anything unreadable counts as a new member of capacity 1."""
+    try:
+        raw = json.loads(data or b"{}")
+        slots = frozenset(int(s) for s in raw.get("slots", []))
+        capacity = float(raw.get("capacity", 1.0))
+        if not capacity > 0:
+            raise ValueError("capacity must be positive")
+    except (ValueError, TypeError, AttributeError) as exc:
+        log.warning("group member %s sent unreadable metadata (%s): taken as a new member", member_id, exc)
+        return Member(member_id)
+    return Member(member_id, capacity, slots)
+
+
+def make_assignor(topic: str, *, name: str, capacity: float, costs: Callable[[], Mapping[int, float]],
+                  on_assigned: Callable[[list[int]], None] | None = None) -> type[AbstractPartitionAssignor]:
+    """An aiokafka assignor class bound to this member: its metadata carries the slots it runs and its
+    capacity; when it leads the group, ``costs()`` (slot -> cost, from its view of the cameras) weighs the
+    split. aiokafka calls assignors as classes, so each member gets a class of its own."""
+    state = {"slots": []}
+
+    class CameraAssignor(AbstractPartitionAssignor):
+        version = 0
+
+        @classmethod
+        def assign(cls, cluster, members):
+            partitions = cluster.partitions_for_topic(topic) or set()
+            split = balance(partitions, costs(), [decode_metadata(mid, meta.user_data)
+                                                  for mid, meta in members.items()])
+            log.info("group %s: leader %s assigns %d slot(s) over %d member(s)", topic, name, len(partitions),
+                     len(members))
+            return {mid: ConsumerProtocolMemberAssignment(cls.version, [(topic, split.get(mid, []))], b"")
+                    for mid in members}
+
+        @classmethod
+        def metadata(cls, topics):
+            return ConsumerProtocolMemberMetadata(cls.version, list(topics),
+                                                  encode_metadata(state["slots"], capacity, name))
+
+        @classmethod
+        def on_assignment(cls, assignment):
+            state["slots"] = sorted(p for t, ps in assignment.assignment if t == topic for p in ps)
+            if on_assigned is not None:
+                on_assigned(state["slots"])
+
+    CameraAssignor.name = PROTOCOL
+    return CameraAssignor
