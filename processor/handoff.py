@@ -294,6 +294,11 @@ class HandoffMatcher:
                 if entry.track_id == track_id:
                     entry.exited = True  # still decided (its recognition must not go elsewhere)
 
+    def add_live(self, room_camera: str, track_id: str, person_id: str | None) -> None:
+        """A live track decided elsewhere (resumed from another processor's checkpoint): its person is in
+        the room, so a later recognition of the same person is not handed to a second track."""
+        self._live.setdefault(room_camera, {})[track_id] = person_id
+
     def set_identity(self, room_camera: str, track_id: str, person_id: str | None) -> None:
         """A decided live track's identity changed (the room camera saw its face): keep one identity on
         one live track for the handoffs still to come."""

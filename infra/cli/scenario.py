@@ -35,12 +35,19 @@ def scenario_render(spec: Path, out_dir: Path | None) -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON document with the results.")
 @click.option("--load", "load", type=FiniteFloat(0), default=0.0, show_default=True, metavar="CORES",
               help="Keep this many cores busy (fractions too: 0.5) in other processes for the whole run.")
+@click.option("--processors", type=click.IntRange(1, 16), default=1, show_default=True, metavar="N",
+              help="Run the processor as N processes in one processor group (`rollcall run --group`).")
+@click.option("--kill-one-at", "kill_at", type=FiniteFloat(0), default=None, metavar="SECONDS",
+              help="SIGKILL the group member running the room camera this far into the video; the report's "
+                   "failover section says how long any camera went unanalysed.")
 @click.pass_context
-def scenario_run(ctx: click.Context, spec: Path, as_json: bool, load: float) -> None:
+def scenario_run(ctx: click.Context, spec: Path, as_json: bool, load: float, processors: int,
+                 kill_at: float | None) -> None:
     """Render (cached), bring up the stack, serve the videos over RTSP, run the system, score it.
 
     The run has its own database and topics, removed at the end."""
-    result = run_scenario(spec, config=_config(ctx), progress=None if as_json else click.echo, load=load)
+    result = run_scenario(spec, config=_config(ctx), progress=None if as_json else click.echo, load=load,
+                          processors=processors, kill_at=kill_at)
     if as_json:
         _print_json(result)
     else:

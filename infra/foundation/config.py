@@ -18,6 +18,7 @@ Errors name the file, the key and what is wrong, in one line (``RollcallError``)
 from __future__ import annotations
 
 import copy
+import json
 import os
 import re
 import stat
@@ -72,7 +73,11 @@ def load_config(path: Path | str | None = None, environ: dict[str, str] | None =
     environ = dict(os.environ) if environ is None else environ
     shown = _display(path)
     try:
-        raw = tomllib.loads(_read_config_text(path))
+        text = _read_config_text(path)
+        # JSON too (the same keys): what tools generate, e.g. the scenario runner's config for its processors
+        raw = json.loads(text) if path.suffix.lower() == ".json" else tomllib.loads(text)
+        if not isinstance(raw, dict):
+            raise json.JSONDecodeError("the top level must be an object", text, 0)
     except FileNotFoundError:
         raise RollcallError(f"{shown}: config file not found: pass --config PATH or set ROLLCALL_CONFIG") from None
     except IsADirectoryError:
@@ -88,8 +93,10 @@ def load_config(path: Path | str | None = None, environ: dict[str, str] | None =
                             "the config must be UTF-8 TOML") from None
     except tomllib.TOMLDecodeError as exc:
         raise RollcallError(f"{shown}: not valid TOML: {' '.join(str(exc).split())}") from None
+    except json.JSONDecodeError as exc:
+        raise RollcallError(f"{shown}: not valid JSON: {exc.msg} (line {exc.lineno}, column {exc.colno})") from None
     except RecursionError:
-        raise RollcallError(f"{shown}: not valid TOML: nested too deeply") from None
+        raise RollcallError(f"{shown}: not valid TOML or JSON: nested too deeply") from None
     return config_from_dict(raw, source=path, environ=environ)
 
 

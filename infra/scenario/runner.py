@@ -8,6 +8,7 @@ the reason under ``not_measured``, never a made-up number.
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
 import logging
 import time
 import uuid
@@ -26,15 +27,16 @@ from infra.devstack.stack import start_embedded_stack
 from infra.foundation import db
 from infra.foundation.config import Config
 from infra.foundation.errors import RollcallError
-from infra.foundation.kafka import TopicsMissing, assign_from_end, tail_consumer
 from infra.foundation.paths import scenarios_dir
 from infra.scenario.attendance import scenario_attendance, score_attendance
+from infra.scenario.group_run import play_group
+from infra.scenario.topic_reader import TopicReader
 from infra.scenario.mounts import demo_mounts, render_cached
 from infra.scenario.scores import score_handoff, score_recognitions
 from infra.scenario.spec import display_path, load_spec
 from processor.enroll import enroll_photos
+from processor.ingest.urls import resolve_camera_url
 from processor.service import Processor
-from schemas.events import MalformedEvent, decode
 
 log = logging.getLogger("rollcall.scenario")
 
@@ -56,10 +58,15 @@ def spec_display(spec) -> str:
 
 
 def run_scenario(spec_path: Path, *, config: Config, progress: Callable[[str], None] | None = None,
-                 load: float = 0.0) -> dict:
+                 load: float = 0.0, processors: int = 1, kill_at: float | None = None) -> dict:
     """Run the system once over the scenario and score it. The run works in a database and topics of its
     own (removed at the end), so nothing an earlier run left (enrolments, bad messages) reaches it; with
-    ``load`` > 0 a CPU hog of that many cores runs beside the system for the whole run."""
+    ``load`` > 0 a CPU hog of that many cores runs beside the system for the whole run. With ``processors``
+    > 1 the processor runs as that many processes in one group (infra/scenario/group_run.py), one of them
+    SIGKILLed ``kill_at`` seconds into the video when given; the report gains ``failover``."""
+    if processors < 1 or (kill_at is not None and (processors < 2 or kill_at < 0)):
+        raise RollcallError("--kill-one-at needs --processors 2 or more (someone must take the cameras over) "
+                            "and a time of 0 s or more")
 
     say = progress or (lambda _message: None)
     spec_path = Path(spec_path)
@@ -91,14 +98,17 @@ def run_scenario(spec_path: Path, *, config: Config, progress: Callable[[str], N
             with CpuLoad(load, max_seconds=spec.duration_s + 600) as hog:
                 if load:
                     say(f"CPU load: {load:g} core(s) in {len(hog.pids)} process(es) beside the system")
+                group = (processors, kill_at, space.tag) if processors > 1 else None
                 outcome = run_interruptibly(_run_system(spec, space.config, door, space.database_url,
-                                                  state.kafka_bootstrap_servers, say))
+                                                  state.kafka_bootstrap_servers, say, group=group))
         finally:
             left_behind = close_space(space)
     finally:
         stack.change_rtsp_mounts(remove=run_mounts)
     report = _report(spec, spec_path, rendered.ground_truth, outcome)
     report["load"] = hog.report()
+    if outcome.failover is not None:
+        report["failover"] = outcome.failover
     report["run"] = {"id": space.tag, "database": space.database, "topic_suffix": f".{space.tag}",
                      "left_behind": left_behind}
     return report
@@ -116,6 +126,7 @@ class RunOutcome:
     review_written: int | None  # unknown-face crops written to the review queue (None: queue off)
     attendance_rows: list[dict] | None = None  # the scenario session's attendance (infra.scenario.attendance)
     room_tracking: dict | None = None  # room camera -> its tracking rate against its minimum (tracking_rate)
+    failover: dict | None = None  # with several processors (infra.scenario.group_run.failover_report)
 
 
 async def _play(spec, config: Config, cameras: tuple[str, str], database_url: str, bootstrap: str, say):
@@ -138,10 +149,13 @@ async def _play(spec, config: Config, cameras: tuple[str, str], database_url: st
     return processor, stats
 
 
-async def _run_system(spec, config: Config, door, database_url: str, bootstrap: str, say) -> RunOutcome:
+async def _run_system(spec, config: Config, door, database_url: str, bootstrap: str, say, *,
+                      group: tuple | None = None) -> RunOutcome:
 
     await db.load_topology(database_url, config)
     await enroll_scenario_people(spec, config, database_url, say)
+    if group is not None:
+        return await _run_group_system(spec, config, door, database_url, bootstrap, say, *group)
     recognitions = await TopicReader.start(bootstrap, config.kafka.topics.recognitions.name)
     presence = None
     cameras = (door.door_camera, door.room_camera)
@@ -174,6 +188,41 @@ async def _run_system(spec, config: Config, door, database_url: str, bootstrap: 
                       latencies_s=list(processor.recognition.latencies_s),
                       gate=dict(processor.face_stage.gate_reasons),
                       review_written=processor.review.written if processor.review is not None else None)
+
+
+async def _run_group_system(spec, config: Config, door, database_url: str, bootstrap: str, say, processors: int,
+                            kill_at: float | None, tag: str) -> RunOutcome:
+    """The run on a processor group; what only an in-process processor can tell (quality gate reasons,
+    the review queue, per-frame latencies) is left out of the report."""
+    topics = config.kafka.topics
+    readers = [await TopicReader.start(bootstrap, t.name) for t in (topics.recognitions, topics.presence,
+                                                                    topics.processors)]
+    cameras = {door.door_camera: config.camera(door.door_camera).url, door.room_camera: config.camera(door.room_camera).url}
+    try:
+        played = await play_group(spec, config, {c: resolve_camera_url(u) for c, u in cameras.items()}, database_url,
+                                  bootstrap, say, processors=processors, kill_at=kill_at,
+                                  log_dir=scenarios_dir() / spec.name / "runs" / tag, readers=readers)
+    finally:
+        for reader in readers:
+            await reader.close()
+    attendance_rows = await scenario_attendance(config, database_url, bootstrap, spec.raw.session, played.room_origin,
+                                                say)
+    latencies = [_published_after(e) for e in played.events]
+    return RunOutcome(door={"camera_id": door.door_camera, "analysed": played.frames[door.door_camera]},
+                      room={"camera_id": door.room_camera, "analysed": played.frames[door.room_camera]},
+                      events=played.events, presence=played.presence, room_origin=played.room_origin,
+                      latencies_s=[x for x in latencies if x is not None], gate={}, review_written=None,
+                      attendance_rows=attendance_rows, failover=played.failover)
+
+
+def _published_after(event: dict) -> float | None:
+    """Capture of the deciding frame to publication, from the event itself (clocks of one machine)."""
+    try:
+        published = dt.datetime.fromisoformat(event["published_at"].replace("Z", "+00:00"))
+        decided = dt.datetime.fromisoformat(event["last_seen"].replace("Z", "+00:00"))
+    except (KeyError, AttributeError, ValueError):
+        return None
+    return (published - decided).total_seconds()
 
 
 def tracking_rate(room_stage, config: Config, camera, video_s: float) -> dict:
@@ -212,53 +261,6 @@ async def enroll_scenario_people(spec, config: Config, database_url: str, say) -
     say(f"enrolled {len(people)} people from their enrolment photos")
 
 
-class TopicReader:
-    """Reads a topic from its current end (no consumer group: a pure observer)."""
-
-    def __init__(self, consumer, topic: str):
-        self.consumer = consumer
-        self.topic = topic
-
-    @classmethod
-    async def start(cls, bootstrap: str, topic: str) -> "TopicReader":
-        """A reader positioned at the topic's end now, before the processor publishes."""
-        consumer = tail_consumer(bootstrap)
-        await consumer.start()
-        try:
-            await assign_from_end(consumer, [topic])
-        except TopicsMissing:
-            await consumer.stop()
-            raise RollcallError(f"topic {topic} does not exist on {bootstrap}: run `rollcall up` to create it") from None
-        return cls(consumer, topic)
-
-    async def read_all(self, timeout_s: float = 30.0, quiet_s: float = 1.5) -> list[dict]:
-        """Everything published since ``start``, read until the topic has been quiet for ``quiet_s``
-        (call it once the producers of interest have flushed; ``timeout_s`` bounds it when others keep
-        writing). Not bounded by end offsets: the bundled broker's ListOffsets(latest) answers the last
-        batch's base offset + 1, which would cut the last batch (the exit events) off."""
-
-        events: list[dict] = []
-        try:
-            deadline = time.monotonic() + timeout_s
-            quiet_since = time.monotonic()
-            while time.monotonic() < deadline and time.monotonic() - quiet_since < quiet_s:
-                batches = await self.consumer.getmany(timeout_ms=300)
-                if any(batches.values()):
-                    quiet_since = time.monotonic()
-                for records in batches.values():
-                    for record in records:
-                        try:
-                            events.append(decode(self.topic, record.value))
-                        except MalformedEvent as exc:
-                            log.warning("malformed event on %s: %s", self.topic, exc)
-            return events
-        finally:
-            await self.consumer.stop()
-
-    async def close(self) -> None:
-        await self.consumer.stop()  # a no-op when already stopped
-
-
 def _percentile_ms(values: list[float], q: float) -> float | None:
     if not values:
         return None
@@ -266,9 +268,9 @@ def _percentile_ms(values: list[float], q: float) -> float | None:
 
 
 def _report(spec, spec_path: Path, truth: dict, outcome: RunOutcome) -> dict:
-    door_decoded = int(outcome.door.get("decoded", 0))
-    room_decoded = int(outcome.room.get("decoded", 0))
-    if door_decoded == 0 and room_decoded == 0:
+    door_decoded = int(outcome.door.get("decoded") or 0)
+    room_decoded = int(outcome.room.get("decoded") or 0)
+    if not (door_decoded or room_decoded or outcome.door.get("analysed") or outcome.room.get("analysed")):
         raise RollcallError(f"scenario {spec.name}: no camera stream could be decoded "
                             f"(door: {outcome.door.get('last_error')}, room: {outcome.room.get('last_error')}); "
                             "see `rollcall status`")
@@ -284,6 +286,9 @@ def _report(spec, spec_path: Path, truth: dict, outcome: RunOutcome) -> dict:
                     if attendance[k] is None}
     if handoff["accuracy"] is None:
         not_measured["handoff.accuracy"] = handoff.get("reason", "no room tracks of enrolled people")
+    if outcome.failover is not None:  # a processor group: what lives only inside a processor's memory
+        for key in ("recognition.quality_gate", "recognition.review_queue_written", "frames.decoded"):
+            not_measured[key] = "kept inside each group member; the report reads the topics"
     return {
         "scenario": spec.name,
         "spec": str(spec_path),
@@ -296,7 +301,7 @@ def _report(spec, spec_path: Path, truth: dict, outcome: RunOutcome) -> dict:
             "expected": 2 * spec.n_frames,
             "per_camera": {
                 stats.get("camera_id", role): {
-                    "role": role, "decoded": stats.get("decoded", 0), "analysed": stats.get("analysed"),
+                    "role": role, "decoded": stats.get("decoded"), "analysed": stats.get("analysed"),
                     "dropped": stats.get("dropped"), "reconnects": stats.get("reconnects"),
                     "error": stats.get("last_error")}
                 for role, stats in (("door", outcome.door), ("room", outcome.room))

@@ -48,7 +48,7 @@ def balance(slots: Iterable[int], costs: Mapping[int, float], members: Iterable[
     load = {m.member_id: 0.0 for m in members}
     owner: dict[int, str] = {}
     for member in members:  # 1. sticky, within the fair share (a first camera is always kept)
-        for slot in sorted((s for s in member.slots if s in loaded and s not in owner), key=lambda s: -costs[s]):
+        for slot in sorted((s for s in member.slots if s in loaded and s not in owner), key=lambda s: (-costs[s], s)):
             cost = costs[slot]
             if load[member.member_id] == 0 or load[member.member_id] + cost <= share[member.member_id] + 1e-9:
                 owner[slot] = member.member_id

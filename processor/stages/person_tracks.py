@@ -76,6 +76,7 @@ from scipy.optimize import linear_sum_assignment
 
 from processor.stages.persons import PersonDetection
 from processor.stages.track_association import ASSOCIATIONS, ReachSimilarity, library_tracker
+from processor.stages.track_resume import ResumeRules, resume_pairs
 
 EVENT_KINDS = ("appeared", "lost", "reacquired", "exited")
 
@@ -183,6 +184,9 @@ class PersonTracker:
         self.reacquired = 0
         self.walked_on = 0  # lost tracks continued on their look alone, beyond the prediction's reach
         self.silent_continuations = 0  # library id switches stitched before the track was declared lost
+        self._resumed_gap: dict[str, float] = {}  # checkpointed track -> seconds unseen before it was resumed
+        self.resume_rules = ResumeRules(walk_heights_per_s=self.walk_heights_per_s,
+                                        max_look_distance=self.walk_on_look_distance, height_factor=self.height_factor)
 
     # ------------------------------------------------------------------------------------------ api
 
@@ -222,11 +226,13 @@ class PersonTracker:
         confirmed.sort(key=lambda j: self._by_tracker_id.get(ids[j]) is None)
         new = [j for j in confirmed if self._by_tracker_id.get(ids[j]) not in self._tracks]
         firsts = dict(zip(new, self._first_sightings([tuple(float(v) for v in boxes[j]) for j in new], pts_s)))
+        resumed = self._resumed_pairs(new, boxes, [looks[det_ix[j]] if isolated[j] else None for j in range(len(ids))],
+                                      pts_s)
         owned: list[tuple[int, PersonTrack, np.ndarray | None]] = []  # (box index, its track, its look)
         for j in confirmed:
             look = looks[det_ix[j]] if isolated[j] else None  # a shared box would teach a track two looks
             track = self._owner(ids[j], tuple(float(v) for v in boxes[j]), pts_s, zones[j], look, seen,
-                                firsts.get(j), events)
+                                firsts.get(j), events, resumed.get(j))
             seen.add(track.track_id)
             owned.append((j, track, look))
             if look is None and track.look is None and det_ix[j] < len(looks) and looks[det_ix[j]] is not None:
@@ -272,11 +278,12 @@ class PersonTracker:
             events.append(self._exit(track, pts_s, self.zone_of(np.array([track.box]))[0]))
         return events
 
-    def resume(self, tracks: Sequence[tuple[str, Box, np.ndarray | None, str | None]], pts_s: float) -> None:
+    def resume(self, tracks: Sequence[tuple[str, Box, np.ndarray | None, str | None, float]], pts_s: float) -> None:
         """Tracks another processor had on this camera (its checkpoint: track id, box, look, door it came
-        in through), taken up as lost a moment before ``pts_s``: whoever is found where one of them was
-        (the usual reacquisition rules) continues it, id and identity; the others exit after ``reacquire_s``."""
-        for track_id, box, look, entered_via in tracks:
+        in through, seconds since it was last seen), taken up as lost a moment before ``pts_s``: a new track
+        paired with one (processor.stages.track_resume, the gap widening the reach) continues it, id and
+        identity; the others exit after ``reacquire_s``."""
+        for track_id, box, look, entered_via, gap_s in tracks:
             if track_id in self._tracks:
                 continue
             before = float(pts_s) - 1e-3  # unseen for a moment: only lost tracks can be reacquired
@@ -284,6 +291,18 @@ class PersonTracker:
                 track_id=track_id, camera_id=self.camera_id, first_pts_s=before, last_pts_s=before,
                 box=tuple(float(v) for v in box), entered_via=entered_via, state="lost", lost_since_s=before,
                 look=look, in_room=True)
+            self._resumed_gap[track_id] = max(0.0, float(gap_s))
+
+    def _resumed_pairs(self, new: list[int], boxes: np.ndarray, looks: Sequence, pts_s: float) -> dict[int, PersonTrack]:
+        """New library ids (box indices) -> the checkpointed tracks they continue (processor.stages.track_resume)."""
+        waiting = [self._tracks[t] for t in self._resumed_gap if t in self._tracks and self._tracks[t].state == "lost"]
+        self._resumed_gap = {t.track_id: self._resumed_gap[t.track_id] for t in waiting}
+        if not waiting or not new:
+            return {}
+        pairs = resume_pairs(
+            [(t.box, t.look, self._resumed_gap[t.track_id] + pts_s - t.last_pts_s) for t in waiting],
+            [(tuple(float(v) for v in boxes[j]), looks[j]) for j in new], self.resume_rules)
+        return {new[i]: waiting[k] for i, k in pairs.items()}
 
     def drop(self) -> list[PersonTrack]:
         """Forget every open track without ending it (the camera moved to another processor, which resumes
@@ -291,23 +310,26 @@ class PersonTracker:
         tracks = list(self._tracks.values())
         self._tracks.clear()
         self._by_tracker_id.clear()
+        self._resumed_gap.clear()
         return tracks
 
     # ------------------------------------------------------------------------------------- internals
 
     def _owner(self, tid: int, box: Box, pts_s: float, zone: str | None, look, seen: set[str],
-               first: tuple[float, Box] | None, events: list[TrackEvent]) -> PersonTrack:
+               first: tuple[float, Box] | None, events: list[TrackEvent], resumed: PersonTrack | None = None
+               ) -> PersonTrack:
         """The Rollcall track library id ``tid`` belongs to; a new id (first seen at ``first``) continues a
-        lost (or unseen) track or starts one (its 'appeared' event goes to ``events``)."""
+        lost (or unseen) track, or the ``resumed`` one of another processor's checkpoint, or starts one (its
+        'appeared' event goes to ``events``)."""
         track_id = self._by_tracker_id.get(tid)
         if track_id in self._tracks and track_id not in seen:
             return self._tracks[track_id]
         first_pts, first_box = first or (pts_s, box)
         door = self.zone_of(np.array([first_box]))[0] or zone
         entered_pts = first_pts
-        if door is None:
+        if door is None and resumed is None:
             door, entered_pts = self._door_behind(first_pts, first_box, pts_s, box)
-        previous = None if door is not None else self._reacquire_candidate(box, pts_s, seen, look)
+        previous = resumed or (None if door is not None else self._reacquire_candidate(box, pts_s, seen, look))
         if previous is not None:
             if previous.state == "active":
                 self.silent_continuations += 1

@@ -449,7 +449,8 @@ class RoomStage:
         states = []
         for state in checkpoint.tracks:
             look = np.asarray(state.look, np.float32) if state.look else None
-            states.append((state.track_id, state.box, look, state.entered_via))
+            states.append((state.track_id, state.box, look, state.entered_via,
+                           max(0.0, frame.captured_at - state.last_seen)))
             self.live[state.track_id] = _Live(
                 room_id, camera_id, state.first_seen, state.last_seen, state.box, state.frame_size,
                 last_update=frame.captured_at, person_id=state.person_id, identity_source=state.identity_source,
@@ -460,6 +461,8 @@ class RoomStage:
                     self._entry_looks[state.track_id] = _EntryLooks()
                 except (KeyError, ValueError) as exc:
                     log.warning("resumed track %s: its handoff cannot be reopened: %s", state.track_id, exc)
+            else:  # decided: one identity, one live track, for the handoffs still to come
+                self.matcher.add_live(camera_id, state.track_id, state.person_id)
         tracker.resume(states, frame.pts_s)
         self.resumed[camera_id] = self.resumed.get(camera_id, 0) + len(states)
         log.info("camera %s: resumed %d track(s) from %s's checkpoint of %.1f s ago", camera_id, len(states),
@@ -478,6 +481,7 @@ class RoomStage:
             for track in tracker.drop():
                 self.live.pop(track.track_id, None)
                 self._entry_looks.pop(track.track_id, None)
+                self.matcher.track_exited(track.track_id, room_camera=camera_id)  # gone from this processor
         else:
             self._flush_tracker(tracker)
         del self.trackers[camera_id]
