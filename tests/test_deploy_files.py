@@ -242,7 +242,7 @@ def test_compose_wires_the_services_with_healthchecks_and_one_shots():
 
 def test_compose_creates_the_topics_of_the_configuration_model():
     topics = compose()["services"]["topics"]["environment"]["TOPICS"].split()
-    assert topics == [f"{t.name}:{t.partitions}" for t in TopicsConfig().all()]
+    assert topics == [f"{t.name}:{t.partitions}" + (":compact" if t.compacted else "") for t in TopicsConfig().all()]
 
 
 def test_compose_environment_is_a_valid_overlay_of_the_configuration():

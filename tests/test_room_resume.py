@@ -268,8 +268,6 @@ def test_without_a_move_a_second_macron_is_not_handed_macron():
     assert _people(stage) == ["", "macron"]
 
 
-@pytest.mark.xfail(strict=True, reason="RoomStage._resume does not tell its HandoffMatcher who is already "
-                                       "present (see report)")
 def test_after_a_move_a_second_macron_is_not_handed_macron():
     base = time.time() - 300.0
     sent = Recorder()
@@ -283,8 +281,6 @@ def test_after_a_move_a_second_macron_is_not_handed_macron():
     assert _people(new) == ["", "macron"]
 
 
-@pytest.mark.xfail(strict=True, reason="release(moved=True) leaves the dropped tracks in the HandoffMatcher's "
-                                       "live registry (see report)")
 def test_a_camera_moved_away_and_back_hands_macron_again():
     base = time.time() - 300.0
     stage = _stage(Recorder())
@@ -303,10 +299,10 @@ def test_tracker_drop_forgets_without_events_and_resume_takes_them_up_as_lost():
     assert {t.track_id for t in dropped} == set(tracks.values())
     assert tracker.open_tracks == []
     assert tracker.flush(10.0) == []  # nothing left to end
-    tracker.resume([(t.track_id, t.box, t.look, None) for t in dropped], 20.0)
+    tracker.resume([(t.track_id, t.box, t.look, None, 8.0) for t in dropped], 20.0)
     assert {t.track_id for t in tracker.open_tracks} == set(tracks.values())
     assert all(t.state == "lost" and t.last_pts_s < 20.0 for t in tracker.open_tracks)
-    tracker.resume([(dropped[0].track_id, (0, 0, 1, 1), None, None)], 21.0)  # already there: unchanged
+    tracker.resume([(dropped[0].track_id, (0, 0, 1, 1), None, None, 1.0)], 21.0)  # already there: unchanged
     assert tracker.track(dropped[0].track_id).box == dropped[0].box
 
 
