@@ -80,7 +80,7 @@ from __future__ import annotations
 
 import dataclasses
 from collections import deque
-from typing import Iterable, Sequence
+from typing import Collection, Iterable, Sequence
 
 import numpy as np
 
@@ -178,6 +178,7 @@ class _Entry:
     appearance: Appearance | None = None
     side: str | None = None
     version: int = 0  # appearances given so far
+    reopen: bool = True  # left ambiguous, it may be asked again (not when its time is only an estimate)
 
 
 @dataclasses.dataclass
@@ -218,6 +219,8 @@ class HandoffMatcher:
         self._side_votes: dict[str, dict[str, int]] = {}  # door id -> {"same": n, "mirrored": n}
         self._transits: dict[str, deque] = {}  # door id -> transits of confident handoffs
         self.expired_recognitions = 0
+        self.takeover_keep_s = 60.0
+        self._held: dict[str, float] = {}  # room camera -> nothing decided before this (a takeover)
 
     def set_doors(self, doors: Iterable[Sequence]) -> None:
         """The doors (at start, and when the campus's doors change): what is pending stays pending."""
@@ -261,14 +264,16 @@ class HandoffMatcher:
         pending.append(_Recognition(d, person_id, recognition_event_id, float(time), appearance, side))
 
     def add_entry(self, door: str, track_id: str, time: float, position: tuple[float, float] | None = None, *,
-                  appearance: Appearance | None = None, side: str | None = None) -> None:
+                  appearance: Appearance | None = None, side: str | None = None, reopen: bool = True) -> None:
         """A new room track ``track_id`` that appeared in ``door``'s entry zone at ``time``, on ``side``
-        ("left"/"right") of the zone."""
+        ("left"/"right") of the zone. ``reopen`` False: decided once; left ambiguous it stays unknown (an
+        entry whose time is only estimated must not be settled later by others leaving)."""
         d = self._door(door)
         entries = self._entries.setdefault(d.room_camera, [])
         if any(e.track_id == track_id for e in entries) or track_id in self._live.get(d.room_camera, {}):
             raise ValueError(f"track {track_id!r} on {d.room_camera!r} entered twice")
-        entries.append(_Entry(d, track_id, float(time), position, appearance=appearance, side=_side(side)))
+        entries.append(_Entry(d, track_id, float(time), position, appearance=appearance, side=_side(side),
+                              reopen=reopen))
 
     def set_entry_appearance(self, room_camera: str, track_id: str, appearance: Appearance | None) -> bool:
         """Give a pending entry its (better) appearance; False when the entry is no longer pending."""
@@ -293,6 +298,11 @@ class HandoffMatcher:
             for entry in self._open_entries(camera):
                 if entry.track_id == track_id:
                     entry.exited = True  # still decided (its recognition must not go elsewhere)
+
+    def hold(self, room_camera: str, until: float) -> None:
+        """Decide nothing for the camera before ``until`` (camera clock): it was just taken over from another
+        processor, and the entries of the people who came in while it was dark are still being gathered."""
+        self._held[room_camera] = float(until)
 
     def add_live(self, room_camera: str, track_id: str, person_id: str | None) -> None:
         """A live track decided elsewhere (resumed from another processor's checkpoint): its person is in
@@ -363,13 +373,21 @@ class HandoffMatcher:
         times += [e.time + max(self.settle_s, self.recognition_delay_s - e.door.transit_min_s) for e in ents]
         return max(times)
 
-    def assign(self, now: float) -> list[Assignment]:
+    def assign(self, now: float, cameras: Collection[str] | None = None) -> list[Assignment]:
         """Decide every group whose window has closed at ``now``, and ask the open questions again
-        whose tracks have been seen better since; one Assignment per decided entry, in entry-time order."""
+        whose tracks have been seen better since; one Assignment per decided entry, in entry-time order.
+        ``cameras``: the room cameras run here (None: all). The recognitions for another room camera are
+        kept, not expired, for ``takeover_keep_s`` beyond their transit window: this processor may take the
+        camera over, and the people who came in meanwhile still need them (see :meth:`hold`)."""
         out: list[Assignment] = []
         for camera in sorted(set(self._recognitions) | set(self._entries)):
             recs = self._recognitions.get(camera, [])
             ents = self._entries.get(camera, [])
+            if cameras is not None and camera not in cameras:
+                recs[:] = [r for r in recs if now - r.time <= r.door.transit_max_s + self.takeover_keep_s]
+                continue
+            if now < self._held.get(camera, float("-inf")):
+                continue
             for group_recs, group_ents in candidate_groups(recs, ents, self._pair_ok):
                 if now < self._closes_at(group_recs, group_ents):
                     continue
@@ -446,6 +464,7 @@ class HandoffMatcher:
             self._vote_sides(recs[i], e)
             if margins.get(j, np.inf) >= 2 * self.ambiguity_s:
                 self._learn_transit(e.door, e.time - recs[i].time)
+        unsure = [j for j in unsure if ents[j].reopen]
         if unsure and self.reopen_s > 0:
             taken = {match[j] for j in match if j not in unsure}
             self._questions.setdefault(camera, []).append(_Question(

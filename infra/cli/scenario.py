@@ -40,14 +40,16 @@ def scenario_render(spec: Path, out_dir: Path | None) -> None:
 @click.option("--kill-one-at", "kill_at", type=FiniteFloat(0), default=None, metavar="SECONDS",
               help="SIGKILL the group member running the room camera this far into the video; the report's "
                    "failover section says how long any camera went unanalysed.")
+@click.option("--kill-role", type=click.Choice(["room", "door"]), default="room", show_default=True,
+              help="Whose member --kill-one-at kills: the room camera's (its live tracks move) or the door camera's.")
 @click.pass_context
 def scenario_run(ctx: click.Context, spec: Path, as_json: bool, load: float, processors: int,
-                 kill_at: float | None) -> None:
+                 kill_at: float | None, kill_role: str) -> None:
     """Render (cached), bring up the stack, serve the videos over RTSP, run the system, score it.
 
     The run has its own database and topics, removed at the end."""
     result = run_scenario(spec, config=_config(ctx), progress=None if as_json else click.echo, load=load,
-                          processors=processors, kill_at=kill_at)
+                          processors=processors, kill_at=kill_at, kill_role=kill_role)
     if as_json:
         _print_json(result)
     else:

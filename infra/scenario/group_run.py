@@ -7,7 +7,8 @@ processor group (`rollcall run --group`), one of them SIGKILLed S seconds into t
     3. a keeper client stays on each RTSP mount for the whole run, so a killed member's disconnection
        never rewinds the shared media (a real camera does not rewind either);
     4. at S seconds of video the member running the room camera (the one with the most to lose: its live
-       tracks) is SIGKILLed; the group moves its cameras and the new owner resumes the room's tracks;
+       tracks; or the door camera's, with kill_role "door") is SIGKILLed; the group moves its cameras and
+       the new owner resumes the room's tracks;
     5. after the video the others get SIGTERM; scores come from the topics (events and statuses).
 """
 
@@ -204,7 +205,8 @@ class GroupOutcome:
 
 
 async def play_group(spec, config: Config, cameras: dict[str, str], database_url: str, bootstrap: str, say, *,
-                     processors: int, kill_at: float | None, log_dir: Path, readers) -> GroupOutcome:
+                     processors: int, kill_at: float | None, log_dir: Path, readers, kill_role: str = "room"
+                     ) -> GroupOutcome:
     """The scenario on ``processors`` group members (see the module). ``cameras``: camera id -> its run url
     (door first, room second); ``readers``: started TopicReaders of recognitions, presence and statuses."""
     recognitions, presence, status_reader = readers
@@ -233,7 +235,8 @@ async def play_group(spec, config: Config, cameras: dict[str, str], database_url
         end_at = origin + spec.duration_s + 2.0
         while time.time() < end_at:
             if kill_at is not None and killed is None and time.time() >= origin + kill_at:
-                killed = _kill_room_owner(members, statuses, room_camera, killed_index, origin, say)
+                victim = room_camera if kill_role == "room" else door_camera
+                killed = _kill_owner(members, statuses, victim, killed_index, origin, say)
             members.check_alive(killed_index)
             statuses += await status_reader.read_some(0.5)
         ended_at = time.time()
@@ -242,6 +245,7 @@ async def play_group(spec, config: Config, cameras: dict[str, str], database_url
         for keeper in keepers:
             keeper.stop()
     statuses += await status_reader.read_all()
+    (log_dir / "statuses.json").write_text(json.dumps(statuses), encoding="utf-8")  # who ran what, when
     failover = failover_report(statuses, list(cameras), processors=processors, killed=killed, ended_at=ended_at,
                                settle_s=config.group.session_timeout_s + 10.0)
     periods = periods_of(statuses)
@@ -250,12 +254,12 @@ async def play_group(spec, config: Config, cameras: dict[str, str], database_url
                         frames={c: sum(p.frames for p in periods if p.camera_id == c) for c in cameras})
 
 
-def _kill_room_owner(members: Members, statuses: list[dict], room_camera: str, killed_index: set[int],
-                     origin: float, say) -> dict:
-    """SIGKILL the member running the room camera now (its process found by the pid in its id)."""
-    owner = owner_of(statuses, room_camera)
+def _kill_owner(members: Members, statuses: list[dict], camera: str, killed_index: set[int], origin: float,
+                say) -> dict:
+    """SIGKILL the member running ``camera`` now (its process found by the pid in its id)."""
+    owner = owner_of(statuses, camera)
     if owner is None:
-        raise RollcallError(f"processor group: nobody runs {room_camera} at the kill time")
+        raise RollcallError(f"processor group: nobody runs {camera} at the kill time")
     for i, process in enumerate(members.processes):
         if f"-{process.pid}-" in owner:
             process.kill()
@@ -265,4 +269,4 @@ def _kill_room_owner(members: Members, statuses: list[dict], room_camera: str, k
             say(f"SIGKILLed processor {owner} at {time.time() - origin:.1f} s of video (it ran {', '.join(cameras)})")
             return {"processor_id": owner, "at": time.time(), "at_video_s": round(time.time() - origin, 2),
                     "cameras": sorted(set(cameras))}
-    raise RollcallError(f"processor group: the owner {owner} of {room_camera} is not one of this run's processes")
+    raise RollcallError(f"processor group: the owner {owner} of {camera} is not one of this run's processes")

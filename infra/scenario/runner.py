@@ -58,7 +58,7 @@ def spec_display(spec) -> str:
 
 
 def run_scenario(spec_path: Path, *, config: Config, progress: Callable[[str], None] | None = None,
-                 load: float = 0.0, processors: int = 1, kill_at: float | None = None) -> dict:
+                 load: float = 0.0, processors: int = 1, kill_at: float | None = None, kill_role: str = "room") -> dict:
     """Run the system once over the scenario and score it. The run works in a database and topics of its
     own (removed at the end), so nothing an earlier run left (enrolments, bad messages) reaches it; with
     ``load`` > 0 a CPU hog of that many cores runs beside the system for the whole run. With ``processors``
@@ -98,7 +98,7 @@ def run_scenario(spec_path: Path, *, config: Config, progress: Callable[[str], N
             with CpuLoad(load, max_seconds=spec.duration_s + 600) as hog:
                 if load:
                     say(f"CPU load: {load:g} core(s) in {len(hog.pids)} process(es) beside the system")
-                group = (processors, kill_at, space.tag) if processors > 1 else None
+                group = (processors, kill_at, kill_role, space.tag) if processors > 1 else None
                 outcome = run_interruptibly(_run_system(spec, space.config, door, space.database_url,
                                                   state.kafka_bootstrap_servers, say, group=group))
         finally:
@@ -191,7 +191,7 @@ async def _run_system(spec, config: Config, door, database_url: str, bootstrap: 
 
 
 async def _run_group_system(spec, config: Config, door, database_url: str, bootstrap: str, say, processors: int,
-                            kill_at: float | None, tag: str) -> RunOutcome:
+                            kill_at: float | None, kill_role: str, tag: str) -> RunOutcome:
     """The run on a processor group; what only an in-process processor can tell (quality gate reasons,
     the review queue, per-frame latencies) is left out of the report."""
     topics = config.kafka.topics
@@ -200,7 +200,7 @@ async def _run_group_system(spec, config: Config, door, database_url: str, boots
     cameras = {door.door_camera: config.camera(door.door_camera).url, door.room_camera: config.camera(door.room_camera).url}
     try:
         played = await play_group(spec, config, {c: resolve_camera_url(u) for c, u in cameras.items()}, database_url,
-                                  bootstrap, say, processors=processors, kill_at=kill_at,
+                                  bootstrap, say, processors=processors, kill_at=kill_at, kill_role=kill_role,
                                   log_dir=scenarios_dir() / spec.name / "runs" / tag, readers=readers)
     finally:
         for reader in readers:

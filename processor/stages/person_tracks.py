@@ -304,6 +304,11 @@ class PersonTracker:
             [(tuple(float(v) for v in boxes[j]), looks[j]) for j in new], self.resume_rules)
         return {new[i]: waiting[k] for i, k in pairs.items()}
 
+    @property
+    def resuming(self) -> bool:
+        """Whether a track taken up from a checkpoint is still waiting to be found."""
+        return any(t in self._tracks and self._tracks[t].state == "lost" for t in self._resumed_gap)
+
     def drop(self) -> list[PersonTrack]:
         """Forget every open track without ending it (the camera moved to another processor, which resumes
         them from the checkpoint); returns them."""

@@ -23,12 +23,14 @@ import numpy as np
 from infra.foundation.config import Config
 from processor import metrics
 from processor.appearance import Appearance, describe_person, mean as mean_appearance
-from processor.checkpoints import RoomCheckpoint, TrackState
+from processor.checkpoints import RoomCheckpoint
 from processor.frames import Frame
 from processor.handoff import HandoffMatcher
 from processor.scheduler import Scheduler
 from processor.stages.base import BatchStage
 from processor.stages.person_tracks import PersonTracker
+from processor.stages.room_handover import RoomHandover
+from processor.stages.room_state import EntryLooks, Live, isolated
 from schemas.events import box_object, build_event
 
 log = logging.getLogger("rollcall.room")
@@ -88,24 +90,7 @@ class RoomFace:
 
 
 @dataclass
-class _Live:
-    room_id: str
-    camera_id: str
-    first_seen: float
-    last_seen: float
-    box: tuple[float, float, float, float]
-    frame_size: tuple[int, int]
-    last_update: float
-    person_id: str | None = None
-    identity_source: str = "none"  # "handoff" | "face" | "reacquired" | "none"
-    handoff: dict | None = None  # the handoff that gave the identity (kept on later events)
-    face_sum: np.ndarray | None = None  # quality-weighted sum of the faces seen on this track
-    face_count: int = 0
-    face_decided: bool = False  # the room camera's faces decided once per track
-
-
-@dataclass
-class RoomStage:
+class RoomStage(RoomHandover):
     """Per room camera: tracks → handoff → presence events; room analytics as metrics."""
 
     config: Config
@@ -118,7 +103,7 @@ class RoomStage:
     overlay_topic: str | None = None  # each analysed frame's tracks, for live displays
     scheduler: Scheduler | None = None  # overlays only for cameras not behind their minimum tracking rate
     trackers: dict = field(default_factory=dict)
-    live: dict[str, _Live] = field(default_factory=dict)
+    live: dict[str, Live] = field(default_factory=dict)
     presence_events: int = 0
     first_frame: dict[str, tuple[float, float]] = field(default_factory=dict)  # camera -> (captured_at, pts_s)
     frames_tracked: dict[str, int] = field(default_factory=dict)  # camera -> frames its tracker saw
@@ -130,7 +115,7 @@ class RoomStage:
     latencies_s: deque = field(default_factory=lambda: deque(maxlen=100_000))
     _deciding_frame_at: float | None = None
     looks_per_entry: int = 4  # frames whose clothing descriptors are averaged for an entering track
-    _entry_looks: dict[str, "_EntryLooks"] = field(default_factory=dict)  # track id -> while its handoff waits
+    _entry_looks: dict[str, EntryLooks] = field(default_factory=dict)  # track id -> while its handoff waits
     # processor groups: live tracks checkpointed (to a compacted topic) and resumed by the camera's next owner
     checkpoint_topic: str | None = None
     checkpoint_every_s: float = 1.0
@@ -141,6 +126,9 @@ class RoomStage:
     resumed: dict[str, int] = field(default_factory=dict)  # camera -> tracks taken over from a checkpoint
     running: Callable[[], set[str]] | None = None  # the cameras run here now (frames of others still queued are dropped)
     _checkpointed: dict[str, float] = field(default_factory=dict)  # camera -> frame time of the last one
+    gap_entry_window_s: float = 3.0  # after a resume, newcomers this soon may have come in during the gap
+    _gaps: dict[str, tuple[float, float]] = field(default_factory=dict)  # camera -> (dark from, resumed at)
+    _gap_waiting: dict[str, tuple] = field(default_factory=dict)  # track -> (door, entered, seen at, looks)
 
     def __post_init__(self) -> None:
 
@@ -210,6 +198,7 @@ class RoomStage:
                 wall = frame.captured_at - (frame.pts_s - event.pts_s)
                 self._on_track_event(event, wall, (width, height))
             self._describe_entries(tracker, frame, detections)
+            self._describe_gap_entries(tracker, frame, detections)
             now = frame.captured_at
             for track in tracker.open_tracks:
                 live = self.live.get(track.track_id)
@@ -228,7 +217,7 @@ class RoomStage:
         # Decided on the cameras' clock (the newest frame's capture time), not the wall clock: a
         # backlog of frames must not close handoff windows before its entries are seen.
         newest = max((frame.captured_at for frame, _, _ in results), default=None)
-        for assignment in (self.matcher.assign(newest) if newest is not None else []):
+        for assignment in (self.matcher.assign(newest, cameras=set(self.trackers)) if newest is not None else []):
             self._on_assignment(assignment)
             if not self.matcher.is_pending(assignment.track_id):  # an ambiguous one is asked again on new looks
                 self._entry_looks.pop(assignment.track_id, None)
@@ -236,7 +225,7 @@ class RoomStage:
     def _on_track_event(self, event, wall: float, frame_size: tuple[int, int]) -> None:
         room_id = self.rooms.get(event.camera_id, "unknown")
         if event.kind == "appeared":
-            live = _Live(room_id, event.camera_id, wall, wall, event.box, frame_size, last_update=wall)
+            live = Live(room_id, event.camera_id, wall, wall, event.box, frame_size, last_update=wall)
             self.live[event.track_id] = live
             self._emit("enter", event.track_id, live)
             if event.entered_via is not None:
@@ -244,7 +233,9 @@ class RoomStage:
                 side = self._entry_side(event.entered_via, (x1 + x2) / 2, x2 - x1)
                 self.matcher.add_entry(event.entered_via, event.track_id, wall, position=((x1 + x2) / 2, y2),
                                        side=side)
-                self._entry_looks[event.track_id] = _EntryLooks()
+                self._entry_looks[event.track_id] = EntryLooks()
+            else:
+                self._gap_entry(event, wall)
         elif event.kind == "reacquired":
             live = self.live.get(event.track_id)
             if live is not None:  # the same track continues: it keeps its identity, now carried by position
@@ -289,7 +280,7 @@ class RoomStage:
             look = describe_person(frame.image, track.box)
             if look is None:
                 continue
-            looks.add(look, _isolated(track.box, boxes), self.looks_per_entry)
+            looks.add(look, isolated(track.box, boxes), self.looks_per_entry)
             self.matcher.set_entry_appearance(frame.camera_id, track.track_id, looks.mean())
 
     def _on_assignment(self, assignment) -> None:
@@ -338,7 +329,7 @@ class RoomStage:
                 live.face_decided = True
                 self._face_decision(owners[0].track_id, live, gallery.match(live.face_sum[None, :])[0])
 
-    def _face_decision(self, track_id: str, live: _Live, match) -> None:
+    def _face_decision(self, track_id: str, live: Live, match) -> None:
         person = match.person_id
         if person is None:
             return  # the face is nobody enrolled (or not sure): it proves nothing against the handoff
@@ -360,7 +351,7 @@ class RoomStage:
                  previous or "unknown", match.score)
         self._emit("identity", track_id, live, previous_person_id=previous)
 
-    def _emit(self, kind: str, track_id: str, live: _Live, *, ambiguous: bool = False,
+    def _emit(self, kind: str, track_id: str, live: Live, *, ambiguous: bool = False,
               previous_person_id: str | None = None) -> None:
 
         event = build_event("presence", {
@@ -418,76 +409,6 @@ class RoomStage:
             "frame_time": frame.captured_at, "pts_s": frame.pts_s, "frame_size": frame_size, "objects": objects}),
             best_effort=True)
 
-    # ------------------------------------------------------------- processor groups: moving cameras
-    def checkpoint(self, camera_id: str, at: float) -> RoomCheckpoint | None:
-        """Publish the camera's live tracks (keyed by camera on the compacted checkpoint topic)."""
-        tracker = self.trackers.get(camera_id)
-        if tracker is None or not self.checkpoint_topic:
-            return None
-        tracks = []
-        for track in tracker.open_tracks:
-            live = self.live.get(track.track_id)
-            if live is None:
-                continue
-            tracks.append(TrackState(
-                track_id=track.track_id, person_id=live.person_id, identity_source=live.identity_source,
-                handoff=live.handoff, first_seen=live.first_seen, last_seen=live.last_seen, box=track.box,
-                frame_size=live.frame_size, face_decided=live.face_decided,
-                look=[round(float(v), 5) for v in track.look.ravel()] if track.look is not None else None,
-                entered_via=track.entered_via if self.matcher.is_pending(track.track_id) else None))
-        checkpoint = RoomCheckpoint(camera_id=camera_id, owner=self.owner, at=at, tracks=tracks)
-        self.publish(self.checkpoint_topic, camera_id, checkpoint.encode(), best_effort=True)
-        self._checkpointed[camera_id] = at
-        return checkpoint
-
-    def _resume(self, camera_id: str, tracker, frame: Frame) -> None:
-        """This processor's first frame of the camera: take up the tracks of its last checkpoint."""
-        checkpoint = self.checkpoints(camera_id)
-        if checkpoint is None or frame.captured_at - checkpoint.at > self.checkpoint_max_age_s:
-            return
-        room_id = self.rooms.get(camera_id, "unknown")
-        states = []
-        for state in checkpoint.tracks:
-            look = np.asarray(state.look, np.float32) if state.look else None
-            states.append((state.track_id, state.box, look, state.entered_via,
-                           max(0.0, frame.captured_at - state.last_seen)))
-            self.live[state.track_id] = _Live(
-                room_id, camera_id, state.first_seen, state.last_seen, state.box, state.frame_size,
-                last_update=frame.captured_at, person_id=state.person_id, identity_source=state.identity_source,
-                handoff=state.handoff, face_decided=state.face_decided)
-            if state.entered_via is not None and state.person_id is None:
-                try:  # its handoff was still open: the door's recognitions reach this processor too
-                    self.matcher.add_entry(state.entered_via, state.track_id, state.first_seen)
-                    self._entry_looks[state.track_id] = _EntryLooks()
-                except (KeyError, ValueError) as exc:
-                    log.warning("resumed track %s: its handoff cannot be reopened: %s", state.track_id, exc)
-            else:  # decided: one identity, one live track, for the handoffs still to come
-                self.matcher.add_live(camera_id, state.track_id, state.person_id)
-        tracker.resume(states, frame.pts_s)
-        self.resumed[camera_id] = self.resumed.get(camera_id, 0) + len(states)
-        log.info("camera %s: resumed %d track(s) from %s's checkpoint of %.1f s ago", camera_id, len(states),
-                 checkpoint.owner, frame.captured_at - checkpoint.at)
-
-    def release(self, camera_id: str, *, moved: bool) -> None:
-        """This processor stops running the camera. ``moved``: another member takes it over, so its tracks
-        are checkpointed and forgotten without exit events (the new owner continues them); otherwise the
-        camera left the campus and its tracks end here (exit events)."""
-        tracker = self.trackers.get(camera_id)
-        if tracker is None:
-            return
-        if moved:
-            last = max((live.last_seen for live in self.live.values() if live.camera_id == camera_id), default=0.0)
-            self.checkpoint(camera_id, max(last, self._checkpointed.get(camera_id, 0.0)))
-            for track in tracker.drop():
-                self.live.pop(track.track_id, None)
-                self._entry_looks.pop(track.track_id, None)
-                self.matcher.track_exited(track.track_id, room_camera=camera_id)  # gone from this processor
-        else:
-            self._flush_tracker(tracker)
-        del self.trackers[camera_id]
-        for per_camera in (self._last_pts, self._counts, self._occupancy_sent, self._checkpointed):
-            per_camera.pop(camera_id, None)
-
     def _flush_tracker(self, tracker) -> None:
         last_pts = max((t.last_pts_s for t in tracker.open_tracks), default=0.0)
         for event in tracker.flush(last_pts):
@@ -505,36 +426,5 @@ class RoomStage:
             self.handle(await inbox.get())
 
 
-@dataclass
-class _EntryLooks:
-    """Clothing descriptors of one entering track: from frames where it stood apart, and from the rest."""
-
-    apart: list = field(default_factory=list)
-    touching: list = field(default_factory=list)
-
-    def add(self, look: Appearance, isolated: bool, limit: int) -> None:
-        (self.apart if isolated else self.touching).append(look)
-        del self.touching[:-limit]
-
-    def done(self, limit: int) -> bool:
-        return len(self.apart) >= limit
-
-    def mean(self) -> Appearance | None:
-        return mean_appearance(self.apart or self.touching)
-
-
 def _fmt(value: float | None) -> str:
     return "-" if value is None else f"{value:.2f}"
-
-
-def _isolated(box, others: np.ndarray, limit: float = 0.05) -> bool:
-    """Whether no other detection covers more than ``limit`` of ``box`` (the track's own detection, the
-    one that overlaps it most, does not count)."""
-    if len(others) == 0:
-        return True
-    x1, y1, x2, y2 = box
-    area = max((x2 - x1) * (y2 - y1), 1e-9)
-    w = np.clip(np.minimum(others[:, 2], x2) - np.maximum(others[:, 0], x1), 0, None)
-    h = np.clip(np.minimum(others[:, 3], y2) - np.maximum(others[:, 1], y1), 0, None)
-    covered = np.sort(w * h / area)[::-1]
-    return len(covered) < 2 or covered[1] <= limit

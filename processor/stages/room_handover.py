@@ -1,0 +1,138 @@
+"""The room stage's part in a processor group (processor/group/): a room camera's live tracks checkpointed
+to a compacted topic, resumed by the camera's next owner, and the people who came in while the camera was
+dark handed their identities like any entry. Mixed into :class:`processor.stages.room.RoomStage`, whose
+fields it uses (trackers, live, matcher, publish, checkpoint_topic, checkpoints, ...)."""
+
+from __future__ import annotations
+
+import logging
+
+import numpy as np
+
+from processor.appearance import describe_person
+from processor.checkpoints import RoomCheckpoint, TrackState
+from processor.frames import Frame
+from processor.stages.room_state import EntryLooks, Live, isolated
+
+log = logging.getLogger("rollcall.room")
+
+
+class RoomHandover:
+    def checkpoint(self, camera_id: str, at: float) -> RoomCheckpoint | None:
+        """Publish the camera's live tracks (keyed by camera on the compacted checkpoint topic)."""
+        tracker = self.trackers.get(camera_id)
+        if tracker is None or not self.checkpoint_topic:
+            return None
+        tracks = []
+        for track in tracker.open_tracks:
+            live = self.live.get(track.track_id)
+            if live is None:
+                continue
+            tracks.append(TrackState(
+                track_id=track.track_id, person_id=live.person_id, identity_source=live.identity_source,
+                handoff=live.handoff, first_seen=live.first_seen, last_seen=live.last_seen, box=track.box,
+                frame_size=live.frame_size, face_decided=live.face_decided,
+                look=[round(float(v), 5) for v in track.look.ravel()] if track.look is not None else None,
+                entered_via=track.entered_via if self.matcher.is_pending(track.track_id) else None))
+        checkpoint = RoomCheckpoint(camera_id=camera_id, owner=self.owner, at=at, tracks=tracks)
+        self.publish(self.checkpoint_topic, camera_id, checkpoint.encode(), best_effort=True)
+        self._checkpointed[camera_id] = at
+        return checkpoint
+
+    def _resume(self, camera_id: str, tracker, frame: Frame) -> None:
+        """This processor's first frame of the camera: take up the tracks of its last checkpoint."""
+        checkpoint = self.checkpoints(camera_id)
+        if checkpoint is None or frame.captured_at - checkpoint.at > self.checkpoint_max_age_s:
+            return
+        room_id = self.rooms.get(camera_id, "unknown")
+        states = []
+        for state in checkpoint.tracks:
+            look = np.asarray(state.look, np.float32) if state.look else None
+            states.append((state.track_id, state.box, look, state.entered_via,
+                           max(0.0, frame.captured_at - state.last_seen)))
+            self.live[state.track_id] = Live(
+                room_id, camera_id, state.first_seen, state.last_seen, state.box, state.frame_size,
+                last_update=frame.captured_at, person_id=state.person_id, identity_source=state.identity_source,
+                handoff=state.handoff, face_decided=state.face_decided)
+            if state.entered_via is not None and state.person_id is None:
+                try:  # its handoff was still open: the door's recognitions reach this processor too
+                    self.matcher.add_entry(state.entered_via, state.track_id, state.first_seen)
+                    self._entry_looks[state.track_id] = EntryLooks()
+                except (KeyError, ValueError) as exc:
+                    log.warning("resumed track %s: its handoff cannot be reopened: %s", state.track_id, exc)
+            else:  # decided: one identity, one live track, for the handoffs still to come
+                self.matcher.add_live(camera_id, state.track_id, state.person_id)
+        tracker.resume(states, frame.pts_s)
+        self._gaps[camera_id] = (checkpoint.at, frame.captured_at)
+        # the handoff waits for the newcomers of the gap (seen, then described) before deciding anything here
+        self.matcher.hold(camera_id, frame.captured_at + self.gap_entry_window_s + 2.5)
+        self.resumed[camera_id] = self.resumed.get(camera_id, 0) + len(states)
+        log.info("camera %s: resumed %d track(s) from %s's checkpoint of %.1f s ago", camera_id, len(states),
+                 checkpoint.owner, frame.captured_at - checkpoint.at)
+
+    def _gap_entry(self, event, wall: float) -> None:
+        """A track that appears, away from the entry zones, in the first ``gap_entry_window_s`` after the
+        camera was resumed, once every checkpointed track has been found again: someone who came in while
+        the camera was dark. Their handoff is decided like any entry's (through the room's only door; with
+        several doors they stay unknown), entered at the middle of the gap since when exactly is unknown,
+        and only once their clothing has been seen (:meth:`_describe_gap_entries`): with the time unknown,
+        the clothing is what tells two such newcomers apart. Left ambiguous, they stay unknown."""
+        gap = self._gaps.get(event.camera_id)
+        if gap is None:
+            return
+        dark_from, resumed_at = gap
+        if wall - resumed_at > self.gap_entry_window_s:
+            del self._gaps[event.camera_id]
+            return
+        doors = [d.id for d in self.config.doors if d.room_camera == event.camera_id]
+        if len(doors) != 1 or self.trackers[event.camera_id].resuming:
+            return  # which door is unknown, or the newcomer may be a checkpointed person not found yet
+        self._gap_waiting[event.track_id] = (doors[0], (dark_from + resumed_at) / 2, wall, EntryLooks())
+        log.info("camera %s: track %s came in while the camera was dark (%.1f s)", event.camera_id,
+                 event.track_id, resumed_at - dark_from)
+
+    def _describe_gap_entries(self, tracker, frame: Frame, detections: list) -> None:
+        """The clothing of the newcomers of the failover gap; each becomes an entry once described
+        (``looks_per_entry`` looks, or 2 s of trying)."""
+        if not self._gap_waiting:
+            return
+        boxes = np.array([d.box for d in detections], np.float64).reshape(-1, 4)
+        for track in tracker.open_tracks:
+            waiting = self._gap_waiting.get(track.track_id)
+            if waiting is None or track.state != "active" or track.last_pts_s != frame.pts_s:
+                continue
+            door, entered, seen_at, looks = waiting
+            look = describe_person(frame.image, track.box)
+            if look is not None:
+                looks.add(look, isolated(track.box, boxes), self.looks_per_entry)
+            if looks.done(self.looks_per_entry) or frame.captured_at - seen_at > 2.0:
+                del self._gap_waiting[track.track_id]
+                x1, _, x2, y2 = track.box
+                try:
+                    self.matcher.add_entry(door, track.track_id, entered, position=((x1 + x2) / 2, y2),
+                                           appearance=looks.mean(), reopen=False)
+                except (KeyError, ValueError) as exc:
+                    log.warning("track %s: not taken as an entry of the failover gap: %s", track.track_id, exc)
+        for track_id in [t for t in self._gap_waiting if t not in self.live]:
+            del self._gap_waiting[track_id]  # gone before it was described
+
+    def release(self, camera_id: str, *, moved: bool) -> None:
+        """This processor stops running the camera. ``moved``: another member takes it over, so its tracks
+        are checkpointed and forgotten without exit events (the new owner continues them); otherwise the
+        camera left the campus and its tracks end here (exit events)."""
+        tracker = self.trackers.get(camera_id)
+        if tracker is None:
+            return
+        if moved:
+            last = max((live.last_seen for live in self.live.values() if live.camera_id == camera_id), default=0.0)
+            self.checkpoint(camera_id, max(last, self._checkpointed.get(camera_id, 0.0)))
+            for track in tracker.drop():
+                self.live.pop(track.track_id, None)
+                self._entry_looks.pop(track.track_id, None)
+                self.matcher.track_exited(track.track_id, room_camera=camera_id)  # gone from this processor
+        else:
+            self._flush_tracker(tracker)
+        del self.trackers[camera_id]
+        for per_camera in (self._last_pts, self._counts, self._occupancy_sent, self._checkpointed, self._gaps):
+            per_camera.pop(camera_id, None)
+
