@@ -26,7 +26,7 @@ def stack_dir(tmp_path_factory) -> Path:
 def stack(stack_dir):
 
     config = load_config(EXAMPLE_CONFIG, environ={})
-    state = embedded.up(topics=[(t.name, t.partitions) for t in config.kafka.topics.all()],
+    state = embedded.up(topics=[(t.name, t.partitions, t.compacted) for t in config.kafka.topics.all()],
                         fast_fsync_off=True)
     yield state
     embedded.down()
