@@ -54,8 +54,9 @@ from schemas import events
 log = logging.getLogger("rollcall.publisher")
 
 _PUBLISHED_AT = "published_at"
-# Event types that are best-effort whoever publishes them: live views, worthless once stale.
-BEST_EFFORT_TYPES = frozenset({"overlay", "occupancy"})
+# Event types that are best-effort whoever publishes them: live views and statuses, worthless once stale
+# (the next one says it again), never in the way of attendance evidence.
+BEST_EFFORT_TYPES = frozenset({"overlay", "occupancy", "processor_status"})
 
 
 # --------------------------------------------------------------------------------------- metrics
