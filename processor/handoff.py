@@ -309,6 +309,15 @@ class HandoffMatcher:
         the room, so a later recognition of the same person is not handed to a second track."""
         self._live.setdefault(room_camera, {})[track_id] = person_id
 
+    def rename_track(self, room_camera: str, old: str, new: str) -> None:
+        """A track continues under another id (a standby taking a camera over adopts the owner's ids)."""
+        live = self._live.get(room_camera, {})
+        if old in live:
+            live[new] = live.pop(old)
+        for entry in self._open_entries(room_camera):
+            if entry.track_id == old:
+                entry.track_id = new
+
     def set_identity(self, room_camera: str, track_id: str, person_id: str | None) -> None:
         """A decided live track's identity changed (the room camera saw its face): keep one identity on
         one live track for the handoffs still to come."""

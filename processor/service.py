@@ -44,6 +44,7 @@ class Processor:
         self.group = config.group.name
         # the ids of the cameras this member runs; None outside a group: every enabled camera
         self.owned: set[str] | None = set() if self.group else None
+        self.standby: set[str] = set()  # room cameras tracked here unpublished, for a fast takeover
         self.processor_id = processor_id()
         self.analysis = AnalysisLog()
         self.status: StatusReporter | None = None
@@ -73,8 +74,17 @@ class Processor:
         return self._running("room")
 
     def _running(self, role: str) -> list[CameraConfig]:
-        return [c for c in self.config.cameras
-                if c.role == role and c.enabled and (self.owned is None or c.id in self.owned)]
+        """The enabled cameras of ``role`` this processor runs: its own, and (rooms) those it keeps a standby
+        of, at the standby rate."""
+        owned = [c for c in self.config.cameras
+                 if c.role == role and c.enabled and (self.owned is None or c.id in self.owned)]
+        fps = self.config.group.standby_fps
+        return owned + [c.model_copy(update={"analysis_fps": min(c.analysis_fps, fps), "min_tracking_fps": None})
+                        for c in self.config.cameras if c.role == role and c.enabled and c.id in self.standby]
+
+    def published_cameras(self) -> dict[str, str]:
+        """Camera id -> role of the cameras whose events this processor publishes (not its standbys)."""
+        return {c.id: c.role for c in self.door_cameras() + self.room_cameras() if c.id not in self.standby}
 
     def _buffers_of(self, role: str):
         def buffers():
@@ -207,7 +217,7 @@ class Processor:
         self.status = StatusReporter(
             self.publisher.publish, self.config.kafka.topics.processors.name, self.analysis,
             processor=self.processor_id, group=self.group,
-            running=lambda: {c.id: c.role for c in self.door_cameras() + self.room_cameras()},
+            running=self.published_cameras,
             slots=lambda: sorted(self.coordinator.slots) if self.coordinator else [],
             generation=lambda: self.coordinator.member.generation if self.coordinator else 0,
             every_s=self.config.group.status_every_s)
@@ -222,12 +232,14 @@ class Processor:
         self._tasks.append(asyncio.create_task(self.coordinator.run(), name="group-member"))
         log.info("processor %s: member of group %s", self.processor_id, self.group)
 
-    def run_cameras(self, config: Config, owned: set[str]) -> None:
-        """Group mode: the campus as the database has it, and the cameras this member runs now. A camera
-        that stops here because another member takes it over hands its room tracks on (a checkpoint); one
-        that left the campus ends them."""
+    def run_cameras(self, config: Config, owned: set[str], standby: set[str] = frozenset()) -> None:
+        """Group mode: the campus as the database has it, the cameras this member runs now and the room
+        cameras it keeps a standby of. A camera that stops here because another member takes it over hands
+        its room tracks on (a checkpoint); one that left the campus ends them; a standby that becomes this
+        member's camera starts publishing what it has kept warm."""
         before = {c.id for c in self.door_cameras() + self.room_cameras()}
-        self.owned = set(owned)
+        promoted = self.standby & set(owned)
+        self.owned, self.standby = set(owned), set(standby)
         on_campus = {c.id for c in config.cameras if c.enabled}
         self.config = config
         after = {c.id for c in self.door_cameras() + self.room_cameras()}
@@ -239,6 +251,9 @@ class Processor:
             self.analysis.forget(camera_id)
         if self.room is not None:
             self.room.reconfigure(config)
+            self.room.shadow = set(standby)
+            for camera_id in promoted:
+                self.room.promote(camera_id)
         if self.recognition_feed is not None:
             self.recognition_feed.door_cameras = {d.door_camera for d in config.doors}
         self.reload_cameras(config)

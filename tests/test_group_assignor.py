@@ -7,7 +7,7 @@ from __future__ import annotations
 import pytest
 from aiokafka.coordinator.protocol import ConsumerProtocolMemberAssignment, ConsumerProtocolMemberMetadata
 
-from processor.group.assignor import PROTOCOL, Member, balance, decode_metadata, encode_metadata, make_assignor
+from processor.group.assignor import PROTOCOL, Member, balance, decode_metadata, encode_metadata, make_assignor, standbys
 
 # A typical campus: 4 room cameras (person detection: cost 3) in slots 0-3, 4 door cameras (cost 1) in 4-7.
 COSTS = {0: 3.0, 1: 3.0, 2: 3.0, 3: 3.0, 4: 1.0, 5: 1.0, 6: 1.0, 7: 1.0}
@@ -210,3 +210,31 @@ def test_assignor_assign_without_the_topic_gives_everyone_nothing():
     meta = {"a": ConsumerProtocolMemberMetadata(0, ["control"], encode_metadata([], 1.0, "a"))}
     result = cls.assign(FakeCluster({}), meta)
     assert assigned_slots(result["a"], "control") == []
+
+
+# ------------------------------------------------------------------------------ standby replicas
+
+def test_each_room_slot_gets_a_standby_on_another_member_and_keeps_it():
+    costs = {0: 3.0, 1: 1.0, 2: 3.0, 3: 1.0}
+    members = [Member("m0"), Member("m1"), Member("m2")]
+    split = balance(range(8), costs, members)
+    spare = standbys(split, costs, [0, 2], members)
+    owner = {s: m for m, slots in split.items() for s in slots}
+    for slot in (0, 2):
+        holders = [m for m, slots in spare.items() if slot in slots]
+        assert len(holders) == 1 and holders[0] != owner[slot]
+    # reported back, the standbys stay where they are on the next rebalance
+    again = [Member(m, 1.0, frozenset(split[m]), frozenset(spare[m])) for m in ("m0", "m1", "m2")]
+    assert standbys(balance(range(8), costs, again), costs, [0, 2], again) == spare
+
+
+def test_no_standby_in_a_group_of_one():
+    assert standbys({"m0": [0, 1]}, {0: 3.0}, [0], [Member("m0")]) == {"m0": []}
+
+
+def test_a_dead_owners_room_goes_to_its_standby():
+    costs = {0: 3.0, 1: 1.0, 2: 1.0}
+    # m0 ran slot 0 and died; m2 kept the standby of slot 0, m1 is lighter
+    members = [Member("m1", 1.0, frozenset({1, 2})), Member("m2", 1.0, frozenset(), frozenset({0}))]
+    split = balance(range(4), costs, members)
+    assert 0 in split["m2"]

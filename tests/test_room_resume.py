@@ -60,10 +60,10 @@ def _stage(publish, **kwargs) -> RoomStage:
                      **kwargs)
 
 
-def _run(stage, base: float, seconds: float, people=(0, 1, 2), jitter: float = 0.0) -> None:
-    """Frames at FPS for ``seconds`` of stream time (from 0) captured from ``base`` on."""
+def _run(stage, base: float, seconds: float, people=(0, 1, 2), jitter: float = 0.0, t0: float = 0.0) -> None:
+    """Frames at FPS for ``seconds`` of stream time (from ``t0``) captured from ``base`` + ``t0`` on."""
     for n in range(int(seconds * FPS)):
-        t = n / FPS
+        t = t0 + n / FPS
         j = jitter * (1 if n % 2 else -1)  # a seated person still moves a little
         detections = [PersonDetection(_box(SEATS[i], j), 0.9, 0) for i in people]
         stage.handle([(Frame(CAMERA, n, t, base + t, _image(list(people), j)), detections, [])])
@@ -368,3 +368,35 @@ def test_parse_checkpoint_tombstone_is_none():
 def test_parse_checkpoint_rejects(value):
     with pytest.raises(ValueError):
         parse_checkpoint(value)
+
+
+# ------------------------------------------------------------------------------ a standby takes over
+
+def test_a_standby_publishes_nothing_then_continues_the_owners_tracks_when_promoted():
+    """The standby tracked the room on its own (its own ids, no identities); promoted, its tracks take the
+    ids and identities of the owner's last checkpoint, found by place and look."""
+    base = time.time() - 60.0
+    checkpoint, tracks, _, _ = _released(base)
+    sent = Recorder()
+    standby = _stage(sent, owner="b", checkpoints=lambda cam: None, shadow={CAMERA})
+    _run(standby, base, 2.5, jitter=1.0)
+    assert sent.sent == []  # a standby publishes nothing: no presence, no occupancy, no checkpoint
+    assert set(standby.live).isdisjoint(tracks.values())  # its own tracks
+    standby.checkpoints = lambda cam: checkpoint
+    standby.promote(CAMERA)
+    presence = sent.on("presence")
+    assert {e["track_id"] for e in presence} == set(tracks.values())
+    by_track = {e["track_id"]: e for e in presence}
+    assert by_track[tracks[0]]["person_id"] == "macron" and by_track[tracks[1]]["person_id"] == "ardern"
+    assert by_track[tracks[2]]["person_id"] is None
+    assert all(e["kind"] == "update" for e in presence)  # the owner's tracks go on: no new enter
+    _run(standby, base, 1.5, jitter=1.0, t0=2.5)  # and from now on it publishes like an owner
+    assert sent.on("room_tracks"), "no checkpoint after the promotion"
+
+
+def test_releasing_a_standby_publishes_nothing():
+    sent = Recorder()
+    standby = _stage(sent, owner="b", checkpoints=lambda cam: None, shadow={CAMERA})
+    _run(standby, time.time() - 60.0, 2.0)
+    standby.release(CAMERA, moved=False)
+    assert sent.sent == [] and CAMERA not in standby.trackers

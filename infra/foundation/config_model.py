@@ -328,6 +328,10 @@ class GroupConfig(_Strict):
                                          "analysed frame: about three doors on a CPU)")
     capacity: float = Field(default=1.0, gt=0.0, le=1000.0,
                             description="this member's share relative to the others (2: twice the cameras' cost)")
+    room_standby: bool = Field(default=True,
+                               description="each room camera also tracked, unpublished, by another member at "
+                                           "standby_fps: its tracks and handoffs are warm when it takes over")
+    standby_fps: float = Field(default=2.0, gt=0.0, le=60.0)
     cameras_poll_s: float = Field(default=2.0, gt=0.0, le=600.0,
                                   description="how often the camera table in PostgreSQL is read for changes")
     checkpoint_every_s: float = Field(default=1.0, gt=0.0, le=60.0,

@@ -33,6 +33,7 @@ class Member:
     member_id: str
     capacity: float = 1.0
     slots: frozenset[int] = frozenset()  # the slots it runs now (its last assignment)
+    standby: frozenset[int] = frozenset()  # the slots it keeps a warm standby of (room cameras it shadows)
 
 
 def balance(slots: Iterable[int], costs: Mapping[int, float], members: Iterable[Member]) -> dict[str, list[int]]:
@@ -59,7 +60,8 @@ def balance(slots: Iterable[int], costs: Mapping[int, float], members: Iterable[
         return min(load, key=lambda mid: (load[mid] / by_capacity[mid], mid))
 
     for slot in sorted((s for s in loaded if s not in owner), key=lambda s: (-costs[s], s)):  # 2.
-        mid = lightest()
+        warm = [m.member_id for m in members if slot in m.standby]  # its standby has the room's tracks warm
+        mid = min(warm, key=lambda w: (load[w] / by_capacity[w], w)) if warm else lightest()
         owner[slot] = mid
         load[mid] += costs[slot]
     empty = [s for s in slots if s not in owner]  # 3. round robin, least loaded member first
@@ -72,8 +74,31 @@ def balance(slots: Iterable[int], costs: Mapping[int, float], members: Iterable[
     return {mid: sorted(s) for mid, s in result.items()}
 
 
-def encode_metadata(slots: Iterable[int], capacity: float, name: str) -> bytes:
-    return json.dumps({"slots": sorted(slots), "capacity": capacity, "name": name}).encode()
+def standbys(split: Mapping[str, list[int]], costs: Mapping[int, float], wanted: Iterable[int],
+             members: Iterable[Member], standby_share: float = 0.5) -> dict[str, list[int]]:
+    """Member id -> the slots it keeps a standby of: each ``wanted`` slot (room cameras) on a member other
+    than its owner, the one that had it before if it still may, else the least loaded (a standby weighs
+    ``standby_share`` of the slot's cost). Nothing with a single member."""
+    members = sorted(members, key=lambda m: m.member_id)
+    result: dict[str, list[int]] = {m.member_id: [] for m in members}
+    if len(members) < 2:
+        return result
+    capacity = {m.member_id: m.capacity for m in members}
+    owner = {slot: mid for mid, slots in split.items() for slot in slots}
+    load = {m.member_id: sum(costs.get(s, 0.0) for s in split.get(m.member_id, [])) for m in members}
+    for slot in sorted(set(wanted), key=lambda s: (-costs.get(s, 0.0), s)):
+        others = [m for m in members if m.member_id != owner.get(slot)]
+        before = [m.member_id for m in others if slot in m.standby]
+        mid = before[0] if before else min((m.member_id for m in others),
+                                           key=lambda o: (load[o] / capacity[o], o))
+        result[mid].append(slot)
+        load[mid] += standby_share * costs.get(slot, 0.0)
+    return {mid: sorted(s) for mid, s in result.items()}
+
+
+def encode_metadata(slots: Iterable[int], capacity: float, name: str, standby: Iterable[int] = ()) -> bytes:
+    return json.dumps({"slots": sorted(slots), "capacity": capacity, "name": name,
+                       "standby": sorted(standby)}).encode()
 
 
 def decode_metadata(member_id: str, data: bytes | None) -> Member:
@@ -81,21 +106,25 @@ def decode_metadata(member_id: str, data: bytes | None) -> Member:
     try:
         raw = json.loads(data or b"{}")
         slots = frozenset(int(s) for s in raw.get("slots", []))
+        standby = frozenset(int(s) for s in raw.get("standby", []))
         capacity = float(raw.get("capacity", 1.0))
         if not capacity > 0:
             raise ValueError("capacity must be positive")
     except (ValueError, TypeError, AttributeError) as exc:
         log.warning("group member %s sent unreadable metadata (%s): taken as a new member", member_id, exc)
         return Member(member_id)
-    return Member(member_id, capacity, slots)
+    return Member(member_id, capacity, slots, standby)
 
 
 def make_assignor(topic: str, *, name: str, capacity: float, costs: Callable[[], Mapping[int, float]],
-                  on_assigned: Callable[[list[int]], None] | None = None) -> type[AbstractPartitionAssignor]:
-    """An aiokafka assignor class bound to this member: its metadata carries the slots it runs and its
-    capacity; when it leads the group, ``costs()`` (slot -> cost, from its view of the cameras) weighs the
-    split. aiokafka calls assignors as classes, so each member gets a class of its own."""
-    state = {"slots": []}
+                  on_assigned: Callable[[list[int]], None] | None = None,
+                  wants_standby: Callable[[], Iterable[int]] = tuple) -> type[AbstractPartitionAssignor]:
+    """An aiokafka assignor class bound to this member: its metadata carries the slots it runs, those it
+    keeps a standby of, and its capacity; when it leads the group, ``costs()`` (slot -> cost, from its view
+    of the cameras) weighs the split and ``wants_standby()`` (the slots of room cameras) get a standby each,
+    sent to their member in the assignment's user data. aiokafka calls assignors as classes, so each member
+    gets a class of its own; its ``state`` holds the last assignment (``slots``, ``standby``)."""
+    state = {"slots": [], "standby": []}
 
     class CameraAssignor(AbstractPartitionAssignor):
         version = 0
@@ -103,23 +132,31 @@ def make_assignor(topic: str, *, name: str, capacity: float, costs: Callable[[],
         @classmethod
         def assign(cls, cluster, members):
             partitions = cluster.partitions_for_topic(topic) or set()
-            split = balance(partitions, costs(), [decode_metadata(mid, meta.user_data)
-                                                  for mid, meta in members.items()])
+            reported = [decode_metadata(mid, meta.user_data) for mid, meta in members.items()]
+            weights = costs()
+            split = balance(partitions, weights, reported)
+            spare = standbys(split, weights, [s for s in wants_standby() if s in partitions], reported)
             log.info("group %s: leader %s assigns %d slot(s) over %d member(s)", topic, name, len(partitions),
                      len(members))
-            return {mid: ConsumerProtocolMemberAssignment(cls.version, [(topic, split.get(mid, []))], b"")
+            return {mid: ConsumerProtocolMemberAssignment(cls.version, [(topic, split.get(mid, []))],
+                                                          json.dumps({"standby": spare.get(mid, [])}).encode())
                     for mid in members}
 
         @classmethod
         def metadata(cls, topics):
             return ConsumerProtocolMemberMetadata(cls.version, list(topics),
-                                                  encode_metadata(state["slots"], capacity, name))
+                                                  encode_metadata(state["slots"], capacity, name, state["standby"]))
 
         @classmethod
         def on_assignment(cls, assignment):
             state["slots"] = sorted(p for t, ps in assignment.assignment if t == topic for p in ps)
+            try:
+                state["standby"] = sorted(int(s) for s in json.loads(assignment.user_data or b"{}").get("standby", []))
+            except (ValueError, TypeError, AttributeError):
+                state["standby"] = []  # a leader of another version: no standby here
             if on_assigned is not None:
                 on_assigned(state["slots"])
 
     CameraAssignor.name = PROTOCOL
+    CameraAssignor.state = state
     return CameraAssignor

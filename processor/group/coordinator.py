@@ -18,19 +18,21 @@ log = logging.getLogger("rollcall.group")
 
 class GroupCoordinator:
     def __init__(self, config: Config, *, database_url: str, bootstrap_servers: str, member_name: str,
-                 apply: Callable[[Config, set[str]], None]):
+                 apply: Callable[[Config, set[str], set[str]], None]):
         group = config.group
         self.config = config
         self.apply = apply
         self.slots: set[int] = set()
         self.owned: set[str] = set()
+        self.standby: set[str] = set()  # room cameras this member shadows (not published) for a fast takeover
         self.watcher = CatalogueWatcher(database_url, config.kafka.topics.camera_slots.partitions,
                                         group.cameras_poll_s, self._on_catalogue)
         self.member = GroupMember(bootstrap_servers, group.name, config.kafka.topics.camera_slots.name,
                                   name=member_name, capacity=group.capacity, costs=self._costs,
                                   on_slots=self._on_slots, session_timeout_s=group.session_timeout_s,
                                   heartbeat_s=group.heartbeat_s, client_id=config.kafka.client_id,
-                                  security_protocol=config.kafka.security_protocol)
+                                  security_protocol=config.kafka.security_protocol,
+                                  wants_standby=self._wants_standby)
 
     @property
     def catalogue(self) -> Catalogue | None:
@@ -60,6 +62,10 @@ class GroupCoordinator:
         group = self.config.group
         return catalogue.costs(group.door_cost, group.room_cost) if catalogue is not None else {}
 
+    def _wants_standby(self) -> set[int]:
+        catalogue = self.watcher.current
+        return catalogue.room_slots() if catalogue is not None and self.config.group.room_standby else set()
+
     async def _on_catalogue(self, catalogue: Catalogue) -> None:
         log.info("group %s: %d camera(s) in the catalogue", self.config.group.name, len(catalogue.cameras))
         self._apply()
@@ -73,7 +79,10 @@ class GroupCoordinator:
         if catalogue is None:
             return
         owned = catalogue.in_slots(self.slots)
-        if owned != self.owned:
-            log.info("group %s: running %s", self.config.group.name, ", ".join(sorted(owned)) or "no camera")
-        self.owned = owned
-        self.apply(catalogue.applied_to(self.config), owned)
+        rooms = {c.id for c in catalogue.cameras if c.role == "room"}
+        standby = (catalogue.in_slots(self.member.standby) & rooms) - owned if self.config.group.room_standby else set()
+        if owned != self.owned or standby != self.standby:
+            log.info("group %s: running %s; standby of %s", self.config.group.name, ", ".join(sorted(owned)) or "no camera",
+                     ", ".join(sorted(standby)) or "none")
+        self.owned, self.standby = owned, standby
+        self.apply(catalogue.applied_to(self.config), owned, standby)

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from typing import Awaitable, Callable, Mapping
+from typing import Awaitable, Callable, Iterable, Mapping
 
 from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener
 from aiokafka.admin import AIOKafkaAdminClient
@@ -48,7 +48,7 @@ class GroupMember:
     def __init__(self, bootstrap_servers: str, group: str, topic: str, *, name: str, capacity: float,
                  costs: Callable[[], Mapping[int, float]], on_slots: Callable[[set[int]], Awaitable[None]],
                  session_timeout_s: float, heartbeat_s: float, client_id: str = "rollcall",
-                 security_protocol: str = "PLAINTEXT"):
+                 security_protocol: str = "PLAINTEXT", wants_standby: Callable[[], Iterable[int]] = tuple):
         self.bootstrap_servers = bootstrap_servers
         self.group = group
         self.topic = topic
@@ -56,12 +56,17 @@ class GroupMember:
         self.on_slots = on_slots
         self.rebalancing = False
         self.generation = 0  # assignments received so far
-        self._assignor = make_assignor(topic, name=name, capacity=capacity, costs=costs)
+        self._assignor = make_assignor(topic, name=name, capacity=capacity, costs=costs, wants_standby=wants_standby)
         self._options = dict(client_id=f"{client_id}-{name}", security_protocol=security_protocol,
                              session_timeout_ms=int(session_timeout_s * 1000),
                              heartbeat_interval_ms=int(heartbeat_s * 1000),
                              rebalance_timeout_ms=int(max(session_timeout_s, 10.0) * 1000),
                              enable_auto_commit=False, auto_offset_reset="latest")
+
+    @property
+    def standby(self) -> set[int]:
+        """The slots this member keeps a standby of (from the last assignment)."""
+        return set(self._assignor.state["standby"])
 
     async def check_topic(self) -> int:
         """The control topic's partition count (the slot count); a clear error when it does not exist."""

@@ -304,6 +304,22 @@ class PersonTracker:
             [(tuple(float(v) for v in boxes[j]), looks[j]) for j in new], self.resume_rules)
         return {new[i]: waiting[k] for i, k in pairs.items()}
 
+    def rename(self, old: str, new: str) -> PersonTrack | None:
+        """Give an open track another id (a standby adopting the id its owner published); None if unknown
+        or the new id is taken."""
+        track = self._tracks.get(old)
+        if track is None or new in self._tracks:
+            return None
+        del self._tracks[old]
+        track.track_id = new
+        self._tracks[new] = track
+        for tid, track_id in self._by_tracker_id.items():
+            if track_id == old:
+                self._by_tracker_id[tid] = new
+        if old in self._resumed_gap:
+            self._resumed_gap[new] = self._resumed_gap.pop(old)
+        return track
+
     @property
     def resuming(self) -> bool:
         """Whether a track taken up from a checkpoint is still waiting to be found."""

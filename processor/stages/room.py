@@ -124,6 +124,7 @@ class RoomStage(RoomHandover):
     checkpoint_max_age_s: float = 120.0  # an older one describes a room that has moved on
     on_analysed: Callable[[str, float, float], None] | None = None  # (camera, capture time, stream time)
     resumed: dict[str, int] = field(default_factory=dict)  # camera -> tracks taken over from a checkpoint
+    shadow: set[str] = field(default_factory=set)  # standby cameras: tracked and handed off, nothing published
     running: Callable[[], set[str]] | None = None  # the cameras run here now (frames of others still queued are dropped)
     _checkpointed: dict[str, float] = field(default_factory=dict)  # camera -> frame time of the last one
     gap_entry_window_s: float = 3.0  # after a resume, newcomers this soon may have come in during the gap
@@ -190,7 +191,7 @@ class RoomStage(RoomHandover):
             self._deciding_frame_at = frame.captured_at
             self.first_frame.setdefault(camera_id, (frame.captured_at, frame.pts_s))
             self._note_gap(camera_id, frame.pts_s)
-            if self.on_analysed is not None:
+            if self.on_analysed is not None and camera_id not in self.shadow:
                 self.on_analysed(camera_id, frame.captured_at, frame.pts_s)
             height, width = frame.image.shape[:2]
             tracker = self._tracker(camera_id, frame)
@@ -209,6 +210,8 @@ class RoomStage(RoomHandover):
                         self._emit("update", track.track_id, live)
             if faces:
                 self._faces(tracker, frame, faces)
+            if camera_id in self.shadow:
+                continue  # a standby: its state is kept warm, nothing leaves it
             self._analytics(camera_id, frame)
             if self.checkpoint_topic and frame.captured_at - self._checkpointed.get(camera_id, 0.0) >= self.checkpoint_every_s:
                 self.checkpoint(camera_id, frame.captured_at)
@@ -354,6 +357,8 @@ class RoomStage(RoomHandover):
     def _emit(self, kind: str, track_id: str, live: Live, *, ambiguous: bool = False,
               previous_person_id: str | None = None) -> None:
 
+        if live.camera_id in self.shadow:
+            return  # a standby publishes nothing until it takes the camera over
         event = build_event("presence", {
             "kind": kind, "room_id": live.room_id, "camera_id": live.camera_id, "track_id": track_id,
             "identity": "known" if live.person_id else "unknown", "person_id": live.person_id,

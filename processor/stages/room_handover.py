@@ -6,6 +6,7 @@ fields it uses (trackers, live, matcher, publish, checkpoint_topic, checkpoints,
 from __future__ import annotations
 
 import logging
+import time
 
 import numpy as np
 
@@ -13,6 +14,7 @@ from processor.appearance import describe_person
 from processor.checkpoints import RoomCheckpoint, TrackState
 from processor.frames import Frame
 from processor.stages.room_state import EntryLooks, Live, isolated
+from processor.stages.track_resume import resume_pairs
 
 log = logging.getLogger("rollcall.room")
 
@@ -21,7 +23,7 @@ class RoomHandover:
     def checkpoint(self, camera_id: str, at: float) -> RoomCheckpoint | None:
         """Publish the camera's live tracks (keyed by camera on the compacted checkpoint topic)."""
         tracker = self.trackers.get(camera_id)
-        if tracker is None or not self.checkpoint_topic:
+        if tracker is None or not self.checkpoint_topic or camera_id in self.shadow:
             return None
         tracks = []
         for track in tracker.open_tracks:
@@ -116,6 +118,54 @@ class RoomHandover:
         for track_id in [t for t in self._gap_waiting if t not in self.live]:
             del self._gap_waiting[track_id]  # gone before it was described
 
+    def promote(self, camera_id: str) -> None:
+        """This processor's standby of the camera becomes its owner: what the standby tracked goes out now.
+        The standby's tracks found where the owner's last checkpoint had one (by id when the standby took
+        them up from a checkpoint, else jointly by place and look) continue the owner's ids and identities
+        (the owner saw more frames); the others keep what the standby's own handoff decided: the people who
+        came in while the owner was gone."""
+        self.shadow.discard(camera_id)
+        tracker = self.trackers.get(camera_id)
+        if tracker is None:
+            return  # nothing warm yet: the first frame resumes from the checkpoint as a plain takeover would
+        checkpoint = self.checkpoints(camera_id) if self.checkpoints is not None else None
+        states = {t.track_id: t for t in checkpoint.tracks} if checkpoint is not None else {}
+        mine = [t for t in tracker.open_tracks if t.state == "active" and t.track_id in self.live]
+        found = self._pair_with_checkpoint([t for t in mine if t.track_id not in states],
+                                           [st for tid, st in states.items() if tracker.track(tid) is None])
+        for track in mine:
+            state = states.get(track.track_id) or found.get(track.track_id)
+            if state is not None and track.track_id != state.track_id:
+                self._rename(camera_id, tracker, track.track_id, state.track_id)
+            live = self.live[track.track_id]
+            if state is not None and state.person_id is not None:
+                live.person_id, live.handoff = state.person_id, state.handoff
+                live.identity_source = state.identity_source
+                live.first_seen = min(live.first_seen, state.first_seen)
+                self.matcher.set_identity(camera_id, track.track_id, state.person_id)
+            self._emit("update" if state is not None else "enter", track.track_id, live)
+        log.info("camera %s: standby promoted with %d live track(s), %d continuing the owner's", camera_id,
+                 len(mine), sum(1 for t in mine if t.track_id in states))
+
+    def _pair_with_checkpoint(self, tracks: list, states: list) -> dict:
+        """The standby's own tracks found where a checkpointed one was: track id -> its TrackState."""
+        if not tracks or not states:
+            return {}
+        now = time.time()
+        pairs = resume_pairs([(st.box, np.asarray(st.look, np.float32) if st.look else None,
+                               max(0.0, now - st.last_seen)) for st in states],
+                             [(t.box, t.look) for t in tracks])
+        return {tracks[i].track_id: states[k] for i, k in pairs.items()}
+
+    def _rename(self, camera_id: str, tracker, old: str, new: str) -> None:
+        if tracker.rename(old, new) is None:
+            return
+        self.live[new] = self.live.pop(old)
+        for per_track in (self._entry_looks, self._gap_waiting):
+            if old in per_track:
+                per_track[new] = per_track.pop(old)
+        self.matcher.rename_track(camera_id, old, new)
+
     def release(self, camera_id: str, *, moved: bool) -> None:
         """This processor stops running the camera. ``moved``: another member takes it over, so its tracks
         are checkpointed and forgotten without exit events (the new owner continues them); otherwise the
@@ -123,9 +173,11 @@ class RoomHandover:
         tracker = self.trackers.get(camera_id)
         if tracker is None:
             return
-        if moved:
-            last = max((live.last_seen for live in self.live.values() if live.camera_id == camera_id), default=0.0)
-            self.checkpoint(camera_id, max(last, self._checkpointed.get(camera_id, 0.0)))
+        if moved or camera_id in self.shadow:  # a standby's tracks were never published: they just go
+            if camera_id not in self.shadow:
+                last = max((live.last_seen for live in self.live.values() if live.camera_id == camera_id),
+                           default=0.0)
+                self.checkpoint(camera_id, max(last, self._checkpointed.get(camera_id, 0.0)))
             for track in tracker.drop():
                 self.live.pop(track.track_id, None)
                 self._entry_looks.pop(track.track_id, None)
