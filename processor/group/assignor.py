@@ -76,9 +76,11 @@ def balance(slots: Iterable[int], costs: Mapping[int, float], members: Iterable[
 
 def standbys(split: Mapping[str, list[int]], costs: Mapping[int, float], wanted: Iterable[int],
              members: Iterable[Member], standby_share: float = 0.5) -> dict[str, list[int]]:
-    """Member id -> the slots it keeps a standby of: each ``wanted`` slot (room cameras) on a member other
-    than its owner, the one that had it before if it still may, else the least loaded (a standby weighs
-    ``standby_share`` of the slot's cost). Nothing with a single member."""
+    """Member id -> the slots it keeps a standby of: each ``wanted`` slot on a member other than its owner,
+    the one that had it before if it still may, else the least loaded (a standby weighs ``standby_share``
+    of the slot's cost; empty slots are dealt round robin). A member runs a standby only for the room
+    cameras in its standby slots, so a slot has its standby before a camera lands in it. Nothing with a
+    single member."""
     members = sorted(members, key=lambda m: m.member_id)
     result: dict[str, list[int]] = {m.member_id: [] for m in members}
     if len(members) < 2:
@@ -90,7 +92,7 @@ def standbys(split: Mapping[str, list[int]], costs: Mapping[int, float], wanted:
         others = [m for m in members if m.member_id != owner.get(slot)]
         before = [m.member_id for m in others if slot in m.standby]
         mid = before[0] if before else min((m.member_id for m in others),
-                                           key=lambda o: (load[o] / capacity[o], o))
+                                           key=lambda o: (load[o] / capacity[o], len(result[o]), o))
         result[mid].append(slot)
         load[mid] += standby_share * costs.get(slot, 0.0)
     return {mid: sorted(s) for mid, s in result.items()}

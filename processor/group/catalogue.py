@@ -42,10 +42,6 @@ class Catalogue:
                 costs[slot] = costs.get(slot, 0.0) + (room_cost if camera.role == "room" else door_cost)
         return costs
 
-    def room_slots(self) -> set[int]:
-        """The slots of enabled room cameras (each gets a standby when the group wants one)."""
-        return {self.slots[c.id] for c in self.cameras if c.enabled and c.role == "room" and c.id in self.slots}
-
     def in_slots(self, slots: set[int]) -> set[str]:
         return {camera_id for camera_id, slot in self.slots.items() if slot in slots}
 

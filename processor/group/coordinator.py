@@ -63,8 +63,8 @@ class GroupCoordinator:
         return catalogue.costs(group.door_cost, group.room_cost) if catalogue is not None else {}
 
     def _wants_standby(self) -> set[int]:
-        catalogue = self.watcher.current
-        return catalogue.room_slots() if catalogue is not None and self.config.group.room_standby else set()
+        """Every slot (when standbys are on): a camera added later, or enabled, has its standby at once."""
+        return set(range(self.watcher.slot_count)) if self.config.group.room_standby else set()
 
     async def _on_catalogue(self, catalogue: Catalogue) -> None:
         log.info("group %s: %d camera(s) in the catalogue", self.config.group.name, len(catalogue.cameras))
