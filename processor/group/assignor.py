@@ -8,7 +8,9 @@ and its capacity) and the leader's view of the cameras' costs:
 
 1. every member keeps the slots it has while its load stays within its fair share (the total cost times
    its capacity over all capacities), so a rebalance moves as few cameras as it can;
-2. slots nobody kept go, costliest first, to the member with the least load per capacity;
+2. slots nobody kept go, costliest first, to the member with the least load per capacity, except that a
+   slot whose owner left the group goes to the member keeping its standby (the room's tracks are warm
+   there; see :func:`standbys`);
 3. empty slots (no camera yet) are dealt to the least loaded members, lowest slot first, so the next
    camera added (which takes the lowest free slot) lands where there is room.
 """
@@ -55,12 +57,15 @@ def balance(slots: Iterable[int], costs: Mapping[int, float], members: Iterable[
                 owner[slot] = member.member_id
                 load[member.member_id] += cost
     by_capacity = {m.member_id: m.capacity for m in members}
+    orphaned = {s for s in loaded if not any(s in m.slots for m in members)}  # its owner left the group
 
     def lightest() -> str:
         return min(load, key=lambda mid: (load[mid] / by_capacity[mid], mid))
 
     for slot in sorted((s for s in loaded if s not in owner), key=lambda s: (-costs[s], s)):  # 2.
-        warm = [m.member_id for m in members if slot in m.standby]  # its standby has the room's tracks warm
+        # a slot whose owner is gone goes to its standby, which has the room's tracks warm (over its share
+        # if need be: the next rebalance evens it out by moving cameras without state, such as doors)
+        warm = [m.member_id for m in members if slot in m.standby] if slot in orphaned else []
         mid = min(warm, key=lambda w: (load[w] / by_capacity[w], w)) if warm else lightest()
         owner[slot] = mid
         load[mid] += costs[slot]
