@@ -82,6 +82,11 @@ class Processor:
         return owned + [c.model_copy(update={"analysis_fps": min(c.analysis_fps, fps), "min_tracking_fps": None})
                         for c in self.config.cameras if c.role == role and c.enabled and c.id in self.standby]
 
+    def _room_ids(self) -> set[str]:
+        """The ids of :meth:`room_cameras` (own and standby), without building their configs."""
+        return {c.id for c in self.config.cameras if c.role == "room" and c.enabled
+                and (self.owned is None or c.id in self.owned or c.id in self.standby)}
+
     def published_cameras(self) -> dict[str, str]:
         """Camera id -> role of the cameras whose events this processor publishes (not its standbys)."""
         return {c.id: c.role for c in self.door_cameras() + self.room_cameras() if c.id not in self.standby}
@@ -196,7 +201,7 @@ class Processor:
                                                client_id=f"{config.kafka.client_id}-checkpoints")
             self.room.checkpoint_topic = config.kafka.topics.room_tracks.name
             self.room.checkpoints = self.checkpoints.get
-            self.room.running = lambda: {c.id for c in self.room_cameras()}
+            self.room.running = self._room_ids  # asked once per batch: ids only, no copies
             self._tasks.append(asyncio.create_task(self.checkpoints.run(), name="room-checkpoints"))
         self.person_stage = PersonStage(detector, faces=faces)
         self.person_stage.scheduler = self.scheduler

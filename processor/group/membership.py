@@ -33,11 +33,10 @@ class _Listener(ConsumerRebalanceListener):
         self.member = member
 
     async def on_partitions_revoked(self, revoked) -> None:
-        self.member.rebalancing = True  # keep running: the next assignment decides what stops
+        pass  # keep running: the next assignment decides what stops
 
     async def on_partitions_assigned(self, assigned) -> None:
         slots = sorted(tp.partition for tp in assigned if tp.topic == self.member.topic)
-        self.member.rebalancing = False
         self.member.generation += 1
         await self.member.on_slots(set(slots))
 
@@ -54,7 +53,6 @@ class GroupMember:
         self.topic = topic
         self.name = name
         self.on_slots = on_slots
-        self.rebalancing = False
         self.generation = 0  # assignments received so far
         self._assignor = make_assignor(topic, name=name, capacity=capacity, costs=costs, wants_standby=wants_standby)
         self._options = dict(client_id=f"{client_id}-{name}", security_protocol=security_protocol,
