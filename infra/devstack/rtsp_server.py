@@ -12,7 +12,8 @@ start and again on SIGHUP, so mounts can be added, changed or removed without a 
 playing a removed mount keep playing until they disconnect). After each read the server writes
 ``mounts.json.applied`` ({"source": what it read, "served": what it serves}). SIGTERM/SIGINT stop it.
 
-Each mount is shared media (one pipeline per mount, however many clients)::
+Each mount is shared media (one pipeline per mount, however many clients), started by its first client and
+then kept playing by the server until the mount is removed, as a real camera plays whoever watches::
 
     multifilesrc location=FILE loop=true ! tsdemux ! h264parse ! rtph264pay name=pay0 pt=96
 
@@ -80,6 +81,25 @@ class MountServer:
         self.server.set_service(str(port))
         self.mount_points = self.server.get_mount_points()
         self.current: dict[str, str] = {}  # mount -> the file it serves
+        self.held: dict[str, GstRtspServer.RTSPMedia] = {}  # mount -> its media, kept playing by the server
+
+    def _on_media_configure(self, factory, media, mount):
+        element = media.get_element()
+        pay = element.get_by_name("pay0")
+        pay.get_static_pad("src").add_probe(Gst.PadProbeType.QUERY_UPSTREAM, _refuse_seeking)
+        # The server holds one preparation of its own, so the media plays on like a real camera once its first
+        # client came. Without it the last client's leaving unprepares the shared media, and a client whose
+        # DESCRIBE arrives in that moment is still handed the dying media and answered 503 (one late client in
+        # two here). Runs that must start a video afresh use a new mount path.
+        if media.prepare(None):
+            self.held[mount] = media
+        log.info("media prepared for %s (%s)", mount, factory.location)
+
+    def _release(self, mount: str) -> None:
+        """Drop the server's own hold on a removed mount's media (its clients, if any, play on)."""
+        media = self.held.pop(mount, None)
+        if media is not None:
+            media.unprepare()
 
     def load_mounts(self) -> None:
         """Serve what the mounts file says now: remove, change and add mounts (a missing file is skipped)."""
@@ -91,6 +111,7 @@ class MountServer:
         current, mount_points = self.current, self.mount_points
         for mount in sorted(set(current) - set(wanted)):
             mount_points.remove_factory(mount)
+            self._release(mount)
             log.info("removed mount %s", mount)
             del current[mount]
         for mount, location in sorted(wanted.items()):
@@ -100,11 +121,13 @@ class MountServer:
                 log.error("mount %s: file %s does not exist; skipped", mount, location)
                 if mount in current:
                     mount_points.remove_factory(mount)
+                    self._release(mount)
                     del current[mount]
                 continue
             if mount in current:
                 mount_points.remove_factory(mount)
-            mount_points.add_factory(mount, _media_factory(mount, location))
+                self._release(mount)
+            mount_points.add_factory(mount, _media_factory(mount, location, self._on_media_configure))
             current[mount] = location
             log.info("mount %s -> %s", mount, location)
         self._write_applied(wanted)
@@ -145,21 +168,14 @@ class MountServer:
         loop.run()
 
 
-def _media_factory(mount: str, location: str):
+def _media_factory(mount: str, location: str, on_configure):
     """Shared media looping ``location`` (one pipeline however many clients), not seekable."""
     factory = GstRtspServer.RTSPMediaFactory()
     factory.set_launch(PIPELINE.format(location=_gst_quote(location)))
     factory.set_shared(True)
     factory.location = location
-    factory.connect("media-configure", _on_media_configure, mount)
+    factory.connect("media-configure", on_configure, mount)
     return factory
-
-
-def _on_media_configure(factory, media, mount):
-    element = media.get_element()
-    pay = element.get_by_name("pay0")
-    pay.get_static_pad("src").add_probe(Gst.PadProbeType.QUERY_UPSTREAM, _refuse_seeking)
-    log.info("media prepared for %s (%s)", mount, factory.location)
 
 
 def _refuse_seeking(pad, info):
