@@ -9,7 +9,7 @@ import time
 from infra.foundation.paths import PROJECT_ROOT
 from infra.scenario.check import iou
 from infra.scenario.mounts import render_cached
-from infra.bench.processor import load_frames
+from infra.bench.common import load_frames
 from infra.foundation.config import Config
 from processor.stages.persons import PersonDetector
 

@@ -1,0 +1,151 @@
+"""`rollcall bench persons`: the room-camera pipeline against its own ceiling and a naive loop, in one run.
+
+The same three figures for room cameras, in frames per second (the detector runs on every analysed
+frame whatever it holds): the real processor on N RTSP room streams (ingest → batcher → person stage →
+per-camera ByteTrack → handoff → presence events on Kafka); the detector alone on frames in memory at
+the batch size the pipeline formed; a naive loop (one frame at a time: detect, then track).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from infra.bench.common import load_frames, percentiles_ms
+from infra.devstack import stack
+from infra.devstack.run_space import run_space
+from infra.devstack.stack import start_embedded_stack
+from infra.foundation.config import CameraConfig, Config, DoorConfig
+from infra.foundation.paths import PROJECT_ROOT
+from infra.scenario.runner import render_cached
+from processor.service import Processor
+from processor.stages.faces import FaceAnalyzer
+from processor.stages.person_tracks import PersonTracker
+from processor.stages.persons import PersonDetector
+
+
+@dataclass
+class RoomPipelineFigures:
+    frames_per_s: float
+    persons_per_s: float
+    mean_batch: float
+    latencies_s: list[float]
+    dropped: int
+    decoded: int
+    events: int
+
+
+async def measure_room_pipeline(config: Config, state, database_url: str, room_video: Path, streams: int,
+                                seconds: float, warmup_s: float, analysis_fps: float) -> RoomPipelineFigures:
+
+    run_id = uuid.uuid4().hex[:6]
+    mounts = {f"/bench-{run_id}-{i}/room": room_video for i in range(streams)}
+    stack.change_rtsp_mounts(add=mounts)
+    room = config.rooms[0].id if config.rooms else "bench"
+    cameras = [CameraConfig(id=f"bench-room-{i}", url=state.rtsp_url(mount.lstrip("/")), role="room", room=room,
+                            analysis_fps=analysis_fps) for i, mount in enumerate(mounts)]
+    zone = config.doors[0].entry_zone if config.doors else [(0, 0), (1, 0), (1, 1)]
+    # A door per room camera (its camera never runs here) so each camera has its entry zone and handoff.
+    doors = [DoorConfig(id=f"bench-door-{i}", room=room, door_camera=f"bench-door-{i}", room_camera=camera.id,
+                        entry_zone=zone) for i, camera in enumerate(cameras)]
+    bench_config = config.model_copy(update={"cameras": cameras, "doors": doors})
+    processor = Processor(bench_config, database_url=database_url, kafka_bootstrap_servers=state.kafka_bootstrap_servers)
+    try:
+        await processor.start()
+        await asyncio.sleep(warmup_s)
+        batcher, room_stage = processor.room_batcher, processor.room
+        frames0, batches0 = batcher.frames, batcher.batches
+        persons0, latencies0 = processor.person_stage.persons, len(room_stage.latencies_s)
+        started = time.perf_counter()
+        await asyncio.sleep(seconds)
+        elapsed = time.perf_counter() - started
+        frames = batcher.frames - frames0
+        batches = max(1, batcher.batches - batches0)
+        persons = processor.person_stage.persons - persons0
+        latencies = list(room_stage.latencies_s)[latencies0:]
+        stats = processor.ingest.stats()
+    finally:
+        await processor.stop()
+        stack.change_rtsp_mounts(remove=mounts)
+    return RoomPipelineFigures(frames_per_s=frames / elapsed, persons_per_s=persons / elapsed,
+                               mean_batch=frames / batches, latencies_s=latencies,
+                               dropped=sum(s.get("dropped", 0) for s in stats.values()),
+                               decoded=sum(s.get("decoded", 0) for s in stats.values()), events=len(latencies))
+
+
+def measure_person_ceiling(detector, frames: list[np.ndarray], batch: int, seconds: float, faces=None) -> float:
+    """Frames per second of the models alone (the person detector, and the face models when room
+    cameras look for faces too), frames in memory, batches of ``batch``."""
+    done, index = 0, 0
+    started = time.perf_counter()
+    while time.perf_counter() - started < seconds:
+        chunk = [frames[(index + k) % len(frames)] for k in range(batch)]
+        detector.detect(chunk)
+        if faces is not None:
+            faces.analyse(chunk)
+        index += batch
+        done += batch
+    return done / (time.perf_counter() - started)
+
+
+def measure_person_naive(detector, frames: list[np.ndarray], seconds: float, fps: float, faces=None) -> float:
+    """Frames per second of a per-frame loop: detect one frame (persons, then faces), track it, next."""
+
+    tracker = PersonTracker("naive", fps)
+    done = 0
+    started = time.perf_counter()
+    while time.perf_counter() - started < seconds:
+        image = frames[done % len(frames)]
+        tracker.update(done / fps, detector.detect([image])[0], image)
+        if faces is not None:
+            faces.analyse([image])
+        done += 1
+    return done / (time.perf_counter() - started)
+
+
+def bench_persons(config: Config, *, streams: int, seconds: float, analysis_fps: float = 5.0,
+                  say=lambda _m: None) -> dict:
+    spec, rendered = render_cached(PROJECT_ROOT / "infra" / "scenarios" / "default.toml")
+    state, _ = start_embedded_stack(config)
+    say(f"pipeline: {streams} RTSP room stream(s) of {rendered.room_video.name} at {analysis_fps:g} fps analysis "
+        f"for {seconds:g} s")
+    with run_space(config, state.database_url, state.kafka_bootstrap_servers, kind="bench") as space:
+        pipeline = asyncio.run(measure_room_pipeline(space.config, state, space.database_url, rendered.room_video,
+                                                     streams, seconds, warmup_s=4.0, analysis_fps=analysis_fps))
+    # The same frames, in memory: the stretch of the video with people in the room.
+    frames = load_frames(rendered.room_video, start_s=20.0, count=60, every=2)
+    detector = PersonDetector(config.models.pack, score_threshold=config.thresholds.person_detection)
+    faces = None
+    if config.tracking.room_faces:
+
+        faces = FaceAnalyzer(config.models.pack, config.thresholds, input_size=None)
+    batch = max(1, int(round(pipeline.mean_batch)))
+    say(f"ceiling: the models alone at batch {batch} for {seconds / 2:g} s")
+    ceiling = measure_person_ceiling(detector, frames, batch, seconds / 2, faces)
+    say(f"naive: one frame at a time for {seconds / 2:g} s")
+    naive = measure_person_naive(detector, frames, seconds / 2, analysis_fps, faces)
+    pct = percentiles_ms(pipeline.latencies_s)
+
+    return {
+        "streams": streams,
+        "seconds": seconds,
+        "analysis_fps": analysis_fps,
+        "pipeline_frames_per_s": round(pipeline.frames_per_s, 2),
+        "pipeline_persons_per_s": round(pipeline.persons_per_s, 2),
+        "mean_batch": round(pipeline.mean_batch, 2),
+        "ceiling_frames_per_s": round(ceiling, 2),
+        "naive_frames_per_s": round(naive, 2),
+        "ratio_ceiling": round(pipeline.frames_per_s / ceiling, 3) if ceiling else None,
+        "ratio_naive": round(pipeline.frames_per_s / naive, 3) if naive else None,
+        "p50_ms": pct(50),
+        "p95_ms": pct(95),
+        "events": pipeline.events,
+        "frames_dropped": pipeline.dropped,
+        "frames_decoded": pipeline.decoded,
+        "latency_note": "capture of the deciding room frame to the presence event handed to the publisher",
+    }
