@@ -122,6 +122,7 @@ class RoomStage(RoomHandover):
     owner: str = "processor"  # who writes the checkpoints
     checkpoints: Callable[[str], RoomCheckpoint | None] | None = None  # camera -> its latest checkpoint
     checkpoint_max_age_s: float = 120.0  # an older one describes a room that has moved on
+    follow_max_age_s: float = 1.5  # a standby pairs its tracks with the owner's checkpoints this fresh only
     on_analysed: Callable[[str, float, float], None] | None = None  # (camera, capture time, stream time)
     resumed: dict[str, int] = field(default_factory=dict)  # camera -> tracks taken over from a checkpoint
     shadow: set[str] = field(default_factory=set)  # standby cameras: tracked and handed off, nothing published
@@ -130,6 +131,8 @@ class RoomStage(RoomHandover):
     gap_entry_window_s: float = 3.0  # after a resume, newcomers this soon may have come in during the gap
     _gaps: dict[str, tuple[float, float]] = field(default_factory=dict)  # camera -> (dark from, resumed at)
     _gap_waiting: dict[str, tuple] = field(default_factory=dict)  # track -> (door, entered, seen at, looks)
+    _owner_ids: dict[str, dict[str, str]] = field(default_factory=dict)  # standby camera -> {own track: owner's}
+    _followed_at: dict[str, float] = field(default_factory=dict)  # standby camera -> the checkpoint paired last
 
     def __post_init__(self) -> None:
 
@@ -211,6 +214,7 @@ class RoomStage(RoomHandover):
             if faces:
                 self._faces(tracker, frame, faces)
             if camera_id in self.shadow:
+                self._follow_owner(camera_id, tracker, frame)
                 continue  # a standby: its state is kept warm, nothing leaves it
             self._analytics(camera_id, frame)
             if self.checkpoint_topic and frame.captured_at - self._checkpointed.get(camera_id, 0.0) >= self.checkpoint_every_s:

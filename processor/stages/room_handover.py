@@ -46,15 +46,25 @@ class RoomHandover:
         checkpoint = self.checkpoints(camera_id)
         if checkpoint is None or frame.captured_at - checkpoint.at > self.checkpoint_max_age_s:
             return
+        self._take_up(camera_id, tracker, checkpoint.tracks, frame.captured_at, frame.pts_s)
+        self._gaps[camera_id] = (checkpoint.at, frame.captured_at)
+        # the handoff waits for the newcomers of the gap (seen, then described) before deciding anything here
+        self.matcher.hold(camera_id, frame.captured_at + self.gap_entry_window_s + 2.5)
+        self.resumed[camera_id] = self.resumed.get(camera_id, 0) + len(checkpoint.tracks)
+        log.info("camera %s: resumed %d track(s) from %s's checkpoint of %.1f s ago", camera_id, len(checkpoint.tracks),
+                 checkpoint.owner, frame.captured_at - checkpoint.at)
+
+    def _take_up(self, camera_id: str, tracker, tracks: list[TrackState], now: float, pts_s: float) -> None:
+        """Checkpointed tracks become this processor's, lost a moment ago: found again (paired with a new
+        track) they continue, id and identity; not found within ``reacquire_s`` they exit."""
         room_id = self.rooms.get(camera_id, "unknown")
         states = []
-        for state in checkpoint.tracks:
+        for state in tracks:
             look = np.asarray(state.look, np.float32) if state.look else None
-            states.append((state.track_id, state.box, look, state.entered_via,
-                           max(0.0, frame.captured_at - state.last_seen)))
+            states.append((state.track_id, state.box, look, state.entered_via, max(0.0, now - state.last_seen)))
             self.live[state.track_id] = Live(
                 room_id, camera_id, state.first_seen, state.last_seen, state.box, state.frame_size,
-                last_update=frame.captured_at, person_id=state.person_id, identity_source=state.identity_source,
+                last_update=now, person_id=state.person_id, identity_source=state.identity_source,
                 handoff=state.handoff, face_decided=state.face_decided)
             if state.entered_via is not None and state.person_id is None:
                 try:  # its handoff was still open: the door's recognitions reach this processor too
@@ -64,13 +74,7 @@ class RoomHandover:
                     log.warning("resumed track %s: its handoff cannot be reopened: %s", state.track_id, exc)
             else:  # decided: one identity, one live track, for the handoffs still to come
                 self.matcher.add_live(camera_id, state.track_id, state.person_id)
-        tracker.resume(states, frame.pts_s)
-        self._gaps[camera_id] = (checkpoint.at, frame.captured_at)
-        # the handoff waits for the newcomers of the gap (seen, then described) before deciding anything here
-        self.matcher.hold(camera_id, frame.captured_at + self.gap_entry_window_s + 2.5)
-        self.resumed[camera_id] = self.resumed.get(camera_id, 0) + len(states)
-        log.info("camera %s: resumed %d track(s) from %s's checkpoint of %.1f s ago", camera_id, len(states),
-                 checkpoint.owner, frame.captured_at - checkpoint.at)
+        tracker.resume(states, pts_s)
 
     def _gap_entry(self, event, wall: float) -> None:
         """A track that appears, away from the entry zones, in the first ``gap_entry_window_s`` after the
@@ -118,21 +122,50 @@ class RoomHandover:
         for track_id in [t for t in self._gap_waiting if t not in self.live]:
             del self._gap_waiting[track_id]  # gone before it was described
 
+    def _follow_owner(self, camera_id: str, tracker, frame: Frame) -> None:
+        """A standby pairs its tracks with the owner's at each fresh checkpoint, while both describe the room
+        at the same moment: at a promotion the owner's last places are seconds old and people have walked
+        on (someone still walking to a seat was left with two tracks, the owner's entered one never ending)."""
+        checkpoint = self.checkpoints(camera_id) if self.checkpoints is not None else None
+        if checkpoint is None or checkpoint.at == self._followed_at.get(camera_id):
+            return
+        self._followed_at[camera_id] = checkpoint.at
+        if abs(frame.captured_at - checkpoint.at) > self.follow_max_age_s:
+            return  # not of this moment (the owner is late or gone): keep the pairs made while it was fresh
+        mine = [t for t in tracker.open_tracks if t.state == "active" and t.track_id in self.live]
+        paired = {tid: state.track_id for tid, state in self._pair_with_checkpoint(
+            mine, list(checkpoint.tracks), at=frame.captured_at).items()}
+        owner_ids = set(paired.values())
+        live_ids = {t.track_id for t in mine}
+        for own, owners in self._owner_ids.get(camera_id, {}).items():  # unseen this time: the last pair holds
+            if own not in paired and own in live_ids and owners not in owner_ids:
+                paired[own] = owners
+                owner_ids.add(owners)
+        self._owner_ids[camera_id] = paired
+
     def promote(self, camera_id: str) -> None:
         """This processor's standby of the camera becomes its owner: what the standby tracked goes out now.
-        The standby's tracks found where the owner's last checkpoint had one (by id when the standby took
-        them up from a checkpoint, else jointly by place and look) continue the owner's ids and identities
-        (the owner saw more frames); the others keep what the standby's own handoff decided: the people who
-        came in while the owner was gone."""
+        The standby's tracks paired with the owner's (by id when the standby took them up from a checkpoint,
+        else as paired while following the owner's checkpoints, else jointly by place and look) continue the
+        owner's ids and identities (the owner saw more frames); the others keep what the standby's own
+        handoff decided: the people who came in while the owner was gone. The owner's tracks nobody
+        continues are taken up as lost, as in a plain takeover: found again they go on, else they exit (the owner
+had published their entries)."""
         self.shadow.discard(camera_id)
+        followed = self._owner_ids.pop(camera_id, {})
+        self._followed_at.pop(camera_id, None)
         tracker = self.trackers.get(camera_id)
         if tracker is None:
             return  # nothing warm yet: the first frame resumes from the checkpoint as a plain takeover would
         checkpoint = self.checkpoints(camera_id) if self.checkpoints is not None else None
         states = {t.track_id: t for t in checkpoint.tracks} if checkpoint is not None else {}
         mine = [t for t in tracker.open_tracks if t.state == "active" and t.track_id in self.live]
-        found = self._pair_with_checkpoint([t for t in mine if t.track_id not in states],
-                                           [st for tid, st in states.items() if tracker.track(tid) is None])
+        found = {tid: states[owner] for tid, owner in followed.items()
+                 if owner in states and tracker.track(owner) is None}
+        taken = {state.track_id for state in found.values()}
+        found.update(self._pair_with_checkpoint(
+            [t for t in mine if t.track_id not in states and t.track_id not in found],
+            [st for tid, st in states.items() if tracker.track(tid) is None and tid not in taken]))
         for track in mine:
             state = states.get(track.track_id) or found.get(track.track_id)
             if state is not None and track.track_id != state.track_id:
@@ -144,14 +177,18 @@ class RoomHandover:
                 live.first_seen = min(live.first_seen, state.first_seen)
                 self.matcher.set_identity(camera_id, track.track_id, state.person_id)
             self._emit("update" if state is not None else "enter", track.track_id, live)
+        continued = {t.track_id for t in mine}
+        unfound = [st for tid, st in states.items() if tid not in continued and tracker.track(tid) is None]
+        if unfound and camera_id in self._last_pts:  # taken up as lost: found again they go on, else they exit
+            self._take_up(camera_id, tracker, unfound, time.time(), self._last_pts[camera_id])
         log.info("camera %s: standby promoted with %d live track(s), %d continuing the owner's", camera_id,
                  len(mine), sum(1 for t in mine if t.track_id in states))
 
-    def _pair_with_checkpoint(self, tracks: list, states: list) -> dict:
+    def _pair_with_checkpoint(self, tracks: list, states: list, at: float | None = None) -> dict:
         """The standby's own tracks found where a checkpointed one was: track id -> its TrackState."""
         if not tracks or not states:
             return {}
-        now = time.time()
+        now = time.time() if at is None else at
         pairs = resume_pairs([(st.box, np.asarray(st.look, np.float32) if st.look else None,
                                max(0.0, now - st.last_seen)) for st in states],
                              [(t.box, t.look) for t in tracks])
