@@ -45,6 +45,7 @@ class Processor:
         # the ids of the cameras this member runs; None outside a group: every enabled camera
         self.owned: set[str] | None = set() if self.group else None
         self.standby: set[str] = set()  # room cameras tracked here unpublished, for a fast takeover
+        self.awake: set[str] = set()  # standbys whose owner went silent: tracked at the full rate meanwhile
         self.processor_id = processor_id()
         self.analysis = AnalysisLog()
         self.status: StatusReporter | None = None
@@ -79,7 +80,8 @@ class Processor:
         owned = [c for c in self.config.cameras
                  if c.role == role and c.enabled and (self.owned is None or c.id in self.owned)]
         fps = self.config.group.standby_fps
-        return owned + [c.model_copy(update={"analysis_fps": min(c.analysis_fps, fps), "min_tracking_fps": None})
+        return owned + [c if c.id in self.awake else
+                        c.model_copy(update={"analysis_fps": min(c.analysis_fps, fps), "min_tracking_fps": None})
                         for c in self.config.cameras if c.role == role and c.enabled and c.id in self.standby]
 
     def _room_ids(self) -> set[str]:
@@ -202,6 +204,7 @@ class Processor:
             self.room.checkpoint_topic = config.kafka.topics.room_tracks.name
             self.room.checkpoints = self.checkpoints.get
             self.room.running = self._room_ids  # asked once per batch: ids only, no copies
+            self.room.on_owner_silent = self._owner_silent
             self._tasks.append(asyncio.create_task(self.checkpoints.run(), name="room-checkpoints"))
         self.person_stage = PersonStage(detector, faces=faces)
         self.person_stage.scheduler = self.scheduler
@@ -245,6 +248,7 @@ class Processor:
         before = {c.id for c in self.door_cameras() + self.room_cameras()}
         promoted = self.standby & set(owned)
         self.owned, self.standby = set(owned), set(standby)
+        self.awake &= self.standby
         on_campus = {c.id for c in config.cameras if c.enabled}
         self.config = config
         after = {c.id for c in self.door_cameras() + self.room_cameras()}
@@ -262,6 +266,17 @@ class Processor:
         if self.recognition_feed is not None:
             self.recognition_feed.door_cameras = {d.door_camera for d in config.doors}
         self.reload_cameras(config)
+
+    def _owner_silent(self, camera_id: str, silent: bool) -> None:
+        """A standby whose owner stopped checkpointing tracks the camera at its full rate until the owner is
+        heard again or the group hands the camera over: the owner may be gone, and whoever comes in before
+        the group notices (its session timeout) must be seen as well as the owner would have seen them."""
+        if silent:
+            self.awake.add(camera_id)
+        else:
+            self.awake.discard(camera_id)
+        if self.ingest is not None:
+            self.ingest.sync(self.door_cameras() + self.room_cameras())  # a new rate, no reconnect
 
     def reload_cameras(self, config: Config) -> None:
         """Config reload: add, remove or restart changed door cameras; the others keep running."""

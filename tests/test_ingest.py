@@ -464,7 +464,7 @@ async def test_sync_adds_restarts_and_removes_without_touching_the_other(media):
         watch_from = time.monotonic()
 
         changes = manager.sync([keep, camera("extra", media.url("hd"), fps=2)])
-        assert changes == {"added": ["extra"], "removed": [], "restarted": [], "unchanged": ["keep"]}
+        assert changes == {"added": ["extra"], "removed": [], "restarted": [], "rerated": [], "unchanged": ["keep"]}
         extra = manager.source("extra")
         await until(lambda: extra.analysed >= 3, 10, "the added camera delivers frames")
         assert set(manager.buffers()) == {"keep", "extra"} and set(manager.stats()) == {"keep", "extra"}
@@ -479,9 +479,18 @@ async def test_sync_adds_restarts_and_removes_without_touching_the_other(media):
         assert manager.source("keep") is kept and kept.thread.ident == thread_id and kept.alive
         assert states(kept) == [C, S] and drain.max_gap(since=watch_from) < 1.0
 
-        # a changed analysis_fps restarts that camera only: same buffer, seq goes on
-        seq_before = kept.next_seq
+        # a changed analysis_fps goes on at the new rate: same source, same thread, no reconnect
         changes = manager.sync([camera("keep", media.url("small"), fps=2)])
+        assert changes["rerated"] == ["keep"] and manager.source("keep") is kept and kept.thread.ident == thread_id
+        rerated_at = time.monotonic()
+        await asyncio.sleep(3.0)
+        recent = [t for t in drain.arrivals if t >= rerated_at + 0.5]
+        assert 3 <= len(recent) <= 7, f"{len(recent)} frames in 2.5 s at 2 fps"
+        assert states(kept) == [C, S], "no reconnect"
+
+        # a changed url restarts that camera only: same buffer, seq goes on
+        seq_before = kept.next_seq
+        changes = manager.sync([camera("keep", media.url("hd"), fps=2)])
         assert changes["restarted"] == ["keep"]
         restarted = manager.source("keep")
         assert restarted is not kept and restarted.buffer is kept.buffer

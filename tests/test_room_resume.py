@@ -460,3 +460,25 @@ def test_the_owners_tracks_a_promoted_standby_does_not_find_are_taken_up_as_lost
     _run(standby, base, reacquire_s + 1.0, people=(0, 1), jitter=1.0, t0=2.5)
     exits = [e for e in sent.on("presence") if e["kind"] == "exit"]
     assert [e["track_id"] for e in exits] == [tracks[2]], exits
+
+
+def test_a_standby_says_when_its_owner_goes_silent_and_when_it_is_heard_again():
+    """The processor tracks a standby camera at the full rate while its owner has not checkpointed for
+    owner_silent_s (it may be dead, and people come in before the group notices), and goes back after."""
+    base = time.time() - 60.0
+    checkpoint, _, _, _ = _released(base)  # at about base + 2.5
+    calls = []
+    standby = _stage(Recorder(), owner="b", checkpoints=lambda cam: checkpoint, shadow={CAMERA},
+                     on_owner_silent=lambda camera, silent: calls.append((camera, silent)))
+    _run(standby, base, 5.0, jitter=1.0)  # the checkpoint is from 2.5 s: silent from 5.5 s on
+    assert calls == []
+    _run(standby, base, 1.0, jitter=1.0, t0=5.0)
+    assert calls == [(CAMERA, True)]
+    fresh = checkpoint.model_copy(update={"at": base + 6.0})
+    standby.checkpoints = lambda cam: fresh
+    _run(standby, base, 1.0, jitter=1.0, t0=6.0)
+    assert calls == [(CAMERA, True), (CAMERA, False)]
+    standby.checkpoints = lambda cam: checkpoint
+    _run(standby, base, 0.5, jitter=1.0, t0=9.5)
+    standby.promote(CAMERA)  # promoted while silent: no longer a standby, nothing more to say
+    assert calls[-1] == (CAMERA, True) and CAMERA not in standby._owner_silent

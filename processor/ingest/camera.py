@@ -195,6 +195,13 @@ class CameraSource:
         log.log(level, "camera %s: %s -> %s after %.2f s (%s)", self.camera_id,
                 old.value if old else "-", new.value, held if old else 0.0, reason)
 
+    def set_analysis_fps(self, fps: float) -> None:
+        """Analyse at another rate from the next frame on, without reconnecting (a reconnect costs a second
+        or two of the stream: a standby taking its camera over must not go dark for it)."""
+        if fps <= 0:
+            raise ValueError("analysis_fps must be positive")
+        self.analysis_fps = float(fps)
+
     def _run(self) -> None:
         """The thread: connect, stream, and after every failure back off and reconnect, until stopped."""
         try:
@@ -357,6 +364,7 @@ class CameraSource:
         if conn.timestamps.goes_back(pts):
             self.out_of_order += 1
             return True
+        conn.sampler.interval = 1.0 / self.analysis_fps  # set_analysis_fps may have changed it
         if not conn.sampler.due(pts, conn.timestamps.advance(pts)):
             self.not_sampled += 1
             return True

@@ -35,7 +35,8 @@ class IngestManager:
 
     def sync(self, cameras: Iterable[CameraLike], resolve_url: Callable[[str], str] | None = None
              ) -> dict[str, list[str]]:
-        """Start new cameras, stop removed or disabled ones, restart those whose url or fps changed.
+        """Start new cameras, stop removed or disabled ones, restart those whose url changed; a camera whose
+        analysis_fps changed goes on at the new rate without reconnecting ("rerated").
 
         Call it on the event loop (the buffers are bound to the running loop). Unchanged cameras are
         not touched: same source object, same thread. Never blocks: stopped sources end on their own.
@@ -46,7 +47,7 @@ class IngestManager:
         for camera in cameras:
             if getattr(camera, "enabled", True):
                 wanted[camera.id] = camera
-        result: dict[str, list[str]] = {"added": [], "removed": [], "restarted": [], "unchanged": []}
+        result: dict[str, list[str]] = {"added": [], "removed": [], "restarted": [], "rerated": [], "unchanged": []}
         for camera_id in [cid for cid in self._sources if cid not in wanted]:
             source = self._sources.pop(camera_id)
             source._retire()
@@ -57,16 +58,20 @@ class IngestManager:
         for camera_id, camera in wanted.items():
             fps = float(getattr(camera, "analysis_fps", 5.0))
             current = self._sources.get(camera_id)
-            if current is not None and current.url == camera.url and current.analysis_fps == fps:
+            if current is not None and current.url == camera.url:
                 current._resolve = resolve  # used from its next connect on
-                result["unchanged"].append(camera_id)
+                rerated = current.analysis_fps != fps
+                if rerated:
+                    current.set_analysis_fps(fps)
+                    log.info("camera %s: analysed at %g fps from now on", camera_id, fps)
+                result["rerated" if rerated else "unchanged"].append(camera_id)
                 continue
             buffer, first_seq = None, 0
             if current is not None:
                 current._retire()
                 self._retiring.append(current)
                 buffer, first_seq = current.buffer, current.next_seq  # the batcher keeps its buffer
-                log.info("camera %s: configuration changed (url or analysis_fps); restarting", camera_id)
+                log.info("camera %s: its url changed; restarting", camera_id)
             if buffer is None:
                 buffer = self._new_buffer(camera, fps, loop)
             source = CameraSource(camera_id, camera.url, fps, buffer=buffer, options=self.options,

@@ -123,6 +123,9 @@ class RoomStage(RoomHandover):
     checkpoints: Callable[[str], RoomCheckpoint | None] | None = None  # camera -> its latest checkpoint
     checkpoint_max_age_s: float = 120.0  # an older one describes a room that has moved on
     follow_max_age_s: float = 1.5  # a standby pairs its tracks with the owner's checkpoints this fresh only
+    owner_silent_s: float = 3.0  # a standby whose owner has not checkpointed for this long says so
+    on_owner_silent: Callable[[str, bool], None] | None = None  # (standby camera, silent): the processor rerates
+    _owner_silent: set[str] = field(default_factory=set)  # standby cameras whose owner went silent
     on_analysed: Callable[[str, float, float], None] | None = None  # (camera, capture time, stream time)
     resumed: dict[str, int] = field(default_factory=dict)  # camera -> tracks taken over from a checkpoint
     shadow: set[str] = field(default_factory=set)  # standby cameras: tracked and handed off, nothing published

@@ -127,6 +127,7 @@ class RoomHandover:
         at the same moment: at a promotion the owner's last places are seconds old and people have walked
         on (someone still walking to a seat was left with two tracks, the owner's entered one never ending)."""
         checkpoint = self.checkpoints(camera_id) if self.checkpoints is not None else None
+        self._watch_owner(camera_id, checkpoint, frame.captured_at)
         if checkpoint is None or checkpoint.at == self._followed_at.get(camera_id):
             return
         self._followed_at[camera_id] = checkpoint.at
@@ -143,6 +144,21 @@ class RoomHandover:
                 owner_ids.add(owners)
         self._owner_ids[camera_id] = paired
 
+    def _watch_owner(self, camera_id: str, checkpoint: RoomCheckpoint | None, now: float) -> None:
+        """Tell the processor (``on_owner_silent``) when the owner's checkpoints stop and when they resume."""
+        silent = checkpoint is not None and now - checkpoint.at > self.owner_silent_s
+        if silent == (camera_id in self._owner_silent):
+            return
+        if silent:
+            self._owner_silent.add(camera_id)
+            log.info("camera %s: its owner %s has not checkpointed for %.1f s; tracking at the full rate",
+                     camera_id, checkpoint.owner, now - checkpoint.at)
+        else:
+            self._owner_silent.discard(camera_id)
+            log.info("camera %s: its owner is heard again; back to the standby rate", camera_id)
+        if self.on_owner_silent is not None:
+            self.on_owner_silent(camera_id, silent)
+
     def promote(self, camera_id: str) -> None:
         """This processor's standby of the camera becomes its owner: what the standby tracked goes out now.
         The standby's tracks paired with the owner's (by id when the standby took them up from a checkpoint,
@@ -152,6 +168,7 @@ class RoomHandover:
         continues are taken up as lost, as in a plain takeover: found again they go on, else they exit (the owner
 had published their entries)."""
         self.shadow.discard(camera_id)
+        self._owner_silent.discard(camera_id)
         followed = self._owner_ids.pop(camera_id, {})
         self._followed_at.pop(camera_id, None)
         tracker = self.trackers.get(camera_id)
@@ -222,6 +239,8 @@ had published their entries)."""
         else:
             self._flush_tracker(tracker)
         del self.trackers[camera_id]
-        for per_camera in (self._last_pts, self._counts, self._occupancy_sent, self._checkpointed, self._gaps):
+        for per_camera in (self._last_pts, self._counts, self._occupancy_sent, self._checkpointed, self._gaps,
+                           self._owner_ids, self._followed_at):
             per_camera.pop(camera_id, None)
+        self._owner_silent.discard(camera_id)
 
