@@ -122,7 +122,7 @@ class RoomStage(RoomHandover):
     owner: str = "processor"  # who writes the checkpoints
     checkpoints: Callable[[str], RoomCheckpoint | None] | None = None  # camera -> its latest checkpoint
     checkpoint_max_age_s: float = 120.0  # an older one describes a room that has moved on
-    follow_max_age_s: float = 1.5  # a standby pairs its tracks with the owner's checkpoints this fresh only
+    follow_max_age_s: float = 3.0  # a standby remembers its tracks' places this long, to pair with checkpoints
     owner_silent_s: float = 3.0  # a standby whose owner has not checkpointed for this long says so
     on_owner_silent: Callable[[str, bool], None] | None = None  # (standby camera, silent): the processor rerates
     _owner_silent: set[str] = field(default_factory=set)  # standby cameras whose owner went silent
@@ -136,6 +136,7 @@ class RoomStage(RoomHandover):
     _gap_waiting: dict[str, tuple] = field(default_factory=dict)  # track -> (door, entered, seen at, looks)
     _owner_ids: dict[str, dict[str, str]] = field(default_factory=dict)  # standby camera -> {own track: owner's}
     _followed_at: dict[str, float] = field(default_factory=dict)  # standby camera -> the checkpoint paired last
+    _places: dict[str, dict] = field(default_factory=dict)  # standby camera -> track -> recent (time, box)
 
     def __post_init__(self) -> None:
 

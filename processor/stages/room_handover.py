@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections import deque
 
 import numpy as np
 
@@ -123,19 +124,32 @@ class RoomHandover:
             del self._gap_waiting[track_id]  # gone before it was described
 
     def _follow_owner(self, camera_id: str, tracker, frame: Frame) -> None:
-        """A standby pairs its tracks with the owner's at each fresh checkpoint, while both describe the room
-        at the same moment: at a promotion the owner's last places are seconds old and people have walked
-        on (someone still walking to a seat was left with two tracks, the owner's entered one never ending)."""
+        """A standby pairs its tracks with the owner's at each checkpoint, each of its tracks taken where it
+        was at the checkpoint's moment (it keeps their recent places): at a promotion the owner's last places
+        are seconds old and people have walked on, and a checkpoint reaches the standby a frame or two late
+        (someone walking to a seat was left with two tracks, the owner's entered one never ending)."""
         checkpoint = self.checkpoints(camera_id) if self.checkpoints is not None else None
         self._watch_owner(camera_id, checkpoint, frame.captured_at)
+        mine = [t for t in tracker.open_tracks if t.state == "active" and t.track_id in self.live]
+        places = self._places.setdefault(camera_id, {})
+        for track in mine:
+            trail = places.setdefault(track.track_id, deque())
+            trail.append((frame.captured_at, track.box))
+            while trail and frame.captured_at - trail[0][0] > self.follow_max_age_s:
+                trail.popleft()
+        for track_id in [t for t in places if t not in self.live]:
+            del places[track_id]
         if checkpoint is None or checkpoint.at == self._followed_at.get(camera_id):
             return
         self._followed_at[camera_id] = checkpoint.at
-        if abs(frame.captured_at - checkpoint.at) > self.follow_max_age_s:
-            return  # not of this moment (the owner is late or gone): keep the pairs made while it was fresh
-        mine = [t for t in tracker.open_tracks if t.state == "active" and t.track_id in self.live]
-        paired = {tid: state.track_id for tid, state in self._pair_with_checkpoint(
-            mine, list(checkpoint.tracks), at=frame.captured_at).items()}
+        if frame.captured_at - checkpoint.at > self.follow_max_age_s:
+            return  # older than what is remembered (the owner is late or gone): the pairs made so far hold
+        at_checkpoint = [(t, min(places[t.track_id], key=lambda place: abs(place[0] - checkpoint.at)))
+                         for t in mine if places.get(t.track_id)]
+        pairs = resume_pairs([(st.box, np.asarray(st.look, np.float32) if st.look else None,
+                               abs(checkpoint.at - st.last_seen)) for st in checkpoint.tracks],
+                             [(box, t.look) for t, (_, box) in at_checkpoint])
+        paired = {at_checkpoint[i][0].track_id: checkpoint.tracks[k].track_id for i, k in pairs.items()}
         owner_ids = set(paired.values())
         live_ids = {t.track_id for t in mine}
         for own, owners in self._owner_ids.get(camera_id, {}).items():  # unseen this time: the last pair holds
@@ -171,6 +185,7 @@ had published their entries)."""
         self._owner_silent.discard(camera_id)
         followed = self._owner_ids.pop(camera_id, {})
         self._followed_at.pop(camera_id, None)
+        self._places.pop(camera_id, None)
         tracker = self.trackers.get(camera_id)
         if tracker is None:
             return  # nothing warm yet: the first frame resumes from the checkpoint as a plain takeover would
@@ -201,11 +216,11 @@ had published their entries)."""
         log.info("camera %s: standby promoted with %d live track(s), %d continuing the owner's", camera_id,
                  len(mine), sum(1 for t in mine if t.track_id in states))
 
-    def _pair_with_checkpoint(self, tracks: list, states: list, at: float | None = None) -> dict:
+    def _pair_with_checkpoint(self, tracks: list, states: list) -> dict:
         """The standby's own tracks found where a checkpointed one was: track id -> its TrackState."""
         if not tracks or not states:
             return {}
-        now = time.time() if at is None else at
+        now = time.time()
         pairs = resume_pairs([(st.box, np.asarray(st.look, np.float32) if st.look else None,
                                max(0.0, now - st.last_seen)) for st in states],
                              [(t.box, t.look) for t in tracks])
@@ -240,7 +255,7 @@ had published their entries)."""
             self._flush_tracker(tracker)
         del self.trackers[camera_id]
         for per_camera in (self._last_pts, self._counts, self._occupancy_sent, self._checkpointed, self._gaps,
-                           self._owner_ids, self._followed_at):
+                           self._owner_ids, self._followed_at, self._places):
             per_camera.pop(camera_id, None)
         self._owner_silent.discard(camera_id)
 
