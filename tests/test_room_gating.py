@@ -61,7 +61,8 @@ def test_small_motion_inside_a_track_coasts_but_standing_up_is_detected():
     assert gate.decide(hands, 0.2).reason == "still"
     stood = room([(600, 200, 700, 460)])  # the same person, a box height higher: most of the box changed
     assert gate.decide(stood, 0.4).reason in ("track", "free")
-    assert gate.decide(stood, 0.6).reason == "still"  # the reference moved on with the detector run
+    assert gate.decide(stood, 0.6).reason == "follow"  # whoever moved may still be moving: once more
+    assert gate.decide(stood, 0.8).reason == "still"  # the reference moved on with the detector runs
 
 
 def test_motion_in_an_entry_zone_triggers_even_inside_a_track_box():

@@ -10,6 +10,9 @@ than ``pixel_threshold`` grey levels against it. The frame goes to the detector 
   person where no track is, or somebody walking in;
 * the changed share of some track's box reaches ``track_share``: that person stood up or walked off
   (a seated person's hands and head change far less of the box);
+* the frame before went to the detector for motion (``follow``): whoever moved may still be moving by
+  less than the thresholds against that frame (someone stepping into the doorway), and a new track needs
+  a second sighting to be confirmed;
 * ``max_skip_s`` of stream time passed since the detector last ran (whatever the pixels say);
 * the gate is held open (:meth:`hold`: an entry's handoff still collecting looks, a new track), the
   previous detection count differed from the one before (people still settling), or the stream
@@ -44,7 +47,7 @@ class MotionSettings:
 @dataclass(frozen=True)
 class Decision:
     detect: bool
-    reason: str  # "first" | "restart" | "held" | "settling" | "max_skip" | "free" | "track" | "still"
+    reason: str  # "first" | "restart" | "held" | "settling" | "follow" | "max_skip" | "free" | "track" | "still"
 
 
 class MotionGate:
@@ -61,6 +64,7 @@ class MotionGate:
         self._last_pts: float | None = None
         self._held_until = float("-inf")
         self._counts: list[int] = []  # detection counts of the last two detector runs
+        self._moved = False  # the last frame was detected because something moved
         self.boxes: tuple[Box, ...] = ()  # the camera's active track boxes (set by the room stage)
         self.detected = 0
         self.coasted = 0
@@ -74,6 +78,7 @@ class MotionGate:
         small = self._small(image)
         decision = self._decide(small, float(pts_s))
         self._last_pts = float(pts_s)
+        self._moved = decision.reason in ("free", "track")
         if decision.detect:
             self._reference, self._detected_pts = small, float(pts_s)
             self.detected += 1
@@ -94,6 +99,8 @@ class MotionGate:
             return Decision(True, "held")
         if len(self._counts) == 2 and self._counts[0] != self._counts[1]:
             return Decision(True, "settling")
+        if self._moved:
+            return Decision(True, "follow")
         if pts_s - self._detected_pts >= self.settings.max_skip_s:
             return Decision(True, "max_skip")
         changed = changed_mask(self._reference, small, self.settings.pixel_threshold)
