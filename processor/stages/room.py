@@ -156,7 +156,8 @@ class RoomStage(RoomHandover):
     _gaps: dict[str, tuple[float, float]] = field(default_factory=dict)  # camera -> (dark from, resumed at)
     _gap_waiting: dict[str, tuple] = field(default_factory=dict)  # track -> (door, entered, seen at, looks)
     gating: RoomGating | None = None  # the person stage's per-camera gates, told each camera's tracks
-    hold_s: float = 1.0  # after a track appears or is reacquired, every frame is detected this long
+    hold_s: float = 0.6  # after a track appears or is reacquired, every frame is detected this long
+    looks_hold_s: float = 3.0  # an entering track's first seconds are detected while its looks are collected
 
     def __post_init__(self) -> None:
 
@@ -270,13 +271,15 @@ class RoomStage(RoomHandover):
     def _tell_gating(self, camera_id: str, tracker, pts_s: float, settling: bool) -> None:
         """The camera's gate: its active tracks' boxes, whether a room face is still wanted there (an active
         track whose identity no room face has decided), and every frame detected for ``hold_s`` after a
-        track appeared or came back (``settling``) and while an entry's handoff still collects looks."""
+        track appeared or came back (``settling``) and while an entering track's handoff still collects
+        looks in its first ``looks_hold_s`` (a seated one that never stands apart would hold it for good)."""
         if self.gating is None:
             return
         tracks = tracker.open_tracks
         undecided = any(t.state == "active" and (self.live.get(t.track_id) is None
                                                   or not self.live[t.track_id].face_decided) for t in tracks)
-        collecting = any(t.track_id in self._entry_looks for t in tracks)
+        collecting = any(t.track_id in self._entry_looks and not self._entry_looks[t.track_id].done(self.looks_per_entry)
+                         and t.state == "active" and pts_s - t.first_pts_s <= self.looks_hold_s for t in tracks)
         self.gating.observe(camera_id, active_boxes(tracks), faces_wanted=undecided,
                             hold_until=pts_s + self.hold_s if collecting or settling else None)
 
