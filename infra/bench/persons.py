@@ -47,6 +47,7 @@ class RoomPipelineFigures:
     events: int
     detected_share: float
     input_sides: dict
+    gate_reasons: dict  # the motion gates' decisions by reason, over the whole run (warm-up included)
 
 
 async def measure_room_pipeline(config: Config, state, database_url: str, room_video: Path, streams: int,
@@ -80,7 +81,12 @@ async def measure_room_pipeline(config: Config, state, database_url: str, room_v
         detected = processor.person_stage.detected - detected0
         coasted = processor.person_stage.coasted - coasted0
         gating = processor.person_stage.gating
-        sides = {camera: stats["side"] for camera, stats in gating.stats().items()} if gating is not None else {}
+        per_camera = gating.stats() if gating is not None else {}
+        sides = {camera: stats["side"] for camera, stats in per_camera.items()}
+        reasons: dict[str, int] = {}
+        for stats in per_camera.values():
+            for reason, count in stats["reasons"].items():
+                reasons[reason] = reasons.get(reason, 0) + count
         latencies = list(room_stage.latencies_s)[latencies0:]
         stats = processor.ingest.stats()
     finally:
@@ -90,7 +96,8 @@ async def measure_room_pipeline(config: Config, state, database_url: str, room_v
                                mean_batch=frames / batches, latencies_s=latencies,
                                dropped=sum(s.get("dropped", 0) for s in stats.values()),
                                decoded=sum(s.get("decoded", 0) for s in stats.values()), events=len(latencies),
-                               detected_share=detected / max(1, detected + coasted), input_sides=sides)
+                               detected_share=detected / max(1, detected + coasted), input_sides=sides,
+                               gate_reasons=reasons)
 
 
 def measure_person_ceiling(detector, frames: list[np.ndarray], batch: int, seconds: float, faces=None) -> float:
@@ -155,6 +162,7 @@ def bench_persons(config: Config, *, streams: int, seconds: float, analysis_fps:
         "mean_batch": round(pipeline.mean_batch, 2),
         "detected_share": round(pipeline.detected_share, 3),
         "input_sides": pipeline.input_sides,
+        "gate_reasons": pipeline.gate_reasons,
         "ceiling_frames_per_s": round(ceiling, 2),
         "naive_frames_per_s": round(naive, 2),
         "ratio_ceiling": round(pipeline.frames_per_s / ceiling, 3) if ceiling else None,

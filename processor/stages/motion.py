@@ -26,6 +26,7 @@ cameras into one detector call changes nothing in it.
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
@@ -68,6 +69,7 @@ class MotionGate:
         self.boxes: tuple[Box, ...] = ()  # the camera's active track boxes (set by the room stage)
         self.detected = 0
         self.coasted = 0
+        self.reasons: Counter[str] = Counter()  # decisions by reason
 
     def hold(self, until_pts: float) -> None:
         """Run the detector on every frame up to stream time ``until_pts``."""
@@ -79,6 +81,7 @@ class MotionGate:
         decision = self._decide(small, float(pts_s))
         self._last_pts = float(pts_s)
         self._moved = decision.reason in ("free", "track")
+        self.reasons[decision.reason] += 1
         if decision.detect:
             self._reference, self._detected_pts = small, float(pts_s)
             self.detected += 1

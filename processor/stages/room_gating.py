@@ -98,9 +98,10 @@ class RoomGating:
         self._cameras.pop(camera_id, None)
 
     def stats(self) -> dict[str, dict]:
-        """Per camera: frames detected and coasted, and the input side now."""
+        """Per camera: frames detected and coasted, the gate's decisions by reason, and the input side now."""
         return {camera_id: {"detected": g.gate.detected if g.gate else None,
                             "coasted": g.gate.coasted if g.gate else None,
+                            "reasons": dict(g.gate.reasons) if g.gate else {},
                             "side": g.sizes.side if g.sizes else self.detector_side}
                 for camera_id, g in list(self._cameras.items())}
 
