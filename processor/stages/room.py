@@ -98,7 +98,6 @@ class PersonStage(BatchStage):
                             for f in found if f.embedding is not None]
         return list(zip(batch, detections, faces))
 
-
     def _detect(self, images: list[np.ndarray], sides: list[int | None]) -> list[list]:
         if not images:
             return []  # every frame coasted
