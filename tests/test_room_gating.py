@@ -5,6 +5,8 @@ side, and that the tracks give the same answer through coasted frames."""
 
 from __future__ import annotations
 
+import asyncio
+
 import numpy as np
 import pytest
 
@@ -14,7 +16,7 @@ from processor.stages.input_size import InputSizeChooser
 from processor.stages.motion import MotionGate, MotionSettings
 from processor.stages.person_tracks import PersonTracker
 from processor.stages.persons import PersonDetection
-from processor.stages.room import PersonStage
+from processor.stages.room import PersonStage, RoomStage
 from processor.stages.room_gating import RoomGating
 
 SETTINGS = MotionSettings(max_skip_s=2.0)
@@ -197,3 +199,25 @@ def test_the_person_stage_detects_only_what_the_gates_plan():
     assert stage.detected == 2 and stage.coasted == 13
     assert detector.calls == [(1, None), (1, None)]  # at the detector's own side: no people seen long enough
     assert all(r[1] is None for r, d in zip(results, detected) if not d)
+
+
+def _room_stage(gallery, gating: RoomGating) -> RoomStage:
+    return RoomStage(load_config(EXAMPLE_CONFIG, environ={}), publish=lambda *a, **k: True, topic="presence",
+                     recognitions=asyncio.Queue(), gallery=lambda: gallery, gating=gating)
+
+
+@pytest.mark.parametrize("enrolled, decided, wanted", [(0, False, False), (2, False, True), (2, True, False)])
+def test_room_faces_are_wanted_only_for_undecided_tracks_with_a_gallery(enrolled, decided, wanted):
+    config = load_config(EXAMPLE_CONFIG, environ={})
+    camera = next(c.id for c in config.cameras if c.role == "room")
+    gating = RoomGating(config, 640)
+    stage = _room_stage(list(range(enrolled)), gating)  # a gallery of ``enrolled`` people (only its size counts)
+    for n in range(4):
+        stage.handle([(Frame(camera, n, n * 0.2, 1000.0 + n * 0.2, room([SEATED])), [PersonDetection(SEATED, 0.9, 0)],
+                       [])])
+    assert len(stage.live) == 1
+    for live in stage.live.values():
+        live.face_decided = decided
+    stage.handle([(Frame(camera, 4, 0.8, 1000.8, room([SEATED])), None, [])])  # a coasted frame
+    assert gating.faces_wanted(camera) is wanted
+    assert gating.camera(camera).gate.boxes == (SEATED,)  # the gate knows where the track is

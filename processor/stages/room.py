@@ -269,14 +269,16 @@ class RoomStage(RoomHandover):
 
     def _tell_gating(self, camera_id: str, tracker, pts_s: float, settling: bool) -> None:
         """The camera's gate: its active tracks' boxes, whether a room face is still wanted there (an active
-        track whose identity no room face has decided), and every frame detected for ``hold_s`` after a
+        track whose identity no room face has decided, and a gallery to decide it with), and every frame detected for ``hold_s`` after a
         track appeared or came back (``settling``) and while an entering track's handoff still collects
         looks in its first ``looks_hold_s`` (a seated one that never stands apart would hold it for good)."""
         if self.gating is None:
             return
         tracks = tracker.open_tracks
-        undecided = any(t.state == "active" and (self.live.get(t.track_id) is None
-                                                  or not self.live[t.track_id].face_decided) for t in tracks)
+        gallery = self.gallery() if self.gallery is not None else None
+        undecided = gallery is not None and len(gallery) > 0 and any(  # nobody enrolled: no face can decide
+            t.state == "active" and (self.live.get(t.track_id) is None or not self.live[t.track_id].face_decided)
+            for t in tracks)
         collecting = any(t.track_id in self._entry_looks and not self._entry_looks[t.track_id].done(self.looks_per_entry)
                          and t.state == "active" and pts_s - t.first_pts_s <= self.looks_hold_s for t in tracks)
         self.gating.observe(camera_id, active_boxes(tracks), faces_wanted=undecided,
