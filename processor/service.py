@@ -27,6 +27,7 @@ from processor.stages.faces import FaceAnalyzer, FaceDetector, FaceEmbedder
 from processor.stages.persons import PersonDetector
 from processor.stages.recognition_feed import RecognitionFeed
 from processor.stages.room import PersonStage, RoomStage
+from processor.stages.room_gating import RoomGating
 from processor.status import AnalysisLog, StatusReporter, processor_id
 
 log = logging.getLogger("rollcall.processor")
@@ -198,6 +199,9 @@ class Processor:
                               gallery=lambda: self.gallery_watcher.current if self.gallery_watcher else None,
                               on_analysed=self.analysis.analysed, owner=self.processor_id,
                               checkpoint_every_s=config.group.checkpoint_every_s)
+        # per camera: the motion gate, the detector's input side, whether room faces are still wanted
+        gating = RoomGating(config, detector.input_side, adaptive=detector.fit_to_frame)
+        self.room.gating = gating
         if self.group:
             self.checkpoints = CheckpointTable(self.kafka_bootstrap_servers, config.kafka.topics.room_tracks.name,
                                                client_id=f"{config.kafka.client_id}-checkpoints")
@@ -206,7 +210,7 @@ class Processor:
             self.room.running = self._room_ids  # asked once per batch: ids only, no copies
             self.room.on_owner_silent = self._owner_silent
             self._tasks.append(asyncio.create_task(self.checkpoints.run(), name="room-checkpoints"))
-        self.person_stage = PersonStage(detector, faces=faces)
+        self.person_stage = PersonStage(detector, faces=faces, gating=gating)
         self.person_stage.scheduler = self.scheduler
         room_batches: asyncio.Queue = DemandQueue()
         room_results: asyncio.Queue = asyncio.Queue(maxsize=2)

@@ -106,6 +106,11 @@ class PersonTrack:
     missed: int = 0  # analysed frames since it was last seen
     still_at: tuple[float, float] | None = None  # the feet's place since still_since (within still_radius)
     still_since: float | None = None
+    coasted_s: float = 0.0  # stream time it went unseen in coasted frames (not counted toward lost / exit)
+
+    def unseen_s(self, pts_s: float) -> float:
+        """Stream time unseen in analysed frames: coasted frames (nothing moved) do not age a track."""
+        return pts_s - self.last_pts_s - self.coasted_s
 
     @property
     def foot(self) -> tuple[float, float]:
@@ -183,7 +188,8 @@ class PersonTracker:
         self.tracks_started = 0
         self.reacquired = 0
         self.walked_on = 0  # lost tracks continued on their look alone, beyond the prediction's reach
-        self.silent_continuations = 0  # library id switches stitched before the track was declared lost
+        self.silent_continuations = 0
+        self.coasted = 0  # frames coasted (see coast)  # library id switches stitched before the track was declared lost
         self._resumed_gap: dict[str, float] = {}  # checkpointed track -> seconds unseen before it was resumed
         self.resume_rules = ResumeRules(walk_heights_per_s=self.walk_heights_per_s,
                                         max_look_distance=self.walk_on_look_distance, height_factor=self.height_factor)
@@ -243,6 +249,26 @@ class PersonTracker:
         self._sightings += [(pts_s, tuple(float(v) for v in boxes[j])) for j in range(len(ids)) if ids[j] < 0]
         events.extend(self._age(pts_s, seen))
         return events
+
+    def coast(self, pts_s: float) -> None:
+        """A frame the motion gate (processor.stages.motion) found unchanged since the last analysed one:
+        the detector would have said the same, so the tracks seen then are seen again where they were, and
+        the ones unseen then stay unseen without ageing toward ``lost_after_s`` (nor a lost one toward its
+        exit). The library's tracker is not fed: its Kalman filter predicts over the gap in time, and for
+        people who did not move that is where they were."""
+        pts_s = float(pts_s)
+        if self._last_pts is None or pts_s <= self._last_pts:
+            return
+        step = pts_s - self._last_pts
+        for track in self._tracks.values():
+            if track.state == "active" and track.missed == 0:
+                track.last_pts_s = pts_s
+            else:
+                track.coasted_s += step
+        # the next analysed frame's reach counts from here: whatever moved, moved after this frame
+        self._last_pts = pts_s
+        self._frame_times.append(pts_s)  # the analysis looked: nobody walked through an entry zone
+        self.coasted += 1
 
     def _associate(self, pts_s: float, detections: Sequence[PersonDetection], looks: Sequence) \
             -> tuple[list[int], list[int], np.ndarray, list[bool]]:
@@ -433,6 +459,7 @@ class PersonTracker:
         track.box = tuple(float(v) for v in box)
         track.last_pts_s = float(pts_s)
         track.missed = 0
+        track.coasted_s = 0.0
         foot, height = _foot(box), max(1.0, box[3] - box[1])
         if zone is not None:  # at a door people wait for each other and then walk on: never taken as seated
             track.still_at, track.still_since = None, None
@@ -481,8 +508,7 @@ class PersonTracker:
         with 1.4 a student hidden a moment on her way in came out seated as somebody new)."""
         height = box[3] - box[1]
         for track in self._tracks.values():
-            unseen = pts_s - track.last_pts_s
-            if track.track_id in seen or unseen <= 0 or unseen > self.reacquire_s:
+            if track.track_id in seen or pts_s <= track.last_pts_s or track.unseen_s(pts_s) > self.reacquire_s:
                 continue
             track_height = max(1.0, track.box[3] - track.box[1])
             if 1 / self.height_factor <= height / track_height <= self.height_factor:
@@ -521,7 +547,7 @@ class PersonTracker:
             if track.track_id in seen:
                 continue
             track.missed += 1
-            unseen = pts_s - track.last_pts_s
+            unseen = track.unseen_s(pts_s)
             # lost: unseen for lost_after_s in at least min_missed_frames analysed frames (frames that were
             # never analysed say nothing about who is there)
             if track.state == "active" and unseen >= self.lost_after_s and track.missed >= self.min_missed_frames:

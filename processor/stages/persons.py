@@ -121,13 +121,23 @@ class PersonDetector:
                 self.session = None  # it answered where sessions run; the int8 ones do the work
         return precision
 
-    def input_size_for(self, shape: tuple[int, ...]) -> tuple[int, int]:
-        """(height, width) of the model input for a frame of this shape: the export's, or fitted to the frame."""
+    def input_size_for(self, shape: tuple[int, ...], side: int | None = None) -> tuple[int, int]:
+        """(height, width) of the model input for a frame of this shape: the export's, or fitted to the frame;
+        ``side`` (a multiple of 32, fitted frames only) caps the input's long side below the detector's own."""
         if not self.fit_to_frame:
             return self.input_height, self.input_width
+        width, height = self.input_width, self.input_height
+        if side is not None and side < max(width, height):
+            shrink = side / max(width, height)
+            width, height = _ceil32(width * shrink), _ceil32(height * shrink)
         h, w = shape[:2]
-        scale = min(self.input_width / w, self.input_height / h)
-        return min(self.input_height, _ceil32(h * scale)), min(self.input_width, _ceil32(w * scale))
+        scale = min(width / w, height / h)
+        return min(height, _ceil32(h * scale)), min(width, _ceil32(w * scale))
+
+    @property
+    def input_side(self) -> int:
+        """The long side of the detector's own input (the most a per-image ``side`` can ask for)."""
+        return max(self.input_width, self.input_height)
 
     def _session(self, size: tuple[int, int]):
         session = self._sessions.get(size)
@@ -174,15 +184,18 @@ class PersonDetector:
             blob /= self.std
         return blob, boxes
 
-    def detect(self, images: Sequence[np.ndarray]) -> list[list[PersonDetection]]:
-        """Persons in each BGR image, best score first, in that image's own pixel coordinates."""
+    def detect(self, images: Sequence[np.ndarray],
+               sides: Sequence[int | None] | None = None) -> list[list[PersonDetection]]:
+        """Persons in each BGR image, best score first, in that image's own pixel coordinates. ``sides``: per
+        image, a smaller input long side to run it at (see :meth:`input_size_for`), or None."""
         if not len(images):
             return []
         require_bgr(images)
         found: list[list[PersonDetection]] = [[] for _ in images]
         groups: dict[tuple[int, int], list[int]] = {}
         for i, img in enumerate(images):
-            groups.setdefault(self.input_size_for(img.shape), []).append(i)
+            side = sides[i] if sides is not None else None
+            groups.setdefault(self.input_size_for(img.shape, side), []).append(i)
         for size, members in groups.items():
             blob, boxes = self.preprocess([images[i] for i in members], size)
             (output,) = self._session(size).run([self.output_name], {self.input_name: blob})

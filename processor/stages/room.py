@@ -29,6 +29,7 @@ from processor.handoff import HandoffMatcher
 from processor.scheduler import Scheduler
 from processor.stages.base import BatchStage
 from processor.stages.person_tracks import PersonTracker
+from processor.stages.room_gating import RoomGating, active_boxes
 from processor.stages.room_handover import RoomHandover
 from processor.stages.room_state import EntryLooks, Live, isolated
 from schemas.events import box_object, build_event
@@ -53,26 +54,42 @@ TRACKING_GAP = metrics.get_or_create(metrics.Histogram, "rollcall_tracking_frame
 
 
 class PersonStage(BatchStage):
-    """Room cameras: one person-detector call per batch of frames."""
+    """Room cameras: one person-detector call per batch of frames (those of its frames that need it)."""
 
     name = "persons"
 
-    def __init__(self, detector, faces=None):
+    def __init__(self, detector, faces=None, gating: RoomGating | None = None):
         self.detector = detector
         self.faces = faces  # a FaceAnalyzer: faces on room frames confirm or correct identities
+        self.gating = gating  # per camera: motion gate, input side, faces wanted (None: detect every frame)
         self.persons = 0  # detections so far
+        self.detected = 0  # frames the detector ran on
+        self.coasted = 0  # frames the motion gate found unchanged (detections None: the tracks coast)
 
     extra_work = "room_faces"  # faces are looked for only on cameras that are not behind their minimum
 
-    def process(self, batch: list[Frame], extras_for: frozenset[str] | None = None) -> list[tuple[Frame, list, list]]:
-        """(frame, person detections, room faces) per frame; no faces when room faces are off, or for a
-        camera outside ``extras_for`` (None: every camera)."""
+    def process(self, batch: list[Frame],
+                extras_for: frozenset[str] | None = None) -> list[tuple[Frame, list | None, list]]:
+        """(frame, person detections, room faces) per frame. Detections are None for a frame the motion
+        gate coasts (nothing moved since the camera's last detector run). No faces when room faces are off,
+        for a coasted frame, for a camera outside ``extras_for`` (None: every camera), or for one whose
+        active tracks all have their identity decided by a room face."""
         images = [frame.image for frame in batch]
-        detections = self.detector.detect(images)
-        self.persons += sum(map(len, detections))
+        plans = [self.gating.plan(frame) for frame in batch] if self.gating is not None else None
+        run = [i for i in range(len(batch)) if plans is None or plans[i].detect]
+        sides = [plans[i].side for i in run] if plans is not None else []
+        found = self._detect([images[i] for i in run], sides)
+        detections: list[list | None] = [None] * len(batch)
+        for i, boxes in zip(run, found):
+            detections[i] = boxes
+            if self.gating is not None:
+                self.gating.ran(batch[i], boxes)
+        self.persons += sum(map(len, found))
+        self.detected += len(run)
+        self.coasted += len(batch) - len(run)
         faces: list[list[RoomFace]] = [[] for _ in batch]
-        wanted = [i for i, frame in enumerate(batch)
-                  if self.faces is not None and (extras_for is None or frame.camera_id in extras_for)]
+        wanted = [i for i in run if self.faces is not None and (extras_for is None or batch[i].camera_id in extras_for)
+                  and (self.gating is None or self.gating.faces_wanted(batch[i].camera_id))]
         if wanted:
             # Only faces that pass the quality gate are embedded (few on room cameras: they are far).
             found_faces = self.faces.analyse([images[i] for i in wanted])
@@ -80,6 +97,13 @@ class PersonStage(BatchStage):
                 faces[i] = [RoomFace(f.detection.box, f.embedding, f.quality.score)
                             for f in found if f.embedding is not None]
         return list(zip(batch, detections, faces))
+
+    def _detect(self, images: list[np.ndarray], sides: list[int | None]) -> list[list]:
+        if not images:
+            return []  # every frame coasted
+        if any(side is not None for side in sides):
+            return self.detector.detect(images, sides)
+        return self.detector.detect(images)
 
 
 @dataclass
@@ -137,6 +161,9 @@ class RoomStage(RoomHandover):
     _owner_ids: dict[str, dict[str, str]] = field(default_factory=dict)  # standby camera -> {own track: owner's}
     _followed_at: dict[str, float] = field(default_factory=dict)  # standby camera -> the checkpoint paired last
     _places: dict[str, dict] = field(default_factory=dict)  # standby camera -> track -> recent (time, box)
+    gating: RoomGating | None = None  # the person stage's per-camera gates, told each camera's tracks
+    hold_s: float = 0.6  # after a track appears or is reacquired, every frame is detected this long
+    looks_hold_s: float = 3.0  # an entering track's first seconds are detected while its looks are collected
 
     def __post_init__(self) -> None:
 
@@ -152,6 +179,8 @@ class RoomStage(RoomHandover):
     def reconfigure(self, config: Config) -> None:
         """The campus's cameras or doors changed: what is pending and tracked stays."""
         self.config = config
+        if self.gating is not None:
+            self.gating.reconfigure(config)
         self.rooms = {c.id: c.room for c in config.cameras}
         self.matcher.set_doors(config.doors)
 
@@ -187,8 +216,8 @@ class RoomStage(RoomHandover):
             except (KeyError, ValueError) as exc:
                 log.warning("recognition %s not usable for handoff: %s", r.event_id, exc)
 
-    def handle(self, results: list[tuple[Frame, list, list]]) -> None:
-        """PersonStage's results: (frame, person detections, room faces) per frame."""
+    def handle(self, results: list[tuple[Frame, list | None, list]]) -> None:
+        """PersonStage's results: (frame, person detections or None for a coasted frame, room faces) per frame."""
         self._drain_recognitions()
         running = self.running() if self.running is not None else None
         for frame, detections, faces in results:
@@ -202,11 +231,11 @@ class RoomStage(RoomHandover):
                 self.on_analysed(camera_id, frame.captured_at, frame.pts_s)
             height, width = frame.image.shape[:2]
             tracker = self._tracker(camera_id, frame)
-            for event in tracker.update(frame.pts_s, detections, frame.image):
-                wall = frame.captured_at - (frame.pts_s - event.pts_s)
-                self._on_track_event(event, wall, (width, height))
-            self._describe_entries(tracker, frame, detections)
-            self._describe_gap_entries(tracker, frame, detections)
+            settling = False
+            if detections is None:
+                tracker.coast(frame.pts_s)  # nothing moved: the tracks stay as they were
+            else:
+                settling = self._track(tracker, frame, detections, (width, height))
             now = frame.captured_at
             for track in tracker.open_tracks:
                 live = self.live.get(track.track_id)
@@ -217,6 +246,7 @@ class RoomStage(RoomHandover):
                         self._emit("update", track.track_id, live)
             if faces:
                 self._faces(tracker, frame, faces)
+            self._tell_gating(camera_id, tracker, frame.pts_s, settling)
             if camera_id in self.shadow:
                 self._follow_owner(camera_id, tracker, frame)
                 continue  # a standby: its state is kept warm, nothing leaves it
@@ -232,6 +262,35 @@ class RoomStage(RoomHandover):
             self._on_assignment(assignment)
             if not self.matcher.is_pending(assignment.track_id):  # an ambiguous one is asked again on new looks
                 self._entry_looks.pop(assignment.track_id, None)
+
+    def _track(self, tracker, frame: Frame, detections: list, frame_size: tuple[int, int]) -> bool:
+        """The tracker's update on a detected frame and what follows from its events; whether a track
+        appeared or came back (its gate then looks again for a while)."""
+        settling = False
+        for event in tracker.update(frame.pts_s, detections, frame.image):
+            wall = frame.captured_at - (frame.pts_s - event.pts_s)
+            self._on_track_event(event, wall, frame_size)
+            settling = settling or event.kind in ("appeared", "reacquired")
+        self._describe_entries(tracker, frame, detections)
+        self._describe_gap_entries(tracker, frame, detections)
+        return settling
+
+    def _tell_gating(self, camera_id: str, tracker, pts_s: float, settling: bool) -> None:
+        """The camera's gate: its active tracks' boxes, whether a room face is still wanted there (an active
+        track whose identity no room face has decided, and a gallery to decide it with), and every frame detected for ``hold_s`` after a
+        track appeared or came back (``settling``) and while an entering track's handoff still collects
+        looks in its first ``looks_hold_s`` (a seated one that never stands apart would hold it for good)."""
+        if self.gating is None:
+            return
+        tracks = tracker.open_tracks
+        gallery = self.gallery() if self.gallery is not None else None
+        undecided = gallery is not None and len(gallery) > 0 and any(  # nobody enrolled: no face can decide
+            t.state == "active" and (self.live.get(t.track_id) is None or not self.live[t.track_id].face_decided)
+            for t in tracks)
+        collecting = any(t.track_id in self._entry_looks and not self._entry_looks[t.track_id].done(self.looks_per_entry)
+                         and t.state == "active" and pts_s - t.first_pts_s <= self.looks_hold_s for t in tracks)
+        self.gating.observe(camera_id, active_boxes(tracks), faces_wanted=undecided,
+                            hold_until=pts_s + self.hold_s if collecting or settling else None)
 
     def _on_track_event(self, event, wall: float, frame_size: tuple[int, int]) -> None:
         room_id = self.rooms.get(event.camera_id, "unknown")

@@ -1,0 +1,156 @@
+"""Motion gating of a room camera: run the person detector only when something moved.
+
+A seated class is still: most room frames would give the detector's previous answer again. One
+:class:`MotionGate` per room camera keeps a small grey copy (``width`` pixels wide, blurred) of the frame
+the detector last ran on, its *reference*, and for each new frame counts the pixels that changed by more
+than ``pixel_threshold`` grey levels against it. The frame goes to the detector when
+
+* the changed pixels outside every track's box, or inside a door's entry zone (even within a box: somebody
+  entering behind a seated person), reach ``free_px`` (about a tenth of a far walker's area at 160 px): a
+  person where no track is, or somebody walking in;
+* the changed share of some track's box reaches ``track_share``: that person stood up or walked off
+  (a seated person's hands and head change far less of the box);
+* the frame before went to the detector for motion (``follow``): whoever moved may still be moving by
+  less than the thresholds against that frame (someone stepping into the doorway), and a new track needs
+  a second sighting to be confirmed;
+* ``max_skip_s`` of stream time passed since the detector last ran (whatever the pixels say);
+* the gate is held open (:meth:`hold`: an entry's handoff still collecting looks, a new track), the
+  previous detection count differed from the one before (people still settling), or the stream
+  restarted (stream time went back).
+
+Otherwise the frame is *coasted*: the tracker is told nothing changed (tracks keep their boxes and are
+not aged; see ``PersonTracker.coast``). The reference only moves on when the detector runs, so slow
+drift adds up against it until it triggers. Everything here is per camera: batching frames of several
+cameras into one detector call changes nothing in it.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+import cv2
+import numpy as np
+
+Box = tuple[float, float, float, float]
+
+
+@dataclass(frozen=True)
+class MotionSettings:
+    width: int = 160  # the grey copy's width in pixels
+    pixel_threshold: int = 25  # grey levels a pixel must change by to count
+    free_px: int = 12  # changed pixels outside the tracks' boxes (or in an entry zone) that trigger
+    track_share: float = 0.2  # share of a track's box that must change to trigger
+    max_skip_s: float = 2.0  # the detector runs at least this often (stream time)
+
+
+@dataclass(frozen=True)
+class Decision:
+    detect: bool
+    reason: str  # "first" | "restart" | "held" | "settling" | "follow" | "max_skip" | "free" | "track" | "still"
+
+
+class MotionGate:
+    """One room camera's motion gate (see the module docstring)."""
+
+    def __init__(self, settings: MotionSettings = MotionSettings(),
+                 entry_zones: Mapping[str, Sequence[tuple[float, float]]] | None = None):
+        self.settings = settings
+        self.entry_zones = [np.asarray(poly, np.float64) for poly in (entry_zones or {}).values()]
+        self._reference: np.ndarray | None = None
+        self._scale = 1.0  # small pixels per frame pixel
+        self._zone_mask: np.ndarray | None = None
+        self._detected_pts: float | None = None
+        self._last_pts: float | None = None
+        self._held_until = float("-inf")
+        self._counts: list[int] = []  # detection counts of the last two detector runs
+        self._moved = False  # the last frame was detected because something moved
+        self.boxes: tuple[Box, ...] = ()  # the camera's active track boxes (set by the room stage)
+        self.detected = 0
+        self.coasted = 0
+        self.reasons: Counter[str] = Counter()  # decisions by reason
+
+    def hold(self, until_pts: float) -> None:
+        """Run the detector on every frame up to stream time ``until_pts``."""
+        self._held_until = max(self._held_until, float(until_pts))
+
+    def decide(self, image: np.ndarray, pts_s: float) -> Decision:
+        """Whether the detector must run on this BGR frame; when it does, the frame becomes the reference."""
+        small = self._small(image)
+        decision = self._decide(small, float(pts_s))
+        self._last_pts = float(pts_s)
+        self._moved = decision.reason in ("free", "track")
+        self.reasons[decision.reason] += 1
+        if decision.detect:
+            self._reference, self._detected_pts = small, float(pts_s)
+            self.detected += 1
+        else:
+            self.coasted += 1
+        return decision
+
+    def ran(self, detections: int) -> None:
+        """The detector's count on the frame last decided for it: a change means people are settling."""
+        self._counts = (self._counts + [int(detections)])[-2:]
+
+    def _decide(self, small: np.ndarray, pts_s: float) -> Decision:
+        if self._reference is None or self._reference.shape != small.shape:
+            return Decision(True, "first")
+        if self._last_pts is not None and pts_s < self._last_pts:
+            return Decision(True, "restart")
+        if pts_s <= self._held_until:
+            return Decision(True, "held")
+        if len(self._counts) == 2 and self._counts[0] != self._counts[1]:
+            return Decision(True, "settling")
+        if self._moved:
+            return Decision(True, "follow")
+        if pts_s - self._detected_pts >= self.settings.max_skip_s:
+            return Decision(True, "max_skip")
+        changed = changed_mask(self._reference, small, self.settings.pixel_threshold)
+        boxes = [self._to_small(box, small.shape) for box in self.boxes]
+        if self._free_change(changed, boxes) >= self.settings.free_px:
+            return Decision(True, "free")
+        for x1, y1, x2, y2 in boxes:
+            area = max(1, (x2 - x1) * (y2 - y1))
+            if np.count_nonzero(changed[y1:y2, x1:x2]) / area >= self.settings.track_share:
+                return Decision(True, "track")
+        return Decision(False, "still")
+
+    def _free_change(self, changed: np.ndarray, boxes: list[tuple[int, int, int, int]]) -> int:
+        """Changed pixels outside every track's box, plus those in an entry zone."""
+        free = changed.copy()
+        for x1, y1, x2, y2 in boxes:
+            free[y1:y2, x1:x2] = False
+        zones = self._zones(changed.shape)
+        if zones is not None:
+            free |= changed & zones
+        return int(np.count_nonzero(free))
+
+    def _small(self, image: np.ndarray) -> np.ndarray:
+        h, w = image.shape[:2]
+        width = min(self.settings.width, w)
+        height = max(1, round(h * width / w))
+        self._scale = width / w
+        grey = cv2.cvtColor(cv2.resize(image, (width, height), interpolation=cv2.INTER_AREA), cv2.COLOR_BGR2GRAY)
+        return cv2.GaussianBlur(grey, (3, 3), 0)  # compression noise is pixel-sized
+
+    def _to_small(self, box: Box, shape: tuple[int, int]) -> tuple[int, int, int, int]:
+        h, w = shape
+        x1, y1, x2, y2 = (float(v) * self._scale for v in box)
+        return (int(np.clip(np.floor(x1), 0, w)), int(np.clip(np.floor(y1), 0, h)),
+                int(np.clip(np.ceil(x2), 0, w)), int(np.clip(np.ceil(y2), 0, h)))
+
+    def _zones(self, shape: tuple[int, int]) -> np.ndarray | None:
+        if not self.entry_zones:
+            return None
+        if self._zone_mask is None or self._zone_mask.shape != shape:
+            mask = np.zeros(shape, np.uint8)
+            for poly in self.entry_zones:
+                cv2.fillPoly(mask, [np.round(poly * self._scale).astype(np.int32)], 1)
+            self._zone_mask = mask.astype(bool)
+        return self._zone_mask
+
+
+def changed_mask(reference: np.ndarray, small: np.ndarray, threshold: int) -> np.ndarray:
+    """Pixels of ``small`` that differ from ``reference`` by more than ``threshold`` grey levels."""
+    return cv2.absdiff(reference, small) > threshold

@@ -1,0 +1,110 @@
+"""What a room camera's frame needs from the models: the per-camera state shared by the person stage
+(which asks it before each detector call, in a worker thread) and the room stage (which tells it, on the
+event loop, what the camera's tracks are).
+
+Per camera: a :class:`~processor.stages.motion.MotionGate` (``[tracking] motion_gating``), an
+:class:`~processor.stages.input_size.InputSizeChooser` (``[tracking] adaptive_input``) and whether room
+faces are still wanted there (some active track's identity not yet decided by a room face). The room
+stage replaces a camera's view by assignment, and the person stage reads it whole: no locks needed.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from infra.foundation.config import Config
+from processor.frames import Frame
+from processor.stages.input_size import InputSizeChooser
+from processor.stages.motion import Decision, MotionGate, MotionSettings
+
+ALWAYS = Decision(True, "ungated")
+
+
+@dataclass(frozen=True)
+class Plan:
+    """One frame's work: run the detector (at ``side``, None: the detector's own) or coast."""
+
+    detect: bool
+    side: int | None
+    reason: str
+
+
+class CameraGating:
+    def __init__(self, gate: MotionGate | None, sizes: InputSizeChooser | None):
+        self.gate = gate
+        self.sizes = sizes
+        self.faces_wanted = True  # until the room stage says every track's identity is decided
+
+
+class RoomGating:
+    """The per-camera gates of every room camera (see the module docstring)."""
+
+    def __init__(self, config: Config, detector_side: int, *, adaptive: bool = True):
+        self.detector_side = int(detector_side)
+        self.adaptive = adaptive  # False: the detector cannot take a per-image side (not fitted to the frame)
+        self._cameras: dict[str, CameraGating] = {}
+        self.reconfigure(config)
+
+    def reconfigure(self, config: Config) -> None:
+        """The campus changed: gates are rebuilt on their next frame (entry zones may have moved)."""
+        self.config = config
+        tracking = config.tracking
+        self.settings = MotionSettings(width=tracking.motion_width_px, pixel_threshold=tracking.motion_pixel_threshold,
+                                       free_px=tracking.motion_free_px, track_share=tracking.motion_track_share,
+                                       max_skip_s=tracking.motion_max_skip_s)
+        self._cameras.clear()
+
+    def camera(self, camera_id: str) -> CameraGating:
+        gating = self._cameras.get(camera_id)
+        if gating is None:
+            tracking = self.config.tracking
+            zones = {d.id: d.entry_zone for d in self.config.doors if d.room_camera == camera_id}
+            gate = MotionGate(self.settings, zones) if tracking.motion_gating else None
+            floor = min(tracking.person_input_min_px, self.detector_side)
+            sizes = (InputSizeChooser(self.detector_side, floor, min_person_px=tracking.person_min_height_px)
+                     if tracking.adaptive_input and self.adaptive and floor < self.detector_side else None)
+            gating = self._cameras[camera_id] = CameraGating(gate, sizes)
+        return gating
+
+    def plan(self, frame: Frame) -> Plan:
+        """What this frame needs (asked in frame order per camera)."""
+        gating = self.camera(frame.camera_id)
+        decision = gating.gate.decide(frame.image, frame.pts_s) if gating.gate is not None else ALWAYS
+        side = gating.sizes.side if gating.sizes is not None and gating.sizes.side < self.detector_side else None
+        return Plan(decision.detect, side, decision.reason)
+
+    def ran(self, frame: Frame, detections: list) -> None:
+        """The detector's answer on a frame planned for it."""
+        gating = self.camera(frame.camera_id)
+        if gating.gate is not None:
+            gating.gate.ran(len(detections))
+        if gating.sizes is not None:
+            gating.sizes.observe(frame.pts_s, max(frame.image.shape[:2]), [d.box[3] - d.box[1] for d in detections])
+
+    def faces_wanted(self, camera_id: str) -> bool:
+        return self.camera(camera_id).faces_wanted
+
+    def observe(self, camera_id: str, boxes, *, faces_wanted: bool, hold_until: float | None = None) -> None:
+        """The room stage's view of a camera after a frame: its active tracks' boxes, whether any of them
+        still wants a room face, and a stream time up to which every frame must be detected."""
+        gating = self.camera(camera_id)
+        gating.faces_wanted = faces_wanted
+        if gating.gate is not None:
+            gating.gate.boxes = tuple(tuple(float(v) for v in box) for box in boxes)
+            if hold_until is not None:
+                gating.gate.hold(hold_until)
+
+    def forget(self, camera_id: str) -> None:
+        self._cameras.pop(camera_id, None)
+
+    def stats(self) -> dict[str, dict]:
+        """Per camera: frames detected and coasted, the gate's decisions by reason, and the input side now."""
+        return {camera_id: {"detected": g.gate.detected if g.gate else None,
+                            "coasted": g.gate.coasted if g.gate else None,
+                            "reasons": dict(g.gate.reasons) if g.gate else {},
+                            "side": g.sizes.side if g.sizes else self.detector_side}
+                for camera_id, g in list(self._cameras.items())}
+
+
+def active_boxes(tracks) -> list[tuple[float, float, float, float]]:
+    return [t.box for t in tracks if t.state == "active"]

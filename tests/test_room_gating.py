@@ -1,0 +1,223 @@
+"""Less work per room camera, pure logic: the motion gate (processor.stages.motion), the person
+detector's input side per camera (processor.stages.input_size), coasting tracks (PersonTracker.coast)
+and the person stage's plan (processor.stages.room_gating): which frames reach the detector, at what
+side, and that the tracks give the same answer through coasted frames."""
+
+from __future__ import annotations
+
+import asyncio
+
+import numpy as np
+import pytest
+
+from infra.foundation.config import EXAMPLE_CONFIG, load_config
+from processor.frames import Frame
+from processor.stages.input_size import InputSizeChooser
+from processor.stages.motion import MotionGate, MotionSettings
+from processor.stages.person_tracks import PersonTracker
+from processor.stages.persons import PersonDetection
+from processor.stages.room import PersonStage, RoomStage
+from processor.stages.room_gating import RoomGating
+
+SETTINGS = MotionSettings(max_skip_s=2.0)
+SEATED = (600.0, 300.0, 700.0, 560.0)
+
+
+def room(people=(), noise_seed: int | None = None) -> np.ndarray:
+    """A 1280x720 room: grey walls, a dark block per person box (x1, y1, x2, y2)."""
+    image = np.full((720, 1280, 3), 120, np.uint8)
+    for x1, y1, x2, y2 in people:
+        image[int(y1):int(y2), int(x1):int(x2)] = (30, 40, 60)  # dark clothes
+    if noise_seed is not None:  # sensor / compression noise of a few grey levels
+        noise = np.random.default_rng(noise_seed).integers(-6, 7, image.shape)
+        image = np.clip(image.astype(int) + noise, 0, 255).astype(np.uint8)
+    return image
+
+
+def test_a_still_room_is_coasted_until_max_skip_then_detected():
+    gate = MotionGate(SETTINGS)
+    reasons = [gate.decide(room([SEATED], noise_seed=n), n * 0.2).reason for n in range(12)]
+    assert reasons[0] == "first"
+    assert reasons[1:10] == ["still"] * 9  # noise of a few grey levels is not motion
+    assert reasons[10] == "max_skip"  # 2 s after the last run, whatever the pixels say
+    assert reasons[11] == "still"
+    assert (gate.detected, gate.coasted) == (2, 10)
+
+
+def test_somebody_appearing_where_no_track_is_is_always_detected():
+    gate = MotionGate(SETTINGS)
+    gate.decide(room([SEATED]), 0.0)
+    gate.boxes = (SEATED,)
+    assert not gate.decide(room([SEATED]), 0.2).detect
+    # a far, small person (40 x 100 px in the frame: 5 x 12 px at 160 wide) where nobody is tracked
+    decision = gate.decide(room([SEATED, (100, 200, 140, 300)]), 0.4)
+    assert decision.detect and decision.reason == "free"
+
+
+def test_small_motion_inside_a_track_coasts_but_standing_up_is_detected():
+    gate = MotionGate(SETTINGS)
+    gate.decide(room([SEATED]), 0.0)
+    gate.boxes = (SEATED,)
+    hands = room([SEATED, (620, 420, 650, 440)])  # a small change inside the seated person's box
+    hands[420:440, 620:650] = 250
+    assert gate.decide(hands, 0.2).reason == "still"
+    stood = room([(600, 200, 700, 460)])  # the same person, a box height higher: most of the box changed
+    assert gate.decide(stood, 0.4).reason in ("track", "free")
+    assert gate.decide(stood, 0.6).reason == "follow"  # whoever moved may still be moving: once more
+    assert gate.decide(stood, 0.8).reason == "still"  # the reference moved on with the detector runs
+
+
+def test_motion_in_an_entry_zone_triggers_even_inside_a_track_box():
+    zone = [(560, 400), (760, 400), (760, 600), (560, 600)]  # a door's zone overlapping the seated box
+    gate = MotionGate(SETTINGS, {"door": zone})
+    gate.decide(room([SEATED]), 0.0)
+    gate.boxes = (SEATED,)
+    frame = room([SEATED])
+    frame[500:540, 640:680] = 250  # a small change inside the box, inside the zone
+    assert gate.decide(frame, 0.2).reason == "free"
+    no_zone = MotionGate(SETTINGS)
+    no_zone.decide(room([SEATED]), 0.0)
+    no_zone.boxes = (SEATED,)
+    assert no_zone.decide(frame, 0.2).reason == "still"
+
+
+def test_hold_count_changes_and_restarts_force_the_detector():
+    gate = MotionGate(SETTINGS)
+    still = room([SEATED])
+    gate.decide(still, 0.0)
+    gate.hold(0.5)
+    assert [gate.decide(still, t).reason for t in (0.2, 0.4, 0.6)] == ["held", "held", "still"]
+    gate.ran(1)
+    gate.ran(2)  # the last two runs counted differently: people are still settling
+    assert gate.decide(still, 0.8).reason == "settling"
+    gate.ran(2)
+    assert gate.decide(still, 1.0).reason == "still"
+    assert gate.decide(still, 0.1).reason == "restart"  # stream time went back
+
+
+def test_input_side_steps_down_slowly_for_large_people_and_never_below_the_floor():
+    chooser = InputSizeChooser(640, 448, min_person_px=64, settle_s=5.0, step=64)
+    sides = [chooser.observe(t * 0.5, 1280, [300.0, 260.0]) for t in range(60)]  # 30 s of people 260 px high
+    assert sides[0] == 640 and sides[9] == 640  # nothing changes before settle_s
+    assert sides[10] == 576 and 576 in sides and 512 in sides
+    # 260 px at 320 would be 65 px high, but the floor is 448
+    assert sides[-1] == 448 and min(sides) == 448
+
+
+def test_input_side_stops_where_the_smallest_person_would_get_too_small():
+    chooser = InputSizeChooser(640, 320, min_person_px=64, settle_s=1.0, step=64)
+    for t in range(40):
+        side = chooser.observe(float(t), 1280, [210.0])
+    assert side == 448  # 210 px at 384 would be 63 px high in the input: too small
+
+
+def test_input_side_goes_back_to_full_on_a_small_person_a_missed_one_or_an_empty_room():
+    chooser = InputSizeChooser(640, 320, min_person_px=64, settle_s=1.0)
+    for t in range(20):
+        chooser.observe(float(t), 1280, [400.0, 400.0])
+    assert chooser.side == 320
+    assert chooser.observe(20.0, 1280, [400.0, 400.0, 120.0]) == 640  # somebody far away
+    chooser = InputSizeChooser(640, 320, min_person_px=64, settle_s=1.0)
+    for t in range(20):
+        chooser.observe(float(t), 1280, [400.0, 400.0])
+    assert chooser.observe(20.0, 1280, [400.0]) == 640  # one fewer at a reduced side: maybe missed
+    chooser = InputSizeChooser(640, 320, min_person_px=64, settle_s=1.0, window_s=10.0)
+    for t in range(20):
+        chooser.observe(float(t), 1280, [400.0])
+    assert chooser.side == 320
+    for t in range(20, 40):
+        chooser.observe(float(t), 1280, [])
+    assert chooser.side == 640  # nobody seen for the whole window: the next person's size is unknown
+
+
+def test_input_side_must_be_multiples_of_32():
+    with pytest.raises(ValueError):
+        InputSizeChooser(640, 300)
+
+
+def person(x: float, y: float, height: float = 240.0) -> PersonDetection:
+    return PersonDetection(box=(x - 40.0, y - height, x + 40.0, y), score=0.8, class_id=0)
+
+
+def test_coasted_frames_do_not_lose_or_age_tracks():
+    """Someone seated, seen by the detector once every 2 s and coasted in between, stays one active
+    track; someone unseen at the last run is not aged toward lost_after_s by the coasted frames."""
+    tracker = PersonTracker("room", fps=5.0)
+    for n in range(5):
+        tracker.update(n * 0.2, [person(600, 500), person(900, 500)])
+    events = []
+    t = 1.0
+    for _ in range(5):  # 10 s: a run every 2 s with only the first person seen, coasted frames between
+        events += tracker.update(t, [person(600, 500)])
+        for k in range(1, 10):
+            tracker.coast(t + k * 0.2)
+        t += 2.0
+    kinds = [e.kind for e in events]
+    by_x = {round((tr.box[0] + tr.box[2]) / 2): tr for tr in tracker.open_tracks}
+    assert by_x[600].state == "active" and by_x[600].last_pts_s == pytest.approx(t - 0.2)
+    # the second person was missed in 5 runs, but only those runs' 0.2 s steps of unseen time count:
+    # not lost (it would have been after 2 s without the coasting), and no exit
+    assert by_x[900].state == "active" and "lost" not in kinds and "exited" not in kinds, events
+    assert tracker.coasted == 45
+
+
+def test_without_coasting_the_same_misses_lose_the_track():
+    tracker = PersonTracker("room", fps=5.0)
+    for n in range(5):
+        tracker.update(n * 0.2, [person(600, 500), person(900, 500)])
+    events = []
+    t = 1.0
+    for _ in range(5):
+        events += tracker.update(t, [person(600, 500)])
+        t += 2.0
+    assert "lost" in [e.kind for e in events]
+
+
+class CountingDetector:
+    def __init__(self):
+        self.calls: list[tuple[int, list | None]] = []
+        self.input_side, self.fit_to_frame = 640, True
+
+    def detect(self, images, sides=None):
+        self.calls.append((len(images), list(sides) if sides is not None else None))
+        return [[PersonDetection(SEATED, 0.9, 0)] for _ in images]
+
+
+def test_the_person_stage_detects_only_what_the_gates_plan():
+    config = load_config(EXAMPLE_CONFIG, environ={})
+    detector = CountingDetector()
+    gating = RoomGating(config, 640)
+    stage = PersonStage(detector, gating=gating)
+    camera = next(c.id for c in config.cameras if c.role == "room")
+    results = []
+    for n in range(15):
+        frame = Frame(camera, n, n * 0.2, 1000.0 + n * 0.2, room([SEATED]))
+        results += stage.process([frame])
+        gating.observe(camera, [SEATED], faces_wanted=False)
+    detected = [r[1] is not None for r in results]
+    assert detected[0] and detected[10] and sum(detected) == 2  # the first frame, then max_skip_s later
+    assert stage.detected == 2 and stage.coasted == 13
+    assert detector.calls == [(1, None), (1, None)]  # at the detector's own side: no people seen long enough
+    assert all(r[1] is None for r, d in zip(results, detected) if not d)
+
+
+def _room_stage(gallery, gating: RoomGating) -> RoomStage:
+    return RoomStage(load_config(EXAMPLE_CONFIG, environ={}), publish=lambda *a, **k: True, topic="presence",
+                     recognitions=asyncio.Queue(), gallery=lambda: gallery, gating=gating)
+
+
+@pytest.mark.parametrize("enrolled, decided, wanted", [(0, False, False), (2, False, True), (2, True, False)])
+def test_room_faces_are_wanted_only_for_undecided_tracks_with_a_gallery(enrolled, decided, wanted):
+    config = load_config(EXAMPLE_CONFIG, environ={})
+    camera = next(c.id for c in config.cameras if c.role == "room")
+    gating = RoomGating(config, 640)
+    stage = _room_stage(list(range(enrolled)), gating)  # a gallery of ``enrolled`` people (only its size counts)
+    for n in range(4):
+        stage.handle([(Frame(camera, n, n * 0.2, 1000.0 + n * 0.2, room([SEATED])), [PersonDetection(SEATED, 0.9, 0)],
+                       [])])
+    assert len(stage.live) == 1
+    for live in stage.live.values():
+        live.face_decided = decided
+    stage.handle([(Frame(camera, 4, 0.8, 1000.8, room([SEATED])), None, [])])  # a coasted frame
+    assert gating.faces_wanted(camera) is wanted
+    assert gating.camera(camera).gate.boxes == (SEATED,)  # the gate knows where the track is
