@@ -46,8 +46,9 @@ def bench_faces_command(ctx: click.Context, streams: int, seconds: float, as_jso
 @bench.command("persons")
 @click.option("--streams", type=click.IntRange(1, 256), default=4, show_default=True,
               help="Concurrent RTSP room streams (enough to saturate 2 CPU cores at 5 fps analysis).")
-@click.option("--seconds", type=FiniteFloat(0, 3600, low_open=True), default=30.0, show_default=True,
-              help="Measuring window of the pipeline.")
+@click.option("--seconds", type=FiniteFloat(0, 3600, low_open=True), default=75.0, show_default=True,
+              help="Measuring window of the pipeline (75: one loop of the room video, the arrivals and the "
+                   "seated class; a room spends most of a lesson seated).")
 @click.option("--fps", "analysis_fps", type=FiniteFloat(0, 120, low_open=True), default=5.0, show_default=True,
               help="Analysis rate of each room stream.")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON document.")
