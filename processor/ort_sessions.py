@@ -8,7 +8,8 @@ processor does. ``processor.model_packs.create_session`` is the processor's way 
 * TensorRT (``trt_fp16_enable``, ``trt_engine_cache_enable`` and a timing cache under ``<cache>/tensorrt``):
   building an engine takes seconds to minutes per model and input-shape profile; the cache makes the second
   start instant. Models whose only free axis is the batch get one profile, batch 1 to :data:`MAX_BATCH`, so a
-  new batch size never rebuilds the engine.
+  new batch size never rebuilds the engine; a model with free spatial axes (the face detector sized per
+  batch) runs on CUDA instead.
 * CUDA: the cuDNN algorithm search is done once per shape (EXHAUSTIVE pays for long-lived sessions), the
   memory arena grows by what is asked (not doubling: several sessions share the card).
 * I/O binding (:class:`BoundSession`): on a GPU each input goes host to device once into a buffer kept per
@@ -62,16 +63,20 @@ def batch_profile(inputs: Sequence[tuple[str, Sequence[Any]]], max_batch: int = 
 def provider_list(available: Sequence[str], cache: Path | None, inputs: Sequence[tuple[str, Sequence[Any]]] = (),
                   device_id: int = 0) -> list[Any]:
     """The providers to ask for, best first, with their options: TensorRT (FP16, engine and timing cache under
-    ``cache``/tensorrt, batch profile), CUDA, then CPU; only those ``available`` and not seen failing."""
+    ``cache``/tensorrt, batch profile), CUDA, then CPU; only those ``available`` and not seen failing.
+
+    ``inputs`` (name, shape) of the model: one with a free axis besides the batch (YuNet's any-size input) skips
+    TensorRT, which would build a new engine, for seconds, at every input shape outside the one it has."""
     chosen: list[Any] = []
-    if TENSORRT in available and TENSORRT not in _BROKEN:
+    profile = batch_profile(inputs)
+    if TENSORRT in available and TENSORRT not in _BROKEN and (profile or not inputs):
         options: dict[str, Any] = {"device_id": device_id, "trt_fp16_enable": True}
         if cache is not None:
             engines = Path(cache) / "tensorrt"
             engines.mkdir(parents=True, exist_ok=True)
             options.update({"trt_engine_cache_enable": True, "trt_engine_cache_path": str(engines),
                             "trt_timing_cache_enable": True, "trt_timing_cache_path": str(engines)})
-        options.update(batch_profile(inputs))
+        options.update(profile)
         chosen.append((TENSORRT, options))
     if CUDA in available and CUDA not in _BROKEN:
         chosen.append((CUDA, {"device_id": device_id, "cudnn_conv_algo_search": "EXHAUSTIVE",

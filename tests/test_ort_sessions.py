@@ -34,7 +34,9 @@ def test_provider_list_without_a_gpu_and_profiles_only_for_batch_only_models(tmp
     assert osx.provider_list([osx.CPU], tmp_path) == [osx.CPU]
     assert not (tmp_path / "tensorrt").exists()
     assert osx.provider_list(["AzureExecutionProvider", osx.CUDA, osx.CPU], None)[0][0] == osx.CUDA
-    assert osx.batch_profile([("input", ["N", 3, "H", "W"])]) == {}  # YuNet: any size, built per shape
+    assert osx.batch_profile([("input", ["N", 3, "H", "W"])]) == {}  # YuNet: any size
+    yunet = osx.provider_list([osx.TENSORRT, osx.CUDA, osx.CPU], None, [("input", ["N", 3, "H", "W"])])
+    assert [osx.provider_name(p) for p in yunet] == [osx.CUDA, osx.CPU]  # no engine rebuilt per shape
     assert osx.batch_profile([("images", [1, 3, 640, 384])])["trt_profile_opt_shapes"] == "images:16x3x640x384"
 
 
