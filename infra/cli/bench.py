@@ -76,15 +76,15 @@ def bench_precision_command(ctx: click.Context, rounds: int, as_json: bool) -> N
     print_figures(bench_person_precision(_config(ctx), rounds=rounds, say=progress(as_json)), as_json)
 
 
-@bench.command("gpu", context_settings={"ignore_unknown_options": True, "help_option_names": []})
+@bench.command("gpu", context_settings={"ignore_unknown_options": True})
 @click.option("--prepare", type=click.Path(file_okay=False, path_type=Path), default=None,
               help="Only write the models folder to carry to a GPU machine, and say how to run it there.")
 @click.argument("options", nargs=-1, type=click.UNPROCESSED)
 @click.pass_context
 def bench_gpu_command(ctx: click.Context, prepare: Path | None, options: tuple[str, ...]) -> None:
     """Model stages' throughput at batch 1..64 on the best onnxruntime provider and streams per device
-    (infra/bench/gpu.py, which also runs by itself on a bare GPU machine). Its options: `--help` lists them;
-    without --models it measures the configured pack, prepared under the cache folder."""
+    (infra/bench/gpu.py, which also runs by itself on a bare GPU machine; `python3 infra/bench/gpu.py --help`
+    lists the OPTIONS passed to it). Without --models it measures the configured pack, prepared under the cache."""
     config = _config(ctx)
     if prepare is not None:
         entries = prepare_carry(prepare, config.models.pack)
@@ -94,7 +94,7 @@ def bench_gpu_command(ctx: click.Context, prepare: Path | None, options: tuple[s
                    f"python3 infra/bench/gpu.py --models {prepare} --out $OUT/gpu-bench.json")
         return
     argv = list(options)
-    if "--models" not in argv and not any(a.startswith("--models=") for a in argv) and "--help" not in argv:
+    if "--models" not in argv and not any(a.startswith("--models=") for a in argv):
         folder = cache_dir() / "gpu-bench" / config.models.pack
         prepare_carry(folder, config.models.pack)
         argv += ["--models", str(folder)]
