@@ -23,8 +23,13 @@ $(PY):
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "setup: Python 3.11+ is needed, found " + sys.version.split()[0] + ": set PYTHON=/path/to/python3.11")'
 	$(PYTHON) -m venv $(VENV)
 
-$(INSTALLED): requirements.lock pyproject.toml | $(PY)
+# On a machine with an NVIDIA driver (or ROLLCALL_GPU=1) the GPU build of onnxruntime replaces the CPU one.
+$(INSTALLED): requirements.lock requirements-gpu.lock pyproject.toml | $(PY)
 	$(PY) -m pip install --disable-pip-version-check -q --no-deps -r requirements.lock
+	@if $(PY) infra/setup/gpu_runtime.py; then \
+	  $(PY) -m pip uninstall --disable-pip-version-check -q -y onnxruntime && \
+	  $(PY) -m pip install --disable-pip-version-check -q --no-deps --require-hashes -r requirements-gpu.lock; \
+	fi
 	$(PY) -m pip install --disable-pip-version-check -q --no-deps --no-build-isolation -e .
 	@touch $@
 

@@ -11,6 +11,7 @@ API: ``load_pack(name)`` -> :class:`LoadedPack`, ``create_session(path, provider
 from __future__ import annotations
 
 import json
+import logging
 import os
 import re
 from collections.abc import Sequence
@@ -18,10 +19,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import onnx
+
 from infra.foundation.errors import RollcallError
 from infra.foundation.paths import cache_dir, models_dir
 from infra.foundation.registry_fetch import sha256_of
+from processor import ort_sessions
 from processor.model_catalogue import DEFAULT_PACK, MANIFEST, ModelSpec, PackSpec, pack_spec
+
+log = logging.getLogger("rollcall.models")
 
 # DEFAULT_PACK is the catalogue's: the pack load_pack and the stages use when none is named
 __all__ = ["DEFAULT_PACK", "LoadedPack", "create_session", "load_pack", "one_line", "open_insightface",
@@ -99,44 +105,66 @@ def one_line(exc: BaseException) -> str:
 # ------------------------------------------------------------------------------------------- runtime
 
 def create_session(path: Path | str | bytes, providers: Sequence[Any] | None = None, threads: int | None = None):
-    """An onnxruntime session on the best provider this onnxruntime has: TensorRT, then CUDA, then CPU.
-    ``path`` may also be a serialised model (a variant built in memory, e.g. another input size).
+    """An onnxruntime session on the best provider this onnxruntime has: TensorRT (FP16, engine cache under
+    ``<cache>/tensorrt``), then CUDA, then CPU (``processor.ort_sessions``). ``path`` may also be a serialised
+    model (a variant built in memory, e.g. another input size).
 
     ``ROLLCALL_ORT_PROVIDERS`` (comma list, e.g. ``CUDAExecutionProvider,CPUExecutionProvider``) overrides the
-    choice; a provider that fails to start falls back to CPU. ``threads`` sets intra-op threads (CPU)."""
+    choice; a GPU provider that fails to start is dropped for the rest of the process (TensorRT to CUDA to
+    CPU). On a GPU the session comes wrapped for I/O binding (:class:`~processor.ort_sessions.BoundSession`,
+    same ``run``). ``threads`` sets intra-op threads (CPU)."""
     import onnxruntime as ort
 
     available = ort.get_available_providers()
     if providers is None:
         env = os.environ.get("ROLLCALL_ORT_PROVIDERS", "").strip()
-        if env:
-            providers = [p.strip() for p in env.split(",") if p.strip()]
-        else:
-            providers = []
-            if "TensorrtExecutionProvider" in available:
-                engines = cache_dir() / "tensorrt"
-                engines.mkdir(parents=True, exist_ok=True)
-                providers.append(("TensorrtExecutionProvider", {
-                    "trt_engine_cache_enable": True, "trt_engine_cache_path": str(engines), "trt_fp16_enable": True}))
-            if "CUDAExecutionProvider" in available:
-                providers.append("CUDAExecutionProvider")
-            providers.append("CPUExecutionProvider")
-    names = [p[0] if isinstance(p, tuple) else p for p in providers]
+        providers = [p.strip() for p in env.split(",") if p.strip()] if env else None
+    if providers is None:
+        inputs = _graph_inputs(path) if ort_sessions.TENSORRT in available else ()
+        providers = ort_sessions.provider_list(available, cache_dir(), inputs)
+    names = [ort_sessions.provider_name(p) for p in providers]
     unknown = [n for n in names if n not in available]
     if unknown:
         raise RollcallError(f"onnxruntime here has no {', '.join(unknown)} (it has: {', '.join(available)})")
+    if any(n in ort_sessions.GPU_PROVIDERS for n in names) and hasattr(ort, "preload_dlls"):
+        _preload_cuda_libraries(ort)
     options = ort.SessionOptions()
     if threads:
         options.intra_op_num_threads = threads
     # Several sessions (face detector, embedder, person detector) share the cores from worker threads:
     # idle intra-op threads must sleep, not spin, or they take CPU from the other sessions.
     options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    model = path if isinstance(path, bytes) else str(path)
+    chain = list(providers) + ([] if ort_sessions.CPU in names else [ort_sessions.CPU])  # the last resort
     try:
-        return ort.InferenceSession(path if isinstance(path, bytes) else str(path), options, providers=list(providers))
+        session = ort_sessions.open_session(ort, model, options, chain)
     except Exception as exc:  # noqa: BLE001
-        if names == ["CPUExecutionProvider"]:
-            raise RollcallError(f"onnxruntime cannot load {_shown(path)} ({one_line(exc)})") from None
-        return ort.InferenceSession(path if isinstance(path, bytes) else str(path), options, providers=["CPUExecutionProvider"])
+        raise RollcallError(f"onnxruntime cannot load {_shown(path)} ({one_line(exc)})") from None
+    return ort_sessions.bind_io(ort, session)
+
+
+_PRELOADED: list[bool] = []
+
+
+def _preload_cuda_libraries(ort: Any) -> None:
+    """CUDA and cuDNN from the nvidia-* wheels, when installed (``make setup`` on a GPU machine with
+    ``ROLLCALL_GPU_LIBS=pip``); system libraries are found by the loader anyway. Once per process."""
+    if _PRELOADED:
+        return
+    _PRELOADED.append(True)
+    try:
+        ort.preload_dlls()
+    except Exception as exc:  # noqa: BLE001 - the system's libraries may still be there
+        log.info("onnxruntime.preload_dlls: %s", one_line(exc))
+
+
+def _graph_inputs(path: Path | str | bytes) -> list[tuple[str, list[Any]]]:
+    """(name, shape) of each graph input that is not a weight; symbolic axes as their names."""
+    model = onnx.load_from_string(path) if isinstance(path, bytes) else onnx.load(str(path), load_external_data=False)
+    weights = {init.name for init in model.graph.initializer}
+    return [(i.name, [d.dim_value if d.HasField("dim_value") else (d.dim_param or "?")
+                      for d in i.type.tensor_type.shape.dim])
+            for i in model.graph.input if i.name not in weights]
 
 
 def _shown(path: Path | str | bytes) -> str:

@@ -10,7 +10,9 @@ import click
 
 from infra.bench.dashboard import run_bench as run_dashboard_bench
 from infra.bench.precision import bench_person_precision
+from infra.bench import gpu as gpu_bench
 from infra.bench.faces import bench_faces
+from infra.bench.gpu_carry import prepare_carry
 from infra.bench.persons import bench_persons
 from infra.bench.tracking import bench_tracking, format_table, to_json
 from infra.bench.writer import bench_writer as run_writer_bench
@@ -19,6 +21,7 @@ from infra.cli.support import print_figures, print_json, progress
 from infra.cli.types import FiniteFloat
 from infra.foundation.endpoints import resolve
 from infra.foundation.errors import RollcallError
+from infra.foundation.paths import cache_dir
 
 
 @click.group()
@@ -72,6 +75,31 @@ def bench_precision_command(ctx: click.Context, rounds: int, as_json: bool) -> N
     """The room person detector at int8 against fp32 (the baseline, same run, same frames): ms a frame,
     speed-up, and the share of fp32 persons int8 finds too."""
     print_figures(bench_person_precision(_config(ctx), rounds=rounds, say=progress(as_json)), as_json)
+
+
+@bench.command("gpu", context_settings={"ignore_unknown_options": True})
+@click.option("--prepare", type=click.Path(file_okay=False, path_type=Path), default=None,
+              help="Only write the models folder to carry to a GPU machine, and say how to run it there.")
+@click.argument("options", nargs=-1, type=click.UNPROCESSED)
+@click.pass_context
+def bench_gpu_command(ctx: click.Context, prepare: Path | None, options: tuple[str, ...]) -> None:
+    """Model stages' throughput at batch 1..64 on the best onnxruntime provider and streams per device
+    (infra/bench/gpu.py, which also runs by itself on a bare GPU machine; `python3 infra/bench/gpu.py --help`
+    lists the OPTIONS passed to it). Without --models it measures the configured pack, prepared under the cache."""
+    config = _config(ctx)
+    if prepare is not None:
+        entries = prepare_carry(prepare, config.models.pack)
+        size = sum((prepare / e["file"]).stat().st_size for e in entries) / 2**20
+        click.echo(f"{prepare}: {len(entries)} models, {size:.1f} MiB. Carry it (a folder inside the repository, "
+                   f"e.g. build/gpu-bench) and run from the repository root on the GPU machine: "
+                   f"python3 infra/bench/gpu.py --models {prepare} --out $OUT/gpu-bench.json")
+        return
+    argv = list(options)
+    if "--models" not in argv and not any(a.startswith("--models=") for a in argv):
+        folder = cache_dir() / "gpu-bench" / config.models.pack
+        prepare_carry(folder, config.models.pack)
+        argv += ["--models", str(folder)]
+    gpu_bench.main(argv, say=lambda line: click.echo(line, err=line.startswith(" ")))
 
 
 @bench.command("tracking")
