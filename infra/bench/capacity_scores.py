@@ -15,8 +15,10 @@ CRITERIA = {
     "door_p95_ms_below": 1000.0,
     "room_p95_ms_below": 2000.0,
     "identities_of_other_copies": 0,
-    "door_latency": "published_at - last_seen of each recognition: the capture of the frame that decided it to "
-                    "the event (stream times on the wall clock, so a decoder or queue that falls behind counts)",
+    "door_latency": "published_at - last_seen of each recognition of an enrolled person: the capture of the frame "
+                    "that decided it to the event (stream times on the wall clock, so a decoder or queue that falls "
+                    "behind counts). An unknown face is decided only once its track has ended (1 s without it), so "
+                    "its delay is at least that by design: door_all_p95_ms has every event",
     "room_latency": "published_at - frame_time of each enter, update and identity presence event (exit events are "
                     "left out: they are published when a lost track is given up, seconds after its last frame)",
 }
@@ -30,8 +32,8 @@ def score_copy(copy, name: str, truth: dict, outcome, other_people: set[str]) ->
     attendance = score_attendance(outcome.attendance.get(copy.index), truth)
     recognition = score_recognitions(recognitions, truth)
     handoff = score_handoff(presence, truth, outcome.origins.get(copy.index))
-    door_ms = _ms([published_after(e, "last_seen") for e in recognitions])
-    known_ms = _ms([published_after(e, "last_seen") for e in recognitions if e.get("person_id")])
+    door_ms = _ms([published_after(e, "last_seen") for e in recognitions if e.get("person_id")])
+    all_door_ms = _ms([published_after(e, "last_seen") for e in recognitions])
     room_ms = _ms([published_after(e, "frame_time") for e in presence if e.get("kind") != "exit"])
     foreign = sorted({e["person_id"] for e in recognitions + presence if e.get("person_id") in other_people})
     figures = {
@@ -41,8 +43,7 @@ def score_copy(copy, name: str, truth: dict, outcome, other_people: set[str]) ->
         "attended": sorted(p for p, row in attendance.get("rows", {}).items() if row["status"] in ATTENDED),
         "missed": attendance.get("missed"), "wrongly_present": attendance.get("wrongly_present"),
         "door_p95_ms": _p(door_ms, 95), "door_p50_ms": _p(door_ms, 50), "door_events": len(door_ms),
-        "door_known_p95_ms": _p(known_ms, 95),  # recognised people only: unknown faces are decided when their
-        # track ends, so theirs include the wait for the face to be gone
+        "door_all_p95_ms": _p(all_door_ms, 95), "door_all_events": len(all_door_ms),
         "room_p95_ms": _p(room_ms, 95), "room_p50_ms": _p(room_ms, 50), "room_events": len(room_ms),
         "recognition_accuracy": recognition["accuracy"], "recognition_missed": recognition["missed"],
         "recognition_wrong_ids": recognition["wrong_ids"], "handoff_accuracy": handoff["accuracy"],
