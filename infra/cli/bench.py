@@ -1,5 +1,6 @@
 """`rollcall bench ...`: benchmarks that print figures measured in one run: `faces`, `persons`, `precision`,
-`tracking` (the processor), `writer` (the attendance writer) and `dashboard` (the live feed)."""
+`tracking` (the processor), `capacity` (the whole system on this machine), `writer` (the attendance writer)
+and `dashboard` (the live feed)."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ from pathlib import Path
 
 import click
 
+from infra.bench.capacity import DEFAULT_SCENARIO, bench_capacity
 from infra.bench.dashboard import run_bench as run_dashboard_bench
 from infra.bench.precision import bench_person_precision
 from infra.bench import gpu as gpu_bench
@@ -122,6 +124,40 @@ def bench_tracking_command(ctx: click.Context, spec: Path, rates: str, detect_bu
                             "separated by commas")
     report = bench_tracking(spec, _config(ctx), parsed, say=progress(as_json), detect_budget_s=detect_budget)
     click.echo(to_json(report) if as_json else format_table(report))
+
+
+# --- the whole system on this machine ---------------------------------------------------------------
+
+
+@bench.command("capacity")
+@click.option("--scenario", "spec", type=click.Path(dir_okay=False, readable=True, path_type=Path),
+              default=DEFAULT_SCENARIO, show_default="infra/scenarios/default.toml",
+              help="The scenario each copy plays.")
+@click.option("--max", "max_copies", type=click.IntRange(1, 64), default=None,
+              help="Most copies to try (steps 1, 2, ... N). Default: as many as the identity pool allows.")
+@click.option("--load", "load", type=FiniteFloat(0), default=0.0, show_default=True, metavar="CORES",
+              help="Keep this many cores busy (fractions too: 0.5) in other processes during every step.")
+@click.option("--all-steps", is_flag=True, help="Run every step up to --max, also after one failed (the answer is "
+              "still the largest step that passed with every smaller one).")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON document (every step, every copy).")
+@click.pass_context
+def bench_capacity_command(ctx: click.Context, spec: Path, max_copies: int | None, load: float, all_steps: bool,
+                           as_json: bool) -> None:
+    """The most door and room cameras one processor on this machine keeps right: 1, 2, ... copies of a
+    scenario at once (each its own room, cameras and people), until a copy's attendance precision drops
+    below 1.0, its recall below 0.98, or its p95 capture-to-event delay reaches 1 s (door) or 2 s (room)."""
+    report = bench_capacity(_config(ctx), spec_path=spec, max_copies=max_copies, load=load,
+                            all_steps=all_steps, say=progress(as_json))
+    if as_json:
+        print_json(report)
+        return
+    for step in report["steps"]:
+        for c in step["per_copy"]:
+            click.echo(f"{step['doors']} door + {step['rooms']} room: copy {c['copy']}: precision {c['precision']} "
+                       f"recall {c['recall']} door p95 {c['door_p95_ms']} ms room p95 {c['room_p95_ms']} ms "
+                       f"({'passed' if c['passed'] else 'failed: ' + '; '.join(c['failed'])})")
+    click.echo(f"{report['door_streams']} door and {report['room_streams']} room cameras at once with attendance "
+               f"intact on {report['cpu_cores']} cores ({report['device']})")
 
 
 # --- the attendance writer ------------------------------------------------------------------------

@@ -28,40 +28,69 @@ async def scenario_attendance(config, database_url: str, bootstrap: str, session
                               say: Callable[[str], None], *, timeout_s: float = 90.0) -> list[dict] | None:
     """The attendance rows of the scenario's session after the writer processed the run's events (None:
     the room camera gave no frames, so the session cannot be placed in time)."""
-    if room_origin is None:
-        return None
+    rows = await sessions_attendance(config, database_url, bootstrap, [(session_spec, room_origin)], say,
+                                     timeout_s=timeout_s)
+    return rows[0]
+
+
+async def sessions_attendance(config, database_url: str, bootstrap: str, sessions: list[tuple[object, float | None]],
+                              say: Callable[[str], None], *, timeout_s: float = 90.0) -> list[list[dict] | None]:
+    """scenario_attendance for several scenario sessions (``(session_spec, room_origin)``, one room each) at
+    once: every session opened, one writer run over the run's events, every session closed; each session's
+    rows (None where its room gave no frames)."""
+    if all(origin is None for _, origin in sessions):
+        return [None] * len(sessions)
+    conn = await asyncpg.connect(database_url, timeout=10)
+    try:
+        opened = [await _open_scenario_session(conn, spec, origin) if origin is not None else None
+                  for spec, origin in sessions]
+        await _write_attendance(config, database_url, bootstrap, say, timeout_s)
+        out: list[list[dict] | None] = []
+        for item in opened:
+            if item is None:
+                out.append(None)
+                continue
+            session, ends_at = item
+            await close_session(conn, session["id"], actor="scenario", at=ends_at)
+            rows = await conn.fetch("SELECT person_id, status, first_seen, last_seen, presence_s, evidence_event_ids "
+                                    "FROM attendance WHERE session_id = $1 ORDER BY person_id", session["id"])
+            out.append([dict(r, session_id=session["id"]) for r in rows])
+        return out
+    finally:
+        await conn.close()
+
+
+async def _open_scenario_session(conn, session_spec, room_origin: float):
+    """The spec's session in wall-clock time, with the ground truth's rule as policy; (session, ends_at)."""
     starts_at = dt.datetime.fromtimestamp(room_origin + session_spec.start_s, dt.timezone.utc)
     ends_at = dt.datetime.fromtimestamp(room_origin + session_spec.end_s, dt.timezone.utc)
     length_s = int(session_spec.end_s - session_spec.start_s) + 1  # late / left early never apply
-    conn = await asyncpg.connect(database_url, timeout=10)
+    session = await open_session(
+        conn, course_id=session_spec.course, room_id=session_spec.room, actor="scenario", starts_at=starts_at,
+        ends_at=ends_at, note="scenario run",
+        policy_s={"early_arrival_s": 0, "late_after_s": length_s, "left_early_s": length_s,
+                  "present_min_s": int(round(session_spec.min_presence_s))})
+    return session, ends_at
+
+
+async def _write_attendance(config, database_url: str, bootstrap: str, say, timeout_s: float) -> None:
+    """The writer (a consumer group of its own) on the run's topics until it has caught up."""
+    run_config = config.model_copy(update={"attendance": config.attendance.model_copy(update={
+        "group_id": f"scenario-{uuid.uuid4().hex[:8]}", "session_timeout_ms": 2000,
+        "heartbeat_interval_ms": 300, "rebalance_timeout_ms": 1000})})
+    writer = AttendanceWriter(run_config, database_url=database_url, bootstrap_servers=bootstrap)
+    task = asyncio.create_task(writer.run())
+    deadline = time.monotonic() + timeout_s
     try:
-        session = await open_session(
-            conn, course_id=session_spec.course, room_id=session_spec.room, actor="scenario", starts_at=starts_at,
-            ends_at=ends_at, note="scenario run",
-            policy_s={"early_arrival_s": 0, "late_after_s": length_s, "left_early_s": length_s,
-                      "present_min_s": int(round(session_spec.min_presence_s))})
-        run_config = config.model_copy(update={"attendance": config.attendance.model_copy(update={
-            "group_id": f"scenario-{uuid.uuid4().hex[:8]}", "session_timeout_ms": 2000,
-            "heartbeat_interval_ms": 300, "rebalance_timeout_ms": 1000})})
-        writer = AttendanceWriter(run_config, database_url=database_url, bootstrap_servers=bootstrap)
-        task = asyncio.create_task(writer.run())
-        deadline = time.monotonic() + timeout_s
-        try:
-            while time.monotonic() < deadline and not task.done():
-                if await writer.caught_up():
-                    break
-                await asyncio.sleep(0.3)
-        finally:
-            writer.stop()
-            async with asyncio.timeout(30):
-                await task
-        say(f"attendance writer: {writer.stats.events} sightings stored, {writer.stats.dead_letters} dead letters")
-        await close_session(conn, session["id"], actor="scenario", at=ends_at)
-        rows = await conn.fetch("SELECT person_id, status, first_seen, last_seen, presence_s, evidence_event_ids "
-                                "FROM attendance WHERE session_id = $1 ORDER BY person_id", session["id"])
-        return [dict(r, session_id=session["id"]) for r in rows]
+        while time.monotonic() < deadline and not task.done():
+            if await writer.caught_up():
+                break
+            await asyncio.sleep(0.3)
     finally:
-        await conn.close()
+        writer.stop()
+        async with asyncio.timeout(30):
+            await task
+    say(f"attendance writer: {writer.stats.events} sightings stored, {writer.stats.dead_letters} dead letters")
 
 
 def score_attendance(rows: list[dict] | None, truth: dict) -> dict:

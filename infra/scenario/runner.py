@@ -22,7 +22,7 @@ import numpy as np
 from infra.devstack import stack
 from infra.devstack.cpu_load import CpuLoad, check_cores
 from infra.devstack.interrupt import run_interruptibly
-from infra.devstack.run_space import close_space, open_space, sweep
+from infra.devstack.run_space import RunSpace, close_space, open_space, sweep
 from infra.devstack.stack import start_embedded_stack
 from infra.foundation import db
 from infra.foundation.config import Config
@@ -77,17 +77,50 @@ def run_scenario(spec_path: Path, *, config: Config, progress: Callable[[str], N
     folder = scenarios_dir() / name
     say(f"scenario {name}: {'cached render' if rendered.cached else 'rendered'} in {folder}")
 
+    videos = {camera: folder / f"{camera}.ts" for camera in ("door", "room")}
+
+    def system(space, state):
+        group = (processors, kill_at, kill_role, space.tag) if processors > 1 else None
+        return _run_system(spec, space.config, door, space.database_url, state.kafka_bootstrap_servers, say,
+                           group=group)
+
+    played = run_on_stack(config, videos, {door.door_camera: "door", door.room_camera: "room"}, load=load,
+                          max_seconds=spec.duration_s + 600, say=say, system=system)
+    outcome, hog, space, left_behind = played.outcome, played.hog, played.space, played.left_behind
+    report = _report(spec, spec_path, rendered.ground_truth, outcome)
+    report["load"] = hog
+    if outcome.failover is not None:
+        report["failover"] = outcome.failover
+    report["run"] = {"id": space.tag, "database": space.database, "topic_suffix": f".{space.tag}",
+                     "left_behind": left_behind}
+    return report
+
+
+@dataclass
+class StackRun:
+    outcome: object  # what ``system`` returned
+    hog: dict  # the CPU hog's report (CpuLoad.report)
+    space: RunSpace  # the run's own database and topics (removed by now)
+    left_behind: list[str]  # what could not be removed
+
+
+def run_on_stack(config: Config, videos: dict[str, Path], cameras: dict[str, str], *, load: float, max_seconds: float,
+                 say: Callable[[str], None], system) -> StackRun:
+    """Serve ``videos`` (mount name -> video file) from the embedded stack under mounts of this run only, point
+    ``cameras`` (camera id -> mount name) at them (every other configured camera disabled), and run
+    ``system(space, state)`` (a coroutine) in a database and topics of the run's own, with ``load`` cores of
+    CPU hog beside it. Mounts, database and topics are removed at the end."""
     # A run-specific mount path starts the looping media afresh for this run's clients; only this run's
     # mounts are added and removed (other runs may share the stack).
     run_id = uuid.uuid4().hex[:8]
-    run_mounts = {f"/run-{run_id}/{camera}": folder / f"{camera}.ts" for camera in ("door", "room")}
+    run_mounts = {f"/run-{run_id}/{name}": video for name, video in videos.items()}
     state, _ = start_embedded_stack(config)
     stack.change_rtsp_mounts(add={**demo_mounts(config, render_missing=False), **run_mounts})
     say(f"stack up: postgres {state.database_url}, kafka {state.kafka_bootstrap_servers}")
     swept = sweep(state.database_url, state.kafka_bootstrap_servers)
     if swept:
         say(f"removed what killed runs left: {', '.join(swept)}")
-    urls = {door.door_camera: state.rtsp_url(f"run-{run_id}/door"), door.room_camera: state.rtsp_url(f"run-{run_id}/room")}
+    urls = {camera: state.rtsp_url(f"run-{run_id}/{name}") for camera, name in cameras.items()}
     camera_config = config.model_copy(update={
         "cameras": [c.model_copy(update={"url": urls.get(c.id, c.url), "enabled": c.id in urls}) for c in config.cameras],
     })
@@ -95,23 +128,15 @@ def run_scenario(spec_path: Path, *, config: Config, progress: Callable[[str], N
         space = open_space(camera_config, state.database_url, state.kafka_bootstrap_servers)
         try:
             say(f"run {space.tag}: database {space.database}, topics *.{space.tag} (removed at the end)")
-            with CpuLoad(load, max_seconds=spec.duration_s + 600) as hog:
+            with CpuLoad(load, max_seconds=max_seconds) as hog:
                 if load:
                     say(f"CPU load: {load:g} core(s) in {len(hog.pids)} process(es) beside the system")
-                group = (processors, kill_at, kill_role, space.tag) if processors > 1 else None
-                outcome = run_interruptibly(_run_system(spec, space.config, door, space.database_url,
-                                                  state.kafka_bootstrap_servers, say, group=group))
+                outcome = run_interruptibly(system(space, state))
         finally:
             left_behind = close_space(space)
     finally:
         stack.change_rtsp_mounts(remove=run_mounts)
-    report = _report(spec, spec_path, rendered.ground_truth, outcome)
-    report["load"] = hog.report()
-    if outcome.failover is not None:
-        report["failover"] = outcome.failover
-    report["run"] = {"id": space.tag, "database": space.database, "topic_suffix": f".{space.tag}",
-                     "left_behind": left_behind}
-    return report
+    return StackRun(outcome, hog.report(), space, left_behind)
 
 
 @dataclass
@@ -129,7 +154,7 @@ class RunOutcome:
     failover: dict | None = None  # with several processors (infra.scenario.group_run.failover_report)
 
 
-async def _play(spec, config: Config, cameras: tuple[str, str], database_url: str, bootstrap: str, say):
+async def play(spec, config: Config, cameras: tuple[str, str], database_url: str, bootstrap: str, say):
     """The processor on the run's cameras for one loop of the videos; (processor, ingest stats)."""
 
     processor = Processor(config, database_url=database_url, kafka_bootstrap_servers=bootstrap)
@@ -161,7 +186,7 @@ async def _run_system(spec, config: Config, door, database_url: str, bootstrap: 
     cameras = (door.door_camera, door.room_camera)
     try:
         presence = await TopicReader.start(bootstrap, config.kafka.topics.presence.name)
-        processor, stats = await _play(spec, config, cameras, database_url, bootstrap, say)
+        processor, stats = await play(spec, config, cameras, database_url, bootstrap, say)
         # Keep only this processor's tracks (the topics are the run's own; this guards against a stray producer).
         face_runs = tuple(f"{t.camera_id}-{t.run_id}-" for t in processor.recognition.trackers.values())
         room_runs = tuple(f"{t.camera_id}-{t.run_id}-" for t in processor.room.trackers.values()) if processor.room else ()
@@ -207,7 +232,7 @@ async def _run_group_system(spec, config: Config, door, database_url: str, boots
             await reader.close()
     attendance_rows = await scenario_attendance(config, database_url, bootstrap, spec.raw.session, played.room_origin,
                                                 say)
-    latencies = [_published_after(e) for e in played.events]
+    latencies = [published_after(e) for e in played.events]
     return RunOutcome(door={"camera_id": door.door_camera, "analysed": played.frames[door.door_camera]},
                       room={"camera_id": door.room_camera, "analysed": played.frames[door.room_camera]},
                       events=played.events, presence=played.presence, room_origin=played.room_origin,
@@ -215,11 +240,12 @@ async def _run_group_system(spec, config: Config, door, database_url: str, boots
                       attendance_rows=attendance_rows, failover=played.failover)
 
 
-def _published_after(event: dict) -> float | None:
-    """Capture of the deciding frame to publication, from the event itself (clocks of one machine)."""
+def published_after(event: dict, captured: str = "last_seen") -> float | None:
+    """Capture of the deciding frame (the event's ``captured`` time) to publication, from the event itself
+    (clocks of one machine)."""
     try:
         published = dt.datetime.fromisoformat(event["published_at"].replace("Z", "+00:00"))
-        decided = dt.datetime.fromisoformat(event["last_seen"].replace("Z", "+00:00"))
+        decided = dt.datetime.fromisoformat(event[captured].replace("Z", "+00:00"))
     except (KeyError, AttributeError, ValueError):
         return None
     return (published - decided).total_seconds()

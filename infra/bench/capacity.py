@@ -1,0 +1,175 @@
+"""`rollcall bench capacity`: how many door and room cameras this machine's processor keeps right.
+
+Step k runs k copies of a scenario at once in ONE processor (one `rollcall run`, as one machine runs it in
+production): each copy in a room of its own with its own door camera, room camera, course and enrolled people
+(infra/scenario/copies.py), all served over RTSP from the embedded stack, in a database and topics of the run's
+own (infra/scenario/runner.run_on_stack). Each copy is scored on its own against its own ground truth:
+attendance precision and recall, and the delay from capture to publication of its door recognitions and its
+room presence events. A step passes when every copy passes; steps go 1, 2, ... until one fails or ``max``.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import onnxruntime as ort
+
+from infra.bench.capacity_scores import CRITERIA, score_copy
+from infra.devstack.cpu_load import check_cores
+from infra.foundation import db
+from infra.foundation.config import Config
+from infra.foundation.errors import RollcallError
+from infra.foundation.paths import scenarios_dir
+from infra.scenario.attendance import sessions_attendance
+from infra.scenario.copies import IDENTITIES, ScenarioCopy, copies_config, copies_possible, load_identities, make_copies
+from infra.scenario.mounts import render_cached
+from infra.scenario.runner import enroll_scenario_people, play, run_on_stack, scenario_door, tracking_rate
+from infra.scenario.spec import display_path, load_spec
+from infra.scenario.topic_reader import TopicReader
+
+DEFAULT_SCENARIO = Path(__file__).resolve().parents[1] / "scenarios" / "default.toml"
+
+
+@dataclass
+class CopiesOutcome:
+    """What one step's processor did, for every copy together (split by camera when scored)."""
+
+    recognitions: list[dict]
+    presence: list[dict]
+    stats: dict[str, dict]  # camera id -> the processor's ingest stats
+    origins: dict[int, float | None]  # copy index -> its room video's time 0 on the wall clock
+    attendance: dict[int, list[dict] | None]  # copy index -> its session's attendance rows
+    room_tracking: dict[str, dict]  # room camera -> tracking_rate
+    door_latencies_s: list[float]  # the processor's own figures, all cameras together
+    room_latencies_s: list[float]
+
+
+def bench_capacity(config: Config, *, spec_path: Path = DEFAULT_SCENARIO, max_copies: int | None = None,
+                   load: float = 0.0, all_steps: bool = False, say: Callable[[str], None] = lambda _m: None) -> dict:
+    """Steps of 1, 2, ... copies of the scenario until one fails (with ``all_steps``: on regardless) or
+    ``max_copies`` (default: as many as the identity pool allows); the report (see the module)."""
+    if max_copies is not None and max_copies < 1:
+        raise RollcallError(f"--max {max_copies}: give 1 or more copies")
+    base = load_spec(spec_path)
+    door = scenario_door(config, base)  # fail fast, before any rendering
+    check_cores(load)
+    count = max_copies if max_copies is not None else copies_possible(base, load_identities())
+    copies = make_copies(spec_path, config, count, door)
+    truths = {}
+    for copy in copies:
+        spec, rendered = render_cached(copy.spec_path)
+        truths[copy.index] = rendered.ground_truth
+        say(f"copy {copy.index}: {spec.name} ({'cached render' if rendered.cached else 'rendered'})")
+    steps = []
+    for k in range(1, count + 1):
+        say(f"step {k}: {k} door + {k} room cameras in one processor")
+        step = run_step(config, copies[:k], truths, load=load, say=say)
+        steps.append(step)
+        say(f"step {k}: {'passed' if step['passed'] else 'FAILED: ' + '; '.join(step['failed'])}")
+        if not step["passed"] and not all_steps:
+            break
+    best = 0  # the largest step that passed with every smaller one
+    for step in steps:
+        if not step["passed"]:
+            break
+        best = step["copies"]
+    return {"door_streams": best, "room_streams": best, "cpu_cores": os.cpu_count(), "device": device_of(config),
+            "scenario": display_path(base.path), "max": count, "all_steps": all_steps, "load_cores": load,
+            "criteria": CRITERIA,
+            "identities": f"each copy's enrolled people are its own (from {display_path(IDENTITIES)}); the "
+                          "scenario's visitors walk into every copy",
+            "steps": steps}
+
+
+def run_step(config: Config, copies: list[ScenarioCopy], truths: dict[int, dict], *, load: float,
+             say: Callable[[str], None]) -> dict:
+    """One step: the copies at once in one processor, each scored on its own."""
+    specs = {copy.index: load_spec(copy.spec_path) for copy in copies}
+    videos, cameras = {}, {}
+    for copy in copies:
+        folder = scenarios_dir() / specs[copy.index].name
+        for role, camera in (("door", copy.door_camera), ("room", copy.room_camera)):
+            videos[f"c{copy.index}-{role}"] = folder / f"{role}.ts"
+            cameras[camera] = f"c{copy.index}-{role}"
+    duration = specs[1].duration_s
+
+    def system(space, state):
+        return _play_copies(copies, specs, space.config, space.database_url, state.kafka_bootstrap_servers, say)
+
+    played = run_on_stack(copies_config(config, copies), videos, cameras, load=load, max_seconds=duration + 600,
+                          say=say, system=system)
+    outcome: CopiesOutcome = played.outcome
+    enrolled = {copy.index: {a.id for a in specs[copy.index].arrivals if a.enrolled} for copy in copies}
+    per_copy = []
+    for copy in copies:
+        others = set().union(*(ids for index, ids in enrolled.items() if index != copy.index))
+        per_copy.append(score_copy(copy, specs[copy.index].name, truths[copy.index], outcome, others))
+    failed = [f"copy {c['copy']}: {reason}" for c in per_copy for reason in c["failed"]]
+    return {"copies": len(copies), "doors": len(copies), "rooms": len(copies), "passed": not failed,
+            "failed": failed, "per_copy": per_copy,
+            "processor_latency_p95_ms": {"door": _p95_ms(outcome.door_latencies_s),
+                                         "room": _p95_ms(outcome.room_latencies_s)},
+            "load": played.hog, "run": {"id": played.space.tag, "left_behind": played.left_behind}}
+
+
+async def _play_copies(copies: list[ScenarioCopy], specs: dict, config: Config, database_url: str, bootstrap: str,
+                       say) -> CopiesOutcome:
+    """Enrol every copy's people, run one processor on every copy's cameras for one loop of the videos, read
+    the events, and write each copy's attendance."""
+    await db.load_topology(database_url, config)
+    for copy in copies:
+        await enroll_scenario_people(specs[copy.index], config, database_url, say)
+    topics = config.kafka.topics
+    readers = [await TopicReader.start(bootstrap, topics.recognitions.name)]
+    try:
+        readers.append(await TopicReader.start(bootstrap, topics.presence.name))
+        cameras = tuple(c for copy in copies for c in (copy.door_camera, copy.room_camera))
+        processor, stats = await play(specs[1], config, cameras, database_url, bootstrap, say)
+        recognitions, presence = await readers[0].read_all(), await readers[1].read_all()
+    finally:
+        for reader in readers:
+            await reader.close()
+    room = processor.room
+    origins = {}
+    for copy in copies:
+        first = room.first_frame.get(copy.room_camera) if room is not None else None
+        origins[copy.index] = first[0] - first[1] if first else None
+    rows = await sessions_attendance(config, database_url, bootstrap,
+                                     [(specs[c.index].raw.session, origins[c.index]) for c in copies], say)
+    fps = specs[1].fps
+    tracking = {} if room is None else {
+        c.room_camera: tracking_rate(room, config, config.camera(c.room_camera),
+                                     stats.get(c.room_camera, {}).get("decoded", 0) / fps) for c in copies}
+    return CopiesOutcome(recognitions, presence, stats, origins, {c.index: r for c, r in zip(copies, rows)}, tracking,
+                         list(processor.recognition.latencies_s), list(room.latencies_s) if room is not None else [])
+
+
+def _p95_ms(values: list[float]) -> float | None:
+    return round(float(np.percentile(np.array(values) * 1000.0, 95)), 1) if values else None
+
+
+def device_of(config: Config) -> str:
+    """The CPU, and the onnxruntime provider the processor's models run on (the same choice as
+    processor.model_packs.create_session: the config's, else ROLLCALL_ORT_PROVIDERS, else the best there)."""
+    available = ort.get_available_providers()
+    env = [p.strip() for p in os.environ.get("ROLLCALL_ORT_PROVIDERS", "").split(",") if p.strip()]
+    wanted = [p if isinstance(p, str) else p[0] for p in (config.models.providers or env)]
+    wanted = wanted or [p for p in ("TensorrtExecutionProvider", "CUDAExecutionProvider") if p in available]
+    provider = (wanted or ["CPUExecutionProvider"])[0]
+    return f"{_cpu_model()}, onnxruntime {provider}"
+
+
+def _cpu_model() -> str:
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as info:
+            for line in info:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return "cpu"
+
