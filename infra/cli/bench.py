@@ -10,7 +10,8 @@ import click
 
 from infra.bench.dashboard import run_bench as run_dashboard_bench
 from infra.bench.precision import bench_person_precision
-from infra.bench.processor import bench_faces, bench_persons
+from infra.bench.faces import bench_faces
+from infra.bench.persons import bench_persons
 from infra.bench.tracking import bench_tracking, format_table, to_json
 from infra.bench.writer import bench_writer as run_writer_bench
 from infra.cli.support import config_of as _config
