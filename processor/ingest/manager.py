@@ -91,6 +91,12 @@ class IngestManager:
     def sources(self) -> dict[str, CameraSource]:
         return dict(self._sources)
 
+    def set_idle(self, camera_id: str, idle: bool) -> None:
+        """A door camera with nobody in view decodes keyframes only (CameraSource.set_idle)."""
+        source = self._sources.get(camera_id)
+        if source is not None:
+            source.set_idle(idle)
+
     def buffers(self) -> dict[str, FrameBuffer]:
         return {camera_id: source.buffer for camera_id, source in self._sources.items()}
 
