@@ -179,6 +179,8 @@ class Processor:
         """Nobody at the door: its camera decodes keyframes only ([scheduling] door_idle_keyframes)."""
         if self.ingest is not None:
             self.ingest.set_idle(camera_id, not active and self.config.scheduling.door_idle_keyframes)
+            if self.scheduler is not None:  # an idle door is owed no more than its keyframes
+                self.scheduler.cap_idle(camera_id, self.ingest.keyframe_rate(camera_id))
 
     def _start_rooms(self, providers) -> None:
 

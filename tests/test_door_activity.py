@@ -58,6 +58,9 @@ class _Ingest:
     def set_idle(self, camera_id, idle):
         self.idle[camera_id] = idle
 
+    def keyframe_rate(self, camera_id):
+        return 1.0 if self.idle.get(camera_id) else None
+
 
 def test_the_processor_turns_keyframe_only_decoding_on_and_off_by_config():
     config = load_config(None)
@@ -66,7 +69,22 @@ def test_the_processor_turns_keyframe_only_decoding_on_and_off_by_config():
         processor = Processor(config.model_copy(update={"scheduling": scheduling}), database_url="unused",
                               kafka_bootstrap_servers="unused")
         processor.ingest = _Ingest()
+        processor.scheduler = None
         processor._door_activity("door-1", active=False)
         assert processor.ingest.idle == {"door-1": enabled}
         processor._door_activity("door-1", active=True)
         assert processor.ingest.idle == {"door-1": False}
+
+
+def test_an_idle_door_on_keyframes_is_owed_no_more_than_its_keyframe_rate():
+    scheduler = Scheduler()
+    scheduler.register("door-1", "door", 5.0, idle=2.0)
+    camera = scheduler._cameras["door-1"]
+    assert camera.owed_rate() == 2.0
+    scheduler.cap_idle("door-1", 1.0)
+    assert camera.owed_rate() == 1.0
+    scheduler.set_active("door-1", True)
+    assert camera.owed_rate() == 5.0  # someone in view: the cap does not apply
+    scheduler.set_active("door-1", False)
+    scheduler.cap_idle("door-1", None)
+    assert camera.owed_rate() == 2.0

@@ -124,6 +124,10 @@ class CameraSource:
     def keyframes_only(self) -> bool:
         return self._idle is not None and self._idle.keyframes_only
 
+    @property
+    def keyframe_gap_s(self) -> float | None:
+        return self._idle.gap_s if self._idle is not None else None
+
     def _retire(self) -> None:
         self._publish_state = False
         self._stop.set()
