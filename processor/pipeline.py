@@ -104,6 +104,7 @@ class RecognitionStage:
     faces_embedded: int = 0  # faces embedded (the rest were gated out or on tracks already decided)
     scheduler: Scheduler | None = None  # the inference gate, door activity, extras for cameras not behind
     on_analysed: Callable[[str, float, float], None] | None = None  # (camera, capture time, stream time)
+    on_activity: Callable[[str, bool], None] | None = None  # (camera, a face in view): keyframe-only decoding when idle
 
     def _tracker(self, camera_id: str) -> FaceTracker:
         tracker = self.trackers.get(camera_id)
@@ -139,7 +140,7 @@ class RecognitionStage:
             for face, embedding in zip(wanting, embeddings):
                 face.embedding = embedding
             self.faces_embedded += len(crops)
-        for frame, tracker, pairs in assigned:
+        for result, (frame, tracker, pairs) in zip(results, assigned):
             if self.on_analysed is not None:
                 self.on_analysed(frame.camera_id, frame.captured_at, frame.pts_s)
             height, width = frame.image.shape[:2]
@@ -147,9 +148,13 @@ class RecognitionStage:
             for decision in tracker.settle(pairs, pts_s=frame.pts_s, captured_at=frame.captured_at,
                                            frame_size=(width, height), match=self._match, image=frame.image):
                 self.emit(decision)
+            # a face in view (detected, or on a track still open): the door is owed the rate recognition
+            # needs, not just the idle rate, and its camera decodes every frame again
+            active = bool(result.faces) or tracker.open_tracks > 0
             if self.scheduler is not None:
-                # a face in view: the door is owed the rate recognition needs, not just the idle rate
-                self.scheduler.set_active(frame.camera_id, tracker.open_tracks > 0)
+                self.scheduler.set_active(frame.camera_id, active)
+            if self.on_activity is not None:
+                self.on_activity(frame.camera_id, active)
             if self.overlay_topic is not None and self._extras_allowed(frame.camera_id):
                 self._overlay(frame, tracker, pairs, (width, height))
 

@@ -148,9 +148,12 @@ class _CameraRate:
     short: bool = False  # in a reported shortfall
     met_since: float | None = None  # in a shortfall: since when the minimum has been met again
     waiting: Callable[[], int] | None = None  # frames waiting in its buffer
+    idle_cap: float | None = None  # door: the most an idle door delivers (keyframe rate, keyframe-only decoding)
 
     def owed_rate(self) -> float:
-        return self.minimum if self.role == "room" or self.active else self.idle
+        if self.role == "room" or self.active:
+            return self.minimum
+        return self.idle if self.idle_cap is None else min(self.idle, self.idle_cap)
 
 
 class Scheduler:
@@ -191,6 +194,12 @@ class Scheduler:
         camera = self._cameras.get(camera_id)
         if camera is not None:
             camera.active = active
+
+    def cap_idle(self, camera_id: str, fps: float | None) -> None:
+        """An idle door decoding keyframes only delivers at most ``fps``: it is owed no more (None: no cap)."""
+        camera = self._cameras.get(camera_id)
+        if camera is not None:
+            camera.idle_cap = fps
 
     def rate(self, camera_id: str) -> float | None:
         camera = self._cameras.get(camera_id)

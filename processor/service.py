@@ -162,6 +162,7 @@ class Processor:
             overlay_topic=config.kafka.topics.overlays.name,
             scheduler=self.scheduler,
             on_analysed=self.analysis.analysed,
+            on_activity=self._door_activity,
         )
         # Small queues: when inference falls behind, frames wait in the drop-oldest buffers (and are
         # shed there), not here, so latency stays bounded.
@@ -176,6 +177,13 @@ class Processor:
             asyncio.create_task(self.recognition.run(results), name="recognition-stage"),
             asyncio.create_task(self._watch_queues(), name="queue-metrics"),
         ]
+
+    def _door_activity(self, camera_id: str, active: bool) -> None:
+        """Nobody at the door: its camera decodes keyframes only ([scheduling] door_idle_keyframes)."""
+        if self.ingest is not None:
+            self.ingest.set_idle(camera_id, not active and self.config.scheduling.door_idle_keyframes)
+            if self.scheduler is not None:  # an idle door is owed no more than its keyframes
+                self.scheduler.cap_idle(camera_id, self.ingest.keyframe_rate(camera_id))
 
     def _start_rooms(self, providers) -> None:
 

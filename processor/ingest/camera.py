@@ -18,7 +18,7 @@ from processor.frames import Frame, FrameBuffer
 from processor.ingest import metrics
 from processor.ingest.hwaccel import choose_hwaccel
 from processor.ingest.options import CameraState, IngestOptions, Transition
-from processor.ingest.stream import Failure, KeyframeGate, Pacer, Sampler, Stalled, StallWatch, Timestamps
+from processor.ingest.stream import Failure, IdleDecode, KeyframeGate, Pacer, Sampler, Stalled, StallWatch, Timestamps
 from processor.ingest.urls import describe, is_live, redact, resolve_camera_url
 
 log = logging.getLogger("rollcall.ingest")
@@ -37,6 +37,7 @@ class _Connection:
     timestamps: Timestamps
     sampler: Sampler
     pacer: Pacer
+    idle: IdleDecode
     streaming_since: float | None = None  # time.monotonic() of the first clean frame
 
     def streamed(self) -> float:
@@ -97,6 +98,9 @@ class CameraSource:
         self._dropped_seen = self.buffer.dropped
         self._publish_state = True  # off once retired: the camera's gauge belongs to its successor
         self._counters = metrics.CameraCounters.of(camera_id)
+        # door cameras: decode keyframes only while nobody is at the door (set_idle from the pipeline)
+        self._idle_wanted = False
+        self._idle: IdleDecode | None = None
 
     # -- control ---------------------------------------------------------------------------------
     def start(self) -> "CameraSource":
@@ -109,6 +113,20 @@ class CameraSource:
     def stop(self) -> None:
         """Ask the thread to end; it does within the open/read timeouts at worst. Does not wait."""
         self._stop.set()
+
+    def set_idle(self, idle: bool) -> None:
+        """Nobody in view (door cameras): decode keyframes only until someone is (see IdleDecode)."""
+        self._idle_wanted = idle
+        if self._idle is not None:
+            self._idle.wanted = idle
+
+    @property
+    def keyframes_only(self) -> bool:
+        return self._idle is not None and self._idle.keyframes_only
+
+    @property
+    def keyframe_gap_s(self) -> float | None:
+        return self._idle.gap_s if self._idle is not None else None
 
     def _retire(self) -> None:
         self._publish_state = False
@@ -175,6 +193,8 @@ class CameraSource:
             "open_s": self.open_s,
             "first_frame_s": self.first_frame_s,
             "hwaccel": self.hwaccel or "software",
+            "keyframes_only": self.keyframes_only,
+            "keyframe_gap_s": self._idle.gap_s if self._idle is not None else None,
             "resolution": self.resolution,
             "last_frame_at": self.last_frame_at,
             "backoff_attempt": self.backoff_attempt,
@@ -312,11 +332,14 @@ class CameraSource:
             stream.codec_context.thread_count = self.options.decoder_threads
         rate = stream.average_rate or stream.guessed_rate
         frame_step_s = 1.0 / float(rate) if rate else 0.04
+        self._idle = IdleDecode(stream.codec_context, self.options.idle_max_keyframe_gap_s)
+        self._idle.wanted = self._idle_wanted
         return _Connection(
             container=container, stream=stream, live=is_live(url) or not self.options.pace_files, started=started,
             gate=KeyframeGate(stream.codec_context, self.camera_id),
             watch=StallWatch(self.options.stall_timeout_s, self.options.keyframe_timeout_s),
-            timestamps=Timestamps(frame_step_s), sampler=Sampler(self.analysis_fps), pacer=Pacer(self._stop))
+            timestamps=Timestamps(frame_step_s), sampler=Sampler(self.analysis_fps), pacer=Pacer(self._stop),
+            idle=self._idle)
 
     def _read(self, conn: _Connection) -> None:
         """Demux and decode until the stream ends or stop; every clean frame goes to :meth:`_on_frame`."""
@@ -327,6 +350,7 @@ class CameraSource:
             if not conn.gate.admits_packet(packet):
                 self.skipped_packets += 1
                 continue
+            conn.idle.before_decode(packet)
             for frame in self._decode(conn, packet):
                 self.decoded += 1
                 self._counters.decoded.inc()

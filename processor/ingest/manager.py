@@ -96,6 +96,19 @@ class IngestManager:
     def sources(self) -> dict[str, CameraSource]:
         return dict(self._sources)
 
+    def set_idle(self, camera_id: str, idle: bool) -> None:
+        """A door camera with nobody in view decodes keyframes only (CameraSource.set_idle)."""
+        source = self._sources.get(camera_id)
+        if source is not None:
+            source.set_idle(idle)
+
+    def keyframe_rate(self, camera_id: str) -> float | None:
+        """Frames a second a camera decoding keyframes only delivers; None when it decodes every frame."""
+        source = self._sources.get(camera_id)
+        if source is None or not source.keyframes_only or not source.keyframe_gap_s:
+            return None
+        return 1.0 / source.keyframe_gap_s
+
     def buffers(self) -> dict[str, FrameBuffer]:
         return {camera_id: source.buffer for camera_id, source in self._sources.items()}
 

@@ -47,7 +47,9 @@ class IngestOptions:
     analyzeduration_us: int = 500_000  # short probe: opens in ~0.6 s instead of ~1.9 s
     hwaccel: str = "auto"  # auto (cuda, then vaapi, else software), none, or an FFmpeg device type
     decoder_threads: int = 0  # 0 = FFmpeg's choice (thread_type AUTO)
-    pace_files: bool = True  # file:// and plain paths are read at their own frame rate, like a camera
+    pace_files: bool = True
+    # door cameras told they are idle decode keyframes only, while keyframes come at most this far apart
+    idle_max_keyframe_gap_s: float = 2.0  # file:// and plain paths are read at their own frame rate, like a camera
 
     def __post_init__(self) -> None:
         if self.buffer_capacity < 1:

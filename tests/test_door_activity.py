@@ -1,0 +1,90 @@
+"""The recognition stage tells the camera when a face is in view (keyframe-only decoding while nobody is)
+and the scheduler which rate the door is owed."""
+
+from __future__ import annotations
+
+import asyncio
+
+import numpy as np
+
+from infra.foundation.config import load_config
+from processor.frames import Frame
+from processor.pipeline import FaceBatchResult, RecognitionStage
+from processor.scheduler import Scheduler
+from processor.service import Processor
+from processor.stages.face_tracks import FaceObservation
+
+
+class _NoEmbedder:
+    def embed(self, crops):  # pragma: no cover - the faces here carry no crops
+        raise AssertionError("nothing to embed")
+
+
+def _stage(calls):
+    scheduler = Scheduler()
+    scheduler.register("door-1", "door", 5.0, idle=2.0)
+    stage = RecognitionStage(embedder=_NoEmbedder(), cameras={}, doors_by_camera={}, gallery=lambda: None,
+                             publish=lambda *a, **k: True, topic="t", model_pack="open", fps_of=lambda _c: 10.0,
+                             scheduler=scheduler, on_activity=lambda camera, active: calls.append((camera, active)))
+    return stage, scheduler
+
+
+def _frame(seq):
+    return Frame("door-1", seq, seq / 10, 0.0, np.zeros((72, 128, 3), np.uint8))
+
+
+def test_a_detected_face_makes_the_door_active_and_its_absence_idle():
+    calls = []
+    stage, scheduler = _stage(calls)
+    face = FaceObservation((40, 10, 80, 50), 0.9, 0.0, None)  # gated out, no crop: still a face in view
+    asyncio.run(stage.handle([FaceBatchResult(_frame(0), [])]))
+    assert calls[-1] == ("door-1", False)
+    asyncio.run(stage.handle([FaceBatchResult(_frame(1), [face])]))
+    assert calls[-1] == ("door-1", True)
+    assert scheduler._cameras["door-1"].active
+    # the face is gone, but its track stays open for lost_after_s: still active
+    asyncio.run(stage.handle([FaceBatchResult(_frame(2), [])]))
+    assert calls[-1] == ("door-1", stage.trackers["door-1"].open_tracks > 0)
+    # long after: idle again
+    asyncio.run(stage.handle([FaceBatchResult(_frame(40), [])]))
+    assert calls[-1] == ("door-1", False)
+    assert not scheduler._cameras["door-1"].active
+
+
+class _Ingest:
+    def __init__(self):
+        self.idle = {}
+
+    def set_idle(self, camera_id, idle):
+        self.idle[camera_id] = idle
+
+    def keyframe_rate(self, camera_id):
+        return 1.0 if self.idle.get(camera_id) else None
+
+
+def test_the_processor_turns_keyframe_only_decoding_on_and_off_by_config():
+    config = load_config(None)
+    for enabled in (True, False):
+        scheduling = config.scheduling.model_copy(update={"door_idle_keyframes": enabled})
+        processor = Processor(config.model_copy(update={"scheduling": scheduling}), database_url="unused",
+                              kafka_bootstrap_servers="unused")
+        processor.ingest = _Ingest()
+        processor.scheduler = None
+        processor._door_activity("door-1", active=False)
+        assert processor.ingest.idle == {"door-1": enabled}
+        processor._door_activity("door-1", active=True)
+        assert processor.ingest.idle == {"door-1": False}
+
+
+def test_an_idle_door_on_keyframes_is_owed_no_more_than_its_keyframe_rate():
+    scheduler = Scheduler()
+    scheduler.register("door-1", "door", 5.0, idle=2.0)
+    camera = scheduler._cameras["door-1"]
+    assert camera.owed_rate() == 2.0
+    scheduler.cap_idle("door-1", 1.0)
+    assert camera.owed_rate() == 1.0
+    scheduler.set_active("door-1", True)
+    assert camera.owed_rate() == 5.0  # someone in view: the cap does not apply
+    scheduler.set_active("door-1", False)
+    scheduler.cap_idle("door-1", None)
+    assert camera.owed_rate() == 2.0
