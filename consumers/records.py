@@ -22,6 +22,8 @@ import time
 from dataclasses import dataclass
 from typing import Any, Sequence
 
+from pydantic_core import from_json
+
 from schemas.events import MalformedEvent, decode
 
 _UUID = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$")
@@ -66,14 +68,25 @@ class _Reject(Exception):
     """The fast check's refusal; its argument (when given) is the reason for the dead letter."""
 
 
+_PARSED_TIMES_KEPT = 20_000
 _EARLIEST = dt.datetime(1, 1, 2, tzinfo=dt.timezone.utc)
 _LATEST = dt.datetime(9999, 12, 30, tzinfo=dt.timezone.utc)
 
 
-def _time(value: Any) -> dt.datetime:
-    if type(value) is not str or not _TIMESTAMP.fullmatch(value):
+def _time(value: Any, parsed: dict[str, dt.datetime]) -> dt.datetime:
+    """The timestamp ``value``; ``parsed`` remembers the ones read before (a track's events repeat its
+    first_seen, an event's last_seen is mostly its frame_time)."""
+    if type(value) is not str:
         raise _Reject
-    return dt.datetime.fromisoformat(value)  # ValueError for a date that does not exist
+    moment = parsed.get(value)
+    if moment is None:
+        if not _TIMESTAMP.fullmatch(value):
+            raise _Reject
+        moment = dt.datetime.fromisoformat(value)  # ValueError for a date that does not exist
+        if len(parsed) >= _PARSED_TIMES_KEPT:
+            parsed.clear()
+        parsed[value] = moment
+    return moment
 
 
 def _storable(value: str) -> bool:
@@ -112,7 +125,7 @@ def _person(event: dict) -> str | None:
     raise _Reject
 
 
-def _presence_row(event: dict) -> tuple | None:
+def _presence_row(event: dict, parsed: dict[str, dt.datetime]) -> tuple | None:
     kind = event["kind"]
     if kind not in _PRESENCE_KINDS:
         raise _Reject
@@ -126,14 +139,15 @@ def _presence_row(event: dict) -> tuple | None:
     if source not in _IDENTITY_SOURCES:
         raise _Reject
     return (kind, _slug(event["room_id"]), _slug(event["camera_id"]), _text(event["track_id"]), _person(event),
-            _time(event["frame_time"]), _time(event["first_seen"]), _time(event["last_seen"]), recognition_id, source)
+            _time(event["frame_time"], parsed), _time(event["first_seen"], parsed), _time(event["last_seen"], parsed),
+            recognition_id, source)
 
 
-def _recognition_row(event: dict) -> tuple | None:
+def _recognition_row(event: dict, parsed: dict[str, dt.datetime]) -> tuple | None:
     person = _person(event)
     if person is None:
         return None  # an unknown face at a door proves nobody's attendance
-    frame_time = _time(event["frame_time"])
+    frame_time = _time(event["frame_time"], parsed)
     # A door recognition is an arrival: a zero-length sighting at the door at its best frame.
     return ("recognition", _slug(event["room_id"]), _slug(event["camera_id"]), _text(event["track_id"]), person,
             frame_time, frame_time, frame_time, None, None)
@@ -158,6 +172,7 @@ class MessageReader:
         self.full_validation = full_validation
         self.bounds = bounds or TimeBounds()
         self._window: tuple[dt.datetime, dt.datetime] | None = None
+        self._parsed: dict[str, dt.datetime] = {}  # timestamps read (see _time)
 
     def begin_batch(self, now: float | None = None) -> None:
         """Judge the next messages against the clock at ``now`` (default: the wall clock now)."""
@@ -195,7 +210,7 @@ class MessageReader:
         return event["event_id"], (event["event_id"], *row, topic, partition, offset)
 
     def _row(self, expected: str, event: dict) -> tuple | None:
-        row = _ROW_BUILDERS[expected](event)
+        row = _ROW_BUILDERS[expected](event, self._parsed)
         if row is not None:
             self._check_times(row[5], row[6], row[7])
         return row
@@ -219,7 +234,7 @@ class MessageReader:
         if self.full_validation:
             event = decode(topic, value)
         else:
-            event = json.loads(value)
+            event = _parse(value)
             if type(event) is not dict or type(event.get("schema_version")) is not str:
                 raise _Reject
             if not _VERSION_1.fullmatch(event["schema_version"]) or not _UUID.fullmatch(event.get("event_id") or ""):
@@ -229,6 +244,17 @@ class MessageReader:
                 raise MalformedEvent(f"a {event.get('event_type')} event on a {expected} topic", topic=topic)
             raise _Reject
         return event
+
+
+def _parse(value: bytes | None) -> Any:
+    """``json.loads(value)``, twice as fast: pydantic-core's parser gives the same objects for what it takes
+    (checked on the edge cases: escapes, NUL, duplicate keys, NaN, big numbers) and refuses, among what
+    json.loads takes, only a UTF-8 BOM, escaped lone surrogates and deep nesting: json.loads decides those,
+    and everything else it refuses, as before."""
+    try:
+        return from_json(value)
+    except Exception:  # noqa: BLE001 - json.loads has the last word (and raises what it raised before)
+        return json.loads(value)
 
 
 def batch_outliers(rows: Sequence[tuple], max_spread_s: float) -> dict[int, str]:
