@@ -20,9 +20,11 @@ import json
 import re
 import time
 from dataclasses import dataclass
-from typing import Any, Sequence
+from typing import Annotated, Any, Literal, Optional, Sequence
 
+from pydantic import ConfigDict, StringConstraints, TypeAdapter
 from pydantic_core import from_json
+from typing_extensions import TypedDict
 
 from schemas.events import MalformedEvent, decode
 
@@ -156,6 +158,48 @@ def _recognition_row(event: dict, parsed: dict[str, dt.datetime]) -> tuple | Non
 _ROW_BUILDERS = {"presence": _presence_row, "recognition": _recognition_row}
 
 
+# The presence fields the writer reads, as the checks above want them (the same patterns and values),
+# checked by pydantic-core in one pass over the message's bytes, without making objects of the rest. A
+# message it takes is one the checks above take, with the same values (its parser gives the same objects
+# as json.loads, the last of a repeated key included, and refuses more: see _parse); one it refuses goes
+# through the checks above.
+_STRICT = ConfigDict(strict=True, extra="ignore")
+
+
+class _HandoffFields(TypedDict):
+    __pydantic_config__ = _STRICT  # type: ignore[misc]
+    recognition_event_id: Annotated[str, StringConstraints(pattern=_UUID.pattern)]
+
+
+class _PresenceFields(TypedDict):
+    __pydantic_config__ = _STRICT  # type: ignore[misc]
+    event_id: Annotated[str, StringConstraints(pattern=_UUID.pattern)]
+    event_type: Literal["presence"]
+    schema_version: Annotated[str, StringConstraints(pattern=_VERSION_1.pattern)]
+    kind: Literal["enter", "update", "exit", "identity"]  # _PRESENCE_KINDS
+    handoff: Optional[_HandoffFields]
+    identity_source: Literal["handoff", "face", "reacquired", "none"]  # _IDENTITY_SOURCES
+    room_id: Annotated[str, StringConstraints(pattern=_ID.pattern)]
+    camera_id: Annotated[str, StringConstraints(pattern=_ID.pattern)]
+    track_id: Any  # the rest as _presence_row checks them
+    identity: Any
+    person_id: Any
+    frame_time: Any
+    first_seen: Any
+    last_seen: Any
+
+
+def _checked_presence_row(event: dict, parsed: dict[str, dt.datetime]) -> tuple:
+    """_presence_row of fields _PresenceFields took (kind, handoff, identity_source and the ids are as it wants)."""
+    handoff = event["handoff"]
+    return (event["kind"], event["room_id"], event["camera_id"], _text(event["track_id"]), _person(event),
+            _time(event["frame_time"], parsed), _time(event["first_seen"], parsed), _time(event["last_seen"], parsed),
+            None if handoff is None else handoff["recognition_event_id"], event["identity_source"])
+
+
+_FIELDS = {"presence": (TypeAdapter(_PresenceFields), _checked_presence_row)}
+
+
 def clean_reason(text: str, limit: int = 2000) -> str:
     """A dead letter's reason: one line of storable text (the reason may quote the message), at most ``limit``."""
     text = text.encode("utf-8", "backslashreplace").decode("utf-8").replace("\x00", "\\x00")
@@ -187,8 +231,14 @@ class MessageReader:
         Never raises for what the message holds."""
         expected = self.topic_types[topic]
         try:
-            event = self._checked(topic, value, expected)
-            row = self._row(expected, event)
+            fast = None if self.full_validation else _FIELDS.get(expected)
+            event = _valid_fields(fast[0], value) if fast else None
+            if event is not None:
+                row = fast[1](event, self._parsed)
+                self._check_times(row[5], row[6], row[7])
+            else:
+                event = self._checked(topic, value, expected)
+                row = self._row(expected, event)
         except MalformedEvent as exc:
             return DeadLetter(topic, partition, offset, key, value, clean_reason(str(exc.args[0])))
         except Exception:  # noqa: BLE001 - _Reject, KeyError, ..., RecursionError: the slow path says why
@@ -244,6 +294,14 @@ class MessageReader:
                 raise MalformedEvent(f"a {event.get('event_type')} event on a {expected} topic", topic=topic)
             raise _Reject
         return event
+
+
+def _valid_fields(adapter: TypeAdapter, value: bytes | None) -> dict | None:
+    """The fields ``adapter`` wants from the JSON ``value``, or None when they are not all as it wants."""
+    try:
+        return adapter.validate_json(value)
+    except Exception:  # noqa: BLE001 - ValidationError, TypeError (no value): the full checks decide
+        return None
 
 
 def _parse(value: bytes | None) -> Any:
