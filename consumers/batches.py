@@ -5,6 +5,7 @@ which is dead-lettered; the rest of the batch is stored."""
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
 import time
@@ -48,35 +49,63 @@ class DecodedBatch:
 
 def decode_batch(reader: MessageReader, batch: dict, max_spread_s: float) -> DecodedBatch:
     """Decode ``batch`` ({TopicPartition: records}): rows de-duplicated on event_id, the messages that
-    cannot be used (and those far from the rest of the batch) as dead letters."""
-    decoded = DecodedBatch()
-    seen: set[str] = set()
-    reader.begin_batch()
-    read = reader.read
-    rows, dead, raw = decoded.rows, decoded.dead, decoded.raw
-    for tp, records in batch.items():
-        topic, partition = tp.topic, tp.partition
-        for record in records:
-            outcome = read(topic, partition, record.offset, record.key, record.value)
-            if isinstance(outcome, DeadLetter):
-                dead.append(outcome)
-                continue
-            event_id, row = outcome
-            if row is None:
-                continue
-            if event_id in seen:
-                decoded.duplicates += 1
-                continue
-            seen.add(event_id)
-            rows.append(row)
-            raw[(topic, partition, record.offset)] = (record.key, record.value)
-        decoded.messages += len(records)
-        decoded.spans[tp] = (records[0].offset, records[-1].offset)
-    outliers = batch_outliers(rows, max_spread_s)
-    if outliers:  # far from the rest of the batch: implausible (and every day between would need sessions)
-        dead += [decoded.dead_row(rows[i], reason) for i, reason in outliers.items()]
-        decoded.rows = [row for i, row in enumerate(rows) if i not in outliers]
-    return decoded
+    cannot be used (and those far from the rest of its batch) as dead letters."""
+    decoding = _Decoding(reader, batch, max_spread_s)
+    for _ in decoding:
+        pass
+    return decoding.decoded
+
+
+async def decode_batch_yielding(reader: MessageReader, batch: dict, max_spread_s: float) -> DecodedBatch:
+    """:func:`decode_batch`, letting the event loop run every few hundred messages: the batch being
+    written meanwhile moves on to its next statement as soon as PostgreSQL answered the last one (without
+    this it would wait for the whole decode, and PostgreSQL would sit idle)."""
+    decoding = _Decoding(reader, batch, max_spread_s)
+    for _ in decoding:
+        await asyncio.sleep(0)
+    return decoding.decoded
+
+
+class _Decoding:
+    """Iterating decodes the batch into ``decoded``, pausing (yielding None) every ``every`` messages."""
+
+    def __init__(self, reader: MessageReader, batch: dict, max_spread_s: float, every: int = 250):
+        self.reader, self.batch, self.max_spread_s, self.every = reader, batch, max_spread_s, every
+        self.decoded = DecodedBatch()
+
+    def __iter__(self):
+        decoded, every = self.decoded, self.every
+        seen: set[str] = set()
+        self.reader.begin_batch()
+        read = self.reader.read
+        rows, dead, raw = decoded.rows, decoded.dead, decoded.raw
+        countdown = every
+        for tp, records in self.batch.items():
+            topic, partition = tp.topic, tp.partition
+            for record in records:
+                countdown -= 1
+                if not countdown:
+                    countdown = every
+                    yield None
+                outcome = read(topic, partition, record.offset, record.key, record.value)
+                if isinstance(outcome, DeadLetter):
+                    dead.append(outcome)
+                    continue
+                event_id, row = outcome
+                if row is None:
+                    continue
+                if event_id in seen:
+                    decoded.duplicates += 1
+                    continue
+                seen.add(event_id)
+                rows.append(row)
+                raw[(topic, partition, record.offset)] = (record.key, record.value)
+            decoded.messages += len(records)
+            decoded.spans[tp] = (records[0].offset, records[-1].offset)
+        outliers = batch_outliers(rows, self.max_spread_s)
+        if outliers:  # far from the rest of the batch: implausible (and every day between would need sessions)
+            dead += [decoded.dead_row(rows[i], reason) for i, reason in outliers.items()]
+            decoded.rows = [row for i, row in enumerate(rows) if i not in outliers]
 
 
 class BatchStore:

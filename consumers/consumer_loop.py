@@ -23,7 +23,7 @@ from aiokafka.abc import ConsumerRebalanceListener
 from tenacity import AsyncRetrying, AttemptManager, RetryCallState
 
 from consumers import store
-from consumers.batches import BatchStore, DecodedBatch, decode_batch
+from consumers.batches import BatchStore, DecodedBatch, decode_batch_yielding
 from consumers.failures import DB_ERRORS, one_line
 from consumers.records import MessageReader
 from consumers.writer_stats import LAG, LOG_RESETS, RETRIES, WriterHealth, WriterStats
@@ -114,7 +114,7 @@ class ConsumerLoop:
     async def _round(self, records: dict, attempt: AttemptManager) -> None:
         """Decode what was read, collect the batch written meanwhile, and start writing this one."""
         batch = self._contiguous(records)
-        decoded = decode_batch(self.reader, batch, self.settings.max_batch_spread_s) if batch else None
+        decoded = await decode_batch_yielding(self.reader, batch, self.settings.max_batch_spread_s) if batch else None
         failed = await self.finish_inflight()
         if failed is not None:
             self._rewind([failed] + ([decoded] if decoded else []))

@@ -1,11 +1,15 @@
 """The writer's database work for one batch, set-based, in one transaction with the consumer offsets.
 
-Per batch: one COPY of the batch's sightings into a temporary staging table; one statement that inserts
-the new ones into ``presence_event`` (its ``event_id`` key is the de-duplication ledger: a redelivered or
-duplicated event is not new, and only new events go further), finds each new event's session (the session
-running in its room at its frame time), folds the events into their tracks and returns the (session,
-person) pairs touched (the old identity of a corrected track too); one recompute of those pairs'
-attendance (:data:`consumers.sessions.RECOMPUTE_SQL`); the offsets. Nothing per event.
+Per batch: one COPY of the batch's sightings straight into ``presence_event`` (its ``event_id`` key is the
+de-duplication ledger); the sessions the sightings can belong to, read once; the new sightings folded into
+their tracks in Python and written with one statement that returns the (session, person) pairs touched
+(:mod:`consumers.tracks`); one recompute of those pairs' attendance (:data:`consumers.sessions.RECOMPUTE_SQL`);
+the offsets. Nothing per event.
+
+A batch holding an event stored before (a redelivery, a producer's retry, or another writer storing it at
+the same time) makes the COPY fail on the ledger's key: the transaction is rolled back and the batch is
+written again through a temporary staging table whose rows are inserted with ``ON CONFLICT DO NOTHING``;
+only the events new to the ledger go further. A redelivered or duplicated event changes nothing.
 """
 
 from __future__ import annotations
@@ -13,12 +17,21 @@ from __future__ import annotations
 import contextlib
 import datetime as dt
 import json
+import logging
 import time
 from dataclasses import dataclass, field
 from typing import Iterable, Sequence
 
+import asyncpg
+
 from consumers.records import STAGE_COLUMNS
 from consumers.sessions import materialise_days, recompute_attendance
+from consumers.tracks import batch_sessions, fold_tracks, upsert_tracks
+
+log = logging.getLogger("rollcall.writer")
+
+_EVENT_COLUMNS = STAGE_COLUMNS[1:]  # presence_event's columns (its received_at is its default)
+_LEDGER_KEY = "presence_event_pkey"
 
 _STAGE_TABLE = "writer_stage"
 _CREATE_STAGE = f"""
@@ -30,63 +43,15 @@ CREATE TEMP TABLE IF NOT EXISTS {_STAGE_TABLE} (
 ) ON COMMIT DELETE ROWS
 """
 
-# The running session of each new event: a session made by hand first, then the latest start.
-_FOLD_TRACKS = f"""
+# The staged events new to the ledger (the first of several with one event_id), by their place in the batch.
+_INSERT_NEW = f"""
 WITH inserted AS (
-    INSERT INTO presence_event (event_id, kind, room_id, camera_id, track_id, person_id, frame_time, first_seen,
-                                last_seen, recognition_event_id, identity_source, topic, kafka_partition, kafka_offset)
-    SELECT event_id, kind, room_id, camera_id, track_id, person_id, frame_time, first_seen, last_seen,
-           recognition_event_id, identity_source, topic, kafka_partition, kafka_offset
-    FROM {_STAGE_TABLE}
+    INSERT INTO presence_event ({", ".join(_EVENT_COLUMNS)})
+    SELECT {", ".join(_EVENT_COLUMNS)} FROM {_STAGE_TABLE} ORDER BY seq
     ON CONFLICT (event_id) DO NOTHING
     RETURNING event_id
-), counted AS (
-    SELECT count(*) AS new FROM inserted
-), ev AS (
-    SELECT st.*, ses.id AS session_id
-    FROM {_STAGE_TABLE} st JOIN inserted USING (event_id)
-    JOIN LATERAL (
-        SELECT cs.id FROM class_session cs JOIN course c ON c.id = cs.course_id
-        WHERE cs.room_id = st.room_id AND cs.state <> 'cancelled'
-          AND st.frame_time >= cs.starts_at - make_interval(secs => coalesce(cs.early_arrival_s, c.early_arrival_min * 60))
-          AND st.frame_time <= least(cs.ends_at, coalesce(cs.closed_at, cs.ends_at))
-        ORDER BY (cs.slot_id IS NULL) DESC, cs.starts_at DESC, cs.id DESC
-        LIMIT 1
-    ) ses ON true
-), agg AS (
-    SELECT session_id, camera_id, track_id,
-           (array_agg(person_id ORDER BY seq DESC))[1] AS person_id,
-           min(first_seen) AS first_seen, max(last_seen) AS last_seen,
-           (array_agg(frame_time ORDER BY seq))[1] AS first_frame,
-           (array_agg(event_id ORDER BY seq))[1] AS first_event_id,
-           (array_agg(frame_time ORDER BY seq DESC))[1] AS last_frame,
-           (array_agg(event_id ORDER BY seq DESC))[1] AS last_event_id,
-           (array_agg(recognition_event_id ORDER BY seq) FILTER (WHERE recognition_event_id IS NOT NULL))[1]
-               AS recognition_event_id,
-           CASE WHEN bool_or(kind = 'recognition') THEN 'door' ELSE 'room' END AS source,
-           (array_agg(person_id ORDER BY seq DESC) FILTER (WHERE identity_source = 'face'))[1] AS face_person_id
-    FROM ev GROUP BY session_id, camera_id, track_id
-), old AS (
-    SELECT t.session_id, t.person_id FROM presence_track t JOIN agg a USING (session_id, camera_id, track_id)
-), folded AS (
-    -- A batch's events of a track always come after the ones applied before (one partition, offset order).
-    INSERT INTO presence_track AS t (session_id, camera_id, track_id, person_id, first_seen, last_seen, first_frame,
-                                     first_event_id, last_frame, last_event_id, recognition_event_id, source,
-                                     face_person_id)
-    SELECT session_id, camera_id, track_id, person_id, first_seen, last_seen, first_frame, first_event_id,
-           last_frame, last_event_id, recognition_event_id, source, face_person_id FROM agg
-    ON CONFLICT (session_id, camera_id, track_id) DO UPDATE
-        SET person_id = EXCLUDED.person_id, first_seen = least(t.first_seen, EXCLUDED.first_seen),
-            last_seen = greatest(t.last_seen, EXCLUDED.last_seen), last_frame = EXCLUDED.last_frame,
-            last_event_id = EXCLUDED.last_event_id,
-            recognition_event_id = coalesce(t.recognition_event_id, EXCLUDED.recognition_event_id),
-            face_person_id = coalesce(EXCLUDED.face_person_id, t.face_person_id)
-    RETURNING t.session_id, t.person_id
 )
-SELECT (SELECT new FROM counted) AS new, array_agg(session_id) AS sessions, array_agg(person_id) AS people
-FROM (SELECT session_id, person_id FROM old WHERE person_id IS NOT NULL
-      UNION
-      SELECT session_id, person_id FROM folded WHERE person_id IS NOT NULL) AS touched
+SELECT DISTINCT ON (st.event_id) st.seq FROM {_STAGE_TABLE} st JOIN inserted USING (event_id) ORDER BY st.event_id, st.seq
 """
 
 _SAVE_OFFSETS = """
@@ -140,6 +105,20 @@ async def write_batch(conn, group: str, rows: Sequence[tuple], next_offsets: dic
                       dead_letters: dict[str, tuple[int, str]], timetable: TimetableCache) -> BatchResult:
     """Apply one batch and store the offsets, in one transaction. ``rows`` are staging rows without
     ``seq`` in offset order, de-duplicated on event_id; ``dead_letters`` is {topic: (count, last reason)}."""
+    try:
+        return await _write(conn, group, rows, next_offsets, dead_letters, timetable, stored_before=False)
+    except asyncpg.UniqueViolationError as exc:
+        if getattr(exc, "constraint_name", None) != _LEDGER_KEY:
+            raise
+        log.debug("a batch of %d events holds events stored before: writing the new ones", len(rows))
+        return await _write(conn, group, rows, next_offsets, dead_letters, timetable, stored_before=True)
+
+
+async def _write(conn, group: str, rows: Sequence[tuple], next_offsets: dict[tuple[str, int], int],
+                 dead_letters: dict[str, tuple[int, str]], timetable: TimetableCache, *,
+                 stored_before: bool) -> BatchResult:
+    """:func:`write_batch`; ``stored_before``: some of ``rows`` may be in the ledger already (only the new
+    ones are inserted and folded), else they are COPYed straight in (and any one stored before fails it)."""
     result = BatchResult(events=len(rows))
     async with conn.transaction():
         if rows:
@@ -147,11 +126,11 @@ async def write_batch(conn, group: str, rows: Sequence[tuple], next_offsets: dic
             missing = timetable.missing(days)
             if missing:
                 await materialise_days(conn, missing)
-            await conn.copy_records_to_table(_STAGE_TABLE, records=[(i, *row) for i, row in enumerate(rows)],
-                                             columns=STAGE_COLUMNS)
-            folded = await conn.fetchrow(_FOLD_TRACKS)
-            result.new = int(folded["new"])
-            pairs = list(zip(folded["sessions"] or [], folded["people"] or []))
+            new = await _insert_new(conn, rows) if stored_before else rows
+            if not stored_before:
+                await conn.copy_records_to_table("presence_event", records=rows, columns=_EVENT_COLUMNS)
+            result.new = len(new)
+            pairs = await upsert_tracks(conn, fold_tracks(new, await batch_sessions(conn, new))) if new else []
             result.pairs = len(pairs)
             result.changed = await recompute_attendance(conn, pairs)
         if dead_letters:
@@ -165,6 +144,14 @@ async def write_batch(conn, group: str, rows: Sequence[tuple], next_offsets: dic
     if rows:  # only once committed: a batch rolled back (PostgreSQL away at commit) made no sessions
         timetable.mark(_days_around(rows))
     return result
+
+
+async def _insert_new(conn, rows: Sequence[tuple]) -> list[tuple]:
+    """Insert the rows not in the ledger yet (through the staging table); those rows, in batch order."""
+    await conn.copy_records_to_table(_STAGE_TABLE, records=[(i, *row) for i, row in enumerate(rows)],
+                                     columns=STAGE_COLUMNS)
+    seqs = sorted(r["seq"] for r in await conn.fetch(_INSERT_NEW))
+    return [rows[i] for i in seqs]
 
 
 def _days_around(rows: Sequence[tuple]) -> list[dt.date]:
