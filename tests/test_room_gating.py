@@ -183,8 +183,15 @@ class CountingDetector:
         return [[PersonDetection(SEATED, 0.9, 0)] for _ in images]
 
 
-def test_the_person_stage_detects_only_what_the_gates_plan():
+def _gated_config():
+    """The example config with motion gating and the adaptive input on (both off by default)."""
     config = load_config(EXAMPLE_CONFIG, environ={})
+    return config.model_copy(update={"tracking": config.tracking.model_copy(
+        update={"motion_gating": True, "adaptive_input": True})})
+
+
+def test_the_person_stage_detects_only_what_the_gates_plan():
+    config = _gated_config()
     detector = CountingDetector()
     gating = RoomGating(config, 640)
     stage = PersonStage(detector, gating=gating)
@@ -202,13 +209,13 @@ def test_the_person_stage_detects_only_what_the_gates_plan():
 
 
 def _room_stage(gallery, gating: RoomGating) -> RoomStage:
-    return RoomStage(load_config(EXAMPLE_CONFIG, environ={}), publish=lambda *a, **k: True, topic="presence",
+    return RoomStage(_gated_config(), publish=lambda *a, **k: True, topic="presence",
                      recognitions=asyncio.Queue(), gallery=lambda: gallery, gating=gating)
 
 
 @pytest.mark.parametrize("enrolled, decided, wanted", [(0, False, False), (2, False, True), (2, True, False)])
 def test_room_faces_are_wanted_only_for_undecided_tracks_with_a_gallery(enrolled, decided, wanted):
-    config = load_config(EXAMPLE_CONFIG, environ={})
+    config = _gated_config()
     camera = next(c.id for c in config.cameras if c.role == "room")
     gating = RoomGating(config, 640)
     stage = _room_stage(list(range(enrolled)), gating)  # a gallery of ``enrolled`` people (only its size counts)
