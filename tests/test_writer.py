@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import json
+import time
 
 import asyncpg
 import pytest
@@ -17,6 +18,7 @@ from tests.test_writer_kit import (ROSTER, SESSION_START, attendance_snapshot, c
                                    prepare_database, produce, read_topic, run_writer_until_caught_up,
                                    stored_offsets_reach, wait_until, writer_config)
 from consumers.writer import AttendanceWriter
+from infra.foundation.config import AttendanceWriterConfig
 
 pytestmark = pytest.mark.slow
 
@@ -174,6 +176,38 @@ def test_two_writers_in_one_group_share_the_partitions(stack, fresh_database):
         assert all(w.stats.messages > 0 for w in writers), "scaling is adding consumers: both did work"
         total = sum(w.stats.events for w in writers)
         assert total == len(presence.messages) + sum(1 for _, e in recognitions.messages if e["person_id"])
+
+    asyncio.run(main())
+
+
+def test_a_lone_event_is_written_at_once_with_the_default_batch_size(stack, fresh_database):
+    """Batches are what getmany has at hand, up to max_batch: a large max_batch never waits for a batch to
+    fill. One event, produced to an idle writer with the default max_batch, is stored well within a second
+    or two (the bound is generous for a shared machine; a batch waiting to fill would never come)."""
+    bootstrap = stack.kafka_bootstrap_servers
+    defaults = AttendanceWriterConfig()
+    default_batch = defaults.max_batch
+    config = writer_config(max_batch=default_batch, max_wait_ms=defaults.max_wait_ms)
+    presence, _ = _streams(seed=11)
+
+    async def main():
+        await prepare_database(fresh_database, config)
+        await create_topics(bootstrap, config)
+        writer = AttendanceWriter(config, database_url=fresh_database, bootstrap_servers=bootstrap)
+        task = asyncio.create_task(writer.run())
+        try:
+            await wait_until(lambda: _all_assigned([writer]), 60, "the writer to get its partitions")
+            await asyncio.sleep(1.0)  # idle: empty rounds of max_wait_ms
+            await produce(bootstrap, config.kafka.topics.presence.name, encoded(presence)[:1])
+            produced = time.monotonic()
+            while writer.stats.events < 1 and time.monotonic() - produced < 30:
+                await asyncio.sleep(0.01)
+            delay = time.monotonic() - produced
+        finally:
+            writer.stop()
+            await task
+        assert writer.stats.events == 1 and writer.stats.batches == 1
+        assert delay < 3.0, f"a lone event waited {delay:.2f} s with max_batch {default_batch}"
 
     asyncio.run(main())
 

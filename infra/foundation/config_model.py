@@ -314,7 +314,10 @@ class AttendanceWriterConfig(_Strict):
     """The attendance writer (consumers/): a Kafka consumer group into PostgreSQL."""
 
     group_id: str = "rollcall-attendance-writer"
-    max_batch: int = Field(default=5000, ge=1, le=100_000)
+    # A batch is what the consumer has at hand, up to max_batch: a large one never delays a lone event, and
+    # under a backlog it spreads the per-batch work (track upsert, attendance recompute: per touched track,
+    # not per event) over more events (`rollcall bench writer`, README "Benchmark" under Attendance).
+    max_batch: int = Field(default=20_000, ge=1, le=100_000)
     max_wait_ms: int = Field(default=200, ge=1, le=60_000)
     # Every message through the full JSON Schema (~0.3 ms each) instead of checking the fields the writer uses.
     full_validation: bool = False
