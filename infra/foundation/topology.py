@@ -25,6 +25,10 @@ WEEKDAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
 TABLES = ("room", "camera", "door", "course", "course_member", "timetable_slot")
 TITLES = {"room": "rooms", "camera": "cameras", "door": "doors", "course": "courses",
           "course_member": "roster entries", "timetable_slot": "timetable entries"}
+_HOW_REMOVED = {"room": "an import never removes rooms", "course": "an import never removes courses",
+                "camera": "--prune removes them", "door": "--prune removes them",
+                "course_member": "--prune removes those of the file's courses",
+                "timetable_slot": "--prune removes those of the file's courses"}
 Rows = dict[str, dict[tuple, tuple]]  # table -> natural key -> the compared values
 
 
@@ -101,8 +105,7 @@ class TopologyDiff:
                 out += [f"{mark} {TITLES[table][:-1] if not table.endswith('_slot') else 'timetable entry'} "
                         f"{' '.join(map(str, key))}" for key in keys]
             if d.kept:
-                out.append(f"= {len(d.kept)} {TITLES[table]} only in the database, kept "
-                           f"({'never removed by an import' if table in ('room', 'course') else 'use --prune to remove'}): "
+                out.append(f"= {len(d.kept)} {TITLES[table]} only in the database, kept ({_HOW_REMOVED[table]}): "
                            + ", ".join(" ".join(map(str, k)) for k in d.kept[:5]) + (" ..." if len(d.kept) > 5 else ""))
         return out
 
