@@ -25,7 +25,8 @@ from dashboard import auth
 from dashboard.health import ProcessorMetrics
 from dashboard.limits import BodyLimit
 from dashboard.live import LiveHub, StreamLimits
-from dashboard.routes import account, analytics, exports, live, people, records, review, sessions, system, video
+from dashboard.routes import (account, analytics, campus, exports, live, people, plans, records, review, sessions, system,
+                              video)
 from dashboard.services import Problem, Services
 from dashboard.video import VideoHub
 from dashboard.web import HERE, templates
@@ -34,7 +35,8 @@ from infra.foundation.endpoints import resolve
 __all__ = ["ROUTES", "app_from_config", "create_app", "templates"]
 
 ROUTES: list[Route] = [*account.ROUTES, *live.ROUTES, *video.ROUTES, *analytics.ROUTES, *sessions.ROUTES,
-                       *records.ROUTES, *exports.ROUTES, *people.ROUTES, *review.ROUTES, *system.ROUTES]
+                       *records.ROUTES, *exports.ROUTES, *people.ROUTES, *review.ROUTES, *system.ROUTES,
+                       *campus.ROUTES, *plans.ROUTES]
 
 
 class SecurityHeaders:

@@ -129,3 +129,76 @@ class ReviewAcceptance(BaseModel):
         if not value:
             raise ValueError("refusing to enrol without consent: confirm the person agreed to face recognition")
         return value
+
+
+def _slug(value: str, what: str) -> str:
+    value = value.strip()
+    if not PERSON_ID.match(value):
+        raise ValueError(f"{what} {value[:70]!r} is not valid: letters, digits, '_', '.', '-' (up to 64)")
+    return value
+
+
+def _minutes(value: Any, what: str, default: int) -> int:
+    text = str(value if value is not None else "").strip()
+    if not text:
+        return default
+    try:
+        minutes = int(text)
+    except ValueError:
+        raise ValueError(f"{what} {text[:20]!r} is not a whole number of minutes") from None
+    if not 0 <= minutes <= 24 * 60:
+        raise ValueError(f"{what} must be between 0 and 1440 minutes")
+    return minutes
+
+
+class RoomForm(BaseModel):
+    """A room: its id (fixed once made), name and capacity (empty: unknown)."""
+    model_config = ConfigDict(validate_default=True)
+    id: Text = ""
+    name: Text = ""
+    capacity: int | None = None
+
+    @field_validator("id")
+    @classmethod
+    def _id(cls, value: str) -> str:
+        return _slug(value, "room id")
+
+    @field_validator("capacity", mode="before")
+    @classmethod
+    def _capacity(cls, value: Any) -> int | None:
+        text = str(value if value is not None else "").strip()
+        if not text:
+            return None
+        if not text.isdigit() or not 1 <= int(text) <= 100000:
+            raise ValueError(f"capacity {text[:20]!r} must be a whole number from 1 to 100000, or empty")
+        return int(text)
+
+
+class CourseForm(BaseModel):
+    """A course and its attendance policy (minutes; empty: the defaults of the config file's courses)."""
+    model_config = ConfigDict(validate_default=True)
+    id: Text = ""
+    name: Text = ""
+    early_arrival_min: int = 15
+    late_after_min: int = 10
+    present_min_minutes: int = 20
+    left_early_min: int = 10
+    door_only: Text = "unconfirmed"
+
+    @field_validator("id")
+    @classmethod
+    def _id(cls, value: str) -> str:
+        return _slug(value, "course id")
+
+    @field_validator("early_arrival_min", "late_after_min", "present_min_minutes", "left_early_min", mode="before")
+    @classmethod
+    def _policy(cls, value: Any, info) -> int:
+        return _minutes(value, info.field_name.replace("_", " "), cls.model_fields[info.field_name].default)
+
+    @field_validator("door_only")
+    @classmethod
+    def _door_only(cls, value: str) -> str:
+        value = value.strip() or "unconfirmed"
+        if value not in ("present", "unconfirmed", "absent"):
+            raise ValueError(f"door only {value[:20]!r} is not present, unconfirmed or absent")
+        return value

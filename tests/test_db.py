@@ -69,3 +69,45 @@ def test_unreachable_database_is_one_clear_line(free_port):
     assert "\n" not in message and f"127.0.0.1:{free_port}" in message and "DATABASE_URL" in message
     with pytest.raises(RollcallError, match="cannot reach PostgreSQL"):
         asyncio.run(db.load_topology(url, load_config(EXAMPLE_CONFIG, environ={})))
+
+
+def test_import_dry_run_prints_differences_and_writes_nothing(fresh_database):
+    """The import compares on natural keys: a dry run lists a changed room, a new slot and a removed camera
+    and writes nothing; the real import applies them; rows only in the database are kept unless pruned."""
+    db.migrate(fresh_database)
+    config = load_config(EXAMPLE_CONFIG, environ={})
+    asyncio.run(db.load_topology(fresh_database, config))
+    diff, _ = asyncio.run(db.import_config(fresh_database, config, prune=False, dry_run=True))
+    assert diff.empty and diff.lines() == []
+
+    raw = config.model_dump(mode="json", exclude={"source"})
+    raw["rooms"][0]["name"] = "Renamed hall"
+    dropped = raw["cameras"].pop()["id"]
+    raw["doors"] = [d for d in raw["doors"] if dropped not in (d["door_camera"], d["room_camera"])]
+    extra = dict(raw["timetable"][0], start="06:00:00", end="06:30:00")
+    raw["timetable"].append(extra)
+    changed = config_from_dict(raw, environ={})
+
+    async def snapshot():
+        conn = await asyncpg.connect(fresh_database)
+        try:
+            return [tuple(r) for t in ("room", "camera", "door", "timetable_slot")
+                    for r in await conn.fetch(f"SELECT * FROM {t} ORDER BY 1")]
+        finally:
+            await conn.close()
+
+    before = asyncio.run(snapshot())
+    diff, _ = asyncio.run(db.import_config(fresh_database, changed, prune=True, dry_run=True))
+    lines = diff.lines()
+    assert f"~ room {raw['rooms'][0]['id']}" in lines and f"- camera {dropped}" in lines
+    assert any(line.startswith("+ timetable entry") and "06:00:00" in line for line in lines)
+    assert asyncio.run(snapshot()) == before  # the dry run wrote nothing
+
+    # without --prune the camera only in the database is kept, and said so
+    diff, counts = asyncio.run(db.import_config(fresh_database, changed, prune=False, dry_run=False))
+    assert diff.tables["camera"].kept == [(dropped,)] and counts["camera"] == len(config.cameras)
+    assert counts["timetable_slot"] == len(config.timetable) + 1
+    diff, counts = asyncio.run(db.import_config(fresh_database, changed, prune=True, dry_run=False))
+    assert diff.tables["camera"].removed == [(dropped,)] and counts["camera"] == len(config.cameras) - 1
+    again, _ = asyncio.run(db.import_config(fresh_database, changed, prune=True, dry_run=True))
+    assert again.empty  # converged

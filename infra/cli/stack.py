@@ -29,12 +29,13 @@ def up(ctx: click.Context, no_render: bool) -> None:
     """Start the embedded stack: PostgreSQL, the Kafka-compatible broker and the RTSP server.
 
     Ports come from [stack] (0 = choose free ones and keep them). Topics are created with their
-    partition counts, the database is migrated and the configured topology loaded. Idempotent.
+    partition counts, the database is migrated and the configured topology imported (rows only in the
+    database are kept: `rollcall db load-config --prune` removes them). Idempotent.
     """
     config = _config(ctx)
     mounts = demo_mounts(config, render_missing=not no_render)
     state, report = start_embedded_stack(config, rtsp_mounts=mounts)
-    asyncio.run(database.load_topology(state.database_url, config))
+    asyncio.run(database.load_topology(state.database_url, config, prune=False))
     click.echo(f"postgres  {state.database_url}  (migrations applied now: {len(report.applied)})")
     click.echo(f"kafka     {state.kafka_bootstrap_servers}")
     for mount in sorted(mounts):
@@ -103,12 +104,24 @@ def db_status(ctx: click.Context) -> None:
 
 
 @db.command("load-config")
+@click.option("--dry-run", is_flag=True, help="Print the differences and write nothing.")
+@click.option("--prune", is_flag=True, help="Also remove cameras, doors, and the roster and timetable entries of "
+              "the file's courses, that the file does not name (kept otherwise: the dashboard edits them too).")
 @click.pass_context
-def db_load_config(ctx: click.Context) -> None:
-    """Load rooms, cameras, doors, courses, rosters and timetable from the config into the database."""
+def db_load_config(ctx: click.Context, dry_run: bool, prune: bool) -> None:
+    """Import rooms, cameras, doors, courses, rosters and timetable from the config into the database.
+
+    Prints the differences (+ added, ~ changed, - removed, = only in the database and kept), then applies
+    them in one transaction (with --dry-run: nothing is written). Rooms and courses are never removed.
+    """
     config = _config(ctx)
-    counts = asyncio.run(database.load_topology(resolve(config, need=("database",)).database_url, config))
-    click.echo(", ".join(f"{table}: {count}" for table, count in counts.items()))
+    diff, counts = asyncio.run(database.import_config(resolve(config, need=("database",)).database_url, config,
+                                                      prune=prune, dry_run=dry_run))
+    for line in diff.lines():
+        click.echo(line)
+    click.echo(f"{'dry run, nothing written' if dry_run else 'imported'}: {diff.summary()}")
+    if not dry_run:
+        click.echo(", ".join(f"{table}: {count}" for table, count in counts.items()))
 
 
 # --- configuration --------------------------------------------------------------------------------

@@ -3,7 +3,6 @@ of the configured campus topology (rooms, cameras, doors, courses, timetable) in
 
 from __future__ import annotations
 
-import json
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -11,10 +10,10 @@ from urllib.parse import urlsplit
 
 import asyncpg
 
+from infra.foundation import topology
 from infra.foundation.errors import RollcallError
 
 MIGRATIONS_DIR = Path(__file__).resolve().parent / "migrations"
-WEEKDAY_NUMBER = {"mon": 1, "tue": 2, "wed": 3, "thu": 4, "fri": 5, "sat": 6, "sun": 7}
 
 
 def redact(url: str) -> str:
@@ -78,87 +77,29 @@ def _backend(database_url: str):
         raise describe_unreachable(database_url, exc) from None
 
 
-async def load_topology(database_url: str, config) -> dict[str, int]:
-    """Upsert the configured rooms, cameras, doors, courses, rosters and timetable slots.
+async def load_topology(database_url: str, config, *, prune: bool = True) -> dict[str, int]:
+    """Import the configured campus (:mod:`infra.foundation.topology`) and count each table's rows.
 
-    The config file is the source of truth for the topology: rows it no longer names are removed
-    (cameras, doors, slots), so a reload converges. People named only in a roster get a placeholder
-    person row until they are enrolled with a name.
+    ``prune`` (the default here, for the tools that own their database: tests, scenario runs, benchmarks,
+    the demo): cameras, doors, and the roster and timetable entries of the file's courses that the file does
+    not name are removed, so a reload converges. `rollcall db load-config` and `rollcall up` keep them
+    unless told (``--prune``): the dashboard edits the same tables.
     """
+    _, counts = await import_config(database_url, config, prune=prune, dry_run=False)
+    return counts
+
+
+async def import_config(database_url: str, config, *, prune: bool, dry_run: bool
+                        ) -> tuple[topology.TopologyDiff, dict[str, int]]:
+    """The file's differences from the database, applied in one transaction unless ``dry_run``; the row
+    counts after."""
     try:
         conn = await asyncpg.connect(database_url, timeout=10)
     except (OSError, asyncpg.PostgresError, TimeoutError) as exc:
         raise describe_unreachable(database_url, exc) from None
-    counts: dict[str, int] = {}
     try:
-        async with conn.transaction():
-            await _upsert_places(conn, config)
-            await _upsert_courses(conn, config)
-            await _replace_timetable(conn, config)
-        for table in ("room", "camera", "door", "course", "course_member", "timetable_slot"):
-            counts[table] = await conn.fetchval(f"SELECT count(*) FROM {table}")
+        diff = await topology.import_topology(conn, config, prune=prune, dry_run=dry_run)
+        counts = {table: await conn.fetchval(f"SELECT count(*) FROM {table}") for table in topology.TABLES}
     finally:
         await conn.close()
-    return counts
-
-
-async def _upsert_places(conn, config) -> None:
-    """Rooms, cameras and doors as configured; cameras and doors the config no longer names are removed."""
-    await conn.executemany(
-        """INSERT INTO room (id, name, capacity) VALUES ($1, $2, $3)
-           ON CONFLICT (id) DO UPDATE SET name = EXCLUDED.name, capacity = EXCLUDED.capacity,
-           updated_at = now()""",
-        [(r.id, r.name, r.capacity) for r in config.rooms])
-    await conn.executemany(
-        """INSERT INTO camera (id, name, role, room_id, url, analysis_fps, enabled, min_tracking_fps)
-           VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
-           ON CONFLICT (id) DO UPDATE SET name = EXCLUDED.name, role = EXCLUDED.role,
-           room_id = EXCLUDED.room_id, url = EXCLUDED.url, analysis_fps = EXCLUDED.analysis_fps,
-           enabled = EXCLUDED.enabled, min_tracking_fps = EXCLUDED.min_tracking_fps, updated_at = now()""",
-        [(c.id, c.name, c.role, c.room, c.url, c.analysis_fps, c.enabled, c.min_tracking_fps)
-         for c in config.cameras])
-    await conn.executemany(
-        """INSERT INTO door (id, room_id, door_camera_id, room_camera_id, entry_zone, transit_min_s, transit_max_s)
-           VALUES ($1, $2, $3, $4, $5::jsonb, $6, $7)
-           ON CONFLICT (id) DO UPDATE SET room_id = EXCLUDED.room_id,
-           door_camera_id = EXCLUDED.door_camera_id, room_camera_id = EXCLUDED.room_camera_id,
-           entry_zone = EXCLUDED.entry_zone, transit_min_s = EXCLUDED.transit_min_s,
-           transit_max_s = EXCLUDED.transit_max_s, updated_at = now()""",
-        [(d.id, d.room, d.door_camera, d.room_camera, json.dumps(d.entry_zone),
-          d.transit.min_s, d.transit.max_s) for d in config.doors])
-    await conn.execute("DELETE FROM door WHERE NOT (id = ANY($1::text[]))", [d.id for d in config.doors])
-    await conn.execute("DELETE FROM camera WHERE NOT (id = ANY($1::text[]))", [c.id for c in config.cameras])
-
-
-async def _upsert_courses(conn, config) -> None:
-    """Courses with their policies, placeholder people for roster names, and the rosters themselves."""
-    await conn.executemany(
-        """INSERT INTO course (id, name, early_arrival_min, late_after_min, present_min_minutes, left_early_min,
-                             door_only)
-           VALUES ($1, $2, $3, $4, $5, $6, $7)
-           ON CONFLICT (id) DO UPDATE SET name = EXCLUDED.name,
-           early_arrival_min = EXCLUDED.early_arrival_min, late_after_min = EXCLUDED.late_after_min,
-           present_min_minutes = EXCLUDED.present_min_minutes, left_early_min = EXCLUDED.left_early_min,
-           door_only = EXCLUDED.door_only, updated_at = now()""",
-        [(c.id, c.name, c.policy.early_arrival_min, c.policy.late_after_min,
-          c.policy.present_min_minutes, c.policy.left_early_min, c.policy.door_only) for c in config.courses])
-    members = [(c.id, p, "student") for c in config.courses for p in c.roster]
-    members += [(c.id, p, "faculty") for c in config.courses for p in c.faculty]
-    await conn.executemany(
-        """INSERT INTO person (id, display_name, kind) VALUES ($1, $1, $2) ON CONFLICT (id) DO NOTHING""",
-        [(p, role) for _, p, role in members])
-    await conn.execute("DELETE FROM course_member WHERE course_id = ANY($1::text[])",
-                       [c.id for c in config.courses])
-    await conn.executemany(
-        "INSERT INTO course_member (course_id, person_id, role) VALUES ($1, $2, $3) ON CONFLICT DO NOTHING",
-        members)
-
-
-async def _replace_timetable(conn, config) -> None:
-    """The timetable slots, replaced as a whole (a slot has no id of its own in the config)."""
-    await conn.execute("DELETE FROM timetable_slot")
-    await conn.executemany(
-        """INSERT INTO timetable_slot (course_id, room_id, weekday, on_date, start_time, end_time, timezone)
-           VALUES ($1, $2, $3, $4, $5, $6, $7)""",
-        [(t.course, t.room, WEEKDAY_NUMBER[t.weekday] if t.weekday else None, t.date, t.start, t.end,
-          config.site.timezone) for t in config.timetable])
+    return diff, counts

@@ -1,0 +1,215 @@
+"""Campus set-up in a real headless Chromium (Debian's chromium, Python playwright) against the dashboard on
+its own database of the session's PostgreSQL: an admin adds and edits rooms and courses, imports a roster
+CSV whose bad row the preview refuses (the good rows written only after confirming), imports a timetable
+CSV and sees its sessions, exports both and imports the exports again without a duplicate; and
+`rollcall db load-config --dry-run` shows a difference and writes nothing, and the import after it keeps
+what the admin added in the dashboard. The tests run in order on one database. Screenshots go to
+var/artifacts/screenshots/ with the others."""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+import subprocess
+import sys
+from pathlib import Path
+from zoneinfo import ZoneInfo
+
+import pytest
+
+from infra.foundation.config import EXAMPLE_CONFIG, load_config
+from infra.foundation.paths import PROJECT_ROOT
+from tests import dashboard_kit as kit
+from tests.test_dashboard_e2e import CHROMIUM, CHROMIUM_ARGS, SCREENSHOTS
+
+
+@pytest.fixture(scope="module")
+def served(stack):
+    config = load_config(EXAMPLE_CONFIG, environ={})
+    with kit.served_dashboard(stack, config, "test_setup", secret_key="s" * 48) as server:
+        server.config = config
+        yield server
+
+
+@pytest.fixture(scope="module")
+def admin_page(served):  # after the dashboard: playwright's sync API keeps an event loop in this thread
+    os.environ["PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD"] = "1"
+    from playwright.sync_api import sync_playwright
+
+    assert Path(CHROMIUM).exists(), "Debian's chromium is missing: run infra/setup/debian-packages.sh as root"
+    with sync_playwright() as playwright:
+        chromium = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        context = chromium.new_context(viewport={"width": 1400, "height": 900}, accept_downloads=True)
+        page = context.new_page()
+        page.goto(served.url + "/setup/rooms")
+        page.fill("input[name=username]", "admin")
+        page.fill("input[name=password]", kit.PASSWORDS["admin"])
+        page.click("button[type=submit]")
+        page.wait_for_selector("#rooms")
+        yield page
+        chromium.close()
+
+
+def _shot(page, name: str) -> None:
+    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+    page.screenshot(path=str(SCREENSHOTS / f"{name}.png"), full_page=True)
+
+
+def _flash(page) -> str:
+    page.wait_for_selector(".flash")
+    return page.locator(".flash").inner_text()
+
+
+def _upload(page, form: str, path: Path) -> None:
+    page.locator(f"{form} input[type=file]").set_input_files(str(path))
+    page.locator(f"{form} button").click()
+    page.wait_for_load_state()
+
+
+def test_only_admins_set_up_the_campus(served):
+    faculty = kit.login(served, "turing")
+    for path in ("/setup/rooms", "/setup/courses", "/setup/rosters", "/setup/timetable", "/setup/roster.csv"):
+        assert faculty.get(path).status_code == 403, path
+    response = faculty.post("/setup/rooms", data={"csrf_token": faculty.headers["X-CSRF-Token"], "id": "Z1"})
+    assert response.status_code == 403
+    assert kit.db(served, "SELECT id FROM room WHERE id = 'Z1'") == []
+
+
+def test_admin_adds_and_edits_rooms_and_courses(admin_page, served):
+    page = admin_page
+    page.goto(served.url + "/setup/rooms")
+    form = page.locator("#new-room")
+    form.locator("input[name=id]").fill("B202")
+    form.locator("input[name=name]").fill("Seminar room")
+    form.locator("input[name=capacity]").fill("25")
+    form.locator("button").click()
+    assert "room B202 added" in _flash(page)
+    row = page.locator("tr[data-room=B202]")
+    row.locator("input[name=name]").fill("Seminar room B202")
+    row.locator("button").click()
+    assert "room B202 saved" in _flash(page)
+    assert [tuple(r) for r in kit.db(served, "SELECT name, capacity FROM room WHERE id = 'B202'")] == [
+        ("Seminar room B202", 25)]
+    # a bad capacity is a 400 with the reason, nothing written
+    row = page.locator("tr[data-room=B202]")
+    row.locator("input[name=capacity]").fill("lots")
+    with page.expect_response(lambda r: r.url.endswith("/setup/rooms/B202")) as answer:
+        row.locator("button").click()
+    assert answer.value.status == 400 and "capacity 'lots'" in page.locator("main").inner_text()
+    page.goto(served.url + "/setup/rooms")
+    _shot(page, "setup-rooms")
+
+    page.goto(served.url + "/setup/courses")
+    form = page.locator("#new-course")
+    form.locator("input[name=id]").fill("PH110")
+    form.locator("input[name=name]").fill("Physics")
+    form.locator("button").click()
+    assert "course PH110 added" in _flash(page)
+    page.locator("tr[data-course=PH110] input[name=late_after_min]").fill("5")
+    page.locator("tr[data-course=PH110] button").click()
+    assert "course PH110 saved" in _flash(page)
+    assert kit.db(served, "SELECT late_after_min FROM course WHERE id = 'PH110'")[0][0] == 5
+    _shot(page, "setup-courses")
+
+
+def test_roster_csv_preview_refuses_the_bad_row_and_confirm_writes_the_good_ones(admin_page, served, tmp_path):
+    page = admin_page
+    members = "SELECT course_id, person_id, role FROM course_member WHERE course_id = 'PH110' ORDER BY person_id"
+    csv_file = tmp_path / "roster.csv"
+    csv_file.write_text("course_id,person_id,role\nPH110,macron,student\nPH110,nobody,student\n"
+                        "PH110,prof-turing,faculty\nPH110,macron,student\n", encoding="utf-8")
+    page.goto(served.url + "/setup/rosters")
+    _upload(page, "#roster-import", csv_file)
+    assert "2 row(s) will be imported, 2 refused" in page.locator("#preview-summary").inner_text()
+    assert "unknown person 'nobody'" in page.locator("tr[data-line='3']").inner_text()
+    assert "duplicate of line 2" in page.locator("tr[data-line='5']").inner_text()
+    assert page.locator("tr.valid").count() == 2
+    assert kit.db(served, members) == []  # nothing written by the preview
+    _shot(page, "setup-preview")
+    page.locator("#confirm-import button").click()
+    assert "2 roster row(s) imported, 2 refused" in _flash(page)
+    assert [tuple(r) for r in kit.db(served, members)] == [("PH110", "macron", "student"),
+                                                          ("PH110", "prof-turing", "faculty")]
+    assert page.locator("tr[data-member='PH110/macron']").count() == 1
+    _shot(page, "setup-rosters")
+    # a file that is not the layout: a 400 with the reason, never a 500
+    bad = tmp_path / "bad.csv"
+    bad.write_bytes(b"name;course\n\xff\xfe")
+    with page.expect_response(lambda r: r.url.endswith("/setup/roster/import")) as answer:
+        _upload(page, "#roster-import", bad)
+    assert answer.value.status == 400 and "not UTF-8" in page.locator("main").inner_text()
+
+
+def test_timetable_csv_import_shows_its_sessions(admin_page, served, tmp_path):
+    page = admin_page
+    day = dt.datetime.now(ZoneInfo(served.config.site.timezone)).date() + dt.timedelta(days=2)
+    csv_file = tmp_path / "timetable.csv"
+    csv_file.write_text("course_id,room_id,day,start,end\n"
+                        f"PH110,B202,{day.isoformat()},10:00,11:30\n"
+                        "PH110,B202,fri,16:00,17:00\n"
+                        "PH110,B202,mon,9:75,10:00\n", encoding="utf-8")
+    page.goto(served.url + "/setup/timetable")
+    _upload(page, "#timetable-import", csv_file)
+    assert "bad time '9:75'" in page.locator("tr[data-line='4']").inner_text()
+    assert kit.db(served, "SELECT id FROM timetable_slot WHERE course_id = 'PH110'") == []
+    page.locator("#confirm-import button").click()
+    assert "2 timetable row(s) imported, 1 refused" in _flash(page)
+    slots = page.locator("#slots tr", has_text="PH110")
+    assert slots.count() == 2
+    # the one-off entry's session is on the page at once, at its local time
+    upcoming = page.locator("#upcoming tr", has_text="PH110")
+    assert f"{day.isoformat()} 10:00" in upcoming.filter(has_text=day.isoformat()).inner_text()
+    _shot(page, "setup-timetable")
+
+
+@pytest.mark.parametrize("kind, page_path, table", [("timetable", "/setup/timetable", "timetable_slot"),
+                                                    ("roster", "/setup/rosters", "course_member")])
+def test_export_then_import_again_gives_no_duplicates(admin_page, served, tmp_path, kind, page_path, table):
+    page = admin_page
+    page.goto(served.url + page_path)
+    with page.expect_download() as download_info:
+        page.click(f"#{kind}-export")
+    exported = Path(download_info.value.path()).read_text(encoding="utf-8")
+    before = kit.db(served, f"SELECT count(*) FROM {table}")[0][0]
+    sessions = kit.db(served, "SELECT count(*) FROM class_session")[0][0]
+    assert len(exported.splitlines()) == before + 1  # header + every row
+    again = tmp_path / f"{kind}.csv"
+    again.write_text(exported, encoding="utf-8")
+    _upload(page, f"#{kind}-import", again)
+    assert f"{before} row(s) will be imported, 0 refused" in page.locator("#preview-summary").inner_text()
+    page.locator("#confirm-import button").click()
+    assert f"{before} {kind} row(s) imported" in _flash(page)
+    assert kit.db(served, f"SELECT count(*) FROM {table}")[0][0] == before
+    assert kit.db(served, "SELECT count(*) FROM class_session")[0][0] == sessions
+
+
+def test_load_config_dry_run_shows_a_difference_and_writes_nothing(served, tmp_path):
+    text = EXAMPLE_CONFIG.read_text(encoding="utf-8").replace('name = "Lecture room A101"', 'name = "Main lecture hall"')
+    config_file = tmp_path / "rollcall.toml"
+    config_file.write_text(text, encoding="utf-8")
+    env = {**os.environ, "DATABASE_URL": served.database_url, "PYTHONPATH": str(PROJECT_ROOT)}
+
+    def load_config_cli(*flags: str) -> str:
+        result = subprocess.run([sys.executable, "-m", "infra.cli.main", "--config", str(config_file), "db",
+                                 "load-config", *flags], env=env, capture_output=True, text=True, timeout=120)
+        assert result.returncode == 0, result.stderr
+        return result.stdout
+
+    def room_names():
+        return {r["id"]: r["name"] for r in kit.db(served, "SELECT id, name FROM room")}
+
+    before = room_names()
+    out = load_config_cli("--dry-run")
+    assert "~ room A101" in out and "dry run, nothing written" in out
+    # what the admin added in the dashboard is listed as kept, not removed
+    assert "= 1 rooms only in the database, kept" in out and "B202" in out
+    assert "timetable entries only in the database" in out
+    assert room_names() == before
+    out = load_config_cli()
+    assert "imported: rooms: +0 ~1 -0" in out
+    assert room_names() == {**before, "A101": "Main lecture hall"}
+    assert kit.db(served, "SELECT count(*) FROM timetable_slot WHERE course_id = 'PH110'")[0][0] == 2
+    assert "dry run" in load_config_cli("--dry-run") and "~ room" not in load_config_cli("--dry-run")
+    # the dashboard reads the tables: the renamed room shows at once
+    admin = kit.login(served, "admin")
+    assert "Main lecture hall" in admin.get("/setup/rooms").text
