@@ -16,7 +16,7 @@ from infra.foundation.config import CameraConfig, Config
 from processor import metrics
 from processor.batcher import Batcher, DemandQueue
 from processor.checkpoints import CheckpointTable
-from processor.gallery import GalleryWatcher
+from processor.gallery import GalleryWatcher, match_settings
 from processor.group.coordinator import GroupCoordinator
 from processor.ingest import IngestManager
 from processor.pipeline import FaceStage, RecognitionStage
@@ -163,6 +163,7 @@ class Processor:
             scheduler=self.scheduler,
             on_analysed=self.analysis.analysed,
             on_activity=self._door_activity,
+            fragment_similarity=match_settings(config.models.pack, config.thresholds)[0],
         )
         # Small queues: when inference falls behind, frames wait in the drop-oldest buffers (and are
         # shed there), not here, so latency stays bounded.
