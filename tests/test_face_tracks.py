@@ -172,3 +172,30 @@ def test_an_unknown_passage_split_in_two_gives_one_unknown_recognition():
         return []
     decisions = walk(tracker, 60, faces_at)
     assert [d.person_id for d in decisions] == [None] and tracker.fragments_dropped == 1
+
+
+def test_an_undecided_track_is_embedded_on_its_first_looks_then_only_on_better_or_every_third_face():
+    stranger = _blend(0.0, seed=14)
+    tracker = FaceTracker(camera_id="door", fps=10, decide_after=5, lost_after_s=0.5, embed_every=3)
+    crop = np.zeros((112, 112, 3), np.uint8)
+    embedded, decisions = [], []
+    for i in range(50):
+        faces = []
+        if i < 30:  # 3 s in view, never recognised; frame 20 is a clearly better look
+            x = 100 + i * 10
+            faces.append(FaceObservation((x, 200, x + 80, 300), 0.9, 0.9 if i == 20 else 0.6, None, crop))
+        pairs = tracker.assign(faces)
+        for key, face in pairs:
+            if tracker.wants_embedding(key, face):  # as the recognition stage does
+                face.embedding = near(stranger, 0.02)
+                embedded.append(i)
+        decisions += tracker.settle(pairs, pts_s=i / 10, captured_at=float(i), frame_size=(1280, 720),
+                                    match=matcher)
+    looks = list(range(embedded[0], 30))  # from the frame ByteTrack confirmed the track on
+    assert embedded[0] <= 1 and embedded[:5] == looks[:5]  # the first decide_after looks, all
+    assert 20 in embedded  # the better look
+    assert len(embedded) <= 5 + 1 + len(looks[5:]) // 3 + 1 < len(looks)  # 29 looks: at most 15 embedded
+    assert len(decisions) == 1 and decisions[0].person_id is None and decisions[0].frames == len(embedded)
+    assert decisions[0].quality == 0.9
+    # gated-out faces and faces of decided tracks are never embedded
+    assert not tracker.wants_embedding(0, FaceObservation((0, 0, 50, 50), 0.9, 0.0, None, None))

@@ -18,6 +18,12 @@ unknown recognition of the same person. So with ``fragment_similarity`` set (the
 threshold), a track that ends unknown is dropped (logged, counted in ``fragments_dropped``) when its
 embedding matches a decision this camera made within ``fragment_window_s`` of stream time before the
 track began.
+
+Embeddings are the largest cost per face (~20 ms on a CPU), so an undecided track is embedded on every
+good face only until it has ``decide_after`` of them; after that only on a face better than its best so
+far, or every ``embed_every``-th good face (:meth:`FaceTracker.wants_embedding`). A stranger's track
+that stays in view for 3 s then costs ~12 embeddings instead of ~30, and its mean embedding keeps the
+best looks, which carry most of the weight anyway.
 """
 
 from __future__ import annotations
@@ -76,6 +82,7 @@ class _Track:
     weighted_sum: np.ndarray | None = None
     weight: float = 0.0
     frames: int = 0  # good faces embedded
+    looks: int = 0  # good faces seen (embedded or not)
     best_quality: float = -1.0
     best_box: tuple[float, float, float, float] = (0, 0, 0, 0)
     best_pts_s: float = 0.0
@@ -89,6 +96,8 @@ class _Track:
     def add(self, obs: FaceObservation, pts_s: float, captured_at: float, image: np.ndarray | None = None) -> None:
         self.last_pts_s = pts_s
         self.last_captured_at = captured_at
+        if obs.quality > 0:
+            self.looks += 1
         if obs.embedding is None or obs.quality <= 0:
             return
         weighted = obs.embedding.astype(np.float32) * obs.quality
@@ -126,6 +135,7 @@ class FaceTracker:
     decide_after: int = 5  # good frames before an early (known) decision
     lost_after_s: float = 1.0
     min_frames: int = 2  # a track with fewer good frames never becomes an event
+    embed_every: int = 3  # after decide_after embeddings: every n-th good face (and any better one)
     fragment_similarity: float | None = None  # None: never drop a track as a fragment of another
     fragment_window_s: float = 3.0
     _tracker: object = field(init=False, repr=False)
@@ -170,9 +180,20 @@ class FaceTracker:
                 if tracker_id is not None and int(tracker_id) >= 0]  # -1: not confirmed yet
 
     def wants_embedding(self, key: int, face: FaceObservation) -> bool:
-        """Only faces that passed the quality gate, on tracks not decided yet, are worth an embedding."""
+        """Only faces that passed the quality gate, on tracks not decided yet, are worth an embedding; once
+        a track has ``decide_after`` embeddings, only a face better than its best or every
+        ``embed_every``-th good face (counting this one)."""
+        if face.quality <= 0 or face.crop is None:
+            return False
         track = self._tracks.get(key)
-        return face.quality > 0 and face.crop is not None and not (track is not None and track.decided)
+        if track is None:
+            return True
+        if track.decided:
+            return False
+        # (a better face by a clear step: quality jitters by a few hundredths from frame to frame)
+        if track.frames < self.decide_after or face.quality > track.best_quality + 0.02:
+            return True
+        return (track.looks + 1) % max(1, self.embed_every) == 0
 
     def settle(self, assigned: list[tuple[int, FaceObservation]], *, pts_s: float, captured_at: float,
                frame_size: tuple[int, int], match: Matcher, image: np.ndarray | None = None) -> list[TrackDecision]:
