@@ -181,7 +181,9 @@ class CameraFeed:
         while True:
             frame = self.source.buffer.take() if self.source is not None else None
             if frame is not None:
-                self._recent.append((frame.captured_at, frame.image))
+                # converted to BGR on first use (processor.frames.Frame): in a thread, off this loop
+                image = frame.image if frame.converted else await asyncio.to_thread(getattr, frame, "image")
+                self._recent.append((frame.captured_at, image))
             shown_at = None
             if self._recent:
                 due = [item for item in self._recent if item[0] <= time.time() - self.delay_s]

@@ -105,11 +105,15 @@ class RecognitionStage:
     scheduler: Scheduler | None = None  # the inference gate, door activity, extras for cameras not behind
     on_analysed: Callable[[str, float, float], None] | None = None  # (camera, capture time, stream time)
     on_activity: Callable[[str, bool], None] | None = None  # (camera, a face in view): keyframe-only decoding when idle
+    # an unknown track this similar to a decision the door made just before is a fragment of it, not a
+    # second person (the gallery's match threshold; None: never dropped)
+    fragment_similarity: float | None = None
 
     def _tracker(self, camera_id: str) -> FaceTracker:
         tracker = self.trackers.get(camera_id)
         if tracker is None:
-            tracker = self.trackers[camera_id] = FaceTracker(camera_id=camera_id, fps=self.fps_of(camera_id))
+            tracker = self.trackers[camera_id] = FaceTracker(camera_id=camera_id, fps=self.fps_of(camera_id),
+                                                             fragment_similarity=self.fragment_similarity)
         return tracker
 
     def _match(self, embedding: np.ndarray) -> MatchResult:

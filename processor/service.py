@@ -11,12 +11,13 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 
 from infra.foundation.config import CameraConfig, Config
 from processor import metrics
 from processor.batcher import Batcher, DemandQueue
 from processor.checkpoints import CheckpointTable
-from processor.gallery import GalleryWatcher
+from processor.gallery import GalleryWatcher, match_settings
 from processor.group.coordinator import GroupCoordinator
 from processor.ingest import IngestManager
 from processor.pipeline import FaceStage, RecognitionStage
@@ -66,6 +67,7 @@ class Processor:
         self.face_stage: FaceStage | None = None
         self.room = None  # RoomStage, when there are room cameras
         self.scheduler: Scheduler | None = None
+        self._door_active_at: dict[str, float] = {}  # monotonic time a face was last in view, per door camera
         self._tasks: list[asyncio.Task] = []
         self.started = asyncio.Event()
 
@@ -163,6 +165,7 @@ class Processor:
             scheduler=self.scheduler,
             on_analysed=self.analysis.analysed,
             on_activity=self._door_activity,
+            fragment_similarity=match_settings(config.models.pack, config.thresholds)[0],
         )
         # Small queues: when inference falls behind, frames wait in the drop-oldest buffers (and are
         # shed there), not here, so latency stays bounded.
@@ -179,9 +182,17 @@ class Processor:
         ]
 
     def _door_activity(self, camera_id: str, active: bool) -> None:
-        """Nobody at the door: its camera decodes keyframes only ([scheduling] door_idle_keyframes)."""
+        """Nobody at the door for ``door_idle_hold_s``: its camera decodes keyframes only ([scheduling]
+        door_idle_keyframes). The hold keeps a passage whose face is lost for a moment (turned away,
+        between two tracks) in full decoding: back on keyframes only, its rest would come up to a GOP
+        late, as a second track and a second recognition."""
+        scheduling = self.config.scheduling
+        now = time.monotonic()
+        if active:
+            self._door_active_at[camera_id] = now
+        held = now - self._door_active_at.get(camera_id, -float("inf")) < scheduling.door_idle_hold_s
         if self.ingest is not None:
-            self.ingest.set_idle(camera_id, not active and self.config.scheduling.door_idle_keyframes)
+            self.ingest.set_idle(camera_id, not active and not held and scheduling.door_idle_keyframes)
             if self.scheduler is not None:  # an idle door is owed no more than its keyframes
                 self.scheduler.cap_idle(camera_id, self.ingest.keyframe_rate(camera_id))
 

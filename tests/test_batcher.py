@@ -9,7 +9,7 @@ import time
 import numpy as np
 
 from processor.batcher import Batcher, DemandQueue
-from processor.frames import Frame, FrameBuffer
+from processor.frames import Frame, FrameBuffer, materialise
 
 IMAGE = np.zeros((4, 4, 3), np.uint8)
 
@@ -167,3 +167,28 @@ async def test_batcher_stops_when_cancelled_as_a_frame_arrives():
         task.cancel()  # ... in the same loop turn as the cancel
         done, _ = await asyncio.wait([task], timeout=2)
         assert task in done and task.cancelled(), f"batcher ran on after cancel (max_wait_s={max_wait_s})"
+
+
+class _Decoded:
+    """Stands for a decoder's picture: counts its conversions to BGR."""
+
+    def __init__(self, conversions: list):
+        self.conversions = conversions
+
+    def to_ndarray(self, format: str) -> np.ndarray:
+        assert format == "bgr24"
+        self.conversions.append(1)
+        return IMAGE.copy()
+
+
+async def test_a_frame_is_converted_to_bgr_once_and_only_when_a_stage_takes_it():
+    conversions: list = []
+    buffer = FrameBuffer("door", capacity=2, loop=asyncio.get_running_loop())
+    for seq in range(5):  # three of them shed by the buffer
+        buffer.put(Frame("door", seq, seq / 10, time.time(), decoded=_Decoded(conversions)))
+    assert buffer.dropped == 3 and conversions == []
+    taken = [buffer.take(), buffer.take()]
+    assert not any(f.converted for f in taken) and conversions == []
+    materialise(taken)
+    assert all(f.converted for f in taken) and len(conversions) == 2
+    assert taken[0].image.shape == (4, 4, 3) and taken[0].image is taken[0].image and len(conversions) == 2

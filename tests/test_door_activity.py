@@ -76,6 +76,26 @@ def test_the_processor_turns_keyframe_only_decoding_on_and_off_by_config():
         assert processor.ingest.idle == {"door-1": False}
 
 
+def test_a_door_stays_on_full_decoding_for_the_hold_after_its_last_face():
+    config = load_config(None)
+    scheduling = config.scheduling.model_copy(update={"door_idle_keyframes": True, "door_idle_hold_s": 3.0})
+    processor = Processor(config.model_copy(update={"scheduling": scheduling}), database_url="unused",
+                          kafka_bootstrap_servers="unused")
+    processor.ingest = _Ingest()
+    processor.scheduler = None
+    processor._door_activity("door-1", active=True)
+    processor._door_activity("door-1", active=False)  # the face lost for a moment, mid-passage
+    assert processor.ingest.idle == {"door-1": False}
+    processor._door_active_at["door-1"] -= 2.0  # 2 s on: still held
+    processor._door_activity("door-1", active=False)
+    assert processor.ingest.idle == {"door-1": False}
+    processor._door_active_at["door-1"] -= 1.5  # 3.5 s after the last face: idle
+    processor._door_activity("door-1", active=False)
+    assert processor.ingest.idle == {"door-1": True}
+    processor._door_activity("door-1", active=True)
+    assert processor.ingest.idle == {"door-1": False}
+
+
 def test_an_idle_door_on_keyframes_is_owed_no_more_than_its_keyframe_rate():
     scheduler = Scheduler()
     scheduler.register("door-1", "door", 5.0, idle=2.0)

@@ -110,3 +110,92 @@ def test_a_decision_carries_the_clothing_below_its_best_face_and_its_side():
     plain = walk(FaceTracker(camera_id="door", fps=10, decide_after=5, lost_after_s=0.5), 30,
                  lambda i: [FaceObservation((100, 200, 180, 300), 0.9, 0.8, near(ALICE, 0.02))] if i < 20 else [])
     assert plain[0].appearance is None and plain[0].side == "left"
+
+
+def _blend(similarity: float, seed: int) -> np.ndarray:
+    """A unit vector with exactly this cosine similarity to ALICE (seed 3 is ALICE itself: not that one)."""
+    other = np.random.default_rng(seed).normal(size=128).astype(np.float32)
+    other -= (other @ ALICE) * ALICE
+    other /= np.linalg.norm(other)
+    v = similarity * ALICE + np.sqrt(1 - similarity ** 2) * other
+    return (v / np.linalg.norm(v)).astype(np.float32)
+
+
+def _split_passage(second_part, gap_frames: int = 8):
+    """Alice walks in, recognised early; her track is lost (no face for ``gap_frames``) and a second
+    track picks her up further on, whose faces are ``second_part`` (too turned to be recognised)."""
+    def faces_at(i):
+        if i < 15:
+            x = 100 + i * 10
+            return [FaceObservation((x, 200, x + 80, 300), 0.9, 0.8, near(ALICE, 0.02))]
+        if 15 + gap_frames <= i < 30 + gap_frames:
+            x = 700 + i * 10
+            return [FaceObservation((x, 220, x + 80, 320), 0.9, 0.6, second_part)]
+        return []
+    return faces_at
+
+
+def test_an_unknown_fragment_of_a_passage_just_decided_is_dropped():
+    fragment = _blend(0.45, seed=11)  # below the matcher's 0.5, above the 0.4 a fragment needs
+    tracker = FaceTracker(camera_id="door", fps=10, decide_after=5, lost_after_s=0.5, fragment_similarity=0.4)
+    decisions = walk(tracker, 60, _split_passage(fragment))
+    assert [d.person_id for d in decisions] == ["alice"]
+    assert tracker.fragments_dropped == 1 and tracker.tracks_started == 2
+    # without the check (or with a stricter one) the same passage gives a second, unknown recognition
+    for similarity in (None, 0.6):
+        plain = FaceTracker(camera_id="door", fps=10, decide_after=5, lost_after_s=0.5,
+                            fragment_similarity=similarity)
+        assert [d.person_id for d in walk(plain, 60, _split_passage(fragment))] == ["alice", None]
+        assert plain.fragments_dropped == 0
+
+
+def test_a_stranger_right_after_and_a_fragment_seen_too_late_are_still_recognitions():
+    stranger = _blend(0.0, seed=12)
+    tracker = FaceTracker(camera_id="door", fps=10, decide_after=5, lost_after_s=0.5, fragment_similarity=0.4)
+    assert [d.person_id for d in walk(tracker, 60, _split_passage(stranger))] == ["alice", None]
+    # the same look as the fragment above, but 5 s after alice's track was last seen: another passage
+    late = FaceTracker(camera_id="door", fps=10, decide_after=5, lost_after_s=0.5, fragment_similarity=0.4,
+                       fragment_window_s=3.0)
+    assert [d.person_id for d in walk(late, 100, _split_passage(_blend(0.45, seed=11), gap_frames=50))] \
+        == ["alice", None]
+    assert tracker.fragments_dropped == late.fragments_dropped == 0
+
+
+def test_an_unknown_passage_split_in_two_gives_one_unknown_recognition():
+    look = _blend(0.1, seed=13)  # nobody the gallery knows
+    tracker = FaceTracker(camera_id="door", fps=10, decide_after=5, lost_after_s=0.5, fragment_similarity=0.4)
+
+    def faces_at(i):
+        if i < 15 or 23 <= i < 35:
+            x = 100 + i * 10 + (400 if i >= 23 else 0)
+            return [FaceObservation((x, 200, x + 80, 300), 0.9, 0.7, near(look, 0.02))]
+        return []
+    decisions = walk(tracker, 60, faces_at)
+    assert [d.person_id for d in decisions] == [None] and tracker.fragments_dropped == 1
+
+
+def test_an_undecided_track_is_embedded_on_its_first_looks_then_only_on_better_or_every_third_face():
+    stranger = _blend(0.0, seed=14)
+    tracker = FaceTracker(camera_id="door", fps=10, decide_after=5, lost_after_s=0.5, embed_every=3)
+    crop = np.zeros((112, 112, 3), np.uint8)
+    embedded, decisions = [], []
+    for i in range(50):
+        faces = []
+        if i < 30:  # 3 s in view, never recognised; frame 20 is a clearly better look
+            x = 100 + i * 10
+            faces.append(FaceObservation((x, 200, x + 80, 300), 0.9, 0.9 if i == 20 else 0.6, None, crop))
+        pairs = tracker.assign(faces)
+        for key, face in pairs:
+            if tracker.wants_embedding(key, face):  # as the recognition stage does
+                face.embedding = near(stranger, 0.02)
+                embedded.append(i)
+        decisions += tracker.settle(pairs, pts_s=i / 10, captured_at=float(i), frame_size=(1280, 720),
+                                    match=matcher)
+    looks = list(range(embedded[0], 30))  # from the frame ByteTrack confirmed the track on
+    assert embedded[0] <= 1 and embedded[:5] == looks[:5]  # the first decide_after looks, all
+    assert 20 in embedded  # the better look
+    assert len(embedded) <= 5 + 1 + len(looks[5:]) // 3 + 1 < len(looks)  # 29 looks: at most 15 embedded
+    assert len(decisions) == 1 and decisions[0].person_id is None and decisions[0].frames == len(embedded)
+    assert decisions[0].quality == 0.9
+    # gated-out faces and faces of decided tracks are never embedded
+    assert not tracker.wants_embedding(0, FaceObservation((0, 0, 50, 50), 0.9, 0.0, None, None))

@@ -194,6 +194,9 @@ class SchedulingConfig(_Strict):
                                                   "(when they come at most 2 s apart); every frame again from the "
                                                   "next keyframe once a face is in view. Off by default: on the "
                                                   "default scenario it split 2 of 5 passages into two events")
+    door_idle_hold_s: float = Field(default=3.0, ge=0.0, le=60.0,
+                                    description="a door stays on full decoding this long after the last face "
+                                                "in view, so one passage is never split by going idle")
     window_s: float = Field(default=4.0, ge=1.0, le=60.0, description="rates are measured over this window")
     room_batch: int = Field(default=1, ge=1, le=64,
                             description="room frames per person-detector call; a call holds the inference "

@@ -414,13 +414,18 @@ class CameraSource:
         self._counters.skipped.inc()
 
     def _emit(self, frame, pts: float) -> None:
-        image = frame.to_ndarray(format="bgr24")
-        self.resolution = (image.shape[1], image.shape[0])
+        self.resolution = (frame.width, frame.height)
         captured = time.time()
         self.last_frame_at = captured
         if self._stop.is_set():
             return  # a restarted camera's successor owns the buffer now
-        self.buffer.put(Frame(self.camera_id, self._seq, float(pts), captured, image))
+        # Converted to BGR only if a stage takes it (a shed frame never is); a hardware decoder's picture
+        # is converted now, as its surfaces come from a small pool the decoder needs back.
+        if self.hwaccel is not None:
+            analysed = Frame(self.camera_id, self._seq, float(pts), captured, frame.to_ndarray(format="bgr24"))
+        else:
+            analysed = Frame(self.camera_id, self._seq, float(pts), captured, decoded=frame)
+        self.buffer.put(analysed)
         self._seq += 1
         self.analysed += 1
         self._counters.analysed.inc()

@@ -9,6 +9,7 @@ import asyncio
 import time
 
 from processor import metrics
+from processor.frames import materialise
 from processor.scheduler import Scheduler
 
 
@@ -31,6 +32,9 @@ class BatchStage:
     async def run(self, inbox: asyncio.Queue, outbox: asyncio.Queue) -> None:
         while True:
             batch = await inbox.get()
+            if not all(frame.converted for frame in batch):
+                # to BGR before the turn at the gate, which is for model calls (frames not taken never are)
+                await asyncio.to_thread(materialise, batch)
             scheduler = self.scheduler
             if scheduler is None:
                 results = await self._timed(batch, None)

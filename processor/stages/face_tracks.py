@@ -11,17 +11,34 @@ Given the frame image (``settle(..., image=...)``), each track also keeps the cl
 torso below its best face (:func:`processor.appearance.describe_below_face`, recomputed only when the
 best face changes), and its decision says on which half of the image that face was (``side``): both go
 into the recognition event for the door-to-room handoff.
+
+ByteTrack sometimes splits one passage into two tracks (the face turned away or was missed for a few
+frames). The second part, often too short or too turned to be recognised, would end as a second,
+unknown recognition of the same person. So with ``fragment_similarity`` set (the gallery's match
+threshold), a track that ends unknown is dropped (logged, counted in ``fragments_dropped``) when its
+embedding matches a decision this camera made within ``fragment_window_s`` of stream time before the
+track began.
+
+Embeddings are the largest cost per face (~20 ms on a CPU), so an undecided track is embedded on every
+good face only until it has ``decide_after`` of them; after that only on a face better than its best so
+far, or every ``embed_every``-th good face (:meth:`FaceTracker.wants_embedding`). A stranger's track
+that stays in view for 3 s then costs ~12 embeddings instead of ~30, and its mean embedding keeps the
+best looks, which carry most of the weight anyway.
 """
 
 from __future__ import annotations
 
+import logging
 import uuid
+from collections import deque
 from dataclasses import dataclass, field
 from typing import Callable
 
 import numpy as np
 
 from processor.appearance import Appearance, describe_below_face
+
+log = logging.getLogger("rollcall.processor")
 
 
 @dataclass
@@ -64,7 +81,8 @@ class _Track:
     last_pts_s: float
     weighted_sum: np.ndarray | None = None
     weight: float = 0.0
-    frames: int = 0
+    frames: int = 0  # good faces embedded
+    looks: int = 0  # good faces seen (embedded or not)
     best_quality: float = -1.0
     best_box: tuple[float, float, float, float] = (0, 0, 0, 0)
     best_pts_s: float = 0.0
@@ -73,10 +91,13 @@ class _Track:
     decided: bool = False
     person_id: str | None = None  # once decided
     last_captured_at: float = 0.0
+    decision_embedding: np.ndarray | None = None  # the embedding its decision was made on
 
     def add(self, obs: FaceObservation, pts_s: float, captured_at: float, image: np.ndarray | None = None) -> None:
         self.last_pts_s = pts_s
         self.last_captured_at = captured_at
+        if obs.quality > 0:
+            self.looks += 1
         if obs.embedding is None or obs.quality <= 0:
             return
         weighted = obs.embedding.astype(np.float32) * obs.quality
@@ -114,12 +135,17 @@ class FaceTracker:
     decide_after: int = 5  # good frames before an early (known) decision
     lost_after_s: float = 1.0
     min_frames: int = 2  # a track with fewer good frames never becomes an event
+    embed_every: int = 3  # after decide_after embeddings: every n-th good face (and any better one)
+    fragment_similarity: float | None = None  # None: never drop a track as a fragment of another
+    fragment_window_s: float = 3.0
     _tracker: object = field(init=False, repr=False)
     _tracks: dict[int, _Track] = field(default_factory=dict, init=False, repr=False)
     # Track ids must not repeat across processor restarts: a short random run id is part of them.
     run_id: str = field(default_factory=lambda: uuid.uuid4().hex[:8], init=False)
     tracks_started: int = field(default=0, init=False)
     tracks_without_good_frames: int = field(default=0, init=False)
+    fragments_dropped: int = field(default=0, init=False)
+    _recent: deque[_Track] = field(default_factory=deque, init=False, repr=False)  # decided, by decision time
 
     def __post_init__(self) -> None:
         from trackers import ByteTrackTracker
@@ -154,9 +180,20 @@ class FaceTracker:
                 if tracker_id is not None and int(tracker_id) >= 0]  # -1: not confirmed yet
 
     def wants_embedding(self, key: int, face: FaceObservation) -> bool:
-        """Only faces that passed the quality gate, on tracks not decided yet, are worth an embedding."""
+        """Only faces that passed the quality gate, on tracks not decided yet, are worth an embedding; once
+        a track has ``decide_after`` embeddings, only a face better than its best or every
+        ``embed_every``-th good face (counting this one)."""
+        if face.quality <= 0 or face.crop is None:
+            return False
         track = self._tracks.get(key)
-        return face.quality > 0 and face.crop is not None and not (track is not None and track.decided)
+        if track is None:
+            return True
+        if track.decided:
+            return False
+        # (a better face by a clear step: quality jitters by a few hundredths from frame to frame)
+        if track.frames < self.decide_after or face.quality > track.best_quality + 0.02:
+            return True
+        return (track.looks + 1) % max(1, self.embed_every) == 0
 
     def settle(self, assigned: list[tuple[int, FaceObservation]], *, pts_s: float, captured_at: float,
                frame_size: tuple[int, int], match: Matcher, image: np.ndarray | None = None) -> list[TrackDecision]:
@@ -175,6 +212,7 @@ class FaceTracker:
                 decision = self._decide(track, frame_size, match, ended=False)
                 if decision.person_id is not None:
                     track.decided, track.person_id = True, decision.person_id
+                    self._remember(track, decision)
                     decisions.append(decision)
         for key in [k for k, t in self._tracks.items() if pts_s - t.last_pts_s > self.lost_after_s]:
             decisions.extend(self._end(self._tracks.pop(key), frame_size, match))
@@ -210,7 +248,40 @@ class FaceTracker:
             self.tracks_without_good_frames += 1
             return []
         track.decided = True
-        return [self._decide(track, frame_size, match, ended=True)]
+        decision = self._decide(track, frame_size, match, ended=True)
+        fragment_of = self._fragment_of(track, decision) if decision.person_id is None else None
+        self._remember(track, decision)
+        if fragment_of is not None:
+            self.fragments_dropped += 1
+            log.info("face track %s dropped: unknown, and a fragment of %s (%s, similarity %.3f) on %s",
+                     track.track_id, fragment_of[0].track_id, fragment_of[0].person_id or "unknown",
+                     fragment_of[1], self.camera_id)
+            return []
+        return [decision]
+
+    def _remember(self, track: _Track, decision: TrackDecision) -> None:
+        track.decision_embedding = decision.embedding
+        self._recent.append(track)
+        # a minute past the window is long gone for any track still open (bounded either way)
+        while self._recent and (len(self._recent) > 64 or
+                                self._recent[0].last_pts_s < track.last_pts_s - self.fragment_window_s - 60):
+            self._recent.popleft()
+
+    def _fragment_of(self, track: _Track, decision: TrackDecision) -> tuple[_Track, float] | None:
+        """The recent decision (and similarity) this unknown track is a fragment of, if any: a decided
+        track of this camera last seen at most ``fragment_window_s`` before this one began (or still
+        overlapping it) whose decision embedding is as similar as the gallery requires of a match."""
+        if self.fragment_similarity is None:
+            return None
+        best: tuple[_Track, float] | None = None
+        for other in self._recent:
+            if (other is track or track.first_pts_s - other.last_pts_s > self.fragment_window_s
+                    or other.first_pts_s > track.last_pts_s):  # (the latter: a stream restarted, times went back)
+                continue
+            similarity = float(decision.embedding @ other.decision_embedding)
+            if similarity >= self.fragment_similarity and (best is None or similarity > best[1]):
+                best = (other, similarity)
+        return best
 
     def _decide(self, track: _Track, frame_size: tuple[int, int], match: Matcher, *, ended: bool) -> TrackDecision:
         embedding = track.mean_embedding()
