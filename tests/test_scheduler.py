@@ -11,7 +11,7 @@ import numpy as np
 
 from processor.batcher import Batcher, DemandQueue
 from processor.frames import Frame, FrameBuffer
-from processor.scheduler import EXTRA, OWED, InferenceGate, Scheduler
+from processor.scheduler import EXTRA, OWED, SPARE, InferenceGate, Scheduler
 from processor.stages.base import BatchStage
 from dashboard.health import parse_metrics
 
@@ -82,7 +82,7 @@ def test_rates_behind_and_door_activity():
     assert scheduler.behind("room") and scheduler.priority(["room"]) == OWED
     assert not scheduler.extras_allowed("room", "room_faces")
     # door: 3 fps is enough while nobody is there (idle 2), not while a face is in view (5)
-    assert not scheduler.behind("door") and scheduler.priority(["door"]) == EXTRA
+    assert not scheduler.behind("door") and scheduler.priority(["door"]) == SPARE
     scheduler.set_active("door", True)
     assert scheduler.behind("door") and scheduler.priority(["door", "door"]) == OWED
     for _ in range(8):
@@ -122,6 +122,39 @@ def test_shortfall_is_said_once_and_only_when_frames_were_shed(caplog):
             break
     assert len(lines) == 1 and "again" in lines[0], lines
     assert met_at is not None and clock.now - met_at >= 4.0  # a whole window at the minimum
+
+
+def test_idle_doors_beyond_their_idle_rate_come_after_the_rooms_extras():
+    clock = Clock()
+    scheduler = Scheduler(window_s=4.0, clock=clock)
+    scheduler.register("room", "room", 2.0)
+    scheduler.register("door-a", "door", 5.0, idle=2.0)
+    scheduler.register("door-b", "door", 5.0, idle=2.0)
+    for _ in range(4):  # every camera at 8 fps: nobody is behind, an active door neither
+        clock.now += 1.0
+        for camera in ("room", "door-a", "door-b"):
+            scheduler.analysed(camera, 8)
+    assert scheduler.priority(["room"]) == EXTRA
+    assert scheduler.priority(["door-a", "door-b"]) == SPARE
+    scheduler.set_active("door-b", True)  # a face at door b: its extra frames serve a recognition
+    assert scheduler.priority(["door-b"]) == EXTRA and scheduler.priority(["door-a", "door-b"]) == EXTRA
+
+    async def main():
+        gate, served = InferenceGate(), []
+
+        async def call(name, priority):
+            async with gate.turn(priority):
+                served.append(name)
+                await asyncio.sleep(0.01)
+
+        holder = asyncio.create_task(call("holder", EXTRA))
+        await asyncio.sleep(0)
+        waiting = [asyncio.create_task(call(name, lambda n=name: scheduler.priority([n])))
+                   for name in ("door-a", "room", "door-b")]
+        await asyncio.gather(holder, *waiting)
+        return served
+
+    assert asyncio.run(main()) == ["holder", "room", "door-b", "door-a"]
 
 
 class SlowStage(BatchStage):
