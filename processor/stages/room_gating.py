@@ -10,10 +10,14 @@ stage replaces a camera's view by assignment, and the person stage reads it whol
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+
+import numpy as np
 
 from infra.foundation.config import Config
 from processor.frames import Frame
+from processor.stages.base import BatchStage
 from processor.stages.input_size import InputSizeChooser
 from processor.stages.motion import Decision, MotionGate, MotionSettings
 
@@ -84,6 +88,23 @@ class RoomGating:
     def faces_wanted(self, camera_id: str) -> bool:
         return self.camera(camera_id).faces_wanted
 
+    def after_frame(self, camera_id: str, tracks: Sequence, pts_s: float, *, settling: bool,
+                    face_undecided: Callable[[str], bool], collecting: Callable[[str], bool],
+                    hold_s: float, looks_hold_s: float) -> None:
+        """What the room stage's tracker made of a camera's frame, told to its gate: the active tracks'
+        boxes; whether a room face is still wanted there (``face_undecided``: an active track whose identity
+        no room face has decided, with a gallery to decide it); and every frame detected for ``hold_s`` after
+        a track appeared or came back (``settling``), while an entering track's handoff still collects looks
+        (``collecting``) in its first ``looks_hold_s`` (a seated one that never stands apart would hold it
+        for good), and while an active track was missed by the detector's last run: the person vanished
+        (hidden, walked off) and the frames until they are seen again or lost must be looked at, not
+        coasted as if they were still there."""
+        active = [t for t in tracks if t.state == "active"]
+        held = settling or any(t.missed > 0 for t in active) or any(
+            collecting(t.track_id) and pts_s - t.first_pts_s <= looks_hold_s for t in active)
+        self.observe(camera_id, [t.box for t in active], faces_wanted=any(face_undecided(t.track_id) for t in active),
+                     hold_until=pts_s + hold_s if held else None)
+
     def observe(self, camera_id: str, boxes, *, faces_wanted: bool, hold_until: float | None = None) -> None:
         """The room stage's view of a camera after a frame: its active tracks' boxes, whether any of them
         still wants a room face, and a stream time up to which every frame must be detected."""
@@ -106,5 +127,61 @@ class RoomGating:
                 for camera_id, g in list(self._cameras.items())}
 
 
-def active_boxes(tracks) -> list[tuple[float, float, float, float]]:
-    return [t.box for t in tracks if t.state == "active"]
+class PersonStage(BatchStage):
+    """Room cameras: one person-detector call per batch of frames (those of its frames that need it)."""
+
+    name = "persons"
+
+    def __init__(self, detector, faces=None, gating: RoomGating | None = None):
+        self.detector = detector
+        self.faces = faces  # a FaceAnalyzer: faces on room frames confirm or correct identities
+        self.gating = gating  # per camera: motion gate, input side, faces wanted (None: detect every frame)
+        self.persons = 0  # detections so far
+        self.detected = 0  # frames the detector ran on
+        self.coasted = 0  # frames the motion gate found unchanged (detections None: the tracks coast)
+
+    extra_work = "room_faces"  # faces are looked for only on cameras that are not behind their minimum
+
+    def process(self, batch: list[Frame],
+                extras_for: frozenset[str] | None = None) -> list[tuple[Frame, list | None, list]]:
+        """(frame, person detections, room faces) per frame. Detections are None for a frame the motion
+        gate coasts (nothing moved since the camera's last detector run). No faces when room faces are off,
+        for a coasted frame, for a camera outside ``extras_for`` (None: every camera), or for one whose
+        active tracks all have their identity decided by a room face."""
+        images = [frame.image for frame in batch]
+        plans = [self.gating.plan(frame) for frame in batch] if self.gating is not None else None
+        run = [i for i in range(len(batch)) if plans is None or plans[i].detect]
+        sides = [plans[i].side for i in run] if plans is not None else []
+        found = self._detect([images[i] for i in run], sides)
+        detections: list[list | None] = [None] * len(batch)
+        for i, boxes in zip(run, found):
+            detections[i] = boxes
+            if self.gating is not None:
+                self.gating.ran(batch[i], boxes)
+        self.persons += sum(map(len, found))
+        self.detected += len(run)
+        self.coasted += len(batch) - len(run)
+        faces: list[list[RoomFace]] = [[] for _ in batch]
+        wanted = [i for i in run if self.faces is not None and (extras_for is None or batch[i].camera_id in extras_for)
+                  and (self.gating is None or self.gating.faces_wanted(batch[i].camera_id))]
+        if wanted:
+            # Only faces that pass the quality gate are embedded (few on room cameras: they are far).
+            found_faces = self.faces.analyse([images[i] for i in wanted])
+            for i, found in zip(wanted, found_faces):
+                faces[i] = [RoomFace(f.detection.box, f.embedding, f.quality.score)
+                            for f in found if f.embedding is not None]
+        return list(zip(batch, detections, faces))
+
+    def _detect(self, images: list[np.ndarray], sides: list[int | None]) -> list[list]:
+        if not images:
+            return []  # every frame coasted
+        if any(side is not None for side in sides):
+            return self.detector.detect(images, sides)
+        return self.detector.detect(images)
+
+
+@dataclass
+class RoomFace:
+    box: tuple[float, float, float, float]
+    embedding: np.ndarray
+    quality: float
