@@ -207,6 +207,24 @@ def test_the_person_stage_detects_only_what_the_gates_plan():
     assert all(r[1] is None for r, d in zip(results, detected) if not d)
 
 
+def test_a_reduced_input_side_is_only_for_frames_without_anybody_new():
+    """The input side is chosen from the people already seen: a frame that may show somebody else (motion
+    where no track is, the frame after it, the first one) is detected at the full side."""
+    config = _gated_config()
+    camera = next(c.id for c in config.cameras if c.role == "room")
+    gating = RoomGating(config, 640)
+    gating.camera(camera).sizes.side = 384  # as if every person seen so far were large
+    plans = [gating.plan(Frame(camera, 0, 0.0, 1000.0, room([SEATED])))]
+    gating.observe(camera, [SEATED], faces_wanted=False)
+    far = (100, 200, 140, 300)  # a far, small person where no track is
+    for n, people in enumerate([[SEATED], [SEATED, far]] + [[SEATED, far]] * 12, start=1):
+        plans.append(gating.plan(Frame(camera, n, n * 0.2, 1000.0 + n * 0.2, room(people))))
+    assert [(p.reason, p.side) for p in plans[:4]] == [("first", None), ("still", 384), ("free", None),
+                                                        ("follow", None)]
+    max_skip = next(p for p in plans if p.reason == "max_skip")  # nothing new since the last run
+    assert max_skip.side == 384
+
+
 def _room_stage(gallery, gating: RoomGating) -> RoomStage:
     return RoomStage(_gated_config(), publish=lambda *a, **k: True, topic="presence",
                      recognitions=asyncio.Queue(), gallery=lambda: gallery, gating=gating)

@@ -22,6 +22,8 @@ from processor.stages.input_size import InputSizeChooser
 from processor.stages.motion import Decision, MotionGate, MotionSettings
 
 ALWAYS = Decision(True, "ungated")
+# gate decisions that may show somebody no track knows: the detector runs at its full input side
+UNKNOWN_PEOPLE = frozenset({"ungated", "first", "restart", "free", "follow"})
 
 
 @dataclass(frozen=True)
@@ -71,10 +73,14 @@ class RoomGating:
         return gating
 
     def plan(self, frame: Frame) -> Plan:
-        """What this frame needs (asked in frame order per camera)."""
+        """What this frame needs (asked in frame order per camera). The reduced input side is only for
+        frames where nothing moved outside the known tracks: the side is chosen from the people already
+        seen, and somebody new (motion where no track is or in an entry zone, the frame after it, the first
+        frame, a restart, or no motion gate to tell) may be smaller, farther away, than all of them."""
         gating = self.camera(frame.camera_id)
         decision = gating.gate.decide(frame.image, frame.pts_s) if gating.gate is not None else ALWAYS
-        side = gating.sizes.side if gating.sizes is not None and gating.sizes.side < self.detector_side else None
+        side = (gating.sizes.side if gating.sizes is not None and gating.sizes.side < self.detector_side
+                and decision.reason not in UNKNOWN_PEOPLE else None)
         return Plan(decision.detect, side, decision.reason)
 
     def ran(self, frame: Frame, detections: list) -> None:
