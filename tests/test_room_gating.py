@@ -209,7 +209,8 @@ def test_the_person_stage_detects_only_what_the_gates_plan():
 
 def test_a_reduced_input_side_is_only_for_frames_without_anybody_new():
     """The input side is chosen from the people already seen: a frame that may show somebody else (motion
-    where no track is, the frame after it, the first one) is detected at the full side."""
+    where no track is, the frame after it, the first one) or a new track's first frames are detected at
+    the full side."""
     config = _gated_config()
     camera = next(c.id for c in config.cameras if c.role == "room")
     gating = RoomGating(config, 640)
@@ -223,6 +224,9 @@ def test_a_reduced_input_side_is_only_for_frames_without_anybody_new():
                                                         ("follow", None)]
     max_skip = next(p for p in plans if p.reason == "max_skip")  # nothing new since the last run
     assert max_skip.side == 384
+    gating.observe(camera, [SEATED, far], faces_wanted=False, hold_until=100.0)  # a new track settling
+    held = gating.plan(Frame(camera, 20, 4.0, 1004.0, room([SEATED, far])))
+    assert (held.reason, held.side) == ("held", None)
 
 
 def _room_stage(gallery, gating: RoomGating) -> RoomStage:
