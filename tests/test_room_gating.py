@@ -183,7 +183,7 @@ class CountingDetector:
 
 
 def _gated_config():
-    """The example config with motion gating and the adaptive input on (both off by default)."""
+    """The example config with motion gating and the adaptive input on (as by default)."""
     config = load_config(EXAMPLE_CONFIG, environ={})
     return config.model_copy(update={"tracking": config.tracking.model_copy(
         update={"motion_gating": True, "adaptive_input": True})})
