@@ -1,6 +1,7 @@
 """What a room camera's frame needs from the models: the per-camera state shared by the person stage
-(which asks it before each detector call, in a worker thread) and the room stage (which tells it, on the
-event loop, what the camera's tracks are).
+(:class:`PersonStage`, here: it asks :meth:`RoomGating.plan` before each detector call, in a worker
+thread) and the room stage (which tells it, on the event loop, what the camera's tracks need:
+:meth:`RoomGating.after_frame`).
 
 Per camera: a :class:`~processor.stages.motion.MotionGate` (``[tracking] motion_gating``), an
 :class:`~processor.stages.input_size.InputSizeChooser` (``[tracking] adaptive_input``) and whether room
