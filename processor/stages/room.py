@@ -102,8 +102,6 @@ class RoomStage(RoomHandover):
     _followed_at: dict[str, float] = field(default_factory=dict)  # standby camera -> the checkpoint paired last
     _places: dict[str, dict] = field(default_factory=dict)  # standby camera -> track -> recent (time, box)
     gating: RoomGating | None = None  # the person stage's per-camera gates, told each camera's tracks
-    hold_s: float = 0.6  # after a track appears or is reacquired, every frame is detected this long
-    looks_hold_s: float = 3.0  # an entering track's first seconds are detected while its looks are collected
 
     def __post_init__(self) -> None:
 
@@ -222,7 +220,7 @@ class RoomStage(RoomHandover):
         gallery = self.gallery() if self.gallery is not None else None
         faces = gallery is not None and len(gallery) > 0  # nobody enrolled: no face can decide
         self.gating.after_frame(
-            camera_id, tracker.open_tracks, pts_s, settling=settling, hold_s=self.hold_s, looks_hold_s=self.looks_hold_s,
+            camera_id, tracker.open_tracks, pts_s, settling=settling,
             face_undecided=lambda t: faces and (t not in self.live or not self.live[t].face_decided),
             collecting=lambda t: t in self._entry_looks and not self._entry_looks[t].done(self.looks_per_entry))
 

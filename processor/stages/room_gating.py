@@ -48,9 +48,12 @@ class CameraGating:
 class RoomGating:
     """The per-camera gates of every room camera (see the module docstring)."""
 
-    def __init__(self, config: Config, detector_side: int, *, adaptive: bool = True):
+    def __init__(self, config: Config, detector_side: int, *, adaptive: bool = True, hold_s: float = 0.6,
+                 looks_hold_s: float = 3.0):
         self.detector_side = int(detector_side)
         self.adaptive = adaptive  # False: the detector cannot take a per-image side (not fitted to the frame)
+        self.hold_s = hold_s  # after a track appears or is reacquired, every frame is detected this long
+        self.looks_hold_s = looks_hold_s  # an entering track's first seconds are detected while its looks are collected
         self._cameras: dict[str, CameraGating] = {}
         self.reconfigure(config)
 
@@ -100,8 +103,7 @@ class RoomGating:
         return self.camera(camera_id).faces_wanted
 
     def after_frame(self, camera_id: str, tracks: Sequence, pts_s: float, *, settling: bool,
-                    face_undecided: Callable[[str], bool], collecting: Callable[[str], bool],
-                    hold_s: float, looks_hold_s: float) -> None:
+                    face_undecided: Callable[[str], bool], collecting: Callable[[str], bool]) -> None:
         """What the room stage's tracker made of a camera's frame, told to its gate: the active tracks'
         boxes; whether a room face is still wanted there (``face_undecided``: an active track whose identity
         no room face has decided, with a gallery to decide it); and every frame detected for ``hold_s`` after
@@ -112,9 +114,9 @@ class RoomGating:
         coasted as if they were still there."""
         active = [t for t in tracks if t.state == "active"]
         held = settling or any(t.missed > 0 for t in active) or any(
-            collecting(t.track_id) and pts_s - t.first_pts_s <= looks_hold_s for t in active)
+            collecting(t.track_id) and pts_s - t.first_pts_s <= self.looks_hold_s for t in active)
         self.observe(camera_id, [t.box for t in active], faces_wanted=any(face_undecided(t.track_id) for t in active),
-                     hold_until=pts_s + hold_s if held else None)
+                     hold_until=pts_s + self.hold_s if held else None)
 
     def observe(self, camera_id: str, boxes, *, faces_wanted: bool, hold_until: float | None = None) -> None:
         """The room stage's view of a camera after a frame: its active tracks' boxes, whether any of them
