@@ -39,7 +39,7 @@ from processor.stages.face_tracks import FaceObservation, FaceTracker, MatchResu
 from processor.stages.faces import FaceAnalyzer, FaceDetector, FaceEmbedder, align, assess
 from processor.stages.persons import PersonDetector
 from processor.stages.recognition_feed import RecognitionFeed
-from processor.stages.room import PersonStage, RoomStage
+from processor.stages.room import RoomStage
 from schemas.events import box_object, build_event, recognition_event
 
 log = logging.getLogger("rollcall.processor")

@@ -27,8 +27,8 @@ from processor.scheduler import InferenceGate, Scheduler
 from processor.stages.faces import FaceAnalyzer, FaceDetector, FaceEmbedder
 from processor.stages.persons import PersonDetector
 from processor.stages.recognition_feed import RecognitionFeed
-from processor.stages.room import PersonStage, RoomStage
-from processor.stages.room_gating import RoomGating
+from processor.stages.room import RoomStage
+from processor.stages.room_gating import PersonStage, RoomGating
 from processor.status import AnalysisLog, StatusReporter, processor_id
 
 log = logging.getLogger("rollcall.processor")

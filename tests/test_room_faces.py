@@ -17,7 +17,8 @@ from processor.frames import Frame
 from processor.gallery import Gallery
 from processor.stages.persons import PersonDetection
 from processor.stages.recognition_feed import DoorRecognition
-from processor.stages.room import PersonStage, RoomStage
+from processor.stages.room import RoomStage
+from processor.stages.room_gating import PersonStage
 from processor.stages.faces import FaceAnalyzer
 
 PHOTOS = PROJECT_ROOT / "infra" / "scenarios" / "photos"

@@ -16,8 +16,8 @@ from processor.stages.input_size import InputSizeChooser
 from processor.stages.motion import MotionGate, MotionSettings
 from processor.stages.person_tracks import PersonTracker
 from processor.stages.persons import PersonDetection
-from processor.stages.room import PersonStage, RoomStage
-from processor.stages.room_gating import RoomGating
+from processor.stages.room import RoomStage
+from processor.stages.room_gating import PersonStage, RoomGating
 
 SETTINGS = MotionSettings(max_skip_s=2.0)
 SEATED = (600.0, 300.0, 700.0, 560.0)
@@ -139,9 +139,11 @@ def person(x: float, y: float, height: float = 240.0) -> PersonDetection:
     return PersonDetection(box=(x - 40.0, y - height, x + 40.0, y), score=0.8, class_id=0)
 
 
-def test_coasted_frames_do_not_lose_or_age_tracks():
+def test_coasted_frames_keep_the_seen_and_age_the_missed():
     """Someone seated, seen by the detector once every 2 s and coasted in between, stays one active
-    track; someone unseen at the last run is not aged toward lost_after_s by the coasted frames."""
+    track. Someone the detector missed at its runs is unseen in the coasted frames too (they are the frame
+    it ran on, unchanged): lost at the second missed run past lost_after_s and gone after reacquire_s,
+    as without coasting (a person hidden behind another must be lost, to be reacquired as themselves)."""
     tracker = PersonTracker("room", fps=5.0)
     for n in range(5):
         tracker.update(n * 0.2, [person(600, 500), person(900, 500)])
@@ -152,12 +154,9 @@ def test_coasted_frames_do_not_lose_or_age_tracks():
         for k in range(1, 10):
             tracker.coast(t + k * 0.2)
         t += 2.0
-    kinds = [e.kind for e in events]
     by_x = {round((tr.box[0] + tr.box[2]) / 2): tr for tr in tracker.open_tracks}
-    assert by_x[600].state == "active" and by_x[600].last_pts_s == pytest.approx(t - 0.2)
-    # the second person was missed in 5 runs, but only those runs' 0.2 s steps of unseen time count:
-    # not lost (it would have been after 2 s without the coasting), and no exit
-    assert by_x[900].state == "active" and "lost" not in kinds and "exited" not in kinds, events
+    assert set(by_x) == {600} and by_x[600].state == "active" and by_x[600].last_pts_s == pytest.approx(t - 0.2)
+    assert [(e.kind, e.pts_s) for e in events] == [("lost", 3.0), ("exited", 7.0)], events
     assert tracker.coasted == 45
 
 
@@ -184,7 +183,7 @@ class CountingDetector:
 
 
 def _gated_config():
-    """The example config with motion gating and the adaptive input on (both off by default)."""
+    """The example config with motion gating and the adaptive input on (as by default)."""
     config = load_config(EXAMPLE_CONFIG, environ={})
     return config.model_copy(update={"tracking": config.tracking.model_copy(
         update={"motion_gating": True, "adaptive_input": True})})
@@ -206,6 +205,28 @@ def test_the_person_stage_detects_only_what_the_gates_plan():
     assert stage.detected == 2 and stage.coasted == 13
     assert detector.calls == [(1, None), (1, None)]  # at the detector's own side: no people seen long enough
     assert all(r[1] is None for r, d in zip(results, detected) if not d)
+
+
+def test_a_reduced_input_side_is_only_for_frames_without_anybody_new():
+    """The input side is chosen from the people already seen: a frame that may show somebody else (motion
+    where no track is, the frame after it, the first one) or a new track's first frames are detected at
+    the full side."""
+    config = _gated_config()
+    camera = next(c.id for c in config.cameras if c.role == "room")
+    gating = RoomGating(config, 640)
+    gating.camera(camera).sizes.side = 384  # as if every person seen so far were large
+    plans = [gating.plan(Frame(camera, 0, 0.0, 1000.0, room([SEATED])))]
+    gating.observe(camera, [SEATED], faces_wanted=False)
+    far = (100, 200, 140, 300)  # a far, small person where no track is
+    for n, people in enumerate([[SEATED], [SEATED, far]] + [[SEATED, far]] * 12, start=1):
+        plans.append(gating.plan(Frame(camera, n, n * 0.2, 1000.0 + n * 0.2, room(people))))
+    assert [(p.reason, p.side) for p in plans[:4]] == [("first", None), ("still", 384), ("free", None),
+                                                        ("follow", None)]
+    max_skip = next(p for p in plans if p.reason == "max_skip")  # nothing new since the last run
+    assert max_skip.side == 384
+    gating.observe(camera, [SEATED, far], faces_wanted=False, hold_until=100.0)  # a new track settling
+    held = gating.plan(Frame(camera, 20, 4.0, 1004.0, room([SEATED, far])))
+    assert (held.reason, held.side) == ("held", None)
 
 
 def _room_stage(gallery, gating: RoomGating) -> RoomStage:

@@ -148,9 +148,8 @@ class TrackingConfig(_Strict):
     person_input_px: int = Field(default=640, ge=64, le=1280, multiple_of=32,
                                  description="the room person detector's input, long side (the frame is fitted "
                                              "into it): cost grows with its square; smaller loses far, small people")
-    motion_gating: bool = Field(default=False, description="run the room person detector only on frames where "
-                                "something moved since it last ran (tracks coast through still frames). Off by "
-                                "default: on, class-rush at the 2 fps minimum tracking rate lost 2 of 15 people")
+    motion_gating: bool = Field(default=True, description="run the room person detector only on frames where "
+                                "something moved since it last ran (tracks coast through still frames)")
     motion_max_skip_s: float = Field(default=2.0, gt=0.0, le=30.0,
                                      description="with motion gating, the detector still runs at least this often")
     motion_width_px: int = Field(default=160, ge=32, le=1280,
@@ -163,9 +162,9 @@ class TrackingConfig(_Strict):
     motion_track_share: float = Field(default=0.2, gt=0.0, le=1.0,
                                       description="share of a track's box that must change to make the detector "
                                                   "run (a seated person's hands change much less)")
-    adaptive_input: bool = Field(default=False, description="shrink a room camera's person-detector input while "
-                                 "every person it sees there is large (back to full on a small or missed one); it "
-                                 "never left 640 in the benches: off by default")
+    adaptive_input: bool = Field(default=True, description="shrink a room camera's person-detector input while "
+                                 "every person it sees there is large (back to full on a small or missed one), "
+                                 "on a settled room's frames only (needs motion_gating)")
     person_input_min_px: int = Field(default=320, ge=64, le=1280, multiple_of=32,
                                      description="with adaptive_input, the smallest person-detector input side")
     person_min_height_px: float = Field(default=64.0, ge=16.0, le=640.0,

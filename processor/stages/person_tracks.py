@@ -106,11 +106,10 @@ class PersonTrack:
     missed: int = 0  # analysed frames since it was last seen
     still_at: tuple[float, float] | None = None  # the feet's place since still_since (within still_radius)
     still_since: float | None = None
-    coasted_s: float = 0.0  # stream time it went unseen in coasted frames (not counted toward lost / exit)
 
     def unseen_s(self, pts_s: float) -> float:
-        """Stream time unseen in analysed frames: coasted frames (nothing moved) do not age a track."""
-        return pts_s - self.last_pts_s - self.coasted_s
+        """Stream time since it was last seen (a coasted frame sees again whoever the detector saw last)."""
+        return pts_s - self.last_pts_s
 
     @property
     def foot(self) -> tuple[float, float]:
@@ -252,19 +251,19 @@ class PersonTracker:
 
     def coast(self, pts_s: float) -> None:
         """A frame the motion gate (processor.stages.motion) found unchanged since the last analysed one:
-        the detector would have said the same, so the tracks seen then are seen again where they were, and
-        the ones unseen then stay unseen without ageing toward ``lost_after_s`` (nor a lost one toward its
-        exit). The library's tracker is not fed: its Kalman filter predicts over the gap in time, and for
-        people who did not move that is where they were."""
+        the detector would have said the same, so the tracks seen then are seen again where they were. The
+        ones unseen then are unseen in this frame too: they age toward ``lost_after_s`` (and a lost one
+        toward its exit) as in an analysed frame; only the analysed frames count toward
+        ``min_missed_frames``, and the lost event waits for the next one. (Not ageing them kept a person
+        hidden behind another for seconds an active track that never was lost, so never reacquired.)
+        The library's tracker is not fed: its Kalman filter predicts over the gap in time, and for people
+        who did not move that is where they were."""
         pts_s = float(pts_s)
         if self._last_pts is None or pts_s <= self._last_pts:
             return
-        step = pts_s - self._last_pts
         for track in self._tracks.values():
             if track.state == "active" and track.missed == 0:
                 track.last_pts_s = pts_s
-            else:
-                track.coasted_s += step
         # the next analysed frame's reach counts from here: whatever moved, moved after this frame
         self._last_pts = pts_s
         self._frame_times.append(pts_s)  # the analysis looked: nobody walked through an entry zone
@@ -459,7 +458,6 @@ class PersonTracker:
         track.box = tuple(float(v) for v in box)
         track.last_pts_s = float(pts_s)
         track.missed = 0
-        track.coasted_s = 0.0
         foot, height = _foot(box), max(1.0, box[3] - box[1])
         if zone is not None:  # at a door people wait for each other and then walk on: never taken as seated
             track.still_at, track.still_since = None, None

@@ -1,7 +1,8 @@
 """Room cameras: person detection (batched across cameras), per-camera person tracks, the door-to-room
 identity handoff, presence events and per-room analytics.
 
-    Batcher (room cameras) → PersonStage (YOLOv8, one onnxruntime call per batch, worker thread)
+    Batcher (room cameras) → PersonStage (processor.stages.room_gating: YOLOv8 on the frames each
+        camera's motion gate lets through, one onnxruntime call per batch, worker thread)
         → RoomStage (PersonTracker per camera → HandoffMatcher → presence events; room metrics)
     RecognitionFeed (processor.stages.recognition_feed: the recognition topic on Kafka, so door and room
         cameras may run in different processes or machines) → RoomStage
@@ -22,14 +23,13 @@ import numpy as np
 
 from infra.foundation.config import Config
 from processor import metrics
-from processor.appearance import Appearance, describe_person, mean as mean_appearance
+from processor.appearance import describe_person
 from processor.checkpoints import RoomCheckpoint
 from processor.frames import Frame
 from processor.handoff import HandoffMatcher
 from processor.scheduler import Scheduler
-from processor.stages.base import BatchStage
 from processor.stages.person_tracks import PersonTracker
-from processor.stages.room_gating import RoomGating, active_boxes
+from processor.stages.room_gating import RoomFace, RoomGating
 from processor.stages.room_handover import RoomHandover
 from processor.stages.room_state import EntryLooks, Live, isolated
 from schemas.events import box_object, build_event
@@ -51,66 +51,6 @@ HANDOFFS = metrics.get_or_create(metrics.Counter, "rollcall_handoffs", "Door-to-
 TRACKING_GAP = metrics.get_or_create(metrics.Histogram, "rollcall_tracking_frame_gap_seconds",
                                      "Stream time between consecutive frames a room camera's tracker saw",
                                      labelnames=["camera"], buckets=(0.1, 0.2, 0.3, 0.4, 0.5, 0.75, 1.0, 1.5, 2.0, 5.0))
-
-
-class PersonStage(BatchStage):
-    """Room cameras: one person-detector call per batch of frames (those of its frames that need it)."""
-
-    name = "persons"
-
-    def __init__(self, detector, faces=None, gating: RoomGating | None = None):
-        self.detector = detector
-        self.faces = faces  # a FaceAnalyzer: faces on room frames confirm or correct identities
-        self.gating = gating  # per camera: motion gate, input side, faces wanted (None: detect every frame)
-        self.persons = 0  # detections so far
-        self.detected = 0  # frames the detector ran on
-        self.coasted = 0  # frames the motion gate found unchanged (detections None: the tracks coast)
-
-    extra_work = "room_faces"  # faces are looked for only on cameras that are not behind their minimum
-
-    def process(self, batch: list[Frame],
-                extras_for: frozenset[str] | None = None) -> list[tuple[Frame, list | None, list]]:
-        """(frame, person detections, room faces) per frame. Detections are None for a frame the motion
-        gate coasts (nothing moved since the camera's last detector run). No faces when room faces are off,
-        for a coasted frame, for a camera outside ``extras_for`` (None: every camera), or for one whose
-        active tracks all have their identity decided by a room face."""
-        images = [frame.image for frame in batch]
-        plans = [self.gating.plan(frame) for frame in batch] if self.gating is not None else None
-        run = [i for i in range(len(batch)) if plans is None or plans[i].detect]
-        sides = [plans[i].side for i in run] if plans is not None else []
-        found = self._detect([images[i] for i in run], sides)
-        detections: list[list | None] = [None] * len(batch)
-        for i, boxes in zip(run, found):
-            detections[i] = boxes
-            if self.gating is not None:
-                self.gating.ran(batch[i], boxes)
-        self.persons += sum(map(len, found))
-        self.detected += len(run)
-        self.coasted += len(batch) - len(run)
-        faces: list[list[RoomFace]] = [[] for _ in batch]
-        wanted = [i for i in run if self.faces is not None and (extras_for is None or batch[i].camera_id in extras_for)
-                  and (self.gating is None or self.gating.faces_wanted(batch[i].camera_id))]
-        if wanted:
-            # Only faces that pass the quality gate are embedded (few on room cameras: they are far).
-            found_faces = self.faces.analyse([images[i] for i in wanted])
-            for i, found in zip(wanted, found_faces):
-                faces[i] = [RoomFace(f.detection.box, f.embedding, f.quality.score)
-                            for f in found if f.embedding is not None]
-        return list(zip(batch, detections, faces))
-
-    def _detect(self, images: list[np.ndarray], sides: list[int | None]) -> list[list]:
-        if not images:
-            return []  # every frame coasted
-        if any(side is not None for side in sides):
-            return self.detector.detect(images, sides)
-        return self.detector.detect(images)
-
-
-@dataclass
-class RoomFace:
-    box: tuple[float, float, float, float]
-    embedding: np.ndarray
-    quality: float
 
 
 @dataclass
@@ -162,8 +102,6 @@ class RoomStage(RoomHandover):
     _followed_at: dict[str, float] = field(default_factory=dict)  # standby camera -> the checkpoint paired last
     _places: dict[str, dict] = field(default_factory=dict)  # standby camera -> track -> recent (time, box)
     gating: RoomGating | None = None  # the person stage's per-camera gates, told each camera's tracks
-    hold_s: float = 0.6  # after a track appears or is reacquired, every frame is detected this long
-    looks_hold_s: float = 3.0  # an entering track's first seconds are detected while its looks are collected
 
     def __post_init__(self) -> None:
 
@@ -276,21 +214,15 @@ class RoomStage(RoomHandover):
         return settling
 
     def _tell_gating(self, camera_id: str, tracker, pts_s: float, settling: bool) -> None:
-        """The camera's gate: its active tracks' boxes, whether a room face is still wanted there (an active
-        track whose identity no room face has decided, and a gallery to decide it with), and every frame detected for ``hold_s`` after a
-        track appeared or came back (``settling``) and while an entering track's handoff still collects
-        looks in its first ``looks_hold_s`` (a seated one that never stands apart would hold it for good)."""
+        """The camera's gate learns what its tracks need (``RoomGating.after_frame``)."""
         if self.gating is None:
             return
-        tracks = tracker.open_tracks
         gallery = self.gallery() if self.gallery is not None else None
-        undecided = gallery is not None and len(gallery) > 0 and any(  # nobody enrolled: no face can decide
-            t.state == "active" and (self.live.get(t.track_id) is None or not self.live[t.track_id].face_decided)
-            for t in tracks)
-        collecting = any(t.track_id in self._entry_looks and not self._entry_looks[t.track_id].done(self.looks_per_entry)
-                         and t.state == "active" and pts_s - t.first_pts_s <= self.looks_hold_s for t in tracks)
-        self.gating.observe(camera_id, active_boxes(tracks), faces_wanted=undecided,
-                            hold_until=pts_s + self.hold_s if collecting or settling else None)
+        faces = gallery is not None and len(gallery) > 0  # nobody enrolled: no face can decide
+        self.gating.after_frame(
+            camera_id, tracker.open_tracks, pts_s, settling=settling,
+            face_undecided=lambda t: faces and (t not in self.live or not self.live[t].face_decided),
+            collecting=lambda t: t in self._entry_looks and not self._entry_looks[t].done(self.looks_per_entry))
 
     def _on_track_event(self, event, wall: float, frame_size: tuple[int, int]) -> None:
         room_id = self.rooms.get(event.camera_id, "unknown")

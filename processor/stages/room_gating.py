@@ -1,6 +1,7 @@
 """What a room camera's frame needs from the models: the per-camera state shared by the person stage
-(which asks it before each detector call, in a worker thread) and the room stage (which tells it, on the
-event loop, what the camera's tracks are).
+(:class:`PersonStage`, here: it asks :meth:`RoomGating.plan` before each detector call, in a worker
+thread) and the room stage (which tells it, on the event loop, what the camera's tracks need:
+:meth:`RoomGating.after_frame`).
 
 Per camera: a :class:`~processor.stages.motion.MotionGate` (``[tracking] motion_gating``), an
 :class:`~processor.stages.input_size.InputSizeChooser` (``[tracking] adaptive_input``) and whether room
@@ -10,14 +11,22 @@ stage replaces a camera's view by assignment, and the person stage reads it whol
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+
+import numpy as np
 
 from infra.foundation.config import Config
 from processor.frames import Frame
+from processor.stages.base import BatchStage
 from processor.stages.input_size import InputSizeChooser
 from processor.stages.motion import Decision, MotionGate, MotionSettings
 
 ALWAYS = Decision(True, "ungated")
+# gate decisions of a settled room, the only ones a reduced detector input is used for (see RoomGating.plan):
+# with the reduced side on every frame, class-rush at 2 fps ran its arrivals at 576 and 512 px and two
+# entries' handoffs came out ambiguous
+SETTLED = frozenset({"max_skip", "track", "still"})
 
 
 @dataclass(frozen=True)
@@ -39,9 +48,12 @@ class CameraGating:
 class RoomGating:
     """The per-camera gates of every room camera (see the module docstring)."""
 
-    def __init__(self, config: Config, detector_side: int, *, adaptive: bool = True):
+    def __init__(self, config: Config, detector_side: int, *, adaptive: bool = True, hold_s: float = 0.6,
+                 looks_hold_s: float = 3.0):
         self.detector_side = int(detector_side)
         self.adaptive = adaptive  # False: the detector cannot take a per-image side (not fitted to the frame)
+        self.hold_s = hold_s  # after a track appears or is reacquired, every frame is detected this long
+        self.looks_hold_s = looks_hold_s  # an entering track's first seconds are detected while its looks are collected
         self._cameras: dict[str, CameraGating] = {}
         self.reconfigure(config)
 
@@ -67,10 +79,16 @@ class RoomGating:
         return gating
 
     def plan(self, frame: Frame) -> Plan:
-        """What this frame needs (asked in frame order per camera)."""
+        """What this frame needs (asked in frame order per camera). A reduced input side only for a settled
+        room (``SETTLED``: the periodic run on a still room, someone known standing up): the side is chosen
+        from the people already seen, and somebody new (motion where no track is or in an entry zone, the
+        frames after it, a new track, counts changing, or no motion gate to tell) may be smaller, farther
+        away, than all of them, and an entering track's boxes give the looks and the entry place its
+        handoff is decided on."""
         gating = self.camera(frame.camera_id)
         decision = gating.gate.decide(frame.image, frame.pts_s) if gating.gate is not None else ALWAYS
-        side = gating.sizes.side if gating.sizes is not None and gating.sizes.side < self.detector_side else None
+        side = (gating.sizes.side if gating.sizes is not None and gating.sizes.side < self.detector_side
+                and decision.reason in SETTLED else None)
         return Plan(decision.detect, side, decision.reason)
 
     def ran(self, frame: Frame, detections: list) -> None:
@@ -83,6 +101,22 @@ class RoomGating:
 
     def faces_wanted(self, camera_id: str) -> bool:
         return self.camera(camera_id).faces_wanted
+
+    def after_frame(self, camera_id: str, tracks: Sequence, pts_s: float, *, settling: bool,
+                    face_undecided: Callable[[str], bool], collecting: Callable[[str], bool]) -> None:
+        """What the room stage's tracker made of a camera's frame, told to its gate: the active tracks'
+        boxes; whether a room face is still wanted there (``face_undecided``: an active track whose identity
+        no room face has decided, with a gallery to decide it); and every frame detected for ``hold_s`` after
+        a track appeared or came back (``settling``), while an entering track's handoff still collects looks
+        (``collecting``) in its first ``looks_hold_s`` (a seated one that never stands apart would hold it
+        for good), and while an active track was missed by the detector's last run: the person vanished
+        (hidden, walked off) and the frames until they are seen again or lost must be looked at, not
+        coasted as if they were still there."""
+        active = [t for t in tracks if t.state == "active"]
+        held = settling or any(t.missed > 0 for t in active) or any(
+            collecting(t.track_id) and pts_s - t.first_pts_s <= self.looks_hold_s for t in active)
+        self.observe(camera_id, [t.box for t in active], faces_wanted=any(face_undecided(t.track_id) for t in active),
+                     hold_until=pts_s + self.hold_s if held else None)
 
     def observe(self, camera_id: str, boxes, *, faces_wanted: bool, hold_until: float | None = None) -> None:
         """The room stage's view of a camera after a frame: its active tracks' boxes, whether any of them
@@ -106,5 +140,61 @@ class RoomGating:
                 for camera_id, g in list(self._cameras.items())}
 
 
-def active_boxes(tracks) -> list[tuple[float, float, float, float]]:
-    return [t.box for t in tracks if t.state == "active"]
+class PersonStage(BatchStage):
+    """Room cameras: one person-detector call per batch of frames (those of its frames that need it)."""
+
+    name = "persons"
+
+    def __init__(self, detector, faces=None, gating: RoomGating | None = None):
+        self.detector = detector
+        self.faces = faces  # a FaceAnalyzer: faces on room frames confirm or correct identities
+        self.gating = gating  # per camera: motion gate, input side, faces wanted (None: detect every frame)
+        self.persons = 0  # detections so far
+        self.detected = 0  # frames the detector ran on
+        self.coasted = 0  # frames the motion gate found unchanged (detections None: the tracks coast)
+
+    extra_work = "room_faces"  # faces are looked for only on cameras that are not behind their minimum
+
+    def process(self, batch: list[Frame],
+                extras_for: frozenset[str] | None = None) -> list[tuple[Frame, list | None, list]]:
+        """(frame, person detections, room faces) per frame. Detections are None for a frame the motion
+        gate coasts (nothing moved since the camera's last detector run). No faces when room faces are off,
+        for a coasted frame, for a camera outside ``extras_for`` (None: every camera), or for one whose
+        active tracks all have their identity decided by a room face."""
+        images = [frame.image for frame in batch]
+        plans = [self.gating.plan(frame) for frame in batch] if self.gating is not None else None
+        run = [i for i in range(len(batch)) if plans is None or plans[i].detect]
+        sides = [plans[i].side for i in run] if plans is not None else []
+        found = self._detect([images[i] for i in run], sides)
+        detections: list[list | None] = [None] * len(batch)
+        for i, boxes in zip(run, found):
+            detections[i] = boxes
+            if self.gating is not None:
+                self.gating.ran(batch[i], boxes)
+        self.persons += sum(map(len, found))
+        self.detected += len(run)
+        self.coasted += len(batch) - len(run)
+        faces: list[list[RoomFace]] = [[] for _ in batch]
+        wanted = [i for i in run if self.faces is not None and (extras_for is None or batch[i].camera_id in extras_for)
+                  and (self.gating is None or self.gating.faces_wanted(batch[i].camera_id))]
+        if wanted:
+            # Only faces that pass the quality gate are embedded (few on room cameras: they are far).
+            found_faces = self.faces.analyse([images[i] for i in wanted])
+            for i, found in zip(wanted, found_faces):
+                faces[i] = [RoomFace(f.detection.box, f.embedding, f.quality.score)
+                            for f in found if f.embedding is not None]
+        return list(zip(batch, detections, faces))
+
+    def _detect(self, images: list[np.ndarray], sides: list[int | None]) -> list[list]:
+        if not images:
+            return []  # every frame coasted
+        if any(side is not None for side in sides):
+            return self.detector.detect(images, sides)
+        return self.detector.detect(images)
+
+
+@dataclass
+class RoomFace:
+    box: tuple[float, float, float, float]
+    embedding: np.ndarray
+    quality: float
