@@ -35,8 +35,10 @@ class IngestOptions:
     buffer_capacity: int = 2  # per door camera, drop-oldest
     # Room cameras keep frames spread over this much stream time, at most one per 0.5 s of it (see
     # processor.frames): when the detector falls behind, person tracks need an even view of the room
-    # more than the lowest latency.
-    room_buffer_s: float = 2.0
+    # more than the lowest latency. The span is also the delay a behind camera's frames wait: 2 s put
+    # every room event of a busy machine past 2 s (bench capacity: room p95 2.3-3.6 s from two copies
+    # on); 1 s halved it with attendance and handoff unchanged.
+    room_buffer_s: float = 1.0
     stall_timeout_s: float = 5.0  # no frame (or no data) for this long -> STALLED -> reconnect; the read timeout
     keyframe_timeout_s: float = 12.0  # after a (re)connect or a corrupt frame: no clean keyframe -> STALLED
     open_timeout_s: float = 10.0  # connect + RTSP handshake + stream probe
