@@ -49,8 +49,12 @@ class Frame:
     def image(self) -> np.ndarray:
         image = self._image
         if image is None:
-            # two threads converting at once would only both convert: the result is the same picture
-            image = self._image = self._decoded.to_ndarray(format="bgr24")
+            # Two threads may convert at once (the result is the same picture), but the second may find
+            # ``_decoded`` already cleared by the first: then the first's image is there to take.
+            decoded = self._decoded
+            if decoded is None:
+                return self._image
+            image = self._image = decoded.to_ndarray(format="bgr24")
             self._decoded = None
         return image
 
