@@ -25,6 +25,7 @@ from tenacity import AsyncRetrying, AttemptManager, RetryCallState
 from consumers import store
 from consumers.batches import BatchStore, DecodedBatch, decode_batch_yielding
 from consumers.failures import DB_ERRORS, one_line
+from consumers.read_ahead import ReadAhead
 from consumers.records import MessageReader
 from consumers.writer_stats import LAG, LOG_RESETS, RETRIES, WriterHealth, WriterStats
 from infra.foundation.config import AttendanceWriterConfig
@@ -69,6 +70,7 @@ class ConsumerLoop:
         self._next: dict[TopicPartition, int | None] = {}  # next offset stored (None: from the start)
         self._read_next: dict[TopicPartition, int | None] = {}  # next offset to decode
         self._inflight: asyncio.Task | None = None  # the batch being written
+        self.read_ahead = ReadAhead(consumer, max_records=settings.max_batch, wait_ms=settings.max_wait_ms)
 
     async def run(self, grace_s: float = 3.0) -> None:
         """Run :meth:`_consume`; once stopped, give it ``grace_s`` to finish its batch, then cancel it:
@@ -96,20 +98,24 @@ class ConsumerLoop:
 
     async def _consume(self) -> None:
         """Read, decode and write batches; decoding batch N+1 overlaps writing batch N (two cores: Python on
-        one, PostgreSQL on the other). A failed write rewinds every partition to its last stored position
-        and backs off, 0.2 s doubling up to 10 s while batches keep failing (a round that reads nothing
-        does not reset it; a batch stored does)."""
+        one, PostgreSQL on the other), and fetching the next records overlaps both (:mod:`consumers.read_ahead`).
+        A failed write rewinds every partition to its last stored position and backs off, 0.2 s doubling up
+        to 10 s while batches keep failing (a round that reads nothing does not reset it; a batch stored does)."""
         retrying = reconnecting(what="batch", errors=(BatchNotWritten,), first_s=0.2, max_s=10.0,
                                 on_retry=self._rolled_back)
-        async for attempt in until_stopped(retrying, self.stop):
-            with attempt:
-                while not self.stop.is_set():
-                    records = await self.consumer.getmany(timeout_ms=self.settings.max_wait_ms,
-                                                          max_records=self.settings.max_batch)
-                    async with self.batch_lock:
-                        await self._round(records, attempt)
-        async with self.batch_lock:
-            await self.finish_inflight()
+        self.read_ahead.start()
+        try:
+            async for attempt in until_stopped(retrying, self.stop):
+                with attempt:
+                    while not self.stop.is_set():
+                        # taken under the lock: a revocation cannot come between taking and decoding
+                        async with self.batch_lock:
+                            records = await self.read_ahead.take(self.settings.max_wait_ms / 1000)
+                            await self._round(records, attempt)
+            async with self.batch_lock:
+                await self.finish_inflight()
+        finally:
+            await self.read_ahead.close()
 
     async def _round(self, records: dict, attempt: AttemptManager) -> None:
         """Decode what was read, collect the batch written meanwhile, and start writing this one."""
@@ -159,25 +165,31 @@ class ConsumerLoop:
                 firsts[tp] = min(first, firsts.get(tp, first))
         for tp, first in firsts.items():
             if tp in self.consumer.assignment():
+                self.read_ahead.discard(tp)
                 self.consumer.seek(tp, first)
                 self._read_next[tp] = first
 
     def _contiguous(self, batch: dict) -> dict:
-        """Only records that continue from where reading left off, on partitions whose assignment is done.
+        """Of ``batch`` ({partition: [chunk, ...]}, as read ahead), only the records that continue from where
+        reading left off, on partitions whose assignment is done; {partition: records in offset order}.
 
         aiokafka may hand out records fetched from the reset position while the assignment listener is
         still reading the stored offsets; those (and anything before the stored position) are skipped.
         """
         kept = {}
-        for tp, records in batch.items():
-            if tp not in self._read_next or not records:
+        for tp, chunks in batch.items():
+            if tp not in self._read_next:
                 continue  # assignment not finished (or revoked): the listener seeks
-            expected = self._read_next[tp]
-            if expected is not None and records[0].offset < expected:
-                records = [r for r in records if r.offset >= expected]
+            expected, records = self._read_next[tp], []
+            for chunk in chunks:  # each in offset order (one fetch)
+                if expected is not None and chunk[0].offset < expected:
+                    chunk = [r for r in chunk if r.offset >= expected]
+                if chunk:
+                    records += chunk
+                    expected = chunk[-1].offset + 1
             if records:
                 kept[tp] = records
-                self._read_next[tp] = records[-1].offset + 1
+                self._read_next[tp] = expected
         return kept
 
     # ------------------------------------------------------------------------------- rebalances
@@ -186,6 +198,7 @@ class ConsumerLoop:
         async with self.batch_lock:
             await self.finish_inflight()  # a failed batch is read again by the next owner
             for tp in revoked:
+                self.read_ahead.discard(tp)
                 self._next.pop(tp, None)
                 self._read_next.pop(tp, None)
 
@@ -199,12 +212,14 @@ class ConsumerLoop:
                 offsets = await self._stored_offsets(assigned)
         for tp in assigned:
             stored = offsets.get((tp.topic, tp.partition))
+            # positions first: what is read after the seek (during seek_to_beginning's wait) is kept
+            self._next[tp] = stored
+            self._read_next[tp] = stored
+            self.read_ahead.discard(tp)  # read from the reset position
             if stored is not None:
                 self.consumer.seek(tp, stored)
             else:  # records fetched before this point were skipped (see _contiguous): read from the start
                 await self.consumer.seek_to_beginning(tp)
-            self._next[tp] = stored
-            self._read_next[tp] = stored
         log.info("assigned %s", ", ".join(f"{tp.topic}[{tp.partition}]@{offsets.get((tp.topic, tp.partition), 'start')}"
                                           for tp in sorted(assigned)))
 
@@ -245,9 +260,10 @@ class ConsumerLoop:
         self.stats.log_resets += 1
         self.health.log_resets.append({"topic": tp.topic, "partition": tp.partition, "stored_next_offset": stored,
                                        "log_end": end, "at": dt.datetime.now(dt.timezone.utc).isoformat()})
-        await self.consumer.seek_to_beginning(tp)
         self._next[tp] = None
         self._read_next[tp] = None
+        self.read_ahead.discard(tp)
+        await self.consumer.seek_to_beginning(tp)
 
     def observe_lag(self) -> None:
         for tp in self.consumer.assignment():
