@@ -30,9 +30,10 @@ writers share it with ``FOR UPDATE SKIP LOCKED``. Scaling out is starting more w
 (up to the partition count of the topics).
 
 Where things are: this module starts and stops the clients and the two tasks; :mod:`consumers.consumer_loop`
-reads batches and keeps the positions (rebalances, rewinds, lost logs); :mod:`consumers.batches` decodes and
-writes a batch (bisection); :mod:`consumers.dead_letters`; :mod:`consumers.housekeeping` (outbox, clock,
-purge); :mod:`consumers.failures` (whose fault a failure is); :mod:`consumers.writer_stats` (metrics).
+reads batches and keeps the positions (rebalances, rewinds, lost logs), fetching ahead of the batches
+(:mod:`consumers.read_ahead`); :mod:`consumers.batches` decodes and writes a batch (bisection);
+:mod:`consumers.dead_letters`; :mod:`consumers.housekeeping` (outbox, clock, purge); :mod:`consumers.failures`
+(whose fault a failure is); :mod:`consumers.writer_stats` (metrics).
 """
 
 from __future__ import annotations
