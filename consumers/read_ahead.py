@@ -74,6 +74,8 @@ class ReadAhead:
             with contextlib.suppress(asyncio.TimeoutError):
                 async with asyncio.timeout(timeout_s):
                     await self._arrived.wait()
+        if self._error is None and self._task is not None and self._task.done():
+            self._error = RuntimeError("the writer's read-ahead stopped")  # cancelled from within aiokafka
         if self._error is not None:
             raise self._error
         taken, self._chunks, self._count = self._chunks, {}, 0
