@@ -172,7 +172,8 @@ class Processor:
         batches: asyncio.Queue = DemandQueue()
         results: asyncio.Queue = asyncio.Queue(maxsize=2)
         self.batcher = batcher = Batcher(self._buffers_of("door"), max_batch=self.max_batch,
-                                         max_wait_s=self.max_wait_s)
+                                         max_wait_s=self.max_wait_s,
+                                         rank=lambda camera_id: self.scheduler.priority([camera_id]))
         self._queues = {"batches": batches, "face_results": results}
         self._tasks = [
             asyncio.create_task(batcher.run(batches), name="batcher"),

@@ -11,7 +11,7 @@ import numpy as np
 
 from processor.batcher import Batcher, DemandQueue
 from processor.frames import Frame, FrameBuffer
-from processor.scheduler import EXTRA, OWED, SPARE, InferenceGate, Scheduler
+from processor.scheduler import EXTRA, OWED, RECOGNISING, SPARE, InferenceGate, Scheduler
 from processor.stages.base import BatchStage
 from dashboard.health import parse_metrics
 
@@ -136,8 +136,8 @@ def test_idle_doors_beyond_their_idle_rate_come_after_the_rooms_extras():
             scheduler.analysed(camera, 8)
     assert scheduler.priority(["room"]) == EXTRA
     assert scheduler.priority(["door-a", "door-b"]) == SPARE
-    scheduler.set_active("door-b", True)  # a face at door b: its extra frames serve a recognition
-    assert scheduler.priority(["door-b"]) == EXTRA and scheduler.priority(["door-a", "door-b"]) == EXTRA
+    scheduler.set_active("door-b", True)  # an undecided face at door b: its extra frames serve a recognition
+    assert scheduler.priority(["door-b"]) == RECOGNISING and scheduler.priority(["door-a", "door-b"]) == RECOGNISING
 
     async def main():
         gate, served = InferenceGate(), []
@@ -154,7 +154,26 @@ def test_idle_doors_beyond_their_idle_rate_come_after_the_rooms_extras():
         await asyncio.gather(holder, *waiting)
         return served
 
-    assert asyncio.run(main()) == ["holder", "room", "door-b", "door-a"]
+    assert asyncio.run(main()) == ["holder", "door-b", "room", "door-a"]
+
+
+def test_a_turn_asked_first_goes_ahead_of_its_priority_but_not_of_a_better_one():
+    async def main():
+        gate, served = InferenceGate(), []
+
+        async def call(name, priority, first=False):
+            async with gate.turn(priority, first=first):
+                served.append(name)
+                await asyncio.sleep(0.01)
+
+        holder = asyncio.create_task(call("holder", OWED))
+        await asyncio.sleep(0)
+        waiting = [asyncio.create_task(call(*args)) for args in
+                   (("owed", OWED), ("extra-first", EXTRA, True), ("owed-first", OWED, True), ("extra", EXTRA))]
+        await asyncio.gather(holder, *waiting)
+        return served
+
+    assert asyncio.run(main()) == ["holder", "owed-first", "owed", "extra-first", "extra"]
 
 
 class SlowStage(BatchStage):
