@@ -254,6 +254,10 @@ class Scheduler:
             return RECOGNISING
         return SPARE if cameras and all(self._idle_door(c) for c in cameras) else EXTRA
 
+    def best_priority(self, camera_ids: Iterable[str]) -> int | None:
+        """The best (lowest) priority any one of these cameras has on its own; None for no cameras."""
+        return min((self.priority([camera_id]) for camera_id in camera_ids), default=None)
+
     def _recognising_door(self, camera_id: str) -> bool:
         camera = self._cameras.get(camera_id)
         return camera is not None and camera.role == "door" and camera.active

@@ -151,6 +151,9 @@ class Processor:
         config = self.config
         self.face_stage = FaceStage(detector, config.thresholds)
         self.face_stage.scheduler = self.scheduler
+        door_buffers = self._buffers_of("door")
+        self.face_stage.waiting_priority = lambda: self.scheduler.best_priority(
+            camera_id for camera_id, buffer in door_buffers().items() if len(buffer))
         self.recognition = RecognitionStage(
             embedder=embedder,
             cameras={c.id: c for c in config.cameras},
