@@ -9,8 +9,8 @@ only split them), and a waiting call is served by priority:
 ``OWED`` (0)
     frames a camera is owed: a room camera below its minimum tracking rate (``min_tracking_fps``,
     default ``[scheduling] room_min_fps``); a door camera below the rate recognition needs
-    (``door_active_fps`` while a face is in view, ``door_idle_fps`` while nobody is, so that someone
-    arriving is still noticed).
+    (``door_active_fps`` while a face not decided yet is in view, ``door_idle_fps`` otherwise, so that
+    someone arriving is still noticed).
 ``RECOGNISING`` (1)
     frames of a door with a face whose track is not decided yet, beyond what it is owed: each of them
     may be the one that completes the decision, and the recognition event (and the room's identity for
@@ -88,9 +88,9 @@ class InferenceGate:
     other way round); the lowest number goes first, then those asked ``first``, FIFO within those.
 
     ``hold_extra`` (optional) says that owed work is about to ask (an owed camera has frames waiting but
-    its stage is between batches): a free slot is then held back from ``EXTRA`` waiters for up to
-    ``max_hold_s``, or a stage that asks again right after its last call would never be first in line
-    (every level after ``OWED`` is held back)."""
+    its stage is between batches): a free slot is then held back from waiters that are not ``OWED`` for
+    up to ``max_hold_s``, or a stage that asks again right after its last call would never be first in
+    line."""
 
     def __init__(self, slots: int = 1, *, hold_extra: Callable[[], bool] | None = None, max_hold_s: float = 0.25):
         if slots < 1:
