@@ -5,6 +5,12 @@ whichever comes first (the idea of DeepStream's nvstreammux and Roboflow's Infer
 are visited round-robin, one frame each per pass, so a busy camera cannot starve the others. Each
 stage that batches has its own batcher over its own cameras (door cameras for faces, room cameras
 for persons).
+
+Given ``rank`` (a camera's priority at the inference gate, lower first: processor/scheduler.py), a batch
+takes only the frames of the best-ranked cameras that have frames waiting; the others wait for a batch of
+their own. A batch goes to the gate at the priority of its best camera, so frames of idle doors bundled
+with those of a door being recognised would be served ahead of the rooms, and make that batch, and the
+recognition waiting on it, slower.
 """
 
 from __future__ import annotations
@@ -18,10 +24,12 @@ from processor.frames import Frame, FrameBuffer
 
 class Batcher:
     def __init__(self, buffers: Callable[[], Mapping[str, FrameBuffer]], *, max_batch: int = 8,
-                 max_wait_s: float = 0.02):
+                 max_wait_s: float = 0.02, rank: Callable[[str], int] | None = None):
         if max_batch < 1:
             raise ValueError("max_batch must be at least 1")
         self._buffers = buffers
+        self.rank = rank  # camera id -> its priority (None: every camera alike)
+        self._rank_limit: int | None = None  # the batch being formed takes cameras of this rank or better
         self.max_batch = max_batch
         self.max_wait_s = max_wait_s
         self._wakeup = asyncio.Event()
@@ -40,6 +48,10 @@ class Batcher:
         """One round-robin sweep after another until the batch is full or every buffer is empty."""
         if not buffers:
             return
+        if self.rank is not None:
+            buffers = self._best_ranked(buffers)
+            if not buffers:
+                return
         progressed = True
         while len(batch) < self.max_batch and progressed:
             progressed = False
@@ -53,9 +65,19 @@ class Batcher:
                     progressed = True
         self._start = (self._start + 1) % len(buffers)
 
+    def _best_ranked(self, buffers: list[FrameBuffer]) -> list[FrameBuffer]:
+        """The buffers with frames whose camera ranks best (and no worse than the batch so far)."""
+        ranks = {id(buffer): self.rank(buffer.camera_id) for buffer in buffers if len(buffer)}
+        if not ranks:
+            return []
+        best = min(ranks.values())
+        self._rank_limit = best if self._rank_limit is None else min(best, self._rank_limit)
+        return [buffer for buffer in buffers if ranks.get(id(buffer), self._rank_limit + 1) <= self._rank_limit]
+
     async def next_batch(self) -> list[Frame]:
         """Wait for at least one frame, then up to max_wait_s more for a full batch."""
         batch: list[Frame] = []
+        self._rank_limit = None
         while not batch:
             self._wakeup.clear()
             self._collect(batch, self._current())

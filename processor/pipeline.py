@@ -33,7 +33,7 @@ from processor.gallery import GalleryWatcher
 from processor.ingest import IngestManager
 from processor.publisher import EventPublisher
 from processor.review import ReviewQueue
-from processor.scheduler import InferenceGate, Scheduler
+from processor.scheduler import OWED, InferenceGate, Scheduler
 from processor.stages.base import BatchStage
 from processor.stages.face_tracks import FaceObservation, FaceTracker, MatchResult, TrackDecision
 from processor.stages.faces import FaceAnalyzer, FaceDetector, FaceEmbedder, align, assess
@@ -136,7 +136,7 @@ class RecognitionStage:
                     wanting.append(face)
             assigned.append((result.frame, tracker, pairs))
         if crops:
-            async with self._turn([r.frame.camera_id for r in results]):
+            async with self._turn():
                 started = time.perf_counter()
                 embeddings = await asyncio.to_thread(self.embedder.embed, crops)
                 metrics.STAGE_SECONDS.labels("embed").observe(time.perf_counter() - started)
@@ -152,20 +152,25 @@ class RecognitionStage:
             for decision in tracker.settle(pairs, pts_s=frame.pts_s, captured_at=frame.captured_at,
                                            frame_size=(width, height), match=self._match, image=frame.image):
                 self.emit(decision)
-            # a face in view (detected, or on a track still open): the door is owed the rate recognition
-            # needs, not just the idle rate, and its camera decodes every frame again
+            # a face in view (detected, or on a track still open): the camera decodes every frame again.
+            # The rate recognition needs is owed only while a track is undecided: once every face in view
+            # is decided, the door's frames can only show a new arrival, which the idle rate notices (a face
+            # not on a confirmed track yet is a new arrival too)
             active = bool(result.faces) or tracker.open_tracks > 0
             if self.scheduler is not None:
-                self.scheduler.set_active(frame.camera_id, active)
+                undecided = tracker.undecided_tracks > 0 or len(pairs) < len(result.faces)
+                self.scheduler.set_active(frame.camera_id, undecided)
             if self.on_activity is not None:
                 self.on_activity(frame.camera_id, active)
             if self.overlay_topic is not None and self._extras_allowed(frame.camera_id):
                 self._overlay(frame, tracker, pairs, (width, height))
 
-    def _turn(self, cameras: list[str]):
+    def _turn(self):
+        """Embeddings are asked only for undecided tracks, and finish frames already detected: owed, and
+        first among the owed (processor/scheduler.py)."""
         if self.scheduler is None:
             return contextlib.nullcontext()
-        return self.scheduler.gate.turn(lambda: self.scheduler.priority(cameras))
+        return self.scheduler.gate.turn(OWED, first=True)
 
     def _extras_allowed(self, camera_id: str) -> bool:
         return self.scheduler is None or self.scheduler.extras_allowed(camera_id, "overlays")

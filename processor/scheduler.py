@@ -9,17 +9,26 @@ only split them), and a waiting call is served by priority:
 ``OWED`` (0)
     frames a camera is owed: a room camera below its minimum tracking rate (``min_tracking_fps``,
     default ``[scheduling] room_min_fps``); a door camera below the rate recognition needs
-    (``door_active_fps`` while a face is in view, ``door_idle_fps`` while nobody is, so that someone
-    arriving is still noticed).
-``EXTRA`` (1)
-    everything beyond: room frames above the minimum, frames of a door with a face in view beyond what
-    recognition needs. Room-camera faces and overlay events are extras too: skipped for a camera while
-    it is behind.
-``SPARE`` (2)
-    frames of doors nobody is at, beyond their idle rate: they can only show that still nobody is there
-    (the idle rate already notices an arrival), so they get what the room cameras and busy doors leave.
-    Measured with `rollcall bench capacity` at two copies of the default scenario: idle doors took the
-    cores' spare time FIFO with the room cameras' extras, and the rooms fell to 2.2 fps with p95 2.3 s.
+    (``door_active_fps`` while a face not decided yet is in view, ``door_idle_fps`` otherwise, so that
+    someone arriving is still noticed).
+``RECOGNISING`` (1)
+    frames of a door with a face whose track is not decided yet, beyond what it is owed: each of them
+    may be the one that completes the decision, and the recognition event (and the room's identity for
+    that person, which waits on it) is late by as long as they wait, so they go ahead of room extras.
+``EXTRA`` (2)
+    everything beyond: room frames above the minimum. Room-camera faces and overlay events are extras
+    too: skipped for a camera while it is behind.
+``SPARE`` (3)
+    frames of doors nobody is at, or whose faces are all decided already, beyond their idle rate: they
+    can only show that still nobody new is there (the idle rate already notices an arrival), so they get
+    what the room cameras and busy doors leave. Measured with `rollcall bench capacity` at two copies of
+    the default scenario: idle doors took the cores' spare time FIFO with the room cameras' extras, and
+    the rooms fell to 2.2 fps with p95 2.3 s.
+
+A turn asked with ``first`` goes ahead of the others of its priority: the embeddings of a door's undecided
+face tracks finish frames whose detection is already paid for, and a recognition waits on them (bench
+capacity at four copies: the deciding frame waited 0.7 s at the gate for its embedding, FIFO behind room
+frames and the next face batch).
 
 Rates are frames analysed per wall-clock second over the last ``window_s``. A room camera that gets
 less than its minimum even with everything else deferred is a planning fact, not a silent failure:
@@ -46,8 +55,9 @@ from processor import metrics
 log = logging.getLogger("rollcall.scheduler")
 
 OWED = 0
-EXTRA = 1
-SPARE = 2
+RECOGNISING = 1
+EXTRA = 2
+SPARE = 3
 # Calls are not pre-empted: once an extra call has started, an owed camera waits for it to end. Serving
 # cameras first until they are a quarter above their minimum keeps them at it on average.
 PRIORITY_HEADROOM = 1.25
@@ -69,23 +79,24 @@ EXTRAS_SKIPPED = metrics.get_or_create(metrics.Counter, "rollcall_extras_skipped
                                        labelnames=["camera", "what"])
 
 
-_PRIORITY_NAMES = {OWED: "owed", EXTRA: "extra", SPARE: "spare"}
+_PRIORITY_NAMES = {OWED: "owed", RECOGNISING: "recognising", EXTRA: "extra", SPARE: "spare"}
 
 
 class InferenceGate:
     """``slots`` model calls at a time. A waiter's priority is a number or a function giving it, asked
     again each time a slot frees (a camera behind when it asked may have caught up since, and the
-    other way round); the lowest number goes first, FIFO within one.
+    other way round); the lowest number goes first, then those asked ``first``, FIFO within those.
 
     ``hold_extra`` (optional) says that owed work is about to ask (an owed camera has frames waiting but
-    its stage is between batches): a free slot is then held back from ``EXTRA`` waiters for up to
-    ``max_hold_s``, or a stage that asks again right after its last call would never be first in line."""
+    its stage is between batches): a free slot is then held back from waiters that are not ``OWED`` for
+    up to ``max_hold_s``, or a stage that asks again right after its last call would never be first in
+    line."""
 
     def __init__(self, slots: int = 1, *, hold_extra: Callable[[], bool] | None = None, max_hold_s: float = 0.25):
         if slots < 1:
             raise ValueError("slots must be at least 1")
         self._free = slots
-        self._waiters: list[tuple[int, Callable[[], int], asyncio.Future]] = []
+        self._waiters: list[tuple[int, Callable[[], int], asyncio.Future, bool]] = []
         self._order = itertools.count()
         self.hold_extra = hold_extra
         self.max_hold_s = max_hold_s
@@ -93,10 +104,10 @@ class InferenceGate:
         self._recheck: asyncio.TimerHandle | None = None
 
     @contextlib.asynccontextmanager
-    async def turn(self, priority: int | Callable[[], int]):
+    async def turn(self, priority: int | Callable[[], int], *, first: bool = False):
         started = time.perf_counter()
         priority_of = priority if callable(priority) else (lambda: priority)
-        await self._acquire(priority_of)
+        await self._acquire(priority_of, first)
         GATE_WAIT.labels(_PRIORITY_NAMES[priority_of()]).observe(time.perf_counter() - started)
         try:
             yield
@@ -106,11 +117,11 @@ class InferenceGate:
 
     @property
     def waiting(self) -> int:
-        return sum(1 for *_, future in self._waiters if not future.done())
+        return sum(1 for _, _, future, _ in self._waiters if not future.done())
 
-    async def _acquire(self, priority_of: Callable[[], int]) -> None:
+    async def _acquire(self, priority_of: Callable[[], int], first: bool) -> None:
         future = asyncio.get_running_loop().create_future()
-        self._waiters.append((next(self._order), priority_of, future))
+        self._waiters.append((next(self._order), priority_of, future, first))
         self._dispatch()
         try:
             await future
@@ -123,7 +134,7 @@ class InferenceGate:
     def _dispatch(self) -> None:
         self._waiters = [w for w in self._waiters if not w[2].done()]  # cancelled while waiting
         while self._free > 0 and self._waiters:
-            best = min(self._waiters, key=lambda w: (w[1](), w[0]))
+            best = min(self._waiters, key=lambda w: (w[1](), not w[3], w[0]))
             if best[1]() != OWED and self._hold():
                 return
             self._waiters.remove(best)
@@ -151,8 +162,8 @@ class InferenceGate:
 class _CameraRate:
     role: str
     minimum: float  # room: the minimum tracking rate; door: the rate recognition needs while active
-    idle: float = 0.0  # door: the rate owed while no face is in view
-    active: bool = False  # door: a face is in view
+    idle: float = 0.0  # door: the rate owed while no face is in view (or all in view are decided)
+    active: bool = False  # door: a face whose track is not decided yet is in view
     since: float = field(default_factory=time.monotonic)
     times: deque = field(default_factory=deque)  # monotonic times of analysed frames
     short: bool = False  # in a reported shortfall
@@ -201,6 +212,8 @@ class Scheduler:
             self._trim(camera, now)
 
     def set_active(self, camera_id: str, active: bool) -> None:
+        """A door: whether a face whose track is not decided yet is in view (a decided one needs no more
+        than the idle rate: frames enough to notice the next arrival)."""
         camera = self._cameras.get(camera_id)
         if camera is not None:
             camera.active = active
@@ -232,11 +245,22 @@ class Scheduler:
                    for camera_id, camera in self._cameras.items())
 
     def priority(self, camera_ids: Iterable[str]) -> int:
-        """OWED if any camera of the batch is behind; SPARE if all are doors nobody is at; else EXTRA."""
+        """OWED if any camera of the batch is behind; RECOGNISING if any is a door with an undecided face;
+        SPARE if all are doors with no undecided face; else EXTRA."""
         cameras = set(camera_ids)
         if any(self.behind(c, PRIORITY_HEADROOM) for c in cameras):
             return OWED
+        if any(self._recognising_door(c) for c in cameras):
+            return RECOGNISING
         return SPARE if cameras and all(self._idle_door(c) for c in cameras) else EXTRA
+
+    def best_priority(self, camera_ids: Iterable[str]) -> int | None:
+        """The best (lowest) priority any one of these cameras has on its own; None for no cameras."""
+        return min((self.priority([camera_id]) for camera_id in camera_ids), default=None)
+
+    def _recognising_door(self, camera_id: str) -> bool:
+        camera = self._cameras.get(camera_id)
+        return camera is not None and camera.role == "door" and camera.active
 
     def _idle_door(self, camera_id: str) -> bool:
         camera = self._cameras.get(camera_id)

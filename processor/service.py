@@ -151,6 +151,9 @@ class Processor:
         config = self.config
         self.face_stage = FaceStage(detector, config.thresholds)
         self.face_stage.scheduler = self.scheduler
+        door_buffers = self._buffers_of("door")
+        self.face_stage.waiting_priority = lambda: self.scheduler.best_priority(
+            camera_id for camera_id, buffer in door_buffers().items() if len(buffer))
         self.recognition = RecognitionStage(
             embedder=embedder,
             cameras={c.id: c for c in config.cameras},
@@ -172,7 +175,8 @@ class Processor:
         batches: asyncio.Queue = DemandQueue()
         results: asyncio.Queue = asyncio.Queue(maxsize=2)
         self.batcher = batcher = Batcher(self._buffers_of("door"), max_batch=self.max_batch,
-                                         max_wait_s=self.max_wait_s)
+                                         max_wait_s=self.max_wait_s,
+                                         rank=lambda camera_id: self.scheduler.priority([camera_id]))
         self._queues = {"batches": batches, "face_results": results}
         self._tasks = [
             asyncio.create_task(batcher.run(batches), name="batcher"),

@@ -192,3 +192,21 @@ async def test_a_frame_is_converted_to_bgr_once_and_only_when_a_stage_takes_it()
     materialise(taken)
     assert all(f.converted for f in taken) and len(conversions) == 2
     assert taken[0].image.shape == (4, 4, 3) and taken[0].image is taken[0].image and len(conversions) == 2
+
+
+async def test_a_ranked_batch_takes_only_the_best_ranked_cameras_with_frames():
+    """Door b has an undecided face (rank 1), door a nobody (rank 3): a's frames wait for a batch of their
+    own instead of riding, and slowing, b's; a better-ranked camera joins a batch being formed."""
+    loop = asyncio.get_running_loop()
+    buffers = {name: FrameBuffer(name, capacity=4, loop=loop) for name in ("a", "b", "c")}
+    ranks = {"a": 3, "b": 1, "c": 0}
+    for seq in range(2):
+        buffers["a"].put(frame("a", seq))
+        buffers["b"].put(frame("b", seq))
+    batcher = Batcher(lambda: buffers, max_batch=8, max_wait_s=0.0, rank=ranks.__getitem__)
+    assert [f.camera_id for f in await batcher.next_batch()] == ["b", "b"]
+    assert [f.camera_id for f in await batcher.next_batch()] == ["a", "a"]
+    buffers["a"].put(frame("a", 2))
+    buffers["c"].put(frame("c", 0))
+    assert [f.camera_id for f in await batcher.next_batch()] == ["c"]
+    assert [f.camera_id for f in await batcher.next_batch()] == ["a"]

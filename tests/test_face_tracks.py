@@ -45,6 +45,14 @@ def test_one_decision_per_passage_early_for_known_at_end_for_unknown():
         return faces
 
     tracker = FaceTracker(camera_id="door", fps=10, decide_after=5, lost_after_s=0.5)
+    undecided = []  # (open, undecided) tracks after each frame: what the door is owed frames for
+    for i in range(12):
+        tracker.update(pts_s=i / 10, captured_at=float(i), frame_size=(1280, 720), faces=faces_at(i), match=matcher)
+        undecided.append((tracker.open_tracks, tracker.undecided_tracks))
+    # alice's track (confirmed on its second frame) undecided until its 5th good frame, decided while still
+    # in view; then the stranger's track comes, undecided
+    assert undecided[:5] == [(0, 0)] + [(1, 1)] * 4 and undecided[5:11] == [(1, 0)] * 6 and undecided[11] == (2, 1)
+    tracker = FaceTracker(camera_id="door", fps=10, decide_after=5, lost_after_s=0.5)
     decisions = walk(tracker, 50, faces_at)
     assert len(decisions) == 2
     known = [d for d in decisions if d.person_id == "alice"]

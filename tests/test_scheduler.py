@@ -11,7 +11,7 @@ import numpy as np
 
 from processor.batcher import Batcher, DemandQueue
 from processor.frames import Frame, FrameBuffer
-from processor.scheduler import EXTRA, OWED, SPARE, InferenceGate, Scheduler
+from processor.scheduler import EXTRA, OWED, RECOGNISING, SPARE, InferenceGate, Scheduler
 from processor.stages.base import BatchStage
 from dashboard.health import parse_metrics
 
@@ -136,8 +136,8 @@ def test_idle_doors_beyond_their_idle_rate_come_after_the_rooms_extras():
             scheduler.analysed(camera, 8)
     assert scheduler.priority(["room"]) == EXTRA
     assert scheduler.priority(["door-a", "door-b"]) == SPARE
-    scheduler.set_active("door-b", True)  # a face at door b: its extra frames serve a recognition
-    assert scheduler.priority(["door-b"]) == EXTRA and scheduler.priority(["door-a", "door-b"]) == EXTRA
+    scheduler.set_active("door-b", True)  # an undecided face at door b: its extra frames serve a recognition
+    assert scheduler.priority(["door-b"]) == RECOGNISING and scheduler.priority(["door-a", "door-b"]) == RECOGNISING
 
     async def main():
         gate, served = InferenceGate(), []
@@ -154,7 +154,26 @@ def test_idle_doors_beyond_their_idle_rate_come_after_the_rooms_extras():
         await asyncio.gather(holder, *waiting)
         return served
 
-    assert asyncio.run(main()) == ["holder", "room", "door-b", "door-a"]
+    assert asyncio.run(main()) == ["holder", "door-b", "room", "door-a"]
+
+
+def test_a_turn_asked_first_goes_ahead_of_its_priority_but_not_of_a_better_one():
+    async def main():
+        gate, served = InferenceGate(), []
+
+        async def call(name, priority, first=False):
+            async with gate.turn(priority, first=first):
+                served.append(name)
+                await asyncio.sleep(0.01)
+
+        holder = asyncio.create_task(call("holder", OWED))
+        await asyncio.sleep(0)
+        waiting = [asyncio.create_task(call(*args)) for args in
+                   (("owed", OWED), ("extra-first", EXTRA, True), ("owed-first", OWED, True), ("extra", EXTRA))]
+        await asyncio.gather(holder, *waiting)
+        return served
+
+    assert asyncio.run(main()) == ["holder", "owed-first", "owed", "extra-first", "extra"]
 
 
 class SlowStage(BatchStage):
@@ -235,3 +254,52 @@ def test_health_page_reads_the_shortfall_from_the_processors_metrics():
     cameras = parse_metrics(generate_latest().decode())
     assert cameras["room-short"]["tracking_fps"] == 0.5, cameras["room-short"]
     assert cameras["room-short"]["min_fps"] == 2.0 and cameras["room-short"]["shortfall_fps"] == 1.5
+
+
+def test_a_batch_of_idle_doors_is_served_at_the_priority_of_a_new_face_waiting_behind_it():
+    """The face stage waits at the gate with a batch of a door nobody new is at (SPARE) when a face comes
+    to another door: the stage holds that door's frames back, so its batch goes at the better priority,
+    ahead of a room's extra frame, instead of after everything else."""
+    clock = Clock()
+    scheduler = Scheduler(window_s=4.0, clock=clock)
+    scheduler.register("room", "room", 2.0)
+    for door in ("door-a", "door-b"):
+        scheduler.register(door, "door", 5.0, idle=2.0)
+    for _ in range(4):  # every camera well above what it is owed
+        clock.now += 1.0
+        for camera in ("room", "door-a", "door-b"):
+            scheduler.analysed(camera, 8)
+    waiting: set[str] = set()
+    assert scheduler.best_priority(waiting) is None
+
+    async def main():
+        gate, served = scheduler.gate, []
+        stage = SlowStage("faces", 0.0, scheduler)
+        stage.process = lambda batch, extras_for=None: served.append(batch[0].camera_id) or batch
+        stage.waiting_priority = lambda: scheduler.best_priority(waiting)
+        inbox, outbox = asyncio.Queue(), asyncio.Queue()
+
+        async def room_extra():
+            async with gate.turn(lambda: scheduler.priority(["room"])):
+                served.append("room")
+
+        async def holder():
+            async with gate.turn(OWED):
+                await asyncio.sleep(0.05)
+
+        held = asyncio.create_task(holder())
+        await asyncio.sleep(0)
+        runner = asyncio.create_task(stage.run(inbox, outbox))
+        await inbox.put([Frame("door-a", 0, 0.0, time.time(), np.zeros((4, 4, 3), np.uint8))])
+        await asyncio.sleep(0.01)  # the stage waits at the gate with door a's SPARE batch
+        room = asyncio.create_task(room_extra())
+        await asyncio.sleep(0)
+        scheduler.set_active("door-b", True)  # a face at door b: its frames wait for the stage
+        waiting.add("door-b")
+        await outbox.get()
+        await asyncio.gather(held, room)
+        runner.cancel()
+        await asyncio.gather(runner, return_exceptions=True)
+        return served
+
+    assert asyncio.run(main()) == ["door-a", "room"]

@@ -37,8 +37,10 @@ class IngestOptions:
     # processor.frames): when the detector falls behind, person tracks need an even view of the room
     # more than the lowest latency. The span is also the delay a behind camera's frames wait: 2 s put
     # every room event of a busy machine past 2 s (bench capacity: room p95 2.3-3.6 s from two copies
-    # on); 1 s halved it with attendance and handoff unchanged.
-    room_buffer_s: float = 1.0
+    # on); 1 s halved it with attendance and handoff unchanged. At four copies the 1 s span was still the
+    # largest part of a room event's delay (the deciding frame waited 0.45 s at the median, 1.1 s at p95,
+    # of 0.8 s and 2 s): 0.5 s. A behind tracker sees the room at the rate it is served either way.
+    room_buffer_s: float = 0.5
     stall_timeout_s: float = 5.0  # no frame (or no data) for this long -> STALLED -> reconnect; the read timeout
     keyframe_timeout_s: float = 12.0  # after a (re)connect or a corrupt frame: no clean keyframe -> STALLED
     open_timeout_s: float = 10.0  # connect + RTSP handshake + stream probe

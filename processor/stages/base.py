@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Callable
 
 from processor import metrics
 from processor.frames import materialise
@@ -24,6 +25,10 @@ class BatchStage:
     name = "stage"
     extra_work: str | None = None  # what ``process`` leaves out for cameras behind their minimum
     scheduler: Scheduler | None = None  # None: no priorities (tests, benchmarks of one stage)
+    # the best priority among the frames waiting for this stage's next batch (None: none waiting). A batch
+    # formed of low-priority frames (doors nobody new is at) is served at it: the stage, waiting at the
+    # gate with that batch, holds back the better frames that came after it (a door's new face)
+    waiting_priority: Callable[[], int | None] | None = None
 
     def process(self, batch, extras_for: frozenset[str] | None = None):  # pragma: no cover - each stage defines it
         """``extras_for``: the cameras whose extra work may be done (None: all)."""
@@ -40,7 +45,7 @@ class BatchStage:
                 results = await self._timed(batch, None)
             else:
                 cameras = [frame.camera_id for frame in batch]
-                async with scheduler.gate.turn(lambda: scheduler.priority(cameras)):
+                async with scheduler.gate.turn(lambda: self._priority(scheduler, cameras)):
                     extras = None
                     if self.extra_work is not None:
                         extras = frozenset(c for c in set(cameras) if scheduler.extras_allowed(c, self.extra_work))
@@ -48,6 +53,11 @@ class BatchStage:
                 for camera_id in cameras:
                     scheduler.analysed(camera_id)
             await outbox.put(results)
+
+    def _priority(self, scheduler: Scheduler, cameras: list[str]) -> int:
+        own = scheduler.priority(cameras)
+        waiting = self.waiting_priority() if self.waiting_priority is not None else None
+        return own if waiting is None else min(own, waiting)
 
     async def _timed(self, batch, extras_for):
         started = time.perf_counter()

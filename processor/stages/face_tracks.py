@@ -300,6 +300,11 @@ class FaceTracker:
     def open_tracks(self) -> int:
         return len(self._tracks)
 
+    @property
+    def undecided_tracks(self) -> int:
+        """Open tracks whose identity is not decided yet: the frames that can still change an answer."""
+        return sum(1 for track in self._tracks.values() if not track.decided)
+
 
 def _side(centre_x: float, width: float) -> str | None:
     """The half of the image a face was in; None in the middle tenth (someone walking in alone, centred)."""
