@@ -28,6 +28,7 @@ from dashboard.live import LiveHub, StreamLimits
 from dashboard.routes import (account, analytics, campus, exports, live, people, plans, records, review, sessions, system,
                               video)
 from dashboard.services import Problem, Services
+from dashboard.routes import users
 from dashboard.video import VideoHub
 from dashboard.web import HERE, templates
 from infra.foundation.endpoints import resolve
@@ -37,6 +38,8 @@ __all__ = ["ROUTES", "app_from_config", "create_app", "templates"]
 ROUTES: list[Route] = [*account.ROUTES, *live.ROUTES, *video.ROUTES, *analytics.ROUTES, *sessions.ROUTES,
                        *records.ROUTES, *exports.ROUTES, *people.ROUTES, *review.ROUTES, *system.ROUTES,
                        *campus.ROUTES, *plans.ROUTES]
+
+ROUTES += [*users.ROUTES]
 
 
 class SecurityHeaders:

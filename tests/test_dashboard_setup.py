@@ -213,3 +213,71 @@ def test_load_config_dry_run_shows_a_difference_and_writes_nothing(served, tmp_p
     # the dashboard reads the tables: the renamed room shows at once
     admin = kit.login(served, "admin")
     assert "Main lecture hall" in admin.get("/setup/rooms").text
+
+
+def test_accounts_are_for_admins_and_bad_requests_are_refused_with_the_reason(served):
+    faculty = kit.login(served, "turing")
+    assert faculty.get("/accounts").status_code == 403
+    assert faculty.post("/api/accounts", json={"username": "x1", "role": "admin"}).status_code == 403
+    admin = kit.login(served, "admin")
+    refusals = [({"username": "bad name", "role": "faculty"}, "username 'bad name' is not valid"),
+                ({"username": "x2", "role": "root"}, "role 'root' is not one of"),
+                ({"username": "x3", "role": "faculty"}, "needs the person it belongs to"),
+                ({"username": "x4", "role": "faculty", "person_id": "nobody-yet"}, "give a name to add them"),
+                ({"username": "x5", "role": "faculty", "person_id": "p5", "name": "P", "courses": ["NO101"]},
+                 "no course 'NO101'"),
+                ({"username": "turing", "role": "faculty", "person_id": "prof-turing"}, "exists already")]
+    for fields, reason in refusals:
+        response = admin.post("/api/accounts", json=fields)
+        assert response.status_code == 400 and reason in response.json()["error"], (fields, response.text)
+    assert kit.db(served, "SELECT person_id FROM course_member WHERE person_id = 'p5'") == []  # nothing half-made
+    assert admin.post("/api/accounts/admin/reset").status_code == 409  # your own: the My password page
+    assert admin.post("/api/accounts/admin/disable").status_code == 409
+    assert admin.post("/api/accounts/ghost/reset").status_code == 404
+
+
+def test_admin_creates_a_faculty_account_that_logs_in_and_sees_its_course(admin_page, served):
+    page = admin_page
+    page.goto(served.url + "/accounts")
+    form = page.locator("#new-account")
+    form.locator("input[name=username]").fill("curie")
+    form.locator("select[name=role]").select_option("faculty")
+    form.locator("input[name=person_id]").fill("prof-curie")
+    form.locator("input[name=name]").fill("Marie Curie")
+    form.locator("select[name=courses]").select_option(["PH110"])
+    form.locator("button").click()
+    password = page.locator("#one-time-password").inner_text().strip()
+    assert len(password) >= 10 and "account curie (faculty) added" in page.locator("#one-time").inner_text()
+    assert [tuple(r) for r in kit.db(served, "SELECT course_id, role FROM course_member WHERE person_id = 'prof-curie'")
+            ] == [("PH110", "faculty")]
+    assert kit.db(served, "SELECT password_hash FROM dashboard_user WHERE username = 'curie'")[0][0].startswith("$argon2")
+    _shot(page, "accounts")
+    page.goto(served.url + "/accounts")  # shown once: a reload of the list does not show it again
+    assert page.locator("#one-time").count() == 0 and password not in page.content()
+
+    faculty = page.context.browser.new_context(viewport={"width": 1400, "height": 900}).new_page()
+    faculty.goto(served.url + "/attendance")
+    faculty.fill("input[name=username]", "curie")
+    faculty.fill("input[name=password]", password)
+    faculty.click("button[type=submit]")
+    faculty.wait_for_selector("select[name=course]")
+    # the course made in the dashboard (not in the TOML file) is theirs; another course is not
+    options = faculty.locator("#open-session select[name=course] option").all_inner_texts()
+    assert options == ["PH110"]  # not CS101, which the TOML file gives turing
+    assert faculty.locator("#sessions tr", has_text="PH110").count() >= 1  # its timetable's sessions
+    assert faculty.locator("#open-session select[name=room] option").all_inner_texts() == ["B202"]
+    assert faculty.goto(served.url + "/setup/rooms").status == 403
+
+    faculty.goto(served.url + "/account")  # their own password
+    faculty.fill("input[name=current_password]", password)
+    faculty.fill("input[name=new_password]", "curie-radium-1898")
+    faculty.click("#password-change button")
+    assert "password changed" in _flash(faculty)
+    _shot(faculty, "account-password")
+
+    page.goto(served.url + "/accounts")  # the admin disables the account: the faculty's session ends at once
+    page.locator("tr[data-account=curie] form.toggle button").click()
+    assert "account curie disabled" in _flash(page)
+    faculty.goto(served.url + "/attendance")
+    assert "/login" in faculty.url
+    faculty.context.close()
