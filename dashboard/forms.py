@@ -107,6 +107,20 @@ class Enrolment(BaseModel):
         return value
 
 
+class ZipEnrolment(BaseModel):
+    """The bulk enrolment form's consent (the ZIP is read from the form itself)."""
+    model_config = ConfigDict(validate_default=True)
+    consent: Flag = False
+
+    @field_validator("consent")
+    @classmethod
+    def _given(cls, value: bool) -> bool:
+        if not value:
+            raise ValueError("refusing to enrol without consent: confirm every person in the ZIP agreed to face "
+                             "recognition (tick the consent box)")
+        return value
+
+
 class ReviewAcceptance(BaseModel):
     """Accept an unknown face as a person (a new one with ``new_person``)."""
     model_config = ConfigDict(validate_default=True)  # a missing person id or consent is refused too

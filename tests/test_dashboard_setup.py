@@ -3,7 +3,10 @@ its own database of the session's PostgreSQL: an admin adds and edits rooms and 
 CSV whose bad row the preview refuses (the good rows written only after confirming), imports a timetable
 CSV and sees its sessions, exports both and imports the exports again without a duplicate; and
 `rollcall db load-config --dry-run` shows a difference and writes nothing, and the import after it keeps
-what the admin added in the dashboard. The tests run in order on one database. Screenshots go to
+what the admin added in the dashboard. An admin creates a faculty account (its one-time password shown once)
+that logs in and sees the course made in the dashboard, changes its own password, and is disabled; and
+enrols a ZIP of a folder per person, watching the progress and a reason for each refused photo. The tests
+run in order on one database. Screenshots go to
 var/artifacts/screenshots/ with the others."""
 
 from __future__ import annotations
@@ -12,15 +15,20 @@ import datetime as dt
 import os
 import subprocess
 import sys
+import zipfile
 from pathlib import Path
 from zoneinfo import ZoneInfo
 
+import cv2
+import numpy as np
 import pytest
 
 from infra.foundation.config import EXAMPLE_CONFIG, load_config
 from infra.foundation.paths import PROJECT_ROOT
 from tests import dashboard_kit as kit
+from processor.model_catalogue import PHOTOS_DIR as PHOTOS
 from tests.test_dashboard_e2e import CHROMIUM, CHROMIUM_ARGS, SCREENSHOTS
+from tests.test_gallery_enroll import two_portraits
 
 
 @pytest.fixture(scope="module")
@@ -281,3 +289,62 @@ def test_admin_creates_a_faculty_account_that_logs_in_and_sees_its_course(admin_
     faculty.goto(served.url + "/attendance")
     assert "/login" in faculty.url
     faculty.context.close()
+
+
+def _class_zip(path: Path) -> Path:
+    """A ZIP as a registrar would make it: one enclosing folder, a folder per person (by id, or by name),
+    good photos and the kinds enrolment refuses, and an entry that tries to climb out."""
+    sharp = cv2.imread(str(PHOTOS / "obama_congress.jpg"))
+    made = {"blank.png": np.full((400, 300, 3), 200, np.uint8),
+            "with_biden.jpg": two_portraits("obama_oval.jpg", "biden.jpg"),
+            "tiny.jpg": cv2.resize(sharp, None, fx=0.08, fy=0.08, interpolation=cv2.INTER_AREA),
+            "blurred.jpg": cv2.GaussianBlur(sharp, (0, 0), 10)}
+    with zipfile.ZipFile(path, "w") as archive:
+        for folder, photos in {"obama": ["obama_oval.jpg", "obama_senate.jpg"], "macron": ["macron_2014.jpg"],
+                               "Jacinda Ardern": ["ardern_2018.jpg"]}.items():
+            for photo in photos:
+                archive.write(PHOTOS / photo, f"class-2026/{folder}/{photo}")
+        archive.writestr("class-2026/obama/name.txt", "Barack Obama\n")
+        for name, image in made.items():
+            archive.writestr(f"class-2026/{'macron' if name == 'blank.png' else 'obama'}/{name}",
+                             cv2.imencode(Path(name).suffix, image)[1].tobytes())
+        archive.writestr("../escape.jpg", (PHOTOS / "sunak.jpg").read_bytes())
+    return path
+
+
+def test_bulk_enrolment_of_a_zip_shows_progress_and_a_reason_per_photo(admin_page, served, tmp_path):
+    page = admin_page
+    page.goto(served.url + "/people")
+    form = page.locator("#zip-import")
+    form.locator("input[name=zip]").set_input_files(str(_class_zip(tmp_path / "class.zip")))
+    form.locator("input[name=consent]").check()
+    form.locator("button").click()
+    page.wait_for_selector("#zip-summary.summary", timeout=120_000)
+    assert "4 photo(s) enrolled of 3 person folder(s); 5 refused" in page.locator("#zip-summary").inner_text()
+    bar = page.locator("#zip-progress progress")
+    assert bar.evaluate("b => [b.value, b.max]") == [8, 8]  # every photo ticked
+    results = {row.get_attribute("data-photo"): (row.get_attribute("class"), row.get_attribute("data-code"),
+                                                 row.inner_text()) for row in page.locator("#zip-results tbody tr").all()}
+    assert {k for k, v in results.items() if v[0] == "ok"} == {
+        "obama/obama_oval.jpg", "obama/obama_senate.jpg", "macron/macron_2014.jpg", "Jacinda Ardern/ardern_2018.jpg"}
+    assert results["macron/blank.png"][1] == "no_face" and "no face found" in results["macron/blank.png"][2]
+    assert results["obama/with_biden.jpg"][1] == "several_faces" and "2 faces found" in results["obama/with_biden.jpg"][2]
+    assert results["obama/tiny.jpg"][1] == "too_small" and "too small" in results["obama/tiny.jpg"][2]
+    assert results["obama/blurred.jpg"][1] == "too_blurry" and "too blurry" in results["obama/blurred.jpg"][2]
+    assert results["../escape.jpg"][1] == "unsafe_path" and len(results) == 9
+    # the folder named by a name became a person with an id made from it; embeddings stored, photos not
+    rows = kit.db(served, """SELECT e.person_id, p.display_name, e.source, e.photo IS NULL AS no_photo
+                             FROM face_enrolment e JOIN person p ON p.id = e.person_id ORDER BY 1""")
+    assert sorted({(r[0], r[1]) for r in rows}) == [("jacinda-ardern", "Jacinda Ardern"), ("macron", "macron"),
+                                                    ("obama", "Barack Obama")]
+    assert len(rows) == 4 and all(r["source"] == "import" and r["no_photo"] for r in rows)
+    _shot(page, "people-zip")
+
+    not_a_zip = tmp_path / "photos.zip"
+    not_a_zip.write_text("a list of names, not a ZIP\n")
+    form.locator("input[name=zip]").set_input_files(str(not_a_zip))
+    with page.expect_response(lambda r: r.url.endswith("/api/people/import")) as answer:
+        form.locator("button").click()
+    assert answer.value.status == 400
+    page.wait_for_selector("#zip-summary.error")
+    assert "not a ZIP file" in page.locator("#zip-summary").inner_text()

@@ -415,6 +415,13 @@ class DashboardConfig(_Strict):
     max_upload_bytes: int = Field(default=32_000_000, ge=1024, le=1_000_000_000)
     max_upload_files: int = Field(default=20, ge=1, le=1000)
     max_image_pixels: int = Field(default=40_000_000, ge=10_000, le=500_000_000)
+    # Bulk enrolment by ZIP (a folder per person): the upload itself (instead of max_upload_bytes), its entries,
+    # one photo and all of them unpacked. Entries are read bounded by these, never by what the ZIP declares
+    # alone: a ZIP bomb stops at them.
+    max_zip_upload_bytes: int = Field(default=500_000_000, ge=1024, le=10_000_000_000)
+    max_zip_entries: int = Field(default=5000, ge=1, le=100_000)
+    max_zip_photo_bytes: int = Field(default=20_000_000, ge=1024, le=64_000_000)
+    max_zip_total_bytes: int = Field(default=2_000_000_000, ge=1024, le=50_000_000_000)
     # Addresses (IPs or CIDRs) of reverse proxies whose X-Forwarded-For is believed; nobody's by default.
     trusted_proxies: list[str] = []
     # A WebRTC connection that has not connected this long after its offer is closed.
