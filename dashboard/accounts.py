@@ -20,7 +20,7 @@ from infra.foundation.errors import RollcallError
 
 async def accounts(conn) -> list[dict[str, Any]]:
     return [dict(r) for r in await conn.fetch(
-        """SELECT u.username, u.role, u.person_id, p.display_name, u.disabled, u.created_by,
+        """SELECT u.username, u.role, u.person_id, p.display_name, p.email, u.disabled, u.created_by,
                   to_char(u.created_at, 'YYYY-MM-DD HH24:MI') AS created, to_char(u.last_login_at, 'YYYY-MM-DD HH24:MI') AS last_login,
                   (SELECT array_agg(m.course_id ORDER BY m.course_id) FROM course_member m
                    WHERE m.person_id = u.person_id AND m.role = 'faculty') AS courses
@@ -64,7 +64,7 @@ async def set_faculty_courses(conn, username: str, courses: list[str], *, actor:
 
 
 async def create_account(conn, *, username: str, role: str, person_id: str, name: str, courses: list[str],
-                         actor: str) -> str:
+                         actor: str, email: str = "") -> str:
     """A new account (refused when the username is taken); returns its one-time password."""
     if role != "admin" and not person_id:
         raise RollcallError(f"a {role} account needs the person it belongs to (person id)")
@@ -76,6 +76,10 @@ async def create_account(conn, *, username: str, role: str, person_id: str, name
     async with conn.transaction():
         if person_id:
             await _ensure_person(conn, person_id, name, "faculty" if role == "faculty" else "student")
+            if email:  # where their e-mail reports go (consumers/reports.py)
+                await conn.execute("UPDATE person SET email = $2, updated_at = now() WHERE id = $1", person_id, email)
+        elif email:
+            raise RollcallError("an e-mail address belongs to a person: give the person id too")
         await auth.create_user(conn, username, password, role, person_id or None, created_by=actor)
         if role == "faculty":
             await set_faculty_courses(conn, username, courses, actor=actor)

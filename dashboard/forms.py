@@ -7,6 +7,7 @@ line; :func:`parse` turns the first failure into a :class:`~dashboard.services.P
 
 from __future__ import annotations
 
+import re
 from typing import Annotated, Any, TypeVar
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, ValidationError, field_validator
@@ -229,14 +230,23 @@ CourseList = Annotated[list[str], BeforeValidator(_course_list)]
 
 
 class AccountForm(BaseModel):
-    """A new dashboard account: its username, role, the person it belongs to (made when a name is given)
-    and, for faculty, the courses it teaches."""
+    """A new dashboard account: its username, role, the person it belongs to (made when a name is given),
+    their e-mail address (where reports go) and, for faculty, the courses it teaches."""
     model_config = ConfigDict(validate_default=True)
     username: Text = ""
     role: Text = ""
     person_id: Text = ""
     name: Text = ""
+    email: Text = ""
     courses: CourseList = []
+
+    @field_validator("email")
+    @classmethod
+    def _email(cls, value: str) -> str:
+        value = value.strip()
+        if value and (len(value) > 254 or not re.match(r"^[^@\s]+@[^@\s]+$", value)):
+            raise ValueError(f"e-mail {value[:70]!r} is not an address (name@host)")
+        return value
 
     @field_validator("username")
     @classmethod

@@ -11,11 +11,15 @@ var/artifacts/screenshots/ with the others."""
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
+import json
 import os
 import subprocess
 import sys
 import zipfile
+from email import message_from_bytes
+from email import policy as email_policy
 from pathlib import Path
 from zoneinfo import ZoneInfo
 
@@ -23,7 +27,9 @@ import cv2
 import numpy as np
 import pytest
 
-from infra.foundation.config import EXAMPLE_CONFIG, load_config
+from consumers.reports import WEEKDAYS, report_loop
+from infra.devstack.ports import choose_free_port
+from infra.foundation.config import EXAMPLE_CONFIG, ReportsConfig, SmtpConfig, load_config
 from infra.foundation.paths import PROJECT_ROOT
 from tests import dashboard_kit as kit
 from processor.model_catalogue import PHOTOS_DIR as PHOTOS
@@ -252,6 +258,7 @@ def test_admin_creates_a_faculty_account_that_logs_in_and_sees_its_course(admin_
     form.locator("select[name=role]").select_option("faculty")
     form.locator("input[name=person_id]").fill("prof-curie")
     form.locator("input[name=name]").fill("Marie Curie")
+    form.locator("input[name=email]").fill("curie@example.org")
     form.locator("select[name=courses]").select_option(["PH110"])
     form.locator("button").click()
     password = page.locator("#one-time-password").inner_text().strip()
@@ -348,3 +355,86 @@ def test_bulk_enrolment_of_a_zip_shows_progress_and_a_reason_per_photo(admin_pag
     assert answer.value.status == 400
     page.wait_for_selector("#zip-summary.error")
     assert "not a ZIP file" in page.locator("#zip-summary").inner_text()
+
+
+class _Inbox:
+    """aiosmtpd's handler: every message the local SMTP server receives."""
+
+    def __init__(self):
+        self.messages: list = []
+
+    async def handle_DATA(self, server, session, envelope):
+        self.messages.append(message_from_bytes(envelope.content, policy=email_policy.default))
+        return "250 OK"
+
+
+def _closed_sessions(served, monday: dt.date, attended: dict[int, list[str]]) -> None:
+    """PH110's closed sessions on the days after ``monday`` (06:00 site time) with who attended each."""
+    async def work(conn):
+        zone = ZoneInfo(served.config.site.timezone)
+        for day, people in attended.items():
+            start = dt.datetime.combine(monday + dt.timedelta(days=day), dt.time(6, 0), zone)
+            session_id = await conn.fetchval(
+                """INSERT INTO class_session (course_id, room_id, starts_at, ends_at, state, closed_at)
+                   VALUES ('PH110', 'B202', $1, $2, 'closed', $2) RETURNING id""", start, start + dt.timedelta(hours=1))
+            for person in people:
+                await conn.execute("INSERT INTO attendance (session_id, person_id, status) VALUES ($1, $2, 'present')",
+                                   session_id, person)
+    kit.db_call(served, work)
+
+
+def test_the_schedule_mails_the_weekly_report_and_absence_notices_to_a_local_smtp_server(served):
+    from aiosmtpd.controller import Controller
+
+    zone = ZoneInfo(served.config.site.timezone)
+    today = dt.datetime.now(zone).date()
+    last_monday = today - dt.timedelta(days=today.weekday() + 7)
+    _closed_sessions(served, last_monday, {0: ["macron"], 1: [], 2: [], 3: []})  # macron absent 3 times of 4
+    kit.db(served, "UPDATE person SET email = 'macron@example.org' WHERE id = 'macron'")
+    env = {**os.environ, "DATABASE_URL": served.database_url, "PYTHONPATH": str(PROJECT_ROOT),
+           "ROLLCALL__REPORTS__SMTP__HOST": "127.0.0.1"}
+
+    def send_now(port: int) -> subprocess.CompletedProcess:
+        return subprocess.run([sys.executable, "-m", "infra.cli.main", "--config", str(EXAMPLE_CONFIG), "reports",
+                               "send", "--json"], env={**env, "ROLLCALL__REPORTS__SMTP__PORT": str(port)},
+                              capture_output=True, text=True, timeout=120)
+
+    # no mail server yet: nothing sent, said in one line, and nothing marked sent (the next check retries)
+    away = send_now(choose_free_port())
+    assert away.returncode == 2 and "2 report(s) not sent: the SMTP server 127.0.0.1:" in away.stderr, away.stderr
+    assert len(json.loads(away.stdout)["failed"]) == 2 and kit.db(served, "SELECT * FROM report_sent") == []
+    inbox = _Inbox()
+    smtp = Controller(inbox, hostname="127.0.0.1", port=choose_free_port())
+    smtp.start()
+    try:
+        reports = ReportsConfig(enabled=True, smtp=SmtpConfig(host="127.0.0.1", port=smtp.port),
+                                weekly_on=WEEKDAYS[today.weekday()], weekly_at=dt.time(0, 0), absence_threshold=3,
+                                check_every_s=1)
+        config = served.config.model_copy(update={"reports": reports})
+        stop = asyncio.Event()
+
+        async def schedule():  # what the writer's housekeeping runs, until both mails are in
+            loop = asyncio.create_task(report_loop(config, served.database_url, stop))
+            async with asyncio.timeout(60):
+                while len(inbox.messages) < 2:
+                    await asyncio.sleep(0.1)
+            await asyncio.sleep(1.5)  # one more check: nothing is sent twice
+            stop.set()
+            await loop
+        asyncio.run(schedule())
+        by_recipient = {m["To"]: m for m in inbox.messages}
+        assert sorted(by_recipient) == ["curie@example.org", "macron@example.org"] and len(inbox.messages) == 2
+        weekly = by_recipient["curie@example.org"]
+        week = f"{last_monday.isocalendar()[0]}-W{last_monday.isocalendar()[1]:02d}"
+        assert weekly["Subject"] == f"Attendance PH110 week {week}"
+        assert "4 session(s) held" in weekly.get_content()
+        assert ["macron", "1", "0", "3", "25%"] in [line.split() for line in weekly.get_content().splitlines()]
+        notice = by_recipient["macron@example.org"]
+        assert notice["Subject"] == "Absences in PH110: 3 in the last 28 days"
+        assert len([line for line in notice.get_content().splitlines() if line.startswith("  ")]) == 3  # the dates
+        # sending now from the command line: already sent, nothing goes twice
+        result = send_now(smtp.port)
+        assert result.returncode == 0 and json.loads(result.stdout) == {"sent": [], "failed": []}, result.stderr
+        assert len(inbox.messages) == 2
+    finally:
+        smtp.stop()

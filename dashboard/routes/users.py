@@ -56,13 +56,13 @@ async def accounts_api(request: Request) -> Response:
 
 @ROUTES.api("/api/accounts", ADMIN, methods=("POST",))
 async def create_account(request: Request) -> Response:
-    """A new account {username, role, person_id, name?, courses?}; answers its one-time password, once."""
+    """A new account {username, role, person_id, name?, email?, courses?}; answers its one-time password, once."""
     services, admin = services_of(request), current_user(request)
     form = parse(AccountForm, await _fields(request))
     async with services.conn() as conn:
         password = await accounts.create_account(conn, username=form.username, role=form.role,
                                                  person_id=form.person_id, name=form.name, courses=form.courses,
-                                                 actor=admin.username)
+                                                 actor=admin.username, email=form.email)
     services.forget_campus()
     services.forget_names()
     message = f"account {form.username} ({form.role}) added"

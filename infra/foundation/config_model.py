@@ -442,6 +442,34 @@ class DashboardConfig(_Strict):
         return value
 
 
+class SmtpConfig(_Strict):
+    """The mail server reports go through (plain SMTP, STARTTLS or implicit TLS; login when a user is set:
+    put the password in ROLLCALL__REPORTS__SMTP__PASSWORD, not in the file)."""
+    host: str = "localhost"
+    port: int = Field(default=25, ge=1, le=65535)
+    security: Literal["none", "starttls", "tls"] = "none"
+    username: str = ""
+    password: str = Field(default="", repr=False)
+    from_address: str = Field(default="rollcall@localhost", pattern=r"^[^@\s]+@[^@\s]+$")
+    timeout_s: float = Field(default=30.0, gt=0.0, le=600.0)
+
+
+class ReportsConfig(_Strict):
+    """E-mail reports, sent by the attendance writer's housekeeping (or now: `rollcall reports send`): each
+    week at ``weekly_at`` (site time), every course's attendance of the week before to its faculty, and to
+    each student absent from at least ``absence_threshold`` sessions of a course within the last
+    ``absence_window_days`` days, a notice (once a week at most). People get mail at their e-mail address
+    (set with their dashboard account)."""
+    enabled: bool = False
+    smtp: SmtpConfig = SmtpConfig()
+    weekly_on: Weekday = "mon"
+    weekly_at: dt.time = dt.time(7, 0)
+    absence_threshold: int = Field(default=3, ge=1, le=1000)
+    absence_window_days: int = Field(default=28, ge=1, le=366)
+    # How often the writer looks whether a report is due (a report is sent once: PostgreSQL keeps what was sent).
+    check_every_s: float = Field(default=60.0, ge=1.0, le=86400.0)
+
+
 class Config(_Strict):
     site: SiteConfig = SiteConfig()
     database: DatabaseConfig = DatabaseConfig()
@@ -455,6 +483,7 @@ class Config(_Strict):
     attendance: AttendanceWriterConfig = AttendanceWriterConfig()
     dashboard: DashboardConfig = DashboardConfig()
     group: GroupConfig = GroupConfig()
+    reports: ReportsConfig = ReportsConfig()
     cameras: list[CameraConfig] = []
     rooms: list[RoomConfig] = []
     doors: list[DoorConfig] = []
