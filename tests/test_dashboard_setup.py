@@ -12,6 +12,7 @@ var/artifacts/screenshots/ with the others."""
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import datetime as dt
 import json
 import os
@@ -421,7 +422,8 @@ def test_the_schedule_mails_the_weekly_report_and_absence_notices_to_a_local_smt
             await asyncio.sleep(1.5)  # one more check: nothing is sent twice
             stop.set()
             await loop
-        asyncio.run(schedule())
+        with concurrent.futures.ThreadPoolExecutor(1) as pool:  # playwright keeps an event loop in this thread
+            pool.submit(asyncio.run, schedule()).result()
         by_recipient = {m["To"]: m for m in inbox.messages}
         assert sorted(by_recipient) == ["curie@example.org", "macron@example.org"] and len(inbox.messages) == 2
         weekly = by_recipient["curie@example.org"]
