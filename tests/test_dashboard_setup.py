@@ -29,6 +29,7 @@ import numpy as np
 import pytest
 
 from consumers.reports import WEEKDAYS, report_loop
+from infra.devstack import dashboard as testing
 from infra.devstack.ports import choose_free_port
 from infra.foundation.config import EXAMPLE_CONFIG, ReportsConfig, SmtpConfig, load_config
 from infra.foundation.paths import PROJECT_ROOT
@@ -249,6 +250,17 @@ def test_accounts_are_for_admins_and_bad_requests_are_refused_with_the_reason(se
     assert admin.post("/api/accounts/admin/reset").status_code == 409  # your own: the My password page
     assert admin.post("/api/accounts/admin/disable").status_code == 409
     assert admin.post("/api/accounts/ghost/reset").status_code == 404
+    # a student account through the API: its one-time password logs in; a reset replaces it and ends its sessions
+    made = admin.post("/api/accounts", json={"username": "jacinda", "role": "student", "person_id": "ardern"})
+    assert made.status_code == 201 and made.headers["cache-control"] == "no-store"
+    student = testing.login(served.url, "jacinda", made.json()["password"])
+    assert student.get("/api/me").json()["person_id"] == "ardern"
+    reset = admin.post("/api/accounts/jacinda/reset")
+    assert reset.status_code == 200 and "1 session(s) ended" in reset.json()["message"]
+    assert student.get("/api/me").status_code == 401
+    with pytest.raises(AssertionError, match="400"):
+        testing.login(served.url, "jacinda", made.json()["password"])
+    assert testing.login(served.url, "jacinda", reset.json()["password"]).get("/api/me").status_code == 200
 
 
 def test_admin_creates_a_faculty_account_that_logs_in_and_sees_its_course(admin_page, served):

@@ -37,8 +37,11 @@ async def _accounts_page(request: Request, context: dict | None = None, status: 
 async def _one_time(request: Request, username: str, password: str, message: str, status: int) -> Response:
     """The one-time password: JSON for the API, else the accounts page showing it once."""
     if request.state.form is None:
-        return JSONResponse({"username": username, "password": password, "message": message}, status_code=status)
-    return await _accounts_page(request, {"one_time": (username, password), "message": message}, status)
+        response = JSONResponse({"username": username, "password": password, "message": message}, status_code=status)
+    else:
+        response = await _accounts_page(request, {"one_time": (username, password), "message": message}, status)
+    response.headers["Cache-Control"] = "no-store"  # the password must not stay in a cache
+    return response
 
 
 @ROUTES.page("/accounts", ADMIN)
