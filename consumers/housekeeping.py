@@ -1,7 +1,8 @@
 """The writer's housekeeping, beside its batches: the outbox publisher (attendance changes, written in the
 batch's transaction to ``attendance_outbox``, sent to the attendance topic and deleted once the broker
 acknowledged them; several writers share the outbox with ``FOR UPDATE SKIP LOCKED``), sessions closed by
-the clock, and (optionally) the retention purge."""
+the clock, (optionally) the retention purge, and (optionally) the scheduled e-mail reports
+(:mod:`consumers.reports`)."""
 
 from __future__ import annotations
 
@@ -18,6 +19,7 @@ from tenacity import AttemptManager, RetryCallState
 
 from consumers.failures import DB_ERRORS, BrokerAway, one_line
 from consumers.privacy import purge
+from consumers.reports import report_loop
 from consumers.sessions import close_due_sessions
 from consumers.writer_stats import ATTENDANCE_PUBLISHED, WriterStats
 from infra.foundation.config import Config
@@ -54,15 +56,24 @@ class Housekeeper:
         self._next_purge = time.monotonic() + self.settings.purge_interval_s
 
     async def run(self) -> None:
-        """The outbox publisher, sessions closed by the clock, and (optionally) the retention purge."""
-        async for attempt in reconnecting(what="housekeeping", errors=(Exception,), first_s=0.5, max_s=10.0,
-                                          on_retry=self._paused):
-            with attempt:
-                try:
-                    await self._rounds(attempt)
-                except BaseException:  # cancelled included: the connection goes with the round
-                    self._drop_connection()
-                    raise
+        """The outbox publisher, sessions closed by the clock, (optionally) the retention purge, and the
+        e-mail reports when ``[reports] enabled`` (a task of their own: a slow mail server never holds up
+        the outbox)."""
+        reports = (asyncio.create_task(report_loop(self.config, self.database_url, self.stop), name="writer-reports")
+                   if self.config.reports.enabled else None)
+        try:
+            async for attempt in reconnecting(what="housekeeping", errors=(Exception,), first_s=0.5, max_s=10.0,
+                                              on_retry=self._paused):
+                with attempt:
+                    try:
+                        await self._rounds(attempt)
+                    except BaseException:  # cancelled included: the connection goes with the round
+                        self._drop_connection()
+                        raise
+        finally:
+            if reports is not None:
+                reports.cancel()
+                await asyncio.gather(reports, return_exceptions=True)
 
     async def _rounds(self, attempt: AttemptManager) -> None:
         while not self.stop.is_set():

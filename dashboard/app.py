@@ -28,6 +28,7 @@ from dashboard.live import LiveHub, StreamLimits
 from dashboard.routes import (account, analytics, campus, exports, live, people, plans, records, review, sessions, system,
                               video)
 from dashboard.services import Problem, Services
+from dashboard.routes import enrol_zip, users
 from dashboard.video import VideoHub
 from dashboard.web import HERE, templates
 from infra.foundation.endpoints import resolve
@@ -37,6 +38,8 @@ __all__ = ["ROUTES", "app_from_config", "create_app", "templates"]
 ROUTES: list[Route] = [*account.ROUTES, *live.ROUTES, *video.ROUTES, *analytics.ROUTES, *sessions.ROUTES,
                        *records.ROUTES, *exports.ROUTES, *people.ROUTES, *review.ROUTES, *system.ROUTES,
                        *campus.ROUTES, *plans.ROUTES]
+
+ROUTES += [*users.ROUTES, *enrol_zip.ROUTES]
 
 
 class SecurityHeaders:
@@ -105,7 +108,8 @@ def create_app(config, *, database_url: str, kafka_bootstrap_servers: str, camer
     d = config.dashboard
     routes = list(ROUTES) + [Mount("/static", app=StaticFiles(directory=str(HERE / "static")), name="static")]
     middleware = [Middleware(SecurityHeaders),
-                  Middleware(BodyLimit, max_body_bytes=d.max_body_bytes, max_upload_bytes=d.max_upload_bytes),
+                  Middleware(BodyLimit, max_body_bytes=d.max_body_bytes, max_upload_bytes=d.max_upload_bytes,
+                             upload_limits={enrol_zip.IMPORT_PATH: d.max_zip_upload_bytes}),
                   Middleware(SessionMiddleware, secret_key=secret_key or auth.load_secret_key(config),
                              session_cookie="rollcall_session", max_age=d.session_max_age_s, same_site="lax",
                              https_only=d.https_only_cookies)]

@@ -13,7 +13,7 @@
   account (from any address) and five times as many per client address within
   ``dashboard.login_window_s`` → 429 with Retry-After. The client address is the peer's, or the
   X-Forwarded-For hop in front of the nearest ``dashboard.trusted_proxies`` entry.
-- Roles: ``admin`` everything; ``faculty`` the courses the config lists them under ``faculty`` (and
+- Roles: ``admin`` everything; ``faculty`` the courses the roster lists them as faculty of (and
   those courses' rooms and cameras; live data only of the rooms where one of their courses has a
   session at that time: see :func:`timetable_windows` and ``queries.live_sessions``); ``student``
   their own attendance only.
@@ -355,6 +355,7 @@ class Scope:
 
 
 def scope_of(user: User, config) -> Scope:
+    """``config``: the config file, or the campus PostgreSQL holds (dashboard/campus_state.py), which the dashboard uses."""
     if user.role == "admin":
         return Scope(None, None, None, user.person_id)
     if user.role == "faculty":

@@ -7,10 +7,12 @@ line; :func:`parse` turns the first failure into a :class:`~dashboard.services.P
 
 from __future__ import annotations
 
+import re
 from typing import Annotated, Any, TypeVar
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, ValidationError, field_validator
 
+from dashboard.auth import ROLES, USERNAME
 from dashboard.services import Problem
 from processor.api import PERSON_ID
 
@@ -103,6 +105,20 @@ class Enrolment(BaseModel):
         if not value:
             raise ValueError("refusing to enrol without consent: confirm the person agreed to face recognition "
                              "(tick the consent box)")
+        return value
+
+
+class ZipEnrolment(BaseModel):
+    """The bulk enrolment form's consent (the ZIP is read from the form itself)."""
+    model_config = ConfigDict(validate_default=True)
+    consent: Flag = False
+
+    @field_validator("consent")
+    @classmethod
+    def _given(cls, value: bool) -> bool:
+        if not value:
+            raise ValueError("refusing to enrol without consent: confirm every person in the ZIP agreed to face "
+                             "recognition (tick the consent box)")
         return value
 
 
@@ -202,3 +218,65 @@ class CourseForm(BaseModel):
         if value not in ("present", "unconfirmed", "absent"):
             raise ValueError(f"door only {value[:20]!r} is not present, unconfirmed or absent")
         return value
+
+
+def _course_list(value: Any) -> list[str]:
+    """Courses as a list (JSON, or the form's several values) or one comma-separated text."""
+    items = value if isinstance(value, (list, tuple)) else str(value or "").split(",")
+    return [_slug(str(item), "course id") for item in items if str(item).strip()]
+
+
+CourseList = Annotated[list[str], BeforeValidator(_course_list)]
+
+
+class AccountForm(BaseModel):
+    """A new dashboard account: its username, role, the person it belongs to (made when a name is given),
+    their e-mail address (where reports go) and, for faculty, the courses it teaches."""
+    model_config = ConfigDict(validate_default=True)
+    username: Text = ""
+    role: Text = ""
+    person_id: Text = ""
+    name: Text = ""
+    email: Text = ""
+    courses: CourseList = []
+
+    @field_validator("email")
+    @classmethod
+    def _email(cls, value: str) -> str:
+        value = value.strip()
+        if value and (len(value) > 254 or not re.match(r"^[^@\s]+@[^@\s]+$", value)):
+            raise ValueError(f"e-mail {value[:70]!r} is not an address (name@host)")
+        return value
+
+    @field_validator("username")
+    @classmethod
+    def _username(cls, value: str) -> str:
+        value = value.strip()
+        if not USERNAME.match(value):
+            raise ValueError(f"username {value[:70]!r} is not valid: letters, digits, '_', '.', '@', '-' "
+                             "(up to 64, starting with a letter or digit)")
+        return value
+
+    @field_validator("role")
+    @classmethod
+    def _role(cls, value: str) -> str:
+        if value not in ROLES:
+            raise ValueError(f"role {value[:20]!r} is not one of {', '.join(ROLES)}")
+        return value
+
+    @field_validator("person_id")
+    @classmethod
+    def _person(cls, value: str) -> str:
+        return _slug(value, "person id") if value.strip() else ""
+
+    @field_validator("name")
+    @classmethod
+    def _name(cls, value: str) -> str:
+        if len(value.strip()) > 200:
+            raise ValueError("the name is too long (at most 200 characters)")
+        return value.strip()
+
+
+class AccountCourses(BaseModel):
+    """The courses a faculty account teaches (all of them: the others are dropped)."""
+    courses: CourseList = []

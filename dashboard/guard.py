@@ -69,7 +69,7 @@ async def _let_in(request: Request, roles: tuple[str, ...]) -> Response | None:
             return JSONResponse({"error": "not logged in: POST /login first"}, status_code=401)
         return RedirectResponse(f"/login?next={quote(request.url.path)}", status_code=303)
     request.state.user = user
-    request.state.scope = auth.scope_of(user, services_of(request).config)
+    request.state.scope = await services_of(request).scope(user)
     if user.role not in roles:
         raise Problem(f"a {user.role} account may not open {request.url.path}", 403)
     return None

@@ -18,20 +18,21 @@ class BodyTooLarge(Exception):
 class BodyLimit:
     """Counts each request's body as it arrives, chunked or not: a declared Content-Length over the limit
     is answered 413 at once, unread; a body that grows past it stops the handler reading it
-    (:class:`BodyTooLarge`, answered 413 by the guard). Multipart uploads get ``max_upload_bytes``,
-    everything else ``max_body_bytes``."""
+    (:class:`BodyTooLarge`, answered 413 by the guard). Multipart uploads get ``max_upload_bytes`` (or the
+    path's own in ``upload_limits``), everything else ``max_body_bytes``."""
 
-    def __init__(self, app, *, max_body_bytes: int, max_upload_bytes: int):
+    def __init__(self, app, *, max_body_bytes: int, max_upload_bytes: int, upload_limits: dict[str, int] | None = None):
         self.app = app
         self.max_body_bytes = max_body_bytes
         self.max_upload_bytes = max_upload_bytes
+        self.upload_limits = dict(upload_limits or {})  # path -> its own multipart limit (the bulk ZIP upload)
 
     async def __call__(self, scope, receive, send):
         if scope["type"] != "http":
             return await self.app(scope, receive, send)
         headers = dict(scope.get("headers") or [])
         multipart = headers.get(b"content-type", b"").startswith(b"multipart/form-data")
-        limit = self.max_upload_bytes if multipart else self.max_body_bytes
+        limit = self.upload_limits.get(scope.get("path", ""), self.max_upload_bytes) if multipart else self.max_body_bytes
         declared = headers.get(b"content-length", b"")
         if declared and (not declared.isdigit() or int(declared) > limit):
             status = 413 if declared.isdigit() else 400

@@ -16,6 +16,7 @@ from starlette.requests import Request
 
 from dashboard import auth, queries
 from dashboard.auth import Scope, User
+from dashboard.campus_state import Campus, CampusCache
 from dashboard.live import StreamLimits
 from infra.foundation.db import describe_unreachable
 
@@ -47,6 +48,7 @@ class Services:
     _live: dict[str, tuple[float, dict]] = field(default_factory=dict)
     _names: tuple[float, dict[str, str]] = (0.0, {})
     _pool_lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+    _campus: CampusCache = field(default_factory=CampusCache)
 
     async def get_pool(self):
         if self.pool is not None:
@@ -81,6 +83,17 @@ class Services:
         async with self.conn() as conn:
             return await auth.session_user(conn, session_id)
 
+    async def campus(self) -> Campus:
+        """The campus as PostgreSQL holds it (read again every few seconds: edits show without a restart)."""
+        return await self._campus.get(self.conn, self.config.site)
+
+    def forget_campus(self) -> None:
+        """After an edit that changes what someone may see (an account's courses): read the campus again."""
+        self._campus.forget()
+
+    async def scope(self, user: User) -> Scope:
+        return auth.scope_of(user, await self.campus())
+
     async def live_rooms(self, user: User, scope: Scope, fresh: bool = False
                          ) -> dict[str, tuple[dt.datetime, dt.datetime]] | None:
         """None (admin: every room), else room -> (since, until): the rooms where one of the user's courses
@@ -90,7 +103,7 @@ class Services:
         cached = self._live.get(user.username)
         if not fresh and cached is not None and time.monotonic() - cached[0] < LIVE_CACHE_S:
             return cached[1]
-        rooms = auth.timetable_windows(self.config, scope.courses, dt.datetime.now(dt.timezone.utc))
+        rooms = auth.timetable_windows(await self.campus(), scope.courses, dt.datetime.now(dt.timezone.utc))
         if scope.courses:
             async with self.conn() as conn:
                 for room, (since, until) in (await queries.live_sessions(conn, scope.courses)).items():
@@ -108,14 +121,14 @@ class Services:
     def forget_names(self) -> None:
         self._names = (0.0, {})
 
-    def rooms_in(self, scope: Scope) -> list[str]:
-        return [r.id for r in self.config.rooms if scope.room(r.id)]
+    async def rooms_in(self, scope: Scope) -> list[str]:
+        return [r.id for r in (await self.campus()).rooms if scope.room(r.id)]
 
     def cameras_in(self, scope: Scope) -> list:
         return [c for c in self.config.cameras if c.enabled and scope.camera(c.id)]
 
-    def courses_in(self, scope: Scope) -> list:
-        return [c for c in self.config.courses if scope.course(c.id)]
+    async def courses_in(self, scope: Scope) -> list:
+        return [c for c in (await self.campus()).courses if scope.course(c.id)]
 
 
 def services_of(request: Request) -> Services:

@@ -3,24 +3,40 @@ its own database of the session's PostgreSQL: an admin adds and edits rooms and 
 CSV whose bad row the preview refuses (the good rows written only after confirming), imports a timetable
 CSV and sees its sessions, exports both and imports the exports again without a duplicate; and
 `rollcall db load-config --dry-run` shows a difference and writes nothing, and the import after it keeps
-what the admin added in the dashboard. The tests run in order on one database. Screenshots go to
+what the admin added in the dashboard. An admin creates a faculty account (its one-time password shown once)
+that logs in and sees the course made in the dashboard, changes its own password, and is disabled; and
+enrols a ZIP of a folder per person, watching the progress and a reason for each refused photo. The tests
+run in order on one database. Screenshots go to
 var/artifacts/screenshots/ with the others."""
 
 from __future__ import annotations
 
+import asyncio
+import concurrent.futures
 import datetime as dt
+import json
 import os
 import subprocess
 import sys
+import zipfile
+from email import message_from_bytes
+from email import policy as email_policy
 from pathlib import Path
 from zoneinfo import ZoneInfo
 
+import cv2
+import numpy as np
 import pytest
 
-from infra.foundation.config import EXAMPLE_CONFIG, load_config
+from consumers.reports import WEEKDAYS, report_loop
+from infra.devstack import dashboard as testing
+from infra.devstack.ports import choose_free_port
+from infra.foundation.config import EXAMPLE_CONFIG, ReportsConfig, SmtpConfig, load_config
 from infra.foundation.paths import PROJECT_ROOT
 from tests import dashboard_kit as kit
+from processor.model_catalogue import PHOTOS_DIR as PHOTOS
 from tests.test_dashboard_e2e import CHROMIUM, CHROMIUM_ARGS, SCREENSHOTS
+from tests.test_gallery_enroll import two_portraits
 
 
 @pytest.fixture(scope="module")
@@ -213,3 +229,226 @@ def test_load_config_dry_run_shows_a_difference_and_writes_nothing(served, tmp_p
     # the dashboard reads the tables: the renamed room shows at once
     admin = kit.login(served, "admin")
     assert "Main lecture hall" in admin.get("/setup/rooms").text
+
+
+def test_accounts_are_for_admins_and_bad_requests_are_refused_with_the_reason(served):
+    faculty = kit.login(served, "turing")
+    assert faculty.get("/accounts").status_code == 403
+    assert faculty.post("/api/accounts", json={"username": "x1", "role": "admin"}).status_code == 403
+    admin = kit.login(served, "admin")
+    refusals = [({"username": "bad name", "role": "faculty"}, "username 'bad name' is not valid"),
+                ({"username": "x2", "role": "root"}, "role 'root' is not one of"),
+                ({"username": "x3", "role": "faculty"}, "needs the person it belongs to"),
+                ({"username": "x4", "role": "faculty", "person_id": "nobody-yet"}, "give a name to add them"),
+                ({"username": "x5", "role": "faculty", "person_id": "p5", "name": "P", "courses": ["NO101"]},
+                 "no course 'NO101'"),
+                ({"username": "turing", "role": "faculty", "person_id": "prof-turing"}, "exists already")]
+    for fields, reason in refusals:
+        response = admin.post("/api/accounts", json=fields)
+        assert response.status_code == 400 and reason in response.json()["error"], (fields, response.text)
+    assert kit.db(served, "SELECT person_id FROM course_member WHERE person_id = 'p5'") == []  # nothing half-made
+    assert admin.post("/api/accounts/admin/reset").status_code == 409  # your own: the My password page
+    assert admin.post("/api/accounts/admin/disable").status_code == 409
+    assert admin.post("/api/accounts/ghost/reset").status_code == 404
+    # a student account through the API: its one-time password logs in; a reset replaces it and ends its sessions
+    made = admin.post("/api/accounts", json={"username": "jacinda", "role": "student", "person_id": "ardern"})
+    assert made.status_code == 201 and made.headers["cache-control"] == "no-store"
+    student = testing.login(served.url, "jacinda", made.json()["password"])
+    assert student.get("/api/me").json()["person_id"] == "ardern"
+    reset = admin.post("/api/accounts/jacinda/reset")
+    assert reset.status_code == 200 and "1 session(s) ended" in reset.json()["message"]
+    assert student.get("/api/me").status_code == 401
+    with pytest.raises(AssertionError, match="400"):
+        testing.login(served.url, "jacinda", made.json()["password"])
+    assert testing.login(served.url, "jacinda", reset.json()["password"]).get("/api/me").status_code == 200
+
+
+def test_admin_creates_a_faculty_account_that_logs_in_and_sees_its_course(admin_page, served):
+    page = admin_page
+    page.goto(served.url + "/accounts")
+    form = page.locator("#new-account")
+    form.locator("input[name=username]").fill("curie")
+    form.locator("select[name=role]").select_option("faculty")
+    form.locator("input[name=person_id]").fill("prof-curie")
+    form.locator("input[name=name]").fill("Marie Curie")
+    form.locator("input[name=email]").fill("curie@example.org")
+    form.locator("select[name=courses]").select_option(["PH110"])
+    form.locator("button").click()
+    password = page.locator("#one-time-password").inner_text().strip()
+    assert len(password) >= 10 and "account curie (faculty) added" in page.locator("#one-time").inner_text()
+    assert [tuple(r) for r in kit.db(served, "SELECT course_id, role FROM course_member WHERE person_id = 'prof-curie'")
+            ] == [("PH110", "faculty")]
+    assert kit.db(served, "SELECT password_hash FROM dashboard_user WHERE username = 'curie'")[0][0].startswith("$argon2")
+    _shot(page, "accounts")
+    page.goto(served.url + "/accounts")  # shown once: a reload of the list does not show it again
+    assert page.locator("#one-time").count() == 0 and password not in page.content()
+
+    faculty = page.context.browser.new_context(viewport={"width": 1400, "height": 900}).new_page()
+    faculty.goto(served.url + "/attendance")
+    faculty.fill("input[name=username]", "curie")
+    faculty.fill("input[name=password]", password)
+    faculty.click("button[type=submit]")
+    faculty.wait_for_selector("select[name=course]")
+    # the course made in the dashboard (not in the TOML file) is theirs; another course is not
+    options = faculty.locator("#open-session select[name=course] option").all_inner_texts()
+    assert options == ["PH110"]  # not CS101, which the TOML file gives turing
+    assert faculty.locator("#sessions tr", has_text="PH110").count() >= 1  # its timetable's sessions
+    assert faculty.locator("#open-session select[name=room] option").all_inner_texts() == ["B202"]
+    assert faculty.goto(served.url + "/setup/rooms").status == 403
+
+    faculty.goto(served.url + "/account")  # their own password
+    faculty.fill("input[name=current_password]", password)
+    faculty.fill("input[name=new_password]", "curie-radium-1898")
+    faculty.click("#password-change button")
+    assert "password changed" in _flash(faculty)
+    _shot(faculty, "account-password")
+
+    page.goto(served.url + "/accounts")  # the admin disables the account: the faculty's session ends at once
+    page.locator("tr[data-account=curie] form.toggle button").click()
+    assert "account curie disabled" in _flash(page)
+    faculty.goto(served.url + "/attendance")
+    assert "/login" in faculty.url
+    faculty.context.close()
+
+
+def _class_zip(path: Path) -> Path:
+    """A ZIP as a registrar would make it: one enclosing folder, a folder per person (by id, or by name),
+    good photos and the kinds enrolment refuses, and an entry that tries to climb out."""
+    sharp = cv2.imread(str(PHOTOS / "obama_congress.jpg"))
+    made = {"blank.png": np.full((400, 300, 3), 200, np.uint8),
+            "with_biden.jpg": two_portraits("obama_oval.jpg", "biden.jpg"),
+            "tiny.jpg": cv2.resize(sharp, None, fx=0.08, fy=0.08, interpolation=cv2.INTER_AREA),
+            "blurred.jpg": cv2.GaussianBlur(sharp, (0, 0), 10)}
+    with zipfile.ZipFile(path, "w") as archive:
+        for folder, photos in {"obama": ["obama_oval.jpg", "obama_senate.jpg"], "macron": ["macron_2014.jpg"],
+                               "Jacinda Ardern": ["ardern_2018.jpg"]}.items():
+            for photo in photos:
+                archive.write(PHOTOS / photo, f"class-2026/{folder}/{photo}")
+        archive.writestr("class-2026/obama/name.txt", "Barack Obama\n")
+        for name, image in made.items():
+            archive.writestr(f"class-2026/{'macron' if name == 'blank.png' else 'obama'}/{name}",
+                             cv2.imencode(Path(name).suffix, image)[1].tobytes())
+        archive.writestr("../escape.jpg", (PHOTOS / "sunak.jpg").read_bytes())
+    return path
+
+
+def test_bulk_enrolment_of_a_zip_shows_progress_and_a_reason_per_photo(admin_page, served, tmp_path):
+    page = admin_page
+    page.goto(served.url + "/people")
+    form = page.locator("#zip-import")
+    form.locator("input[name=zip]").set_input_files(str(_class_zip(tmp_path / "class.zip")))
+    form.locator("input[name=consent]").check()
+    form.locator("button").click()
+    page.wait_for_selector("#zip-summary.summary", timeout=120_000)
+    assert "4 photo(s) enrolled of 3 person folder(s); 5 refused" in page.locator("#zip-summary").inner_text()
+    bar = page.locator("#zip-progress progress")
+    assert bar.evaluate("b => [b.value, b.max]") == [8, 8]  # every photo ticked
+    results = {row.get_attribute("data-photo"): (row.get_attribute("class"), row.get_attribute("data-code"),
+                                                 row.inner_text()) for row in page.locator("#zip-results tbody tr").all()}
+    assert {k for k, v in results.items() if v[0] == "ok"} == {
+        "obama/obama_oval.jpg", "obama/obama_senate.jpg", "macron/macron_2014.jpg", "Jacinda Ardern/ardern_2018.jpg"}
+    assert results["macron/blank.png"][1] == "no_face" and "no face found" in results["macron/blank.png"][2]
+    assert results["obama/with_biden.jpg"][1] == "several_faces" and "2 faces found" in results["obama/with_biden.jpg"][2]
+    assert results["obama/tiny.jpg"][1] == "too_small" and "too small" in results["obama/tiny.jpg"][2]
+    assert results["obama/blurred.jpg"][1] == "too_blurry" and "too blurry" in results["obama/blurred.jpg"][2]
+    assert results["../escape.jpg"][1] == "unsafe_path" and len(results) == 9
+    # the folder named by a name became a person with an id made from it; embeddings stored, photos not
+    rows = kit.db(served, """SELECT e.person_id, p.display_name, e.source, e.photo IS NULL AS no_photo
+                             FROM face_enrolment e JOIN person p ON p.id = e.person_id ORDER BY 1""")
+    assert sorted({(r[0], r[1]) for r in rows}) == [("jacinda-ardern", "Jacinda Ardern"), ("macron", "macron"),
+                                                    ("obama", "Barack Obama")]
+    assert len(rows) == 4 and all(r["source"] == "import" and r["no_photo"] for r in rows)
+    _shot(page, "people-zip")
+
+    not_a_zip = tmp_path / "photos.zip"
+    not_a_zip.write_text("a list of names, not a ZIP\n")
+    form.locator("input[name=zip]").set_input_files(str(not_a_zip))
+    with page.expect_response(lambda r: r.url.endswith("/api/people/import")) as answer:
+        form.locator("button").click()
+    assert answer.value.status == 400
+    page.wait_for_selector("#zip-summary.error")
+    assert "not a ZIP file" in page.locator("#zip-summary").inner_text()
+
+
+class _Inbox:
+    """aiosmtpd's handler: every message the local SMTP server receives."""
+
+    def __init__(self):
+        self.messages: list = []
+
+    async def handle_DATA(self, server, session, envelope):
+        self.messages.append(message_from_bytes(envelope.content, policy=email_policy.default))
+        return "250 OK"
+
+
+def _closed_sessions(served, monday: dt.date, attended: dict[int, list[str]]) -> None:
+    """PH110's closed sessions on the days after ``monday`` (06:00 site time) with who attended each."""
+    async def work(conn):
+        zone = ZoneInfo(served.config.site.timezone)
+        for day, people in attended.items():
+            start = dt.datetime.combine(monday + dt.timedelta(days=day), dt.time(6, 0), zone)
+            session_id = await conn.fetchval(
+                """INSERT INTO class_session (course_id, room_id, starts_at, ends_at, state, closed_at)
+                   VALUES ('PH110', 'B202', $1, $2, 'closed', $2) RETURNING id""", start, start + dt.timedelta(hours=1))
+            for person in people:
+                await conn.execute("INSERT INTO attendance (session_id, person_id, status) VALUES ($1, $2, 'present')",
+                                   session_id, person)
+    kit.db_call(served, work)
+
+
+def test_the_schedule_mails_the_weekly_report_and_absence_notices_to_a_local_smtp_server(served):
+    from aiosmtpd.controller import Controller
+
+    zone = ZoneInfo(served.config.site.timezone)
+    today = dt.datetime.now(zone).date()
+    last_monday = today - dt.timedelta(days=today.weekday() + 7)
+    _closed_sessions(served, last_monday, {0: ["macron"], 1: [], 2: [], 3: []})  # macron absent 3 times of 4
+    kit.db(served, "UPDATE person SET email = 'macron@example.org' WHERE id = 'macron'")
+    env = {**os.environ, "DATABASE_URL": served.database_url, "PYTHONPATH": str(PROJECT_ROOT),
+           "ROLLCALL__REPORTS__SMTP__HOST": "127.0.0.1"}
+
+    def send_now(port: int) -> subprocess.CompletedProcess:
+        return subprocess.run([sys.executable, "-m", "infra.cli.main", "--config", str(EXAMPLE_CONFIG), "reports",
+                               "send", "--json"], env={**env, "ROLLCALL__REPORTS__SMTP__PORT": str(port)},
+                              capture_output=True, text=True, timeout=120)
+
+    # no mail server yet: nothing sent, said in one line, and nothing marked sent (the next check retries)
+    away = send_now(choose_free_port())
+    assert away.returncode == 2 and "2 report(s) not sent: the SMTP server 127.0.0.1:" in away.stderr, away.stderr
+    assert len(json.loads(away.stdout)["failed"]) == 2 and kit.db(served, "SELECT * FROM report_sent") == []
+    inbox = _Inbox()
+    smtp = Controller(inbox, hostname="127.0.0.1", port=choose_free_port())
+    smtp.start()
+    try:
+        reports = ReportsConfig(enabled=True, smtp=SmtpConfig(host="127.0.0.1", port=smtp.port),
+                                weekly_on=WEEKDAYS[today.weekday()], weekly_at=dt.time(0, 0), absence_threshold=3,
+                                check_every_s=1)
+        config = served.config.model_copy(update={"reports": reports})
+        stop = asyncio.Event()
+
+        async def schedule():  # what the writer's housekeeping runs, until both mails are in
+            loop = asyncio.create_task(report_loop(config, served.database_url, stop))
+            async with asyncio.timeout(60):
+                while len(inbox.messages) < 2:
+                    await asyncio.sleep(0.1)
+            await asyncio.sleep(1.5)  # one more check: nothing is sent twice
+            stop.set()
+            await loop
+        with concurrent.futures.ThreadPoolExecutor(1) as pool:  # playwright keeps an event loop in this thread
+            pool.submit(asyncio.run, schedule()).result()
+        by_recipient = {m["To"]: m for m in inbox.messages}
+        assert sorted(by_recipient) == ["curie@example.org", "macron@example.org"] and len(inbox.messages) == 2
+        weekly = by_recipient["curie@example.org"]
+        week = f"{last_monday.isocalendar()[0]}-W{last_monday.isocalendar()[1]:02d}"
+        assert weekly["Subject"] == f"Attendance PH110 week {week}"
+        assert "4 session(s) held" in weekly.get_content()
+        assert ["macron", "1", "0", "3", "25%"] in [line.split() for line in weekly.get_content().splitlines()]
+        notice = by_recipient["macron@example.org"]
+        assert notice["Subject"] == "Absences in PH110: 3 in the last 28 days"
+        assert len([line for line in notice.get_content().splitlines() if line.startswith("  ")]) == 3  # the dates
+        # sending now from the command line: already sent, nothing goes twice
+        result = send_now(smtp.port)
+        assert result.returncode == 0 and json.loads(result.stdout) == {"sent": [], "failed": []}, result.stderr
+        assert len(inbox.messages) == 2
+    finally:
+        smtp.stop()

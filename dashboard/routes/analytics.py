@@ -17,7 +17,7 @@ ROUTES = RouteTable()
 async def analytics_page(request: Request) -> Response:
     """Analytics: people per room over time, rolling average, known vs unknown; attendance rates."""
     services = services_of(request)
-    return render(request, "analytics.html", {"rooms": services.rooms_in(current_scope(request))})
+    return render(request, "analytics.html", {"rooms": await services.rooms_in(current_scope(request))})
 
 
 @ROUTES.api("/api/occupancy/{room_id}", STAFF)
@@ -25,7 +25,7 @@ async def occupancy(request: Request) -> Response:
     """People count history of a room (from occupancy events, kept in memory): t, people, people_avg, known, unknown."""
     room_id = request.path_params["room_id"]
     services = services_of(request)
-    if room_id not in {r.id for r in services.config.rooms}:
+    if room_id not in {r.id for r in (await services.campus()).rooms}:
         raise Problem(f"no room {room_id!r}", 404)
     if not current_scope(request).room(room_id):
         raise Problem(f"room {room_id!r} is not one of your rooms", 403)

@@ -42,7 +42,7 @@ async def live_page(request: Request) -> Response:
     live = await live_rooms(request)
     cameras = [c for c in _cameras_json(services, current_scope(request), live) if c["live"]]
     return render(request, "live.html", {"cameras": cameras,
-                                         "rooms": [r for r in services.config.rooms if live is None or r.id in live]})
+                                         "rooms": [r for r in (await services.campus()).rooms if live is None or r.id in live]})
 
 
 @ROUTES.api("/api/cameras", STAFF)
@@ -56,7 +56,7 @@ async def cameras(request: Request) -> Response:
 async def _board(request: Request) -> list[dict]:
     services = services_of(request)
     since = since_of(await live_rooms(request))
-    rooms = [r.id for r in services.config.rooms if since is None or r.id in since]
+    rooms = [r.id for r in (await services.campus()).rooms if since is None or r.id in since]
     board = services.hub.presence_board(rooms)
     names = await services.names()
     for room in board:

@@ -12,8 +12,9 @@ from starlette.responses import JSONResponse, Response
 from consumers import api as attendance_api
 from dashboard import auth, queries
 from dashboard.forms import Resolution, SessionOpening, parse
+from dashboard.campus_state import Campus
 from dashboard.guard import RouteTable
-from dashboard.services import Problem, Services, services_of
+from dashboard.services import Problem, services_of
 from dashboard.web import STAFF, body, current_scope, current_user, done, render, session_filters, session_in_scope
 
 ROUTES = RouteTable()
@@ -28,7 +29,7 @@ async def attendance_page(request: Request) -> Response:
         rows = await queries.sessions(conn, courses=scope.courses, timezone=services.config.site.timezone, **filters)
     return render(request, "attendance.html", {
         "sessions": rows, "filters": {k: (v.isoformat() if isinstance(v, dt.date) else v) for k, v in filters.items()},
-        "courses": services.courses_in(scope), "rooms": services.rooms_in(scope)})
+        "courses": await services.courses_in(scope), "rooms": await services.rooms_in(scope)})
 
 
 @ROUTES.api("/api/sessions", STAFF)
@@ -63,10 +64,11 @@ async def open_session_api(request: Request) -> Response:
     services, user = services_of(request), current_user(request)
     opening = parse(SessionOpening, await body(request))
     course_id, room_id, minutes = opening.course, opening.room, opening.minutes
-    _check_course_and_room(services, current_scope(request), course_id, room_id)
+    campus = await services.campus()
+    _check_course_and_room(campus, current_scope(request), course_id, room_id)
     async with services.conn() as conn:
         if minutes is not None:
-            await _no_other_class(services, conn, course_id, room_id, minutes)
+            await _no_other_class(campus, conn, course_id, room_id, minutes)
         kwargs = {"course_id": course_id, "room_id": room_id, "actor": user.username}
         if minutes is not None:  # a one-off session from now; without: the timetable session running now
             kwargs["minutes"] = minutes
@@ -75,32 +77,32 @@ async def open_session_api(request: Request) -> Response:
     return done(request, {"session_id": session_id}, f"session {session_id} of {course_id} opened in {room_id}", 201)
 
 
-def _check_course_and_room(services: Services, scope: auth.Scope, course_id: str, room_id: str) -> None:
+def _check_course_and_room(campus: Campus, scope: auth.Scope, course_id: str, room_id: str) -> None:
     """Both known, the course one of the user's, and (faculty) the room one of the course's timetable."""
-    if course_id not in {c.id for c in services.config.courses}:
+    if course_id not in {c.id for c in campus.courses}:
         raise Problem(f"no course {course_id!r}")
     if not scope.course(course_id):
         raise Problem(f"course {course_id!r} is not one of your courses", 403)
-    if room_id not in {r.id for r in services.config.rooms}:
+    if room_id not in {r.id for r in campus.rooms}:
         raise Problem(f"no room {room_id!r}")
-    if scope.courses is not None and room_id not in auth.course_rooms(services.config, course_id):
+    if scope.courses is not None and room_id not in auth.course_rooms(campus, course_id):
         raise Problem(f"{course_id} is not timetabled in {room_id}: open its sessions in "
-                      f"{', '.join(sorted(auth.course_rooms(services.config, course_id))) or 'its rooms'}", 403)
+                      f"{', '.join(sorted(auth.course_rooms(campus, course_id))) or 'its rooms'}", 403)
 
 
-async def _no_other_class(services: Services, conn, course_id: str, room_id: str, minutes: int) -> None:
+async def _no_other_class(campus: Campus, conn, course_id: str, room_id: str, minutes: int) -> None:
     """A session opened by hand takes the room's sightings over any timetable session there (the writer
     prefers it), so a one-off session may not overlap another course's session in the room, from its
     early-arrival window to its end: that class would be marked absent."""
-    course = next(c for c in services.config.courses if c.id == course_id)
+    course = next(c for c in campus.courses if c.id == course_id)
     now = dt.datetime.now(dt.timezone.utc)
     start, end = now - dt.timedelta(minutes=course.policy.early_arrival_min), now + dt.timedelta(minutes=minutes)
-    clashes = [(c, s) for c, s, _ in auth.timetable_intervals(services.config, room_id, start, end) if c != course_id]
+    clashes = [(c, s) for c, s, _ in auth.timetable_intervals(campus, room_id, start, end) if c != course_id]
     clashes += [(r["course_id"], dt.datetime.fromisoformat(r["starts_at"]))
                 for r in await queries.other_sessions_in_room(conn, room_id, course_id, start, end)]
     if clashes:
         other, at = min(clashes, key=lambda item: item[1])
-        local = at.astimezone(ZoneInfo(services.config.site.timezone)).strftime("%Y-%m-%d %H:%M")
+        local = at.astimezone(ZoneInfo(campus.site.timezone)).strftime("%Y-%m-%d %H:%M")
         raise Problem(f"{room_id} has a session of {other} at {local} within this one: a session opened by hand "
                       "would take its sightings; open the course's own timetable session, or a shorter one", 409)
 

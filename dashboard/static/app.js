@@ -277,6 +277,8 @@ async function startAnalytics() {
 
 // ------------------------------------------------------------------------------------- enrolment
 function startPeople() {
+  const zipForm = $("#zip-import");
+  zipForm.addEventListener("submit", (event) => { event.preventDefault(); importZip(zipForm); });
   const form = $("#enrol");
   form.addEventListener("submit", async (event) => {
     event.preventDefault();
@@ -293,6 +295,54 @@ function startPeople() {
     for (const r of data.rejected) list.append(el("li", { class: "error", "data-code": r.code }, `${r.photo}: ${r.reason}`));
     report.append(list);
   });
+}
+
+// Bulk enrolment: the answer is JSON lines (start, photo, person, end); each is shown as it arrives.
+function zipResult(body, folder, person, photo, ok, text, code) {
+  const row = el("tr", { class: ok ? "ok" : "error", "data-photo": folder ? `${folder}/${photo}` : photo, ...(code ? { "data-code": code } : {}) });
+  for (const cell of [folder || "", person || "", photo, text]) row.append(el("td", {}, cell));
+  body.append(row);
+}
+
+function showZipLine(form, line) {
+  const body = $("#zip-results tbody", form), bar = $("#zip-progress progress", form), count = $("#zip-progress .count", form);
+  if (line.event === "start") {
+    bar.max = Math.max(line.photos, 1); count.textContent = `0 of ${line.photos} photos`;
+    for (const r of line.refused) zipResult(body, r.folder, "", r.photo, false, r.reason, r.code);
+  } else if (line.event === "photo") {
+    bar.value = line.done; count.textContent = `${line.done} of ${line.total} photos (${line.folder})`;
+  } else if (line.event === "person") {
+    for (const a of line.accepted) zipResult(body, line.folder, line.person_id, a.photo, true, `accepted (quality ${a.quality})${a.renewed ? ", renewed" : ""}`);
+    for (const r of line.rejected) zipResult(body, line.folder, line.person_id, r.photo, false, r.reason, r.code);
+  } else if (line.event === "end" || line.event === "error") {
+    $("#zip-summary", form).textContent = line.summary || line.error;
+    $("#zip-summary", form).className = line.event === "end" ? "summary" : "error";
+  }
+}
+
+async function importZip(form) {
+  $("#zip-results tbody", form).replaceChildren();
+  $("#zip-results", form).hidden = false; $("#zip-progress", form).hidden = false;
+  $("#zip-summary", form).textContent = "Uploading…"; $("#zip-summary", form).className = "";
+  const response = await fetch(form.action, { method: "POST", body: new FormData(form), credentials: "same-origin",
+                                              headers: { "X-CSRF-Token": csrf() } });
+  if (!response.ok) {
+    const data = await response.json().catch(() => ({ error: `HTTP ${response.status}` }));
+    $("#zip-summary", form).textContent = data.error; $("#zip-summary", form).className = "error";
+    $("#zip-progress", form).hidden = true;
+    return;
+  }
+  $("#zip-summary", form).textContent = "Enrolling…";
+  const reader = response.body.pipeThrough(new TextDecoderStream()).getReader();
+  let pending = "";
+  for (;;) {
+    const { value, done } = await reader.read();
+    if (done) break;
+    pending += value;
+    const lines = pending.split("\n");
+    pending = lines.pop();
+    for (const text of lines) if (text.trim()) showZipLine(form, JSON.parse(text));
+  }
 }
 
 document.addEventListener("DOMContentLoaded", () => {

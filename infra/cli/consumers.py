@@ -1,5 +1,5 @@
 """`rollcall` commands of the consumers package (added to the root group by infra.cli.main): `attendance`
-(writer, session, export), `privacy purge` and `person erase`."""
+(writer, session, export), `privacy purge`, `person erase` and `reports send`."""
 
 from __future__ import annotations
 
@@ -17,6 +17,7 @@ import click
 
 from consumers.exports import export_course, export_session, export_student
 from consumers.privacy import erase_person, purge
+from consumers.reports import due_mails, send_due
 from consumers.sessions import close_session, list_sessions, materialise_timetable, open_session
 from consumers.writer import AttendanceWriter
 from infra.cli.support import config_of as _config
@@ -332,4 +333,37 @@ def person_erase(ctx, person_id: str, pseudonymise: bool | None, actor: str | No
                f"{report['sightings']} sightings; {kept}")
 
 
-COMMANDS = (attendance, privacy, person)
+# --- reports --------------------------------------------------------------------------------------
+@click.group()
+def reports() -> None:
+    """E-mail reports ([reports]): weekly attendance per course to its faculty, absence notices to students."""
+
+
+@reports.command("send")
+@click.option("--dry-run", is_flag=True, help="List the reports due (sent ones too); send nothing.")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON document.")
+@click.pass_context
+def reports_send(ctx, dry_run: bool, as_json: bool) -> None:
+    """Send the reports due now that were not sent yet (what the writer's schedule does at each check)."""
+
+    config = _config(ctx)
+    now = dt.datetime.now(dt.timezone.utc)
+    if dry_run:
+        due = _with_connection(config, lambda conn: due_mails(conn, config, now))
+        result = {"due": [f"{m.kind} {m.period} {m.subject_key} -> {m.recipient}" for m in due]}
+    else:
+        result = _with_connection(config, lambda conn: send_due(conn, config, now))
+    if as_json:
+        _print_json(result)
+    else:
+        for key, lines in result.items():
+            click.echo(f"{key}: {len(lines)}")
+            for line in lines:
+                click.echo(f"  {line}")
+    if result.get("failed"):
+        raise RollcallError(f"{len(result['failed'])} report(s) not sent: the SMTP server "
+                            f"{config.reports.smtp.host}:{config.reports.smtp.port} refused or is away (retried "
+                            "at the writer's next check)")
+
+
+COMMANDS = (attendance, privacy, person, reports)

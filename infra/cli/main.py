@@ -24,7 +24,7 @@ AREAS = {
     "up": "stack", "down": "stack", "status": "stack", "stack": "stack", "db": "stack", "config": "stack",
     "run": "processor", "enroll": "processor", "models": "processor",
     "scenario": "scenario", "bench": "bench",
-    "attendance": "consumers", "privacy": "consumers", "person": "consumers",
+    "attendance": "consumers", "privacy": "consumers", "person": "consumers", "reports": "consumers",
     "dashboard": "dashboard", "user": "dashboard", "demo": "dashboard",
 }
 

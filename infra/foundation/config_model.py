@@ -415,6 +415,13 @@ class DashboardConfig(_Strict):
     max_upload_bytes: int = Field(default=32_000_000, ge=1024, le=1_000_000_000)
     max_upload_files: int = Field(default=20, ge=1, le=1000)
     max_image_pixels: int = Field(default=40_000_000, ge=10_000, le=500_000_000)
+    # Bulk enrolment by ZIP (a folder per person): the upload itself (instead of max_upload_bytes), its entries,
+    # one photo and all of them unpacked. Entries are read bounded by these, never by what the ZIP declares
+    # alone: a ZIP bomb stops at them.
+    max_zip_upload_bytes: int = Field(default=500_000_000, ge=1024, le=10_000_000_000)
+    max_zip_entries: int = Field(default=5000, ge=1, le=100_000)
+    max_zip_photo_bytes: int = Field(default=20_000_000, ge=1024, le=64_000_000)
+    max_zip_total_bytes: int = Field(default=2_000_000_000, ge=1024, le=50_000_000_000)
     # Addresses (IPs or CIDRs) of reverse proxies whose X-Forwarded-For is believed; nobody's by default.
     trusted_proxies: list[str] = []
     # A WebRTC connection that has not connected this long after its offer is closed.
@@ -435,6 +442,34 @@ class DashboardConfig(_Strict):
         return value
 
 
+class SmtpConfig(_Strict):
+    """The mail server reports go through (plain SMTP, STARTTLS or implicit TLS; login when a user is set:
+    put the password in ROLLCALL__REPORTS__SMTP__PASSWORD, not in the file)."""
+    host: str = "localhost"
+    port: int = Field(default=25, ge=1, le=65535)
+    security: Literal["none", "starttls", "tls"] = "none"
+    username: str = ""
+    password: str = Field(default="", repr=False)
+    from_address: str = Field(default="rollcall@localhost", pattern=r"^[^@\s]+@[^@\s]+$")
+    timeout_s: float = Field(default=30.0, gt=0.0, le=600.0)
+
+
+class ReportsConfig(_Strict):
+    """E-mail reports, sent by the attendance writer's housekeeping (or now: `rollcall reports send`): each
+    week at ``weekly_at`` (site time), every course's attendance of the week before to its faculty, and to
+    each student absent from at least ``absence_threshold`` sessions of a course within the last
+    ``absence_window_days`` days, a notice (once a week at most). People get mail at their e-mail address
+    (set with their dashboard account)."""
+    enabled: bool = False
+    smtp: SmtpConfig = SmtpConfig()
+    weekly_on: Weekday = "mon"
+    weekly_at: dt.time = dt.time(7, 0)
+    absence_threshold: int = Field(default=3, ge=1, le=1000)
+    absence_window_days: int = Field(default=28, ge=1, le=366)
+    # How often the writer looks whether a report is due (a report is sent once: PostgreSQL keeps what was sent).
+    check_every_s: float = Field(default=60.0, ge=1.0, le=86400.0)
+
+
 class Config(_Strict):
     site: SiteConfig = SiteConfig()
     database: DatabaseConfig = DatabaseConfig()
@@ -448,6 +483,7 @@ class Config(_Strict):
     attendance: AttendanceWriterConfig = AttendanceWriterConfig()
     dashboard: DashboardConfig = DashboardConfig()
     group: GroupConfig = GroupConfig()
+    reports: ReportsConfig = ReportsConfig()
     cameras: list[CameraConfig] = []
     rooms: list[RoomConfig] = []
     doors: list[DoorConfig] = []
