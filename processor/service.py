@@ -24,6 +24,7 @@ from processor.pipeline import FaceStage, RecognitionStage
 from processor.publisher import EventPublisher
 from processor.review import ReviewQueue
 from processor.scheduler import InferenceGate, Scheduler
+from processor.stages.liveness import LivenessSettings
 from processor.stages.faces import FaceAnalyzer, FaceDetector, FaceEmbedder
 from processor.stages.persons import PersonDetector
 from processor.stages.recognition_feed import RecognitionFeed
@@ -166,6 +167,8 @@ class Processor:
             on_analysed=self.analysis.analysed,
             on_activity=self._door_activity,
             fragment_similarity=match_settings(config.models.pack, config.thresholds)[0],
+            liveness=LivenessSettings(config.liveness.suspect_below, config.liveness.min_frames)
+            if config.liveness.enabled else None,
         )
         # Small queues: when inference falls behind, frames wait in the drop-oldest buffers (and are
         # shed there), not here, so latency stays bounded.
