@@ -150,6 +150,10 @@ class Processor:
     def _start_door_stages(self, detector: FaceDetector, embedder: FaceEmbedder) -> None:
         """Door cameras: batcher → face stage → recognition stage, each a task."""
         config = self.config
+        trained = detector.pack.optional("liveness") if config.liveness.enabled else None
+        if trained is not None:  # ready in the pack, not yet in the decision: say so rather than imply it
+            log.warning("model pack %s holds a liveness model (%s); this version decides liveness on its "
+                        "hand-made cues only (processor/stages/liveness.py)", detector.pack.name, trained[1].name)
         self.face_stage = FaceStage(detector, config.thresholds)
         self.face_stage.scheduler = self.scheduler
         self.recognition = RecognitionStage(

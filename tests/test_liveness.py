@@ -7,6 +7,8 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
+from processor.model_catalogue import LIVENESS_MODEL, OPTIONAL_ROLES, pack_spec
+from processor.model_packs import LoadedPack
 from processor.stages.liveness import (FRAME_HI, FRAME_LO, WINDOW, LivenessSettings, LivenessTrack, edge_profile,
                                        face_window, frame_cue, liveness_score, ramp, rigidity_residual,
                                        spectral_peak)
@@ -98,3 +100,11 @@ def test_score_and_decision():
     verdict = held.decide()
     assert verdict.suspect and verdict.score < 0.5 and verdict.frames == 12
     assert verdict.to_event() == {"decision": "suspect", "score": verdict.score, "frames": 12}
+
+
+def test_a_pack_finds_a_liveness_model_a_campus_copied_in(tmp_path):
+    pack = LoadedPack("open", tmp_path, pack_spec("open"), {})
+    assert "liveness" in OPTIONAL_ROLES and pack.optional("liveness") is None  # none ships
+    (tmp_path / LIVENESS_MODEL.filename).write_bytes(b"onnx")
+    spec, path = pack.optional("liveness")
+    assert spec.role == "liveness" and spec.input_size == (112, 112) and path == tmp_path / "liveness.onnx"
