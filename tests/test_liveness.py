@@ -108,3 +108,33 @@ def test_a_pack_finds_a_liveness_model_a_campus_copied_in(tmp_path):
     (tmp_path / LIVENESS_MODEL.filename).write_bytes(b"onnx")
     spec, path = pack.optional("liveness")
     assert spec.role == "liveness" and spec.input_size == (112, 112) and path == tmp_path / "liveness.onnx"
+
+
+def _track_through(with_border: bool, frames: int = 26):
+    """A door face tracker with the liveness check over ``frames`` frames of one face (a held picture or
+    not); the matcher always says "hanks". Returns (decisions while in view, decisions at flush)."""
+    from processor.stages.face_tracks import FaceObservation, FaceTracker, MatchResult
+
+    tracker = FaceTracker(camera_id="door", fps=10, liveness=LivenessSettings(min_frames=20))
+    rng = np.random.default_rng(11)
+    embedding = np.ones(8, np.float32) / np.sqrt(8)
+    landmarks = np.array([[625, 340], [655, 340], [640, 360], [628, 380], [652, 380]], np.float32)
+    seen = []
+    for k in range(frames):
+        face = FaceObservation(FACE, 0.9, 0.8, embedding, np.zeros((112, 112, 3), np.uint8), landmarks)
+        seen += tracker.settle(tracker.assign([face]), pts_s=k / 10, captured_at=k / 10, frame_size=(1280, 720),
+                               match=lambda e: MatchResult("hanks", 0.9, 0.5),
+                               image=_scene(9 * k - 100, with_border, rng))
+    return seen, tracker.flush((1280, 720), lambda e: MatchResult("hanks", 0.9, 0.5))
+
+
+def test_a_held_picture_gives_no_identity_and_a_live_face_is_decided_at_min_frames():
+    early, ended = _track_through(with_border=True)
+    assert early == [] and len(ended) == 1  # never clearly live: decided when the track ends
+    suspect = ended[0]
+    assert suspect.person_id is None and suspect.pictured_person_id == "hanks" and suspect.liveness.suspect
+    early, ended = _track_through(with_border=False)
+    assert len(early) == 1 and ended == []
+    live = early[0]
+    assert live.person_id == "hanks" and live.pictured_person_id is None and not live.liveness.suspect
+    assert live.liveness.frames == 20  # not before min_frames of cues
