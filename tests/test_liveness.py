@@ -60,7 +60,7 @@ def test_face_window_is_face_normalised_and_profiles_are_contrast_free():
     columns = edge_profile(window)
     darker = face_window((image * 0.5).astype(np.uint8), FACE)
     columns_dark = edge_profile(darker)
-    assert np.allclose(columns, columns_dark, atol=0.15)
+    assert np.allclose(columns, columns_dark, rtol=0.05, atol=0.05)  # (8-bit rounding of the darker copy)
     assert face_window(image, (10.0, 10.0, 12.0, 12.0)) is None  # degenerate box
 
 

@@ -89,26 +89,24 @@ class Liveness:
 # ------------------------------------------------------------------------------------- pure cues
 def face_window(image: np.ndarray, box: tuple[float, float, float, float]) -> np.ndarray | None:
     """The face-normalised window round ``box`` (x1, y1, x2, y2) in a BGR frame, WINDOW x WINDOW gray
-    float32; None when the box is degenerate. Parts outside the frame are the nearest edge pixels."""
+    float32 (area-averaged: no aliasing); None when the box is degenerate or out of the frame. Parts outside
+    the frame are the nearest edge pixels."""
     x1, y1, x2, y2 = box
     w, h = x2 - x1, y2 - y1
     if w < 4 or h < 4:
         return None
     cx = (x1 + x2) / 2
-    left, top = cx - SPAN_X * w, y1 - ABOVE * h
-    scale_x, scale_y = WINDOW / (2 * SPAN_X * w), WINDOW / ((ABOVE + BELOW) * h)
-    matrix = np.array([[scale_x, 0, -left * scale_x], [0, scale_y, -top * scale_y]], np.float32)
-    # INTER_AREA is not available to warpAffine: blur to the window's pixel size first (no aliasing)
-    sigma = 0.5 / min(scale_x, scale_y) if min(scale_x, scale_y) < 1 else 0
-    x0, y0 = max(0, int(left) - 2), max(0, int(top) - 2)
-    xe, ye = min(image.shape[1], int(cx + SPAN_X * w) + 3), min(image.shape[0], int(y1 + BELOW * h) + 3)
-    if xe <= x0 or ye <= y0:
+    left, top = int(np.floor(cx - SPAN_X * w)), int(np.floor(y1 - ABOVE * h))
+    right, bottom = int(np.ceil(cx + SPAN_X * w)), int(np.ceil(y1 + BELOW * h))
+    height, width = image.shape[:2]
+    if left >= width or top >= height or right <= 0 or bottom <= 0:
         return None
-    region = cv2.cvtColor(image[y0:ye, x0:xe], cv2.COLOR_BGR2GRAY).astype(np.float32)
-    if sigma > 0.6:
-        region = cv2.GaussianBlur(region, (0, 0), sigma)
-    matrix[:, 2] += matrix[:, :2] @ np.array([x0, y0], np.float32)
-    return cv2.warpAffine(region, matrix, (WINDOW, WINDOW), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+    region = image[max(0, top):min(height, bottom), max(0, left):min(width, right)]
+    pads = (max(0, -top), max(0, bottom - height), max(0, -left), max(0, right - width))
+    if any(pads):
+        region = cv2.copyMakeBorder(region, *pads, cv2.BORDER_REPLICATE)
+    small = cv2.resize(region, (WINDOW, WINDOW), interpolation=cv2.INTER_AREA)
+    return cv2.cvtColor(small, cv2.COLOR_BGR2GRAY).astype(np.float32)
 
 
 def edge_profile(window: np.ndarray) -> np.ndarray:
