@@ -19,6 +19,12 @@ threshold), a track that ends unknown is dropped (logged, counted in ``fragments
 embedding matches a decision this camera made within ``fragment_window_s`` of stream time before the
 track began.
 
+With ``liveness`` set, every face of a track (gated or not, with the frame image) also feeds the track's
+liveness cues (:mod:`processor.stages.liveness`); an early decision then waits until the cues of
+``min_frames`` frames say live, else the track is decided when it ends; a suspect track's decision gives
+nobody's identity (``person_id`` None, ``pictured_person_id`` whom the gallery matched) and is never dropped
+as a fragment.
+
 Embeddings are the largest cost per face (~20 ms on a CPU), so an undecided track is embedded on every
 good face only until it has ``decide_after`` of them; after that only on a face better than its best so
 far, or every ``embed_every``-th good face (:meth:`FaceTracker.wants_embedding`). A stranger's track
