@@ -184,7 +184,8 @@ async def review_queue(conn, *, status: str = "pending", limit: int = 200) -> li
     rows = await conn.fetch(
         """SELECT r.id, r.camera_id, r.track_id, r.event_id, r.captured_at, r.model_pack, r.quality,
                   r.best_person_id, bp.display_name AS best_person_name, r.best_score, r.expires_at, r.status,
-                  r.decided_by, r.decided_at, r.person_id, r.crop_jpeg IS NOT NULL AS has_crop
+                  r.decided_by, r.decided_at, r.person_id, r.crop_jpeg IS NOT NULL AS has_crop,
+                  coalesce(r.liveness = 'suspect', false) AS suspected_spoof, r.liveness_score
            FROM review_face r LEFT JOIN person bp ON bp.id = r.best_person_id
            WHERE r.status = $1 AND r.expires_at > now() ORDER BY r.captured_at DESC LIMIT $2""", status, limit)
     return [_row(r) for r in rows]

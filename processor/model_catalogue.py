@@ -18,6 +18,11 @@ licences). Two families:
     YOLOv8 exported to ONNX with ultralytics. Those downloads need the open internet: on a machine without
     it the fetch stops with one line saying what to do; a pack copied into the folder by hand is accepted.
 
+Optional role ``liveness`` (no pack ships one): a trained face anti-spoofing model a campus adds by hand as
+``<pack>/liveness.onnx`` (:data:`LIVENESS_MODEL` says what it must take and give). No registry package
+reachable here holds such a model, so the door's liveness check decides on hand-made cues
+(``processor/stages/liveness.py``); :meth:`processor.model_packs.LoadedPack.optional` finds the file.
+
 API: ``pack_spec(name)``, ``pack_dir(name)``, ``list_packs()``, ``describe_pack(info)``,
 ``pack_info_dict(info)``. Fetching a pack is ``processor.model_fetch``; using one (its files, onnxruntime
 sessions) is ``processor.model_packs``.
@@ -34,6 +39,7 @@ from infra.foundation.paths import PROJECT_ROOT, models_dir
 from infra.foundation.registry_fetch import PinnedArchive
 
 ROLES = ("face_detector", "face_embedder", "person_detector")
+OPTIONAL_ROLES = ("liveness",)  # a pack works without them; never fetched, copied in by hand
 DEFAULT_PACK = "open"
 MANIFEST = "manifest.json"
 MANIFEST_FORMAT = 1
@@ -271,6 +277,19 @@ _PACKS: dict[str, PackSpec] = {
         _arcface_pack("arcface-s", "buffalo_s", "det_500m.onnx", "SCRFD-500MF", "w600k_mbf.onnx", "MobileFaceNet w600k", "yolov8n"),
     )
 }
+
+
+# A campus's own anti-spoofing classifier, if it has one: the door face track's aligned crops in, live or not
+# out. Listed for every pack (the crop is the pack-independent ArcFace-template 112x112 alignment).
+LIVENESS_MODEL = ModelSpec(
+    role="liveness", filename="liveness.onnx", arch="antispoof-binary",
+    source=Source("user", "a trained face anti-spoofing model (none ships: copy it into the pack's folder)"),
+    licence=Licence("LicenseRef-campus", "whatever licence the campus's own model comes under"),
+    input_name="input", input_size=(112, 112), default_size=(112, 112), color="RGB", mean=127.5, std=128.0,
+    dynamic_batch=True, output_names=("scores",),
+    notes="input: aligned 112x112 face crops, NCHW float32, (pixel - 127.5) / 128, RGB; output (N, 2): "
+          "[spoof, live] logits or probabilities",
+)
 
 
 def pack_spec(name: str) -> PackSpec:

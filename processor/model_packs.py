@@ -25,7 +25,7 @@ from infra.foundation.errors import RollcallError
 from infra.foundation.paths import cache_dir, models_dir
 from infra.foundation.registry_fetch import sha256_of
 from processor import ort_sessions
-from processor.model_catalogue import DEFAULT_PACK, MANIFEST, ModelSpec, PackSpec, pack_spec
+from processor.model_catalogue import DEFAULT_PACK, LIVENESS_MODEL, MANIFEST, ModelSpec, PackSpec, pack_spec
 
 log = logging.getLogger("rollcall.models")
 
@@ -47,6 +47,15 @@ class LoadedPack:
 
     def model(self, role: str) -> ModelSpec:
         return self.spec.model(role)
+
+    def optional(self, role: str) -> tuple[ModelSpec, Path] | None:
+        """An optional role's model (``liveness``) and its file, when a campus copied one into the pack's
+        folder; None otherwise (none ships)."""
+        spec = {LIVENESS_MODEL.role: LIVENESS_MODEL}.get(role)
+        if spec is None:
+            raise KeyError(role)
+        path = self.dir / spec.filename
+        return (spec, path) if path.is_file() else None
 
     @property
     def embedding_dim(self) -> int:

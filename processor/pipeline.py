@@ -36,6 +36,7 @@ from processor.review import ReviewQueue
 from processor.scheduler import OWED, InferenceGate, Scheduler
 from processor.stages.base import BatchStage
 from processor.stages.face_tracks import FaceObservation, FaceTracker, MatchResult, TrackDecision
+from processor.stages.liveness import LivenessSettings
 from processor.stages.faces import FaceAnalyzer, FaceDetector, FaceEmbedder, align, assess
 from processor.stages.persons import PersonDetector
 from processor.stages.recognition_feed import RecognitionFeed
@@ -77,7 +78,7 @@ class FaceStage(BatchStage):
                 observations.append(FaceObservation(
                     box=tuple(float(v) for v in detection.box), score=float(detection.score),
                     quality=float(quality.score) if accepted else 0.0, embedding=None,
-                    crop=crop if accepted else None))
+                    crop=crop if accepted else None, landmarks=detection.landmarks))
             results.append(FaceBatchResult(frame, observations))
         return results
 
@@ -108,12 +109,14 @@ class RecognitionStage:
     # an unknown track this similar to a decision the door made just before is a fragment of it, not a
     # second person (the gallery's match threshold; None: never dropped)
     fragment_similarity: float | None = None
+    liveness: LivenessSettings | None = None  # the liveness check of door face tracks (None: off)
 
     def _tracker(self, camera_id: str) -> FaceTracker:
         tracker = self.trackers.get(camera_id)
         if tracker is None:
             tracker = self.trackers[camera_id] = FaceTracker(camera_id=camera_id, fps=self.fps_of(camera_id),
-                                                             fragment_similarity=self.fragment_similarity)
+                                                             fragment_similarity=self.fragment_similarity,
+                                                             liveness=self.liveness)
         return tracker
 
     def _match(self, embedding: np.ndarray) -> MatchResult:
@@ -224,21 +227,37 @@ class RecognitionStage:
             # for the door-to-room handoff: the clothing below the best face, and the side it was on
             appearance=decision.appearance.to_event() if decision.appearance is not None else None,
             side=decision.side,
+            liveness=_liveness_field(decision),
         )
         self.publish(self.topic, decision.camera_id, event)
         latency = time.time() - decision.captured_at
         self.latencies_s.append(latency)
         metrics.EVENT_LATENCY.labels("recognition").observe(latency)
         metrics.RECOGNITIONS.labels(decision.camera_id, "known" if decision.person_id else "unknown").inc()
-        if decision.person_id is None and self.review is not None:
+        if decision.person_id is None and self.review is not None:  # unknown, or a suspected spoof
             self.review(decision, event)
-        log.info("recognition %s on %s: %s (score %.3f, margin %.3f, %d frames)", decision.track_id,
+        log.info("recognition %s on %s: %s (score %.3f, margin %.3f, %d frames)%s", decision.track_id,
                  decision.camera_id, decision.person_id or "unknown", decision.score, decision.margin,
-                 decision.frames)
+                 decision.frames, _liveness_note(decision))
 
     async def run(self, inbox: asyncio.Queue) -> None:
         while True:
             await self.handle(await inbox.get())
+
+
+def _liveness_field(decision: TrackDecision) -> dict | None:
+    if decision.liveness is None:
+        return None
+    return {**decision.liveness.to_event(), "pictured_person_id": decision.pictured_person_id}
+
+
+def _liveness_note(decision: TrackDecision) -> str:
+    if decision.liveness is None:
+        return ""
+    note = f", liveness {decision.liveness.decision} {decision.liveness.score:.2f} {decision.liveness.cues}"
+    if decision.pictured_person_id is not None:
+        note += f": a picture of {decision.pictured_person_id}, no identity given"
+    return note
 
 
 def _stream_to_wall(decision: TrackDecision, pts_s: float) -> float:

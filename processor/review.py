@@ -1,5 +1,6 @@
 """The unknown-face review queue: the best crop of each unknown face track, for an operator to accept
-as a person or reject. Only with ``[privacy] review_unknown_faces = true``; rows expire after
+as a person or reject. A track the liveness check found to be a picture of a face comes here too, marked
+(``liveness`` 'suspect', its score, and whom the picture matched in ``best_person_id``). Only with ``[privacy] review_unknown_faces = true``; rows expire after
 ``review_crop_retention_days``. Writing happens off the frame path through a bounded queue: when
 PostgreSQL is slow or away, items wait (and the oldest are dropped, counted, past ``max_pending``).
 """
@@ -29,7 +30,9 @@ class ReviewQueue:
         self._pending: deque[tuple[TrackDecision, dict]] = deque(maxlen=max_pending)
         self._wakeup = asyncio.Event()
         self._task: asyncio.Task | None = None
+        self._last_written: tuple[TrackDecision, dict] | None = None
         self.written = 0
+        self.suspected_spoofs_written = 0
         self.dropped = 0
         self.failures = 0
 
@@ -71,8 +74,9 @@ class ReviewQueue:
                         if conn is None or conn.is_closed():
                             conn = await asyncpg.connect(self.database_url, timeout=10)
                         await self._write(conn, *self._pending[0])
-                        self._pending.popleft()
+                        self._last_written = self._pending.popleft()
                         self.written += 1
+                        self.suspected_spoofs_written += _suspect(self._last_written)
                         connected(attempt)
                 except asyncio.CancelledError:
                     if conn is not None:
@@ -82,15 +86,25 @@ class ReviewQueue:
     async def _write(self, conn, decision: TrackDecision, event: dict) -> None:
         ok, jpeg = await asyncio.to_thread(cv2.imencode, ".jpg", decision.crop, [cv2.IMWRITE_JPEG_QUALITY, 90])
         captured = dt.datetime.fromtimestamp(decision.captured_at, dt.timezone.utc)
+        liveness = decision.liveness
+        # best_person_id: whom a suspected picture showed (NULL for an unknown face); a person
+        # deleted meanwhile is left out rather than failing the insert (and blocking the queue) on the key
         await conn.execute(
             """INSERT INTO review_face (camera_id, track_id, event_id, captured_at, model_pack, embedding,
-               embedding_dim, crop_jpeg, quality, best_score, expires_at)
-               VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11) ON CONFLICT (event_id) DO NOTHING""",
+               embedding_dim, crop_jpeg, quality, best_score, expires_at, liveness, liveness_score, best_person_id)
+               VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, (SELECT id FROM person WHERE id = $14))
+               ON CONFLICT (event_id) DO NOTHING""",
             decision.camera_id, decision.track_id, event["event_id"], captured, self.model_pack,
             [float(v) for v in decision.embedding], int(decision.embedding.shape[0]),
-            jpeg.tobytes() if ok else None, decision.quality, decision.score, captured + self.retention)
+            jpeg.tobytes() if ok else None, decision.quality, decision.score, captured + self.retention,
+            liveness.decision if liveness is not None else None, liveness.score if liveness is not None else None,
+            decision.pictured_person_id)
 
     def _on_write_failed(self, state: RetryCallState) -> None:
         self.failures += 1
         log.warning("%s; retrying in %.1f s", describe_unreachable(self.database_url, state.outcome.exception()),
                     state.next_action.sleep)
+
+
+def _suspect(item: tuple[TrackDecision, dict] | None) -> int:
+    return int(item is not None and item[0].liveness is not None and item[0].liveness.suspect)

@@ -24,6 +24,7 @@ from processor.pipeline import FaceStage, RecognitionStage
 from processor.publisher import EventPublisher
 from processor.review import ReviewQueue
 from processor.scheduler import InferenceGate, Scheduler
+from processor.stages.liveness import LivenessSettings
 from processor.stages.faces import FaceAnalyzer, FaceDetector, FaceEmbedder
 from processor.stages.persons import PersonDetector
 from processor.stages.recognition_feed import RecognitionFeed
@@ -149,6 +150,10 @@ class Processor:
     def _start_door_stages(self, detector: FaceDetector, embedder: FaceEmbedder) -> None:
         """Door cameras: batcher → face stage → recognition stage, each a task."""
         config = self.config
+        trained = detector.pack.optional("liveness") if config.liveness.enabled else None
+        if trained is not None:  # ready in the pack, not yet in the decision: say so rather than imply it
+            log.warning("model pack %s holds a liveness model (%s); this version decides liveness on its "
+                        "hand-made cues only (processor/stages/liveness.py)", detector.pack.name, trained[1].name)
         self.face_stage = FaceStage(detector, config.thresholds)
         self.face_stage.scheduler = self.scheduler
         door_buffers = self._buffers_of("door")
@@ -169,6 +174,8 @@ class Processor:
             on_analysed=self.analysis.analysed,
             on_activity=self._door_activity,
             fragment_similarity=match_settings(config.models.pack, config.thresholds)[0],
+            liveness=LivenessSettings(config.liveness.suspect_below, config.liveness.min_frames)
+            if config.liveness.enabled else None,
         )
         # Small queues: when inference falls behind, frames wait in the drop-oldest buffers (and are
         # shed there), not here, so latency stays bounded.

@@ -178,10 +178,11 @@ def recognition_event(**fields: Any) -> dict[str, Any]:
     margin, quality, frames, frame_time, first_seen, last_seen, box, frame_size, model_pack, and
     identity (optional here: "known" when person_id is given, else "unknown"). Optional (since 1.1):
     appearance (the ``Appearance.to_event()`` object of :mod:`processor.appearance`) and side
-    ("left"/"right"); None leaves them out.
+    ("left"/"right"); since 1.2: liveness ({decision, score, frames, pictured_person_id}); None leaves
+    them out.
     See :func:`build_event` for the conversions; raises :class:`InvalidEvent` naming the field.
     """
-    for optional in ("appearance", "side"):
+    for optional in ("appearance", "side", "liveness"):
         if optional in fields and fields[optional] is None:
             del fields[optional]
     if "identity" not in fields:

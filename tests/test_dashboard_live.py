@@ -238,6 +238,24 @@ def test_overlay_events_drawn_on_the_cameras_own_video(served, config):
     assert bad.status_code == 400 and "offer" in bad.json()["error"]
 
 
+def test_review_queue_marks_a_suspected_spoof(served):
+    vector = np.ones(128) / np.sqrt(128)
+    spoof = kit.db(served, """INSERT INTO review_face (camera_id, track_id, event_id, captured_at, model_pack,
+           embedding, embedding_dim, crop_jpeg, quality, expires_at, liveness, liveness_score, best_person_id)
+           VALUES ('door-a101', '9101', $1, now(), 'open', $2, 128, $3, 0.7, now() + interval '7 days', 'suspect',
+                   0.12, 'macron') RETURNING id""", str(uuid.uuid4()), vector.tolist(),
+                   cv2.imencode(".jpg", np.zeros((112, 112, 3), np.uint8))[1].tobytes())[0]["id"]
+    admin = kit.login(served, "admin")
+    item = next(i for i in admin.get("/api/review").json()["items"] if i["id"] == spoof)
+    assert item["suspected_spoof"] is True and item["liveness_score"] == pytest.approx(0.12)
+    page = admin.get("/review").text
+    card = page[page.index(f'data-review="{spoof}"'):]
+    card = card[:card.index("</form>")]
+    assert "Suspected spoof" in card and "liveness 0.12" in card and "It showed" in card
+    assert 'name="person_id" required value=""' in card  # the pictured student is not offered as who it was
+    assert admin.post(f"/api/review/{spoof}/reject").status_code == 200
+
+
 def test_review_queue_accept_and_reject(served):
     rng = np.random.default_rng(1)
     ids = []

@@ -59,12 +59,12 @@ def test_schema_files_are_valid_draft_2020_12_with_id_title_description_everywhe
 def test_recognition_schema_shape():
     schema = schemas.load_schema("recognition.v1")
     assert schema["additionalProperties"] is False
-    assert set(schema["properties"]) - set(schema["required"]) == {"appearance", "side"}  # optional since 1.1
+    assert set(schema["properties"]) - set(schema["required"]) == {"appearance", "side", "liveness"}  # optional (1.1, 1.2)
     assert {"event_id", "event_type", "schema_version", "published_at", "camera_id", "room_id", "door_id",
             "track_id", "identity", "person_id", "score", "margin", "quality", "frames", "frame_time",
             "first_seen", "last_seen", "box", "frame_size", "model_pack"} == set(schema["required"])
     assert "MINOR" in schema["description"] and "optional field" in schema["description"]
-    assert schemas.SCHEMA_VERSIONS["recognition"] == "1.1"
+    assert schemas.SCHEMA_VERSIONS["recognition"] == "1.2"
     assert schemas.EVENT_SCHEMAS["recognition"] == "recognition.v1"
     assert events.required_fields("recognition") == tuple(schema["required"])
 
@@ -91,7 +91,7 @@ def test_format_checker_really_checks_uuid_and_date_time():
 def test_recognition_event_builds_a_valid_event():
     event = events.recognition_event(**fields())
     assert uuid.UUID(event["event_id"]).version == 4
-    assert event["event_type"] == "recognition" and event["schema_version"] == "1.1"
+    assert event["event_type"] == "recognition" and event["schema_version"] == "1.2"
     assert event["identity"] == "known" and "published_at" not in event
     assert event["frame_time"] == "2026-11-22T09:14:03.250Z"
     assert event["first_seen"] == "2026-11-22T09:14:02.500Z"  # from Unix seconds
@@ -180,7 +180,7 @@ def test_unknown_identity_must_not_name_a_person():
 def test_an_extra_top_level_field_is_named():
     with pytest.raises(InvalidEvent) as caught:
         events.validate(published(embedding=[0.1, 0.2]))
-    assert caught.value.field == "embedding" and "not a field of recognition 1.1" in str(caught.value)
+    assert caught.value.field == "embedding" and "not a field of recognition 1.2" in str(caught.value)
 
 
 @pytest.mark.parametrize("name, value", [
@@ -238,7 +238,7 @@ def test_decode_wrong_versions_are_malformed():
     with pytest.raises(MalformedEvent, match=r"version 2\.0 on a \.v1 topic") as caught:
         events.decode(TOPIC, events.encode(published(schema_version="2.0")))
     assert caught.value.field == "schema_version"
-    with pytest.raises(MalformedEvent, match=r"knows recognition 1\.1 and older only"):
+    with pytest.raises(MalformedEvent, match=r"knows recognition 1\.2 and older only"):
         events.decode("some-topic", events.encode(published(schema_version="2.0")))
     for version in ("1", "v1.0", "1.0.0", None, 1.0):
         with pytest.raises(MalformedEvent, match="MAJOR.MINOR"):
@@ -280,7 +280,7 @@ def test_recognition_1_1_carries_an_optional_appearance_and_side():
 
     look = Appearance({"upper": np.full(19, 1 / 19, np.float32)}, (600.0, 300.0, 710.0, 470.0))
     event = events.recognition_event(**fields(appearance=look.to_event(), side="left"))
-    assert event["schema_version"] == "1.1" and event["side"] == "left"
+    assert event["schema_version"] == "1.2" and event["side"] == "left"
     assert event["appearance"]["kind"] == "hs-hist-v1" and len(event["appearance"]["upper"]) == 19
     assert event["appearance"]["box"] == {"x1": 600.0, "y1": 300.0, "x2": 710.0, "y2": 470.0}
     wire = {**event, "published_at": "2026-11-22T09:14:04.180Z"}
@@ -296,3 +296,22 @@ def test_recognition_1_1_carries_an_optional_appearance_and_side():
         events.recognition_event(**fields(appearance={"kind": "hs-hist-v1", "upper": [2.0]}))
     assert caught.value.field.startswith("appearance")
 
+
+
+# ---------------------------------------------------------------------------- 1.2: liveness
+def test_recognition_1_2_carries_an_optional_liveness_and_a_suspect_names_nobody():
+    event = events.recognition_event(**fields(person_id=None, liveness={
+        "decision": "suspect", "score": 0.12, "frames": 31, "pictured_person_id": "hanks"}))
+    assert event["schema_version"] == "1.2" and event["identity"] == "unknown"
+    assert event["liveness"] == {"decision": "suspect", "score": 0.12, "frames": 31, "pictured_person_id": "hanks"}
+    live = events.recognition_event(**fields(liveness={"decision": "live", "score": 0.97}))
+    assert live["identity"] == "known" and live["liveness"]["decision"] == "live"
+    assert "liveness" not in events.recognition_event(**fields(liveness=None))
+    # a 1.1 reader's view: a 1.1 event without it is still valid, and a suspect never carries an identity
+    events.validate({**published(), "schema_version": "1.1"})
+    with pytest.raises(InvalidEvent) as caught:
+        events.recognition_event(**fields(liveness={"decision": "suspect", "score": 0.1}))
+    assert caught.value.field == "identity"
+    with pytest.raises(InvalidEvent) as caught:
+        events.recognition_event(**fields(liveness={"decision": "maybe", "score": 0.1}))
+    assert caught.value.field.startswith("liveness")

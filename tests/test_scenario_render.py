@@ -224,6 +224,12 @@ BAD = {
                          "people[1].behind: arrives 0.5 s after 'a'"),
     "turns back but leaves": (lambda s: s.replace("leave_s = 14\n", "leave_s = 14\nturns_back = true\n"),
                               "people[0].leave_s: someone who turns_back never enters the room"),
+    "holds a picture of nobody enrolled": (lambda s: s.replace("arrive_s = 6", 'arrive_s = 6\nholds = { kind = "print", of = "zz" }'),
+                                           "visitors[0].holds.of: 'zz' is not an enrolled person's id"),
+    "holds a poster": (lambda s: s.replace("arrive_s = 6", 'arrive_s = 6\nholds = { kind = "poster", of = "a" }'),
+                       "visitors[0].holds.kind"),
+    "absent but arrives": (lambda s: s.replace("arrive_s = 2.5\n", "arrive_s = 2.5\nabsent = true\n"),
+                           "people[1].arrive_s: an absent person never arrives"),
     "no free lane": (lambda s: s.replace("arrive_s = 6", "arrive_s = 1.5").replace("arrive_s = 2.5", "arrive_s = 2"),
                      "people[1].arrive_s: no free lane at the door camera at 2 s"),
 }
@@ -245,6 +251,35 @@ def test_bad_input_is_one_line_error_and_leaves_nothing(case, tmp_path, photos):
     assert "—" in message  # says what to do
     assert not (tmp_path / "out").exists()
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]
+
+
+def test_an_attack_spec_has_absent_students_and_visitors_holding_their_pictures(photos):
+    spec = load_spec(PROJECT_ROOT / "infra" / "scenarios" / "spoof.toml")
+    assert [a.id for a in spec.absent] == ["hanks", "collins"] and all(a.enroll for a in spec.absent)
+    held = {a.id: a.holds for a in spec.arrivals if a.holds is not None}
+    assert {k: (v[0], v[1], v[2].name) for k, v in held.items()} == {
+        "attacker-print": ("print", "hanks", "hanks_door.png"), "attacker-phone": ("phone", "collins", "collins_door.png")}
+    assert all(not a.enrolled for a in spec.arrivals if a.holds is not None)  # the holders are visitors
+
+
+@pytest.mark.parametrize("kind", ["print", "phone"])
+def test_a_held_picture_shows_the_face_where_it_says_inside_an_opaque_rectangle(kind):
+    from infra.scenario.attacks import held_picture
+
+    sprite = held_picture(kind, PHOTOS / "hanks_door.png", "test")
+    fx, fy, fw, fh = sprite.face
+    # as the door camera sees it, scaled down (at full size a phone's pixel grid hides the face from YuNet; the
+    # grid's moire makes it come and go with the scale, as it does in the door video): found at some door sizes
+    found = []
+    for scale in (0.5, 0.35, 0.25, 0.18):
+        small = cv2.resize(sprite.image, None, fx=scale, fy=scale, interpolation=cv2.INTER_AREA)
+        found += [(f.x / scale, f.y / scale, f.w / scale) for f in detect_faces(small)]
+    assert found, "no face in the picture"
+    x, y, w = found[0]
+    assert abs(x - fx) < 0.15 * fw and abs(y - fy) < 0.2 * fh and abs(w - fw) < 0.2 * fw, (found[0], sprite.face)
+    # opaque all over the face and round it (the picture), see-through at the canvas corners (the hand aside)
+    assert sprite.alpha[int(fy):int(fy + fh), int(fx):int(fx + fw)].min() > 0.99
+    assert sprite.alpha[0, 0] == 0 and sprite.alpha[-1, -1] == 0
 
 
 def test_malformed_toml_names_line_and_column(tmp_path, photos):

@@ -40,6 +40,7 @@ from infra.foundation.config_model import (  # noqa: F401  (the model, re-export
     EMBEDDED,
     EXAMPLE_CONFIG,
     KafkaConfig,
+    LivenessConfig,
     ModelsConfig,
     PrivacyConfig,
     ReportsConfig,

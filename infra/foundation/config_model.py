@@ -127,6 +127,20 @@ class ThresholdsConfig(_Strict):
     person_detection: float = Field(default=0.4, gt=0.0, lt=1.0)
 
 
+class LivenessConfig(_Strict):
+    """The liveness check of door face tracks (processor/stages/liveness.py): a printed photo or a phone
+    screen held up at the door never gives anyone attendance."""
+
+    enabled: bool = Field(default=True, description="check every door face track for a picture of a face; "
+                          "off: every track counts as live (recognition events carry no liveness)")
+    suspect_below: float = Field(default=0.5, gt=0.0, lt=1.0,
+                                 description="a track whose liveness score is below this is a suspected spoof: "
+                                             "no identity, sent to the review queue")
+    min_frames: int = Field(default=20, ge=1, le=600,
+                            description="frames of cues before a recognised track may be decided early (live); "
+                                        "otherwise it is decided when it ends, on its whole passage")
+
+
 class TrackingConfig(_Strict):
     """Room-camera person tracks and the door-to-room handoff."""
 
@@ -477,6 +491,7 @@ class Config(_Strict):
     stack: StackConfig = StackConfig()
     models: ModelsConfig = ModelsConfig()
     thresholds: ThresholdsConfig = ThresholdsConfig()
+    liveness: LivenessConfig = LivenessConfig()
     privacy: PrivacyConfig = PrivacyConfig()
     tracking: TrackingConfig = TrackingConfig()
     scheduling: SchedulingConfig = SchedulingConfig()

@@ -98,7 +98,7 @@ def score_attendance(rows: list[dict] | None, truth: dict) -> dict:
 
     precision = attended rows of expected people / attended rows; recall = expected people attended /
     expected people. Visitors must have no row; enrolled people who never enter (or too briefly) must be
-    absent or have no row.
+    absent or have no row; so must enrolled people who never came at all (``absent``: attacks' targets).
     """
     if rows is None:
         return {"precision": None, "recall": None, "reason": "no room frames: the session cannot be placed in time"}
@@ -114,4 +114,6 @@ def score_attendance(rows: list[dict] | None, truth: dict) -> dict:
         "missed": sorted(expected - attended),
         "wrongly_present": sorted(attended - expected),
         "visitor_rows": sorted(visitors & {r["person_id"] for r in rows}),
+        # enrolled people who never came (an attack pretended to be them): they must have no attended row
+        "absent_attended": sorted({p["id"] for p in truth.get("absent", [])} & attended),
     }

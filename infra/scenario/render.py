@@ -16,7 +16,7 @@ Ground truth (``ground_truth.json``; boxes are ``[x, y, w, h]`` in pixels, top-l
     cameras.room: file, width, height, door (polygon), entry_zone (polygon)
     session: course, room, start_s, end_s, min_presence_s
     expected_present_rule, expected_present: [ids]
-    people: [ {id, name, enrolled, door_photo, enroll_photos, turns_back, with, behind,
+    people: [ {id, name, enrolled, door_photo, enroll_photos, turns_back, with, behind, holds: {kind, of},
                clothing: {top_bgr, bottom_bgr},
                door: {t_start, t_pass, t_end, lane, frame_at_pass, face_box_at_pass,
                       face_boxes: [{frame, t, box, visible, back, torso_sample}]},  # every frame in view
@@ -25,7 +25,9 @@ Ground truth (``ground_truth.json``; boxes are ``[x, y, w, h]`` in pixels, top-l
                       track: [{t, phase, foot, box, visible, face_box}]},  # every 0.5 s
                present_in_session_s, expected_present} ]    # arrivals in spec order, people then visitors
     (turns_back people: room keys all there but None / empty, expected_present false; door.back: the
-    back of the head is turned to the camera; room face_box: where a small face is drawn, else None)
+    back of the head is turned to the camera; room face_box: where a small face is drawn, else None;
+    holds: None, or the picture of an enrolled person they hold up at the door, infra/scenario/attacks.py)
+    absent: [ {id, name, enroll_photos} ]   # enrolled people who never come (what attacks pretend to be)
 """
 
 from __future__ import annotations
@@ -47,6 +49,7 @@ from infra.foundation.embedded import alive
 from infra.foundation.errors import RollcallError
 from infra.foundation.paths import scenarios_dir
 from infra.scenario import clothing
+from infra.scenario.attacks import held_picture
 from infra.scenario.door import TORSO_SAMPLE, DoorScene
 from infra.scenario.encode import TsWriter
 from infra.scenario.faces import head_and_shoulders, head_only, small_face, yunet_sha256
@@ -144,6 +147,9 @@ def render(spec_path: str | os.PathLike, out_dir: str | os.PathLike) -> RenderRe
     photos = {a.id: head_and_shoulders(a.door_photo, f"{where}: {a.key}.door_photo",
                                        _relative(a.door_photo, spec.path.parent)) for a in spec.arrivals}
     sprites = {pid: head_only(sprite) for pid, sprite in photos.items()}
+    for a in spec.arrivals:  # an attack: the door camera sees the picture they hold, not their head
+        if a.holds is not None:
+            sprites[a.id] = held_picture(a.holds[0], a.holds[2], f"{where}: {a.key}.holds")
     faces = {pid: small_face(sprite) for pid, sprite in photos.items()}
     figures = load_figures(video_sha)
     sc, cams = spec.raw.scenario, spec.raw.cameras
@@ -256,6 +262,7 @@ def _ground_truth(spec: ScenarioSpec, digest: str, door: DoorScene, room: RoomSc
             "id": a.id, "name": a.name, "enrolled": a.enrolled,
             "door_photo": rel(a.door_photo), "enroll_photos": [rel(p) for p in a.enroll],
             "turns_back": a.turns_back, "with": a.partner, "behind": a.behind,
+            "holds": None if a.holds is None else {"kind": a.holds[0], "of": a.holds[1]},
             "clothing": {"top_bgr": list(outfits[a.id].top), "bottom_bgr": list(outfits[a.id].bottom)},
             "door": {"t_start": a.arrive_s, "t_pass": round(a.t_pass, 3), "t_end": round(a.t_door_end, 3),
                      "lane": a.door_lane, "frame_at_pass": pass_frame, "face_box_at_pass": at_pass,
@@ -284,6 +291,8 @@ def _ground_truth(spec: ScenarioSpec, digest: str, door: DoorScene, room: RoomSc
         "expected_present_rule": PRESENCE_RULE,
         "expected_present": [p["id"] for p in people if p["expected_present"]],
         "people": people,
+        # enrolled, never came: an attack's target (a recognition of them is wrong, an attendance row too)
+        "absent": [{"id": a.id, "name": a.name, "enroll_photos": [rel(p) for p in a.enroll]} for a in spec.absent],
     }
 
 

@@ -149,6 +149,7 @@ class RunOutcome:
     latencies_s: list[float]
     gate: dict[str, int]
     review_written: int | None  # unknown-face crops written to the review queue (None: queue off)
+    review_spoofs_written: int | None = None  # ... of which suspected spoofs (liveness 'suspect')
     attendance_rows: list[dict] | None = None  # the scenario session's attendance (infra.scenario.attendance)
     room_tracking: dict | None = None  # room camera -> its tracking rate against its minimum (tracking_rate)
     failover: dict | None = None  # with several processors (infra.scenario.group_run.failover_report)
@@ -212,7 +213,9 @@ async def _run_system(spec, config: Config, door, database_url: str, bootstrap: 
                       presence=moves, room_origin=origin, attendance_rows=attendance_rows,
                       latencies_s=list(processor.recognition.latencies_s),
                       gate=dict(processor.face_stage.gate_reasons),
-                      review_written=processor.review.written if processor.review is not None else None)
+                      review_written=processor.review.written if processor.review is not None else None,
+                      review_spoofs_written=processor.review.suspected_spoofs_written
+                      if processor.review is not None else None)
 
 
 async def _run_group_system(spec, config: Config, door, database_url: str, bootstrap: str, say, processors: int,
@@ -269,7 +272,7 @@ def tracking_rate(room_stage, config: Config, camera, video_s: float) -> dict:
 
 async def enroll_scenario_people(spec, config: Config, database_url: str, say) -> None:
     """Enrol the scenario's people from their enrolment photos (never the door photos), afresh."""
-    people = [a for a in spec.arrivals if a.enrolled]
+    people = [a for a in spec.arrivals if a.enrolled] + list(spec.absent)
     conn = await asyncpg.connect(database_url)
     try:
         # Start from their enrolment photos only: earlier runs or other scenarios must not help.
@@ -306,6 +309,7 @@ def _report(spec, spec_path: Path, truth: dict, outcome: RunOutcome) -> dict:
     recognition["latency_p95_ms"] = _percentile_ms(outcome.latencies_s, 95)
     recognition["quality_gate"] = outcome.gate
     recognition["review_queue_written"] = outcome.review_written
+    recognition["review_queue_suspected_spoofs"] = outcome.review_spoofs_written
 
     attendance = score_attendance(outcome.attendance_rows, truth)
     not_measured = {f"attendance.{k}": attendance.get("reason", "") for k in ("precision", "recall")
@@ -313,7 +317,8 @@ def _report(spec, spec_path: Path, truth: dict, outcome: RunOutcome) -> dict:
     if handoff["accuracy"] is None:
         not_measured["handoff.accuracy"] = handoff.get("reason", "no room tracks of enrolled people")
     if outcome.failover is not None:  # a processor group: what lives only inside a processor's memory
-        for key in ("recognition.quality_gate", "recognition.review_queue_written", "frames.decoded"):
+        for key in ("recognition.quality_gate", "recognition.review_queue_written",
+                    "recognition.review_queue_suspected_spoofs", "frames.decoded"):
             not_measured[key] = "kept inside each group member; the report reads the topics"
     return {
         "scenario": spec.name,

@@ -44,7 +44,32 @@ def score_recognitions(events: list[dict], truth: dict) -> dict:
         "unknown_events": unknown,
         "visitors": len(visitors),
         "one_event_per_passage": len(events) == passages and duplicates == 0 and not wrong,
+        "liveness": score_liveness(events),
     }
+
+
+def score_liveness(events: list[dict]) -> dict:
+    """Each recognition's liveness (recognition 1.2): the scores of the tracks found live, by identity
+    (``unknown-N`` for the N-th unknown), and every suspected spoof with whom its picture matched."""
+    live: dict[str, float] = {}
+    suspect: list[dict] = []
+    unknown = 0
+    for event in sorted(events, key=lambda e: e.get("frame_time", "")):
+        liveness = event.get("liveness")
+        if liveness is None:
+            continue
+        if liveness["decision"] == "suspect":
+            suspect.append({"pictured_person_id": liveness.get("pictured_person_id"), "score": liveness["score"],
+                            "frames": liveness.get("frames"), "track_id": event["track_id"]})
+            continue
+        if event.get("person_id"):
+            name = event["person_id"]
+        else:
+            unknown += 1
+            name = f"unknown-{unknown}"
+        live[name] = liveness["score"]
+    return {"checked": sum(1 for e in events if e.get("liveness") is not None), "live_scores": live,
+            "suspect": suspect}
 
 
 def score_handoff(presence: list[dict], truth: dict, room_origin: float | None, *, tolerance_s: float = 0.3,

@@ -29,10 +29,14 @@ Layout (photo paths are relative to the spec file; absolute paths work too)::
     side = "left"                         # optional: their lane at the door camera ("left" | "right")
     behind = "obama"                      # optional: right behind that person (same lane, a tailgater)
     turns_back = true                     # optional: seen at the door, turns round, never enters the room
+    absent = true                         # optional: enrolled, never comes (no arrive_s): someone to spoof
 
     [[visitors]]              # not enrolled; id optional (default visitor-1, visitor-2, ...); same keys
     door_photo = "photos/sunak.jpg"
     arrive_s = 20
+    holds = { kind = "print", of = "macron" }  # optional: a proxy-attendance attack: at the door they hold
+                              # a printed photo ("print") or a phone ("phone") showing that enrolled
+                              # person's door photo in front of their face (infra/scenario/attacks.py)
 
     [session]
     course = "CS101"
@@ -106,12 +110,18 @@ class Cameras(_Model):
     room: Camera = Camera()
 
 
+class HeldPicture(_Model):
+    kind: Literal["print", "phone"]
+    of: str = Field(pattern=_ID_RE)  # an enrolled person (people[].id): the picture shows their door photo
+
+
 class PersonEntry(_Model):
     id: str = Field(pattern=_ID_RE)
     name: str = Field(min_length=1)
     enroll: list[str] = Field(min_length=1)
     door_photo: str
-    arrive_s: float
+    arrive_s: Optional[float] = None  # required unless absent
+    absent: bool = False  # enrolled, never comes
     leave_s: Optional[float] = None
     # Stretches [start_s, end_s] while in place when the room camera cannot see the person (someone
     # stands in front of them): their room track is lost and must be picked up again.
@@ -135,6 +145,7 @@ class VisitorEntry(_Model):
     side: Optional[Literal["left", "right"]] = None  # lane at the door camera
     behind: Optional[str] = None  # right behind this id, in their lane (tailgating)
     turns_back: bool = False  # seen at the door, never enters the room
+    holds: Optional[HeldPicture] = None  # holds up a picture of an enrolled person at the door (an attack)
 
 
 class SessionSection(_Model):
@@ -175,6 +186,7 @@ class Arrival:
     behind: Optional[str] = None  # follows this id closely
     turns_back: bool = False
     room_shift: int = 0  # -1 / +1: walks on the left / right of the path in the room (pairs), 0: on it
+    holds: Optional[tuple[str, str, Path]] = None  # (kind, enrolled id, their door photo): an attack at the door
 
     @property
     def t_door_end(self) -> float:
@@ -188,6 +200,7 @@ class ScenarioSpec:
     raw: SpecFile
     arrivals: tuple[Arrival, ...]
     photos: tuple[Path, ...] = field(default_factory=tuple)  # every photo, in spec order, no repeats
+    absent: tuple[Arrival, ...] = ()  # enrolled people who never come (no times: arrive_s etc. are 0)
 
     @property
     def name(self) -> str:
@@ -275,17 +288,47 @@ def _check(path: Path, where: str, raw: SpecFile) -> ScenarioSpec:
     people_photos, visitor_photos = _check_photos(where, raw, photos)
     entries = _entries(where, raw)
     arrivals: list[dict[str, Any]] = []
+    absent: list[Arrival] = []
     for n, (key, ident, name, enrolled, e) in enumerate(entries):
         paths = people_photos[n][0] if enrolled else ()
         door = people_photos[n][1] if enrolled else visitor_photos[n - len(raw.people)]
+        if _is_absent(where, key, e):
+            absent.append(Arrival(id=ident, name=name, enrolled=True, key=key, door_photo=door, enroll=paths,
+                                  arrive_s=0, t_pass=0, t_appear=0, t_seated=0, leave_s=None, t_gone=None, door_lane=-1))
+            continue
         arrivals.append(dict(id=ident, name=name, enrolled=enrolled, key=key, door_photo=door, enroll=paths,
                              **_times(where, sc, key, e), door_lane=-1,
-                             partner=e.with_, behind=e.behind, turns_back=e.turns_back))
+                             partner=e.with_, behind=e.behind, turns_back=e.turns_back,
+                             holds=_held(where, key, e, raw, people_photos)))
     _check_company(where, arrivals, {ident: e for _, ident, _, _, e in entries})
     _assign_lanes(where, arrivals)
     _check_room_places(where, arrivals)
     _check_session(where, raw.session, dur)
-    return ScenarioSpec(path=path, raw=raw, arrivals=tuple(Arrival(**a) for a in arrivals), photos=tuple(photos.order))
+    return ScenarioSpec(path=path, raw=raw, arrivals=tuple(Arrival(**a) for a in arrivals), photos=tuple(photos.order),
+                        absent=tuple(absent))
+
+
+def _is_absent(where: str, key: str, e: Any) -> bool:
+    """An enrolled person who never comes has no arrival time; everyone else needs one."""
+    if getattr(e, "absent", False):
+        if e.arrive_s is not None or e.leave_s is not None:
+            raise _fail(where, f"{key}.arrive_s", "an absent person never arrives — remove arrive_s and leave_s")
+        return True
+    if e.arrive_s is None:
+        raise _fail(where, f"{key}.arrive_s", "missing — add it (see infra/scenarios/default.toml)")
+    return False
+
+
+def _held(where: str, key: str, e: Any, raw: SpecFile,
+          people_photos: list[tuple[tuple[Path, ...], Path]]) -> tuple[str, str, Path] | None:
+    """A visitor's ``holds``: (kind, the enrolled person's id, that person's door photo)."""
+    held = getattr(e, "holds", None)
+    if held is None:
+        return None
+    for i, person in enumerate(raw.people):
+        if person.id == held.of:
+            return held.kind, held.of, people_photos[i][1]
+    raise _fail(where, f"{key}.holds.of", f"{held.of!r} is not an enrolled person's id — use a people[].id")
 
 
 class _Photos:

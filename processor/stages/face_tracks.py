@@ -19,6 +19,12 @@ threshold), a track that ends unknown is dropped (logged, counted in ``fragments
 embedding matches a decision this camera made within ``fragment_window_s`` of stream time before the
 track began.
 
+With ``liveness`` set, every face of a track (gated or not, with the frame image) also feeds the track's
+liveness cues (:mod:`processor.stages.liveness`); an early decision then waits until the cues of
+``min_frames`` frames say live, else the track is decided when it ends; a suspect track's decision gives
+nobody's identity (``person_id`` None, ``pictured_person_id`` whom the gallery matched) and is never dropped
+as a fragment.
+
 Embeddings are the largest cost per face (~20 ms on a CPU), so an undecided track is embedded on every
 good face only until it has ``decide_after`` of them; after that only on a face better than its best so
 far, or every ``embed_every``-th good face (:meth:`FaceTracker.wants_embedding`). A stranger's track
@@ -37,6 +43,7 @@ from typing import Callable
 import numpy as np
 
 from processor.appearance import Appearance, describe_below_face
+from processor.stages.liveness import Liveness, LivenessSettings, LivenessTrack
 
 log = logging.getLogger("rollcall.processor")
 
@@ -50,6 +57,7 @@ class FaceObservation:
     quality: float  # 0..1; 0 when the quality gate rejected the face
     embedding: np.ndarray | None  # L2-normalised; None when gated out
     crop: np.ndarray | None = None  # the aligned crop: embedded when its track wants it; the best one kept for review
+    landmarks: np.ndarray | None = None  # (5, 2) in frame pixels, for the liveness cues
 
 
 @dataclass
@@ -72,6 +80,8 @@ class TrackDecision:
     ended: bool = False  # decided because the track ended (not early)
     appearance: Appearance | None = None  # clothing below the best face (None: no image, or out of view)
     side: str | None = None  # "left" / "right": the half of the image the best face was in
+    liveness: Liveness | None = None  # None: the check is off
+    pictured_person_id: str | None = None  # a suspect track: whom the gallery matched (never its identity)
 
 
 @dataclass
@@ -92,10 +102,14 @@ class _Track:
     person_id: str | None = None  # once decided
     last_captured_at: float = 0.0
     decision_embedding: np.ndarray | None = None  # the embedding its decision was made on
+    liveness: LivenessTrack | None = None  # cues over the passage (None: the check is off)
 
     def add(self, obs: FaceObservation, pts_s: float, captured_at: float, image: np.ndarray | None = None) -> None:
         self.last_pts_s = pts_s
         self.last_captured_at = captured_at
+        if self.liveness is not None and image is not None and not self.decided:
+            # every face of the track counts, gated or not: the cues need the whole approach
+            self.liveness.add(image, obs.box, obs.landmarks, obs.crop if obs.quality > 0 else None)
         if obs.quality > 0:
             self.looks += 1
         if obs.embedding is None or obs.quality <= 0:
@@ -138,6 +152,7 @@ class FaceTracker:
     embed_every: int = 3  # after decide_after embeddings: every n-th good face (and any better one)
     fragment_similarity: float | None = None  # None: never drop a track as a fragment of another
     fragment_window_s: float = 3.0
+    liveness: LivenessSettings | None = None  # None: no liveness check
     _tracker: object = field(init=False, repr=False)
     _tracks: dict[int, _Track] = field(default_factory=dict, init=False, repr=False)
     # Track ids must not repeat across processor restarts: a short random run id is part of them.
@@ -204,11 +219,12 @@ class FaceTracker:
         for key, face in assigned:
             track = self._tracks.get(key)
             if track is None:
-                track = _Track(track_id=f"{self.camera_id}-{self.run_id}-{key}", first_pts_s=pts_s, last_pts_s=pts_s)
+                track = _Track(track_id=f"{self.camera_id}-{self.run_id}-{key}", first_pts_s=pts_s, last_pts_s=pts_s,
+                               liveness=self.liveness.new_track() if self.liveness is not None else None)
                 self._tracks[key] = track
                 self.tracks_started += 1
             track.add(face, pts_s, captured_at, image)
-            if not track.decided and track.frames >= self.decide_after:
+            if not track.decided and track.frames >= self.decide_after and self._clearly_live(track):
                 decision = self._decide(track, frame_size, match, ended=False)
                 if decision.person_id is not None:
                     track.decided, track.person_id = True, decision.person_id
@@ -249,7 +265,9 @@ class FaceTracker:
             return []
         track.decided = True
         decision = self._decide(track, frame_size, match, ended=True)
-        fragment_of = self._fragment_of(track, decision) if decision.person_id is None else None
+        # (a suspect track always reaches the review queue: never dropped as a fragment)
+        suspect = decision.liveness is not None and decision.liveness.suspect
+        fragment_of = self._fragment_of(track, decision) if decision.person_id is None and not suspect else None
         self._remember(track, decision)
         if fragment_of is not None:
             self.fragments_dropped += 1
@@ -283,10 +301,22 @@ class FaceTracker:
                 best = (other, similarity)
         return best
 
+    def _clearly_live(self, track: _Track) -> bool:
+        """An early decision needs the liveness cues of enough frames, and live; otherwise the track is
+        decided when it ends, on the cues of the whole passage."""
+        if track.liveness is None:
+            return True
+        return track.liveness.frames >= self.liveness.min_frames and not track.liveness.decide().suspect
+
     def _decide(self, track: _Track, frame_size: tuple[int, int], match: Matcher, *, ended: bool) -> TrackDecision:
         embedding = track.mean_embedding()
         result = match(embedding)
         centre_x = (track.best_box[0] + track.best_box[2]) / 2
+        liveness = track.liveness.decide() if track.liveness is not None else None
+        if liveness is not None and liveness.suspect:  # a picture of someone gives nobody's identity
+            result, pictured = MatchResult(None, result.score, result.margin), result.person_id
+        else:
+            pictured = None
         return TrackDecision(
             camera_id=self.camera_id, track_id=track.track_id, embedding=embedding,
             quality=float(track.best_quality), frames=track.frames, box=track.best_box,
@@ -294,6 +324,7 @@ class FaceTracker:
             last_pts_s=track.last_pts_s, captured_at=track.last_captured_at, crop=track.best_crop,
             person_id=result.person_id, score=float(result.score), margin=float(result.margin), ended=ended,
             appearance=track.best_appearance, side=_side(centre_x, frame_size[0]),
+            liveness=liveness, pictured_person_id=pictured,
         )
 
     @property

@@ -1,0 +1,227 @@
+"""Liveness of a door face track: a person, or a picture of one (a printed photo, a phone screen)?
+
+A single frame says little; a door camera sees each passage for seconds, as the face grows from far to
+near. :class:`LivenessTrack` collects cues over a track's frames (:meth:`LivenessTrack.add`, cheap: one
+64x64 window and a few small sums per face and frame) and :meth:`LivenessTrack.decide` turns them into a
+:class:`Liveness`: a score (1: live, 0: a picture) and ``live`` / ``suspect``.
+
+Cues (measured on the scenario renderer's genuine arrivals and staged attacks, see the README's
+"Liveness" section for the figures):
+
+``frame`` (weighted: the decision)
+    Straight edges that move with the face: the border of a print, the bezel of a phone, the edge of
+    the picture. Each frame's window round the face (face-normalised: 3.2 face widths by 3 face heights)
+    gives a signed edge profile: per column, the mean horizontal gradient over the face's rows (vertical
+    lines beside the face). Profiles are averaged over the track: an edge fixed to the face adds up, the
+    corridor's own lines (door frames, tiles, a notice board) move relative to the face as it approaches
+    and average out. The cue is the strongest pair of a vertical line right of the head (0.8 to 1.25 face
+    widths out, beyond the head's own outline) and one at the mirrored place on the left (a picture has
+    both sides; one background line or a photo's cut edge does not), in units of the window's mean
+    gradient. (Horizontal lines above the face were tried: the hair line moves with a real head as well.) Catches: any held picture whose edge is in view beside the face (print border, phone
+    bezel, a tablet). Misses: a picture bigger than the window (a poster-sized print held close), a mask
+    (no edge), edges cut away cleanly along the hair line; a genuine face framed by something straight
+    that moves with it (a hood with straight edges) could score high.
+``screen`` (measured, reported; not weighted)
+    Periodic fine structure in the face: the strongest isolated peak of the face's high-passed spectrum
+    against the spectrum's median (moiré of a pixel grid beating with the camera's pixels). Catches a
+    screen filmed sharply enough for its grid to alias; misses prints, and screens whose grid the
+    approach blur and the video codec smooth away (most frames at a door).
+``sharpness`` (measured, reported; not weighted)
+    Variance of the Laplacian of the aligned crop, the cue simple systems use (a print or a screen is
+    softer than a face). Overlaps between genuine and picture faces: it mostly measures distance and blur.
+``rigidity`` (measured, reported; not weighted)
+    How far the 5 landmarks move away from one similarity transform between frames (RMS, in eye
+    distances): a head that turns moves its nose against its eyes; a flat picture moves as one plane.
+    On real footage this is evidence of life, never of a spoof (a person may walk straight in without
+    turning); the scenario renderer draws genuine heads as flat sprites too, so it cannot be calibrated
+    there and carries no weight until real footage or a trained model (the ``liveness`` model-pack
+    entry) can.
+Body under the face: the door cameras run no person detection (room cameras do), so it is not a cue
+here; it would miss a picture held in front of the holder's own face anyway.
+
+Pure functions (window, profiles, peaks, rigidity) are unit-tested; :class:`LivenessTrack` only sums them.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import cv2
+import numpy as np
+
+WINDOW = 64  # side of the face-normalised window, px
+# the window round a face box (x, y, w, h): from cx - SPAN_X * w to cx + SPAN_X * w, y - ABOVE * h to y + BELOW * h
+SPAN_X, ABOVE, BELOW = 1.6, 1.0, 2.0
+FACE_HALF_WIDTH = 0.8  # side lines are searched outside the head itself (its outline is at ~0.65 face widths)
+SIDE_REACH = 1.25  # ... out to this many face widths (a picture held over a face is about a head wide)
+PAIR_SLACK = 4  # columns (0.2 face widths): how far off centre a held picture may be
+FRAME_LO, FRAME_HI = 0.45, 0.70  # the frame cue's evidence ramp (window mean gradients), from the measurements
+SCREEN_LO, SCREEN_HI = 80.0, 140.0  # the screen cue's evidence ramp (peak over median), from the measurements
+SUSPECT_BELOW = 0.5  # a liveness score below this is "suspect"
+
+
+@dataclass(frozen=True)
+class LivenessSettings:
+    """The ``[liveness]`` configuration as the door's face tracks use it."""
+
+    suspect_below: float = SUSPECT_BELOW
+    min_frames: int = 20  # an early (known) decision needs this many frames of cues, live
+
+    def new_track(self) -> "LivenessTrack":
+        return LivenessTrack(suspect_below=self.suspect_below)
+
+
+@dataclass(frozen=True)
+class Liveness:
+    decision: str  # "live" | "suspect"
+    score: float  # 0 (a picture) .. 1 (live)
+    frames: int  # frames whose cues went into it
+    cues: dict[str, float]  # every cue's value, for the log, the review queue and calibration
+
+    @property
+    def suspect(self) -> bool:
+        return self.decision == "suspect"
+
+    def to_event(self) -> dict:
+        return {"decision": self.decision, "score": round(self.score, 3), "frames": self.frames}
+
+
+# ------------------------------------------------------------------------------------- pure cues
+def face_window(image: np.ndarray, box: tuple[float, float, float, float]) -> np.ndarray | None:
+    """The face-normalised window round ``box`` (x1, y1, x2, y2) in a BGR frame, WINDOW x WINDOW gray
+    float32 (area-averaged: no aliasing); None when the box is degenerate or out of the frame. Parts outside
+    the frame are the nearest edge pixels."""
+    x1, y1, x2, y2 = box
+    w, h = x2 - x1, y2 - y1
+    if w < 4 or h < 4:
+        return None
+    cx = (x1 + x2) / 2
+    left, top = int(np.floor(cx - SPAN_X * w)), int(np.floor(y1 - ABOVE * h))
+    right, bottom = int(np.ceil(cx + SPAN_X * w)), int(np.ceil(y1 + BELOW * h))
+    height, width = image.shape[:2]
+    if left >= width or top >= height or right <= 0 or bottom <= 0:
+        return None
+    region = image[max(0, top):min(height, bottom), max(0, left):min(width, right)]
+    pads = (max(0, -top), max(0, bottom - height), max(0, -left), max(0, right - width))
+    if any(pads):
+        region = cv2.copyMakeBorder(region, *pads, cv2.BORDER_REPLICATE)
+    small = cv2.resize(region, (WINDOW, WINDOW), interpolation=cv2.INTER_AREA)
+    return cv2.cvtColor(small, cv2.COLOR_BGR2GRAY).astype(np.float32)
+
+
+def edge_profile(window: np.ndarray) -> np.ndarray:
+    """The column profile of a window: per column the mean horizontal gradient over the face's rows, in
+    units of the window's mean gradient magnitude. Signed: an edge that stays put across frames adds up."""
+    gx = cv2.Sobel(window, cv2.CV_32F, 1, 0, ksize=3)
+    gy = cv2.Sobel(window, cv2.CV_32F, 0, 1, ksize=3)
+    norm = float(np.mean(np.hypot(gx, gy))) + 1e-3
+    face_rows = slice(int(ABOVE / (ABOVE + BELOW) * WINDOW), int((ABOVE + 1.2) / (ABOVE + BELOW) * WINDOW))
+    return gx[face_rows].mean(axis=0) / norm
+
+
+def frame_cue(column_profile: np.ndarray) -> float:
+    """A picture's two side edges, from a column profile averaged over frames: for each column right of
+    the face (between FACE_HALF_WIDTH and SIDE_REACH face widths out), the weaker of its edge and the
+    strongest edge at the mirrored column on the left (give or take PAIR_SLACK: a picture is rarely held
+    centred on the face); the strongest such pair. One straight line (a photo's cut edge, a door frame
+    that happens to move along) does not make a pair."""
+    smooth = np.abs(cv2.GaussianBlur(column_profile.reshape(1, -1).astype(np.float32), (0, 0), 0.8).ravel())
+    centre = WINDOW // 2
+    inner, outer = int(centre * FACE_HALF_WIDTH / SPAN_X), int(centre * SIDE_REACH / SPAN_X)
+    best = 0.0
+    for k in range(inner, outer + 1):
+        mirrored = smooth[max(1, centre - k - PAIR_SLACK):centre - k + PAIR_SLACK + 1]
+        best = max(best, min(float(smooth[min(WINDOW - 2, centre + k)]), float(mirrored.max())))
+    return best
+
+
+def spectral_peak(gray_face: np.ndarray) -> float:
+    """Strongest isolated peak of the high-passed face's spectrum over its median (moiré: a periodic
+    pattern), on the face box's inner part; 0 for faces too small to tell."""
+    if min(gray_face.shape) < 24:
+        return 0.0
+    face = gray_face.astype(np.float32)
+    high = face - cv2.GaussianBlur(face, (0, 0), 2.0)
+    high *= np.outer(np.hanning(face.shape[0]), np.hanning(face.shape[1])).astype(np.float32)
+    spectrum = np.abs(np.fft.fftshift(np.fft.fft2(high)))
+    h, w = spectrum.shape
+    yy, xx = np.mgrid[0:h, 0:w]
+    radius = np.hypot((yy - h / 2) / h, (xx - w / 2) / w)
+    band = spectrum[(radius > 0.12) & (radius < 0.5)]
+    return float(band.max() / (np.median(band) + 1e-6)) if band.size else 0.0
+
+
+def rigidity_residual(previous: np.ndarray, current: np.ndarray) -> float | None:
+    """RMS distance (in eye distances) of the 5 landmarks from the best similarity transform taking the
+    previous frame's onto these; None when it cannot be fitted."""
+    prev, cur = np.asarray(previous, np.float32).reshape(5, 2), np.asarray(current, np.float32).reshape(5, 2)
+    eyes = float(np.hypot(*(cur[1] - cur[0])))
+    if eyes < 4:
+        return None
+    matrix, _ = cv2.estimateAffinePartial2D(prev, cur, method=cv2.LMEDS)
+    if matrix is None:
+        return None
+    moved = prev @ matrix[:, :2].T + matrix[:, 2]
+    return float(np.sqrt(np.mean(np.sum((moved - cur) ** 2, axis=1))) / eyes)
+
+
+def ramp(value: float, lo: float, hi: float) -> float:
+    """0 at or below ``lo``, 1 at or above ``hi``, linear between."""
+    return float(np.clip((value - lo) / max(hi - lo, 1e-9), 0.0, 1.0))
+
+
+def liveness_score(cues: dict[str, float]) -> float:
+    """1 - the strongest spoof evidence of the weighted cues (``frame`` and ``screen``: module docstring)."""
+    return 1.0 - max(ramp(cues.get("frame", 0.0), FRAME_LO, FRAME_HI),
+                     ramp(cues.get("screen", 0.0), SCREEN_LO, SCREEN_HI))
+
+
+# ------------------------------------------------------------------------------------ accumulator
+@dataclass
+class LivenessTrack:
+    """The cues of one door face track, summed frame by frame."""
+
+    suspect_below: float = SUSPECT_BELOW
+    frames: int = 0
+    _columns: np.ndarray = field(default_factory=lambda: np.zeros(WINDOW, np.float64))
+    _peaks: list[float] = field(default_factory=list)
+    _sharpness: list[float] = field(default_factory=list)
+    _residuals: list[float] = field(default_factory=list)
+    _last_landmarks: np.ndarray | None = None
+
+    def add(self, image: np.ndarray, box: tuple[float, float, float, float], landmarks: np.ndarray | None = None,
+            crop: np.ndarray | None = None) -> None:
+        """One frame's face: ``box`` (x1, y1, x2, y2) in the BGR ``image``; its landmarks and aligned
+        crop when it has them."""
+        window = face_window(image, box)
+        if window is None:
+            return
+        self._columns += edge_profile(window)
+        self.frames += 1
+        x1, y1, x2, y2 = (int(round(v)) for v in box)
+        inner_w, inner_h = (x2 - x1) // 5, (y2 - y1) // 5
+        face = image[max(0, y1 + inner_h):max(0, y2 - inner_h), max(0, x1 + inner_w):max(0, x2 - inner_w)]
+        if face.size:
+            self._peaks.append(spectral_peak(cv2.cvtColor(face, cv2.COLOR_BGR2GRAY)))
+        if crop is not None:
+            self._sharpness.append(float(cv2.Laplacian(cv2.cvtColor(crop, cv2.COLOR_BGR2GRAY), cv2.CV_64F).var()))
+        if landmarks is not None:
+            if self._last_landmarks is not None:
+                residual = rigidity_residual(self._last_landmarks, landmarks)
+                if residual is not None:
+                    self._residuals.append(residual)
+            self._last_landmarks = np.asarray(landmarks, np.float32)
+
+    def cues(self) -> dict[str, float]:
+        if not self.frames:
+            return {}
+        out = {"frame": frame_cue(self._columns / self.frames)}
+        for name, values in (("screen", self._peaks), ("sharpness", self._sharpness), ("rigidity", self._residuals)):
+            if values:
+                out[name] = float(np.median(values))
+        return {k: round(v, 4) for k, v in out.items()}
+
+    def decide(self) -> Liveness:
+        cues = self.cues()
+        score = liveness_score(cues) if cues else 1.0
+        return Liveness("suspect" if score < self.suspect_below else "live", round(score, 4), self.frames, cues)

@@ -1,0 +1,140 @@
+"""The liveness cues' pure logic (processor/stages/liveness.py) on drawn windows and landmarks: a picture's
+border that moves with the face adds up over frames, a background line that does not averages out; a
+pixel grid makes a spectral peak; a flat picture's landmarks fit one similarity transform."""
+
+from __future__ import annotations
+
+import cv2
+import numpy as np
+
+from processor.model_catalogue import LIVENESS_MODEL, OPTIONAL_ROLES, pack_spec
+from processor.model_packs import LoadedPack
+from processor.stages.liveness import (FRAME_HI, FRAME_LO, WINDOW, LivenessSettings, LivenessTrack, edge_profile,
+                                       face_window, frame_cue, liveness_score, ramp, rigidity_residual,
+                                       spectral_peak)
+
+FACE = (600.0, 300.0, 680.0, 400.0)  # x1, y1, x2, y2: 80 x 100 px
+
+
+def _scene(shift_background: int, with_border: bool, rng: np.random.Generator) -> np.ndarray:
+    """A grey frame with a face-like blob at FACE; a vertical background line that moves frame to frame; and
+    optionally a bright picture border fixed round the face (a held print)."""
+    image = np.full((720, 1280, 3), 120, np.uint8)
+    x1, y1, x2, y2 = (int(v) for v in FACE)
+    cv2.line(image, (400 + shift_background, 0), (400 + shift_background, 719), (30, 30, 30), 4)
+    cv2.line(image, (560 + 3 * shift_background, 0), (560 + 3 * shift_background, 719), (220, 220, 220), 3)
+    if with_border:
+        cv2.rectangle(image, (x1 - 42, y1 - 50), (x2 + 42, y2 + 140), (240, 240, 240), -1)
+        cv2.rectangle(image, (x1 - 34, y1 - 42), (x2 + 34, y2 + 132), (110, 120, 130), -1)
+    cv2.ellipse(image, ((x1 + x2) // 2, (y1 + y2) // 2), (36, 50), 0, 0, 360, (140, 160, 200), -1)
+    noise = rng.normal(0, 3, image.shape)
+    return np.clip(image + noise, 0, 255).astype(np.uint8)
+
+
+def _frame_cue_over(frames: int, with_border: bool) -> float:
+    rng = np.random.default_rng(3)
+    track = LivenessTrack()
+    for k in range(frames):
+        track.add(_scene(9 * k - 60, with_border, rng), FACE)
+    return track.cues()["frame"]
+
+
+def test_a_border_fixed_to_the_face_is_a_frame_and_a_moving_background_line_is_not():
+    held, genuine = _frame_cue_over(12, True), _frame_cue_over(12, False)
+    assert held > FRAME_HI > FRAME_LO > genuine, (held, genuine)
+
+
+def test_one_straight_line_beside_the_face_is_not_a_pair():
+    profile = np.zeros(WINDOW, np.float32)
+    profile[WINDOW // 2 + 16] = 3.0  # one strong line on the right, nothing on the left
+    assert frame_cue(profile) < 0.05
+    profile[WINDOW // 2 - 18] = -3.0  # and its partner on the left (sign does not matter), 2 columns off centre
+    assert frame_cue(profile) > 1.0
+
+
+def test_face_window_is_face_normalised_and_profiles_are_contrast_free():
+    rng = np.random.default_rng(5)
+    image = _scene(0, True, rng)
+    window = face_window(image, FACE)
+    assert window.shape == (WINDOW, WINDOW) and window.dtype == np.float32
+    columns = edge_profile(window)
+    darker = face_window((image * 0.5).astype(np.uint8), FACE)
+    columns_dark = edge_profile(darker)
+    assert np.allclose(columns, columns_dark, rtol=0.05, atol=0.05)  # (8-bit rounding of the darker copy)
+    assert face_window(image, (10.0, 10.0, 12.0, 12.0)) is None  # degenerate box
+
+
+def test_a_pixel_grid_makes_a_spectral_peak_and_a_smooth_face_does_not():
+    rng = np.random.default_rng(7)
+    yy, xx = np.mgrid[0:64, 0:64].astype(np.float32)
+    face = 128 + 40 * np.exp(-((xx - 32) ** 2 + (yy - 32) ** 2) / 400) + rng.normal(0, 3, (64, 64))
+    grid = face * (1 + 0.25 * np.sin(2 * np.pi * xx / 3.3))
+    assert spectral_peak(grid.astype(np.uint8)) > 2 * spectral_peak(face.astype(np.uint8))
+    assert spectral_peak(np.zeros((10, 10), np.uint8)) == 0.0  # too small to tell
+
+
+def test_rigidity_is_zero_for_a_similarity_and_not_for_a_turning_head():
+    eyes_nose_mouth = np.array([[40, 50], [72, 50], [56, 66], [44, 84], [68, 84]], np.float32)
+    angle, scale = np.deg2rad(4), 1.3
+    rotation = scale * np.array([[np.cos(angle), -np.sin(angle)], [np.sin(angle), np.cos(angle)]], np.float32)
+    moved = eyes_nose_mouth @ rotation.T + (15, -4)
+    assert rigidity_residual(eyes_nose_mouth, moved) < 1e-3
+    turned = moved.copy()
+    turned[2, 0] += 6  # the nose swings ahead of the eyes: the head turns
+    assert rigidity_residual(eyes_nose_mouth, turned) > 0.05
+    assert rigidity_residual(eyes_nose_mouth, np.zeros((5, 2), np.float32)) is None
+
+
+def test_score_and_decision():
+    assert ramp(0.2, 0.3, 0.6) == 0.0 and abs(ramp(0.45, 0.3, 0.6) - 0.5) < 1e-9 and ramp(9, 0.3, 0.6) == 1.0
+    assert liveness_score({"frame": FRAME_LO - 0.1, "screen": 10.0}) == 1.0
+    assert liveness_score({"frame": FRAME_HI + 0.1}) == 0.0
+    assert liveness_score({"frame": 0.0, "screen": 1e6}) == 0.0  # a strong moiré alone is enough
+    fresh = LivenessSettings().new_track()
+    decided = fresh.decide()
+    assert decided.decision == "live" and decided.frames == 0  # no cues: nothing against it
+    rng = np.random.default_rng(9)
+    held = LivenessSettings(suspect_below=0.5).new_track()
+    for k in range(12):
+        held.add(_scene(9 * k - 60, True, rng), FACE)
+    verdict = held.decide()
+    assert verdict.suspect and verdict.score < 0.5 and verdict.frames == 12
+    assert verdict.to_event() == {"decision": "suspect", "score": verdict.score, "frames": 12}
+
+
+def test_a_pack_finds_a_liveness_model_a_campus_copied_in(tmp_path):
+    pack = LoadedPack("open", tmp_path, pack_spec("open"), {})
+    assert "liveness" in OPTIONAL_ROLES and pack.optional("liveness") is None  # none ships
+    (tmp_path / LIVENESS_MODEL.filename).write_bytes(b"onnx")
+    spec, path = pack.optional("liveness")
+    assert spec.role == "liveness" and spec.input_size == (112, 112) and path == tmp_path / "liveness.onnx"
+
+
+def _track_through(with_border: bool, frames: int = 26):
+    """A door face tracker with the liveness check over ``frames`` frames of one face (a held picture or
+    not); the matcher always says "hanks". Returns (decisions while in view, decisions at flush)."""
+    from processor.stages.face_tracks import FaceObservation, FaceTracker, MatchResult
+
+    tracker = FaceTracker(camera_id="door", fps=10, liveness=LivenessSettings(min_frames=20))
+    rng = np.random.default_rng(11)
+    embedding = np.ones(8, np.float32) / np.sqrt(8)
+    landmarks = np.array([[625, 340], [655, 340], [640, 360], [628, 380], [652, 380]], np.float32)
+    seen = []
+    for k in range(frames):
+        face = FaceObservation(FACE, 0.9, 0.8, embedding, np.zeros((112, 112, 3), np.uint8), landmarks)
+        seen += tracker.settle(tracker.assign([face]), pts_s=k / 10, captured_at=k / 10, frame_size=(1280, 720),
+                               match=lambda e: MatchResult("hanks", 0.9, 0.5),
+                               image=_scene(9 * k - 100, with_border, rng))
+    return seen, tracker.flush((1280, 720), lambda e: MatchResult("hanks", 0.9, 0.5))
+
+
+def test_a_held_picture_gives_no_identity_and_a_live_face_is_decided_at_min_frames():
+    early, ended = _track_through(with_border=True)
+    assert early == [] and len(ended) == 1  # never clearly live: decided when the track ends
+    suspect = ended[0]
+    assert suspect.person_id is None and suspect.pictured_person_id == "hanks" and suspect.liveness.suspect
+    early, ended = _track_through(with_border=False)
+    assert len(early) == 1 and ended == []
+    live = early[0]
+    assert live.person_id == "hanks" and live.pictured_person_id is None and not live.liveness.suspect
+    assert live.liveness.frames == 20  # not before min_frames of cues
