@@ -1,5 +1,5 @@
--- Rollcall schema, version 10: suspected spoofs in the review queue.
--- depends: 0009_camera_slots
+-- Rollcall schema, version 11: suspected spoofs in the review queue.
+-- depends: 0010_report_mail
 --
 -- A door face track whose liveness check found a picture of a face (a printed photo, a phone screen:
 -- processor/stages/liveness.py) gives nobody's identity; it goes to the review queue like an unknown face,
