@@ -20,6 +20,7 @@ import pytest
 from infra.foundation.errors import RollcallError
 from infra.foundation.paths import PROJECT_ROOT
 from infra.scenario import load_spec, render
+from infra.scenario.attacks import held_picture
 from infra.scenario.faces import detect_faces
 from infra.scenario.spec import ENTRY_WALK_S, EXIT_WALK_S
 
@@ -264,7 +265,6 @@ def test_an_attack_spec_has_absent_students_and_visitors_holding_their_pictures(
 
 @pytest.mark.parametrize("kind", ["print", "phone"])
 def test_a_held_picture_shows_the_face_where_it_says_inside_an_opaque_rectangle(kind):
-    from infra.scenario.attacks import held_picture
 
     sprite = held_picture(kind, PHOTOS / "hanks_door.png", "test")
     fx, fy, fw, fh = sprite.face
