@@ -9,6 +9,7 @@ import numpy as np
 
 from processor.model_catalogue import LIVENESS_MODEL, OPTIONAL_ROLES, pack_spec
 from processor.model_packs import LoadedPack
+from processor.stages.face_tracks import FaceObservation, FaceTracker, MatchResult
 from processor.stages.liveness import (FRAME_HI, FRAME_LO, WINDOW, LivenessSettings, LivenessTrack, edge_profile,
                                        face_window, frame_cue, liveness_score, ramp, rigidity_residual,
                                        spectral_peak)
@@ -113,7 +114,6 @@ def test_a_pack_finds_a_liveness_model_a_campus_copied_in(tmp_path):
 def _track_through(with_border: bool, frames: int = 26):
     """A door face tracker with the liveness check over ``frames`` frames of one face (a held picture or
     not); the matcher always says "hanks". Returns (decisions while in view, decisions at flush)."""
-    from processor.stages.face_tracks import FaceObservation, FaceTracker, MatchResult
 
     tracker = FaceTracker(camera_id="door", fps=10, liveness=LivenessSettings(min_frames=20))
     rng = np.random.default_rng(11)
