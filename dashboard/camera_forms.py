@@ -6,6 +6,7 @@ writes is one a processor can run."""
 from __future__ import annotations
 
 import math
+import re
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, ValidationError, field_validator, model_validator
@@ -17,6 +18,7 @@ from infra.foundation.config import CameraConfig
 MAX_ZONE_POINTS = 64
 MAX_PIXELS = 16384  # a coordinate beyond any camera's picture
 MAX_TRANSIT_S = 600.0
+SLUG = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")  # ids as the config file takes them
 
 
 class CameraForm(BaseModel):
@@ -107,3 +109,18 @@ class DoorForm(BaseModel):
         if not self.door_camera.strip() or not self.room_camera.strip():
             raise ValueError("choose both the door camera and the room camera")
         return self
+
+
+class NewDoorForm(DoorForm):
+    """A new door: its id and room besides its cameras and transit window (the zone is drawn after)."""
+    id: Text = ""
+    room: Text = ""
+
+    @field_validator("id", "room")
+    @classmethod
+    def _slug(cls, value: str, info) -> str:
+        value = value.strip()
+        if not SLUG.match(value):
+            raise ValueError(f"{'door id' if info.field_name == 'id' else 'room'} {value[:70]!r} is not valid: "
+                             "letters, digits, '_', '.', '-' (up to 64)")
+        return value

@@ -85,16 +85,33 @@ async def save_door(conn, door_id: str, door_camera: str, room_camera: str, tran
     room = await conn.fetchval("SELECT room_id FROM door WHERE id = $1", door_id)
     if room is None:
         raise Problem(f"no door {door_id!r}", 404)
-    for camera_id, role in ((door_camera, "door"), (room_camera, "room")):
-        row = await conn.fetchrow("SELECT role, room_id FROM camera WHERE id = $1", camera_id)
-        if row is None or row["role"] != role or row["room_id"] != room:
-            raise Problem(f"{camera_id!r} is not a {role} camera of room {room}", 400)
+    await check_cameras(conn, room, door_camera, room_camera)
     try:
         await conn.execute("""UPDATE door SET door_camera_id = $2, room_camera_id = $3, transit_min_s = $4,
                               transit_max_s = $5, updated_at = now() WHERE id = $1""",
                            door_id, door_camera, room_camera, transit_min_s, transit_max_s)
     except asyncpg.CheckViolationError as exc:
         raise Problem(f"the door's values were refused: {exc.constraint_name}", 400) from None
+
+
+async def create_door(conn, door_id: str, room: str, door_camera: str, room_camera: str,
+                      zone: list[tuple[float, float]], transit_min_s: float, transit_max_s: float) -> None:
+    """A new door (409 when the id is taken), its cameras checked as :func:`save_door` checks them."""
+    await check_cameras(conn, room, door_camera, room_camera)
+    status = await conn.execute(
+        """INSERT INTO door (id, room_id, door_camera_id, room_camera_id, entry_zone, transit_min_s, transit_max_s)
+           VALUES ($1, $2, $3, $4, $5::jsonb, $6, $7) ON CONFLICT DO NOTHING""",
+        door_id, room, door_camera, room_camera, json.dumps([list(p) for p in zone]), transit_min_s, transit_max_s)
+    if status.split()[-1] != "1":
+        raise Problem(f"door {door_id!r} exists already: edit it in the list", 409)
+
+
+async def check_cameras(conn, room: str, door_camera: str, room_camera: str) -> None:
+    """A 400 unless both cameras are of ``room``, in the roles their places at the door say."""
+    for camera_id, role in ((door_camera, "door"), (room_camera, "room")):
+        row = await conn.fetchrow("SELECT role, room_id FROM camera WHERE id = $1", camera_id)
+        if row is None or row["role"] != role or row["room_id"] != room:
+            raise Problem(f"{camera_id!r} is not a {role} camera of room {room}", 400)
 
 
 async def sightings(conn, door_camera: str, room_camera: str, days: float) -> tuple[list[float], list[float]]:

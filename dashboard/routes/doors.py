@@ -10,7 +10,8 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from dashboard import camera_queries as q
-from dashboard.camera_forms import DoorForm, ZoneForm
+from dashboard.camera_forms import DoorForm, NewDoorForm, ZoneForm
+from dashboard.camera_probe import ProbeFailed, grab
 from dashboard.forms import parse
 from dashboard.guard import RouteTable
 from dashboard.services import Problem, services_of
@@ -32,7 +33,30 @@ async def doors_page(request: Request) -> Response:
     for door in doors:
         door["door_cameras"] = [c["id"] for c in cameras if c["role"] == "door" and c["room_id"] == door["room_id"]]
         door["room_cameras"] = [c["id"] for c in cameras if c["role"] == "room" and c["room_id"] == door["room_id"]]
-    return render(request, "setup_doors.html", {"doors": doors, "days": SUGGESTION_DAYS})
+    return render(request, "setup_doors.html", {
+        "doors": doors, "days": SUGGESTION_DAYS, "door_cameras": [c for c in cameras if c["role"] == "door"],
+        "room_cameras": [c for c in cameras if c["role"] == "room"]})
+
+
+@ROUTES.api("/setup/doors", ADMIN, methods=("POST",))
+async def create_door(request: Request) -> Response:
+    """A new door; its entry zone starts as the room camera's whole picture (a snapshot says its size),
+    to be drawn next."""
+    form = parse(NewDoorForm, await body(request))
+    async with services_of(request).conn() as conn:
+        await q.check_cameras(conn, form.room, form.door_camera.strip(), form.room_camera.strip())
+        room_camera = await q.camera(conn, form.room_camera.strip())
+    try:
+        picture = await grab(room_camera["url"])
+    except ProbeFailed as exc:
+        raise Problem(f"the room camera {room_camera['id']} gives no picture to place the entry zone on: {exc}",
+                      400) from None
+    whole = [(0.0, 0.0), (float(picture.width), 0.0), (float(picture.width), float(picture.height)),
+             (0.0, float(picture.height))]
+    async with services_of(request).conn() as conn:
+        await q.create_door(conn, form.id, form.room, form.door_camera.strip(), room_camera["id"], whole,
+                            form.transit_min_s, form.transit_max_s)
+    return done(request, {"door": form.id}, f"door {form.id} added: draw its entry zone now", 201)
 
 
 @ROUTES.api("/setup/doors/{door_id}", ADMIN, methods=("POST",))
