@@ -29,8 +29,9 @@ async def cameras_page(request: Request) -> Response:
     metrics = services.metrics.cameras if services.metrics else {}
     for camera in cameras:
         seen = metrics.get(camera["id"], {})
-        camera.update({"state": seen.get("state"), **{name: seen.get(name) for name in CAMERA_METRICS},
-                       "shown_url": redact(camera["url"])})
+        # beside the row, not in it: the metrics' analysis_fps is the rate analysed, the row's the rate asked
+        camera["health"] = {"state": seen.get("state"), **{name: seen.get(name) for name in CAMERA_METRICS}}
+        camera["shown_url"] = redact(camera["url"])
     return render(request, "setup_cameras.html", {"cameras": cameras, "rooms": rooms})
 
 
