@@ -267,15 +267,11 @@ def test_admin_adds_a_camera_tests_it_and_sees_its_snapshot(admin_page, served, 
                                              "WHERE id = 'room-a101-back'")] == [("room", "A101", room_stream, 4.0, True)]
     row = page.locator("tr[data-camera=room-a101-back]")
     row.locator("button.probe").click()
-    page.wait_for_function("document.querySelector('tr[data-camera=room-a101-back] .probe-result')"
-                           ".textContent.startsWith('ok') || document.querySelector("
-                           "'tr[data-camera=room-a101-back] .probe-result').textContent.startsWith('failed')",
-                           timeout=30000)
+    page.wait_for_selector("tr[data-camera=room-a101-back] .probe-result:is(.ok, .error)", timeout=30000)
     assert row.locator(".probe-result").inner_text().startswith("ok: h264 1280x720")
     row.locator("button.snap").click()
     snapshot = row.locator("figure.snapshot img")
-    page.wait_for_function("document.querySelector('tr[data-camera=room-a101-back] figure.snapshot img').naturalWidth > 0",
-                           timeout=30000)
+    page.wait_for_selector("tr[data-camera=room-a101-back] figure.snapshot:not([hidden]) img", timeout=30000)
     assert snapshot.evaluate("img => [img.naturalWidth, img.naturalHeight]") == [1280, 720]
     _shot(page, "setup-cameras")
     # a camera nobody serves: the test says why in one line
@@ -356,7 +352,7 @@ def test_admin_links_a_door_and_draws_its_entry_zone_which_a_running_processor_t
         tracker = stage.trackers["room-a101-back"]
         assert tracker.zone_of(feet_low_right) == [None]  # the file's zone, up left
         page.locator("tr[data-door=A101-main] a", has_text="Draw").click()
-        page.wait_for_function("document.getElementById('zone-editor').dataset.ready === 'yes'", timeout=30000)
+        page.wait_for_selector("#zone-editor[data-ready=yes]", timeout=30000)
         drawing = page.locator("#zone-drawing")
         box = drawing.bounding_box()
         corners = [(0.5, 0.6), (0.9, 0.6), (0.9, 0.95), (0.5, 0.95)]  # fractions of the picture
