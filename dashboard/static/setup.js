@@ -5,6 +5,12 @@
 
 (() => {
   const token = () => document.querySelector('meta[name="csrf-token"]').content;
+  // an answer's JSON, or the one-line reason of an error page (pages answer errors in HTML)
+  const answer = async (response) => {
+    if ((response.headers.get("content-type") || "").includes("json")) return response.json();
+    const page = new DOMParser().parseFromString(await response.text(), "text/html");
+    return { error: (page.querySelector("[role=alert]") || page.body).textContent.trim() };
+  };
   const post = (url, payload) => fetch(url, {
     method: "POST", credentials: "same-origin",
     headers: { "X-CSRF-Token": token(), "Content-Type": "application/json" },
@@ -20,7 +26,7 @@
         out.textContent = "testing…";
         try {
           const response = await post(`/setup/cameras/${encodeURIComponent(button.dataset.camera)}/test`);
-          const data = await response.json();
+          const data = await answer(response);
           out.textContent = data.result || data.error;
           out.className = "probe-result " + (data.ok ? "ok" : "error");
         } catch (error) {
@@ -77,7 +83,7 @@
     document.getElementById("zone-clear").addEventListener("click", () => { points = []; show(); });
     document.getElementById("zone-save").addEventListener("click", async () => {
       const response = await post(`/setup/doors/${encodeURIComponent(editor.dataset.door)}/zone`, { zone: points });
-      const data = await response.json();
+      const data = await answer(response);
       status.textContent = data.message || data.error;
       status.className = response.ok ? "ok" : "error";
       if (response.ok) {
