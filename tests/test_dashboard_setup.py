@@ -405,8 +405,8 @@ def test_the_transit_window_suggested_from_single_arrivals_is_accepted(admin_pag
     kit.db_call(served, lambda conn: conn.executemany(
         """INSERT INTO presence_event (event_id, kind, room_id, camera_id, track_id, person_id, frame_time,
                                        first_seen, last_seen, topic, kafka_partition, kafka_offset)
-           VALUES (gen_random_uuid(), $1, 'A101', $2, 't' || $6::text, $3, $4, $5, $5, 'test', 0, $6)""",
-        [(*row, n) for n, row in enumerate(rows)]))
+           VALUES (gen_random_uuid(), $1, 'A101', $2, $6, $3, $4, $5, $5, 'test', 0, $7)""",
+        [(*row, f"t{n}", n) for n, row in enumerate(rows)]))
     page = admin_page
     page.goto(served.url + "/setup/doors")
     row = page.locator("tr[data-door=A101-main]")
