@@ -418,8 +418,8 @@ def test_the_transit_window_suggested_from_single_arrivals_is_accepted(admin_pag
     assert 2.5 <= low <= 3.0 and 6.5 <= high <= 7.0, (low, high)
     # the operator edits it: a window upside down is a 400 with the reason
     row = page.locator("tr[data-door=A101-main]")
-    row.locator("input[name=transit_min_s]").fill("9")
-    row.locator("input[name=transit_max_s]").fill("3")
+    row.locator(".door-form input[name=transit_min_s]").fill("9")
+    row.locator(".door-form input[name=transit_max_s]").fill("3")
     with page.expect_response(lambda r: r.url.endswith("/setup/doors/A101-main")) as answer:
         row.locator(".door-form button").click()
     assert answer.value.status == 400 and "must be above transit min" in page.locator("main").inner_text()
