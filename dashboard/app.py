@@ -27,6 +27,7 @@ from dashboard.limits import BodyLimit
 from dashboard.live import LiveHub, StreamLimits
 from dashboard.routes import (account, analytics, campus, exports, live, people, plans, records, review, sessions, system,
                               video)
+from dashboard.routes import cameras, doors
 from dashboard.services import Problem, Services
 from dashboard.routes import enrol_zip, users
 from dashboard.video import VideoHub
@@ -37,7 +38,7 @@ __all__ = ["ROUTES", "app_from_config", "create_app", "templates"]
 
 ROUTES: list[Route] = [*account.ROUTES, *live.ROUTES, *video.ROUTES, *analytics.ROUTES, *sessions.ROUTES,
                        *records.ROUTES, *exports.ROUTES, *people.ROUTES, *review.ROUTES, *system.ROUTES,
-                       *campus.ROUTES, *plans.ROUTES]
+                       *campus.ROUTES, *plans.ROUTES, *cameras.ROUTES, *doors.ROUTES]
 
 ROUTES += [*users.ROUTES, *enrol_zip.ROUTES]
 

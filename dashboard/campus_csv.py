@@ -71,30 +71,49 @@ def _records(data: bytes, columns: tuple[str, ...], kind: str) -> tuple[list[tup
     return body, ""
 
 
-def check_roster(data: bytes, *, courses: set[str], people: set[str]) -> Checked:
-    """Each row of a roster CSV with its values (course, person, role) or the reason it is refused."""
-    body, problem = _records(data, ROSTER_COLUMNS, "roster")
-    checked, seen = Checked("roster", problem=problem), {}
+class _Refused(Exception):
+    """A row's values refused: the message is the reason shown in the preview."""
+
+
+def _check_rows(data: bytes, columns: tuple[str, ...], kind: str, row_values) -> Checked:
+    """The loop both layouts share: each row's column count, its values from ``row_values(cells)`` (its
+    natural key, that key as shown, the values; or :class:`_Refused`), and a key seen twice refused."""
+    body, problem = _records(data, columns, kind)
+    checked, seen = Checked(kind, problem=problem), {}
     for line, cells in body:
         row = Row(line, cells)
         checked.rows.append(row)
-        if len(cells) != len(ROSTER_COLUMNS):
-            row.error = f"{len(cells)} columns, expected {len(ROSTER_COLUMNS)} ({','.join(ROSTER_COLUMNS)})"
+        if len(cells) != len(columns):
+            row.error = f"{len(cells)} columns, expected {len(columns)} ({','.join(columns)})"
             continue
-        course, person, role = (c.strip() for c in cells)
+        try:
+            key, shown, values = row_values([c.strip() for c in cells])
+        except _Refused as exc:
+            row.error = str(exc)
+            continue
+        if key in seen:
+            row.error = f"duplicate of line {seen[key]} ({shown})"
+        else:
+            seen[key] = line
+            row.values = values
+    return checked
+
+
+def check_roster(data: bytes, *, courses: set[str], people: set[str]) -> Checked:
+    """Each row of a roster CSV with its values (course, person, role) or the reason it is refused."""
+
+    def values(cells: list[str]):
+        course, person, role = cells
         role = role.lower() or "student"
         if course not in courses:
-            row.error = f"unknown course {course!r}"
-        elif person not in people:
-            row.error = f"unknown person {person!r}: enrol or add the person first"
-        elif role not in ROLES:
-            row.error = f"role {role!r} is not student or faculty"
-        elif (course, person) in seen:
-            row.error = f"duplicate of line {seen[(course, person)]} ({course}, {person})"
-        else:
-            seen[(course, person)] = line
-            row.values = (course, person, role)
-    return checked
+            raise _Refused(f"unknown course {course!r}")
+        if person not in people:
+            raise _Refused(f"unknown person {person!r}: enrol or add the person first")
+        if role not in ROLES:
+            raise _Refused(f"role {role!r} is not student or faculty")
+        return (course, person), f"{course}, {person}", (course, person, role)
+
+    return _check_rows(data, ROSTER_COLUMNS, "roster", values)
 
 
 def parse_time(text: str) -> dt.time | None:
@@ -119,35 +138,25 @@ def parse_day(text: str) -> int | dt.date | None:
 def check_timetable(data: bytes, *, courses: set[str], rooms: set[str]) -> Checked:
     """Each row of a timetable CSV with its values (course, room, weekday or None, date or None, start,
     end) or the reason it is refused."""
-    body, problem = _records(data, TIMETABLE_COLUMNS, "timetable")
-    checked, seen = Checked("timetable", problem=problem), {}
-    for line, cells in body:
-        row = Row(line, cells)
-        checked.rows.append(row)
-        if len(cells) != len(TIMETABLE_COLUMNS):
-            row.error = f"{len(cells)} columns, expected {len(TIMETABLE_COLUMNS)} ({','.join(TIMETABLE_COLUMNS)})"
-            continue
-        course, room, day_text, start_text, end_text = (c.strip() for c in cells)
+
+    def values(cells: list[str]):
+        course, room, day_text, start_text, end_text = cells
         day, start, end = parse_day(day_text), parse_time(start_text), parse_time(end_text)
         if course not in courses:
-            row.error = f"unknown course {course!r}"
-        elif room not in rooms:
-            row.error = f"unknown room {room!r}"
-        elif day is None:
-            row.error = f"day {day_text[:20]!r} is neither mon..sun nor a date YYYY-MM-DD"
-        elif start is None or end is None:
-            row.error = f"bad time {(start_text if start is None else end_text)[:20]!r}: use HH:MM (00:00 to 23:59)"
-        elif end <= start:
-            row.error = f"end {end_text} is not after start {start_text}"
-        else:
-            key = (course, room, day, start)
-            if key in seen:
-                row.error = f"duplicate of line {seen[key]} ({course}, {room}, {day_text}, {start_text})"
-                continue
-            seen[key] = line
-            weekday, on_date = (day, None) if isinstance(day, int) else (None, day)
-            row.values = (course, room, weekday, on_date, start, end)
-    return checked
+            raise _Refused(f"unknown course {course!r}")
+        if room not in rooms:
+            raise _Refused(f"unknown room {room!r}")
+        if day is None:
+            raise _Refused(f"day {day_text[:20]!r} is neither mon..sun nor a date YYYY-MM-DD")
+        if start is None or end is None:
+            raise _Refused(f"bad time {(start_text if start is None else end_text)[:20]!r}: use HH:MM (00:00 to 23:59)")
+        if end <= start:
+            raise _Refused(f"end {end_text} is not after start {start_text}")
+        weekday, on_date = (day, None) if isinstance(day, int) else (None, day)
+        return ((course, room, day, start), f"{course}, {room}, {day_text}, {start_text}",
+                (course, room, weekday, on_date, start, end))
+
+    return _check_rows(data, TIMETABLE_COLUMNS, "timetable", values)
 
 
 def day_text(weekday: int | None, on_date: dt.date | None) -> str:

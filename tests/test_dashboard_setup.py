@@ -5,19 +5,26 @@ CSV and sees its sessions, exports both and imports the exports again without a 
 `rollcall db load-config --dry-run` shows a difference and writes nothing, and the import after it keeps
 what the admin added in the dashboard. An admin creates a faculty account (its one-time password shown once)
 that logs in and sees the course made in the dashboard, changes its own password, and is disabled; and
-enrols a ZIP of a folder per person, watching the progress and a reason for each refused photo. The tests
-run in order on one database. Screenshots go to
+enrols a ZIP of a folder per person, watching the progress and a reason for each refused photo. Cameras: an
+admin adds one whose RTSP stream the session's server serves on loopback, tests its connection and sees its
+snapshot, disables and enables it; links a door to it as the room camera, draws the door's entry zone on its
+snapshot, and a group member's catalogue watcher hands the new zone to its running room stage; accepts the
+transit window suggested from single arrivals. The tests run in order on one database. Screenshots go to
 var/artifacts/screenshots/ with the others."""
 
 from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import contextlib
 import datetime as dt
+import html
 import json
 import os
 import subprocess
 import sys
+import threading
+import time
 import zipfile
 from email import message_from_bytes
 from email import policy as email_policy
@@ -30,9 +37,13 @@ import pytest
 
 from consumers.reports import WEEKDAYS, report_loop
 from infra.devstack import dashboard as testing
+from infra.devstack import stack as embedded
 from infra.devstack.ports import choose_free_port
 from infra.foundation.config import EXAMPLE_CONFIG, ReportsConfig, SmtpConfig, load_config
 from infra.foundation.paths import PROJECT_ROOT
+from infra.scenario.mounts import render_cached
+from processor.group.catalogue import CatalogueWatcher
+from processor.stages.room import RoomStage
 from tests import dashboard_kit as kit
 from processor.model_catalogue import PHOTOS_DIR as PHOTOS
 from tests.test_dashboard_e2e import CHROMIUM, CHROMIUM_ARGS, SCREENSHOTS
@@ -452,3 +463,198 @@ def test_the_schedule_mails_the_weekly_report_and_absence_notices_to_a_local_smt
         assert len(inbox.messages) == 2
     finally:
         smtp.stop()
+
+
+# ------------------------------------------------------------------------------------ cameras and doors
+# (after the load-config test: its import would otherwise re-set the door these tests redraw)
+
+@pytest.fixture(scope="module")
+def room_stream(stack):
+    """The default scenario's room video served by the session's RTSP server on loopback; its rtsp:// URL."""
+    _, rendered = render_cached(PROJECT_ROOT / "infra" / "scenarios" / "default.toml")
+    embedded.change_rtsp_mounts(add={"/setup-test/room": rendered.room_video})
+    yield stack.rtsp_url("setup-test/room")
+    embedded.change_rtsp_mounts(remove=["/setup-test/room"])
+
+
+def test_only_admins_manage_cameras_and_doors(served):
+    faculty = kit.login(served, "turing")
+    for path in ("/setup/cameras", "/setup/doors", "/setup/cameras/room-a101/snapshot.jpg", "/setup/doors/A101-main/zone"):
+        assert faculty.get(path).status_code == 403, path
+    token = faculty.headers["X-CSRF-Token"]
+    assert faculty.post("/setup/doors/A101-main/zone", json={"zone": [[0, 0], [9, 0], [9, 9]]},
+                        headers={"X-CSRF-Token": token}).status_code == 403
+    assert faculty.post("/setup/cameras/room-a101/test", headers={"X-CSRF-Token": token}).status_code == 403
+
+
+def test_admin_adds_a_camera_tests_it_and_sees_its_snapshot(admin_page, served, room_stream):
+    page = admin_page
+    page.goto(served.url + "/setup/cameras")
+    form = page.locator("#new-camera")
+    form.locator("input[name=id]").fill("room-a101-back")
+    form.locator("select[name=role]").select_option("room")
+    form.locator("select[name=room]").select_option("A101")
+    form.locator("input[name=url]").fill(room_stream)
+    form.locator("input[name=analysis_fps]").fill("4")
+    form.locator("button").click()
+    assert "camera room-a101-back added" in _flash(page)
+    assert [tuple(r) for r in kit.db(served, "SELECT role, room_id, url, analysis_fps, enabled FROM camera "
+                                             "WHERE id = 'room-a101-back'")] == [("room", "A101", room_stream, 4.0, True)]
+    row = page.locator("tr[data-camera=room-a101-back]")
+    row.locator("button.probe").click()
+    page.wait_for_selector("tr[data-camera=room-a101-back] .probe-result:is(.ok, .error)", timeout=30000)
+    assert row.locator(".probe-result").inner_text().startswith("ok: h264 1280x720")
+    row.locator("button.snap").click()
+    snapshot = row.locator("figure.snapshot img")
+    page.wait_for_selector("tr[data-camera=room-a101-back] figure.snapshot:not([hidden]) img", timeout=30000)
+    assert snapshot.evaluate("img => [img.naturalWidth, img.naturalHeight]") == [1280, 720]
+    _shot(page, "setup-cameras")
+    # a camera nobody serves: the test says why in one line
+    admin = kit.login(served, "admin")
+    token = admin.headers["X-CSRF-Token"]
+    assert admin.post("/setup/cameras", data={"csrf_token": token, "id": "door-gone", "role": "door", "room": "A101",
+                                              "url": "rtsp://127.0.0.1:9/nothing", "enabled": "yes"}).status_code == 201
+    result = admin.post("/setup/cameras/door-gone/test", headers={"X-CSRF-Token": token}).json()
+    assert result["ok"] is False and "refused" in result["result"].lower()
+    assert admin.get("/setup/cameras/door-gone/snapshot.jpg").status_code == 502
+
+
+@pytest.mark.parametrize("fields, status, message", [
+    ({"id": "cam-x", "role": "door", "room": "A101", "url": "ftp://cam/x"}, 400, "url: must be an rtsp://"),
+    ({"id": "cam-x", "role": "door", "room": "Z9", "url": "rtsp://cam/x"}, 400, "no room 'Z9'"),
+    ({"id": "cam-x", "role": "door", "room": "A101", "url": "rtsp://cam/x", "analysis_fps": "fast"}, 400, "analysis_fps"),
+    ({"id": "door-a101", "role": "door", "room": "A101", "url": "rtsp://cam/x"}, 409, "exists already"),
+])
+def test_bad_cameras_are_4xx_with_the_reason(served, fields, status, message):
+    admin = kit.login(served, "admin")
+    response = admin.post("/setup/cameras", data={"csrf_token": admin.headers["X-CSRF-Token"], **fields})
+    assert response.status_code == status and message in html.unescape(response.text), response.text[:300]
+    assert kit.db(served, "SELECT id FROM camera WHERE id = 'cam-x'") == []
+
+
+def test_a_camera_is_disabled_and_enabled_again(admin_page, served):
+    page = admin_page
+    page.goto(served.url + "/setup/cameras")
+    page.locator("tr[data-camera=door-gone] form.toggle button").click()
+    assert "camera door-gone disabled" in _flash(page)
+    assert kit.db(served, "SELECT enabled FROM camera WHERE id = 'door-gone'")[0][0] is False
+    page.locator("tr[data-camera=door-gone] form.toggle button").click()
+    assert "camera door-gone enabled" in _flash(page)
+    assert kit.db(served, "SELECT enabled FROM camera WHERE id = 'door-gone'")[0][0] is True
+
+
+@contextlib.contextmanager
+def catalogue_followed_by(served, stage: RoomStage, camera_id: str):
+    """A processor group member's catalogue watcher (processor/group/catalogue.py, polling every 0.2 s) on
+    the served database, in a thread of its own, applying each new catalogue to ``stage`` as a member does
+    (processor/service.py run_cameras); ``camera_id``'s tracker made on the first one."""
+    def follow(catalogue):
+        stage.reconfigure(catalogue.applied_to(served.config))
+        stage._tracker(camera_id)
+
+    watcher = CatalogueWatcher(served.database_url, 4, 0.2, follow)
+    loop = asyncio.new_event_loop()
+    task = loop.create_task(watcher.run())
+    thread = threading.Thread(target=lambda: loop.run_until_complete(asyncio.wait([task])), daemon=True)
+    thread.start()
+    try:
+        _until(lambda: watcher.current is not None, "the first catalogue read")
+        yield watcher
+    finally:
+        loop.call_soon_threadsafe(task.cancel)
+        thread.join(10)
+        if not thread.is_alive():
+            loop.close()
+
+
+def _until(predicate, what: str, timeout_s: float = 15.0) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not predicate():
+        assert time.monotonic() < deadline, f"{what}: not within {timeout_s:g} s"
+        time.sleep(0.1)
+
+
+def test_admin_links_a_door_and_draws_its_entry_zone_which_a_running_processor_takes(admin_page, served):
+    page = admin_page
+    page.goto(served.url + "/setup/doors")
+    row = page.locator("tr[data-door=A101-main]")
+    row.locator("select[name=room_camera]").select_option("room-a101-back")
+    row.locator(".door-form button").click()
+    assert "door A101-main saved: door-a101 → room-a101-back" in _flash(page)
+    stage = RoomStage(served.config, publish=lambda *a, **k: True, topic="presence", recognitions=asyncio.Queue())
+    feet_low_right = np.array([[900.0, 500.0, 1000.0, 650.0]])  # a box whose feet are at 74 %, 90 % of the picture
+    with catalogue_followed_by(served, stage, "room-a101-back"):
+        tracker = stage.trackers["room-a101-back"]
+        assert tracker.zone_of(feet_low_right) == [None]  # the file's zone, up left
+        page.locator("tr[data-door=A101-main] a", has_text="Draw").click()
+        page.wait_for_selector("#zone-editor[data-ready=yes]", timeout=30000)
+        drawing = page.locator("#zone-drawing")
+        box = drawing.bounding_box()
+        corners = [(0.5, 0.6), (0.9, 0.6), (0.9, 0.95), (0.5, 0.95)]  # fractions of the picture
+        for fx, fy in corners:
+            drawing.click(position={"x": fx * box["width"], "y": fy * box["height"]})
+        page.locator("#zone-save").click()
+        page.wait_for_selector("#zone-status.ok")
+        assert "entry zone of A101-main saved (4 points)" in page.locator("#zone-status").inner_text()
+        zone = json.loads(kit.db(served, "SELECT entry_zone FROM door WHERE id = 'A101-main'")[0][0])
+        assert [(round(x / 1280, 2), round(y / 720, 2)) for x, y in zone] == corners  # in the camera's pixels
+        _shot(page, "setup-zone")
+        # the running member's room stage takes the new zone on its next read, same tracker, no restart
+        _until(lambda: tracker.zone_of(feet_low_right) == ["A101-main"], "the redrawn zone in the room stage")
+        assert stage.trackers["room-a101-back"] is tracker and tracker.entry_zones["A101-main"] == [tuple(p) for p in zone]
+    # a zone on one line: a 400 with the reason, the saved one kept
+    admin = kit.login(served, "admin")
+    refused = admin.post("/setup/doors/A101-main/zone", json={"zone": [[0, 0], [5, 5], [9, 9]]},
+                         headers={"X-CSRF-Token": admin.headers["X-CSRF-Token"]})
+    assert refused.status_code == 400 and "the zone has no area" in html.unescape(refused.text)
+
+
+def test_admin_adds_a_door_whose_zone_starts_as_the_whole_picture(admin_page, served):
+    page = admin_page
+    page.goto(served.url + "/setup/doors")
+    form = page.locator("#new-door")
+    form.locator("input[name=id]").fill("A101-back")
+    form.locator("select[name=door_camera]").select_option("door-gone")
+    form.locator("select[name=room_camera]").select_option("room-a101-back")
+    form.locator("button").click()
+    assert "door A101-back added: draw its entry zone now" in _flash(page)
+    [door] = kit.db(served, "SELECT room_id, door_camera_id, room_camera_id, entry_zone FROM door WHERE id = 'A101-back'")
+    assert tuple(door[:3]) == ("A101", "door-gone", "room-a101-back")
+    assert json.loads(door[3]) == [[0, 0], [1280, 0], [1280, 720], [0, 720]]
+    admin = kit.login(served, "admin")
+    wrong = admin.post("/setup/doors", data={"csrf_token": admin.headers["X-CSRF-Token"], "id": "A101-side",
+                                             "room": "A101", "door_camera": "room-a101", "room_camera": "room-a101",
+                                             "transit_min_s": "1", "transit_max_s": "9"})
+    assert wrong.status_code == 400 and "is not a door camera of room A101" in html.unescape(wrong.text)
+
+
+def test_the_transit_window_suggested_from_single_arrivals_is_accepted(admin_page, served):
+    now = dt.datetime.now(dt.timezone.utc)
+    transits = [3.0, 3.5, 4.0, 4.2, 4.5, 5.0, 5.5, 6.0]
+    rows = []
+    for i, transit in enumerate(transits):
+        at = now - dt.timedelta(hours=1, minutes=5 * i)
+        rows.append(("recognition", "door-a101", "obama", at, at))
+        rows.append(("enter", "room-a101-back", None, at + dt.timedelta(seconds=transit),
+                     at + dt.timedelta(seconds=transit)))
+    kit.db_call(served, lambda conn: conn.executemany(
+        """INSERT INTO presence_event (event_id, kind, room_id, camera_id, track_id, person_id, frame_time,
+                                       first_seen, last_seen, topic, kafka_partition, kafka_offset)
+           VALUES (gen_random_uuid(), $1, 'A101', $2, $6, $3, $4, $5, $5, 'test', 0, $7)""",
+        [(*row, f"t{n}", n) for n, row in enumerate(rows)]))
+    page = admin_page
+    page.goto(served.url + "/setup/doors")
+    row = page.locator("tr[data-door=A101-main]")
+    assert "over 8 arrivals" in row.locator(".suggestion").inner_text()
+    _shot(page, "setup-doors")
+    row.locator(".accept-suggestion button").click()
+    assert "door A101-main saved" in _flash(page)
+    low, high = kit.db(served, "SELECT transit_min_s, transit_max_s FROM door WHERE id = 'A101-main'")[0]
+    assert 2.5 <= low <= 3.0 and 6.5 <= high <= 7.0, (low, high)
+    # the operator edits it: a window upside down is a 400 with the reason
+    row = page.locator("tr[data-door=A101-main]")
+    row.locator(".door-form input[name=transit_min_s]").fill("9")
+    row.locator(".door-form input[name=transit_max_s]").fill("3")
+    with page.expect_response(lambda r: r.url.endswith("/setup/doors/A101-main")) as answer:
+        row.locator(".door-form button").click()
+    assert answer.value.status == 400 and "must be above transit min" in page.locator("main").inner_text()

@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+from typing import Awaitable, Callable
+
 from starlette.requests import Request
 from starlette.responses import Response
 
@@ -24,20 +26,12 @@ async def rooms_page(request: Request) -> Response:
 
 @ROUTES.api("/setup/rooms", ADMIN, methods=("POST",))
 async def create_room(request: Request) -> Response:
-    room = parse(RoomForm, await body(request))
-    async with services_of(request).conn() as conn:
-        if not await q.save_room(conn, room.id, room.name.strip(), room.capacity, create=True):
-            raise Problem(f"room {room.id!r} exists already: edit it in the list", 409)
-    return done(request, {"room": room.id}, f"room {room.id} added", 201)
+    return await _save_room(request, create=True)
 
 
 @ROUTES.api("/setup/rooms/{room_id}", ADMIN, methods=("POST",))
 async def edit_room(request: Request) -> Response:
-    room = parse(RoomForm, {**await body(request), "id": request.path_params["room_id"]})
-    async with services_of(request).conn() as conn:
-        if not await q.save_room(conn, room.id, room.name.strip(), room.capacity, create=False):
-            raise Problem(f"no room {room.id!r}", 404)
-    return done(request, {"room": room.id}, f"room {room.id} saved")
+    return await _save_room(request, create=False)
 
 
 @ROUTES.page("/setup/courses", ADMIN)
@@ -49,21 +43,38 @@ async def courses_page(request: Request) -> Response:
 
 @ROUTES.api("/setup/courses", ADMIN, methods=("POST",))
 async def create_course(request: Request) -> Response:
-    course = parse(CourseForm, await body(request))
-    async with services_of(request).conn() as conn:
-        if not await q.save_course(conn, course.id, _values(course), create=True):
-            raise Problem(f"course {course.id!r} exists already: edit it in the list", 409)
-    return done(request, {"course": course.id}, f"course {course.id} added", 201)
+    return await _save_course(request, create=True)
 
 
 @ROUTES.api("/setup/courses/{course_id}", ADMIN, methods=("POST",))
 async def edit_course(request: Request) -> Response:
-    course = parse(CourseForm, {**await body(request), "id": request.path_params["course_id"]})
+    return await _save_course(request, create=False)
+
+
+async def _save_room(request: Request, *, create: bool) -> Response:
+    room = parse(RoomForm, await _fields(request))
+    return await _save(request, "room", room.id, create,
+                       lambda conn: q.save_room(conn, room.id, room.name.strip(), room.capacity, create=create))
+
+
+async def _save_course(request: Request, *, create: bool) -> Response:
+    course = parse(CourseForm, await _fields(request))
+    values = {**course.model_dump(include=set(q.COURSE_FIELDS)), "name": course.name.strip()}
+    return await _save(request, "course", course.id, create,
+                       lambda conn: q.save_course(conn, course.id, values, create=create))
+
+
+async def _fields(request: Request) -> dict:
+    """The form's fields; an edit's id is the one in its path, whatever the form says."""
+    path_id = next(iter(request.path_params.values()), None)
+    return {**await body(request), **({"id": path_id} if path_id is not None else {})}
+
+
+async def _save(request: Request, what: str, item_id: str, create: bool,
+                saving: Callable[[object], Awaitable[bool]]) -> Response:
+    """Create (409 when the id is taken) or update (404 when there is none) one room or course."""
     async with services_of(request).conn() as conn:
-        if not await q.save_course(conn, course.id, _values(course), create=False):
-            raise Problem(f"no course {course.id!r}", 404)
-    return done(request, {"course": course.id}, f"course {course.id} saved")
-
-
-def _values(course: CourseForm) -> dict:
-    return {**course.model_dump(include=set(q.COURSE_FIELDS)), "name": course.name.strip()}
+        if not await saving(conn):
+            raise (Problem(f"{what} {item_id!r} exists already: edit it in the list", 409) if create
+                   else Problem(f"no {what} {item_id!r}", 404))
+    return done(request, {what: item_id}, f"{what} {item_id} {'added' if create else 'saved'}", 201 if create else 200)

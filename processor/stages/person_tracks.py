@@ -166,10 +166,7 @@ class PersonTracker:
         self.still_mobility = float(still_mobility)
         self.height_factor = float(height_factor)
         self.run_id = uuid.uuid4().hex[:8]
-        self._polygons = {door: np.asarray(poly, np.float32).reshape(-1, 1, 2) for door, poly in (entry_zones or {}).items()}
-        self._zones = {door: sv.PolygonZone(np.round(np.asarray(poly, np.float64)).astype(np.int64),
-                                            triggering_anchors=(sv.Position.BOTTOM_CENTER,))
-                       for door, poly in (entry_zones or {}).items()}
+        self.set_entry_zones(entry_zones or {})
         self.similarity = ReachSimilarity(look_weight=look_weight, look_floor=look_floor)
         # trackers counts the lost-track buffer in frames of a 30 fps reference whatever frame_rate is (its
         # time budget is lost_track_buffer / 30 s): scale our seconds by 30, not by our fps.
@@ -201,6 +198,14 @@ class PersonTracker:
     @property
     def open_tracks(self) -> list[PersonTrack]:
         return list(self._tracks.values())
+
+    def set_entry_zones(self, entry_zones: Mapping[str, Sequence[tuple[float, float]]]) -> None:
+        """The doors' entry zones on this camera (at start, and when an admin redraws one: tracks stay)."""
+        self.entry_zones = {door: [tuple(map(float, point)) for point in poly] for door, poly in entry_zones.items()}
+        self._polygons = {door: np.asarray(poly, np.float32).reshape(-1, 1, 2) for door, poly in entry_zones.items()}
+        self._zones = {door: sv.PolygonZone(np.round(np.asarray(poly, np.float64)).astype(np.int64),
+                                            triggering_anchors=(sv.Position.BOTTOM_CENTER,))
+                       for door, poly in entry_zones.items()}
 
     def zone_of(self, boxes: np.ndarray) -> list[str | None]:
         """The door whose entry zone holds each box's bottom centre (first match), else None."""

@@ -121,14 +121,21 @@ class RoomStage(RoomHandover):
             self.gating.reconfigure(config)
         self.rooms = {c.id: c.room for c in config.cameras}
         self.matcher.set_doors(config.doors)
+        for camera_id, tracker in self.trackers.items():
+            zones = self._entry_zones(camera_id)
+            if zones != tracker.entry_zones:
+                log.info("camera %s: entry zones now %s", camera_id, zones)
+                tracker.set_entry_zones(zones)
+
+    def _entry_zones(self, camera_id: str) -> dict[str, list[tuple[float, float]]]:
+        return {d.id: [tuple(map(float, p)) for p in d.entry_zone] for d in self.config.doors if d.room_camera == camera_id}
 
     def _tracker(self, camera_id: str, frame: Frame | None = None):
 
         tracker = self.trackers.get(camera_id)
         if tracker is None:
-            zones = {d.id: d.entry_zone for d in self.config.doors if d.room_camera == camera_id}
             tracking = self.config.tracking
-            tracker = PersonTracker(camera_id, self.config.camera(camera_id).analysis_fps, zones,
+            tracker = PersonTracker(camera_id, self.config.camera(camera_id).analysis_fps, self._entry_zones(camera_id),
                                     lost_after_s=tracking.lost_after_s, reacquire_s=tracking.reacquire_s,
                                     reacquire_heights=tracking.reacquire_heights)
             self.trackers[camera_id] = tracker
