@@ -88,6 +88,7 @@ def _lifespan(services: Services, video_source_factory, metrics_interval_s: floa
         await services.metrics.start()
         with contextlib.suppress(Problem):
             await services.get_pool()
+            await services.cameras()  # the video feeds of the campus's cameras, not only the file's
         try:
             yield
         finally:
@@ -123,6 +124,6 @@ def create_app(config, *, database_url: str, kafka_bootstrap_servers: str, camer
 def app_from_config(config) -> Starlette:
     """Resolve the config's addresses ("embedded" → the running stack) and build the app."""
     endpoints = resolve(config, need=("database", "kafka"))
-    camera_urls = {c.id: c.url for c in config.cameras}
+    # the cameras' URLs are the campus's in PostgreSQL (an admin edits them), not the file's
     return create_app(config, database_url=endpoints.database_url,
-                      kafka_bootstrap_servers=endpoints.kafka_bootstrap_servers, camera_urls=camera_urls)
+                      kafka_bootstrap_servers=endpoints.kafka_bootstrap_servers)

@@ -11,7 +11,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, ValidationError, field_validator, model_validator
 
-from dashboard.forms import Flag, Text
+from dashboard.forms import Flag, Text, form_number
 from dashboard.services import Problem
 from infra.foundation.config import CameraConfig
 
@@ -77,15 +77,7 @@ def polygon_area(points: list[tuple[float, float]]) -> float:
     return abs(twice) / 2
 
 
-def _seconds(value: Any, what: str) -> float:
-    text = str(value if value is not None else "").strip()
-    try:
-        seconds = float(text)
-    except ValueError:
-        raise ValueError(f"{what} {text[:20]!r} is not a number of seconds") from None
-    if not (math.isfinite(seconds) and 0 <= seconds <= MAX_TRANSIT_S):
-        raise ValueError(f"{what} must be between 0 and {MAX_TRANSIT_S:g} seconds")
-    return round(seconds, 2)
+TransitSeconds = form_number(float, 0, MAX_TRANSIT_S, "seconds", empty="refused")
 
 
 class DoorForm(BaseModel):
@@ -93,13 +85,8 @@ class DoorForm(BaseModel):
     model_config = ConfigDict(validate_default=True)
     door_camera: Text = ""
     room_camera: Text = ""
-    transit_min_s: float = 0.0
-    transit_max_s: float = 0.0
-
-    @field_validator("transit_min_s", "transit_max_s", mode="before")
-    @classmethod
-    def _transit(cls, value: Any, info) -> float:
-        return _seconds(value, info.field_name.replace("_s", "").replace("_", " "))
+    transit_min_s: TransitSeconds = 0.0
+    transit_max_s: TransitSeconds = 0.0
 
     @model_validator(mode="after")
     def _window(self) -> "DoorForm":

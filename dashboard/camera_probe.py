@@ -2,25 +2,26 @@
 a short timeout, and its first clean keyframe decoded. Nothing is kept: the snapshot is one JPEG answered
 to the admin who asked, never written anywhere.
 
-``embedded:<mount>`` URLs go to the running embedded stack's RTSP server, as the processors resolve them.
-At most ``MAX_PROBES`` run at once: each holds a thread (a blocking PyAV read cannot be interrupted) for
-up to its timeout.
+``embedded:<mount>`` URLs go to the running embedded stack's RTSP server, as the processors resolve them
+(infra/foundation/camera_urls.py, shared with the processors' ingest). A URL that reads this machine's
+files (``file://``) is refused unless ``dashboard.allow_file_cameras``: a test or snapshot would show an
+admin any video file the dashboard may read. At most ``MAX_PROBES`` run at once: each holds a thread (a
+blocking PyAV read cannot be interrupted) for up to its timeout.
 """
 
 from __future__ import annotations
 
 import asyncio
 import io
-import re
 import time
 from dataclasses import dataclass
 
-from infra.foundation.embedded import current_state
+from dashboard.services import Problem
+from infra.foundation.camera_urls import reads_local_files, redact, resolve_camera_url
 
 PROBE_TIMEOUT_S = 6.0
 MAX_PROBES = 2
 MAX_PACKETS = 600  # a stream that gives no clean keyframe in this many packets is reported as such
-_CREDENTIALS = re.compile(r"(?i)\b([a-z][a-z0-9+.-]*://)[^/\s'\"]*@")
 _probes = asyncio.Semaphore(MAX_PROBES)
 
 
@@ -41,26 +42,28 @@ class Picture:
         return f"ok: {self.codec} {self.width}x{self.height}{rate}"
 
 
-def redact(text: str) -> str:
-    """``rtsp://user:secret@cam/stream`` -> ``rtsp://***@cam/stream``: messages never carry passwords."""
-    return _CREDENTIALS.sub(r"\1***@", text)
+def check_local_files(url: str, allowed: bool) -> None:
+    """A 400 for a ``file://`` URL (or any other that reads this machine's files) unless ``allowed``."""
+    if not allowed and reads_local_files(url):
+        raise Problem(f"url {redact(url)[:120]!r}: camera URLs that read this machine's files are refused "
+                      "(dashboard.allow_file_cameras allows them)")
 
 
-def resolve(url: str) -> str:
-    if not url.startswith("embedded:"):
-        return url
-    state = current_state()
-    if state is None or not state.is_running("rtsp"):
-        raise ProbeFailed(f"{url}: the embedded RTSP server is not running (rollcall up)")
-    return state.rtsp_url(url.removeprefix("embedded:"))
+def _resolved(url: str) -> str:
+    try:
+        return resolve_camera_url(url)
+    except RuntimeError as exc:  # the embedded RTSP server is not running
+        raise ProbeFailed(str(exc)) from None
 
 
-async def grab(url: str, timeout_s: float = PROBE_TIMEOUT_S) -> Picture:
-    """The camera's first clean picture as JPEG, with its codec, size and frame rate; ProbeFailed if none."""
+async def grab(url: str, *, allow_files: bool, timeout_s: float = PROBE_TIMEOUT_S) -> Picture:
+    """The camera's first clean picture as JPEG, with its codec, size and frame rate; ProbeFailed if none,
+    a 400 for a URL that reads local files unless ``allow_files``."""
+    check_local_files(url, allow_files)
     if _probes.locked():
         raise ProbeFailed(f"{MAX_PROBES} camera tests are running already: try again in a few seconds")
     async with _probes:
-        return await asyncio.to_thread(_grab, resolve(url), timeout_s)
+        return await asyncio.to_thread(_grab, _resolved(url), timeout_s)
 
 
 def _grab(url: str, timeout_s: float) -> Picture:

@@ -62,6 +62,28 @@ async def set_enabled(conn, camera_id: str, enabled: bool) -> bool:
     return status.split()[-1] == "1"
 
 
+async def delete_camera(conn, camera_id: str) -> bool:
+    """Delete the camera's row (False when there is none). Refused (409, naming the doors) while a door
+    links it: a door needs both its cameras, and deleting the door with its drawn zone behind the admin's
+    back would lose work. Its history stays: the event, track and attendance tables name cameras by id
+    without a foreign key (migrations 0002, 0003), as `rollcall db load-config --prune` relies on too."""
+    async with conn.transaction():
+        linked = await conn.fetch("""SELECT id, CASE WHEN door_camera_id = $1 THEN 'door' ELSE 'room' END AS used_as
+                                     FROM door WHERE door_camera_id = $1 OR room_camera_id = $1 ORDER BY id
+                                     FOR UPDATE""", camera_id)
+        if linked:
+            doors_named = ", ".join(f"door {d['id']} (as its {d['used_as']} camera)" for d in linked)
+            raise Problem(f"camera {camera_id} is linked to {doors_named}: link another camera to the door "
+                          "or delete the door first", 409)
+        status = await conn.execute("DELETE FROM camera WHERE id = $1", camera_id)
+    return status.split()[-1] == "1"
+
+
+async def delete_door(conn, door_id: str) -> bool:
+    """Delete the door (its link and entry zone); its cameras stay, as does every event they gave."""
+    return (await conn.execute("DELETE FROM door WHERE id = $1", door_id)).split()[-1] == "1"
+
+
 async def doors(conn) -> list[dict[str, Any]]:
     rows = await conn.fetch("""SELECT id, room_id, door_camera_id, room_camera_id, entry_zone, transit_min_s,
                                       transit_max_s, updated_at FROM door ORDER BY room_id, id""")

@@ -5,7 +5,8 @@ timetable checks of the live pages and of opening a session by hand.
 PostgreSQL holds the campus: an admin edits it in the dashboard and `rollcall db load-config` imports the
 TOML file into it. The snapshot has the attributes :mod:`dashboard.auth`'s scope and timetable functions
 read from a config (``courses[].faculty``, ``courses[].policy.early_arrival_min``, ``timetable[]``,
-``rooms[]``, ``cameras[]``, ``site.timezone``), so they work on either. :class:`CampusCache` keeps one
+``rooms[]``, ``cameras[]``, ``site.timezone``), so they work on either. The health, live and video pages
+list its cameras (and draw its doors' entry zones), so a camera added in the dashboard shows there. :class:`CampusCache` keeps one
 for a few seconds (every request needs it); a dashboard edit that changes scope drops it at once.
 """
 
@@ -13,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import json
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -47,6 +49,15 @@ class Camera:
     role: str
     room: str
     enabled: bool
+    url: str  # as stored: credentials in it (redact before showing), embedded:<mount> unresolved
+
+
+@dataclass(frozen=True)
+class Door:
+    """What the live video draws of a door: its entry zone on its room camera's picture."""
+    id: str
+    room_camera: str
+    entry_zone: tuple[tuple[float, float], ...]
 
 
 @dataclass(frozen=True)
@@ -66,6 +77,7 @@ class Campus:
     rooms: tuple[Room, ...]
     cameras: tuple[Camera, ...]
     timetable: tuple[Slot, ...]
+    doors: tuple[Door, ...] = ()
 
 
 async def load_campus(conn, site) -> Campus:
@@ -77,14 +89,16 @@ async def load_campus(conn, site) -> Campus:
         courses = tuple(Course(r["id"], r["name"], frozenset(faculty.get(r["id"], ())), Policy(r["early_arrival_min"]))
                         for r in await conn.fetch("SELECT id, name, early_arrival_min FROM course ORDER BY id"))
         rooms = tuple(Room(r["id"], r["name"]) for r in await conn.fetch("SELECT id, name FROM room ORDER BY id"))
-        cameras = tuple(Camera(r["id"], r["name"], r["role"], r["room_id"], r["enabled"]) for r in await conn.fetch(
-            "SELECT id, name, role, room_id, enabled FROM camera ORDER BY id"))
+        cameras = tuple(Camera(r["id"], r["name"], r["role"], r["room_id"], r["enabled"], r["url"])
+                        for r in await conn.fetch("SELECT id, name, role, room_id, enabled, url FROM camera ORDER BY id"))
+        doors = tuple(Door(r["id"], r["room_camera_id"], tuple(tuple(p) for p in json.loads(r["entry_zone"])))
+                      for r in await conn.fetch("SELECT id, room_camera_id, entry_zone FROM door ORDER BY id"))
         timetable = tuple(
             Slot(r["course_id"], r["room_id"], WEEKDAYS[r["weekday"] - 1] if r["weekday"] else None, r["on_date"],
                  r["start_time"], r["end_time"])
             for r in await conn.fetch("""SELECT course_id, room_id, weekday, on_date, start_time, end_time
                                          FROM timetable_slot ORDER BY id"""))
-    return Campus(site, courses, rooms, cameras, timetable)
+    return Campus(site, courses, rooms, cameras, timetable, doors)
 
 
 class CampusCache:

@@ -7,10 +7,12 @@ line; :func:`parse` turns the first failure into a :class:`~dashboard.services.P
 
 from __future__ import annotations
 
+import math
 import re
 from typing import Annotated, Any, TypeVar
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, ValidationError, field_validator
+from pydantic import BaseModel, BeforeValidator, ConfigDict, ValidationError, ValidationInfo, field_validator
+from pydantic_core import PydanticUseDefault
 
 from dashboard.auth import ROLES, USERNAME
 from dashboard.services import Problem
@@ -24,6 +26,37 @@ Text = Annotated[str, BeforeValidator(lambda value: str(value) if value else "")
 Flag = Annotated[bool, BeforeValidator(lambda value: value is True or str(value or "").lower() in YES)]
 
 Model = TypeVar("Model", bound=BaseModel)
+
+
+def form_number(kind: type[int] | type[float], low: float, high: float, unit: str, *, empty: str = "default"):
+    """A number field as a form sends it (text) or JSON does (a number): ``kind`` from ``low`` to ``high``;
+    empty (or null) is the field's default (``empty="default"``), None (``"none"``: a field whose default is
+    None, which ``validate_default`` reads here too) or refused (``"refused"``). Its error names the field as a person reads it
+    ("transit min", "late after min") and the unit: "late after min must be between 0 and 1440 minutes"."""
+
+    def read(value: Any, info: ValidationInfo) -> int | float | None:
+        what = info.field_name.removesuffix("_s").replace("_", " ")
+        text = str(value if value is not None else "").strip()
+        if not text:
+            if empty == "refused":
+                raise ValueError(f"{what}: a number of {unit} is required")
+            if empty == "none":
+                return None
+            raise PydanticUseDefault()
+        try:
+            number = kind(text)
+        except ValueError:
+            raise ValueError(f"{what} {text[:20]!r} is not a {'whole ' if kind is int else ''}number of {unit}") from None
+        if not (math.isfinite(number) and low <= number <= high):
+            raise ValueError(f"{what} must be between {low:g} and {high:g} {unit}")
+        return number if kind is int else round(number, 2)
+
+    return Annotated[kind | None, BeforeValidator(read)]
+
+
+Minutes = form_number(int, 0, 24 * 60, "minutes")  # a course policy's
+OpeningMinutes = form_number(int, 1, 24 * 60, "minutes", empty="none")  # a session opened by hand for so long
+Capacity = form_number(int, 1, 100000, "places", empty="none")
 
 
 def parse(model: type[Model], fields: Any, problem: str | None = None) -> Model:
@@ -56,20 +89,7 @@ class SessionOpening(BaseModel):
     timetable session running now)."""
     course: Text = ""
     room: Text = ""
-    minutes: int | None = None
-
-    @field_validator("minutes", mode="before")
-    @classmethod
-    def _minutes(cls, value: Any) -> int | None:
-        if not str(value or "").strip():
-            return None
-        try:
-            minutes = int(value)
-        except (TypeError, ValueError, OverflowError):
-            raise ValueError(f"minutes {str(value)[:40]!r} is not a number") from None
-        if not 1 <= minutes <= 24 * 60:
-            raise ValueError("minutes must be between 1 and 1440")
-        return minutes
+    minutes: OpeningMinutes = None
 
 
 class Resolution(BaseModel):
@@ -154,40 +174,17 @@ def _slug(value: str, what: str) -> str:
     return value
 
 
-def _minutes(value: Any, what: str, default: int) -> int:
-    text = str(value if value is not None else "").strip()
-    if not text:
-        return default
-    try:
-        minutes = int(text)
-    except ValueError:
-        raise ValueError(f"{what} {text[:20]!r} is not a whole number of minutes") from None
-    if not 0 <= minutes <= 24 * 60:
-        raise ValueError(f"{what} must be between 0 and 1440 minutes")
-    return minutes
-
-
 class RoomForm(BaseModel):
     """A room: its id (fixed once made), name and capacity (empty: unknown)."""
     model_config = ConfigDict(validate_default=True)
     id: Text = ""
     name: Text = ""
-    capacity: int | None = None
+    capacity: Capacity = None
 
     @field_validator("id")
     @classmethod
     def _id(cls, value: str) -> str:
         return _slug(value, "room id")
-
-    @field_validator("capacity", mode="before")
-    @classmethod
-    def _capacity(cls, value: Any) -> int | None:
-        text = str(value if value is not None else "").strip()
-        if not text:
-            return None
-        if not text.isdigit() or not 1 <= int(text) <= 100000:
-            raise ValueError(f"capacity {text[:20]!r} must be a whole number from 1 to 100000, or empty")
-        return int(text)
 
 
 class CourseForm(BaseModel):
@@ -195,21 +192,16 @@ class CourseForm(BaseModel):
     model_config = ConfigDict(validate_default=True)
     id: Text = ""
     name: Text = ""
-    early_arrival_min: int = 15
-    late_after_min: int = 10
-    present_min_minutes: int = 20
-    left_early_min: int = 10
+    early_arrival_min: Minutes = 15
+    late_after_min: Minutes = 10
+    present_min_minutes: Minutes = 20
+    left_early_min: Minutes = 10
     door_only: Text = "unconfirmed"
 
     @field_validator("id")
     @classmethod
     def _id(cls, value: str) -> str:
         return _slug(value, "course id")
-
-    @field_validator("early_arrival_min", "late_after_min", "present_min_minutes", "left_early_min", mode="before")
-    @classmethod
-    def _policy(cls, value: Any, info) -> int:
-        return _minutes(value, info.field_name.replace("_", " "), cls.model_fields[info.field_name].default)
 
     @field_validator("door_only")
     @classmethod

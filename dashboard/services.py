@@ -16,7 +16,7 @@ from starlette.requests import Request
 
 from dashboard import auth, queries
 from dashboard.auth import Scope, User
-from dashboard.campus_state import Campus, CampusCache
+from dashboard.campus_state import Camera, Campus, CampusCache
 from dashboard.live import StreamLimits
 from infra.foundation.db import describe_unreachable
 
@@ -37,7 +37,7 @@ class Services:
     config: Any
     database_url: str
     kafka_bootstrap_servers: str
-    camera_urls: dict[str, str]
+    camera_urls: dict[str, str]  # camera id -> the URL its live video reads instead of the stored one (tests)
     hub: Any = None
     video: Any = None
     metrics: Any = None
@@ -49,6 +49,7 @@ class Services:
     _names: tuple[float, dict[str, str]] = (0.0, {})
     _pool_lock: asyncio.Lock = field(default_factory=asyncio.Lock)
     _campus: CampusCache = field(default_factory=CampusCache)
+    _video_campus: Campus | None = None  # the campus the video feeds were last made from
 
     async def get_pool(self):
         if self.pool is not None:
@@ -87,6 +88,15 @@ class Services:
         """The campus as PostgreSQL holds it (read again every few seconds: edits show without a restart)."""
         return await self._campus.get(self.conn, self.config.site)
 
+    async def cameras(self) -> tuple[Camera, ...]:
+        """The campus's cameras as PostgreSQL holds them (the cameras page's source), for the health, live
+        and video pages; the video feeds follow them (a camera added, edited, disabled or deleted)."""
+        campus = await self.campus()
+        if self.video is not None and campus is not self._video_campus:
+            self._video_campus = campus
+            await self.video.sync(campus.cameras, campus.doors, self.camera_urls)
+        return campus.cameras
+
     def forget_campus(self) -> None:
         """After an edit that changes what someone may see (an account's courses): read the campus again."""
         self._campus.forget()
@@ -123,9 +133,6 @@ class Services:
 
     async def rooms_in(self, scope: Scope) -> list[str]:
         return [r.id for r in (await self.campus()).rooms if scope.room(r.id)]
-
-    def cameras_in(self, scope: Scope) -> list:
-        return [c for c in self.config.cameras if c.enabled and scope.camera(c.id)]
 
     async def courses_in(self, scope: Scope) -> list:
         return [c for c in (await self.campus()).courses if scope.course(c.id)]

@@ -2,10 +2,11 @@
 
 Design: the processor publishes what it sees (overlay.v1 events: boxes, labels, track ids) at analysis
 rate, not pictures. The dashboard opens the camera's own stream (the same RTSP URL, resolved like the
-processor's: "embedded:<mount>" through infra/foundation/endpoints.py) with the processor's ingest code
+processor's: "embedded:<mount>" through infra/foundation/camera_urls.py) with the processor's ingest code
 (:class:`processor.ingest.CameraSource`: PyAV, reconnect with backoff, keyframe resync), and draws onto
-each frame the camera's latest overlay event (when younger than 3 s) and the doors' entry zones from the
-config. One :class:`CameraFeed` per camera, started by its first viewer and stopped 10 s after its last,
+each frame the camera's latest overlay event (when younger than 3 s) and the doors' entry zones. The cameras
+and zones are the campus's in PostgreSQL (:meth:`VideoHub.sync`, from dashboard/services.py): a camera added
+in the dashboard has video without a restart. One :class:`CameraFeed` per camera, started by its first viewer and stopped 10 s after its last,
 renders at ``dashboard.video_fps`` and ``video_width`` once for every viewer; viewers are aiortc
 :class:`FeedTrack` s (WebRTC) and MJPEG streams (the fallback).
 
@@ -28,8 +29,7 @@ from typing import Any, Callable
 import cv2
 import numpy as np
 from processor.api import CameraSource, IngestOptions
-from infra.foundation.endpoints import resolve as resolve_endpoints
-from infra.foundation.errors import RollcallError
+from infra.foundation.camera_urls import resolve_camera_url
 
 log = logging.getLogger("rollcall.dashboard.video")
 
@@ -278,40 +278,56 @@ def feed_track_class():
     return FeedTrack
 
 
+def _zones_of(camera_id: str, doors) -> list:
+    return [list(d.entry_zone) for d in doors if d.room_camera == camera_id]
+
+
 class VideoHub:
     """The camera feeds and the WebRTC peer connections of one dashboard process."""
 
     def __init__(self, config, camera_urls: dict[str, str], overlay: Callable[[str, float | None], dict | None], *,
                  source_factory=None):
+        """The feeds of the config file's cameras in ``camera_urls`` until :meth:`sync` gives the campus's."""
         self.config = config
+        self._overlay = overlay
+        self._source_factory = source_factory
         self.feeds: dict[str, CameraFeed] = {}
         for camera in config.cameras:
-            if not camera.enabled or camera.id not in camera_urls:
-                continue
-            zones = [list(d.entry_zone) for d in config.doors if d.room_camera == camera.id]
-            self.feeds[camera.id] = CameraFeed(camera, camera_urls[camera.id], zones=zones, overlay=overlay,
-                                               width=config.dashboard.video_width, fps=config.dashboard.video_fps,
-                                               delay_s=config.dashboard.video_delay_s,
-                                               source_factory=source_factory,
-                                               resolve_url=self._resolver(camera.id))
+            if camera.enabled and camera.id in camera_urls:
+                self.feeds[camera.id] = self._feed(camera, camera_urls[camera.id], _zones_of(camera.id, config.doors))
         self.peers: set = set()
         self.max_peers = config.dashboard.max_video_peers
         self.connect_timeout_s = config.dashboard.video_connect_timeout_s
         self.timed_out = 0  # negotiations closed for not connecting in time
 
-    def _resolver(self, camera_id: str) -> Callable[[str], str]:
-        """At every (re)connect: "embedded:<mount>" through infra/foundation/endpoints.py (the running stack's RTSP)."""
+    def _feed(self, camera, url: str, zones: list) -> CameraFeed:
+        # "embedded:<mount>" resolved at every (re)connect, as the processors do
+        d = self.config.dashboard
+        return CameraFeed(camera, url, zones=zones, overlay=self._overlay, width=d.video_width, fps=d.video_fps,
+                          delay_s=d.video_delay_s, source_factory=self._source_factory, resolve_url=resolve_camera_url)
 
-        def resolve(url: str) -> str:
-            if not url.startswith("embedded:"):
-                return url
-
-            try:
-                return resolve_endpoints(self.config, need=("cameras",)).camera_urls[camera_id]
-            except RollcallError as exc:
-                raise RuntimeError(str(exc)) from None
-
-        return resolve
+    async def sync(self, cameras, doors, camera_urls: dict[str, str]) -> dict[str, list[str]]:
+        """Feeds for the enabled ``cameras`` (the campus's), reading ``camera_urls[id]`` where given, else the
+        camera's URL: one added, a deleted or disabled one closed, one whose URL changed made again; the
+        others keep their viewers, with the camera's name and its doors' entry zones as they are now."""
+        wanted = {c.id: c for c in cameras if c.enabled}
+        closing = [self.feeds.pop(camera_id) for camera_id in list(self.feeds) if camera_id not in wanted]
+        changes: dict[str, list[str]] = {"added": [], "removed": [f.camera.id for f in closing], "remade": []}
+        for camera in wanted.values():
+            url, zones = camera_urls.get(camera.id, camera.url), _zones_of(camera.id, doors)
+            feed = self.feeds.get(camera.id)
+            if feed is not None and feed.url == url:
+                feed.camera, feed.zones = camera, zones
+                continue
+            if feed is not None:
+                closing.append(feed)
+            self.feeds[camera.id] = self._feed(camera, url, zones)
+            changes["remade" if feed is not None else "added"].append(camera.id)
+        for feed in closing:  # after the table is whole again: a request meanwhile sees the new feeds
+            await feed.close()
+        if any(changes.values()):
+            log.info("video feeds: %s", "; ".join(f"{k} {', '.join(v)}" for k, v in changes.items() if v))
+        return changes
 
     async def answer(self, camera_id: str, sdp: str, sdp_type: str, *, on_close: Callable[[], None] = lambda: None,
                      until: float | None = None) -> dict:

@@ -1,7 +1,10 @@
 """The processor service: the door and room pipelines (processor/pipeline.py, processor/stages/) on the
 cameras it runs, until stopped.
 
-Alone it runs every enabled camera of its configuration. In a group (`rollcall run --group NAME`,
+Alone it runs every enabled camera of its configuration; started by `rollcall run` (``follow_database``)
+it follows the campus as PostgreSQL holds it instead, read every ``group.cameras_poll_s`` as a group member
+reads it (processor/group/catalogue.py): a camera added, edited, disabled or deleted in the dashboard, or an
+entry zone redrawn, reaches it without a restart. In a group (`rollcall run --group NAME`,
 processor/group/) it runs the cameras of the slots the group's Kafka assignment gives it, from the campus
 as PostgreSQL has it, and follows both as they change: cameras start and stop without a restart, room
 cameras that move carry their live tracks over (processor/checkpoints.py).
@@ -18,6 +21,7 @@ from processor import metrics
 from processor.batcher import Batcher, DemandQueue
 from processor.checkpoints import CheckpointTable
 from processor.gallery import GalleryWatcher, match_settings
+from processor.group.catalogue import Catalogue, CatalogueWatcher
 from processor.group.coordinator import GroupCoordinator
 from processor.ingest import IngestManager
 from processor.pipeline import FaceStage, RecognitionStage
@@ -40,13 +44,17 @@ class Processor:
 
     def __init__(self, config: Config, *, database_url: str,
                  kafka_bootstrap_servers: str, metrics_port: int | None = None,
-                 max_batch: int = 8, max_wait_s: float = 0.02, group: str | None = None):
+                 max_batch: int = 8, max_wait_s: float = 0.02, group: str | None = None,
+                 follow_database: bool = False):
         if group:
             config = config.model_copy(update={"group": config.group.model_copy(update={"name": group})})
         self.config = config
         self.group = config.group.name
         # the ids of the cameras this member runs; None outside a group: every enabled camera
         self.owned: set[str] | None = set() if self.group else None
+        # outside a group: follow PostgreSQL's camera and door tables (a group member does as its group says)
+        self.follow_database = follow_database and not self.group
+        self._campus_seen = False  # a catalogue with cameras read (an empty table before it is not the campus)
         self.standby: set[str] = set()  # room cameras tracked here unpublished, for a fast takeover
         self.awake: set[str] = set()  # standbys whose owner went silent: tracked at the full rate meanwhile
         self.processor_id = processor_id()
@@ -117,11 +125,14 @@ class Processor:
                                    gate=InferenceGate(config.scheduling.inference_slots))
         self._register_cameras()
         self._start_door_stages(detector, embedder)
-        if self.room_cameras() or self.group:  # a member may be given a room camera at any time
+        if self.room_cameras() or self.group or self.follow_database:  # a room camera may come at any time
             self._start_rooms(providers)
         self._start_status()
         if self.group:
             await self._join_group()
+        elif self.follow_database:
+            watcher = CatalogueWatcher(self.database_url, 0, config.group.cameras_poll_s, self._follow_campus)
+            self._tasks.append(asyncio.create_task(watcher.run(), name="camera-catalogue"))
         if self.metrics_port is not None:
             self.metrics_port = metrics.serve(self.metrics_port)
             log.info("metrics on http://127.0.0.1:%d/metrics", self.metrics_port)
@@ -300,6 +311,18 @@ class Processor:
         if self.recognition_feed is not None:
             self.recognition_feed.door_cameras = {d.door_camera for d in config.doors}
         self.reload_cameras(config)
+
+    def _follow_campus(self, catalogue: Catalogue) -> None:
+        """Outside a group: every enabled camera of the campus as PostgreSQL holds it now, as a member applies
+        what it owns (:meth:`run_cameras`: started, restarted, stopped; zones redrawn in place). Until the
+        table has held a camera, the file's cameras run: an empty table is a database not loaded yet
+        (`rollcall db load-config`), not a campus without cameras."""
+        if not catalogue.cameras and not self._campus_seen:
+            log.warning("processor: the camera table is empty (run `rollcall db load-config`); running the "
+                        "config file's %d camera(s) until it has some", len(self.config.cameras))
+            return
+        self._campus_seen = True
+        self.run_cameras(catalogue.applied_to(self.config), {c.id for c in catalogue.cameras})
 
     def _owner_silent(self, camera_id: str, silent: bool) -> None:
         """A standby whose owner stopped checkpointing tracks the camera at its full rate until the owner is

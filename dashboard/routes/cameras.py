@@ -1,7 +1,10 @@
 """Cameras (admin): the list from PostgreSQL with each camera's state, fps and drops as the health page
 shows them (the processors' /metrics), a camera added, edited, disabled or enabled by URL, its connection
 test (one line: codec, size and rate, or the error) and a live snapshot (one decoded frame as JPEG, to the
-admin who asked, stored nowhere). Processors of a group pick the change up on their next catalogue read."""
+admin who asked, stored nowhere), and a camera deleted (after a confirmation; refused while a door links it,
+its past events kept). Processors pick a change up on their next read of the camera table (processor/group/
+catalogue.py), without a restart. A URL that reads local files (``file://``) is refused unless
+``dashboard.allow_file_cameras``: its test, snapshot and live video would show an admin the dashboard's files."""
 
 from __future__ import annotations
 
@@ -10,11 +13,13 @@ from starlette.responses import JSONResponse, Response
 
 from dashboard import camera_queries as q
 from dashboard.camera_forms import CameraForm, EnabledForm
-from dashboard.camera_probe import ProbeFailed, grab, redact
+from dashboard.camera_probe import ProbeFailed, check_local_files, grab
 from dashboard.forms import parse
 from dashboard.guard import RouteTable
 from dashboard.routes.system import CAMERA_METRICS
 from dashboard.services import Problem, services_of
+from dashboard.setup_rows import change_or_404, confirmed, row_or_404
+from infra.foundation.camera_urls import redact
 from dashboard.web import ADMIN, body, done, render
 
 ROUTES = RouteTable()
@@ -37,7 +42,7 @@ async def cameras_page(request: Request) -> Response:
 
 @ROUTES.api("/setup/cameras", ADMIN, methods=("POST",))
 async def create_camera(request: Request) -> Response:
-    camera = parse(CameraForm, await body(request)).camera()
+    camera = _checked(request, parse(CameraForm, await body(request)).camera())
     async with services_of(request).conn() as conn:
         await q.save_camera(conn, camera, create=True)
     return done(request, {"camera": camera.id}, f"camera {camera.id} added", 201)
@@ -45,7 +50,7 @@ async def create_camera(request: Request) -> Response:
 
 @ROUTES.api("/setup/cameras/{camera_id}", ADMIN, methods=("POST",))
 async def edit_camera(request: Request) -> Response:
-    camera = parse(CameraForm, {**await body(request), "id": request.path_params["camera_id"]}).camera()
+    camera = _checked(request, parse(CameraForm, {**await body(request), "id": request.path_params["camera_id"]}).camera())
     async with services_of(request).conn() as conn:
         await q.save_camera(conn, camera, create=False)
     return done(request, {"camera": camera.id}, f"camera {camera.id} saved")
@@ -54,42 +59,51 @@ async def edit_camera(request: Request) -> Response:
 @ROUTES.api("/setup/cameras/{camera_id}/enabled", ADMIN, methods=("POST",))
 async def enable_camera(request: Request) -> Response:
     """Disable (``enabled`` empty) or enable a camera: its processor stops or starts it."""
-    camera_id = request.path_params["camera_id"]
     enabled = parse(EnabledForm, await body(request)).enabled
-    async with services_of(request).conn() as conn:
-        if not await q.set_enabled(conn, camera_id, enabled):
-            raise Problem(f"no camera {camera_id!r}", 404)
+    camera_id = await change_or_404(request, "camera", lambda conn, cid: q.set_enabled(conn, cid, enabled))
     return done(request, {"camera": camera_id, "enabled": enabled},
                 f"camera {camera_id} {'enabled' if enabled else 'disabled'}")
+
+
+@ROUTES.api("/setup/cameras/{camera_id}/delete", ADMIN, methods=("POST",))
+async def delete_camera(request: Request) -> Response:
+    """Delete a camera (``confirm``: its id): the processors drop its stream on their next read; its past
+    events stay in the records under its id. 409 naming the doors that link it."""
+    confirmed(request, await body(request), "camera")
+    camera_id = await change_or_404(request, "camera", q.delete_camera)
+    return done(request, {"camera": camera_id, "deleted": True},
+                f"camera {camera_id} deleted: its past events stay in the records")
 
 
 @ROUTES.api("/setup/cameras/{camera_id}/test", ADMIN, methods=("POST",))
 async def test_camera(request: Request) -> Response:
     """Open the camera's URL now: ``{"ok": true, "result": "ok: h264 1280x720 at 25 fps"}`` or the error."""
-    url = await _url_of(request)
+    camera = await row_or_404(request, "camera", q.camera)
     try:
-        picture = await grab(url)
+        picture = await grab(camera["url"], allow_files=_files_allowed(request))
     except ProbeFailed as exc:
-        return JSONResponse({"camera": request.path_params["camera_id"], "ok": False, "result": f"failed: {exc}"})
-    return JSONResponse({"camera": request.path_params["camera_id"], "ok": True, "result": picture.summary(),
+        return JSONResponse({"camera": camera["id"], "ok": False, "result": f"failed: {exc}"})
+    return JSONResponse({"camera": camera["id"], "ok": True, "result": picture.summary(),
                          "width": picture.width, "height": picture.height})
 
 
 @ROUTES.page("/setup/cameras/{camera_id}/snapshot.jpg", ADMIN)
 async def snapshot(request: Request) -> Response:
     """One frame decoded now, as JPEG (not cached, not stored); 502 with the reason when there is none."""
+    camera = await row_or_404(request, "camera", q.camera)
     try:
-        picture = await grab(await _url_of(request))
+        picture = await grab(camera["url"], allow_files=_files_allowed(request))
     except ProbeFailed as exc:
-        raise Problem(f"no picture from {request.path_params['camera_id']}: {exc}", 502) from None
+        raise Problem(f"no picture from {camera['id']}: {exc}", 502) from None
     return Response(picture.jpeg, media_type="image/jpeg",
                     headers={"Cache-Control": "no-store", "X-Picture-Size": f"{picture.width}x{picture.height}"})
 
 
-async def _url_of(request: Request) -> str:
-    camera_id = request.path_params["camera_id"]
-    async with services_of(request).conn() as conn:
-        camera = await q.camera(conn, camera_id)
-    if camera is None:
-        raise Problem(f"no camera {camera_id!r}", 404)
-    return camera["url"]
+def _files_allowed(request: Request) -> bool:
+    return services_of(request).config.dashboard.allow_file_cameras
+
+
+def _checked(request: Request, camera):
+    """The camera, unless its URL reads local files where the settings do not allow it (400)."""
+    check_local_files(camera.url, _files_allowed(request))
+    return camera

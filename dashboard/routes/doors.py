@@ -2,7 +2,8 @@
 the window suggested from observed transits (dashboard/transit.py), which the admin accepts or edits, and
 its entry zone drawn as a polygon on the room camera's live snapshot. Saved in PostgreSQL, where the
 processors of a group read it (processor/group/catalogue.py): the room stage's tracker takes a redrawn
-zone on the next read, without a restart."""
+zone on the next read, without a restart. A door deleted (after a confirmation) takes its link and zone
+with it; its cameras and their events stay."""
 
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ from dashboard.camera_probe import ProbeFailed, grab
 from dashboard.forms import parse
 from dashboard.guard import RouteTable
 from dashboard.services import Problem, services_of
+from dashboard.setup_rows import change_or_404, confirmed, row_or_404
 from dashboard.transit import single_arrival_transits, suggest
 from dashboard.web import ADMIN, body, done, render
 
@@ -47,7 +49,7 @@ async def create_door(request: Request) -> Response:
         await q.check_cameras(conn, form.room, form.door_camera.strip(), form.room_camera.strip())
         room_camera = await q.camera(conn, form.room_camera.strip())
     try:
-        picture = await grab(room_camera["url"])
+        picture = await grab(room_camera["url"], allow_files=services_of(request).config.dashboard.allow_file_cameras)
     except ProbeFailed as exc:
         raise Problem(f"the room camera {room_camera['id']} gives no picture to place the entry zone on: {exc}",
                       400) from None
@@ -74,25 +76,20 @@ async def save_door(request: Request) -> Response:
 @ROUTES.page("/setup/doors/{door_id}/zone", ADMIN)
 async def zone_page(request: Request) -> Response:
     """The room camera's snapshot with the door's entry zone over it, to redraw point by point."""
-    door = await _door(request)
-    return render(request, "setup_zone.html", {"door": door})
+    return render(request, "setup_zone.html", {"door": await row_or_404(request, "door", q.door)})
 
 
 @ROUTES.api("/setup/doors/{door_id}/zone", ADMIN, methods=("POST",))
 async def save_zone(request: Request) -> Response:
     """``{"zone": [[x, y], ...]}``: the entry zone in pixels of the room camera's picture."""
-    door_id = request.path_params["door_id"]
     zone = parse(ZoneForm, await body(request)).zone
-    async with services_of(request).conn() as conn:
-        if not await q.save_zone(conn, door_id, zone):
-            raise Problem(f"no door {door_id!r}", 404)
+    door_id = await change_or_404(request, "door", lambda conn, did: q.save_zone(conn, did, zone))
     return done(request, {"door": door_id, "zone": zone}, f"entry zone of {door_id} saved ({len(zone)} points)")
 
 
-async def _door(request: Request) -> dict:
-    door_id = request.path_params["door_id"]
-    async with services_of(request).conn() as conn:
-        door = await q.door(conn, door_id)
-    if door is None:
-        raise Problem(f"no door {door_id!r}", 404)
-    return door
+@ROUTES.api("/setup/doors/{door_id}/delete", ADMIN, methods=("POST",))
+async def delete_door(request: Request) -> Response:
+    """Delete a door (``confirm``: its id): its link and entry zone go; its cameras and their events stay."""
+    confirmed(request, await body(request), "door")
+    door_id = await change_or_404(request, "door", q.delete_door)
+    return done(request, {"door": door_id, "deleted": True}, f"door {door_id} deleted")

@@ -20,9 +20,10 @@ ROUTES = RouteTable()
 KEEP_ALIVE_S = 15
 
 
-def _cameras_json(services: Services, scope: Scope, live: dict | None) -> list[dict]:
+async def _cameras_json(services: Services, scope: Scope, live: dict | None) -> list[dict]:
+    """The campus's cameras (PostgreSQL, as the cameras page lists them) this user may see."""
     out = []
-    for camera in services.config.cameras:
+    for camera in await services.cameras():
         watchable = live is None or camera.room in live
         if not camera.enabled or not (scope.camera(camera.id) or watchable):
             continue
@@ -40,7 +41,7 @@ async def live_page(request: Request) -> Response:
     their sessions running now)."""
     services = services_of(request)
     live = await live_rooms(request)
-    cameras = [c for c in _cameras_json(services, current_scope(request), live) if c["live"]]
+    cameras = [c for c in await _cameras_json(services, current_scope(request), live) if c["live"]]
     return render(request, "live.html", {"cameras": cameras,
                                          "rooms": [r for r in (await services.campus()).rooms if live is None or r.id in live]})
 
@@ -50,7 +51,7 @@ async def cameras(request: Request) -> Response:
     """The cameras of this user's rooms, with the video feed's and the processor's state; ``live``: whether
     they may watch it now (faculty: one of their sessions is running in its room)."""
     live = await live_rooms(request)
-    return JSONResponse({"cameras": _cameras_json(services_of(request), current_scope(request), live)})
+    return JSONResponse({"cameras": await _cameras_json(services_of(request), current_scope(request), live)})
 
 
 async def _board(request: Request) -> list[dict]:

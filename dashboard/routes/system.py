@@ -48,7 +48,8 @@ def _camera_health(services: Services, camera) -> dict[str, Any]:
 
 async def _health(services: Services) -> dict:
     database, lag = await _database_and_lag(services)
-    return {"cameras": [_camera_health(services, camera) for camera in services.config.cameras],
+    # the campus's cameras as PostgreSQL holds them (the cameras page's list), a disabled one too
+    return {"cameras": [_camera_health(services, camera) for camera in await services.cameras()],
             "processors": services.metrics.sources if services.metrics else {},
             "broker": services.hub.status(), "database": database, "consumer_lag": lag,
             "video_peers": len(services.video.peers) if services.video else 0}

@@ -20,7 +20,7 @@ async def _feed(request: Request):
     """The camera's feed and until when (Unix time, None: no end) this user may watch it."""
     services = services_of(request)
     camera_id = request.path_params["camera_id"]
-    camera = next((c for c in services.config.cameras if c.id == camera_id), None)
+    camera = next((c for c in await services.cameras() if c.id == camera_id), None)  # the campus's, as PostgreSQL holds it
     live = await live_rooms(request)
     if live is not None and (camera is None or camera.room not in live):
         raise Problem(f"camera {camera_id!r}: none of your sessions is running in its room now", 403)

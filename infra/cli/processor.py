@@ -16,7 +16,6 @@ from rich.console import Console
 from infra.cli.support import config_of as _config
 from infra.cli.support import print_json as _print_json
 from infra.cli.types import PORT, FiniteFloat
-from infra.foundation.config import load_config
 from infra.foundation.endpoints import resolve
 from infra.foundation.errors import RollcallError
 from processor import model_catalogue, model_fetch
@@ -42,8 +41,9 @@ GROUP_NAME = re.compile(r"^[A-Za-z0-9._-]{1,200}$")
 @click.pass_context
 def run_processor(ctx: click.Context, metrics_port: int, max_batch: int, max_wait_ms: float, group: str | None,
                   verbose: bool) -> None:
-    """Run the processor until interrupted: on the configured cameras (SIGHUP reloads them), or as a member
-    of a processor group on the cameras the group assigns it."""
+    """Run the processor until interrupted: on the campus's cameras as PostgreSQL holds them (followed as they
+    change: `rollcall db load-config` imports the file), or as a member of a processor group on the cameras
+    the group assigns it."""
     logging.basicConfig(level=logging.INFO if verbose else logging.WARNING,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     config = _config(ctx)
@@ -55,19 +55,19 @@ def run_processor(ctx: click.Context, metrics_port: int, max_batch: int, max_wai
         processor = Processor(config, database_url=endpoints.database_url,
                               kafka_bootstrap_servers=endpoints.kafka_bootstrap_servers,
                               metrics_port=metrics_port, max_batch=max_batch, max_wait_s=max_wait_ms / 1000,
-                              group=group)
-        await _run_until_signalled(processor, config)
+                              group=group, follow_database=True)
+        await _run_until_signalled(processor)
 
     asyncio.run(main())
 
 
-async def _run_until_signalled(processor: Processor, config) -> None:
-    """Run ``processor`` until SIGTERM or SIGINT; SIGHUP reloads its cameras from the config file."""
+async def _run_until_signalled(processor: Processor) -> None:
+    """Run ``processor`` until SIGTERM or SIGINT (SIGHUP: a note that the cameras follow PostgreSQL)."""
     loop = asyncio.get_running_loop()
     stopping = asyncio.Event()
     loop.add_signal_handler(signal.SIGTERM, stopping.set)
     loop.add_signal_handler(signal.SIGINT, stopping.set)
-    loop.add_signal_handler(signal.SIGHUP, _reload_cameras, processor, config)
+    loop.add_signal_handler(signal.SIGHUP, _sighup, processor)
     runner = asyncio.create_task(processor.run_forever())
     started = asyncio.create_task(processor.started.wait())
     await asyncio.wait([runner, started], return_when=asyncio.FIRST_COMPLETED)
@@ -76,7 +76,7 @@ async def _run_until_signalled(processor: Processor, config) -> None:
         await runner
     where = (f"as {processor.processor_id} in group {processor.group} (cameras as the group assigns them)"
              if processor.group else f"on {len(processor.door_cameras())} door and "
-                                     f"{len(processor.room_cameras())} room camera(s)")
+                                     f"{len(processor.room_cameras())} room camera(s), following PostgreSQL's camera table")
     click.echo(f"processor running {where}; metrics on http://127.0.0.1:{processor.metrics_port}/metrics", err=True)
     waiter = asyncio.create_task(stopping.wait())
     await asyncio.wait([runner, waiter], return_when=asyncio.FIRST_COMPLETED)
@@ -89,19 +89,10 @@ def _check_group_name(name: str) -> None:
         raise RollcallError(f"--group {name!r}: a group name is 1-200 letters, digits, '.', '_' or '-'")
 
 
-def _reload_cameras(processor: Processor, config) -> None:
-    """Re-read the config file and give the processor its cameras; a broken file keeps the running ones."""
-    if processor.group:
-        click.echo("rollcall: a group member reads its cameras from PostgreSQL (rollcall db load-config); "
-                   "SIGHUP ignored", err=True)
-        return
-    try:
-        fresh = load_config(config.source)
-    except RollcallError as exc:
-        click.echo(f"rollcall: reload refused, keeping the running cameras: {exc}", err=True)
-        return
-    processor.reload_cameras(fresh)
-    click.echo(f"reloaded cameras from {config.source}", err=True)
+def _sighup(processor: Processor) -> None:
+    """SIGHUP once reloaded the file's cameras; they are PostgreSQL's now, followed as they change."""
+    click.echo("rollcall: the processor follows the cameras in PostgreSQL (import the file with "
+               "`rollcall db load-config`); SIGHUP ignored", err=True)
 
 
 # --- enrolment ------------------------------------------------------------------------------------

@@ -442,6 +442,10 @@ class DashboardConfig(_Strict):
     video_connect_timeout_s: float = Field(default=20.0, gt=0.0, le=600.0)
     # Live streams one account may hold open at once: WebRTC peers, MJPEG streams and live-feed clients.
     max_streams_per_user: int = Field(default=12, ge=1, le=1000)
+    # Cameras set up in the dashboard may read files on the dashboard's and processors' machine (file://):
+    # off, as an admin could otherwise read local files through a camera's test, snapshot or live video.
+    # The config file's cameras (scenarios, benchmarks) are not held to it.
+    allow_file_cameras: bool = False
 
     @field_validator("trusted_proxies")
     @classmethod

@@ -27,6 +27,7 @@ from infra.devstack.stack import start_embedded_stack
 from infra.foundation import db
 from infra.foundation.config import Config
 from infra.foundation.errors import RollcallError
+from infra.foundation.camera_urls import resolve_camera_url
 from infra.foundation.paths import scenarios_dir
 from infra.scenario.attendance import scenario_attendance, score_attendance
 from infra.scenario.group_run import play_group
@@ -35,7 +36,6 @@ from infra.scenario.mounts import demo_mounts, render_cached
 from infra.scenario.scores import score_handoff, score_recognitions
 from infra.scenario.spec import display_path, load_spec
 from processor.enroll import enroll_photos
-from processor.ingest.urls import resolve_camera_url
 from processor.service import Processor
 
 log = logging.getLogger("rollcall.scenario")

@@ -1,5 +1,6 @@
 """The cameras a processor group runs: PostgreSQL's ``camera`` and ``door`` tables (filled by
-`rollcall db load-config`, or edited in place), read every ``cameras_poll_s``; each camera's slot.
+`rollcall db load-config`, or edited in the dashboard), read every ``cameras_poll_s``; each camera's slot.
+A processor outside a group (`rollcall run`) follows the same tables with no slots (``slot_count`` 0).
 
 A camera gets a slot the first time a member sees it without one: the least used slot (lowest number
 first), under a transaction-scoped advisory lock so that two members never hand out the same free slot.
@@ -51,7 +52,14 @@ class Catalogue:
 
 
 async def read_catalogue(conn: asyncpg.Connection, slot_count: int) -> Catalogue:
-    """The cameras and doors, slots allocated first to cameras without one (or with one past the count)."""
+    """The cameras and doors, slots allocated first to cameras without one (or with one past the count);
+    ``slot_count`` 0 (a processor outside a group, which runs every camera): none allocated, nothing written."""
+    if slot_count > 0:
+        await _allocate_slots(conn, slot_count)
+    return await _read_rows(conn)
+
+
+async def _allocate_slots(conn: asyncpg.Connection, slot_count: int) -> None:
     async with conn.transaction():
         await conn.execute("SELECT pg_advisory_xact_lock($1)", SLOT_LOCK)
         rows = await conn.fetch("SELECT id, slot FROM camera ORDER BY id")
@@ -65,6 +73,9 @@ async def read_catalogue(conn: asyncpg.Connection, slot_count: int) -> Catalogue
                 used[slot] = used.get(slot, 0) + 1
                 await conn.execute("UPDATE camera SET slot = $2 WHERE id = $1", row["id"], slot)
                 log.info("camera %s: slot %d", row["id"], slot)
+
+
+async def _read_rows(conn: asyncpg.Connection) -> Catalogue:
     cameras, slots = [], {}
     for row in await conn.fetch("""SELECT id, name, role, room_id, url, analysis_fps, enabled, min_tracking_fps,
                                           slot FROM camera ORDER BY id"""):

@@ -36,14 +36,14 @@ The package: :mod:`~processor.ingest.camera` (a camera's thread and state machin
 :mod:`~processor.ingest.stream` (the steps of reading one connection: keyframe resync, stall detection,
 timestamp repair, sampling, pacing), :mod:`~processor.ingest.manager`, :mod:`~processor.ingest.options`
 (states, options), :mod:`~processor.ingest.metrics`, :mod:`~processor.ingest.hwaccel`,
-:mod:`~processor.ingest.urls`.
+:mod:`~infra.foundation.camera_urls`.
 """
 
+from infra.foundation.camera_urls import redact, resolve_camera_url
 from processor.ingest.camera import CameraSource
 from processor.ingest.hwaccel import choose_hwaccel
 from processor.ingest.manager import IngestManager
 from processor.ingest.options import CameraState, IngestOptions, Transition
-from processor.ingest.urls import redact, resolve_camera_url
 
 __all__ = [
     "CameraSource", "CameraState", "IngestManager", "IngestOptions", "Transition",

@@ -14,12 +14,12 @@ from typing import Any, Callable
 from tenacity import AttemptManager, RetryCallState
 
 from infra.foundation import retry
+from infra.foundation.camera_urls import describe, is_live, redact, resolve_camera_url
 from processor.frames import Frame, FrameBuffer
 from processor.ingest import metrics
 from processor.ingest.hwaccel import choose_hwaccel
 from processor.ingest.options import CameraState, IngestOptions, Transition
 from processor.ingest.stream import Failure, IdleDecode, KeyframeGate, Pacer, Sampler, Stalled, StallWatch, Timestamps
-from processor.ingest.urls import describe, is_live, redact, resolve_camera_url
 
 log = logging.getLogger("rollcall.ingest")
 

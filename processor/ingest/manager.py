@@ -8,11 +8,11 @@ import math
 import time
 from typing import Any, Callable, Iterable, Protocol
 
+from infra.foundation.camera_urls import resolve_camera_url
 from processor.frames import FrameBuffer
 from processor.ingest import metrics
 from processor.ingest.camera import CameraSource
 from processor.ingest.options import IngestOptions
-from processor.ingest.urls import resolve_camera_url
 
 log = logging.getLogger("rollcall.ingest")
 

@@ -1,5 +1,6 @@
 """Camera URLs: ``embedded:<mount>`` resolved to the embedded stack's RTSP server, live or file, and
-credentials kept out of logs and stats."""
+credentials kept out of logs and stats. At the bottom layer: the processors' ingest and the dashboard's
+connection test, snapshot and live video resolve and redact them alike."""
 
 from __future__ import annotations
 
@@ -24,6 +25,12 @@ _LIVE_SCHEMES = ("rtsp://", "rtsps://", "rtmp://", "http://", "https://", "udp:/
 def is_live(url: str) -> bool:
     """A network stream (read as it comes), not a file (read at its own frame rate)."""
     return url.lower().startswith(_LIVE_SCHEMES)
+
+
+def reads_local_files(url: str) -> bool:
+    """Whether opening ``url`` reads this machine's files: ``file://``, a bare path, or any other FFmpeg
+    protocol that is neither a network stream nor the embedded RTSP server (``concat:``, ``subfile:``...)."""
+    return not (is_live(url) or url.startswith("embedded:"))
 
 
 _CREDENTIALS = re.compile(r"(?i)\b([a-z][a-z0-9+.-]*://)[^/\s'\"]*@")
