@@ -46,7 +46,7 @@ def form_number(kind: type[int] | type[float], low: float, high: float, unit: st
         try:
             number = kind(text)
         except ValueError:
-            raise ValueError(f"{what} {text[:20]!r} is not a {'whole ' if kind is int else ''}number of {unit}") from None
+            raise ValueError(f"{what} {text[:20]!r} is not a number of {'whole ' if kind is int else ''}{unit}") from None
         if not (math.isfinite(number) and low <= number <= high):
             raise ValueError(f"{what} must be between {low:g} and {high:g} {unit}")
         return number if kind is int else round(number, 2)

@@ -58,7 +58,7 @@ def test_a_form_number_reads_text_and_names_its_field_in_its_error():
     read = _Numbers.model_validate({"late_after_min": " 7 ", "transit_min_s": "2.345", "capacity": ""})
     assert (read.late_after_min, read.transit_min_s, read.capacity) == (7, 2.35, None)
     assert _Numbers.model_validate({"late_after_min": "", "transit_min_s": 3}).late_after_min == 10  # the default
-    assert "late after min '7.5' is not a whole number of minutes" in _error({"late_after_min": "7.5"})
+    assert "late after min '7.5' is not a number of whole minutes" in _error({"late_after_min": "7.5"})
     assert "late after min must be between 0 and 1440 minutes" in _error({"late_after_min": "2000"})
     assert "transit min: a number of seconds is required" in _error({"transit_min_s": ""})
     assert "transit min must be between 0 and 600 seconds" in _error({"transit_min_s": "nan"})
