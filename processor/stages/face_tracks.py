@@ -43,7 +43,7 @@ from typing import Callable
 import numpy as np
 
 from processor.appearance import Appearance, describe_below_face
-from processor.stages.liveness import Liveness, LivenessSettings, LivenessTrack
+from processor.stages.liveness import FaceCues, Liveness, LivenessSettings, LivenessTrack, measure
 
 log = logging.getLogger("rollcall.processor")
 
@@ -58,6 +58,9 @@ class FaceObservation:
     embedding: np.ndarray | None  # L2-normalised; None when gated out
     crop: np.ndarray | None = None  # the aligned crop: embedded when its track wants it; the best one kept for review
     landmarks: np.ndarray | None = None  # (5, 2) in frame pixels, for the liveness cues
+    # its liveness cues in this frame, measured off the event loop for faces whose track wants them
+    # (FaceTracker.wants_liveness); None: not measured yet (the track measures them itself)
+    cues: FaceCues | None = None
 
 
 @dataclass
@@ -109,7 +112,8 @@ class _Track:
         self.last_captured_at = captured_at
         if self.liveness is not None and image is not None and not self.decided:
             # every face of the track counts, gated or not: the cues need the whole approach
-            self.liveness.add(image, obs.box, obs.landmarks, obs.crop if obs.quality > 0 else None)
+            cues = obs.cues if obs.cues is not None else measure(image, obs.box, liveness_crop(obs))
+            self.liveness.add_cues(cues, obs.landmarks)
         if obs.quality > 0:
             self.looks += 1
         if obs.embedding is None or obs.quality <= 0:
@@ -209,6 +213,15 @@ class FaceTracker:
         if track.frames < self.decide_after or face.quality > track.best_quality + 0.02:
             return True
         return (track.looks + 1) % max(1, self.embed_every) == 0
+
+    def wants_liveness(self, key: int) -> bool:
+        """Whether this frame's face on track ``key`` (from :meth:`assign`) feeds liveness cues: the check
+        is on and the track is not decided yet (a new track is not). Its cues can then be measured ahead,
+        off the event loop (:func:`measure_liveness`), and :meth:`settle` only sums them."""
+        if self.liveness is None:
+            return False
+        track = self._tracks.get(key)
+        return track is None or not track.decided
 
     def settle(self, assigned: list[tuple[int, FaceObservation]], *, pts_s: float, captured_at: float,
                frame_size: tuple[int, int], match: Matcher, image: np.ndarray | None = None) -> list[TrackDecision]:
@@ -335,6 +348,18 @@ class FaceTracker:
     def undecided_tracks(self) -> int:
         """Open tracks whose identity is not decided yet: the frames that can still change an answer."""
         return sum(1 for track in self._tracks.values() if not track.decided)
+
+
+def liveness_crop(face: FaceObservation) -> np.ndarray | None:
+    """The aligned crop the liveness cues look at: only a face that passed the quality gate has one."""
+    return face.crop if face.quality > 0 else None
+
+
+def measure_liveness(faces: list[tuple[np.ndarray, FaceObservation]]) -> None:
+    """Measure the liveness cues of each (frame image, face) into ``face.cues``: the per-face work of the
+    check, with no track state, for a worker thread."""
+    for image, face in faces:
+        face.cues = measure(image, face.box, liveness_crop(face))
 
 
 def _side(centre_x: float, width: float) -> str | None:
