@@ -35,7 +35,7 @@ from processor.publisher import EventPublisher
 from processor.review import ReviewQueue
 from processor.scheduler import OWED, InferenceGate, Scheduler
 from processor.stages.base import BatchStage
-from processor.stages.face_tracks import FaceObservation, FaceTracker, MatchResult, TrackDecision
+from processor.stages.face_tracks import FaceObservation, FaceTracker, MatchResult, TrackDecision, measure_liveness
 from processor.stages.liveness import LivenessSettings
 from processor.stages.faces import FaceAnalyzer, FaceDetector, FaceEmbedder, align, assess
 from processor.stages.persons import PersonDetector
@@ -130,6 +130,7 @@ class RecognitionStage:
         assigned = []
         crops: list[np.ndarray] = []
         wanting: list[FaceObservation] = []
+        measuring: list[tuple[np.ndarray, FaceObservation]] = []  # faces whose liveness cues this frame feeds
         for result in results:
             tracker = self._tracker(result.frame.camera_id)
             pairs = tracker.assign(result.faces)
@@ -137,16 +138,15 @@ class RecognitionStage:
                 if tracker.wants_embedding(key, face):
                     crops.append(face.crop)
                     wanting.append(face)
+                if tracker.wants_liveness(key):
+                    measuring.append((result.frame.image, face))
             assigned.append((result.frame, tracker, pairs))
-        if crops:
-            async with self._turn():
-                started = time.perf_counter()
-                embeddings = await asyncio.to_thread(self.embedder.embed, crops)
-                metrics.STAGE_SECONDS.labels("embed").observe(time.perf_counter() - started)
-            metrics.BATCH_SIZE.labels("embed").observe(len(crops))
-            for face, embedding in zip(wanting, embeddings):
-                face.embedding = embedding
-            self.faces_embedded += len(crops)
+        # the liveness cues (1-4 ms a face) in a worker thread beside the embedding, not on the event loop;
+        # the tracks only sum them in settle
+        work = [self._embed(crops, wanting)] if crops else []
+        if measuring:
+            work.append(asyncio.to_thread(measure_liveness, measuring))
+        await asyncio.gather(*work)
         for result, (frame, tracker, pairs) in zip(results, assigned):
             if self.on_analysed is not None:
                 self.on_analysed(frame.camera_id, frame.captured_at, frame.pts_s)
@@ -167,6 +167,16 @@ class RecognitionStage:
                 self.on_activity(frame.camera_id, active)
             if self.overlay_topic is not None and self._extras_allowed(frame.camera_id):
                 self._overlay(frame, tracker, pairs, (width, height))
+
+    async def _embed(self, crops: list[np.ndarray], faces: list[FaceObservation]) -> None:
+        async with self._turn():
+            started = time.perf_counter()
+            embeddings = await asyncio.to_thread(self.embedder.embed, crops)
+            metrics.STAGE_SECONDS.labels("embed").observe(time.perf_counter() - started)
+        metrics.BATCH_SIZE.labels("embed").observe(len(crops))
+        for face, embedding in zip(faces, embeddings):
+            face.embedding = embedding
+        self.faces_embedded += len(crops)
 
     def _turn(self):
         """Embeddings are asked only for undecided tracks, and finish frames already detected: owed, and

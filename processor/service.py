@@ -17,7 +17,7 @@ import logging
 import time
 
 from infra.foundation.config import CameraConfig, Config
-from processor import metrics
+from processor import health, metrics
 from processor.batcher import Batcher, DemandQueue
 from processor.checkpoints import CheckpointTable
 from processor.gallery import GalleryWatcher, match_settings
@@ -35,6 +35,7 @@ from processor.stages.recognition_feed import RecognitionFeed
 from processor.stages.room import RoomStage
 from processor.stages.room_gating import PersonStage, RoomGating
 from processor.status import AnalysisLog, StatusReporter, processor_id
+from processor.supervisor import StageFailed, StageSupervisor, describe
 
 log = logging.getLogger("rollcall.processor")
 
@@ -78,6 +79,8 @@ class Processor:
         self.scheduler: Scheduler | None = None
         self._door_active_at: dict[str, float] = {}  # monotonic time a face was last in view, per door camera
         self._tasks: list[asyncio.Task] = []
+        # the stage loops, restarted a few times when one dies, then the processor stops (run_forever)
+        self.supervisor = StageSupervisor()
         self.started = asyncio.Event()
 
     def door_cameras(self) -> list[CameraConfig]:
@@ -134,8 +137,8 @@ class Processor:
             watcher = CatalogueWatcher(self.database_url, 0, config.group.cameras_poll_s, self._follow_campus)
             self._tasks.append(asyncio.create_task(watcher.run(), name="camera-catalogue"))
         if self.metrics_port is not None:
-            self.metrics_port = metrics.serve(self.metrics_port)
-            log.info("metrics on http://127.0.0.1:%d/metrics", self.metrics_port)
+            self.metrics_port = health.serve(self.metrics_port, self.health)
+            log.info("metrics on http://127.0.0.1:%d/metrics, readiness on /health", self.metrics_port)
         self.started.set()
 
     async def _start_services(self, pack: str) -> None:
@@ -197,11 +200,15 @@ class Processor:
                                          rank=lambda camera_id: self.scheduler.priority([camera_id]))
         self._queues = {"batches": batches, "face_results": results}
         self._tasks = [
-            asyncio.create_task(batcher.run(batches), name="batcher"),
-            asyncio.create_task(self.face_stage.run(batches, results), name="face-stage"),
-            asyncio.create_task(self.recognition.run(results), name="recognition-stage"),
-            asyncio.create_task(self._watch_queues(), name="queue-metrics"),
+            self._supervised("batcher", lambda: batcher.run(batches)),
+            self._supervised("face-stage", lambda: self.face_stage.run(batches, results)),
+            self._supervised("recognition-stage", lambda: self.recognition.run(results)),
+            self._supervised("queue-metrics", self._watch_queues),
         ]
+
+    def _supervised(self, name: str, loop) -> asyncio.Task:
+        """The stage loop ``loop()`` as a task of the supervisor (restarted when it dies, a few times)."""
+        return self.supervisor.start(name, loop)
 
     def _door_activity(self, camera_id: str, active: bool) -> None:
         """Nobody at the door for ``door_idle_hold_s``: its camera decodes keyframes only ([scheduling]
@@ -250,7 +257,7 @@ class Processor:
             self.room.checkpoints = self.checkpoints.get
             self.room.running = self._room_ids  # asked once per batch: ids only, no copies
             self.room.on_owner_silent = self._owner_silent
-            self._tasks.append(asyncio.create_task(self.checkpoints.run(), name="room-checkpoints"))
+            self._tasks.append(self._supervised("room-checkpoints", self.checkpoints.run))
         self.person_stage = PersonStage(detector, faces=faces, gating=gating)
         self.person_stage.scheduler = self.scheduler
         room_batches: asyncio.Queue = DemandQueue()
@@ -259,10 +266,10 @@ class Processor:
                                     max_wait_s=self.max_wait_s)
         self._queues.update({"room_batches": room_batches, "room_results": room_results})
         self._tasks += [
-            asyncio.create_task(self.recognition_feed.run(), name="recognition-feed"),
-            asyncio.create_task(self.room_batcher.run(room_batches), name="room-batcher"),
-            asyncio.create_task(self.person_stage.run(room_batches, room_results), name="person-stage"),
-            asyncio.create_task(self.room.run(room_results), name="room-stage"),
+            self._supervised("recognition-feed", self.recognition_feed.run),
+            self._supervised("room-batcher", lambda: self.room_batcher.run(room_batches)),
+            self._supervised("person-stage", lambda: self.person_stage.run(room_batches, room_results)),
+            self._supervised("room-stage", lambda: self.room.run(room_results)),
         ]
 
     def _start_status(self) -> None:
@@ -274,7 +281,7 @@ class Processor:
             slots=lambda: sorted(self.coordinator.slots) if self.coordinator else [],
             generation=lambda: self.coordinator.member.generation if self.coordinator else 0,
             every_s=self.config.group.status_every_s)
-        self._tasks.append(asyncio.create_task(self.status.run(), name="processor-status"))
+        self._tasks.append(self._supervised("processor-status", self.status.run))
 
     async def _join_group(self) -> None:
         """Group mode: the camera catalogue from PostgreSQL and the member's slots from Kafka decide the cameras."""
@@ -408,19 +415,37 @@ class Processor:
         for camera_id in list(self.room.trackers):
             self.room.release(camera_id, moved=True)
 
+    def health(self) -> dict:
+        """Readiness (processor/health.py): ``ok`` once started with every stage task running,
+        ``degraded`` while one waits to restart, ``failed`` once one gave up (the processor is stopping)."""
+        if self.supervisor.failure is not None:
+            state = "failed"
+        elif not self.started.is_set():
+            state = "starting"
+        else:
+            state = "ok" if self.supervisor.healthy else "degraded"
+        return {"state": state, "processor_id": self.processor_id, "stages": self.supervisor.report()}
+
     async def run_forever(self) -> None:
+        """Start, then run until cancelled; a stage that keeps dying (or the group membership failing)
+        stops it with a one-line :class:`StageFailed`."""
         await self.start()
         try:
-            failed = await _first_failure(self._tasks)
-            if failed is not None:
-                raise failed
+            await _first_failure(self.supervisor, [t for t in self._tasks if t not in self.supervisor.tasks])
         finally:
             await self.stop()
 
 
-async def _first_failure(tasks: list[asyncio.Task]) -> BaseException | None:
-    done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_EXCEPTION)
-    for task in done:
-        if not task.cancelled() and task.exception() is not None:
-            return task.exception()
-    return None
+async def _first_failure(supervisor: StageSupervisor, unsupervised: list[asyncio.Task]) -> None:
+    """Wait until a supervised stage gives up or an unsupervised task ends; raise what stops the processor."""
+    given_up = asyncio.create_task(supervisor.wait_failed())
+    try:
+        done, _ = await asyncio.wait([given_up, *unsupervised], return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        given_up.cancel()
+    if given_up in done:
+        raise supervisor.failure
+    task = next(iter(done))
+    error = None if task.cancelled() else task.exception()
+    raise StageFailed(f"processor stopped: its {task.get_name()} task ended"
+                      + (f" with {describe(error)}" if error is not None else "")) from error

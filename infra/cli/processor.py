@@ -80,6 +80,9 @@ async def _run_until_signalled(processor: Processor) -> None:
     click.echo(f"processor running {where}; metrics on http://127.0.0.1:{processor.metrics_port}/metrics", err=True)
     waiter = asyncio.create_task(stopping.wait())
     await asyncio.wait([runner, waiter], return_when=asyncio.FIRST_COMPLETED)
+    if runner.done():  # stopped by itself (a stage kept failing): its one-line error, a non-zero exit
+        waiter.cancel()
+        await runner
     runner.cancel()
     await asyncio.gather(runner, return_exceptions=True)
 

@@ -17,7 +17,10 @@ frames). The second part, often too short or too turned to be recognised, would 
 unknown recognition of the same person. So with ``fragment_similarity`` set (the gallery's match
 threshold), a track that ends unknown is dropped (logged, counted in ``fragments_dropped``) when its
 embedding matches a decision this camera made within ``fragment_window_s`` of stream time before the
-track began.
+track began. Likewise a track decided known as the person of such a decision: a decided person at the
+door is analysed at its idle rate (2 fps), where three missed detections end the track, and the face
+found again starts a new one (under a new ByteTrack key, or the same one); the passage was recognised
+already, so the second decision is dropped too.
 
 With ``liveness`` set, every face of a track (gated or not, with the frame image) also feeds the track's
 liveness cues (:mod:`processor.stages.liveness`); an early decision then waits until the cues of
@@ -43,7 +46,7 @@ from typing import Callable
 import numpy as np
 
 from processor.appearance import Appearance, describe_below_face
-from processor.stages.liveness import Liveness, LivenessSettings, LivenessTrack
+from processor.stages.liveness import FaceCues, Liveness, LivenessSettings, LivenessTrack, measure
 
 log = logging.getLogger("rollcall.processor")
 
@@ -58,6 +61,9 @@ class FaceObservation:
     embedding: np.ndarray | None  # L2-normalised; None when gated out
     crop: np.ndarray | None = None  # the aligned crop: embedded when its track wants it; the best one kept for review
     landmarks: np.ndarray | None = None  # (5, 2) in frame pixels, for the liveness cues
+    # its liveness cues in this frame, measured off the event loop for faces whose track wants them
+    # (FaceTracker.wants_liveness); None: not measured yet (the track measures them itself)
+    cues: FaceCues | None = None
 
 
 @dataclass
@@ -87,6 +93,7 @@ class TrackDecision:
 @dataclass
 class _Track:
     track_id: str
+    key: int  # ByteTrack's id of it
     first_pts_s: float
     last_pts_s: float
     weighted_sum: np.ndarray | None = None
@@ -109,7 +116,8 @@ class _Track:
         self.last_captured_at = captured_at
         if self.liveness is not None and image is not None and not self.decided:
             # every face of the track counts, gated or not: the cues need the whole approach
-            self.liveness.add(image, obs.box, obs.landmarks, obs.crop if obs.quality > 0 else None)
+            cues = obs.cues if obs.cues is not None else measure(image, obs.box, liveness_crop(obs))
+            self.liveness.add_cues(cues, obs.landmarks)
         if obs.quality > 0:
             self.looks += 1
         if obs.embedding is None or obs.quality <= 0:
@@ -159,7 +167,7 @@ class FaceTracker:
     run_id: str = field(default_factory=lambda: uuid.uuid4().hex[:8], init=False)
     tracks_started: int = field(default=0, init=False)
     tracks_without_good_frames: int = field(default=0, init=False)
-    fragments_dropped: int = field(default=0, init=False)
+    fragments_dropped: int = field(default=0, init=False)  # unknown fragments, and known tracks refound
     _recent: deque[_Track] = field(default_factory=deque, init=False, repr=False)  # decided, by decision time
 
     def __post_init__(self) -> None:
@@ -210,6 +218,15 @@ class FaceTracker:
             return True
         return (track.looks + 1) % max(1, self.embed_every) == 0
 
+    def wants_liveness(self, key: int) -> bool:
+        """Whether this frame's face on track ``key`` (from :meth:`assign`) feeds liveness cues: the check
+        is on and the track is not decided yet (a new track is not). Its cues can then be measured ahead,
+        off the event loop (:func:`measure_liveness`), and :meth:`settle` only sums them."""
+        if self.liveness is None:
+            return False
+        track = self._tracks.get(key)
+        return track is None or not track.decided
+
     def settle(self, assigned: list[tuple[int, FaceObservation]], *, pts_s: float, captured_at: float,
                frame_size: tuple[int, int], match: Matcher, image: np.ndarray | None = None) -> list[TrackDecision]:
         """Phase 2: add the faces (embedded where wanted) to their tracks; return the decisions completed
@@ -219,20 +236,33 @@ class FaceTracker:
         for key, face in assigned:
             track = self._tracks.get(key)
             if track is None:
-                track = _Track(track_id=f"{self.camera_id}-{self.run_id}-{key}", first_pts_s=pts_s, last_pts_s=pts_s,
-                               liveness=self.liveness.new_track() if self.liveness is not None else None)
-                self._tracks[key] = track
-                self.tracks_started += 1
+                track = self._tracks[key] = self._new_track(key, pts_s)
             track.add(face, pts_s, captured_at, image)
             if not track.decided and track.frames >= self.decide_after and self._clearly_live(track):
                 decision = self._decide(track, frame_size, match, ended=False)
                 if decision.person_id is not None:
                     track.decided, track.person_id = True, decision.person_id
+                    duplicate_of = self._duplicate_of(track, decision)
                     self._remember(track, decision)
-                    decisions.append(decision)
+                    if duplicate_of is None:
+                        decisions.append(decision)
+                    else:
+                        self._dropped(track, *duplicate_of)
         for key in [k for k, t in self._tracks.items() if pts_s - t.last_pts_s > self.lost_after_s]:
             decisions.extend(self._end(self._tracks.pop(key), frame_size, match))
         return decisions
+
+    def _new_track(self, key: int, pts_s: float) -> _Track:
+        """A track for ByteTrack's ``key``. ByteTrack keeps a lost track longer than ``lost_after_s`` of
+        stream time when frames are sparse (a door at its idle rate: three missed detections are 1.5 s) and
+        may give its key to a face again: the same person (a second track of one passage, dropped once
+        decided: :meth:`_duplicate_of`) or the next one stepping into the same place (recognised anew). Its
+        track id is then the key's with a suffix: one id, one track, whatever the key."""
+        track_id = f"{self.camera_id}-{self.run_id}-{key}"
+        earlier = sum(1 for t in self._recent if t.key == key)
+        self.tracks_started += 1
+        return _Track(track_id=f"{track_id}.{earlier}" if earlier else track_id, key=key, first_pts_s=pts_s,
+                      last_pts_s=pts_s, liveness=self.liveness.new_track() if self.liveness is not None else None)
 
     def update(self, *, pts_s: float, captured_at: float, frame_size: tuple[int, int],
                faces: list[FaceObservation], match: Matcher) -> list[TrackDecision]:
@@ -265,17 +295,44 @@ class FaceTracker:
             return []
         track.decided = True
         decision = self._decide(track, frame_size, match, ended=True)
-        # (a suspect track always reaches the review queue: never dropped as a fragment)
-        suspect = decision.liveness is not None and decision.liveness.suspect
-        fragment_of = self._fragment_of(track, decision) if decision.person_id is None and not suspect else None
+        track.person_id = decision.person_id
+        duplicate_of = self._duplicate_of(track, decision)
         self._remember(track, decision)
-        if fragment_of is not None:
-            self.fragments_dropped += 1
-            log.info("face track %s dropped: unknown, and a fragment of %s (%s, similarity %.3f) on %s",
-                     track.track_id, fragment_of[0].track_id, fragment_of[0].person_id or "unknown",
-                     fragment_of[1], self.camera_id)
+        if duplicate_of is not None:
+            self._dropped(track, *duplicate_of)
             return []
         return [decision]
+
+    def _duplicate_of(self, track: _Track, decision: TrackDecision) -> tuple[_Track, float | None] | None:
+        """The recent decision this one repeats, if any (and the similarity, for an unknown fragment): an
+        unknown track similar to it (:meth:`_fragment_of`), or a known one of the same person (ByteTrack
+        lost the face and started a new track on it, or we ended the track and ByteTrack kept it: the passage was
+        recognised already). A suspect track
+        always reaches the review queue: never a duplicate."""
+        if self.fragment_similarity is None or (decision.liveness is not None and decision.liveness.suspect):
+            return None
+        if decision.person_id is None:
+            return self._fragment_of(track, decision)
+        for other in reversed(self._recent):
+            # (the same ByteTrack key: ByteTrack kept the face's track through the gap, however long)
+            if (other is not track and other.person_id == decision.person_id
+                    and (other.key == track.key or self._near_in_time(other, track))):
+                return other, None
+        return None
+
+    def _dropped(self, track: _Track, of: _Track, similarity: float | None) -> None:
+        self.fragments_dropped += 1
+        if similarity is None:
+            log.info("face track %s dropped: %s again, recognised on %s just before (same passage) on %s",
+                     track.track_id, track.person_id, of.track_id, self.camera_id)
+        else:
+            log.info("face track %s dropped: unknown, and a fragment of %s (%s, similarity %.3f) on %s",
+                     track.track_id, of.track_id, of.person_id or "unknown", similarity, self.camera_id)
+
+    def _near_in_time(self, other: _Track, track: _Track) -> bool:
+        """``other`` was last seen at most ``fragment_window_s`` before ``track`` began, or overlaps it (and
+        did not begin after it ended: a stream restarted, times went back)."""
+        return track.first_pts_s - other.last_pts_s <= self.fragment_window_s and other.first_pts_s <= track.last_pts_s
 
     def _remember(self, track: _Track, decision: TrackDecision) -> None:
         track.decision_embedding = decision.embedding
@@ -293,8 +350,7 @@ class FaceTracker:
             return None
         best: tuple[_Track, float] | None = None
         for other in self._recent:
-            if (other is track or track.first_pts_s - other.last_pts_s > self.fragment_window_s
-                    or other.first_pts_s > track.last_pts_s):  # (the latter: a stream restarted, times went back)
+            if other is track or not self._near_in_time(other, track):
                 continue
             similarity = float(decision.embedding @ other.decision_embedding)
             if similarity >= self.fragment_similarity and (best is None or similarity > best[1]):
@@ -335,6 +391,18 @@ class FaceTracker:
     def undecided_tracks(self) -> int:
         """Open tracks whose identity is not decided yet: the frames that can still change an answer."""
         return sum(1 for track in self._tracks.values() if not track.decided)
+
+
+def liveness_crop(face: FaceObservation) -> np.ndarray | None:
+    """The aligned crop the liveness cues look at: only a face that passed the quality gate has one."""
+    return face.crop if face.quality > 0 else None
+
+
+def measure_liveness(faces: list[tuple[np.ndarray, FaceObservation]]) -> None:
+    """Measure the liveness cues of each (frame image, face) into ``face.cues``: the per-face work of the
+    check, with no track state, for a worker thread."""
+    for image, face in faces:
+        face.cues = measure(image, face.box, liveness_crop(face))
 
 
 def _side(centre_x: float, width: float) -> str | None:

@@ -1,9 +1,11 @@
 """Liveness of a door face track: a person, or a picture of one (a printed photo, a phone screen)?
 
 A single frame says little; a door camera sees each passage for seconds, as the face grows from far to
-near. :class:`LivenessTrack` collects cues over a track's frames (:meth:`LivenessTrack.add`, cheap: one
-64x64 window and a few small sums per face and frame) and :meth:`LivenessTrack.decide` turns them into a
-:class:`Liveness`: a score (1: live, 0: a picture) and ``live`` / ``suspect``.
+near. :func:`measure` takes one face's cues in one frame (one 64x64 window, a small spectrum, a
+Laplacian: 1-4 ms, so the recognition stage runs it in a worker thread, not on the event loop);
+:class:`LivenessTrack` sums them over a track's frames (:meth:`LivenessTrack.add_cues`, cheap) and
+:meth:`LivenessTrack.decide` turns them into a :class:`Liveness`: a score (1: live, 0: a picture) and
+``live`` / ``suspect``.
 
 Cues (measured on the scenario renderer's genuine arrivals and staged attacks, see the README's
 "Liveness" section for the figures):
@@ -176,6 +178,32 @@ def liveness_score(cues: dict[str, float]) -> float:
                      ramp(cues.get("screen", 0.0), SCREEN_LO, SCREEN_HI))
 
 
+# ------------------------------------------------------------------------------- one face, one frame
+@dataclass(frozen=True)
+class FaceCues:
+    """One face's measurements in one frame: the costly part of the cues (1-4 ms a face), which needs
+    no track state, so the recognition stage measures it in a worker thread (processor/pipeline.py) and
+    the track only sums it (:meth:`LivenessTrack.add_cues`)."""
+
+    profile: np.ndarray | None  # the window's edge profile; None: no window (degenerate box): nothing counts
+    peak: float | None = None  # spectral_peak of the face's inner part
+    sharpness: float | None = None  # variance of the Laplacian of the aligned crop
+
+
+def measure(image: np.ndarray, box: tuple[float, float, float, float], crop: np.ndarray | None = None) -> FaceCues:
+    """The cues of a face ``box`` (x1, y1, x2, y2) in the BGR ``image`` (and its aligned ``crop``, if any)."""
+    window = face_window(image, box)
+    if window is None:
+        return FaceCues(None)
+    x1, y1, x2, y2 = (int(round(v)) for v in box)
+    inner_w, inner_h = (x2 - x1) // 5, (y2 - y1) // 5
+    face = image[max(0, y1 + inner_h):max(0, y2 - inner_h), max(0, x1 + inner_w):max(0, x2 - inner_w)]
+    peak = spectral_peak(cv2.cvtColor(face, cv2.COLOR_BGR2GRAY)) if face.size else None
+    sharpness = (float(cv2.Laplacian(cv2.cvtColor(crop, cv2.COLOR_BGR2GRAY), cv2.CV_64F).var())
+                 if crop is not None else None)
+    return FaceCues(edge_profile(window), peak, sharpness)
+
+
 # ------------------------------------------------------------------------------------ accumulator
 @dataclass
 class LivenessTrack:
@@ -192,19 +220,21 @@ class LivenessTrack:
     def add(self, image: np.ndarray, box: tuple[float, float, float, float], landmarks: np.ndarray | None = None,
             crop: np.ndarray | None = None) -> None:
         """One frame's face: ``box`` (x1, y1, x2, y2) in the BGR ``image``; its landmarks and aligned
-        crop when it has them."""
-        window = face_window(image, box)
-        if window is None:
+        crop when it has them. Measured here, on the caller's thread (:func:`measure` ahead, elsewhere,
+        and :meth:`add_cues` is the same)."""
+        self.add_cues(measure(image, box, crop), landmarks)
+
+    def add_cues(self, cues: FaceCues, landmarks: np.ndarray | None = None) -> None:
+        """One frame's face, measured already (:func:`measure`); its landmarks when it has them (the
+        rigidity cue compares them with the track's previous frame: cheap, and track state)."""
+        if cues.profile is None:
             return
-        self._columns += edge_profile(window)
+        self._columns += cues.profile
         self.frames += 1
-        x1, y1, x2, y2 = (int(round(v)) for v in box)
-        inner_w, inner_h = (x2 - x1) // 5, (y2 - y1) // 5
-        face = image[max(0, y1 + inner_h):max(0, y2 - inner_h), max(0, x1 + inner_w):max(0, x2 - inner_w)]
-        if face.size:
-            self._peaks.append(spectral_peak(cv2.cvtColor(face, cv2.COLOR_BGR2GRAY)))
-        if crop is not None:
-            self._sharpness.append(float(cv2.Laplacian(cv2.cvtColor(crop, cv2.COLOR_BGR2GRAY), cv2.CV_64F).var()))
+        if cues.peak is not None:
+            self._peaks.append(cues.peak)
+        if cues.sharpness is not None:
+            self._sharpness.append(cues.sharpness)
         if landmarks is not None:
             if self._last_landmarks is not None:
                 residual = rigidity_residual(self._last_landmarks, landmarks)
