@@ -165,11 +165,16 @@ async def play(spec, config: Config, cameras: tuple[str, str], database_url: str
         say(f"processor on {', '.join(f'{c} <- {config.camera(c).url}' for c in cameras)} ({spec.duration_s:g} s)")
         started = time.monotonic()
         while time.monotonic() - started < deadline:
+            if processor.supervisor.failure is not None:  # a stage gave up: the run's scores would mean nothing
+                raise processor.supervisor.failure
             stats = processor.ingest.stats()
             if all(stats.get(c, {}).get("decoded", 0) >= spec.n_frames for c in cameras):
                 break
             await asyncio.sleep(0.25)
         stats = processor.ingest.stats()
+        restarted = {name: s["restarts"] for name, s in processor.supervisor.report().items() if s["restarts"]}
+        if restarted:
+            say(f"stage tasks restarted during the run: {restarted}")
     finally:
         await processor.stop()  # ends open tracks (exit events) and flushes the publisher
     return processor, stats
