@@ -11,6 +11,7 @@ from typing import Callable, Iterator
 import asyncpg
 
 from infra.devstack import dashboard as testing
+from infra.foundation.config import EXAMPLE_CONFIG, load_config
 from tests.conftest import create_database
 from dashboard.app import create_app
 
@@ -38,6 +39,15 @@ def served_dashboard(stack, config, prefix: str, *, secret_key: str, camera_urls
         server.passwords, server.prepared = passwords, prepared
         if wait_for_hub:
             testing.wait_for(server.services.hub.ready.is_set, 30, what="the live hub at the topics' end")
+        yield server
+
+
+@contextlib.contextmanager
+def served_example(stack, prefix: str, *, secret_key: str) -> Iterator[testing.Served]:
+    """:func:`served_dashboard` of the example config (as ``.config`` too), with the demo accounts."""
+    config = load_config(EXAMPLE_CONFIG, environ={})
+    with served_dashboard(stack, config, prefix, secret_key=secret_key) as server:
+        server.config = config
         yield server
 
 
