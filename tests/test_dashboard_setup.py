@@ -393,6 +393,9 @@ def test_the_schedule_mails_the_weekly_report_and_absence_notices_to_a_local_smt
     last_monday = today - dt.timedelta(days=today.weekday() + 7)
     _closed_sessions(served, last_monday, {0: ["macron"], 1: [], 2: [], 3: []})  # macron absent 3 times of 4
     kit.db(served, "UPDATE person SET email = 'macron@example.org' WHERE id = 'macron'")
+    # curie's account was disabled above, and a disabled account gets no reports: enabled again for hers
+    admin, _ = kit.login_with_token(served, "admin")
+    assert admin.post("/api/accounts/curie/enable").status_code == 200
     env = {**os.environ, "DATABASE_URL": served.database_url, "PYTHONPATH": str(PROJECT_ROOT),
            "ROLLCALL__REPORTS__SMTP__HOST": "127.0.0.1"}
 
