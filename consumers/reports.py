@@ -7,7 +7,8 @@ reports send` sends what is due now. A report is due from ``weekly_on`` at ``wee
 the ISO week before; a writer that was down sends it when it is back. Every mail is claimed in
 ``report_sent`` (migration 0010) before it goes out, so several writers, a restart or the command never
 send one twice; a mail the server refuses is unclaimed and tried again at the next check. Recipients are
-people's e-mail addresses (``person.email``); someone without one gets no mail.
+people's e-mail addresses (``person.email``); someone without one gets no mail, nor does someone whose
+dashboard accounts are all disabled (a person without an account still gets theirs).
 """
 
 from __future__ import annotations
@@ -30,6 +31,10 @@ log = logging.getLogger("rollcall.reports")
 
 WEEKDAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
 ATTENDED = ("present", "late", "left_early")
+# Who may get mail, for a query on person p: an address, not erased, and not only disabled accounts
+# (bool_and over no account is NULL: a person without an account gets their reports).
+RECIPIENT_SQL = """p.email IS NOT NULL AND p.pseudonymised_at IS NULL
+    AND (SELECT bool_and(u.disabled) FROM dashboard_user u WHERE u.person_id = p.id) IS NOT TRUE"""
 
 
 @dataclass(frozen=True)
@@ -99,7 +104,7 @@ async def weekly_mails(conn, monday: dt.date, timezone: str) -> list[Mail]:
         rows.setdefault(r["course_id"], []).append(r)
     faculty = await conn.fetch(
         """SELECT m.course_id, p.email FROM course_member m JOIN person p ON p.id = m.person_id
-           WHERE m.role = 'faculty' AND p.email IS NOT NULL AND p.pseudonymised_at IS NULL
+           WHERE m.role = 'faculty' AND """ + RECIPIENT_SQL + """
              AND m.course_id = ANY($1::text[]) ORDER BY m.course_id, p.email""", list(held))
     return [Mail("weekly", week, f["course_id"], f["email"],
                  f"Attendance {f['course_id']} week {week}",
@@ -117,7 +122,7 @@ async def absence_mails(conn, now: dt.datetime, timezone: str, threshold: int, w
                   array_agg(to_char(s.starts_at AT TIME ZONE $4, 'Dy YYYY-MM-DD HH24:MI') ORDER BY s.starts_at) AS dates
            FROM class_session s JOIN course c ON c.id = s.course_id
            JOIN course_member m ON m.course_id = s.course_id AND m.role = 'student'
-           JOIN person p ON p.id = m.person_id AND p.email IS NOT NULL AND p.pseudonymised_at IS NULL
+           JOIN person p ON p.id = m.person_id AND """ + RECIPIENT_SQL + """
            LEFT JOIN attendance a ON a.session_id = s.id AND a.person_id = m.person_id
            WHERE s.state = 'closed' AND s.starts_at >= $1 AND s.starts_at < $2 AND (a.status IS NULL OR a.status = 'absent')
            GROUP BY m.course_id, c.name, m.person_id, p.display_name, p.email HAVING count(*) >= $3

@@ -1,5 +1,6 @@
 """Dashboard accounts as admins manage them: the list, a new account (linked to a person; a faculty
-account to the courses it teaches), a password reset, disabling and enabling.
+account to the courses it teaches), a password reset, disabling and enabling, and the e-mail address of
+the account's person (where consumers/reports.py sends their reports; none to a disabled account).
 
 A new account and a reset get a random one-time password, shown once to the admin (never stored but as
 its argon2id hash, never put in a cookie). A reset, disabling, or a change of courses take effect at once:
@@ -12,10 +13,13 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 from typing import Any
 
 from dashboard import auth
 from infra.foundation.errors import RollcallError
+
+EMAIL = re.compile(r"^[^@\s]+@[^@\s]+$")  # the rule of dashboard/forms.py AccountForm: name@host, no spaces
 
 
 async def accounts(conn) -> list[dict[str, Any]]:
@@ -109,3 +113,30 @@ async def set_disabled(conn, username: str, disabled: bool, *, actor: str) -> in
         ended = await auth.revoke_sessions(conn, username) if disabled else 0
         await _audit(conn, actor, "user.disable" if disabled else "user.enable", username, {"sessions_ended": ended})
     return ended
+
+
+def email_address(value: object) -> str:
+    """``value`` as an e-mail address (stripped; "" for none), or a RollcallError (a 400) saying why not."""
+    text = str(value or "").strip()
+    if text and (len(text) > 254 or not EMAIL.match(text)):
+        raise RollcallError(f"e-mail {text[:70]!r} is not an address (name@host)")
+    return text
+
+
+async def email_of(conn, person_id: str) -> str | None:
+    return await conn.fetchval("SELECT email FROM person WHERE id = $1", person_id)
+
+
+async def set_email(conn, username: str, email: str, *, actor: str) -> str:
+    """The e-mail address of the account's person ("" removes it); returns the person's id. LookupError
+    when there is no such account; RollcallError when the account has no person (an admin's may not)."""
+    account = await conn.fetchrow("SELECT person_id FROM dashboard_user WHERE username = $1", username)
+    if account is None:
+        raise LookupError(username)
+    if account["person_id"] is None:
+        raise RollcallError(f"account {username!r} belongs to no person: an e-mail address belongs to a person")
+    async with conn.transaction():
+        await conn.execute("UPDATE person SET email = $2, updated_at = now() WHERE id = $1",
+                           account["person_id"], email or None)
+        await _audit(conn, actor, "user.email", username, {"email": email or None})
+    return account["person_id"]

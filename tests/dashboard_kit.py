@@ -11,6 +11,7 @@ from typing import Callable, Iterator
 import asyncpg
 
 from infra.devstack import dashboard as testing
+from infra.foundation.config import EXAMPLE_CONFIG, load_config
 from tests.conftest import create_database
 from dashboard.app import create_app
 
@@ -41,6 +42,15 @@ def served_dashboard(stack, config, prefix: str, *, secret_key: str, camera_urls
         yield server
 
 
+@contextlib.contextmanager
+def served_example(stack, prefix: str, *, secret_key: str) -> Iterator[testing.Served]:
+    """:func:`served_dashboard` of the example config (as ``.config`` too), with the demo accounts."""
+    config = load_config(EXAMPLE_CONFIG, environ={})
+    with served_dashboard(stack, config, prefix, secret_key=secret_key) as server:
+        server.config = config
+        yield server
+
+
 def login(served, username: str):
     """An httpx.Client logged in as ``username`` (its password: the one the served dashboard was given)."""
     return testing.login(served.url, username, served.passwords[username])
@@ -63,3 +73,36 @@ def db_call(served, work):
 def db(served, query: str, *args):
     """The rows of one query on the served database."""
     return db_call(served, lambda conn: conn.fetch(query, *args))
+
+
+def login_with_token(served, username: str):
+    """A client logged in as ``username`` and its CSRF token, for the posts a test makes with it."""
+    client = login(served, username)
+    return client, client.headers["X-CSRF-Token"]
+
+
+def open_page(page, served, path: str):
+    """``page`` (a playwright page) gone to ``path`` of the served dashboard."""
+    page.goto(served.url + path)
+    return page
+
+
+def open_logged_in(page, served, username: str, path: str, *, ready: str, password: str | None = None):
+    """``page`` at ``path`` through the login form it is sent to, as ``username`` (``password``: the one the
+    served dashboard was given, unless given); returns once ``ready`` (a selector of the page) is shown."""
+    open_page(page, served, path)
+    page.fill("input[name=username]", username)
+    page.fill("input[name=password]", password or served.passwords[username])
+    page.click("button[type=submit]")
+    page.wait_for_selector(ready)
+    return page
+
+
+def fill_form(form, fields: dict[str, str | list[str]]) -> None:
+    """Each named field of ``form`` (a playwright locator) set: a select's options chosen, others typed."""
+    for name, value in fields.items():
+        field = form.locator(f"[name={name}]")
+        if field.evaluate("element => element.tagName") == "SELECT":
+            field.select_option(value)
+        else:
+            field.fill(value)

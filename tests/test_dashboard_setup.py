@@ -67,13 +67,7 @@ def admin_page(served):  # after the dashboard: playwright's sync API keeps an e
     with sync_playwright() as playwright:
         chromium = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
         context = chromium.new_context(viewport={"width": 1400, "height": 900}, accept_downloads=True)
-        page = context.new_page()
-        page.goto(served.url + "/setup/rooms")
-        page.fill("input[name=username]", "admin")
-        page.fill("input[name=password]", kit.PASSWORDS["admin"])
-        page.click("button[type=submit]")
-        page.wait_for_selector("#rooms")
-        yield page
+        yield kit.open_logged_in(context.new_page(), served, "admin", "/setup/rooms", ready="#rooms")
         chromium.close()
 
 
@@ -94,21 +88,18 @@ def _upload(page, form: str, path: Path) -> None:
 
 
 def test_only_admins_set_up_the_campus(served):
-    faculty = kit.login(served, "turing")
+    faculty, token = kit.login_with_token(served, "turing")
     for path in ("/setup/rooms", "/setup/courses", "/setup/rosters", "/setup/timetable", "/setup/roster.csv"):
         assert faculty.get(path).status_code == 403, path
-    response = faculty.post("/setup/rooms", data={"csrf_token": faculty.headers["X-CSRF-Token"], "id": "Z1"})
+    response = faculty.post("/setup/rooms", data={"csrf_token": token, "id": "Z1"})
     assert response.status_code == 403
     assert kit.db(served, "SELECT id FROM room WHERE id = 'Z1'") == []
 
 
 def test_admin_adds_and_edits_rooms_and_courses(admin_page, served):
-    page = admin_page
-    page.goto(served.url + "/setup/rooms")
+    page = kit.open_page(admin_page, served, "/setup/rooms")
     form = page.locator("#new-room")
-    form.locator("input[name=id]").fill("B202")
-    form.locator("input[name=name]").fill("Seminar room")
-    form.locator("input[name=capacity]").fill("25")
+    kit.fill_form(form, {"id": "B202", "name": "Seminar room", "capacity": "25"})
     form.locator("button").click()
     assert "room B202 added" in _flash(page)
     row = page.locator("tr[data-room=B202]")
@@ -128,8 +119,7 @@ def test_admin_adds_and_edits_rooms_and_courses(admin_page, served):
 
     page.goto(served.url + "/setup/courses")
     form = page.locator("#new-course")
-    form.locator("input[name=id]").fill("PH110")
-    form.locator("input[name=name]").fill("Physics")
+    kit.fill_form(form, {"id": "PH110", "name": "Physics"})
     form.locator("button").click()
     assert "course PH110 added" in _flash(page)
     page.locator("tr[data-course=PH110] input[name=late_after_min]").fill("5")
@@ -145,7 +135,7 @@ def test_roster_csv_preview_refuses_the_bad_row_and_confirm_writes_the_good_ones
     csv_file = tmp_path / "roster.csv"
     csv_file.write_text("course_id,person_id,role\nPH110,macron,student\nPH110,nobody,student\n"
                         "PH110,prof-turing,faculty\nPH110,macron,student\n", encoding="utf-8")
-    page.goto(served.url + "/setup/rosters")
+    kit.open_page(page, served, "/setup/rosters")
     _upload(page, "#roster-import", csv_file)
     assert "2 row(s) will be imported, 2 refused" in page.locator("#preview-summary").inner_text()
     assert "unknown person 'nobody'" in page.locator("tr[data-line='3']").inner_text()
@@ -168,14 +158,13 @@ def test_roster_csv_preview_refuses_the_bad_row_and_confirm_writes_the_good_ones
 
 
 def test_timetable_csv_import_shows_its_sessions(admin_page, served, tmp_path):
-    page = admin_page
     day = dt.datetime.now(ZoneInfo(served.config.site.timezone)).date() + dt.timedelta(days=2)
     csv_file = tmp_path / "timetable.csv"
     csv_file.write_text("course_id,room_id,day,start,end\n"
                         f"PH110,B202,{day.isoformat()},10:00,11:30\n"
                         "PH110,B202,fri,16:00,17:00\n"
                         "PH110,B202,mon,9:75,10:00\n", encoding="utf-8")
-    page.goto(served.url + "/setup/timetable")
+    page = kit.open_page(admin_page, served, "/setup/timetable")
     _upload(page, "#timetable-import", csv_file)
     assert "bad time '9:75'" in page.locator("tr[data-line='4']").inner_text()
     assert kit.db(served, "SELECT id FROM timetable_slot WHERE course_id = 'PH110'") == []
@@ -192,8 +181,7 @@ def test_timetable_csv_import_shows_its_sessions(admin_page, served, tmp_path):
 @pytest.mark.parametrize("kind, page_path, table", [("timetable", "/setup/timetable", "timetable_slot"),
                                                     ("roster", "/setup/rosters", "course_member")])
 def test_export_then_import_again_gives_no_duplicates(admin_page, served, tmp_path, kind, page_path, table):
-    page = admin_page
-    page.goto(served.url + page_path)
+    page = kit.open_page(admin_page, served, page_path)
     with page.expect_download() as download_info:
         page.click(f"#{kind}-export")
     exported = Path(download_info.value.path()).read_text(encoding="utf-8")
@@ -275,15 +263,10 @@ def test_accounts_are_for_admins_and_bad_requests_are_refused_with_the_reason(se
 
 
 def test_admin_creates_a_faculty_account_that_logs_in_and_sees_its_course(admin_page, served):
-    page = admin_page
-    page.goto(served.url + "/accounts")
+    page = kit.open_page(admin_page, served, "/accounts")
     form = page.locator("#new-account")
-    form.locator("input[name=username]").fill("curie")
-    form.locator("select[name=role]").select_option("faculty")
-    form.locator("input[name=person_id]").fill("prof-curie")
-    form.locator("input[name=name]").fill("Marie Curie")
-    form.locator("input[name=email]").fill("curie@example.org")
-    form.locator("select[name=courses]").select_option(["PH110"])
+    kit.fill_form(form, {"username": "curie", "role": "faculty", "person_id": "prof-curie", "name": "Marie Curie",
+                         "email": "curie@example.org", "courses": ["PH110"]})
     form.locator("button").click()
     password = page.locator("#one-time-password").inner_text().strip()
     assert len(password) >= 10 and "account curie (faculty) added" in page.locator("#one-time").inner_text()
@@ -294,12 +277,8 @@ def test_admin_creates_a_faculty_account_that_logs_in_and_sees_its_course(admin_
     page.goto(served.url + "/accounts")  # shown once: a reload of the list does not show it again
     assert page.locator("#one-time").count() == 0 and password not in page.content()
 
-    faculty = page.context.browser.new_context(viewport={"width": 1400, "height": 900}).new_page()
-    faculty.goto(served.url + "/attendance")
-    faculty.fill("input[name=username]", "curie")
-    faculty.fill("input[name=password]", password)
-    faculty.click("button[type=submit]")
-    faculty.wait_for_selector("select[name=course]")
+    faculty = kit.open_logged_in(page.context.browser.new_context(viewport={"width": 1400, "height": 900}).new_page(),
+                                 served, "curie", "/attendance", ready="select[name=course]", password=password)
     # the course made in the dashboard (not in the TOML file) is theirs; another course is not
     options = faculty.locator("#open-session select[name=course] option").all_inner_texts()
     assert options == ["PH110"]  # not CS101, which the TOML file gives turing
@@ -344,8 +323,7 @@ def _class_zip(path: Path) -> Path:
 
 
 def test_bulk_enrolment_of_a_zip_shows_progress_and_a_reason_per_photo(admin_page, served, tmp_path):
-    page = admin_page
-    page.goto(served.url + "/people")
+    page = kit.open_page(admin_page, served, "/people")
     form = page.locator("#zip-import")
     form.locator("input[name=zip]").set_input_files(str(_class_zip(tmp_path / "class.zip")))
     form.locator("input[name=consent]").check()
@@ -415,6 +393,9 @@ def test_the_schedule_mails_the_weekly_report_and_absence_notices_to_a_local_smt
     last_monday = today - dt.timedelta(days=today.weekday() + 7)
     _closed_sessions(served, last_monday, {0: ["macron"], 1: [], 2: [], 3: []})  # macron absent 3 times of 4
     kit.db(served, "UPDATE person SET email = 'macron@example.org' WHERE id = 'macron'")
+    # curie's account was disabled above, and a disabled account gets no reports: enabled again for hers
+    admin, _ = kit.login_with_token(served, "admin")
+    assert admin.post("/api/accounts/curie/enable").status_code == 200
     env = {**os.environ, "DATABASE_URL": served.database_url, "PYTHONPATH": str(PROJECT_ROOT),
            "ROLLCALL__REPORTS__SMTP__HOST": "127.0.0.1"}
 
@@ -478,24 +459,19 @@ def room_stream(stack):
 
 
 def test_only_admins_manage_cameras_and_doors(served):
-    faculty = kit.login(served, "turing")
+    faculty, token = kit.login_with_token(served, "turing")
     for path in ("/setup/cameras", "/setup/doors", "/setup/cameras/room-a101/snapshot.jpg", "/setup/doors/A101-main/zone"):
         assert faculty.get(path).status_code == 403, path
-    token = faculty.headers["X-CSRF-Token"]
     assert faculty.post("/setup/doors/A101-main/zone", json={"zone": [[0, 0], [9, 0], [9, 9]]},
                         headers={"X-CSRF-Token": token}).status_code == 403
     assert faculty.post("/setup/cameras/room-a101/test", headers={"X-CSRF-Token": token}).status_code == 403
 
 
 def test_admin_adds_a_camera_tests_it_and_sees_its_snapshot(admin_page, served, room_stream):
-    page = admin_page
-    page.goto(served.url + "/setup/cameras")
+    page = kit.open_page(admin_page, served, "/setup/cameras")
     form = page.locator("#new-camera")
-    form.locator("input[name=id]").fill("room-a101-back")
-    form.locator("select[name=role]").select_option("room")
-    form.locator("select[name=room]").select_option("A101")
-    form.locator("input[name=url]").fill(room_stream)
-    form.locator("input[name=analysis_fps]").fill("4")
+    kit.fill_form(form, {"id": "room-a101-back", "role": "room", "room": "A101", "url": room_stream,
+                         "analysis_fps": "4"})
     form.locator("button").click()
     assert "camera room-a101-back added" in _flash(page)
     assert [tuple(r) for r in kit.db(served, "SELECT role, room_id, url, analysis_fps, enabled FROM camera "
@@ -510,8 +486,7 @@ def test_admin_adds_a_camera_tests_it_and_sees_its_snapshot(admin_page, served, 
     assert snapshot.evaluate("img => [img.naturalWidth, img.naturalHeight]") == [1280, 720]
     _shot(page, "setup-cameras")
     # a camera nobody serves: the test says why in one line
-    admin = kit.login(served, "admin")
-    token = admin.headers["X-CSRF-Token"]
+    admin, token = kit.login_with_token(served, "admin")
     assert admin.post("/setup/cameras", data={"csrf_token": token, "id": "door-gone", "role": "door", "room": "A101",
                                               "url": "rtsp://127.0.0.1:9/nothing", "enabled": "yes"}).status_code == 201
     result = admin.post("/setup/cameras/door-gone/test", headers={"X-CSRF-Token": token}).json()
@@ -526,15 +501,14 @@ def test_admin_adds_a_camera_tests_it_and_sees_its_snapshot(admin_page, served, 
     ({"id": "door-a101", "role": "door", "room": "A101", "url": "rtsp://cam/x"}, 409, "exists already"),
 ])
 def test_bad_cameras_are_4xx_with_the_reason(served, fields, status, message):
-    admin = kit.login(served, "admin")
-    response = admin.post("/setup/cameras", data={"csrf_token": admin.headers["X-CSRF-Token"], **fields})
+    admin, token = kit.login_with_token(served, "admin")
+    response = admin.post("/setup/cameras", data={"csrf_token": token, **fields})
     assert response.status_code == status and message in html.unescape(response.text), response.text[:300]
     assert kit.db(served, "SELECT id FROM camera WHERE id = 'cam-x'") == []
 
 
 def test_a_camera_is_disabled_and_enabled_again(admin_page, served):
-    page = admin_page
-    page.goto(served.url + "/setup/cameras")
+    page = kit.open_page(admin_page, served, "/setup/cameras")
     page.locator("tr[data-camera=door-gone] form.toggle button").click()
     assert "camera door-gone disabled" in _flash(page)
     assert kit.db(served, "SELECT enabled FROM camera WHERE id = 'door-gone'")[0][0] is False
@@ -575,8 +549,7 @@ def _until(predicate, what: str, timeout_s: float = 15.0) -> None:
 
 
 def test_admin_links_a_door_and_draws_its_entry_zone_which_a_running_processor_takes(admin_page, served):
-    page = admin_page
-    page.goto(served.url + "/setup/doors")
+    page = kit.open_page(admin_page, served, "/setup/doors")
     row = page.locator("tr[data-door=A101-main]")
     row.locator("select[name=room_camera]").select_option("room-a101-back")
     row.locator(".door-form button").click()
@@ -603,26 +576,23 @@ def test_admin_links_a_door_and_draws_its_entry_zone_which_a_running_processor_t
         _until(lambda: tracker.zone_of(feet_low_right) == ["A101-main"], "the redrawn zone in the room stage")
         assert stage.trackers["room-a101-back"] is tracker and tracker.entry_zones["A101-main"] == [tuple(p) for p in zone]
     # a zone on one line: a 400 with the reason, the saved one kept
-    admin = kit.login(served, "admin")
+    admin, token = kit.login_with_token(served, "admin")
     refused = admin.post("/setup/doors/A101-main/zone", json={"zone": [[0, 0], [5, 5], [9, 9]]},
-                         headers={"X-CSRF-Token": admin.headers["X-CSRF-Token"]})
+                         headers={"X-CSRF-Token": token})
     assert refused.status_code == 400 and "the zone has no area" in html.unescape(refused.text)
 
 
 def test_admin_adds_a_door_whose_zone_starts_as_the_whole_picture(admin_page, served):
-    page = admin_page
-    page.goto(served.url + "/setup/doors")
+    page = kit.open_page(admin_page, served, "/setup/doors")
     form = page.locator("#new-door")
-    form.locator("input[name=id]").fill("A101-back")
-    form.locator("select[name=door_camera]").select_option("door-gone")
-    form.locator("select[name=room_camera]").select_option("room-a101-back")
+    kit.fill_form(form, {"id": "A101-back", "door_camera": "door-gone", "room_camera": "room-a101-back"})
     form.locator("button").click()
     assert "door A101-back added: draw its entry zone now" in _flash(page)
     [door] = kit.db(served, "SELECT room_id, door_camera_id, room_camera_id, entry_zone FROM door WHERE id = 'A101-back'")
     assert tuple(door[:3]) == ("A101", "door-gone", "room-a101-back")
     assert json.loads(door[3]) == [[0, 0], [1280, 0], [1280, 720], [0, 720]]
-    admin = kit.login(served, "admin")
-    wrong = admin.post("/setup/doors", data={"csrf_token": admin.headers["X-CSRF-Token"], "id": "A101-side",
+    admin, token = kit.login_with_token(served, "admin")
+    wrong = admin.post("/setup/doors", data={"csrf_token": token, "id": "A101-side",
                                              "room": "A101", "door_camera": "room-a101", "room_camera": "room-a101",
                                              "transit_min_s": "1", "transit_max_s": "9"})
     assert wrong.status_code == 400 and "is not a door camera of room A101" in html.unescape(wrong.text)
@@ -642,8 +612,7 @@ def test_the_transit_window_suggested_from_single_arrivals_is_accepted(admin_pag
                                        first_seen, last_seen, topic, kafka_partition, kafka_offset)
            VALUES (gen_random_uuid(), $1, 'A101', $2, $6, $3, $4, $5, $5, 'test', 0, $7)""",
         [(*row, f"t{n}", n) for n, row in enumerate(rows)]))
-    page = admin_page
-    page.goto(served.url + "/setup/doors")
+    page = kit.open_page(admin_page, served, "/setup/doors")
     row = page.locator("tr[data-door=A101-main]")
     assert "over 8 arrivals" in row.locator(".suggestion").inner_text()
     _shot(page, "setup-doors")

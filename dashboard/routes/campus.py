@@ -77,4 +77,6 @@ async def _save(request: Request, what: str, item_id: str, create: bool,
         if not await saving(conn):
             raise (Problem(f"{what} {item_id!r} exists already: edit it in the list", 409) if create
                    else Problem(f"no {what} {item_id!r}", 404))
+    # the campus snapshot of this process read again (rooms, courses); other dashboard processes within 5 s
+    services_of(request).forget_campus()
     return done(request, {what: item_id}, f"{what} {item_id} {'added' if create else 'saved'}", 201 if create else 200)

@@ -3,7 +3,11 @@ preview with a reason for every refused row, nothing written until confirmed; th
 transaction, a re-import updating rows by their natural key) and the CSV export in the same layout.
 
 The preview carries the file back in a hidden field and the confirmation checks it again against the
-database as it is then: nothing is kept on the server between the two requests."""
+database as it is then: nothing is kept on the server between the two requests.
+
+Every write drops this process's campus snapshot (dashboard/campus_state.py: faculty scope comes from the
+roster and the timetable), so the change shows on the next request here; another dashboard process keeps
+its own snapshot and shows it within CAMPUS_CACHE_S (5 s)."""
 
 from __future__ import annotations
 
@@ -43,6 +47,7 @@ async def add_member(request: Request) -> Response:
         checked = campus_csv.check_roster(data.encode(), **_subset(await q.known(conn), "courses", "people"))
         row = _the_row(checked)
         await q.upsert_roster(conn, [row.values])
+    services_of(request).forget_campus()
     return done(request, {"course": row.values[0], "person": row.values[1]}, f"{row.values[1]} is in {row.values[0]}")
 
 
@@ -53,6 +58,7 @@ async def remove_member(request: Request) -> Response:
     async with services_of(request).conn() as conn:
         if not await q.remove_member(conn, course, person):
             raise Problem(f"{person!r} is not in the roster of {course!r}", 404)
+    services_of(request).forget_campus()
     return done(request, {"course": course, "person": person}, f"{person} removed from {course}")
 
 
@@ -82,6 +88,7 @@ async def add_slot(request: Request) -> Response:
         row = _the_row(campus_csv.check_timetable(data.encode(), **_subset(await q.known(conn), "courses", "rooms")))
         await q.upsert_slots(conn, [row.values], services.config.site.timezone)
         await _sessions_follow(conn)
+    services.forget_campus()
     return done(request, {"course": row.values[0]}, f"timetable entry of {row.values[0]} saved")
 
 
@@ -92,6 +99,7 @@ async def remove_slot(request: Request) -> Response:
         if not await q.remove_slot(conn, slot_id):
             raise Problem(f"no timetable entry {slot_id}", 404)
         await _sessions_follow(conn)
+    services_of(request).forget_campus()
     return done(request, {"slot": slot_id}, f"timetable entry {slot_id} removed")
 
 
@@ -129,6 +137,7 @@ async def import_confirm(request: Request) -> Response:
         else:
             await q.upsert_slots(conn, rows, services.config.site.timezone)
             await _sessions_follow(conn)
+    services.forget_campus()
     message = f"{len(rows)} {kind} row(s) imported" + (f", {len(checked.invalid)} refused" if checked.invalid else "")
     return done(request, {"imported": len(rows), "refused": len(checked.invalid)}, message)
 

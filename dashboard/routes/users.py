@@ -1,5 +1,5 @@
 """Dashboard accounts (admin): the list, a new account, a password reset, disabling, a faculty account's
-courses; and every user's own password page. The logic is in :mod:`dashboard.accounts`.
+courses, the e-mail address of an account's person; and every user's own page (password, e-mail address). The logic is in :mod:`dashboard.accounts`.
 
 A one-time password is answered in the response only (the page, or JSON): never in the flash message,
 which travels in the signed but readable session cookie."""
@@ -128,7 +128,36 @@ async def account_courses(request: Request) -> Response:
                 f"{username} teaches {', '.join(courses) or 'no course'}")
 
 
+async def _set_email(request: Request, username: str) -> Response:
+    """The e-mail address {email} ("" removes it) of ``username``'s person: where their reports go."""
+    email = accounts.email_address((await body(request)).get("email"))
+    async with services_of(request).conn() as conn:
+        try:
+            person_id = await accounts.set_email(conn, username, email, actor=current_user(request).username)
+        except LookupError:
+            raise Problem(f"no account {username!r}", 404) from None
+    return done(request, {"username": username, "person_id": person_id, "email": email or None},
+                f"e-mail of {username} " + (f"set to {email}" if email else "removed"))
+
+
+@ROUTES.api("/api/accounts/{username}/email", ADMIN, methods=("POST",))
+async def account_email(request: Request) -> Response:
+    """The e-mail address of the account's person {email} ("" removes it): where their reports go."""
+    return await _set_email(request, request.path_params["username"])
+
+
+@ROUTES.api("/api/me/email", ALL, methods=("POST",))
+async def own_email(request: Request) -> Response:
+    """Your e-mail address {email} ("" removes it), when your account belongs to a person."""
+    return await _set_email(request, current_user(request).username)
+
+
 @ROUTES.page("/account", ALL)
 async def own_account_page(request: Request) -> Response:
-    """Your account: change your password (the form posts to /api/me/password)."""
-    return render(request, "account.html")
+    """Your account: change your password (the form posts to /api/me/password) and your e-mail address."""
+    user = current_user(request)
+    email = None
+    if user.person_id:
+        async with services_of(request).conn() as conn:
+            email = await accounts.email_of(conn, user.person_id)
+    return render(request, "account.html", {"email": email or ""})

@@ -91,6 +91,25 @@ def _actor(actor: str | None) -> str:
     return actor or f"cli:{getpass.getuser()}"
 
 
+_json_option = click.option("--json", "as_json", is_flag=True, help="Print one JSON document.")
+
+
+def _dry_run_and_json_options(dry_run_help: str):
+    """--dry-run (said what it leaves undone by ``dry_run_help``) and --json, with the command's context."""
+    def decorate(command):
+        return click.option("--dry-run", is_flag=True, help=dry_run_help)(_json_option(click.pass_context(command)))
+    return decorate
+
+
+def _print_result(result, as_json: bool, text_lines) -> None:
+    """A command's ``result``: one JSON document with --json, else the lines ``text_lines(result)`` gives."""
+    if as_json:
+        _print_json(result)
+        return
+    for line in text_lines(result):
+        click.echo(line)
+
+
 # --- attendance -----------------------------------------------------------------------------------
 @click.group()
 def attendance() -> None:
@@ -188,7 +207,7 @@ def session_close(ctx, session_id: int, actor: str | None) -> None:
 @click.option("--course", "course_id")
 @click.option("--from", "date_from", help="YYYY-MM-DD")
 @click.option("--to", "date_to", help="YYYY-MM-DD")
-@click.option("--json", "as_json", is_flag=True, help="Print one JSON document.")
+@_json_option
 @click.pass_context
 def session_list(ctx, room_id, course_id, date_from, date_to, as_json) -> None:
     """List sessions (timetable sessions appear once the writer or `session open` made them)."""
@@ -206,13 +225,9 @@ def session_list(ctx, room_id, course_id, date_from, date_to, as_json) -> None:
         await materialise_timetable(conn, first or today - dt.timedelta(days=7), last or today + dt.timedelta(days=7))
         return await list_sessions(conn, room_id=room_id, course_id=course_id, date_from=first, date_to=last)
 
-    sessions = _with_connection(config, work)
-    if as_json:
-        _print_json(sessions)
-        return
-    for s in sessions:
-        click.echo(f"{s['id']:>6}  {s['course_id']:10} {s['room_id']:8} {s['starts_at']:%Y-%m-%d %H:%M}-{s['ends_at']:%H:%M} UTC"
-                   f"  {s['state']:9} attended {s['attended']}")
+    _print_result(_with_connection(config, work), as_json, lambda sessions: (
+        f"{s['id']:>6}  {s['course_id']:10} {s['room_id']:8} {s['starts_at']:%Y-%m-%d %H:%M}-{s['ends_at']:%H:%M} UTC"
+        f"  {s['state']:9} attended {s['attended']}" for s in sessions))
 
 
 @attendance.group("export")
@@ -293,20 +308,15 @@ def privacy() -> None:
 
 
 @privacy.command("purge")
-@click.option("--dry-run", is_flag=True, help="Count what would be deleted; delete nothing.")
-@click.option("--json", "as_json", is_flag=True, help="Print one JSON document.")
-@click.pass_context
+@_dry_run_and_json_options("Count what would be deleted; delete nothing.")
 def privacy_purge(ctx, dry_run: bool, as_json: bool) -> None:
     """Delete raw sightings, review crops and enrolments past their retention ([privacy])."""
 
     config = _config(ctx)
-    report = _with_connection(config, lambda conn: purge(conn, config, dry_run=dry_run))
-    if as_json:
-        _print_json(report)
-        return
     verb = "would delete" if dry_run else "deleted"
-    click.echo(f"{verb}: {report['presence_events']} presence events (before {report['presence_events_before']}), "
-               f"{report['review_crops']} review crops, {report['enrolments']} enrolments")
+    _print_result(_with_connection(config, lambda conn: purge(conn, config, dry_run=dry_run)), as_json, lambda report: [
+        f"{verb}: {report['presence_events']} presence events (before {report['presence_events_before']}), "
+        f"{report['review_crops']} review crops, {report['enrolments']} enrolments"])
 
 
 @click.group()
@@ -340,9 +350,7 @@ def reports() -> None:
 
 
 @reports.command("send")
-@click.option("--dry-run", is_flag=True, help="List the reports due (sent ones too); send nothing.")
-@click.option("--json", "as_json", is_flag=True, help="Print one JSON document.")
-@click.pass_context
+@_dry_run_and_json_options("List the reports due (sent ones too); send nothing.")
 def reports_send(ctx, dry_run: bool, as_json: bool) -> None:
     """Send the reports due now that were not sent yet (what the writer's schedule does at each check)."""
 
@@ -353,13 +361,8 @@ def reports_send(ctx, dry_run: bool, as_json: bool) -> None:
         result = {"due": [f"{m.kind} {m.period} {m.subject_key} -> {m.recipient}" for m in due]}
     else:
         result = _with_connection(config, lambda conn: send_due(conn, config, now))
-    if as_json:
-        _print_json(result)
-    else:
-        for key, lines in result.items():
-            click.echo(f"{key}: {len(lines)}")
-            for line in lines:
-                click.echo(f"  {line}")
+    _print_result(result, as_json, lambda result: (
+        text for key, lines in result.items() for text in (f"{key}: {len(lines)}", *(f"  {line}" for line in lines))))
     if result.get("failed"):
         raise RollcallError(f"{len(result['failed'])} report(s) not sent: the SMTP server "
                             f"{config.reports.smtp.host}:{config.reports.smtp.port} refused or is away (retried "

@@ -115,28 +115,13 @@ class HeldPicture(_Model):
     of: str = Field(pattern=_ID_RE)  # an enrolled person (people[].id): the picture shows their door photo
 
 
-class PersonEntry(_Model):
-    id: str = Field(pattern=_ID_RE)
-    name: str = Field(min_length=1)
-    enroll: list[str] = Field(min_length=1)
-    door_photo: str
-    arrive_s: Optional[float] = None  # required unless absent
-    absent: bool = False  # enrolled, never comes
-    leave_s: Optional[float] = None
-    # Stretches [start_s, end_s] while in place when the room camera cannot see the person (someone
-    # stands in front of them): their room track is lost and must be picked up again.
-    hidden: list[tuple[float, float]] = []
-    with_: Optional[str] = Field(default=None, alias="with")  # walks in side by side with this id
-    side: Optional[Literal["left", "right"]] = None  # lane at the door camera
-    behind: Optional[str] = None  # right behind this id, in their lane (tailgating)
-    turns_back: bool = False  # seen at the door, never enters the room
+class _Walker(_Model):
+    """What people and visitors share: the door photo and how they walk in, stay and leave."""
 
-
-class VisitorEntry(_Model):
     id: Optional[str] = Field(default=None, pattern=_ID_RE)
     name: Optional[str] = None
     door_photo: str
-    arrive_s: float
+    arrive_s: Optional[float] = None
     leave_s: Optional[float] = None
     # Stretches [start_s, end_s] while in place when the room camera cannot see the person (someone
     # stands in front of them): their room track is lost and must be picked up again.
@@ -145,6 +130,18 @@ class VisitorEntry(_Model):
     side: Optional[Literal["left", "right"]] = None  # lane at the door camera
     behind: Optional[str] = None  # right behind this id, in their lane (tailgating)
     turns_back: bool = False  # seen at the door, never enters the room
+
+
+class PersonEntry(_Walker):
+    id: str = Field(pattern=_ID_RE)
+    name: str = Field(min_length=1)
+    arrive_s: Optional[float] = None  # required unless absent
+    enroll: list[str] = Field(min_length=1)
+    absent: bool = False  # enrolled, never comes
+
+
+class VisitorEntry(_Walker):
+    arrive_s: float
     holds: Optional[HeldPicture] = None  # holds up a picture of an enrolled person at the door (an attack)
 
 
