@@ -55,9 +55,13 @@
       say(`The camera cannot be opened (${error.name}): allow this page to use it, or upload a video file.`, "error");
       return;
     }
-    $("#preview").srcObject = stream;
-    $("#capture").disabled = false;
-    say("Camera on: ask the person to face it and turn their head a little while recording.");
+    const preview = $("#preview");
+    preview.addEventListener("playing", () => {
+      preview.dataset.live = "yes";  // frames are arriving: recording may start
+      $("#capture").disabled = false;
+      say("Camera on: ask the person to face it and turn their head a little while recording.");
+    }, { once: true });
+    preview.srcObject = stream;
   }
 
   function record(seconds) {
