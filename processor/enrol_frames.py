@@ -55,8 +55,10 @@ def pick_frames(faces: Sequence[FrameFace], k: int, sharpness_floor: float = 0.5
                 min_distance: float = 0.02) -> tuple[list[FrameFace], list[FrameRefusal]]:
     """At most ``k`` of ``faces`` (each already passed the quality gate), and why each other one was left.
 
-    The rule: (1) a frame less sharp than ``sharpness_floor`` times the sharpest frame is left out (in a
-    webcam burst the softer frames are motion blur or refocusing: never worth keeping for variety alone);
+    The rule: (1) a frame less sharp than ``sharpness_floor`` times the median frame is left out (in a
+    webcam burst the softer frames are motion blur or refocusing: never worth keeping for variety alone; the
+    median, not the sharpest, because the Laplacian's variance also grows with noise and with a smaller,
+    downscaled face, so one outlier must not push ordinary frames under the floor);
     (2) the sharpest frame is picked first; (3) then, greedily, the frame farthest from everything picked so
     far (farthest-point sampling on the face embedding, cosine distance: a turned head, another expression
     or another light moves the embedding, which is the variety recognition later needs), the sharper one on
@@ -65,10 +67,10 @@ def pick_frames(faces: Sequence[FrameFace], k: int, sharpness_floor: float = 0.5
     """
     if not faces or k < 1:
         return [], []
-    sharpest = max(f.sharpness for f in faces)
-    floor = sharpness_floor * sharpest
-    refused = [FrameRefusal(f.index, f.time_s, "less_sharp", f"less sharp than the others (sharpness {f.sharpness:.0f}, "
-                            f"the sharpest frame {sharpest:.0f})") for f in faces if f.sharpness < floor]
+    median = float(np.median([f.sharpness for f in faces]))
+    floor = sharpness_floor * median
+    refused = [FrameRefusal(f.index, f.time_s, "less_sharp", f"blurred: sharpness {f.sharpness:.0f}, under "
+                            f"{sharpness_floor:g} x the frames' median {median:.0f}") for f in faces if f.sharpness < floor]
     left = sorted((f for f in faces if f.sharpness >= floor), key=lambda f: (-f.sharpness, f.index))
     picked = [left.pop(0)]
     while left:

@@ -36,11 +36,13 @@ def test_the_sharpest_frame_comes_first_then_the_most_different_ones():
 
 
 def test_frames_under_the_sharpness_floor_are_never_picked_for_variety():
-    faces = [_face(0, 400, _unit(1, 0)), _face(1, 150, _unit(0, 1)), _face(2, 250, _unit(1, 0.3))]
+    faces = [_face(0, 900, _unit(1, 0)), _face(1, 120, _unit(0, 1)), _face(2, 250, _unit(1, 0.3)),
+             _face(3, 260, _unit(1, -0.3))]
     picked, refused = pick_frames(faces, k=5, sharpness_floor=0.5)
-    assert [f.index for f in picked] == [0, 2]  # 1 is the most different but under half the sharpest
+    # 1 is the most different but under half the median (255); 2 and 3 are far under the sharpest and stay
+    assert [f.index for f in picked] == [0, 3, 2]
     assert [(r.index, r.code) for r in refused] == [(1, "less_sharp")]
-    assert "sharpness 150, the sharpest frame 400" in refused[0].reason
+    assert "sharpness 120, under 0.5 x the frames' median 255" in refused[0].reason
 
 
 def test_near_copies_stop_the_pick_before_k():
