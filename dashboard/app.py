@@ -29,7 +29,7 @@ from dashboard.routes import (account, analytics, campus, exports, live, people,
                               video)
 from dashboard.routes import cameras, doors
 from dashboard.services import Problem, Services
-from dashboard.routes import enrol_zip, users
+from dashboard.routes import enrol_video, enrol_zip, users
 from dashboard.video import VideoHub
 from dashboard.web import HERE, templates
 from infra.foundation.endpoints import resolve
@@ -40,7 +40,7 @@ ROUTES: list[Route] = [*account.ROUTES, *live.ROUTES, *video.ROUTES, *analytics.
                        *records.ROUTES, *exports.ROUTES, *people.ROUTES, *review.ROUTES, *system.ROUTES,
                        *campus.ROUTES, *plans.ROUTES, *cameras.ROUTES, *doors.ROUTES]
 
-ROUTES += [*users.ROUTES, *enrol_zip.ROUTES]
+ROUTES += [*users.ROUTES, *enrol_zip.ROUTES, *enrol_video.ROUTES]
 
 
 class SecurityHeaders:
@@ -111,7 +111,8 @@ def create_app(config, *, database_url: str, kafka_bootstrap_servers: str, camer
     routes = list(ROUTES) + [Mount("/static", app=StaticFiles(directory=str(HERE / "static")), name="static")]
     middleware = [Middleware(SecurityHeaders),
                   Middleware(BodyLimit, max_body_bytes=d.max_body_bytes, max_upload_bytes=d.max_upload_bytes,
-                             upload_limits={enrol_zip.IMPORT_PATH: d.max_zip_upload_bytes}),
+                             upload_limits={enrol_zip.IMPORT_PATH: d.max_zip_upload_bytes,
+                                            enrol_video.ENROL_VIDEO_PATH: d.max_enrol_video_bytes}),
                   Middleware(SessionMiddleware, secret_key=secret_key or auth.load_secret_key(config),
                              session_cookie="rollcall_session", max_age=d.session_max_age_s, same_site="lax",
                              https_only=d.https_only_cookies)]

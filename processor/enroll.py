@@ -41,7 +41,7 @@ import numpy as np
 
 from infra.foundation.errors import RollcallError
 from processor import model_packs as mp
-from processor.stages.faces import FaceAnalyzer, FaceDetector, FaceEmbedder
+from processor.stages.faces import AnalysedFace, FaceAnalyzer, FaceDetector, FaceEmbedder
 from infra.foundation.db import describe_unreachable
 from infra.foundation.config import PrivacyConfig, ThresholdsConfig
 
@@ -98,7 +98,7 @@ _models: dict[str, tuple[FaceDetector, FaceEmbedder]] = {}
 _models_lock = threading.Lock()
 
 
-def _analyzer(pack: str | mp.LoadedPack, thresholds: Any) -> FaceAnalyzer:
+def face_analyzer(pack: str | mp.LoadedPack, thresholds: Any) -> FaceAnalyzer:
     """Sessions are loaded once per pack and process; detectors per score threshold share them."""
     loaded = mp.load_pack(pack) if isinstance(pack, str) else pack
     with _models_lock:
@@ -145,18 +145,26 @@ def _check_photo(analyzer: FaceAnalyzer, path: Path, person_id: str | None) -> _
     image = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR) if data else None
     if image is None or image.ndim != 3 or min(image.shape[:2]) < 8:
         return Rejected(path, "not an image (it does not decode as JPEG, PNG, WebP, …)", "not_an_image", person_id)
-    faces = analyzer.analyse([image])[0]
+    face = one_good_face(analyzer.analyse([image])[0], analyzer.thresholds)
+    if isinstance(face, tuple):
+        return Rejected(path, face[1], face[0], person_id)
+    return _Candidate(path, hashlib.sha256(data).hexdigest(), data, face.embedding, face.quality.score)
+
+
+def one_good_face(faces: Sequence[AnalysedFace], thresholds: Any) -> AnalysedFace | tuple[str, str]:
+    """The one face of an image fit to enrol (it has its embedding), or (code, reason) why there is none:
+    the rule for a photo, used for a video's frames too (processor/enrol_frames.py)."""
     if not faces:
-        return Rejected(path, "no face found", "no_face", person_id)
+        return "no_face", "no face found"
     largest = max(faces, key=lambda f: f.detection.size_px)
     significant = [f for f in faces if f.detection.size_px >= SIGNIFICANT_FACE * largest.detection.size_px]
     if len(significant) > 1:
-        return Rejected(path, f"{len(significant)} faces found: use a photo of one person", "several_faces", person_id)
+        return "several_faces", f"{len(significant)} faces found: use a photo of one person"
     q = largest.quality
     if q.reason is not None or largest.embedding is None:
         code = q.reason or "low_score"
-        return Rejected(path, _quality_reason(code, q, largest.detection.score, analyzer.thresholds), code, person_id)
-    return _Candidate(path, hashlib.sha256(data).hexdigest(), data, largest.embedding, q.score)
+        return code, _quality_reason(code, q, largest.detection.score, thresholds)
+    return largest
 
 
 # ------------------------------------------------------------------------------------------ database
@@ -295,7 +303,7 @@ async def enroll_photos(database_url: str, person_id: str, name: str | None, pho
     paths = [Path(p) for p in photos]
     if not paths:
         raise RollcallError(f"no photos given for {person_id!r}")
-    analyzer = _analyzer(pack, thresholds)
+    analyzer = face_analyzer(pack, thresholds)
     report = EnrolReport(analyzer.pack.name)
     done = 0
 
@@ -337,7 +345,7 @@ async def enroll_from_dir(database_url: str, folder: Path | str, *, consent: boo
     if not people:
         raise RollcallError(f"no person folders in {folder}: expected {folder}/<person id>/<photos> "
                             f"(and an optional {NAME_FILE})")
-    analyzer = _analyzer(pack, thresholds)
+    analyzer = face_analyzer(pack, thresholds)
     report = EnrolReport(analyzer.pack.name)
     report.rejected += [Rejected(p, "not in a person's folder: put photos in <folder>/<person id>/", "not_in_person_folder")
                         for p in loose]

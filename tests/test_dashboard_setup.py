@@ -45,6 +45,7 @@ from infra.scenario.mounts import render_cached
 from processor.group.catalogue import CatalogueWatcher
 from processor.stages.room import RoomStage
 from tests import dashboard_kit as kit
+from tests import webcam_kit
 from processor.model_catalogue import PHOTOS_DIR as PHOTOS
 from tests.test_dashboard_e2e import CHROMIUM, CHROMIUM_ARGS, SCREENSHOTS
 from tests.test_gallery_enroll import two_portraits
@@ -627,3 +628,73 @@ def test_the_transit_window_suggested_from_single_arrivals_is_accepted(admin_pag
     with page.expect_response(lambda r: r.url.endswith("/setup/doors/A101-main")) as answer:
         row.locator(".door-form button").click()
     assert answer.value.status == 400 and "must be above transit min" in page.locator("main").inner_text()
+
+
+# ------------------------------------------------------------------------------------- enrolment from video
+
+def test_enrol_from_a_webcam_capture_picks_sharp_varied_frames_that_recognise_the_person(admin_page, served, tmp_path):
+    """Chromium's fake camera plays a rendered clip of Rishi Sunak (swaying, leaning, the light changing, a fast
+    blurred move): the capture page records it and the frames enrolled recognise his other photo."""
+    clip = webcam_kit.webcam_clip("sunak.jpg", tmp_path / "sunak.y4m")
+    browser = webcam_kit.chromium_with_fake_camera(admin_page.context.browser.browser_type, CHROMIUM, CHROMIUM_ARGS, clip)
+    try:
+        page = browser.new_context(viewport={"width": 1400, "height": 900}).new_page()
+        page.goto(served.url + "/people/capture")
+        page.fill("input[name=username]", "admin")
+        page.fill("input[name=password]", kit.PASSWORDS["admin"])
+        page.click("button[type=submit]")
+        form = page.locator("#video-enrol")
+        form.locator("input[name=person_id]").fill("sunak")
+        form.locator("input[name=consent]").check()
+        page.click("#camera-start")
+        page.wait_for_selector("#preview[data-live=yes]")  # the live preview plays the fake camera
+        assert page.locator("#preview").evaluate("v => [v.videoWidth, v.videoHeight]") == [640, 480]
+        page.click("#capture")
+        page.wait_for_selector("#video-summary.summary, #video-summary.error", timeout=120_000)
+        summary = page.locator("#video-summary").inner_text()
+        assert page.locator("#video-summary.summary").count() == 1, summary
+        assert page.locator("#capture-progress progress").evaluate("b => b.value === b.max && b.max > 0")
+        enrolled = page.locator("#video-results tbody tr.ok").count()
+        codes = [row.get_attribute("data-code") for row in page.locator("#video-results tbody tr.error").all()]
+        assert 2 <= enrolled <= served.config.dashboard.enrol_video_frames, summary
+        assert codes and set(codes) <= {"not_picked", "less_sharp", "too_blurry", "no_face", "low_score", "pose"}, codes
+        _shot(page, "people-capture")
+    finally:
+        browser.close()
+    rows = kit.db(served, """SELECT source, photo IS NULL AS no_photo, consent_by FROM face_enrolment
+                             WHERE person_id = 'sunak'""")
+    assert len(rows) == enrolled and all(tuple(r) == ("dashboard", True, "admin") for r in rows)
+    # the enrolled frames are him: his door photo (mirrored, re-lit, turned) is recognised, Macron's is not
+    assert webcam_kit.recognised_in(served, served.config, "sunak_door.png").person_id == "sunak"
+    assert webcam_kit.recognised_in(served, served.config, "macron_2025.jpg").person_id != "sunak"
+
+
+def test_enrol_from_an_uploaded_video_and_bad_videos_refused_with_the_reason(served, tmp_path):
+    admin = kit.login(served, "admin")
+    fields = {"person_id": "biden", "name": "Joe Biden", "consent": "yes"}
+
+    def post(path: Path, **changes):
+        with path.open("rb") as video:
+            return admin.post("/api/people/enrol-video", data={**fields, **changes},
+                              files={"video": (path.name, video, "video/mp4")})
+
+    clip = webcam_kit.webcam_clip("biden.jpg", tmp_path / "biden.mp4")
+    answer = post(clip)
+    assert answer.status_code == 201, answer.text
+    result = answer.json()
+    assert 2 <= len(result["accepted"]) == len(result["picked"]) <= served.config.dashboard.enrol_video_frames
+    assert result["frames_sampled"] == len(result["picked"]) + len(result["rejected"])
+    assert "less_sharp" in {r["code"] for r in result["rejected"]}  # the fast move's motion blur left out
+    assert kit.db(served, "SELECT count(*) FROM face_enrolment WHERE person_id = 'biden' AND photo IS NULL "
+                          "AND source = 'dashboard'")[0][0] == len(result["accepted"])
+    assert webcam_kit.recognised_in(served, served.config, "biden_door.png").person_id == "biden"
+    not_a_video = tmp_path / "notes.mp4"
+    not_a_video.write_text("a list of names, not a video\n")
+    refusals = [(post(clip, consent=""), 400, "without consent"),
+                (post(clip, person_id="bad id!"), 400, "is not valid"),
+                (post(not_a_video), 400, "not a video"),
+                (post(webcam_kit.noise_video(tmp_path / "nobody.mp4", 3)), 422, "shows one clear face"),
+                (post(webcam_kit.noise_video(tmp_path / "long.mp4", served.config.dashboard.max_enrol_video_s + 5)),
+                 413, "max_enrol_video_s")]
+    for response, status, words in refusals:
+        assert response.status_code == status and words in response.json()["error"], (status, response.text)

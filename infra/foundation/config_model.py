@@ -436,6 +436,12 @@ class DashboardConfig(_Strict):
     max_zip_entries: int = Field(default=5000, ge=1, le=100_000)
     max_zip_photo_bytes: int = Field(default=20_000_000, ge=1024, le=64_000_000)
     max_zip_total_bytes: int = Field(default=2_000_000_000, ge=1024, le=50_000_000_000)
+    # Enrolment from a short video or a webcam capture: the upload (instead of max_upload_bytes), its length,
+    # the frames sampled per second of it, and the frames enrolled (the sharpest, most varied of those).
+    max_enrol_video_bytes: int = Field(default=100_000_000, ge=1024, le=2_000_000_000)
+    max_enrol_video_s: float = Field(default=20.0, gt=0.0, le=600.0)
+    enrol_video_sample_fps: float = Field(default=4.0, gt=0.0, le=30.0)
+    enrol_video_frames: int = Field(default=5, ge=1, le=50)
     # Addresses (IPs or CIDRs) of reverse proxies whose X-Forwarded-For is believed; nobody's by default.
     trusted_proxies: list[str] = []
     # A WebRTC connection that has not connected this long after its offer is closed.
