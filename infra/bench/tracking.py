@@ -36,7 +36,8 @@ from infra.foundation.errors import RollcallError
 from infra.foundation.registry_fetch import sha256_of
 from infra.scenario.mounts import render_cached
 from infra.foundation.config import Config
-from processor.stages.person_tracks import PersonTracker, torso_look
+from processor.stages.person_track_parts import torso_look
+from processor.stages.person_tracks import PersonTracker
 from processor.stages.persons import PersonDetection, PersonDetector
 
 CACHE_FILE = "detections.npz"

@@ -66,68 +66,21 @@ from __future__ import annotations
 
 import uuid
 from collections import deque
-from collections.abc import Iterator, Mapping, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Mapping, Sequence
 
-import cv2
 import numpy as np
 import supervision as sv
 from scipy.optimize import linear_sum_assignment
 
+from processor.stages.entry_zones import EntryZones
+from processor.stages.person_track_parts import (EVENT_KINDS, Box, PersonTrack, TrackEvent, box_key, foot,
+                                                 isolated, reach_ratio, torso_look)
 from processor.stages.persons import PersonDetection
 from processor.stages.track_association import ASSOCIATIONS, ReachSimilarity, library_tracker
+from processor.stages.track_reacquire import ReacquireRules
 from processor.stages.track_resume import ResumeRules, resume_pairs
 
-EVENT_KINDS = ("appeared", "lost", "reacquired", "exited")
-
-Box = tuple[float, float, float, float]
-
-
-@dataclass
-class PersonTrack:
-    """One Rollcall person track on one room camera."""
-
-    track_id: str
-    camera_id: str
-    first_pts_s: float
-    last_pts_s: float
-    box: Box  # last box seen
-    entered_via: str | None = None
-    identity: str | None = None  # set by others (door handoff, review); never by the tracker
-    identity_source: str | None = None
-    state: str = "active"  # "active" | "lost" | "exited"
-    lost_since_s: float | None = None
-    reacquisitions: int = 0
-    tracker_ids: list[int] = field(default_factory=list)  # library ids that made up this track
-    velocity: tuple[float, float] = (0.0, 0.0)  # of the feet, pixels per second (smoothed)
-    look: np.ndarray | None = None  # colour signature of the torso (hue-saturation histogram), smoothed
-    crowd_look: np.ndarray | None = None  # the last one from a shared box, while it has no look of its own
-    in_room: bool = False  # seen with the feet outside every entry zone at least once
-    missed: int = 0  # analysed frames since it was last seen
-    still_at: tuple[float, float] | None = None  # the feet's place since still_since (within still_radius)
-    still_since: float | None = None
-
-    def unseen_s(self, pts_s: float) -> float:
-        """Stream time since it was last seen (a coasted frame sees again whoever the detector saw last)."""
-        return pts_s - self.last_pts_s
-
-    @property
-    def foot(self) -> tuple[float, float]:
-        return _foot(self.box)
-
-
-@dataclass(frozen=True)
-class TrackEvent:
-    kind: str  # one of EVENT_KINDS
-    camera_id: str
-    track_id: str
-    pts_s: float  # stream time of the frame the event was decided on (appeared: of the first sighting)
-    box: Box  # the track's box (last one seen for lost / exited)
-    entered_via: str | None = None
-    exited_via: str | None = None
-    last_seen_pts_s: float | None = None
-    identity: str | None = None
-    identity_source: str | None = None
+__all__ = ["EVENT_KINDS", "PersonTrack", "PersonTracker", "TrackEvent", "torso_look"]
 
 
 class PersonTracker:
@@ -152,19 +105,17 @@ class PersonTracker:
         self.fps = float(fps)
         self.lost_after_s = float(lost_after_s)
         self.reacquire_s = float(reacquire_s)
-        self.reacquire_heights = float(reacquire_heights)
-        self.backdate_s = float(backdate_s)
-        self.max_look_distance = float(max_look_distance)
         self.min_missed_frames = int(min_missed_frames)
-        self.still_nearness = float(still_nearness)
-        self.door_reach_heights = float(door_reach_heights)
-        self.walk_heights_per_s = float(walk_heights_per_s)
-        self.walk_on_look_distance = float(walk_on_look_distance)
-        self.walk_on_margin = float(walk_on_margin)
-        self.still_after_s = float(still_after_s)
         self.still_radius = float(still_radius)
+        self.still_after_s = float(still_after_s)
         self.still_mobility = float(still_mobility)
-        self.height_factor = float(height_factor)
+        self.backdate_s = float(backdate_s)
+        self.door_reach_heights = float(door_reach_heights)
+        self.rules = ReacquireRules(
+            reacquire_s=self.reacquire_s, reacquire_heights=float(reacquire_heights),
+            max_look_distance=float(max_look_distance), still_nearness=float(still_nearness),
+            walk_heights_per_s=float(walk_heights_per_s), walk_on_look_distance=float(walk_on_look_distance),
+            walk_on_margin=float(walk_on_margin), height_factor=float(height_factor))
         self.run_id = uuid.uuid4().hex[:8]
         self.set_entry_zones(entry_zones or {})
         self.similarity = ReachSimilarity(look_weight=look_weight, look_floor=look_floor)
@@ -184,11 +135,12 @@ class PersonTracker:
         self.tracks_started = 0
         self.reacquired = 0
         self.walked_on = 0  # lost tracks continued on their look alone, beyond the prediction's reach
-        self.silent_continuations = 0
-        self.coasted = 0  # frames coasted (see coast)  # library id switches stitched before the track was declared lost
+        self.silent_continuations = 0  # library id switches stitched before the track was declared lost
+        self.coasted = 0  # frames coasted (see coast)
         self._resumed_gap: dict[str, float] = {}  # checkpointed track -> seconds unseen before it was resumed
-        self.resume_rules = ResumeRules(walk_heights_per_s=self.walk_heights_per_s,
-                                        max_look_distance=self.walk_on_look_distance, height_factor=self.height_factor)
+        self.resume_rules = ResumeRules(walk_heights_per_s=self.rules.walk_heights_per_s,
+                                        max_look_distance=self.rules.walk_on_look_distance,
+                                        height_factor=self.rules.height_factor)
 
     # ------------------------------------------------------------------------------------------ api
 
@@ -201,23 +153,15 @@ class PersonTracker:
 
     def set_entry_zones(self, entry_zones: Mapping[str, Sequence[tuple[float, float]]]) -> None:
         """The doors' entry zones on this camera (at start, and when an admin redraws one: tracks stay)."""
-        self.entry_zones = {door: [tuple(map(float, point)) for point in poly] for door, poly in entry_zones.items()}
-        self._polygons = {door: np.asarray(poly, np.float32).reshape(-1, 1, 2) for door, poly in entry_zones.items()}
-        self._zones = {door: sv.PolygonZone(np.round(np.asarray(poly, np.float64)).astype(np.int64),
-                                            triggering_anchors=(sv.Position.BOTTOM_CENTER,))
-                       for door, poly in entry_zones.items()}
+        self._entry = EntryZones(entry_zones, door_reach_heights=self.door_reach_heights, backdate_s=self.backdate_s)
+
+    @property
+    def entry_zones(self) -> dict[str, list[tuple[float, ...]]]:
+        return self._entry.polygons
 
     def zone_of(self, boxes: np.ndarray) -> list[str | None]:
         """The door whose entry zone holds each box's bottom centre (first match), else None."""
-        result: list[str | None] = [None] * len(boxes)
-        if not len(boxes) or not self._zones:
-            return result
-        dets = sv.Detections(xyxy=np.asarray(boxes, np.float32).reshape(-1, 4))
-        for door, zone in self._zones.items():
-            for i, hit in enumerate(zone.trigger(dets)):
-                if hit and result[i] is None:
-                    result[i] = door
-        return result
+        return self._entry.zone_of(boxes)
 
     def update(self, pts_s: float, detections: Sequence[PersonDetection], image: np.ndarray | None = None,
                looks: Sequence[np.ndarray | None] | None = None) -> list[TrackEvent]:
@@ -284,10 +228,10 @@ class PersonTracker:
             class_id=np.zeros(len(detections), int),
             data={"det": np.arange(len(detections))},
         ) if len(detections) else sv.Detections.empty()
-        det_looks = {_box_key(d.box): look for d, look in zip(detections, looks)}
+        det_looks = {box_key(d.box): look for d, look in zip(detections, looks)}
         self.similarity.looks = lambda tracks, boxes: ([t.look if t is not None else None
                                                         for t in self._library_tracks(tracks)],
-                                                       [det_looks.get(_box_key(b)) for b in boxes])
+                                                       [det_looks.get(box_key(b)) for b in boxes])
         self.similarity.mobility = lambda tracks: [self._mobility(t, pts_s) for t in self._library_tracks(tracks)]
         self.similarity.elapsed_s = pts_s - self._last_pts if self._last_pts is not None else 1.0 / self.fps
         self._last_pts = pts_s if self._last_pts is None else max(self._last_pts, pts_s)
@@ -296,7 +240,7 @@ class PersonTracker:
         ids = [int(t) for t in tracked.tracker_id] if tracked.tracker_id is not None else []
         det_ix = [int(i) for i in tracked.data["det"]] if len(tracked) else []
         boxes = np.asarray(tracked.xyxy, np.float64).reshape(-1, 4)
-        return ids, det_ix, boxes, _isolated(boxes, np.asarray(dets.xyxy, np.float64).reshape(-1, 4))
+        return ids, det_ix, boxes, isolated(boxes, np.asarray(dets.xyxy, np.float64).reshape(-1, 4))
 
     def flush(self, pts_s: float) -> list[TrackEvent]:
         """End every open track (the camera stopped or the processor is shutting down)."""
@@ -379,7 +323,7 @@ class PersonTracker:
         door = self.zone_of(np.array([first_box]))[0] or zone
         entered_pts = first_pts
         if door is None and resumed is None:
-            door, entered_pts = self._door_behind(first_pts, first_box, pts_s, box)
+            door, entered_pts = self._entry.door_behind(self._frame_times, first_pts, first_box, pts_s, box)
         previous = resumed or (None if door is not None else self._reacquire_candidate(box, pts_s, seen, look))
         if previous is not None:
             if previous.state == "active":
@@ -399,8 +343,8 @@ class PersonTracker:
 
     def _library_tracks(self, predicted: np.ndarray) -> list[PersonTrack | None]:
         """The Rollcall track behind each predicted box of the library's tracklets (None: not one yet)."""
-        by_box = {_box_key(t.get_state_bbox()): t.tracker_id for t in self._tracker.tracks}
-        return [self._tracks.get(self._by_tracker_id.get(by_box.get(_box_key(box), -1), "")) for box in predicted]
+        by_box = {box_key(t.get_state_bbox()): t.tracker_id for t in self._tracker.tracks}
+        return [self._tracks.get(self._by_tracker_id.get(by_box.get(box_key(box), -1), "")) for box in predicted]
 
     def _mobility(self, track: PersonTrack | None, pts_s: float) -> float:
         """The share of a walk's reach a track gets: ``still_mobility`` once its feet have stayed within
@@ -420,7 +364,7 @@ class PersonTracker:
         earlier = [s for s in self._sightings if s[0] < pts_s]
         if not boxes or not earlier:
             return [(pts_s, box) for box in boxes]
-        cost = np.array([[_reach_ratio(s[0], s[1], pts_s, box) for s in earlier] for box in boxes])
+        cost = np.array([[reach_ratio(s[0], s[1], pts_s, box) for s in earlier] for box in boxes])
         rows, cols = linear_sum_assignment(np.minimum(cost, 10.0))
         found = [(pts_s, box) for box in boxes]
         for r, c in zip(rows, cols):
@@ -429,46 +373,21 @@ class PersonTracker:
                 self._sightings.remove(earlier[c])
         return found
 
-    def _door_behind(self, first_pts: float, first_box: Box, pts_s: float, box: Box) -> tuple[str | None, float]:
-        """The door whose entry zone the feet's path crosses when followed backwards from the first
-        sighting for up to ``backdate_s`` (at the speed and heading from the first to this sighting), and
-        the time they were last in it; (None, first_pts) when the path does not lead back to a door."""
-        if pts_s <= first_pts or not self._zones:
-            return None, first_pts
-        (x0, y0), (x1, y1) = _foot(first_box), _foot(box)
-        vx, vy = (x1 - x0) / (pts_s - first_pts), (y1 - y0) / (pts_s - first_pts)
-        height = max(1.0, first_box[3] - first_box[1])
-        if np.hypot(vx, vy) < 0.2 * height:  # standing: the path says nothing about where they came from
-            return None, first_pts
-        # as far back as the analysis did not look (a walker crosses the zone in a second), at least backdate_s
-        before = [t for t in self._frame_times if t < first_pts]
-        reach_s = min(max(self.backdate_s, first_pts - before[-1] + 0.5 if before else 0.0), 2 * self.backdate_s)
-        back = np.arange(1, int(reach_s * 10) + 1) / 10.0  # seconds before the first sighting
-        near = self.door_reach_heights * height
-        for seconds in back:
-            x, y = x0 - vx * seconds, y0 - vy * seconds
-            for door, polygon in self._polygons.items():
-                # within reach of the zone: people turn from the doorway into the aisle, and two sightings
-                # a second or more apart give a straight line that cuts the corner
-                if cv2.pointPolygonTest(polygon, (float(x), float(y)), True) >= -near:
-                    return door, first_pts - float(seconds)
-        return None, first_pts
-
     def _see(self, track: PersonTrack, pts_s: float, box: Box, zone: str | None, look) -> list[TrackEvent]:
         dt = float(pts_s) - track.last_pts_s
         if 0 < dt <= 1.5:  # feet velocity, smoothed; across a longer gap it says little
-            (x0, y0), (x1, y1) = track.foot, _foot(box)
+            (x0, y0), (x1, y1) = track.foot, foot(box)
             vx, vy = (x1 - x0) / dt, (y1 - y0) / dt
             track.velocity = (0.5 * track.velocity[0] + 0.5 * vx, 0.5 * track.velocity[1] + 0.5 * vy)
         track.box = tuple(float(v) for v in box)
         track.last_pts_s = float(pts_s)
         track.missed = 0
-        foot, height = _foot(box), max(1.0, box[3] - box[1])
+        feet, height = foot(box), max(1.0, box[3] - box[1])
         if zone is not None:  # at a door people wait for each other and then walk on: never taken as seated
             track.still_at, track.still_since = None, None
-        elif track.still_at is None or np.hypot(foot[0] - track.still_at[0], foot[1] - track.still_at[1]) \
+        elif track.still_at is None or np.hypot(feet[0] - track.still_at[0], feet[1] - track.still_at[1]) \
                 > self.still_radius * height:
-            track.still_at, track.still_since = foot, float(pts_s)
+            track.still_at, track.still_since = feet, float(pts_s)
         track.in_room = track.in_room or zone is None
         if look is not None:
             track.look = look if track.look is None else 0.8 * track.look + 0.2 * look
@@ -479,70 +398,11 @@ class PersonTracker:
             return [self._event("reacquired", track, pts_s)]
         return []
 
-    def _look_distance(self, track: PersonTrack, look: np.ndarray | None) -> float:
-        if look is None or track.look is None:
-            return 0.0  # nothing to compare: position decides
-        return float(cv2.compareHist(track.look, look, cv2.HISTCMP_BHATTACHARYYA))
-
     def _reacquire_candidate(self, box: Box, pts_s: float, seen: set[str],
                              look: np.ndarray | None = None) -> PersonTrack | None:
-        fx, fy = _foot(box)
-        best, best_d = None, float("inf")
-        for track, track_height in self._unseen_alike(box, pts_s, seen):
-            # Nearest to where the feet were or to where they were heading (someone who walked behind
-            # another person comes out further along their way); the prediction is capped at 1.5 s.
-            tx, ty = track.foot
-            ahead = min(pts_s - track.last_pts_s, 1.5)
-            px, py = tx + track.velocity[0] * ahead, ty + track.velocity[1] * ahead
-            d = min(float(np.hypot(fx - tx, fy - ty)), float(np.hypot(fx - px, fy - py)))
-            # the farther the prediction reaches, the less sure it is: widen the reach with it
-            reach = self.reacquire_heights * track_height + 0.3 * float(np.hypot(*track.velocity)) * ahead
-            # a different look vetoes, except right where the track was (a torso crop changes with the
-            # pose more than a standing person moves)
-            looks_alike = d / reach <= self.still_nearness or self._look_distance(track, look) <= self.max_look_distance
-            if d <= reach and d / reach < best_d and looks_alike:
-                best, best_d = track, d / reach
-        return best or self._walked_on_candidate(box, pts_s, seen, look)
-
-    def _unseen_alike(self, box: Box, pts_s: float, seen: set[str]) -> Iterator[tuple[PersonTrack, float]]:
-        """(track, its box height) of the tracks a new box may continue: not seen in this frame, unseen for
-        less than ``reacquire_s``, of a similar height (within ``height_factor``, 1.6: someone much nearer
-        or farther is not the same person, but one who walked to a seat and sat down is a third shorter;
-        with 1.4 a student hidden a moment on her way in came out seated as somebody new)."""
-        height = box[3] - box[1]
-        for track in self._tracks.values():
-            if track.track_id in seen or pts_s <= track.last_pts_s or track.unseen_s(pts_s) > self.reacquire_s:
-                continue
-            track_height = max(1.0, track.box[3] - track.box[1])
-            if 1 / self.height_factor <= height / track_height <= self.height_factor:
-                yield track, track_height
-
-    def _walked_on_candidate(self, box: Box, pts_s: float, seen: set[str], look: np.ndarray | None) -> PersonTrack | None:
-        """A lost track this new one continues beyond the reach of a prediction: someone hidden in a crowd
-        for seconds who walked on to their seat. Only on the look (same camera, same light): clearly alike
-        (within ``walk_on_look_distance``), clearly more alike than any other lost track that could have
-        walked there, of similar height, and within a brisk walk (``walk_heights_per_s``) of where it was."""
-        if look is None:
-            return None
-        fx, fy = _foot(box)
-        candidates = []
-        for track, track_height in self._unseen_alike(box, pts_s, seen):
-            unseen = pts_s - track.last_pts_s
-            known = track.look if track.look is not None else track.crowd_look
-            if known is None:
-                continue
-            walk = (self.reacquire_heights + self.walk_heights_per_s * unseen) * track_height
-            if float(np.hypot(fx - track.foot[0], fy - track.foot[1])) <= walk:
-                candidates.append((float(cv2.compareHist(known, look, cv2.HISTCMP_BHATTACHARYYA)), track))
-        if not candidates:
-            return None
-        candidates.sort(key=lambda c: c[0])
-        best_distance, best = candidates[0]
-        runner_up = candidates[1][0] if len(candidates) > 1 else float("inf")
-        if best_distance <= self.walk_on_look_distance and runner_up - best_distance >= self.walk_on_margin:
-            self.walked_on += 1
-            return best
-        return None
+        track, walked_on = self.rules.candidate(self._tracks.values(), box, pts_s, seen, look)
+        self.walked_on += walked_on
+        return track
 
     def _age(self, pts_s: float, seen: set[str]) -> list[TrackEvent]:
         events: list[TrackEvent] = []
@@ -581,56 +441,3 @@ class PersonTracker:
                           box=track.box, entered_via=track.entered_via, exited_via=exited_via,
                           last_seen_pts_s=track.last_pts_s, identity=track.identity,
                           identity_source=track.identity_source)
-
-
-def torso_look(image: np.ndarray, box) -> np.ndarray | None:
-    """Hue-saturation histogram of the torso (the middle of the box), or None when the box is too small."""
-    x1, y1, x2, y2 = (float(v) for v in box)
-    w, h = x2 - x1, y2 - y1
-    top, bottom = int(max(0, y1 + 0.15 * h)), int(min(image.shape[0], y1 + 0.6 * h))
-    left, right = int(max(0, x1 + 0.25 * w)), int(min(image.shape[1], x2 - 0.25 * w))
-    if bottom - top < 4 or right - left < 4:
-        return None
-    hsv = cv2.cvtColor(image[top:bottom, left:right], cv2.COLOR_BGR2HSV)
-    hist = cv2.calcHist([hsv], [0, 1], None, [16, 8], [0, 180, 0, 256]).ravel()
-    return cv2.normalize(hist, hist, 1.0, 0.0, cv2.NORM_L1).ravel()
-
-
-def _box_key(box) -> tuple[int, ...]:
-    return tuple(int(round(float(v) * 4)) for v in box)
-
-
-def _foot(box) -> tuple[float, float]:
-    return (box[0] + box[2]) / 2.0, box[3]
-
-
-def _foot_distance(a: Box, b: Box) -> float:
-    (ax, ay), (bx, by) = _foot(a), _foot(b)
-    return float(np.hypot(ax - bx, ay - by))
-
-
-def _reach_ratio(seen_pts: float, seen_box: Box, pts_s: float, box: Box) -> float:
-    """How far feet at ``seen_box`` are from ``box`` against how far they could have come by now (<= 1:
-    within reach): half a box height, plus a brisk walk (a box height a second) for the time since."""
-    return _foot_distance(seen_box, box) / max(1.0, (box[3] - box[1]) * (0.5 + 1.0 * abs(pts_s - seen_pts)))
-
-
-def _isolated(boxes: np.ndarray, all_boxes: np.ndarray, limit: float = 0.3) -> list[bool]:
-    """For each tracked box: no other detection of the frame covers more than ``limit`` of it or of itself
-    (a box shared by two people would teach a track the other's look). 0.3, not less: people who come in
-    together always overlap a little, and a track that never learnt a look cannot be picked up on it
-    after the crowd hid it (bench tracking on class-rush: 100 -> 102 of 102 entries at 4 fps, 97 -> 99 at
-    3; default and hard-cases unchanged or better); the torso crop is the box's middle, which a 30 %
-    overlap at a side leaves mostly to its owner."""
-    if not len(boxes) or not len(all_boxes):
-        return [True] * len(boxes)
-    w = np.minimum(boxes[:, None, 2], all_boxes[None, :, 2]) - np.maximum(boxes[:, None, 0], all_boxes[None, :, 0])
-    h = np.minimum(boxes[:, None, 3], all_boxes[None, :, 3]) - np.maximum(boxes[:, None, 1], all_boxes[None, :, 1])
-    inter = np.clip(w, 0.0, None) * np.clip(h, 0.0, None)
-    area_a = (boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1])
-    area_b = (all_boxes[:, 2] - all_boxes[:, 0]) * (all_boxes[:, 3] - all_boxes[:, 1])
-    smaller = np.minimum(area_a[:, None], area_b[None, :])
-    overlaps = np.divide(inter, smaller, out=np.zeros_like(inter), where=smaller > 0)
-    itself = np.all(np.abs(boxes[:, None, :] - all_boxes[None, :, :]) <= 1.0, axis=2)  # its own detection
-    overlaps[itself] = 0.0
-    return [bool(row.max(initial=0.0) <= limit) for row in overlaps]
