@@ -19,7 +19,7 @@ from typing import Any
 from dashboard import auth
 from infra.foundation.errors import RollcallError
 
-EMAIL = re.compile(r"^[^@\s]+@[^@\s]+$")  # the rule of dashboard/forms.py AccountForm: name@host, no spaces
+EMAIL = re.compile(r"^[^@\s]+@[^@\s]+$")  # name@host, no spaces (AccountForm uses email_address too)
 
 
 async def accounts(conn) -> list[dict[str, Any]]:

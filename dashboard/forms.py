@@ -8,14 +8,15 @@ line; :func:`parse` turns the first failure into a :class:`~dashboard.services.P
 from __future__ import annotations
 
 import math
-import re
 from typing import Annotated, Any, TypeVar
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, ValidationError, ValidationInfo, field_validator
 from pydantic_core import PydanticUseDefault
 
+from dashboard.accounts import email_address
 from dashboard.auth import ROLES, USERNAME
 from dashboard.services import Problem
+from infra.foundation.errors import RollcallError
 from processor.api import PERSON_ID
 
 YES = ("yes", "on", "true", "1")
@@ -235,10 +236,10 @@ class AccountForm(BaseModel):
     @field_validator("email")
     @classmethod
     def _email(cls, value: str) -> str:
-        value = value.strip()
-        if value and (len(value) > 254 or not re.match(r"^[^@\s]+@[^@\s]+$", value)):
-            raise ValueError(f"e-mail {value[:70]!r} is not an address (name@host)")
-        return value
+        try:
+            return email_address(value)  # the one rule, shared with the e-mail edit of an existing account
+        except RollcallError as problem:
+            raise ValueError(str(problem)) from None
 
     @field_validator("username")
     @classmethod
