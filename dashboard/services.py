@@ -98,8 +98,10 @@ class Services:
         return campus.cameras
 
     def forget_campus(self) -> None:
-        """After an edit that changes what someone may see (an account's courses): read the campus again."""
+        """After an edit of the campus (a camera, a door, a timetable slot, an account's courses): read it
+        again, and the users' live rooms with it."""
         self._campus.forget()
+        self._live.clear()
 
     async def scope(self, user: User) -> Scope:
         return auth.scope_of(user, await self.campus())

@@ -21,11 +21,14 @@ async def row_or_404(request: Request, kind: str, fetch: Callable[[Any, str], Aw
 
 
 async def change_or_404(request: Request, kind: str, change: Callable[[Any, str], Awaitable[bool]]) -> str:
-    """``change(conn, id)`` of the path's ``{kind}_id`` (True: a row changed); a 404 when none did. The id."""
+    """``change(conn, id)`` of the path's ``{kind}_id`` (True: a row changed); a 404 when none did. The id.
+    This process's campus snapshot is dropped at once (its own pages show the change on the next request;
+    other dashboards and the processors follow within their polling period)."""
     row_id = request.path_params[f"{kind}_id"]
     async with services_of(request).conn() as conn:
         if not await change(conn, row_id):
             raise Problem(f"no {kind} {row_id!r}", 404)
+    services_of(request).forget_campus()
     return row_id
 
 

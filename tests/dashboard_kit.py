@@ -6,15 +6,22 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import contextlib
+import os
+from pathlib import Path
 from typing import Callable, Iterator
 
 import asyncpg
 
 from infra.devstack import dashboard as testing
 from infra.foundation.config import EXAMPLE_CONFIG, load_config
+from infra.foundation.paths import PROJECT_ROOT
 from tests.conftest import create_database
 from dashboard.app import create_app
 
+SCREENSHOTS = PROJECT_ROOT / "var" / "artifacts" / "screenshots"
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
+                 "--disable-sync"]
 PASSWORDS = {"admin": "admin-password-1", "turing": "turing-password-1", "macron": "macron-password-1",
              "ardern": "ardern-password-1"}
 
@@ -106,3 +113,30 @@ def fill_form(form, fields: dict[str, str | list[str]]) -> None:
             field.select_option(value)
         else:
             field.fill(value)
+
+
+@contextlib.contextmanager
+def chromium() -> Iterator:
+    """Debian's headless Chromium through playwright (no browser download), closed after. Open it after the
+    served dashboard: playwright's sync API keeps an event loop in this thread."""
+    os.environ["PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD"] = "1"
+    from playwright.sync_api import sync_playwright  # heavy, and only the browser tests need it
+
+    assert Path(CHROMIUM).exists(), "Debian's chromium is missing: run infra/setup/debian-packages.sh as root"
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        try:
+            yield browser
+        finally:
+            browser.close()
+
+
+def new_page(browser, **context_options):
+    """A page of a new browser context at the size the screenshots are taken at."""
+    return browser.new_context(viewport={"width": 1400, "height": 900}, **context_options).new_page()
+
+
+def shot(page, name: str) -> None:
+    """The whole page as var/artifacts/screenshots/NAME.png (the README's screenshots)."""
+    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+    page.screenshot(path=str(SCREENSHOTS / f"{name}.png"), full_page=True)

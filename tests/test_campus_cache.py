@@ -1,5 +1,5 @@
 """The dashboard's campus snapshot (dashboard/campus_state.py, kept CAMPUS_CACHE_S = 5 s) is read again
-at once after an admin's roster, timetable, course or room edit in the same process: a faculty member's
+at once after an admin's roster, timetable, course, room or camera edit in the same process: a faculty member's
 scope and the pages follow on the very next request, not seconds later (the dashboard on its own database
 of the session's PostgreSQL, over HTTP; each check comes well within the 5 s the snapshot would last)."""
 
@@ -61,3 +61,21 @@ def test_a_new_course_is_offered_on_the_accounts_page_at_once(served):
     assert not offered.search(admin.get("/accounts").text)  # the snapshot read now: it would last 5 s
     assert admin.post("/setup/courses", json={"id": "MA900", "name": "Topology"}).status_code == 201
     assert offered.search(admin.get("/accounts").text)
+
+
+def test_a_camera_added_then_deleted_shows_on_the_health_list_at_once(served):
+    admin = kit.login(served, "admin")
+
+    def listed() -> set[str]:
+        response = admin.get("/api/health")
+        assert response.status_code == 200, response.text
+        return {camera["id"] for camera in response.json()["cameras"]}
+
+    assert "door-cache" not in listed()  # the snapshot read now: it would last 5 s
+    added = admin.post("/setup/cameras", json={"id": "door-cache", "role": "door", "room": "A101",
+                                               "url": "rtsp://127.0.0.1:9/nothing", "enabled": "yes"})
+    assert added.status_code == 201, added.text
+    assert "door-cache" in listed()
+    deleted = admin.post("/setup/cameras/door-cache/delete", json={"confirm": "door-cache"})
+    assert deleted.status_code == 200, deleted.text
+    assert "door-cache" not in listed()

@@ -13,7 +13,6 @@ import concurrent.futures
 import contextlib
 import datetime as dt
 import html
-import os
 import threading
 import time
 from pathlib import Path
@@ -36,7 +35,6 @@ from processor.ingest import IngestManager
 from processor.service import Processor
 from processor.stages.room import RoomStage
 from tests import dashboard_kit as kit
-from tests.test_dashboard_e2e import CHROMIUM, CHROMIUM_ARGS, SCREENSHOTS
 
 # ------------------------------------------------------------------------------------ pure parts
 
@@ -135,20 +133,8 @@ def served(stack):
 
 @pytest.fixture(scope="module")
 def admin_page(served):  # after the dashboard: playwright's sync API keeps an event loop in this thread
-    os.environ["PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD"] = "1"
-    from playwright.sync_api import sync_playwright
-
-    assert Path(CHROMIUM).exists(), "Debian's chromium is missing: run infra/setup/debian-packages.sh as root"
-    with sync_playwright() as playwright:
-        chromium = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-        page = chromium.new_context(viewport={"width": 1400, "height": 900}).new_page()
-        page.goto(served.url + "/setup/cameras")
-        page.fill("input[name=username]", "admin")
-        page.fill("input[name=password]", kit.PASSWORDS["admin"])
-        page.click("button[type=submit]")
-        page.wait_for_selector("#cameras")
-        yield page
-        chromium.close()
+    with kit.chromium() as chromium:
+        yield kit.open_logged_in(kit.new_page(chromium), served, "admin", "/setup/cameras", ready="#cameras")
 
 
 def _post(client, path: str, **fields):
@@ -267,7 +253,7 @@ def test_health_live_and_video_list_a_camera_added_in_the_dashboard(admin_page, 
     assert "room-extra" in page.locator("#cameras").inner_text()
     page.goto(served.url + "/live")
     assert page.locator("figure.camera[data-camera=room-extra]").count() == 1
-    _shot(page, "live-campus-camera")
+    kit.shot(page, "live-campus-camera")
     # disabled: on the health page still (as disabled), off the live grid, its video closed
     assert _post(admin, "/setup/cameras/room-extra/enabled", enabled="").status_code == 200
     _until(lambda: _listed(admin, "room-extra") == (True, False), "the disabled camera off the live API")
@@ -276,11 +262,6 @@ def test_health_live_and_video_list_a_camera_added_in_the_dashboard(admin_page, 
     assert _post(admin, "/setup/cameras/room-extra/delete", confirm="room-extra").status_code == 200
     _until(lambda: _listed(admin, "room-extra") == (False, False), "the deleted camera off the health API")
     assert admin.get("/api/video/room-extra/snapshot.jpg").status_code == 404
-
-
-def _shot(page, name: str) -> None:
-    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
-    page.screenshot(path=str(SCREENSHOTS / f"{name}.png"), full_page=True)
 
 
 def test_a_camera_url_that_reads_local_files_is_refused_unless_allowed(served):

@@ -27,11 +27,7 @@ from infra.scenario.runner import demo_mounts, enroll_scenario_people
 from infra.foundation.config import EXAMPLE_CONFIG, config_from_dict, load_config
 from infra.devstack.dashboard import wait_for
 
-SCREENSHOTS = PROJECT_ROOT / "var" / "artifacts" / "screenshots"
 SPEC = PROJECT_ROOT / "infra" / "scenarios" / "default.toml"
-CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
-                 "--disable-sync"]
 
 
 @pytest.fixture(scope="module")
@@ -75,19 +71,12 @@ def system(stack, stack_dir, tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def browser(system):  # after the system: playwright's sync API keeps an event loop in this thread
-    os.environ["PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD"] = "1"
-    from playwright.sync_api import sync_playwright
-
-    assert Path(CHROMIUM).exists(), "Debian's chromium is missing: run infra/setup/debian-packages.sh as root"
-    with sync_playwright() as playwright:
-        chromium = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+    with kit.chromium() as chromium:
         yield chromium
-        chromium.close()
 
 
 def _login(browser, system, username):
-    context = browser.new_context(viewport={"width": 1400, "height": 900}, accept_downloads=True)
-    page = context.new_page()
+    page = kit.new_page(browser, accept_downloads=True)
     page.goto(system.url + "/live")  # anonymous: sent to the login form
     assert page.url.startswith(system.url + "/login")
     page.fill("input[name=username]", username)
@@ -96,11 +85,6 @@ def _login(browser, system, username):
     page.wait_for_load_state()
     assert page.locator("#who").inner_text().startswith(username)
     return page
-
-
-def _shot(page, name: str) -> None:
-    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
-    page.screenshot(path=str(SCREENSHOTS / f"{name}.png"), full_page=True)
 
 
 def test_admin_watches_live_video_events_and_presence(browser, system):
@@ -123,7 +107,7 @@ def test_admin_watches_live_video_events_and_presence(browser, system):
     page.wait_for_selector("#feed li[data-type=presence]", timeout=120_000)
     assert page.locator("#feed-state").inner_text() == "live"
     page.wait_for_selector(".room[data-room=A101] .count", timeout=30_000)
-    _shot(page, "live")
+    kit.shot(page, "live")
     # The fallback where WebRTC cannot connect: MJPEG into an <img>.
     page.goto(system.url + "/live?video=mjpeg")
     page.wait_for_function("() => window.rollcallVideo['room-a101'].frames > 3", timeout=60_000)
@@ -138,10 +122,10 @@ def test_admin_watches_live_video_events_and_presence(browser, system):
     assert page.locator("#cameras td.cam-streaming").count() == 2
     assert "connected" in page.locator("#broker").inner_text()
     assert "up" in page.locator("#database").inner_text()
-    _shot(page, "health")
+    kit.shot(page, "health")
     page.goto(system.url + "/analytics")
     page.wait_for_selector("#occupancy-chart svg, #occupancy-chart p")
-    _shot(page, "analytics")
+    kit.shot(page, "analytics")
     page.context.close()
 
 
@@ -155,7 +139,7 @@ def test_admin_accepts_a_face_from_the_review_queue(browser, system):
     card = page.locator(".review").first
     review_id = int(card.get_attribute("data-review"))
     assert card.locator("img").evaluate("img => img.complete && img.naturalWidth > 0")
-    _shot(page, "review")
+    kit.shot(page, "review")
     card.locator("input[name=person_id]").fill("visitor-1")
     card.locator("input[name=name]").fill("A visitor")
     card.locator("input[name=consent]").check()
@@ -167,7 +151,7 @@ def test_admin_accepts_a_face_from_the_review_queue(browser, system):
     assert kit.db(system, "SELECT source FROM face_enrolment WHERE person_id = 'visitor-1'")[0]["source"] == "review"
     page.goto(system.url + "/people")
     assert page.locator("tr[data-person=visitor-1]").count() == 1
-    _shot(page, "people")
+    kit.shot(page, "people")
     page.context.close()
 
 
@@ -187,7 +171,7 @@ def test_faculty_opens_closes_and_exports_a_session(browser, system):
     session_id = int(message.split()[1])
     row = page.locator(f"tr[data-session='{session_id}']")
     assert row.locator("td.state-open").count() == 1
-    _shot(page, "attendance")
+    kit.shot(page, "attendance")
     row.locator("button.close-session").click()
     page.wait_for_selector(".flash")
     assert f"session {session_id} closed" in page.locator(".flash").inner_text()
@@ -199,7 +183,7 @@ def test_faculty_opens_closes_and_exports_a_session(browser, system):
     text = Path(download.path()).read_text(encoding="utf-8-sig")
     assert download.suggested_filename == f"attendance-session-{session_id}.csv"
     assert "macron" in text and "ardern" in text and "obama" in text  # the roster, absent or present
-    _shot(page, "session")
+    kit.shot(page, "session")
     page.context.close()
 
 
@@ -208,7 +192,7 @@ def test_student_sees_only_their_own_attendance(browser, system):
     assert page.url == system.url + "/attendance/students/macron"
     assert "Emmanuel Macron" in page.locator("#student-name").inner_text()
     assert [a.inner_text() for a in page.locator("nav a").all()] == ["My attendance"]
-    _shot(page, "student")
+    kit.shot(page, "student")
     for path in ("/attendance/students/ardern", "/live", "/attendance", "/analytics", "/people"):
         page.goto(system.url + path)
         assert page.locator("h1").inner_text() == "403", path

@@ -47,7 +47,6 @@ from processor.stages.room import RoomStage
 from tests import dashboard_kit as kit
 from tests import webcam_kit
 from processor.model_catalogue import PHOTOS_DIR as PHOTOS
-from tests.test_dashboard_e2e import CHROMIUM, CHROMIUM_ARGS, SCREENSHOTS
 from tests.test_gallery_enroll import two_portraits
 
 
@@ -61,20 +60,9 @@ def served(stack):
 
 @pytest.fixture(scope="module")
 def admin_page(served):  # after the dashboard: playwright's sync API keeps an event loop in this thread
-    os.environ["PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD"] = "1"
-    from playwright.sync_api import sync_playwright
-
-    assert Path(CHROMIUM).exists(), "Debian's chromium is missing: run infra/setup/debian-packages.sh as root"
-    with sync_playwright() as playwright:
-        chromium = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-        context = chromium.new_context(viewport={"width": 1400, "height": 900}, accept_downloads=True)
-        yield kit.open_logged_in(context.new_page(), served, "admin", "/setup/rooms", ready="#rooms")
-        chromium.close()
-
-
-def _shot(page, name: str) -> None:
-    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
-    page.screenshot(path=str(SCREENSHOTS / f"{name}.png"), full_page=True)
+    with kit.chromium() as chromium:
+        yield kit.open_logged_in(kit.new_page(chromium, accept_downloads=True), served, "admin", "/setup/rooms",
+                                 ready="#rooms")
 
 
 def _flash(page) -> str:
@@ -116,7 +104,7 @@ def test_admin_adds_and_edits_rooms_and_courses(admin_page, served):
         row.locator("button").click()
     assert answer.value.status == 400 and "capacity 'lots'" in page.locator("main").inner_text()
     page.goto(served.url + "/setup/rooms")
-    _shot(page, "setup-rooms")
+    kit.shot(page, "setup-rooms")
 
     page.goto(served.url + "/setup/courses")
     form = page.locator("#new-course")
@@ -127,7 +115,7 @@ def test_admin_adds_and_edits_rooms_and_courses(admin_page, served):
     page.locator("tr[data-course=PH110] button").click()
     assert "course PH110 saved" in _flash(page)
     assert kit.db(served, "SELECT late_after_min FROM course WHERE id = 'PH110'")[0][0] == 5
-    _shot(page, "setup-courses")
+    kit.shot(page, "setup-courses")
 
 
 def test_roster_csv_preview_refuses_the_bad_row_and_confirm_writes_the_good_ones(admin_page, served, tmp_path):
@@ -143,13 +131,13 @@ def test_roster_csv_preview_refuses_the_bad_row_and_confirm_writes_the_good_ones
     assert "duplicate of line 2" in page.locator("tr[data-line='5']").inner_text()
     assert page.locator("tr.valid").count() == 2
     assert kit.db(served, members) == []  # nothing written by the preview
-    _shot(page, "setup-preview")
+    kit.shot(page, "setup-preview")
     page.locator("#confirm-import button").click()
     assert "2 roster row(s) imported, 2 refused" in _flash(page)
     assert [tuple(r) for r in kit.db(served, members)] == [("PH110", "macron", "student"),
                                                           ("PH110", "prof-turing", "faculty")]
     assert page.locator("tr[data-member='PH110/macron']").count() == 1
-    _shot(page, "setup-rosters")
+    kit.shot(page, "setup-rosters")
     # a file that is not the layout: a 400 with the reason, never a 500
     bad = tmp_path / "bad.csv"
     bad.write_bytes(b"name;course\n\xff\xfe")
@@ -176,7 +164,7 @@ def test_timetable_csv_import_shows_its_sessions(admin_page, served, tmp_path):
     # the one-off entry's session is on the page at once, at its local time
     upcoming = page.locator("#upcoming tr", has_text="PH110")
     assert f"{day.isoformat()} 10:00" in upcoming.filter(has_text=day.isoformat()).inner_text()
-    _shot(page, "setup-timetable")
+    kit.shot(page, "setup-timetable")
 
 
 @pytest.mark.parametrize("kind, page_path, table", [("timetable", "/setup/timetable", "timetable_slot"),
@@ -274,7 +262,7 @@ def test_admin_creates_a_faculty_account_that_logs_in_and_sees_its_course(admin_
     assert [tuple(r) for r in kit.db(served, "SELECT course_id, role FROM course_member WHERE person_id = 'prof-curie'")
             ] == [("PH110", "faculty")]
     assert kit.db(served, "SELECT password_hash FROM dashboard_user WHERE username = 'curie'")[0][0].startswith("$argon2")
-    _shot(page, "accounts")
+    kit.shot(page, "accounts")
     page.goto(served.url + "/accounts")  # shown once: a reload of the list does not show it again
     assert page.locator("#one-time").count() == 0 and password not in page.content()
 
@@ -292,7 +280,7 @@ def test_admin_creates_a_faculty_account_that_logs_in_and_sees_its_course(admin_
     faculty.fill("input[name=new_password]", "curie-radium-1898")
     faculty.click("#password-change button")
     assert "password changed" in _flash(faculty)
-    _shot(faculty, "account-password")
+    kit.shot(faculty, "account-password")
 
     page.goto(served.url + "/accounts")  # the admin disables the account: the faculty's session ends at once
     page.locator("tr[data-account=curie] form.toggle button").click()
@@ -348,7 +336,7 @@ def test_bulk_enrolment_of_a_zip_shows_progress_and_a_reason_per_photo(admin_pag
     assert sorted({(r[0], r[1]) for r in rows}) == [("jacinda-ardern", "Jacinda Ardern"), ("macron", "macron"),
                                                     ("obama", "Barack Obama")]
     assert len(rows) == 4 and all(r["source"] == "import" and r["no_photo"] for r in rows)
-    _shot(page, "people-zip")
+    kit.shot(page, "people-zip")
 
     not_a_zip = tmp_path / "photos.zip"
     not_a_zip.write_text("a list of names, not a ZIP\n")
@@ -485,7 +473,7 @@ def test_admin_adds_a_camera_tests_it_and_sees_its_snapshot(admin_page, served, 
     snapshot = row.locator("figure.snapshot img")
     page.wait_for_selector("tr[data-camera=room-a101-back] figure.snapshot:not([hidden]) img", timeout=30000)
     assert snapshot.evaluate("img => [img.naturalWidth, img.naturalHeight]") == [1280, 720]
-    _shot(page, "setup-cameras")
+    kit.shot(page, "setup-cameras")
     # a camera nobody serves: the test says why in one line
     admin, token = kit.login_with_token(served, "admin")
     assert admin.post("/setup/cameras", data={"csrf_token": token, "id": "door-gone", "role": "door", "room": "A101",
@@ -572,7 +560,7 @@ def test_admin_links_a_door_and_draws_its_entry_zone_which_a_running_processor_t
         assert "entry zone of A101-main saved (4 points)" in page.locator("#zone-status").inner_text()
         zone = json.loads(kit.db(served, "SELECT entry_zone FROM door WHERE id = 'A101-main'")[0][0])
         assert [(round(x / 1280, 2), round(y / 720, 2)) for x, y in zone] == corners  # in the camera's pixels
-        _shot(page, "setup-zone")
+        kit.shot(page, "setup-zone")
         # the running member's room stage takes the new zone on its next read, same tracker, no restart
         _until(lambda: tracker.zone_of(feet_low_right) == ["A101-main"], "the redrawn zone in the room stage")
         assert stage.trackers["room-a101-back"] is tracker and tracker.entry_zones["A101-main"] == [tuple(p) for p in zone]
@@ -616,7 +604,7 @@ def test_the_transit_window_suggested_from_single_arrivals_is_accepted(admin_pag
     page = kit.open_page(admin_page, served, "/setup/doors")
     row = page.locator("tr[data-door=A101-main]")
     assert "over 8 arrivals" in row.locator(".suggestion").inner_text()
-    _shot(page, "setup-doors")
+    kit.shot(page, "setup-doors")
     row.locator(".accept-suggestion button").click()
     assert "door A101-main saved" in _flash(page)
     low, high = kit.db(served, "SELECT transit_min_s, transit_max_s FROM door WHERE id = 'A101-main'")[0]
@@ -636,7 +624,8 @@ def test_enrol_from_a_webcam_capture_picks_sharp_varied_frames_that_recognise_th
     """Chromium's fake camera plays a rendered clip of Rishi Sunak (swaying, leaning, the light changing, a fast
     blurred move): the capture page records it and the frames enrolled recognise his other photo."""
     clip = webcam_kit.webcam_clip("sunak.jpg", tmp_path / "sunak.y4m")
-    browser = webcam_kit.chromium_with_fake_camera(admin_page.context.browser.browser_type, CHROMIUM, CHROMIUM_ARGS, clip)
+    browser = webcam_kit.chromium_with_fake_camera(admin_page.context.browser.browser_type, kit.CHROMIUM,
+                                                   kit.CHROMIUM_ARGS, clip)
     try:
         page = browser.new_context(viewport={"width": 1400, "height": 900}).new_page()
         page.goto(served.url + "/people/capture")
@@ -658,7 +647,7 @@ def test_enrol_from_a_webcam_capture_picks_sharp_varied_frames_that_recognise_th
         codes = [row.get_attribute("data-code") for row in page.locator("#video-results tbody tr.error").all()]
         assert 2 <= enrolled <= served.config.dashboard.enrol_video_frames, summary
         assert codes and set(codes) <= {"not_picked", "less_sharp", "too_blurry", "no_face", "low_score", "pose"}, codes
-        _shot(page, "people-capture")
+        kit.shot(page, "people-capture")
     finally:
         browser.close()
     rows = kit.db(served, """SELECT source, photo IS NULL AS no_photo, consent_by FROM face_enrolment

@@ -45,6 +45,7 @@ async def create_camera(request: Request) -> Response:
     camera = _checked(request, parse(CameraForm, await body(request)).camera())
     async with services_of(request).conn() as conn:
         await q.save_camera(conn, camera, create=True)
+    services_of(request).forget_campus()
     return done(request, {"camera": camera.id}, f"camera {camera.id} added", 201)
 
 
@@ -53,6 +54,7 @@ async def edit_camera(request: Request) -> Response:
     camera = _checked(request, parse(CameraForm, {**await body(request), "id": request.path_params["camera_id"]}).camera())
     async with services_of(request).conn() as conn:
         await q.save_camera(conn, camera, create=False)
+    services_of(request).forget_campus()
     return done(request, {"camera": camera.id}, f"camera {camera.id} saved")
 
 

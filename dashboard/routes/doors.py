@@ -58,6 +58,7 @@ async def create_door(request: Request) -> Response:
     async with services_of(request).conn() as conn:
         await q.create_door(conn, form.id, form.room, form.door_camera.strip(), room_camera["id"], whole,
                             form.transit_min_s, form.transit_max_s)
+    services_of(request).forget_campus()
     return done(request, {"door": form.id}, f"door {form.id} added: draw its entry zone now", 201)
 
 
@@ -69,6 +70,7 @@ async def save_door(request: Request) -> Response:
     async with services_of(request).conn() as conn:
         await q.save_door(conn, door_id, form.door_camera.strip(), form.room_camera.strip(), form.transit_min_s,
                           form.transit_max_s)
+    services_of(request).forget_campus()
     return done(request, {"door": door_id}, f"door {door_id} saved: {form.door_camera} → {form.room_camera}, "
                                             f"transit {form.transit_min_s:g}–{form.transit_max_s:g} s")
 

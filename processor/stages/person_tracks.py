@@ -73,14 +73,14 @@ import supervision as sv
 from scipy.optimize import linear_sum_assignment
 
 from processor.stages.entry_zones import EntryZones
-from processor.stages.person_track_parts import (EVENT_KINDS, Box, PersonTrack, TrackEvent, box_key, foot,
-                                                 isolated, reach_ratio, torso_look)
+from processor.stages.person_track_parts import (Box, PersonTrack, TrackEvent, box_key, foot, isolated, reach_ratio,
+                                                 torso_look)
 from processor.stages.persons import PersonDetection
 from processor.stages.track_association import ASSOCIATIONS, ReachSimilarity, library_tracker
 from processor.stages.track_reacquire import ReacquireRules
 from processor.stages.track_resume import ResumeRules, resume_pairs
 
-__all__ = ["EVENT_KINDS", "PersonTrack", "PersonTracker", "TrackEvent", "torso_look"]
+__all__ = ["PersonTrack", "PersonTracker", "TrackEvent"]  # the track and its events are person_track_parts'
 
 
 class PersonTracker:
