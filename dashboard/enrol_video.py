@@ -17,15 +17,13 @@ from typing import IO
 import av
 import numpy as np
 
+from dashboard.limits import UploadRefused
+
 VIDEO_TYPES = (".mp4", ".webm", ".mov", ".mkv", ".m4v")  # what the upload form offers; FFmpeg decides
 
 
-class VideoRefused(Exception):
-    """The whole video is refused: the message says why in one line; ``status`` the HTTP status."""
-
-    def __init__(self, message: str, status: int = 400):
-        super().__init__(message)
-        self.status = status
+class VideoRefused(UploadRefused):
+    """The whole video is refused (one line, a 4xx)."""
 
 
 @dataclass(frozen=True)

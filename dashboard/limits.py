@@ -11,6 +11,15 @@ import io
 from starlette.responses import JSONResponse
 
 
+class UploadRefused(Exception):
+    """A whole upload refused (a ZIP of photos, a video): the message says why in one line; ``status`` is
+    the HTTP status (4xx) the route answers with."""
+
+    def __init__(self, message: str, status: int = 400):
+        super().__init__(message)
+        self.status = status
+
+
 class BodyTooLarge(Exception):
     """A request body over its limit (raised from ``receive`` while it streams in)."""
 

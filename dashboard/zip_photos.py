@@ -24,19 +24,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO
 
-from dashboard.limits import check_image
+from dashboard.limits import UploadRefused, check_image
 from processor.api import PERSON_ID
 
 NAME_FILE = "name.txt"
 IGNORED = ("__macosx", "thumbs.db", "desktop.ini")  # and any name starting with "." (.DS_Store, ._x.jpg)
 
 
-class ZipRefused(Exception):
-    """The whole ZIP is refused: the message says why in one line; ``status`` the HTTP status."""
-
-    def __init__(self, message: str, status: int = 400):
-        super().__init__(message)
-        self.status = status
+class ZipRefused(UploadRefused):
+    """The whole ZIP is refused (one line, a 4xx)."""
 
 
 @dataclass(frozen=True)
