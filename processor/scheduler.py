@@ -87,9 +87,9 @@ def session_threads(slots: int, cores: int | None = None) -> int | None:
     """onnxruntime intra-op threads for each model session when ``slots`` calls run at once: the cores
     shared among them (at least one each); None for one slot (onnxruntime's default, every core).
 
-    On a CPU the face models' calls are small (a door batch at 640x384, one 112x112 face): two threads on
-    one call left ~40 % of two cores idle (bench faces: 0.8 of 2 cores used with the gate busy 85 %), while
-    two one-thread calls at once (a detection beside an embedding) keep both busy."""
+    Without it, two calls at once would each start a thread per core and fight over them. Measured with
+    `rollcall bench faces` on 2 cores (2026-12-04): two one-thread slots ran a detection beside an embedding,
+    but each call took ~1.5x as long as on two threads, so faces/s did not rise (README, Benchmarks)."""
     if slots <= 1:
         return None
     return max(1, (cores or os.cpu_count() or 1) // slots)
