@@ -27,7 +27,7 @@ from processor.ingest import IngestManager
 from processor.pipeline import FaceStage, RecognitionStage
 from processor.publisher import EventPublisher
 from processor.review import ReviewQueue
-from processor.scheduler import InferenceGate, Scheduler
+from processor.scheduler import InferenceGate, Scheduler, session_threads
 from processor.stages.liveness import LivenessSettings
 from processor.stages.faces import FaceAnalyzer, FaceDetector, FaceEmbedder
 from processor.stages.persons import PersonDetector
@@ -120,9 +120,10 @@ class Processor:
         pack = config.models.pack
         providers = config.models.providers or None
         # input_size=None: the detector picks a letterbox size from the frame (640x384 for 720p: all faces, 5x faster)
+        threads = session_threads(config.scheduling.inference_slots)
         detector = FaceDetector(pack, score_threshold=config.thresholds.face_detection, input_size=None,
-                                providers=providers)
-        embedder = FaceEmbedder(pack, providers=providers)
+                                providers=providers, threads=threads)
+        embedder = FaceEmbedder(pack, providers=providers, threads=threads)
         await self._start_services(pack)
         self.scheduler = Scheduler(window_s=config.scheduling.window_s,
                                    gate=InferenceGate(config.scheduling.inference_slots))
@@ -230,7 +231,8 @@ class Processor:
         config = self.config
         detector = PersonDetector(config.models.pack, score_threshold=config.thresholds.person_detection,
                                   max_side=config.tracking.person_input_px, providers=providers,
-                                  precision=config.models.person_precision)
+                                  precision=config.models.person_precision,
+                                  threads=session_threads(config.scheduling.inference_slots))
         recognitions: asyncio.Queue = asyncio.Queue(maxsize=1000)
         self.recognition_feed = RecognitionFeed(
             self.kafka_bootstrap_servers,

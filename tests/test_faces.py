@@ -163,6 +163,22 @@ def test_align_embed_batch_equals_single_and_is_normalised(photos, detector, emb
     np.testing.assert_allclose(small, batch, atol=1e-5)
 
 
+def test_one_thread_sessions_give_the_same_faces_and_embeddings(pack, photos, detector, embedder):
+    """Sessions of one intra-op thread each (``[scheduling] inference_slots`` 2 on two cores) run the same
+    models: the same boxes and embeddings as sessions on every core."""
+    names = list(photos)[:4]
+    images = [photos[n] for n in names]
+    one_detector = F.FaceDetector(pack, 0.6, threads=1)
+    one_embedder = F.FaceEmbedder(pack, threads=1)
+    assert one_detector.session.get_session_options().intra_op_num_threads == 1
+    assert one_embedder.session.get_session_options().intra_op_num_threads == 1
+    found, one_found = detector.detect(images), one_detector.detect(images)
+    assert [len(faces) for faces in one_found] == [len(faces) for faces in found] == [1] * len(names)
+    np.testing.assert_allclose([faces[0].box for faces in one_found], [faces[0].box for faces in found], atol=1e-2)
+    crops = [F.align(img, faces[0].landmarks) for img, faces in zip(images, found)]
+    np.testing.assert_allclose(one_embedder.embed(crops), embedder.embed(crops), atol=1e-5)
+
+
 @pytest.mark.parametrize("enrolled", [
     {"macron": "macron_2014.jpg", "ardern": "ardern_2018.jpg", "obama": "obama_senate.jpg"},
     {"macron": "macron_2025.jpg", "ardern": "ardern_2022.jpg", "obama": "obama_blueroom.jpg"},

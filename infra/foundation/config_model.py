@@ -217,7 +217,8 @@ class SchedulingConfig(_Strict):
                                         "GPU larger batches pay)")
     inference_slots: int = Field(default=1, ge=1, le=16,
                                  description="model calls at a time (1 on a CPU: one call already uses "
-                                             "every core)")
+                                             "every core); with more, each onnxruntime session gets the "
+                                             "cores divided among them")
 
 
 class CameraConfig(_Strict):

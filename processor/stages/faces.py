@@ -86,7 +86,8 @@ class FaceDetector:
 
     def __init__(self, pack: str | mp.LoadedPack = mp.DEFAULT_PACK, score_threshold: float | None = None,
                  input_size: tuple[int, int] | None = (640, 640), *, max_side: int = 640,
-                 nms_iou: float | None = None, providers: Sequence[Any] | None = None, session: Any = None):
+                 nms_iou: float | None = None, providers: Sequence[Any] | None = None, session: Any = None,
+                 threads: int | None = None):
         self.pack = _as_pack(pack)
         spec = self.pack.model("face_detector")
         self.arch = spec.arch
@@ -98,7 +99,7 @@ class FaceDetector:
         self.input_size = tuple(input_size) if input_size is not None else None
         self.max_side = max_side
         if self.arch == "yunet":
-            self.session = session or mp.create_session(self.pack.path("face_detector"), providers)
+            self.session = session or mp.create_session(self.pack.path("face_detector"), providers, threads)
             self.input_name = self.session.get_inputs()[0].name
             self.output_names = [o.name for o in self.session.get_outputs()]
             self._scrfd = None
@@ -293,14 +294,14 @@ class FaceEmbedder:
     """Batched face embeddings: aligned 112x112 BGR crops → (N, D) float32, rows L2-normalised."""
 
     def __init__(self, pack: str | mp.LoadedPack = mp.DEFAULT_PACK, *, max_batch: int = 64,
-                 providers: Sequence[Any] | None = None, session: Any = None):
+                 providers: Sequence[Any] | None = None, session: Any = None, threads: int | None = None):
         self.pack = _as_pack(pack)
         spec = self.pack.model("face_embedder")
         self.arch = spec.arch
         self.dim = self.pack.embedding_dim
         self.max_batch = max(1, int(max_batch))
         if spec.arch == "sface":
-            self.session = session or mp.create_session(self.pack.path("face_embedder"), providers)
+            self.session = session or mp.create_session(self.pack.path("face_embedder"), providers, threads)
             self.input_name = self.session.get_inputs()[0].name
             self._arcface = None
         elif spec.arch == "arcface":

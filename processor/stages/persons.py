@@ -68,7 +68,8 @@ class PersonDetector:
 
     def __init__(self, pack: str | mp.LoadedPack = mp.DEFAULT_PACK, score_threshold: float | None = None,
                  nms_iou: float | None = None, providers: Sequence[Any] | None = None, session: Any = None,
-                 fit_to_frame: bool = True, max_side: int | None = None, precision: str = "fp32"):
+                 fit_to_frame: bool = True, max_side: int | None = None, precision: str = "fp32",
+                 threads: int | None = None):
         self.pack = mp.load_pack(pack) if isinstance(pack, str) else pack
         spec = self.pack.model("person_detector")
         if spec.arch != "yolov8":
@@ -87,6 +88,7 @@ class PersonDetector:
                                      else self.pack.spec.person_score_threshold)
         self.nms_iou = float(nms_iou if nms_iou is not None else self.pack.spec.person_nms_iou)
         self.providers = providers
+        self.threads = threads  # onnxruntime intra-op threads per call (None: its default, every core)
         # fit_to_frame: letterbox to the frame's aspect (640 x 384 for 16:9) instead of the export's square,
         # with a session per input size; the same pixels reach the model, without the padding's cost
         self.fit_to_frame = fit_to_frame and session is None and spec.arch == "yolov8"
@@ -108,7 +110,8 @@ class PersonDetector:
         model_file = self.pack.path("person_detector")
         # int8 opens sessions of its own, one per input size: no fp32 one just for the names. auto opens it to
         # learn where sessions run (create_session's choice: CPU too when a GPU provider fails to start).
-        self.session = session or (None if precision == "int8" else mp.create_session(model_file, self.providers))
+        self.session = session or (None if precision == "int8" else
+                                   mp.create_session(model_file, self.providers, self.threads))
         if self.session is None:
             self.input_name, self.output_name = _io_names(model_file)
         else:
@@ -143,7 +146,7 @@ class PersonDetector:
         session = self._sessions.get(size)
         if session is None:
             data = self.int8_model(size) if self.precision == "int8" else self._sized_model(size).SerializeToString()
-            session = self._sessions[size] = mp.create_session(data, self.providers)
+            session = self._sessions[size] = mp.create_session(data, self.providers, self.threads)
         return session
 
     def _sized_model(self, size: tuple[int, int]) -> onnx.ModelProto:
