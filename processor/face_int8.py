@@ -8,9 +8,11 @@ different-person pair and the match threshold.
 Measured here (2 cores shared with other runs; the open pack's SFace, 38 faces of 25 people, 20 probes): the
 variant keeps all 20 identities, the closest different-person pair 0.318 (fp32 0.337, threshold 0.40), lowest
 cosine to fp32 0.972: accepted by this check; speed 1.6x in that run but 1.06x in another (calibrated on all
-non-door photos, different people up to 0.379), so the ratio needs a quiet machine. Not yet offered as a
-``[models]`` setting: the stages would take it through ``FaceEmbedder(session=...)`` and the scenarios have not
-been run with it. ``quantize_dynamic`` is 4.9x slower (ConvInteger). YuNet (0.2 MB) is not worth quantising.
+non-door photos, different people up to 0.379), so the ratio needs a quiet machine. A processor running the
+variant matches against enrolments `rollcall enroll` embedded in fp32, so the check also matches int8 probes
+against fp32 enrolments (all 20 kept, different people up to 0.338). Offered as ``[models]
+face_embedder_precision = "int8"`` (processor/face_precision.py). ``quantize_dynamic`` is 4.9x slower
+(ConvInteger). YuNet (0.2 MB) is not worth quantising.
 """
 
 from __future__ import annotations
@@ -124,37 +126,72 @@ def photo_figures(faces: Sequence[PhotoFace], embed: Embed, threshold: float, ma
             "same_min": round(float(min(same)), 3), "diff_max": round(float(max(diff)), 3), "embeddings": e}
 
 
-def judge(fp32: dict, int8: dict, threshold: float, margin: float) -> Verdict:
-    """Accept the variant only if it identifies every probe fp32 identifies and keeps at least half of fp32's room
-    between the closest different-person pair and the threshold (where a stranger would be taken for someone);
-    the reason is one line either way."""
+def mixed_figures(faces: Sequence[PhotoFace], fp32: dict, int8: dict, threshold: float, margin: float) -> dict:
+    """int8 probes against a gallery of fp32 enrolments: what a processor running the variant meets, since
+    `rollcall enroll` stores fp32 embeddings (identities found, closest different-person pair across the two)."""
+    enrolled, probes = enrolled_and_probes(faces)
+    gallery = Gallery("mixed", [faces[i].person for i in enrolled], fp32["embeddings"][enrolled],
+                      threshold=threshold, margin=margin)
+    found = {faces[i].name: m.person_id for i, m in zip(probes, gallery.match(int8["embeddings"][probes]))}
+    cos = int8["embeddings"] @ fp32["embeddings"].T
+    diff = [cos[i, j] for i in range(len(faces)) for j in range(len(faces)) if faces[i].person != faces[j].person]
+    return {"identified": found, "correct": sum(found[faces[i].name] == faces[i].person for i in probes),
+            "probes": len(probes), "diff_max": round(float(max(diff)), 3)}
+
+
+def _refusal(fp32: dict, int8: dict, threshold: float, against: str) -> str | None:
+    """Why ``int8`` (probes against ``against`` enrolments) is refused next to fp32's figures; None: it is not."""
     lost = sorted(name for name, person in fp32["identified"].items()
                   if person is not None and int8["identified"].get(name) != person)
-    agreement = float(np.min(np.sum(fp32["embeddings"] * int8["embeddings"], axis=1)))
-    figures = {"fp32": {k: v for k, v in fp32.items() if k not in ("embeddings", "identified")},
-               "int8": {k: v for k, v in int8.items() if k not in ("embeddings", "identified")},
-               "min_cosine_to_fp32": round(agreement, 4), "speedup": round(fp32["ms_per_face"] / int8["ms_per_face"], 2),
-               "threshold": threshold, "margin": margin}
     if lost:
-        return Verdict(False, f"int8 face embedder refused: loses {len(lost)} identities ({', '.join(lost[:4])})", figures)
+        return (f"int8 face embedder refused: loses {len(lost)} identities against {against} enrolments "
+                f"({', '.join(lost[:4])})")
     if int8["correct"] < fp32["correct"]:
-        return Verdict(False, f"int8 face embedder refused: {int8['correct']} of {int8['probes']} probes right, "
-                              f"fp32 {fp32['correct']}", figures)
-    room, room_fp32 = threshold - int8["diff_max"], threshold - fp32["diff_max"]
-    if room < room_fp32 / 2:
-        return Verdict(False, f"int8 face embedder refused: different people up to cosine {int8['diff_max']:.3f} "
-                              f"(fp32 {fp32['diff_max']:.3f}): less than half of fp32's room under the threshold "
-                              f"{threshold:g} left", figures)
+        return (f"int8 face embedder refused: {int8['correct']} of {int8['probes']} probes right against {against} "
+                f"enrolments, fp32 {fp32['correct']}")
+    if threshold - int8["diff_max"] < (threshold - fp32["diff_max"]) / 2:
+        return (f"int8 face embedder refused: different people up to cosine {int8['diff_max']:.3f} against "
+                f"{against} enrolments (fp32 {fp32['diff_max']:.3f}): less than half of fp32's room under the "
+                f"threshold {threshold:g} left")
+    return None
+
+
+def judge(fp32: dict, int8: dict, threshold: float, margin: float, mixed: dict | None = None) -> Verdict:
+    """Accept the variant only if it identifies every probe fp32 identifies and keeps at least half of fp32's room
+    between the closest different-person pair and the threshold (where a stranger would be taken for someone),
+    both with int8 enrolments and (``mixed``) with fp32 ones; the reason is one line either way."""
+    agreement = float(np.min(np.sum(fp32["embeddings"] * int8["embeddings"], axis=1)))
+    shown = ("embeddings", "identified")
+    figures = {"fp32": {k: v for k, v in fp32.items() if k not in shown},
+               "int8": {k: v for k, v in int8.items() if k not in shown},
+               "min_cosine_to_fp32": round(agreement, 4),
+               "speedup": round(fp32["ms_per_face"] / int8["ms_per_face"], 2),
+               "threshold": threshold, "margin": margin}
+    if mixed is not None:
+        figures["int8_vs_fp32_enrolments"] = {k: v for k, v in mixed.items() if k not in shown}
+    reason = _refusal(fp32, int8, threshold, "int8") or (mixed and _refusal(fp32, mixed, threshold, "fp32"))
+    if reason:
+        return Verdict(False, reason, figures)
+    against_fp32 = f", {mixed['diff_max']:.3f} against fp32 enrolments" if mixed is not None else ""
     return Verdict(True, f"int8 face embedder keeps all {int8['correct']} identities, different people up to "
-                         f"{int8['diff_max']:.3f} (fp32 {fp32['diff_max']:.3f}), {figures['speedup']}x", figures)
+                         f"{int8['diff_max']:.3f}{against_fp32} (fp32 {fp32['diff_max']:.3f}), {figures['speedup']}x",
+                   figures)
 
 
 def check_face_int8(pack: mp.LoadedPack, thresholds=None, variant: bytes | None = None) -> Verdict:
     """Build (unless given) the int8 embedder and judge it against fp32 on the photo set."""
+    return build_and_check(pack, thresholds, variant)[1]
+
+
+def build_and_check(pack: mp.LoadedPack, thresholds=None, variant: bytes | None = None) -> tuple[bytes, Verdict]:
+    """The int8 embedder (built unless given, calibrated on the enrolment photos' aligned faces) and its verdict."""
     spec = pack.model("face_embedder")
     if spec.arch != "sface":
-        return Verdict(False, f"int8 face embedder: pack '{pack.name}' ({spec.arch}) is not checked here", {})
+        return b"", Verdict(False, f"int8 face embedder: pack '{pack.name}' ({spec.arch}) is not checked here", {})
     faces = photo_faces(pack)
+    if not faces:
+        return b"", Verdict(False, "int8 face embedder refused: no faces found in the photo set (run `rollcall "
+                                   "models fetch`)", {})
     threshold, margin = match_settings(pack.name, thresholds)
     enrolled, _ = enrolled_and_probes(faces)
     data = variant if variant is not None else int8_embedder(pack.path("face_embedder"),
@@ -162,4 +199,4 @@ def check_face_int8(pack: mp.LoadedPack, thresholds=None, variant: bytes | None 
     fp32 = photo_figures(faces, session_embed(mp.create_session(pack.path("face_embedder")), spec.input_name),
                          threshold, margin)
     int8 = photo_figures(faces, session_embed(mp.create_session(data), spec.input_name), threshold, margin)
-    return judge(fp32, int8, threshold, margin)
+    return data, judge(fp32, int8, threshold, margin, mixed_figures(faces, fp32, int8, threshold, margin))

@@ -17,7 +17,7 @@ import logging
 import time
 
 from infra.foundation.config import CameraConfig, Config
-from processor import health, metrics
+from processor import face_precision, health, metrics
 from processor.batcher import Batcher, DemandQueue
 from processor.checkpoints import CheckpointTable
 from processor.gallery import GalleryWatcher, match_settings
@@ -38,6 +38,19 @@ from processor.status import AnalysisLog, StatusReporter, processor_id
 from processor.supervisor import StageFailed, StageSupervisor, describe
 
 log = logging.getLogger("rollcall.processor")
+
+
+def door_face_models(config: Config, providers=None) -> tuple[FaceDetector, FaceEmbedder]:
+    """The door's face detector and embedder (the room's faces share them)."""
+    pack = config.models.pack
+    threads = session_threads(config.scheduling.inference_slots)
+    # input_size=None: the detector picks a letterbox size from the frame (640x384 for 720p: all faces, 5x faster)
+    detector = FaceDetector(pack, score_threshold=config.thresholds.face_detection, input_size=None,
+                            providers=providers, threads=threads)
+    # int8 only once its check on the photo set accepted it (processor/face_precision.py), else fp32
+    session = face_precision.embedder_session(pack, config.models.face_embedder_precision, config.thresholds,
+                                              providers, threads)
+    return detector, FaceEmbedder(pack, providers=providers, session=session, threads=threads)
 
 
 class Processor:
@@ -119,11 +132,7 @@ class Processor:
         config = self.config
         pack = config.models.pack
         providers = config.models.providers or None
-        # input_size=None: the detector picks a letterbox size from the frame (640x384 for 720p: all faces, 5x faster)
-        threads = session_threads(config.scheduling.inference_slots)
-        detector = FaceDetector(pack, score_threshold=config.thresholds.face_detection, input_size=None,
-                                providers=providers, threads=threads)
-        embedder = FaceEmbedder(pack, providers=providers, threads=threads)
+        detector, embedder = door_face_models(config, providers)
         await self._start_services(pack)
         self.scheduler = Scheduler(window_s=config.scheduling.window_s,
                                    gate=InferenceGate(config.scheduling.inference_slots))

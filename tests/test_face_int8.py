@@ -25,8 +25,11 @@ def test_the_real_int8_variant_is_judged_on_the_photo_set(pack):
     fp32, int8 = verdict.figures["fp32"], verdict.figures["int8"]
     assert fp32["faces"] >= 30 and fp32["probes"] >= 15 and fp32["correct"] == fp32["probes"]
     assert "\n" not in verdict.reason and verdict.reason.startswith("int8 face embedder")
+    mixed = verdict.figures["int8_vs_fp32_enrolments"]  # int8 probes against fp32 enrolments, as a processor meets
+    assert mixed["probes"] == fp32["probes"]
     threshold = verdict.figures["threshold"]
-    keeps = int8["correct"] >= fp32["correct"] and threshold - int8["diff_max"] >= (threshold - fp32["diff_max"]) / 2
+    keeps = all(figures["correct"] >= fp32["correct"]
+                and threshold - figures["diff_max"] >= (threshold - fp32["diff_max"]) / 2 for figures in (int8, mixed))
     assert verdict.accepted == keeps
 
 

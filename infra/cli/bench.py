@@ -11,6 +11,7 @@ import click
 
 from infra.bench.capacity import DEFAULT_SCENARIO, bench_capacity
 from infra.bench.dashboard import run_bench as run_dashboard_bench
+from infra.bench.face_precision import bench_face_precision
 from infra.bench.precision import bench_person_precision
 from infra.bench import gpu as gpu_bench
 from infra.bench.faces import bench_faces
@@ -77,6 +78,17 @@ def bench_precision_command(ctx: click.Context, rounds: int, as_json: bool) -> N
     """The room person detector at int8 against fp32 (the baseline, same run, same frames): ms a frame,
     speed-up, and the share of fp32 persons int8 finds too."""
     print_figures(bench_person_precision(_config(ctx), rounds=rounds, say=progress(as_json)), as_json)
+
+
+@bench.command("face-precision")
+@click.option("--rounds", type=click.IntRange(1, 100), default=7, show_default=True,
+              help="Interleaved rounds over the same faces (fp32 and int8 in turns, each round).")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON document.")
+@click.pass_context
+def bench_face_precision_command(ctx: click.Context, rounds: int, as_json: bool) -> None:
+    """The face embedder at int8 against fp32 (the baseline, same run, same faces): ms a face at batch 1 and 8
+    (medians over the rounds) and the speed-up."""
+    print_figures(bench_face_precision(_config(ctx), rounds=rounds, say=progress(as_json)), as_json)
 
 
 @bench.command("gpu", context_settings={"ignore_unknown_options": True})

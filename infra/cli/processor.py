@@ -1,4 +1,4 @@
-"""`rollcall` commands of the processor package: `run`, `enroll` and `models list|fetch`."""
+"""`rollcall` commands of the processor package: `run`, `enroll` and `models list|fetch|quantize`."""
 
 from __future__ import annotations
 
@@ -18,8 +18,9 @@ from infra.cli.support import print_json as _print_json
 from infra.cli.types import PORT, FiniteFloat
 from infra.foundation.endpoints import resolve
 from infra.foundation.errors import RollcallError
-from processor import model_catalogue, model_fetch
+from processor import face_precision, model_catalogue, model_fetch
 from processor.enroll import RichProgress, enroll_from_dir, enroll_photos
+from processor.model_packs import load_pack
 from processor.service import Processor
 
 # --- the processor --------------------------------------------------------------------------------
@@ -168,6 +169,28 @@ def models_fetch(pack: str) -> None:
     """Fetch a model pack (default: open). Cached: a second fetch does no work."""
     path = model_fetch.fetch_pack(pack)
     click.echo(f"model pack {pack!r} ready in {path}")
+
+
+
+@models.command("quantize")
+@click.option("--pack", help="Model pack (default: [models] pack).")
+@click.option("--rebuild", is_flag=True, help="Build and check again even if a cached variant and verdict exist.")
+@click.option("--json", "as_json", is_flag=True, help="Print the check's figures as one JSON document.")
+@click.pass_context
+def models_quantize(ctx: click.Context, pack: str | None, rebuild: bool, as_json: bool) -> None:
+    """Build the int8 face embedder and check it on the photo set, ahead of a start with
+    `[models] face_embedder_precision = "int8"` (cached: the processor then finds both). Fails, with the
+    check's reason, if the variant loses identities."""
+    config = _config(ctx)
+    loaded = load_pack(pack or config.models.pack)
+    variant = face_precision.checked_int8(loaded, config.thresholds, rebuild=rebuild)
+    if as_json:
+        _print_json({"accepted": variant.verdict.accepted, "reason": variant.verdict.reason, "cached": variant.cached,
+                     "figures": variant.verdict.figures})
+    if variant.model is None:
+        raise RollcallError(variant.verdict.reason)
+    if not as_json:
+        click.echo(f"{variant.verdict.reason} ({'cached' if variant.cached else 'built and checked now'})")
 
 
 COMMANDS = (run_processor, enroll, models)

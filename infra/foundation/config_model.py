@@ -114,6 +114,10 @@ class ModelsConfig(_Strict):
         description="the room person detector: fp32 as exported, or int8 (quantised once on the pack's sample "
                     "photos and cached; 1.6-1.9x faster on a CPU, nearly the same detections); auto: int8 on a "
                     "CPU, fp32 on a GPU")
+    face_embedder_precision: Literal["fp32", "int8"] = Field(
+        default="fp32",
+        description="the face embedder: fp32 as shipped, or int8 (quantised once, cached, and used only if its "
+                    "check on the photo set keeps every identity; refused: fp32 with a warning)")
 
 
 class ThresholdsConfig(_Strict):
