@@ -62,6 +62,27 @@ class Frame:
     def converted(self) -> bool:
         return self._image is not None
 
+    @property
+    def size(self) -> tuple[int, int]:
+        """(width, height), without converting the picture."""
+        image = self._image
+        if image is not None:
+            return image.shape[1], image.shape[0]
+        decoded = self._decoded
+        if decoded is None:  # converted meanwhile by another thread
+            return self._image.shape[1], self._image.shape[0]
+        return decoded.width, decoded.height
+
+    def grey(self, width: int, height: int) -> np.ndarray | None:
+        """A ``width`` x ``height`` grey copy (area-averaged) scaled from the decoded picture, without
+        converting it to BGR: what a motion check needs, for a fraction of the conversion's cost (0.6 vs
+        about 5 ms a 720p frame). None when there is no decoded picture left (an image given or converted):
+        scale the image then."""
+        decoded = self._decoded
+        if self._image is not None or decoded is None or not hasattr(decoded, "reformat"):
+            return None
+        return decoded.reformat(width=width, height=height, format="gray", interpolation="AREA").to_ndarray()
+
     def __repr__(self) -> str:
         return (f"Frame({self.camera_id!r}, seq={self.seq}, pts_s={self.pts_s:.3f}, "
                 f"{'converted' if self.converted else 'not converted'})")

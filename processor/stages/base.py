@@ -29,19 +29,34 @@ class BatchStage:
     # formed of low-priority frames (doors nobody new is at) is served at it: the stage, waiting at the
     # gate with that batch, holds back the better frames that came after it (a door's new face)
     waiting_priority: Callable[[], int | None] | None = None
+    prepare_always = False  # True: ``prepare`` runs on every batch (it plans the batch), not only to convert
 
     def process(self, batch, extras_for: frozenset[str] | None = None):  # pragma: no cover - each stage defines it
         """``extras_for``: the cameras whose extra work may be done (None: all)."""
         raise NotImplementedError
 
+    def prepare(self, batch) -> bool:
+        """What a batch needs before its turn at the gate (run in a worker thread; frames not taken never
+        get it): its frames converted to BGR. False when the batch needs no model call (a stage that can
+        tell, e.g. the person stage's motion-gated frames): ``process`` then runs on the event loop without
+        the gate."""
+        materialise(batch)
+        return True
+
     async def run(self, inbox: asyncio.Queue, outbox: asyncio.Queue) -> None:
         while True:
             batch = await inbox.get()
-            if not all(frame.converted for frame in batch):
-                # to BGR before the turn at the gate, which is for model calls (frames not taken never are)
-                await asyncio.to_thread(materialise, batch)
+            models = True
+            if self.prepare_always or not all(frame.converted for frame in batch):
+                # before the turn at the gate, which is for model calls
+                models = await asyncio.to_thread(self.prepare, batch)
             scheduler = self.scheduler
-            if scheduler is None:
+            if not models:
+                results = self.process(batch, frozenset())  # no model call: cheap, on the event loop
+                if scheduler is not None:
+                    for frame in batch:
+                        scheduler.analysed(frame.camera_id)
+            elif scheduler is None:
                 results = await self._timed(batch, None)
             else:
                 cameras = [frame.camera_id for frame in batch]

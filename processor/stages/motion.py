@@ -77,7 +77,20 @@ class MotionGate:
 
     def decide(self, image: np.ndarray, pts_s: float) -> Decision:
         """Whether the detector must run on this BGR frame; when it does, the frame becomes the reference."""
-        small = self._small(image)
+        h, w = image.shape[:2]
+        grey = cv2.cvtColor(cv2.resize(image, self.small_size(w, h), interpolation=cv2.INTER_AREA), cv2.COLOR_BGR2GRAY)
+        return self.decide_grey(grey, w, pts_s)
+
+    def small_size(self, width: int, height: int) -> tuple[int, int]:
+        """(width, height) of the grey copy of a frame this size."""
+        small_width = min(self.settings.width, width)
+        return small_width, max(1, round(height * small_width / width))
+
+    def decide_grey(self, grey: np.ndarray, frame_width: int, pts_s: float) -> Decision:
+        """:meth:`decide` on the frame's grey copy at :meth:`small_size` (area-averaged, e.g. scaled from the
+        decoded picture: a coasted frame is then never converted to BGR)."""
+        self._scale = grey.shape[1] / frame_width
+        small = cv2.GaussianBlur(grey, (3, 3), 0)  # compression noise is pixel-sized
         decision = self._decide(small, float(pts_s))
         self._last_pts = float(pts_s)
         self._moved = decision.reason in ("free", "track")
@@ -125,14 +138,6 @@ class MotionGate:
         if zones is not None:
             free |= changed & zones
         return int(np.count_nonzero(free))
-
-    def _small(self, image: np.ndarray) -> np.ndarray:
-        h, w = image.shape[:2]
-        width = min(self.settings.width, w)
-        height = max(1, round(h * width / w))
-        self._scale = width / w
-        grey = cv2.cvtColor(cv2.resize(image, (width, height), interpolation=cv2.INTER_AREA), cv2.COLOR_BGR2GRAY)
-        return cv2.GaussianBlur(grey, (3, 3), 0)  # compression noise is pixel-sized
 
     def _to_small(self, box: Box, shape: tuple[int, int]) -> tuple[int, int, int, int]:
         h, w = shape

@@ -174,7 +174,7 @@ class RoomStage(RoomHandover):
             self._note_gap(camera_id, frame.pts_s)
             if self.on_analysed is not None and camera_id not in self.shadow:
                 self.on_analysed(camera_id, frame.captured_at, frame.pts_s)
-            height, width = frame.image.shape[:2]
+            width, height = frame.size  # a coasted frame is never converted to BGR
             tracker = self._tracker(camera_id, frame)
             settling = False
             if detections is None:

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from infra.foundation.config import Config
-from processor.frames import Frame
+from processor.frames import Frame, materialise
 from processor.stages.base import BatchStage
 from processor.stages.input_size import InputSizeChooser
 from processor.stages.motion import Decision, MotionGate, MotionSettings
@@ -86,10 +86,18 @@ class RoomGating:
         away, than all of them, and an entering track's boxes give the looks and the entry place its
         handoff is decided on."""
         gating = self.camera(frame.camera_id)
-        decision = gating.gate.decide(frame.image, frame.pts_s) if gating.gate is not None else ALWAYS
+        decision = self._decide(gating.gate, frame) if gating.gate is not None else ALWAYS
         side = (gating.sizes.side if gating.sizes is not None and gating.sizes.side < self.detector_side
                 and decision.reason in SETTLED else None)
         return Plan(decision.detect, side, decision.reason)
+
+    @staticmethod
+    def _decide(gate: MotionGate, frame: Frame):
+        """The gate's decision, on a grey copy scaled from the decoded picture when the frame has one: the
+        frames it coasts (most of a seated class's) are then never converted to BGR."""
+        width, height = frame.size
+        grey = frame.grey(*gate.small_size(width, height))
+        return gate.decide(frame.image, frame.pts_s) if grey is None else gate.decide_grey(grey, width, frame.pts_s)
 
     def ran(self, frame: Frame, detections: list) -> None:
         """The detector's answer on a frame planned for it."""
@@ -97,7 +105,7 @@ class RoomGating:
         if gating.gate is not None:
             gating.gate.ran(len(detections))
         if gating.sizes is not None:
-            gating.sizes.observe(frame.pts_s, max(frame.image.shape[:2]), [d.box[3] - d.box[1] for d in detections])
+            gating.sizes.observe(frame.pts_s, max(frame.size), [d.box[3] - d.box[1] for d in detections])
 
     def faces_wanted(self, camera_id: str) -> bool:
         return self.camera(camera_id).faces_wanted
@@ -152,8 +160,28 @@ class PersonStage(BatchStage):
         self.persons = 0  # detections so far
         self.detected = 0  # frames the detector ran on
         self.coasted = 0  # frames the motion gate found unchanged (detections None: the tracks coast)
+        self._prepared: tuple[list[Frame], list[Plan]] | None = None  # the batch prepare() planned, its plans
 
     extra_work = "room_faces"  # faces are looked for only on cameras that are not behind their minimum
+    prepare_always = True  # the motion gates decide in prepare(), before the gate
+
+    def prepare(self, batch: list[Frame]) -> bool:
+        """Before the turn at the inference gate (worker thread): each frame's plan, and the frames the
+        detector will run on converted to BGR; a coasted frame never is (its motion check scales the decoded
+        picture). False when every frame coasts: the batch then needs no model call, nor the gate."""
+        if self.gating is None:
+            return super().prepare(batch)
+        plans = [self.gating.plan(frame) for frame in batch]
+        materialise(frame for frame, plan in zip(batch, plans) if plan.detect)
+        self._prepared = (batch, plans)
+        return any(plan.detect for plan in plans)
+
+    def _plans(self, batch: list[Frame]) -> list[Plan] | None:
+        """The plans :meth:`prepare` made for this batch, else made now (None: no gating, detect every frame)."""
+        prepared, self._prepared = self._prepared, None
+        if prepared is not None and prepared[0] is batch:
+            return prepared[1]
+        return [self.gating.plan(frame) for frame in batch] if self.gating is not None else None
 
     def process(self, batch: list[Frame],
                 extras_for: frozenset[str] | None = None) -> list[tuple[Frame, list | None, list]]:
@@ -161,10 +189,10 @@ class PersonStage(BatchStage):
         gate coasts (nothing moved since the camera's last detector run). No faces when room faces are off,
         for a coasted frame, for a camera outside ``extras_for`` (None: every camera), or for one whose
         active tracks all have their identity decided by a room face."""
-        images = [frame.image for frame in batch]
-        plans = [self.gating.plan(frame) for frame in batch] if self.gating is not None else None
+        plans = self._plans(batch)
         run = [i for i in range(len(batch)) if plans is None or plans[i].detect]
         sides = [plans[i].side for i in run] if plans is not None else []
+        images = {i: batch[i].image for i in run}  # only the frames the detector runs on are converted
         found = self._detect([images[i] for i in run], sides)
         detections: list[list | None] = [None] * len(batch)
         for i, boxes in zip(run, found):
