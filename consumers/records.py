@@ -191,7 +191,8 @@ class _PresenceFields(TypedDict):
 
 def _storable_text(value: Any) -> bool:
     """_text's check as one expression (the fast path's): 1 to 128 characters of storable text."""
-    return type(value) is str and 0 < len(value) <= 128 and (value.isascii() or _storable(value)) and "\x00" not in value
+    return (type(value) is str and 0 < len(value) <= 128 and "\x00" not in value
+            and (value.isascii() or _storable(value)))
 
 
 # Within this much of a plausibility bound the fast path leaves the decision to the checks above (datetimes,
