@@ -6,11 +6,13 @@ which is dead-lettered; the rest of the batch is stored."""
 from __future__ import annotations
 
 import asyncio
+import bisect
 import contextlib
 import logging
+import operator
 import time
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Sequence
 
 import asyncpg
 
@@ -30,7 +32,7 @@ class DecodedBatch:
 
     rows: list[tuple] = field(default_factory=list)
     dead: list[DeadLetter] = field(default_factory=list)
-    raw: dict[tuple[str, int, int], tuple[bytes | None, bytes | None]] = field(default_factory=dict)  # of rows
+    sources: dict[tuple[str, int], Sequence[Any]] = field(default_factory=dict)  # the records, per partition
     spans: dict[Any, tuple[int, int]] = field(default_factory=dict)
     messages: int = 0
     duplicates: int = 0
@@ -43,8 +45,16 @@ class DecodedBatch:
     def dead_row(self, row: tuple, reason: str) -> DeadLetter:
         """A dead letter for one of the batch's rows (the message as it came, from ``raw``)."""
         topic, partition, offset = row[-3:]
-        key, value = self.raw[(topic, partition, offset)]
-        return DeadLetter(topic, partition, offset, key, value, clean_reason(f"{topic}: {reason}"))
+        record = _record_at(self.sources[(topic, partition)], offset)
+        return DeadLetter(topic, partition, offset, record.key, record.value, clean_reason(f"{topic}: {reason}"))
+
+
+def _record_at(records: Sequence[Any], offset: int) -> Any:
+    """The record at ``offset`` of a partition's records (in offset order, as read)."""
+    at = bisect.bisect_left(records, offset, key=operator.attrgetter("offset"))
+    if at < len(records) and records[at].offset == offset:
+        return records[at]
+    return next(record for record in records if record.offset == offset)  # not in order: look at each
 
 
 def decode_batch(reader: MessageReader, batch: dict, max_spread_s: float) -> DecodedBatch:
@@ -78,7 +88,7 @@ class _Decoding:
         seen: set[str] = set()
         self.reader.begin_batch()
         read = self.reader.read
-        rows, dead, raw = decoded.rows, decoded.dead, decoded.raw
+        rows, dead = decoded.rows, decoded.dead
         countdown = every
         for tp, records in self.batch.items():
             topic, partition = tp.topic, tp.partition
@@ -99,7 +109,7 @@ class _Decoding:
                     continue
                 seen.add(event_id)
                 rows.append(row)
-                raw[(topic, partition, record.offset)] = (record.key, record.value)
+            decoded.sources[(topic, partition)] = records  # a dead row's message is looked up there (rarely)
             decoded.messages += len(records)
             decoded.spans[tp] = (records[0].offset, records[-1].offset)
         outliers = batch_outliers(rows, self.max_spread_s)

@@ -189,12 +189,47 @@ class _PresenceFields(TypedDict):
     last_seen: Any
 
 
-def _checked_presence_row(event: dict, parsed: dict[str, dt.datetime]) -> tuple:
-    """_presence_row of fields _PresenceFields took (kind, handoff, identity_source and the ids are as it wants)."""
+def _storable_text(value: Any) -> bool:
+    """_text's check as one expression (the fast path's): 1 to 128 characters of storable text."""
+    return (type(value) is str and 0 < len(value) <= 128 and "\x00" not in value
+            and (value.isascii() or _storable(value)))
+
+
+# Within this much of a plausibility bound the fast path leaves the decision to the checks above (datetimes,
+# exact); farther inside, comparing the times as Unix seconds (floats, exact to well under a microsecond at
+# these magnitudes) cannot decide otherwise.
+_BOUND_MARGIN_S = 0.001
+
+
+def _checked_presence_row(reader: "MessageReader", event: dict, topic: str, partition: int, offset: int) -> tuple:
+    """The staging row of fields _PresenceFields took (kind, handoff, identity_source and the ids are as it
+    wants): _presence_row's checks and _check_times' bounds in one pass, the times compared as seconds.
+    Raises _Reject for anything it does not take (the checks above then decide, and say why)."""
+    track, identity, person = event["track_id"], event["identity"], event["person_id"]
+    if not _storable_text(track):
+        raise _Reject
+    if identity == "known":
+        if not _storable_text(person):
+            raise _Reject
+    elif identity != "unknown" or person is not None:
+        raise _Reject
+    moments = reader._moments
+    frame = moments.get(event["frame_time"]) or reader._moment(event["frame_time"])
+    first = moments.get(event["first_seen"]) or reader._moment(event["first_seen"])
+    last = moments.get(event["last_seen"]) or reader._moment(event["last_seen"])
+    low = high = frame[1]
+    for seconds in (first[1], last[1]):
+        if seconds < low:
+            low = seconds
+        elif seconds > high:
+            high = seconds
+    earliest_s, latest_s, span_s = reader._bounds_s
+    if low < earliest_s or high > latest_s or high - low > span_s:
+        raise _Reject  # near or past a bound: _check_times decides
     handoff = event["handoff"]
-    return (event["kind"], event["room_id"], event["camera_id"], _text(event["track_id"]), _person(event),
-            _time(event["frame_time"], parsed), _time(event["first_seen"], parsed), _time(event["last_seen"], parsed),
-            None if handoff is None else handoff["recognition_event_id"], event["identity_source"])
+    return (event["event_id"], event["kind"], event["room_id"], event["camera_id"], track, person, frame[0], first[0],
+            last[0], None if handoff is None else handoff["recognition_event_id"], event["identity_source"], topic,
+            partition, offset)
 
 
 # pydantic-core's validator itself: TypeAdapter.validate_json's own Python work costs more than a microsecond
@@ -218,6 +253,8 @@ class MessageReader:
         self.bounds = bounds or TimeBounds()
         self._window: tuple[dt.datetime, dt.datetime] | None = None
         self._parsed: dict[str, dt.datetime] = {}  # timestamps read (see _time)
+        self._moments: dict[str, tuple[dt.datetime, float]] = {}  # the fast path's: (datetime, Unix seconds)
+        self._bounds_s = (0.0, 0.0, 0.0)  # the fast path's window and track span, _BOUND_MARGIN_S inside
 
     def begin_batch(self, now: float | None = None) -> None:
         """Judge the next messages against the clock at ``now`` (default: the wall clock now)."""
@@ -225,6 +262,16 @@ class MessageReader:
         earliest = now - self.bounds.max_age_days * 86400.0
         self._window = (max(_EARLIEST, dt.datetime.fromtimestamp(max(earliest, -62135510400.0), dt.timezone.utc)),
                         min(_LATEST, dt.datetime.fromtimestamp(now + self.bounds.max_future_s, dt.timezone.utc)))
+        self._bounds_s = (self._window[0].timestamp() + _BOUND_MARGIN_S, self._window[1].timestamp() - _BOUND_MARGIN_S,
+                          self.bounds.max_track_span_s - _BOUND_MARGIN_S)
+
+    def _moment(self, value: Any) -> tuple[dt.datetime, float]:
+        """(the timestamp ``value`` as _time reads it, its Unix seconds), kept for the next messages."""
+        moment = _time(value, self._parsed)
+        if len(self._moments) >= _PARSED_TIMES_KEPT:
+            self._moments.clear()
+        self._moments[value] = found = (moment, moment.timestamp())
+        return found
 
     def read(self, topic: str, partition: int, offset: int, key: bytes | None,
              value: bytes | None) -> tuple[str, tuple | None] | DeadLetter:
@@ -235,8 +282,10 @@ class MessageReader:
             fast = None if self.full_validation else _FIELDS.get(expected)
             event = _valid_fields(fast[0], value) if fast else None
             if event is not None:
-                row = fast[1](event, self._parsed)
-                self._check_times(row[5], row[6], row[7])
+                if self._window is None:
+                    self.begin_batch()
+                row = fast[1](self, event, topic, partition, offset)
+                return row[0], row
             else:
                 event = self._checked(topic, value, expected)
                 row = self._row(expected, event)

@@ -40,6 +40,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import logging
 from typing import Any
 
@@ -116,8 +117,14 @@ class AttendanceWriter:
             housekeeper = Housekeeper(self.config, database_url=self.database_url, producer=self._producer,
                                       stats=self.stats, stop=self._stop, wakeup=self._outbox_wakeup)
             housekeeping = asyncio.create_task(housekeeper.run(), name="writer-housekeeping")
+            # Batches keep tens of thousands of records alive, so the cyclic garbage collector's full passes
+            # come every few batches, and each one walks every object of the process (the libraries' too):
+            # what exists now (clients connected, modules loaded) is long-lived, so it is left out of them.
+            # Objects frozen are still freed by reference counting; only cycles among them wait for the unfreeze.
+            gc.freeze()
             await loop.run()
         finally:
+            gc.unfreeze()  # the process collects as before once the writer stops (tests start many writers)
             self._stop.set()  # also ends housekeeping should its cancellation be lost in a wait_for race
             if housekeeping is not None:
                 housekeeping.cancel()
