@@ -130,7 +130,8 @@ class RecognitionStage:
         assigned = []
         crops: list[np.ndarray] = []
         wanting: list[FaceObservation] = []
-        measuring: list[tuple[np.ndarray, FaceObservation]] = []  # faces whose liveness cues this frame feeds
+        # faces whose liveness cues this frame feeds, with the frame's faces (a neighbour is not a picture's edge)
+        measuring: list[tuple[np.ndarray, FaceObservation, list[FaceObservation]]] = []
         for result in results:
             tracker = self._tracker(result.frame.camera_id)
             pairs = tracker.assign(result.faces)
@@ -139,7 +140,7 @@ class RecognitionStage:
                     crops.append(face.crop)
                     wanting.append(face)
                 if tracker.wants_liveness(key):
-                    measuring.append((result.frame.image, face))
+                    measuring.append((result.frame.image, face, result.faces))
             assigned.append((result.frame, tracker, pairs))
         # the liveness cues (1-4 ms a face) in a worker thread beside the embedding, not on the event loop;
         # the tracks only sum them in settle

@@ -11,8 +11,8 @@ from processor.model_catalogue import LIVENESS_MODEL, OPTIONAL_ROLES, pack_spec
 from processor.model_packs import LoadedPack
 from processor.stages.face_tracks import FaceObservation, FaceTracker, MatchResult
 from processor.stages.liveness import (FRAME_HI, FRAME_LO, WINDOW, LivenessSettings, LivenessTrack, edge_profile,
-                                       face_window, frame_cue, liveness_score, ramp, rigidity_residual,
-                                       spectral_peak)
+                                       FaceCues, face_window, frame_cue, frame_ramp, liveness_score, measure,
+                                       neighbour_columns, ramp, rigidity_residual, spectral_peak)
 
 FACE = (600.0, 300.0, 680.0, 400.0)  # x1, y1, x2, y2: 80 x 100 px
 
@@ -43,6 +43,69 @@ def _frame_cue_over(frames: int, with_border: bool) -> float:
 def test_a_border_fixed_to_the_face_is_a_frame_and_a_moving_background_line_is_not():
     held, genuine = _frame_cue_over(12, True), _frame_cue_over(12, False)
     assert held > FRAME_HI > FRAME_LO > genuine, (held, genuine)
+
+
+NEIGHBOUR = (692.0, 305.0, 772.0, 405.0)  # someone walking in beside FACE, level with it
+
+
+def _side_by_side(k: int, rng: np.random.Generator) -> np.ndarray:
+    """FACE with a straight dark edge fixed 30 px left of it (a hood, a collar) and a neighbour's head and body
+    on its right, both moving with it; a background line that moves."""
+    image = _scene(9 * k - 60, False, rng)
+    x1, y1, x2, y2 = (int(v) for v in FACE)
+    cv2.line(image, (x1 - 30, y1), (x1 - 30, y2 + 120), (40, 40, 40), 5)
+    nx1, ny1, nx2, ny2 = (int(v) for v in NEIGHBOUR)
+    cv2.rectangle(image, (nx1 - 10, ny1 - 20), (nx2 + 10, ny2 + 200), (60, 50, 40), -1)
+    cv2.ellipse(image, ((nx1 + nx2) // 2, (ny1 + ny2) // 2), (36, 50), 0, 0, 360, (140, 160, 200), -1)
+    return image
+
+
+def test_a_neighbour_walking_beside_is_not_a_pictures_edge():
+    """Two people side by side: the neighbour's outline moves with the face like a print's edge. Counted, it
+    makes a genuine face a picture (class-rush under load once); left out, it does not."""
+    def frame_cue_over(others: tuple) -> float:
+        rng, track = np.random.default_rng(3), LivenessTrack()
+        for k in range(12):
+            track.add_cues(measure(_side_by_side(k, rng), FACE, None, others))
+        return track.cues()["frame"]
+
+    assert frame_cue_over(()) > FRAME_HI  # the neighbour counted: a false picture
+    assert frame_cue_over((NEIGHBOUR,)) < FRAME_LO
+    # a column another face covered in under half the frames is averaged over the frames that saw it
+    assert _frame_cue_over(12, True) > FRAME_HI
+    rng, track = np.random.default_rng(3), LivenessTrack()
+    for k in range(12):
+        track.add_cues(measure(_scene(9 * k - 60, True, rng), FACE, None, (NEIGHBOUR,) if k % 3 == 0 else ()))
+    assert track.cues()["frame"] > FRAME_HI
+
+
+def test_fewer_frames_make_the_frame_cue_weaker_never_harsher():
+    """A busy door analyses fewer frames of a passage and their mean is noisier: the ramp rises as
+    1/sqrt(frames) below 20 frames and stays put above (a person standing still must not make it harsher)."""
+    assert frame_ramp(40) == frame_ramp(20) == (FRAME_LO, FRAME_HI)
+    assert frame_ramp(10)[0] > frame_ramp(15)[0] > FRAME_LO
+    # genuine tracks measured on class-rush's door with one core busy: 19 frames at 0.66, subsampled 10 at 0.89
+    assert liveness_score({"frame": 0.66}, 19) == 1.0 and liveness_score({"frame": 0.89}, 10) == 1.0
+    # over 20 frames or more 0.76 is evidence, and a print seen in 15 frames (0.88) stays a picture
+    assert liveness_score({"frame": 0.76}, 40) < 0.5 and liveness_score({"frame": 0.88}, 15) < 0.5
+    # an early "live" ends the check: it is held to the stricter ramp (the spoof scenario's phone passed at 20
+    # frames, its edges still faint, under the final one)
+    assert liveness_score({"frame": 0.62}, 20) == 1.0 and liveness_score({"frame": 0.62}, 20, early=True) < 0.5
+    track = LivenessTrack()
+    profile = np.zeros(WINDOW, np.float32)
+    profile[WINDOW // 2 + 17:WINDOW // 2 + 20], profile[WINDOW // 2 - 19:WINDOW // 2 - 16] = 0.62, -0.62
+    for _ in range(20):
+        track.add_cues(FaceCues(profile.copy()))
+    assert 0.58 < track.cues()["frame"] < 0.66
+    assert not track.decide().suspect and track.decide(early=True).suspect
+
+
+def test_neighbour_columns_are_those_of_level_faces_in_the_window():
+    right = neighbour_columns(FACE, [NEIGHBOUR])
+    assert right is not None and right[-1] and not right[: WINDOW // 2 + 4].any()  # the right side only
+    assert neighbour_columns(FACE, [(692.0, 500.0, 772.0, 600.0)]) is None  # below the face: not level
+    assert neighbour_columns(FACE, [(1000.0, 300.0, 1080.0, 400.0)]) is None  # out of the window
+    assert neighbour_columns(FACE, []) is None
 
 
 def test_one_straight_line_beside_the_face_is_not_a_pair():

@@ -362,7 +362,8 @@ class FaceTracker:
         decided when it ends, on the cues of the whole passage."""
         if track.liveness is None:
             return True
-        return track.liveness.frames >= self.liveness.min_frames and not track.liveness.decide().suspect
+        return (track.liveness.frames >= self.liveness.min_frames
+                and not track.liveness.decide(early=True).suspect)
 
     def _decide(self, track: _Track, frame_size: tuple[int, int], match: Matcher, *, ended: bool) -> TrackDecision:
         embedding = track.mean_embedding()
@@ -398,11 +399,13 @@ def liveness_crop(face: FaceObservation) -> np.ndarray | None:
     return face.crop if face.quality > 0 else None
 
 
-def measure_liveness(faces: list[tuple[np.ndarray, FaceObservation]]) -> None:
-    """Measure the liveness cues of each (frame image, face) into ``face.cues``: the per-face work of the
-    check, with no track state, for a worker thread."""
-    for image, face in faces:
-        face.cues = measure(image, face.box, liveness_crop(face))
+def measure_liveness(faces: list[tuple[np.ndarray, FaceObservation, list[FaceObservation]]]) -> None:
+    """Measure the liveness cues of each (frame image, face, the frame's faces) into ``face.cues``: the
+    per-face work of the check, with no track state, for a worker thread. The frame's other faces are left
+    out of the face's edge profile (processor/stages/liveness.py: people side by side)."""
+    for image, face, frame_faces in faces:
+        others = [other.box for other in frame_faces if other is not face]
+        face.cues = measure(image, face.box, liveness_crop(face), others)
 
 
 def _side(centre_x: float, width: float) -> str | None:
