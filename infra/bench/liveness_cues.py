@@ -8,7 +8,7 @@ holds its centre, and to that arrival's :class:`~processor.stages.liveness.Liven
 (gated or not, with its crop only when the quality gate passed it), as the processor's face tracks feed
 theirs (the frame's other faces left out of each profile, as there). One JSON line per arrival: whether it
 holds a picture, frames, every cue, the score and decision; and the ``frame`` cue and score after its first
-``--early`` frames. ``--every 2 3 4`` adds a line per arrival and offset over every K-th face only, as a
+``--early`` frames. ``--every 2,3,4`` adds a line per arrival and offset over every K-th face only, as a
 door short of CPU sees a passage (``every``, ``offset``).
 """
 
@@ -96,8 +96,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("specs", nargs="+")
     parser.add_argument("--early", type=int, default=20, help="also report the cues after this many frames")
-    parser.add_argument("--every", type=int, nargs="*", default=[],
-                        help="also report each arrival's cues over every K-th of its faces (each offset)")
+    parser.add_argument("--every", type=lambda text: [int(k) for k in text.split(",")], default=[],
+                        help="K[,K...]: also report each arrival's cues over every K-th of its faces (each offset)")
     args = parser.parse_args()
     for spec in args.specs:
         for row in measure(spec, args.early, tuple(args.every)):

@@ -362,8 +362,7 @@ class FaceTracker:
         decided when it ends, on the cues of the whole passage."""
         if track.liveness is None:
             return True
-        return (track.liveness.frames >= self.liveness.min_frames
-                and not track.liveness.decide(early=True).suspect)
+        return track.liveness.frames >= self.liveness.min_frames and not track.liveness.decide().suspect
 
     def _decide(self, track: _Track, frame_size: tuple[int, int], match: Matcher, *, ended: bool) -> TrackDecision:
         embedding = track.mean_embedding()
