@@ -213,17 +213,10 @@ def _checked_presence_row(reader: "MessageReader", event: dict, topic: str, part
             raise _Reject
     elif identity != "unknown" or person is not None:
         raise _Reject
-    moments = reader._moments
-    frame = moments.get(event["frame_time"]) or reader._moment(event["frame_time"])
-    first = moments.get(event["first_seen"]) or reader._moment(event["first_seen"])
-    last = moments.get(event["last_seen"]) or reader._moment(event["last_seen"])
-    low = high = frame[1]
-    for seconds in (first[1], last[1]):
-        if seconds < low:
-            low = seconds
-        elif seconds > high:
-            high = seconds
-    earliest_s, latest_s, span_s = reader._bounds_s
+    moment = reader.moment
+    frame, first, last = moment(event["frame_time"]), moment(event["first_seen"]), moment(event["last_seen"])
+    low, high = min(frame[1], first[1], last[1]), max(frame[1], first[1], last[1])
+    earliest_s, latest_s, span_s = reader.fast_bounds_s
     if low < earliest_s or high > latest_s or high - low > span_s:
         raise _Reject  # near or past a bound: _check_times decides
     handoff = event["handoff"]
@@ -254,7 +247,7 @@ class MessageReader:
         self._window: tuple[dt.datetime, dt.datetime] | None = None
         self._parsed: dict[str, dt.datetime] = {}  # timestamps read (see _time)
         self._moments: dict[str, tuple[dt.datetime, float]] = {}  # the fast path's: (datetime, Unix seconds)
-        self._bounds_s = (0.0, 0.0, 0.0)  # the fast path's window and track span, _BOUND_MARGIN_S inside
+        self.fast_bounds_s = (0.0, 0.0, 0.0)  # the fast path's window and track span, _BOUND_MARGIN_S inside
 
     def begin_batch(self, now: float | None = None) -> None:
         """Judge the next messages against the clock at ``now`` (default: the wall clock now)."""
@@ -262,11 +255,14 @@ class MessageReader:
         earliest = now - self.bounds.max_age_days * 86400.0
         self._window = (max(_EARLIEST, dt.datetime.fromtimestamp(max(earliest, -62135510400.0), dt.timezone.utc)),
                         min(_LATEST, dt.datetime.fromtimestamp(now + self.bounds.max_future_s, dt.timezone.utc)))
-        self._bounds_s = (self._window[0].timestamp() + _BOUND_MARGIN_S, self._window[1].timestamp() - _BOUND_MARGIN_S,
+        self.fast_bounds_s = (self._window[0].timestamp() + _BOUND_MARGIN_S, self._window[1].timestamp() - _BOUND_MARGIN_S,
                           self.bounds.max_track_span_s - _BOUND_MARGIN_S)
 
-    def _moment(self, value: Any) -> tuple[dt.datetime, float]:
+    def moment(self, value: Any) -> tuple[dt.datetime, float]:
         """(the timestamp ``value`` as _time reads it, its Unix seconds), kept for the next messages."""
+        found = self._moments.get(value)
+        if found is not None:
+            return found
         moment = _time(value, self._parsed)
         if len(self._moments) >= _PARSED_TIMES_KEPT:
             self._moments.clear()
