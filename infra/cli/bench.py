@@ -151,21 +151,30 @@ def bench_tracking_command(ctx: click.Context, spec: Path, rates: str, detect_bu
               help="Keep this many cores busy (fractions too: 0.5) in other processes during every step.")
 @click.option("--all-steps", is_flag=True, help="Run every step up to --max, also after one failed (the answer is "
               "still the largest step that passed with every smaller one).")
+@click.option("--repeat", type=click.IntRange(1, 20), default=1, show_default=True,
+              help="Runs of each step; a step passes only when every run did (one run at the machine's edge "
+                   "passes or fails by noise).")
+@click.option("--from", "first", type=click.IntRange(1, 64), default=1, show_default=True, metavar="STEP",
+              help="Start at this step (e.g. to repeat only the largest); steps not run count as not passed.")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON document (every step, every copy).")
 @click.pass_context
 def bench_capacity_command(ctx: click.Context, spec: Path, max_copies: int | None, load: float, all_steps: bool,
-                           as_json: bool) -> None:
+                           repeat: int, first: int, as_json: bool) -> None:
     """The most door and room cameras one processor on this machine keeps right: 1, 2, ... copies of a
     scenario at once (each its own room, cameras and people), until a copy's attendance precision drops
     below 1.0, its recall below 0.98, or its p95 capture-to-event delay reaches 1 s (door) or 2 s (room)."""
     report = bench_capacity(_config(ctx), spec_path=spec, max_copies=max_copies, load=load,
-                            all_steps=all_steps, say=progress(as_json))
+                            all_steps=all_steps, repeat=repeat, first=first, say=progress(as_json))
     if as_json:
         print_json(report)
         return
     for step in report["steps"]:
+        if step["repeat"] > 1:
+            click.echo(f"{step['doors']} door + {step['rooms']} room: {step['passed_runs']} of {step['repeat']} runs "
+                       "passed")
         for c in step["per_copy"]:
-            click.echo(f"{step['doors']} door + {step['rooms']} room: copy {c['copy']}: precision {c['precision']} "
+            run = f" run {c['repeat_run']}" if "repeat_run" in c else ""
+            click.echo(f"{step['doors']} door + {step['rooms']} room{run}: copy {c['copy']}: precision {c['precision']} "
                        f"recall {c['recall']} door p95 {c['door_p95_ms']} ms room p95 {c['room_p95_ms']} ms "
                        f"({'passed' if c['passed'] else 'failed: ' + '; '.join(c['failed'])})")
     click.echo(f"{report['door_streams']} door and {report['room_streams']} room cameras at once with attendance "
