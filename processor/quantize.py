@@ -98,6 +98,11 @@ def variant_key(model_file: Path, photos: Sequence[Path], detail: str) -> str:
     return digest.hexdigest()[:24]
 
 
+def int8_variant_cached(key: str) -> bool:
+    """Whether :func:`cached_int8_variant` would find ``key`` built already."""
+    return (cache_dir() / "int8" / f"{key}.onnx").is_file()
+
+
 def cached_int8_variant(key: str, model: Callable[[], onnx.ModelProto], input_name: str,
                         calibration: Callable[[], Sequence[np.ndarray]]) -> bytes:
     """:func:`int8_variant` of ``model()`` calibrated on ``calibration()``, built once per ``key``

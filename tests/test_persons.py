@@ -225,3 +225,6 @@ def test_int8_detector_finds_the_same_people(detector):
     quantised = onnx.load_from_string(int8.int8_model(size))
     float_ops = {n.name for n in quantised.graph.node if n.op_type == "Conv"} & set(head)
     assert "QuantizeLinear" in {n.op_type for n in quantised.graph.node} and float_ops
+    # built ahead (`rollcall models quantize --person`): a size already cached is not built again
+    assert int8.prebuild_int8([size]) == [(size, False)]
+    assert int8.input_sizes((720, 1280), [640, 576, 320]) == [(384, 640), (352, 576), (192, 320)]

@@ -12,7 +12,7 @@ import pytest
 
 from infra.foundation.config import EXAMPLE_CONFIG, load_config
 from processor.frames import Frame
-from processor.stages.input_size import InputSizeChooser
+from processor.stages.input_size import InputSizeChooser, possible_sides
 from processor.stages.motion import MotionGate, MotionSettings
 from processor.stages.person_tracks import PersonTracker
 from processor.stages.persons import PersonDetection
@@ -249,3 +249,16 @@ def test_room_faces_are_wanted_only_for_undecided_tracks_with_a_gallery(enrolled
     stage.handle([(Frame(camera, 4, 0.8, 1000.8, room([SEATED])), None, [])])  # a coasted frame
     assert gating.faces_wanted(camera) is wanted
     assert gating.camera(camera).gate.boxes == (SEATED,)  # the gate knows where the track is
+
+
+def test_the_sides_built_ahead_are_every_side_the_chooser_may_pick():
+    """`rollcall models quantize --person` builds the int8 variants of these sides: a side the chooser can
+    step to but that was not built would be quantised while the cameras wait."""
+    assert possible_sides(640, 320) == [640, 576, 512, 448, 384, 320]
+    assert possible_sides(640, 352) == [640, 576, 512, 448, 384, 352]  # the floor, though off the step
+    assert possible_sides(320, 640) == [320]
+    chooser = InputSizeChooser(640, 320, min_person_px=16.0, settle_s=0.0, window_s=5.0)
+    picked = {chooser.side}
+    for t in range(40):  # tall people only: the chooser steps down to its floor
+        picked.add(chooser.observe(float(t), 1280, [600.0]))
+    assert picked <= set(possible_sides(640, 320)) and 320 in picked, picked

@@ -22,6 +22,8 @@ from processor import face_precision, model_catalogue, model_fetch
 from processor.enroll import RichProgress, enroll_from_dir, enroll_photos
 from processor.model_packs import load_pack
 from processor.service import Processor
+from processor.stages.input_size import possible_sides
+from processor.stages.persons import PersonDetector
 
 # --- the processor --------------------------------------------------------------------------------
 
@@ -175,13 +177,19 @@ def models_fetch(pack: str) -> None:
 @models.command("quantize")
 @click.option("--pack", help="Model pack (default: [models] pack).")
 @click.option("--rebuild", is_flag=True, help="Build and check again even if a cached variant and verdict exist.")
+@click.option("--person", is_flag=True, help="The room person detector's int8 variants instead (one per input "
+              "size, for 16:9 and 4:3 cameras at every side adaptive input may pick).")
 @click.option("--json", "as_json", is_flag=True, help="Print the check's figures as one JSON document.")
 @click.pass_context
-def models_quantize(ctx: click.Context, pack: str | None, rebuild: bool, as_json: bool) -> None:
+def models_quantize(ctx: click.Context, pack: str | None, rebuild: bool, person: bool, as_json: bool) -> None:
     """Build the int8 face embedder and check it on the photo set, ahead of a start with
     `[models] face_embedder_precision = "int8"` (cached: the processor then finds both). Fails, with the
-    check's reason, if the variant loses identities."""
+    check's reason, if the variant loses identities. With --person: the person detector's variants, ahead of
+    the first start with `[models] person_precision` int8 or auto on a CPU (`make setup` runs it)."""
     config = _config(ctx)
+    if person:
+        _quantize_person(config, pack or config.models.pack, as_json)
+        return
     loaded = load_pack(pack or config.models.pack)
     variant = face_precision.checked_int8(loaded, config.thresholds, rebuild=rebuild)
     if as_json:
@@ -191,6 +199,27 @@ def models_quantize(ctx: click.Context, pack: str | None, rebuild: bool, as_json
         raise RollcallError(variant.verdict.reason)
     if not as_json:
         click.echo(f"{variant.verdict.reason} ({'cached' if variant.cached else 'built and checked now'})")
+
+
+# the frame shapes (height, width) whose person-detector inputs are built ahead: every 16:9 camera (720p, 1080p,
+# 4K) and every 4:3 one gets the same inputs as these; another aspect's are built on its first frames
+AHEAD_FRAME_SHAPES = ((720, 1280), (480, 640))
+
+
+def _quantize_person(config, pack: str, as_json: bool) -> None:
+    tracking = config.tracking
+    detector = PersonDetector(pack, max_side=tracking.person_input_px, precision="int8")
+    sides = (possible_sides(tracking.person_input_px, tracking.person_input_min_px) if tracking.adaptive_input
+             else [tracking.person_input_px])
+    sizes = sorted({size for shape in AHEAD_FRAME_SHAPES for size in detector.input_sizes(shape, sides)},
+                   reverse=True)
+    done = detector.prebuild_int8(sizes)
+    built = [f"{w}x{h}" for (h, w), new in done if new]
+    if as_json:
+        _print_json({"sizes": [f"{w}x{h}" for (h, w), _ in done], "built": built})
+        return
+    click.echo(f"person detector int8: {len(done)} input sizes ready ({len(built)} built now, "
+               f"{len(done) - len(built)} cached)")
 
 
 COMMANDS = (run_processor, enroll, models)

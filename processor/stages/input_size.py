@@ -17,6 +17,14 @@ from collections import deque
 from collections.abc import Sequence
 
 
+def possible_sides(full: int, floor: int, step: int = 64) -> list[int]:
+    """Every side an :class:`InputSizeChooser` from ``full`` down to ``floor`` by ``step`` may pick (what the
+    int8 person detector's variants are built ahead for)."""
+    floor = min(int(floor), int(full))
+    sides = list(range(int(full), floor, -int(step)))
+    return sides + [floor]
+
+
 class InputSizeChooser:
     """One room camera's person-detector input side (long side, a multiple of 32)."""
 

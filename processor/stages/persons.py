@@ -14,6 +14,7 @@ worker thread; onnxruntime sessions may be shared between threads.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,6 +28,8 @@ from processor import model_packs as mp
 from processor.model_catalogue import PHOTOS_DIR
 from processor import onnx_surgery, quantize
 from processor.stages.base import require_bgr
+
+log = logging.getLogger("rollcall.processor")
 
 PAD_VALUE = 114
 PRECISIONS = ("fp32", "int8", "auto")
@@ -155,12 +158,40 @@ class PersonDetector:
     def int8_model(self, size: tuple[int, int]) -> bytes:
         """The serialised int8 variant for ``size`` (height, width): from the cache, or built and cached."""
         photos = calibration_photos()
+        key = self._int8_key(size, photos)
+        if not quantize.int8_variant_cached(key):
+            # ~7 s of both cores on a quiet 2-core machine, while the cameras wait: at 4 + 4 cameras the
+            # first run after a fresh install lost recognitions to it (README, bench capacity)
+            log.warning("person detector: building its int8 variant for %dx%d input now (first use on this "
+                        "machine; `rollcall models quantize --person` builds them ahead)", size[1], size[0])
+        return self._int8_variant(size, key, photos)
+
+    def _int8_variant(self, size: tuple[int, int], key: str, photos: Sequence[Path]) -> bytes:
+        return quantize.cached_int8_variant(key, lambda: self._sized_model(size), self.input_name,
+                                            lambda: self._calibration(size, photos))
+
+    def _int8_key(self, size: tuple[int, int], photos: Sequence[Path]) -> str:
         # what the calibration blobs are made with besides the photos' bytes (the version covers the code)
         detail = (f"{size[0]}x{size[1]} {self.input_name} rgb={self.swap_rb} mean={self.mean} std={self.std} "
                   f"pad={PAD_VALUE}")
-        key = quantize.variant_key(self.pack.path("person_detector"), photos, detail)
-        return quantize.cached_int8_variant(key, lambda: self._sized_model(size), self.input_name,
-                                            lambda: self._calibration(size, photos))
+        return quantize.variant_key(self.pack.path("person_detector"), photos, detail)
+
+    def input_sizes(self, frame_shape: tuple[int, int], sides: Sequence[int]) -> list[tuple[int, int]]:
+        """The distinct model inputs (height, width) a frame of ``frame_shape`` (height, width) gets at these
+        long sides (what :class:`~processor.stages.input_size.InputSizeChooser` may pick)."""
+        return sorted({self.input_size_for(frame_shape, side) for side in sides}, reverse=True)
+
+    def prebuild_int8(self, sizes: Sequence[tuple[int, int]]) -> list[tuple[tuple[int, int], bool]]:
+        """Build (unless cached) the int8 variant of each size; (size, True if built now) for each."""
+        photos = calibration_photos()
+        done = []
+        for size in sizes:
+            key = self._int8_key(size, photos)
+            built = not quantize.int8_variant_cached(key)
+            if built:
+                self._int8_variant(size, key, photos)
+            done.append((size, built))
+        return done
 
     def _calibration(self, size: tuple[int, int], photos: Sequence[Path] | None = None) -> list[np.ndarray]:
         """The model pack's sample photos of people, as this detector feeds them at ``size``."""
