@@ -198,7 +198,8 @@ class Processor:
             on_analysed=self.analysis.analysed,
             on_activity=self._door_activity,
             fragment_similarity=match_settings(config.models.pack, config.thresholds)[0],
-            liveness=LivenessSettings(config.liveness.suspect_below, config.liveness.min_frames)
+            liveness=LivenessSettings(config.liveness.suspect_below, config.liveness.min_frames,
+                                      config.liveness.clear_frames)
             if config.liveness.enabled else None,
         )
         # Small queues: when inference falls behind, frames wait in the drop-oldest buffers (and are

@@ -68,6 +68,7 @@ BASE = EXAMPLE_CONFIG.read_text()
     (BASE.replace("transit = { min_s = 1.0, max_s = 12.0 }", "transit = { min_s = 5.0, max_s = 2.0 }"),
      ["doors[0].transit", "max_s must be greater"]),
     (BASE.replace('url = "embedded:default/door"', 'url = "ftp://cam"'), ["cameras[0].url", "rtsp://"]),
+    (BASE.replace("min_frames = 20\n", "min_frames = 10\n"), ["liveness", "clear_frames (12) must not exceed min_frames"]),
 ])
 def test_bad_config_gives_one_line_naming_file_and_key(tmp_path, text, expected):
     path = _write(tmp_path, text)

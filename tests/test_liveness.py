@@ -153,11 +153,11 @@ def test_a_pack_finds_a_liveness_model_a_campus_copied_in(tmp_path):
     assert spec.role == "liveness" and spec.input_size == (112, 112) and path == tmp_path / "liveness.onnx"
 
 
-def _track_through(with_border: bool, frames: int = 26):
+def _track_through(with_border: bool, frames: int = 26, settings: LivenessSettings = LivenessSettings(min_frames=20)):
     """A door face tracker with the liveness check over ``frames`` frames of one face (a held picture or
     not); the matcher always says "hanks". Returns (decisions while in view, decisions at flush)."""
 
-    tracker = FaceTracker(camera_id="door", fps=10, liveness=LivenessSettings(min_frames=20))
+    tracker = FaceTracker(camera_id="door", fps=10, liveness=settings)
     rng = np.random.default_rng(11)
     embedding = np.ones(8, np.float32) / np.sqrt(8)
     landmarks = np.array([[625, 340], [655, 340], [640, 360], [628, 380], [652, 380]], np.float32)
@@ -171,12 +171,27 @@ def _track_through(with_border: bool, frames: int = 26):
 
 
 def test_a_held_picture_gives_no_identity_and_a_live_face_is_decided_at_min_frames():
-    early, ended = _track_through(with_border=True)
-    assert early == [] and len(ended) == 1  # never clearly live: decided when the track ends
-    suspect = ended[0]
-    assert suspect.person_id is None and suspect.pictured_person_id == "hanks" and suspect.liveness.suspect
-    early, ended = _track_through(with_border=False)
+    old_rule = LivenessSettings(min_frames=20, clear_frames=20)  # no earlier decision for clean cues
+    for settings in (old_rule, LivenessSettings(min_frames=20)):
+        early, ended = _track_through(with_border=True, settings=settings)
+        assert early == [] and len(ended) == 1  # never clearly live: decided when the track ends
+        suspect = ended[0]
+        assert suspect.person_id is None and suspect.pictured_person_id == "hanks" and suspect.liveness.suspect
+    early, ended = _track_through(with_border=False, settings=old_rule)
     assert len(early) == 1 and ended == []
     live = early[0]
     assert live.person_id == "hanks" and live.pictured_person_id is None and not live.liveness.suspect
     assert live.liveness.frames == 20  # not before min_frames of cues
+
+
+def test_a_face_with_no_picture_edge_is_decided_at_clear_frames():
+    """A passage the door sees in few frames (a small face, a door short of CPU) is decided early once
+    ``clear_frames`` of cues show no edge at all (score 1.0), not only when its track ends, a second later."""
+    early, ended = _track_through(with_border=False, settings=LivenessSettings(min_frames=20, clear_frames=12))
+    assert len(early) == 1 and ended == [], (early, ended)
+    live = early[0]
+    assert live.person_id == "hanks" and live.liveness.score == 1.0 and live.liveness.frames == 12
+    # a passage shorter than clear_frames is still decided at its end, on every frame it had
+    early, ended = _track_through(with_border=False, frames=10, settings=LivenessSettings(min_frames=20))
+    assert early == [] and len(ended) == 1 and ended[0].person_id == "hanks", (early, ended)
+    assert 0 < ended[0].liveness.frames < 12 and ended[0].ended, ended[0].liveness

@@ -143,6 +143,15 @@ class LivenessConfig(_Strict):
     min_frames: int = Field(default=20, ge=1, le=600,
                             description="frames of cues before a recognised track may be decided early (live); "
                                         "otherwise it is decided when it ends, on its whole passage")
+    clear_frames: int = Field(default=12, ge=1, le=600,
+                              description="frames of cues before a recognised track whose cues show no picture "
+                                          "edge at all (score 1.0) may be decided early; at most min_frames")
+
+    @model_validator(mode="after")
+    def _clear_before_min(self) -> "LivenessConfig":
+        if self.clear_frames > self.min_frames:
+            raise ValueError(f"clear_frames ({self.clear_frames}) must not exceed min_frames ({self.min_frames})")
+        return self
 
 
 class TrackingConfig(_Strict):

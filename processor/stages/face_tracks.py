@@ -24,7 +24,8 @@ already, so the second decision is dropped too.
 
 With ``liveness`` set, every face of a track (gated or not, with the frame image) also feeds the track's
 liveness cues (:mod:`processor.stages.liveness`); an early decision then waits until the cues of
-``min_frames`` frames say live, else the track is decided when it ends; a suspect track's decision gives
+``min_frames`` frames say live (or those of ``clear_frames`` show no picture edge at all), else the track is
+decided when it ends; a suspect track's decision gives
 nobody's identity (``person_id`` None, ``pictured_person_id`` whom the gallery matched) and is never dropped
 as a fragment.
 
@@ -358,11 +359,15 @@ class FaceTracker:
         return best
 
     def _clearly_live(self, track: _Track) -> bool:
-        """An early decision needs the liveness cues of enough frames, and live; otherwise the track is
-        decided when it ends, on the cues of the whole passage."""
+        """An early decision needs the liveness cues of enough frames, and live (``min_frames``), or of fewer
+        frames showing no picture edge at all (``clear_frames``, score 1.0); otherwise the track is decided
+        when it ends, on the cues of the whole passage."""
         if track.liveness is None:
             return True
-        return track.liveness.frames >= self.liveness.min_frames and not track.liveness.decide().suspect
+        frames, settings = track.liveness.frames, self.liveness
+        if frames >= settings.min_frames:
+            return not track.liveness.decide().suspect
+        return frames >= settings.clear_frames and track.liveness.decide().score >= 1.0
 
     def _decide(self, track: _Track, frame_size: tuple[int, int], match: Matcher, *, ended: bool) -> TrackDecision:
         embedding = track.mean_embedding()
