@@ -11,11 +11,10 @@ HOME_DIR := $(or $(ROLLCALL_HOME),var)
 INSTALLED := $(VENV)/.installed
 PACK := $(HOME_DIR)/models/open/manifest.json
 TANSU := $(HOME_DIR)/bin/tansu
-PERSON_INT8 := $(HOME_DIR)/cache/int8/person-ahead.stamp
 
 .PHONY: setup debian demo test clean distclean
 
-setup: debian $(INSTALLED) $(PACK) $(TANSU) $(PERSON_INT8)
+setup: debian $(INSTALLED) $(PACK) $(TANSU)
 
 debian:
 	@bash infra/setup/debian-packages.sh
@@ -39,12 +38,6 @@ $(PACK): $(INSTALLED)
 
 $(TANSU): $(INSTALLED)
 	$(ROLLCALL) stack fetch
-
-# The room person detector runs int8 on a CPU by default ([models] person_precision = "auto"): its variants
-# (one per input size) are built here, once (~1 min), not while a first start's cameras wait for them.
-$(PERSON_INT8): $(PACK)
-	$(ROLLCALL) models quantize --person
-	@touch $@
 
 demo: setup
 	$(ROLLCALL) demo

@@ -185,7 +185,7 @@ def models_quantize(ctx: click.Context, pack: str | None, rebuild: bool, person:
     """Build the int8 face embedder and check it on the photo set, ahead of a start with
     `[models] face_embedder_precision = "int8"` (cached: the processor then finds both). Fails, with the
     check's reason, if the variant loses identities. With --person: the person detector's variants, ahead of
-    the first start with `[models] person_precision` int8 or auto on a CPU (`make setup` runs it)."""
+    the first start with `[models] person_precision` int8 or auto on a CPU."""
     config = _config(ctx)
     if person:
         _quantize_person(config, pack or config.models.pack, as_json)
