@@ -110,13 +110,15 @@ class RecognitionStage:
     # second person (the gallery's match threshold; None: never dropped)
     fragment_similarity: float | None = None
     liveness: LivenessSettings | None = None  # the liveness check of door face tracks (None: off)
+    face_gone_s: float | None = 0.4  # a known, live track whose face is gone this long is decided (None: off)
 
     def _tracker(self, camera_id: str) -> FaceTracker:
         tracker = self.trackers.get(camera_id)
         if tracker is None:
             tracker = self.trackers[camera_id] = FaceTracker(camera_id=camera_id, fps=self.fps_of(camera_id),
                                                              fragment_similarity=self.fragment_similarity,
-                                                             liveness=self.liveness)
+                                                             liveness=self.liveness,
+                                                             gone_after_s=self.face_gone_s)
         return tracker
 
     def _match(self, embedding: np.ndarray) -> MatchResult:

@@ -201,6 +201,7 @@ class Processor:
             liveness=LivenessSettings(config.liveness.suspect_below, config.liveness.min_frames,
                                       config.liveness.clear_frames)
             if config.liveness.enabled else None,
+            face_gone_s=config.tracking.door_face_gone_s or None,
         )
         # Small queues: when inference falls behind, frames wait in the drop-oldest buffers (and are
         # shed there), not here, so latency stays bounded.

@@ -153,11 +153,12 @@ def test_a_pack_finds_a_liveness_model_a_campus_copied_in(tmp_path):
     assert spec.role == "liveness" and spec.input_size == (112, 112) and path == tmp_path / "liveness.onnx"
 
 
-def _track_through(with_border: bool, frames: int = 26, settings: LivenessSettings = LivenessSettings(min_frames=20)):
+def _track_through(with_border: bool, frames: int = 26, settings: LivenessSettings = LivenessSettings(min_frames=20),
+                   **tracker_settings):
     """A door face tracker with the liveness check over ``frames`` frames of one face (a held picture or
     not); the matcher always says "hanks". Returns (decisions while in view, decisions at flush)."""
 
-    tracker = FaceTracker(camera_id="door", fps=10, liveness=settings)
+    tracker = FaceTracker(camera_id="door", fps=10, liveness=settings, **tracker_settings)
     rng = np.random.default_rng(11)
     embedding = np.ones(8, np.float32) / np.sqrt(8)
     landmarks = np.array([[625, 340], [655, 340], [640, 360], [628, 380], [652, 380]], np.float32)
@@ -195,3 +196,46 @@ def test_a_face_with_no_picture_edge_is_decided_at_clear_frames():
     early, ended = _track_through(with_border=False, frames=10, settings=LivenessSettings(min_frames=20))
     assert early == [] and len(ended) == 1 and ended[0].person_id == "hanks", (early, ended)
     assert 0 < ended[0].liveness.frames < 12 and ended[0].ended, ended[0].liveness
+
+
+def _short_passage(with_border: bool, known: bool = True, gone_after_s: float | None = 0.4):
+    """Ten frames of one face (fewer than clear_frames), then an empty door at 5 fps: [(stream time, decision)]
+    up to the track's end and a flush."""
+    tracker = FaceTracker(camera_id="door", fps=5, liveness=LivenessSettings(min_frames=20),
+                          gone_after_s=gone_after_s)
+    rng = np.random.default_rng(11)
+    embedding = np.ones(8, np.float32) / np.sqrt(8)
+    landmarks = np.array([[625, 340], [655, 340], [640, 360], [628, 380], [652, 380]], np.float32)
+    match = (lambda e: MatchResult("hanks" if known else None, 0.9, 0.5))
+    out = []
+    for k in range(18):
+        pts = k / 5
+        faces = [FaceObservation(FACE, 0.9, 0.8, embedding, np.zeros((112, 112, 3), np.uint8), landmarks)] if k < 10 else []
+        image = _scene(9 * k - 100, with_border, rng)
+        out += [(pts, d) for d in tracker.settle(tracker.assign(faces), pts_s=pts, captured_at=pts,
+                                                 frame_size=(1280, 720), match=match, image=image)]
+    out += [(None, d) for d in tracker.flush((1280, 720), match)]
+    return out
+
+
+def test_a_known_live_face_gone_from_view_is_decided_then_not_at_track_end():
+    """Ten faces (under clear_frames): the passage is decided once its face has been gone for gone_after_s
+    (0.4 s, two frames at 5 fps), not a second later when its track ends; one decision all the same."""
+    gone = _short_passage(with_border=False)
+    assert len(gone) == 1, gone
+    at, decision = gone[0]
+    last_face = 9 / 5
+    assert decision.person_id == "hanks" and not decision.liveness.suspect and decision.liveness.frames == 9  # (ByteTrack confirms it on its 2nd)
+    assert at is not None and 0.4 <= at - last_face < 0.5, at
+    waited = _short_passage(with_border=False, gone_after_s=None)  # off: decided when the track ends
+    assert len(waited) == 1 and waited[0][0] is not None and waited[0][0] - last_face > 1.0, waited
+    assert waited[0][1].person_id == "hanks"
+
+
+def test_a_gone_picture_or_stranger_still_waits_for_the_track_end():
+    for passage in (_short_passage(with_border=True), _short_passage(with_border=False, known=False)):
+        assert len(passage) == 1, passage
+        at, decision = passage[0]
+        assert decision.person_id is None and (at is None or at - 9 / 5 > 1.0), passage
+    suspect = _short_passage(with_border=True)[0][1]
+    assert suspect.liveness.suspect and suspect.pictured_person_id == "hanks"

@@ -168,6 +168,10 @@ class TrackingConfig(_Strict):
     handoff_ambiguity_s: float = Field(default=0.5, ge=0.0, le=30.0,
                                        description="two arrivals closer than this (at the door and in the room) "
                                                    "cannot be told apart: their tracks stay unknown")
+    door_face_gone_s: float = Field(default=0.4, ge=0.0, le=10.0,
+                                    description="a door face track recognised and live whose face has been out of "
+                                                "view this long (and two analysed frames) is decided then, not "
+                                                "when its track ends a second later; 0: off")
     recognition_delay_s: float = Field(default=3.0, ge=0.0, le=60.0,
                                        description="longest delay from a face at the door to its recognition event")
     presence_update_s: float = Field(default=10.0, gt=0.0, le=3600.0, description="period of presence 'update' events")

@@ -7,6 +7,13 @@ quality; the track is decided once: as soon as it has ``decide_after`` good fram
 recognises it confidently, or else when the track ends (lost for ``lost_after_s`` of stream time),
 known or unknown. One person walking in therefore gives one recognition.
 
+A short passage (a face the detector finds in fewer frames than an early decision needs, or a door short of
+CPU) would wait for its track to end, a second after its last face, and miss the one-second delay doors are
+held to. So a track whose face has been out of view for ``gone_after_s`` (and at least two analysed frames)
+is decided then, on the same frames its end would use, when that decision is a known, live person: the
+passage is over and the answer cannot change. An unknown or suspect one still waits for the track's end,
+in case the face comes back (turned away a moment) with more to say.
+
 Given the frame image (``settle(..., image=...)``), each track also keeps the clothing descriptor of the
 torso below its best face (:func:`processor.appearance.describe_below_face`, recomputed only when the
 best face changes), and its decision says on which half of the image that face was (``side``): both go
@@ -111,9 +118,12 @@ class _Track:
     last_captured_at: float = 0.0
     decision_embedding: np.ndarray | None = None  # the embedding its decision was made on
     liveness: LivenessTrack | None = None  # cues over the passage (None: the check is off)
+    missed: int = 0  # analysed frames since its face was last seen (counted while undecided)
+    gone_tried: bool = False  # decided unknown or suspect once its face was gone: waits for its end
 
     def add(self, obs: FaceObservation, pts_s: float, captured_at: float, image: np.ndarray | None = None) -> None:
         self.last_pts_s = pts_s
+        self.missed, self.gone_tried = 0, False
         self.last_captured_at = captured_at
         if self.liveness is not None and image is not None and not self.decided:
             # every face of the track counts, gated or not: the cues need the whole approach
@@ -157,6 +167,7 @@ class FaceTracker:
     fps: float
     decide_after: int = 5  # good frames before an early (known) decision
     lost_after_s: float = 1.0
+    gone_after_s: float | None = 0.4  # face out of view this long: a known, live track is decided (None: off)
     min_frames: int = 2  # a track with fewer good frames never becomes an event
     embed_every: int = 3  # after decide_after embeddings: every n-th good face (and any better one)
     fragment_similarity: float | None = None  # None: never drop a track as a fragment of another
@@ -251,6 +262,34 @@ class FaceTracker:
                         self._dropped(track, *duplicate_of)
         for key in [k for k, t in self._tracks.items() if pts_s - t.last_pts_s > self.lost_after_s]:
             decisions.extend(self._end(self._tracks.pop(key), frame_size, match))
+        decisions.extend(self._gone(pts_s, frame_size, match))
+        return decisions
+
+    def _gone(self, pts_s: float, frame_size: tuple[int, int], match: Matcher) -> list[TrackDecision]:
+        """Decide the undecided tracks whose face has been out of view for ``gone_after_s`` and two analysed
+        frames, where that decision is a known, live person (see the module's text); the track stays open
+        (decided) so that the face seen again is the same passage."""
+        decisions: list[TrackDecision] = []
+        if self.gone_after_s is None:
+            return decisions
+        for track in self._tracks.values():
+            if track.decided or track.frames < self.decide_after:
+                continue
+            if track.last_pts_s < pts_s:
+                track.missed += 1
+            if track.missed < 2 or track.gone_tried or pts_s - track.last_pts_s < self.gone_after_s:
+                continue
+            decision = self._decide(track, frame_size, match, ended=True)
+            if decision.person_id is None:  # unknown or suspect: the track's end decides it
+                track.gone_tried = True  # (its frames are all in: no use asking again unless it is seen again)
+                continue
+            track.decided, track.person_id = True, decision.person_id
+            duplicate_of = self._duplicate_of(track, decision)
+            self._remember(track, decision)
+            if duplicate_of is None:
+                decisions.append(decision)
+            else:
+                self._dropped(track, *duplicate_of)
         return decisions
 
     def _new_track(self, key: int, pts_s: float) -> _Track:
