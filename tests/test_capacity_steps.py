@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 from infra.bench.capacity import combine_runs, largest_passed
+from infra.bench.capacity_scores import _slowest
 
 
 def _run(copies: int, passed: list[bool], door_ms: float, run_id: str) -> dict:
@@ -41,3 +42,16 @@ def test_the_answer_is_the_largest_step_passed_with_every_smaller_one():
     assert largest_passed([]) == 0
     # started at a later step (--from): the smaller ones were not run, so nothing is claimed
     assert largest_passed([step(3, True), step(4, True)]) == 0
+
+
+def test_the_slowest_recognitions_of_enrolled_people_say_what_held_them():
+    def event(person, last_seen, published, frames, liveness_frames=None):
+        return {"person_id": person, "last_seen": f"2026-12-04T10:00:{last_seen:06.3f}+00:00",
+                "published_at": f"2026-12-04T10:00:{published:06.3f}Z", "frames": frames,
+                "liveness": {"decision": "live", "score": 1.0, "frames": liveness_frames} if liveness_frames else None}
+
+    events = [event("hanks", 10.0, 11.2, 9, 11), event(None, 12.0, 13.5, 4), event("messi", 20.0, 20.3, 15, 18),
+              event("collins", 30.0, 30.1, 12), event("obama", 40.0, 40.9, 20, 20)]
+    slowest = _slowest(events)
+    assert [row["person_id"] for row in slowest] == ["hanks", "obama", "messi"]  # the stranger is not counted
+    assert slowest[0] == {"person_id": "hanks", "delay_ms": 1200.0, "frames": 9, "liveness_frames": 11}

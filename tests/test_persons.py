@@ -203,8 +203,8 @@ def test_int8_detector_finds_the_same_people(detector):
 
 
     _need(VTEST)
-    # the configuration's default, auto: int8 on a CPU (this machine), the float export where the session
-    # runs on a GPU or the input is the export's own square
+    # precision auto (an option; the configuration's default is fp32): int8 on a CPU (this machine), the float
+    # export where the session runs on a GPU or the input is the export's own square
     assert PersonDetector("open", precision="auto", providers=["CPUExecutionProvider"]).precision == "int8"
     assert PersonDetector("open", precision="auto", fit_to_frame=False).precision == "fp32"
     images = [img for _, img in _frames(VTEST, [0, 60, 120, 180, 240, 300])]

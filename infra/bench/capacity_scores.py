@@ -51,6 +51,7 @@ def score_copy(copy, name: str, truth: dict, outcome, other_people: set[str]) ->
         "frames": {role: _frames(outcome.stats.get(camera, {})) for role, camera in
                    (("door", copy.door_camera), ("room", copy.room_camera))},
         "room_tracking": outcome.room_tracking.get(copy.room_camera),
+        "door_slowest": _slowest(recognitions),
     }
     figures["failed"] = _failures(figures)
     figures["passed"] = not figures["failed"]
@@ -71,6 +72,19 @@ def _failures(figures: dict) -> list[str]:
     if figures["identities_of_other_copies"]:
         out.append(f"identities of other copies seen: {figures['identities_of_other_copies']}")
     return out
+
+
+def _slowest(recognitions: list[dict], count: int = 3) -> list[dict]:
+    """The enrolled people's slowest recognitions, with what a delay comes from (a short passage, few frames
+    of liveness cues): where to look when a door misses its limit."""
+    rows = []
+    for event in recognitions:
+        delay = published_after(event, "last_seen")
+        if event.get("person_id") and delay is not None:
+            liveness = event.get("liveness") or {}
+            rows.append({"person_id": event["person_id"], "delay_ms": round(delay * 1000.0, 1),
+                         "frames": event.get("frames"), "liveness_frames": liveness.get("frames")})
+    return sorted(rows, key=lambda row: -row["delay_ms"])[:count]
 
 
 def _frames(stats: dict) -> dict:
