@@ -273,7 +273,8 @@ class FaceTracker:
         if self.gone_after_s is None:
             return decisions
         for track in self._tracks.values():
-            if track.decided or track.frames < self.decide_after:
+            # (the frames its end would decide on: a door short of CPU may embed only two of a passage)
+            if track.decided or track.frames < self.min_frames:
                 continue
             if track.last_pts_s < pts_s:
                 track.missed += 1
