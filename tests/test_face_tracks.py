@@ -207,34 +207,3 @@ def test_an_undecided_track_is_embedded_on_its_first_looks_then_only_on_better_o
     assert decisions[0].quality == 0.9
     # gated-out faces and faces of decided tracks are never embedded
     assert not tracker.wants_embedding(0, FaceObservation((0, 0, 50, 50), 0.9, 0.0, None, None))
-
-
-def test_a_passage_decided_once_its_face_is_gone_leaves_the_place_to_the_next_face():
-    """Alice's face is found in three frames only (fewer than decide_after): 0.4 s after it is gone she is
-    decided, and her track ends, so a stranger stepping into the same place 0.7 s after her (ByteTrack may
-    give him her key) gets a track and a decision of his own."""
-    stranger = RNG.normal(size=128).astype(np.float32)
-    stranger /= np.linalg.norm(stranger)
-
-    def faces_at(i):
-        if i < 3:
-            return [FaceObservation((600, 200, 680, 300), 0.9, 0.8, near(ALICE, 0.02))]
-        if 7 <= i < 17:
-            return [FaceObservation((600, 200, 680, 300), 0.9, 0.8, near(stranger, 0.02))]
-        return []
-
-    tracker = FaceTracker(camera_id="door", fps=10, decide_after=5, lost_after_s=1.0, fragment_similarity=0.5)
-    decided_at = {}
-    for i in range(40):
-        for decision in tracker.update(pts_s=i / 10, captured_at=float(i), frame_size=(1280, 720),
-                                       faces=faces_at(i), match=matcher):
-            decided_at[decision.person_id] = (i, decision)
-    assert set(decided_at) == {"alice", None}, decided_at
-    at, alice = decided_at["alice"]
-    assert at == 6 and alice.last_pts_s == 0.2 and alice.ended  # gone 0.4 s, two frames: before the stranger
-    stranger_track = decided_at[None][1]
-    assert stranger_track.track_id != alice.track_id and stranger_track.frames >= 9, stranger_track
-    off = FaceTracker(camera_id="door", fps=10, decide_after=5, lost_after_s=1.0, gone_after_s=None)
-    # off: alice's track waits for its end (1 s), ByteTrack gives the stranger her key, and his faces go into
-    # her track: he never gets a decision of his own
-    assert [d.person_id for d in walk(off, 40, faces_at)] == ["alice"]

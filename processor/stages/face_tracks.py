@@ -11,9 +11,8 @@ A short passage (a face the detector finds in fewer frames than an early decisio
 CPU) would wait for its track to end, a second after its last face, and miss the one-second delay doors are
 held to. So a track whose face has been out of view for ``gone_after_s`` (and at least two analysed frames)
 is decided then, on the same frames its end would use, when that decision is a known, live person: the
-passage is over and the track ends there (the next face ByteTrack gives its key starts a new track). An
-unknown or suspect one still waits for the track's end, in case the face comes back (turned away a moment)
-with more to say.
+passage is over and the answer cannot change. An unknown or suspect one still waits for the track's end,
+in case the face comes back (turned away a moment) with more to say.
 
 Given the frame image (``settle(..., image=...)``), each track also keeps the clothing descriptor of the
 torso below its best face (:func:`processor.appearance.describe_below_face`, recomputed only when the
@@ -268,27 +267,24 @@ class FaceTracker:
 
     def _gone(self, pts_s: float, frame_size: tuple[int, int], match: Matcher) -> list[TrackDecision]:
         """Decide the undecided tracks whose face has been out of view for ``gone_after_s`` and two analysed
-        frames, where that decision is a known, live person (see the module's text). The track ends there:
-        ByteTrack may give its key to the next face in the same place (people follow one path through a
-        door), which must start a track of its own, not vanish into a decided one; the same person turning
-        back starts one too, decided again and dropped as the passage's duplicate (:meth:`_duplicate_of`)."""
+        frames, where that decision is a known, live person (see the module's text); the track stays open
+        (decided) so that the face seen again is the same passage."""
         decisions: list[TrackDecision] = []
         if self.gone_after_s is None:
             return decisions
-        for key, track in list(self._tracks.items()):
+        for track in self._tracks.values():
             # (the frames its end would decide on: a door short of CPU may embed only two of a passage)
             if track.decided or track.frames < self.min_frames:
                 continue
             if track.last_pts_s < pts_s:
                 track.missed += 1
-            if track.missed < 2 or track.gone_tried or pts_s - track.last_pts_s < self.gone_after_s - 1e-6:
+            if track.missed < 2 or track.gone_tried or pts_s - track.last_pts_s < self.gone_after_s:
                 continue
             decision = self._decide(track, frame_size, match, ended=True)
             if decision.person_id is None:  # unknown or suspect: the track's end decides it
                 track.gone_tried = True  # (its frames are all in: no use asking again unless it is seen again)
                 continue
             track.decided, track.person_id = True, decision.person_id
-            del self._tracks[key]
             duplicate_of = self._duplicate_of(track, decision)
             self._remember(track, decision)
             if duplicate_of is None:
