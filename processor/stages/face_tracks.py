@@ -278,7 +278,8 @@ class FaceTracker:
                 continue
             if track.last_pts_s < pts_s:
                 track.missed += 1
-            if track.missed < 2 or track.gone_tried or pts_s - track.last_pts_s < self.gone_after_s:
+            # (stream times are sums of frame steps: 0.6 - 0.2 is a hair under 0.4)
+            if track.missed < 2 or track.gone_tried or pts_s - track.last_pts_s < self.gone_after_s - 1e-6:
                 continue
             decision = self._decide(track, frame_size, match, ended=True)
             if decision.person_id is None:  # unknown or suspect: the track's end decides it
