@@ -210,7 +210,8 @@ def _short_passage(with_border: bool, known: bool = True, gone_after_s: float | 
     out = []
     for k in range(18):
         pts = k / 5
-        faces = [FaceObservation(FACE, 0.9, 0.8, embedding, np.zeros((112, 112, 3), np.uint8), landmarks)] if k < 10 else []
+        face = FaceObservation(FACE, 0.9, 0.8, embedding, np.zeros((112, 112, 3), np.uint8), landmarks)
+        faces = [face] if k < 10 else []
         image = _scene(9 * k - 100, with_border, rng)
         out += [(pts, d) for d in tracker.settle(tracker.assign(faces), pts_s=pts, captured_at=pts,
                                                  frame_size=(1280, 720), match=match, image=image)]
@@ -225,7 +226,8 @@ def test_a_known_live_face_gone_from_view_is_decided_then_not_at_track_end():
     assert len(gone) == 1, gone
     at, decision = gone[0]
     last_face = 9 / 5
-    assert decision.person_id == "hanks" and not decision.liveness.suspect and decision.liveness.frames == 9  # (ByteTrack confirms it on its 2nd)
+    # nine frames of cues: ByteTrack confirms a track on its second frame
+    assert decision.person_id == "hanks" and not decision.liveness.suspect and decision.liveness.frames == 9
     assert at is not None and 0.4 - 1e-6 <= at - last_face < 0.5, at
     waited = _short_passage(with_border=False, gone_after_s=None)  # off: decided when the track ends
     assert len(waited) == 1 and waited[0][0] is not None and waited[0][0] - last_face > 1.0, waited
