@@ -253,13 +253,7 @@ class FaceTracker:
             if not track.decided and track.frames >= self.decide_after and self._clearly_live(track):
                 decision = self._decide(track, frame_size, match, ended=False)
                 if decision.person_id is not None:
-                    track.decided, track.person_id = True, decision.person_id
-                    duplicate_of = self._duplicate_of(track, decision)
-                    self._remember(track, decision)
-                    if duplicate_of is None:
-                        decisions.append(decision)
-                    else:
-                        self._dropped(track, *duplicate_of)
+                    decisions.extend(self._settle_decision(track, decision))
         for key in [k for k, t in self._tracks.items() if pts_s - t.last_pts_s > self.lost_after_s]:
             decisions.extend(self._end(self._tracks.pop(key), frame_size, match))
         decisions.extend(self._gone(pts_s, frame_size, match))
@@ -285,14 +279,19 @@ class FaceTracker:
             if decision.person_id is None:  # unknown or suspect: the track's end decides it
                 track.gone_tried = True  # (its frames are all in: no use asking again unless it is seen again)
                 continue
-            track.decided, track.person_id = True, decision.person_id
-            duplicate_of = self._duplicate_of(track, decision)
-            self._remember(track, decision)
-            if duplicate_of is None:
-                decisions.append(decision)
-            else:
-                self._dropped(track, *duplicate_of)
+            decisions.extend(self._settle_decision(track, decision))
         return decisions
+
+    def _settle_decision(self, track: _Track, decision: TrackDecision) -> list[TrackDecision]:
+        """The track is decided: remembered for the fragment and duplicate checks, and its decision
+        returned to be published, or dropped (logged) as a repeat of a recent one."""
+        track.decided, track.person_id = True, decision.person_id
+        duplicate_of = self._duplicate_of(track, decision)
+        self._remember(track, decision)
+        if duplicate_of is not None:
+            self._dropped(track, *duplicate_of)
+            return []
+        return [decision]
 
     def _new_track(self, key: int, pts_s: float) -> _Track:
         """A track for ByteTrack's ``key``. ByteTrack keeps a lost track longer than ``lost_after_s`` of
@@ -335,15 +334,7 @@ class FaceTracker:
         if track.frames < self.min_frames:
             self.tracks_without_good_frames += 1
             return []
-        track.decided = True
-        decision = self._decide(track, frame_size, match, ended=True)
-        track.person_id = decision.person_id
-        duplicate_of = self._duplicate_of(track, decision)
-        self._remember(track, decision)
-        if duplicate_of is not None:
-            self._dropped(track, *duplicate_of)
-            return []
-        return [decision]
+        return self._settle_decision(track, self._decide(track, frame_size, match, ended=True))
 
     def _duplicate_of(self, track: _Track, decision: TrackDecision) -> tuple[_Track, float | None] | None:
         """The recent decision this one repeats, if any (and the similarity, for an unknown fragment): an
