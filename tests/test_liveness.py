@@ -10,8 +10,9 @@ import numpy as np
 from processor.model_catalogue import LIVENESS_MODEL, OPTIONAL_ROLES, pack_spec
 from processor.model_packs import LoadedPack
 from processor.stages.face_tracks import FaceObservation, FaceTracker, MatchResult
-from processor.stages.liveness import (FRAME_HI, FRAME_LO, WINDOW, LivenessSettings, LivenessTrack, edge_profile,
-                                       face_window, frame_cue, liveness_score, measure,
+from processor.stages.liveness import (FRAME_HI, FRAME_LO, MAX_PROFILES, WINDOW, FaceCues, LivenessSettings,
+                                       LivenessTrack, edge_profile, face_window, frame_cue, liveness_score,
+                                       measure, median_profile,
                                        neighbour_columns, ramp, rigidity_residual, spectral_peak)
 
 FACE = (600.0, 300.0, 680.0, 400.0)  # x1, y1, x2, y2: 80 x 100 px
@@ -93,6 +94,39 @@ def test_one_straight_line_beside_the_face_is_not_a_pair():
     assert frame_cue(profile) < 0.05
     profile[WINDOW // 2 - 18] = -3.0  # and its partner on the left (sign does not matter), 2 columns off centre
     assert frame_cue(profile) > 1.0
+
+
+def _pair(strength: float) -> np.ndarray:
+    profile = np.zeros(WINDOW, np.float32)
+    profile[WINDOW // 2 + 16], profile[WINDOW // 2 - 16] = strength, -strength
+    return profile
+
+
+def test_a_pair_in_most_frames_is_a_picture_and_one_in_a_few_frames_is_not():
+    """The track's profile is the per-column median over frames: a picture's edges, there in most frames,
+    count in full; a strong pair in two frames of seven (a door frame crossing behind the face) does not,
+    where a mean of the same frames would read it as a picture's edge."""
+    few = [_pair(3.0)] * 2 + [_pair(0.0)] * 5
+    most = [_pair(1.0)] * 5 + [_pair(0.0)] * 2
+    assert frame_cue(median_profile(few)) < FRAME_LO < FRAME_HI < frame_cue(np.mean(few, axis=0))
+    assert frame_cue(median_profile(most)) > FRAME_HI
+    # a column another face covered in most frames (NaN) says nothing; in a few frames it is left out of those
+    covered = _pair(1.0)
+    covered[WINDOW // 2 - 20:WINDOW // 2 - 12] = np.nan
+    assert frame_cue(median_profile([covered] * 4 + [_pair(1.0)] * 3)) < 0.05
+    assert frame_cue(median_profile([covered] * 3 + [_pair(1.0)] * 4)) > FRAME_HI
+
+
+def test_a_long_track_keeps_a_bounded_thinned_record_of_its_frames():
+    """A face that stays at the door for minutes: at most MAX_PROFILES frames' profiles are kept, thinned
+    evenly over the whole stay (a picture's edge in the first 60 % of its frames still counts, in 40 % not)."""
+    def stay(share_with_pair: float) -> LivenessTrack:
+        track, frames = LivenessTrack(), 3 * MAX_PROFILES + 17
+        for k in range(frames):
+            track.add_cues(FaceCues(_pair(1.0 if k < share_with_pair * frames else 0.0)))
+        assert track.frames == frames and len(track._profiles) <= MAX_PROFILES
+        return track
+    assert stay(0.6).decide().suspect and not stay(0.4).decide().suspect
 
 
 def test_face_window_is_face_normalised_and_profiles_are_contrast_free():
