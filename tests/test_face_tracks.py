@@ -207,3 +207,44 @@ def test_an_undecided_track_is_embedded_on_its_first_looks_then_only_on_better_o
     assert decisions[0].quality == 0.9
     # gated-out faces and faces of decided tracks are never embedded
     assert not tracker.wants_embedding(0, FaceObservation((0, 0, 50, 50), 0.9, 0.0, None, None))
+
+
+BOB = _blend(0.0, seed=15)
+
+
+def _one_after_another(gap_frames: int):
+    """Alice walks towards the door camera (her face grows from 80 to 170 px), recognised early; ``gap_frames``
+    after her last face bob steps in where she began, far from the camera (80 px), and walks the same way."""
+    def faces_at(i):
+        if i < 10:
+            size = 80 + 10 * i
+            return [FaceObservation((600 - size / 2, 200, 600 + size / 2, 200 + size * 1.25), 0.9, 0.8,
+                                    near(ALICE, 0.02))]
+        if 10 + gap_frames <= i < 20 + gap_frames:
+            size = 80 + 10 * (i - 10 - gap_frames)
+            return [FaceObservation((600 - size / 2, 200, 600 + size / 2, 200 + size * 1.25), 0.9, 0.8,
+                                    near(BOB, 0.02))]
+        return []
+    return faces_at
+
+
+def bob_or_alice(embedding: np.ndarray) -> MatchResult:
+    for name, vector in (("alice", ALICE), ("bob", BOB)):
+        if float(embedding @ vector) > 0.5:
+            return MatchResult(name, float(embedding @ vector), 0.3)
+    return MatchResult(None, 0.0, 0.0)
+
+
+def test_the_next_person_stepping_in_where_a_decided_face_began_gets_a_track_of_their_own():
+    """ByteTrack keeps a lost track's key for a second and may give it to the next face near where the lost
+    one's motion model expects it: bob, stepping in half a second after alice's decided passage, must not
+    be swallowed by her decided track (no decision at all for him)."""
+    for gap_frames in (3, 5, 8):
+        tracker = FaceTracker(camera_id="door", fps=10, decide_after=5, lost_after_s=1.0, fragment_similarity=0.4)
+        decisions = []
+        for i in range(40):
+            decisions += tracker.update(pts_s=i / 10, captured_at=float(i), frame_size=(1280, 720),
+                                        faces=_one_after_another(gap_frames)(i), match=bob_or_alice)
+        decisions += tracker.flush((1280, 720), bob_or_alice)
+        assert [d.person_id for d in decisions] == ["alice", "bob"], (gap_frames, decisions)
+        assert decisions[0].track_id != decisions[1].track_id

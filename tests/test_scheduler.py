@@ -310,3 +310,28 @@ def test_session_threads_share_the_cores_among_the_slots():
     assert session_threads(2, cores=2) == 1
     assert session_threads(2, cores=8) == 4
     assert session_threads(4, cores=2) == 1  # never fewer than one thread a session
+
+
+def test_a_door_is_owed_its_frames_evenly_not_only_on_average():
+    """An idle door that took plenty of spare frames is still owed one every 1 / idle rate seconds: its
+    window's average would let it starve for seconds while other doors are busy, and an arrival in that gap
+    goes unseen. A room camera's minimum stays an average over the window."""
+    clock = Clock()
+    scheduler = Scheduler(window_s=4.0, clock=clock)
+    scheduler.register("room", "room", 2.0)
+    scheduler.register("door", "door", 5.0, idle=2.0)
+    for _ in range(30):  # 3 s at 10 fps each
+        clock.now += 0.1
+        scheduler.analysed("door")
+        scheduler.analysed("room")
+    assert scheduler.priority(["door"]) == SPARE and scheduler.priority(["room"]) == EXTRA
+    clock.now += 0.4  # idle: one frame every 0.5 s is owed
+    assert scheduler.rate("door") > 2.0 and scheduler.priority(["door"]) == SPARE
+    clock.now += 0.2
+    assert scheduler.rate("door") > 2.0 and scheduler.priority(["door"]) == OWED
+    assert scheduler.priority(["room"]) == EXTRA  # 0.6 s without a frame, 7 fps over the window
+    scheduler.analysed("door")
+    assert scheduler.priority(["door"]) == SPARE
+    scheduler.set_active("door", True)  # a face not decided yet: one frame every 0.2 s
+    clock.now += 0.25
+    assert scheduler.priority(["door"]) == OWED

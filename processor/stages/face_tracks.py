@@ -27,7 +27,10 @@ embedding matches a decision this camera made within ``fragment_window_s`` of st
 track began. Likewise a track decided known as the person of such a decision: a decided person at the
 door is analysed at its idle rate (2 fps), where three missed detections end the track, and the face
 found again starts a new one (under a new ByteTrack key, or the same one); the passage was recognised
-already, so the second decision is dropped too.
+already, so the second decision is dropped too. The other way round, ByteTrack may give a decided track's
+key to the next person stepping in (its motion model expects the lost face there): a face on a decided
+track that cannot be the one last seen on it (half the area, or far away: :func:`_someone_else`) starts a
+new track under that key.
 
 With ``liveness`` set, every face of a track (gated or not, with the frame image) also feeds the track's
 liveness cues (:mod:`processor.stages.liveness`); an early decision then waits until the cues of
@@ -120,9 +123,10 @@ class _Track:
     liveness: LivenessTrack | None = None  # cues over the passage (None: the check is off)
     missed: int = 0  # analysed frames since its face was last seen (counted while undecided)
     gone_tried: bool = False  # decided unknown or suspect once its face was gone: waits for its end
+    last_box: tuple[float, float, float, float] = (0, 0, 0, 0)
 
     def add(self, obs: FaceObservation, pts_s: float, captured_at: float, image: np.ndarray | None = None) -> None:
-        self.last_pts_s = pts_s
+        self.last_pts_s, self.last_box = pts_s, obs.box
         self.missed, self.gone_tried = 0, False
         self.last_captured_at = captured_at
         if self.liveness is not None and image is not None and not self.decided:
@@ -247,6 +251,9 @@ class FaceTracker:
         decisions: list[TrackDecision] = []
         for key, face in assigned:
             track = self._tracks.get(key)
+            if track is not None and track.decided and _someone_else(track.last_box, face.box):
+                del self._tracks[key]  # decided, so nothing is owed at its end: the key's new face is a new track
+                track = None
             if track is None:
                 track = self._tracks[key] = self._new_track(key, pts_s)
             track.add(face, pts_s, captured_at, image)
@@ -442,6 +449,20 @@ def measure_liveness(faces: list[tuple[np.ndarray, FaceObservation, list[FaceObs
     for image, face, frame_faces in faces:
         others = [other.box for other in frame_faces if other is not face]
         face.cues = measure(image, face.box, liveness_crop(face), others)
+
+
+def _someone_else(last: tuple[float, float, float, float], box: tuple[float, float, float, float]) -> bool:
+    """Whether a face ByteTrack put on a track cannot be the face last seen on it: half its area or less,
+    or more than 1.5 face widths away. ByteTrack keeps a lost track's key for a second and gives it to a
+    face where its motion model expects the lost one; at a door that is the next person stepping in, far
+    (small) where the last one came close (large), and a decided track would swallow their passage. (One
+    face between two analysed frames shrinks by a few per cent at most: people walk towards the camera.)"""
+    last_w, last_h = last[2] - last[0], last[3] - last[1]
+    w, h = box[2] - box[0], box[3] - box[1]
+    if last_w <= 0 or last_h <= 0:
+        return False
+    far = np.hypot((box[0] + box[2] - last[0] - last[2]) / 2, (box[1] + box[3] - last[1] - last[3]) / 2)
+    return w * h <= 0.5 * last_w * last_h or far > 1.5 * max(w, last_w)
 
 
 def _side(centre_x: float, width: float) -> str | None:
