@@ -241,10 +241,10 @@ def test_the_next_person_stepping_in_where_a_decided_face_began_gets_a_track_of_
     be swallowed by her decided track (no decision at all for him)."""
     for gap_frames in (3, 5, 8):
         tracker = FaceTracker(camera_id="door", fps=10, decide_after=5, lost_after_s=1.0, fragment_similarity=0.4)
-        decisions = []
+        faces_at, decisions = _one_after_another(gap_frames), []
         for i in range(40):
             decisions += tracker.update(pts_s=i / 10, captured_at=float(i), frame_size=(1280, 720),
-                                        faces=_one_after_another(gap_frames)(i), match=bob_or_alice)
+                                        faces=faces_at(i), match=bob_or_alice)
         decisions += tracker.flush((1280, 720), bob_or_alice)
         assert [d.person_id for d in decisions] == ["alice", "bob"], (gap_frames, decisions)
         assert decisions[0].track_id != decisions[1].track_id

@@ -117,6 +117,19 @@ def test_a_pair_in_most_frames_is_a_picture_and_one_in_a_few_frames_is_not():
     assert frame_cue(median_profile([covered] * 3 + [_pair(1.0)] * 4)) > FRAME_HI
 
 
+def test_the_median_profile_is_numpys_median_of_each_columns_seen_frames():
+    rng = np.random.default_rng(7)
+    for frames in (1, 2, 5, 12, 40):
+        profiles = [rng.normal(size=WINDOW).astype(np.float32) for _ in range(frames)]
+        for k, profile in enumerate(profiles):
+            profile[rng.integers(0, WINDOW, size=k % 9)] = np.nan  # another face, here and there
+        stacked = np.vstack(profiles)
+        for column, value in enumerate(median_profile(profiles)):
+            seen = stacked[:, column][~np.isnan(stacked[:, column])]
+            expected = np.median(seen) if 2 * seen.size >= frames and seen.size else 0.0
+            assert abs(value - expected) < 1e-6, (frames, column, value, expected)
+
+
 def test_a_long_track_keeps_a_bounded_thinned_record_of_its_frames():
     """A face that stays at the door for minutes: at most MAX_PROFILES frames' profiles are kept, thinned
     evenly over the whole stay (a picture's edge in the first 60 % of its frames still counts, in 40 % not)."""

@@ -456,7 +456,8 @@ def _someone_else(last: tuple[float, float, float, float], box: tuple[float, flo
     or more than 1.5 face widths away. ByteTrack keeps a lost track's key for a second and gives it to a
     face where its motion model expects the lost one; at a door that is the next person stepping in, far
     (small) where the last one came close (large), and a decided track would swallow their passage. (One
-    face between two analysed frames shrinks by a few per cent at most: people walk towards the camera.)"""
+    person walking towards a door camera does not lose half their face's area between analysed frames; if
+    they do, the new track is decided as the same person and dropped as the passage's duplicate.)"""
     last_w, last_h = last[2] - last[0], last[3] - last[1]
     w, h = box[2] - box[0], box[3] - box[1]
     if last_w <= 0 or last_h <= 0:

@@ -20,7 +20,8 @@ Cues (measured on the scenario renderer's genuine arrivals and staged attacks, s
     that crosses the window in a few frames moved a mean over the few frames a busy door analyses). The
     cue is the strongest pair of a vertical line right of the head (0.8 to 1.25 face widths out, beyond
     the head's own outline) and one at the mirrored place on the left (a picture has both sides; one
-    background line or a photo's cut edge does not), in units of the window's mean gradient. (Horizontal lines above the face were tried: the hair line moves with a real head as well.)
+    background line or a photo's cut edge does not), in units of the window's mean gradient. (Horizontal
+    lines above the face were tried: the hair line moves with a real head as well.)
     Another face beside this one (two people walking in side by side, as at a class-start rush) moves
     with it too, and its head's outline falls where a held picture's edge would: the
     columns another face covers in a frame are left out of that frame's profile, and the track's profile
@@ -31,8 +32,9 @@ Cues (measured on the scenario renderer's genuine arrivals and staged attacks, s
     suspect goes to the review queue, where an operator can accept the student).
     Catches: any held picture whose edge is in view beside the face (print border, phone bezel, a tablet).
     Misses: a picture bigger than the window (a poster-sized print held close), a mask (no edge), edges cut
-    away cleanly along the hair line, edges in view in fewer than half of the frames (the median), a picture held right beside its holder's own face (that side's edge is
-    left out with the holder's head; the holder is on camera, and recognised, meanwhile); a genuine face
+    away cleanly along the hair line, edges in view in fewer than half of the frames (the median), a
+    picture held right beside its holder's own face (that side's edge is left out with the holder's head;
+    the holder is on camera, and recognised, meanwhile); a genuine face
     seen in few frames can score high (a busy door: see above), and a genuine face framed by something
     straight that moves with it (a hood with straight edges) could score high.
 ``screen`` (weighted: it decides too)
@@ -86,8 +88,9 @@ class LivenessSettings:
     # ... or this many, with no picture edge at all in them (score 1.0). A passage whose face is found in few
     # frames (a small or hard face, a door short of CPU) never reaches min_frames and was decided only when its
     # track ended, 1.0-1.4 s after its last face (bench capacity's door limit is 1 s). The pictures measured
-    # read a frame cue of 0.45 or more over any 5 of their frames, 0.71 and 1.04 at their 12th; score 1.0
-    # needs the cue at most FRAME_LO (0.32); genuine passages read at most 0.30 at their 12th
+    # read a frame cue of 0.45 or more over every replayed subset of 5+ of their frames (every 2nd, 3rd, 4th),
+    # 0.71 and 1.04 at their 12th; score 1.0 needs the cue at most FRAME_LO (0.32); genuine passages read at
+    # most 0.30 at their 12th
     clear_frames: int = 12
 
     def new_track(self) -> "LivenessTrack":
@@ -216,14 +219,15 @@ def median_profile(profiles: Sequence[np.ndarray]) -> np.ndarray:
     out); 0 for a column seen in under half of the frames (another face stood there: it says nothing).
     A median, not a mean: one frame's strong but passing line (a door frame crossing the window behind the
     face, a sleeve) moves a mean over a few frames and a median not, while a picture's edge is there in
-    most frames. README "Liveness" has the figures over whole and thinned passages."""
-    stacked = np.vstack(profiles)
+    most frames. README "Liveness" has the figures over whole and thinned passages. (Sorted, not
+    ``np.nanmedian``: the same values in a quarter of the time, and it runs on every analysed frame of a
+    track waiting for an early decision.)"""
+    stacked = np.sort(np.vstack(profiles), axis=0)  # per column: the seen values first, the NaNs last
     seen = np.count_nonzero(~np.isnan(stacked), axis=0)
+    lower = np.take_along_axis(stacked, (np.maximum(seen - 1, 0) // 2)[None], axis=0)[0]
+    upper = np.take_along_axis(stacked, (seen // 2)[None], axis=0)[0]
     enough = (seen * 2 >= len(profiles)) & (seen > 0)
-    out = np.zeros(WINDOW, np.float32)
-    if enough.any():
-        out[enough] = np.nanmedian(stacked[:, enough], axis=0)
-    return out
+    return np.where(enough, (lower + upper) / 2, 0.0).astype(np.float32)
 
 
 def ramp(value: float, lo: float, hi: float) -> float:
