@@ -18,8 +18,12 @@ Three figures on the same frames (the default scenario's door video):
 
 Ratios pipeline/ceiling and pipeline/naive come from the same run, so a busy machine moves all three.
 ``ratio_ceiling`` is against the lower of the ceiling and the faces the streams offered (``offered_faces_per_s``:
-the frames the cameras sampled into their buffers in the window, analysed or shed, at the analysed frames' faces
-a frame): a pipeline that analyses every frame it is given has done all there was to do, however much more the
+the faces the face stage finds on every frame the cameras put into their buffers in the window, analysed or
+shed, each placed in the video by its stream time, counted after the pipeline has stopped; ``offered_placed``:
+the share of analysed frames that placing puts where their thumbnails were found; ``offered_faces_per_s_estimated``:
+the estimate of earlier versions, offered frames x the analysed frames' faces a frame, which came out 7-28 %
+low because the frames shed under load hold more faces than those analysed):
+a pipeline that analyses every frame it is given has done all there was to do, however much more the
 models could have done; ``ratio_model_ceiling`` is against the models' rate alone. ``profile`` says where
 the window's time went: the share of it the face stage's calls (detection, alignment, quality gate) and the
 embedder's took (they add up to more than 1 when calls run side by side), ms a call, and the cores the
@@ -108,13 +112,16 @@ def measure_naive(pack: str, thresholds, frames: list[np.ndarray], seconds: floa
 class PipelineFigures:
     faces_per_s: float
     frames_per_s: float
+    window_s: float  # the measured window's length
     mean_batch: float
     latencies_s: list[float]
     dropped: int
     decoded: int
     embed_share: float  # embedded faces / faces that passed the quality gate
     thumbnails: list[np.ndarray]  # of every frame the face stage analysed in the window, in order
+    analysed: list[tuple[str, float]]  # (camera, stream time) of those frames, in the same order
     offered_frames_per_s: float  # frames the streams put into the buffers in the window (analysed or shed)
+    offered: list[tuple[str, float]]  # (camera, stream time) of each of those frames
     profile: dict  # where the window's time went: model calls' share of it, ms a call, cores the process used
 
 
@@ -156,22 +163,78 @@ def thumbnail(image: np.ndarray) -> np.ndarray:
     return image[::40, ::40].astype(np.int16)
 
 
-def recording(stage, thumbnails: list[np.ndarray], on: list[bool]):
-    """The stage's process, noting a thumbnail of every frame it analyses while ``on[0]``."""
+def recording(stage, thumbnails: list[np.ndarray], times: list[tuple[str, float]], on: list[bool]):
+    """The stage's process, noting a thumbnail and the (camera, stream time) of every frame it analyses
+    while ``on[0]``."""
     process = stage.process
 
     def recorded(batch, *args, **kwargs):
         if on[0]:
             thumbnails.extend(thumbnail(frame.image) for frame in batch)
+            times.extend((frame.camera_id, frame.pts_s) for frame in batch)
         return process(batch, *args, **kwargs)
     return recorded
 
 
-def analysed_frames(video: Path, thumbnails: list[np.ndarray], limit: int = 300) -> list[np.ndarray]:
-    """The video frames the pipeline analysed, in its order and proportions (at most ``limit`` distinct ones)."""
+def recording_offered(buffers: dict, offered: list[tuple[str, float]], on: list[bool]) -> None:
+    """Each camera buffer's put, noting the (camera, stream time) of every frame put while ``on[0]``
+    (analysed or shed): nothing that costs the decoder thread more than an append."""
+    for buffer in buffers.values():
+        put = buffer.put
+
+        def recorded(frame, put=put):
+            if on[0]:
+                offered.append((frame.camera_id, frame.pts_s))
+            put(frame)
+        buffer.put = recorded
+
+
+def video_thumbnails(video: Path) -> np.ndarray:
     with av.open(str(video)) as container:
-        thumbs = np.stack([thumbnail(f.to_ndarray(format="bgr24")) for f in container.decode(video=0)])
-    order = [int(np.argmin(np.abs(thumbs - t).sum(axis=(1, 2, 3)))) for t in thumbnails]
+        return np.stack([thumbnail(f.to_ndarray(format="bgr24")) for f in container.decode(video=0)])
+
+
+def matched_indices(thumbs: np.ndarray, thumbnails: list[np.ndarray]) -> list[int]:
+    """The index of the video frame closest to each thumbnail."""
+    return [int(np.argmin(np.abs(thumbs - t).sum(axis=(1, 2, 3)))) for t in thumbnails]
+
+
+def offered_indices(analysed: list[tuple[str, float]], analysed_at: list[int], offered: list[tuple[str, float]],
+                    frames: int, fps: float) -> tuple[list[int], float]:
+    """The video frame of each offered frame, from its stream time: each camera's stream plays the looping
+    video with steady stream times, so frame = (round(time x fps) + shift) mod frames, with the camera's
+    shift read off the frames it analysed (found by thumbnail). Also the share of analysed frames the
+    shifts place where their thumbnails were found (how far the rule holds; 1.0: everywhere)."""
+    votes: dict[str, dict[int, int]] = {}
+    for (camera, pts), index in zip(analysed, analysed_at):
+        shift = (index - round(pts * fps)) % frames
+        camera_votes = votes.setdefault(camera, {})
+        camera_votes[shift] = camera_votes.get(shift, 0) + 1
+    shifts = {camera: max(counts, key=counts.get) for camera, counts in votes.items()}
+    agree = sum(votes[camera][shifts[camera]] for camera in shifts) / max(1, len(analysed))
+    return [(round(pts * fps) + shifts[camera]) % frames for camera, pts in offered if camera in shifts], agree
+
+
+def faces_on(stage, video: Path, order: list[int], batch: int = 8) -> int:
+    """The faces the face stage finds on these video frames (each counted as often as it appears)."""
+    wanted = sorted(set(order))
+    wanted_set = set(wanted)
+    images = {}
+    with av.open(str(video)) as container:
+        for index, frame in enumerate(container.decode(video=0)):
+            if index in wanted_set:
+                images[index] = frame.to_ndarray(format="bgr24")
+    faces: dict[int, int] = {}
+    for start in range(0, len(wanted), batch):
+        part = wanted[start:start + batch]
+        results = stage.process([Frame("offered", i, i / 10, 0.0, images[i]) for i in part])
+        faces.update((i, len(result.faces)) for i, result in zip(part, results))
+    return sum(faces[i] for i in order)
+
+
+def analysed_frames(video: Path, order: list[int], limit: int = 300) -> list[np.ndarray]:
+    """The video frames the pipeline analysed (``order``: their indices), in its order and proportions (at
+    most ``limit`` distinct ones)."""
     distinct = sorted(set(order))
     if len(distinct) > limit:
         keep = set(distinct[i] for i in np.linspace(0, len(distinct) - 1, limit).round().astype(int))
@@ -202,7 +265,10 @@ async def measure_pipeline(config: Config, state, database_url: str, door_video:
         stage = processor.face_stage
         thumbnails: list[np.ndarray] = []
         recording_on = [True]
-        stage.process = recording(stage, thumbnails, recording_on)
+        analysed: list[tuple[str, float]] = []
+        stage.process = recording(stage, thumbnails, analysed, recording_on)
+        offered: list[tuple[str, float]] = []
+        recording_offered(processor.ingest.buffers(), offered, recording_on)
         faces0 = sum(stage.gate_reasons.values())
         accepted0 = stage.gate_reasons.get("accepted", 0)
         embedded0 = processor.recognition.faces_embedded
@@ -225,12 +291,13 @@ async def measure_pipeline(config: Config, state, database_url: str, door_video:
     finally:
         await processor.stop()
         stack.change_rtsp_mounts(remove=mounts)
-    return PipelineFigures(faces_per_s=faces / elapsed, frames_per_s=frames / elapsed, mean_batch=frames / batches,
+    return PipelineFigures(faces_per_s=faces / elapsed, frames_per_s=frames / elapsed, window_s=elapsed,
+                           mean_batch=frames / batches,
                            latencies_s=latencies, dropped=sum(s.get("dropped", 0) for s in stats.values()),
                            decoded=sum(s.get("decoded", 0) for s in stats.values()),
                            embed_share=min(1.0, embedded / accepted) if accepted else 1.0,
                            thumbnails=thumbnails, offered_frames_per_s=(offered_frames(stats) - offered0) / elapsed,
-                           profile=profile)
+                           analysed=analysed, offered=offered, profile=profile)
 
 
 def bench_faces(config: Config, *, streams: int, seconds: float, say=lambda _m: None) -> dict:
@@ -243,7 +310,9 @@ def bench_faces(config: Config, *, streams: int, seconds: float, say=lambda _m: 
         pipeline = asyncio.run(measure_pipeline(space.config, state, space.database_url, rendered.door_video,
                                                 streams, seconds, warmup_s=4.0))
     # The same frames, in memory: those the pipeline analysed in its window.
-    frames = analysed_frames(rendered.door_video, pipeline.thumbnails)
+    thumbs = video_thumbnails(rendered.door_video)
+    analysed_at = matched_indices(thumbs, pipeline.thumbnails)
+    frames = analysed_frames(rendered.door_video, analysed_at)
     pack = config.models.pack
     stage = FaceStage(FaceDetector(pack, score_threshold=config.thresholds.face_detection, input_size=None),
                       config.thresholds)
@@ -255,11 +324,15 @@ def bench_faces(config: Config, *, streams: int, seconds: float, say=lambda _m: 
     naive = measure_naive(pack, config.thresholds, frames, seconds / 2)
     pct = percentiles_ms(pipeline.latencies_s)
     faces_per_frame = pipeline.faces_per_s / pipeline.frames_per_s if pipeline.frames_per_s else 0.0
-    # No pipeline analyses more faces than its streams offer: the ceiling for this work is the models'
-    # rate or the offered rate, whichever is lower (the offered faces are counted at the analysed frames'
-    # faces a frame; the frames a busy pipeline picks are those of doors with a face, so that over-counts,
-    # never flatters)
-    offered = pipeline.offered_frames_per_s * faces_per_frame
+    # No pipeline analyses more faces than its streams offer: the ceiling for this work is the models' rate
+    # or the offered rate, whichever is lower. The offered faces are counted: the face stage run on every
+    # frame the streams put into the buffers in the window (placed in the video by its stream time).
+    say(f"offered: counting the faces on the {len(pipeline.offered)} frames the streams offered")
+    order, placed = offered_indices(pipeline.analysed, analysed_at, pipeline.offered, len(thumbs), float(spec.fps))
+    offered = faces_on(stage, rendered.door_video, order) / pipeline.window_s
+    # The estimate of earlier versions (every offered frame at the analysed frames' faces a frame), kept
+    # beside it: a busy pipeline sheds idle doors' frames first, so it counts faces nobody offered.
+    estimated = pipeline.offered_frames_per_s * faces_per_frame
     bound = min(ceiling, offered) if offered else ceiling
 
     return {
@@ -273,6 +346,8 @@ def bench_faces(config: Config, *, streams: int, seconds: float, say=lambda _m: 
         "naive_faces_per_s": round(naive, 2),
         "offered_frames_per_s": round(pipeline.offered_frames_per_s, 2),
         "offered_faces_per_s": round(offered, 2),
+        "offered_faces_per_s_estimated": round(estimated, 2),
+        "offered_placed": round(placed, 3),
         "ratio_ceiling": round(pipeline.faces_per_s / bound, 3) if bound else None,
         "ratio_model_ceiling": round(pipeline.faces_per_s / ceiling, 3) if ceiling else None,
         "ratio_naive": round(pipeline.faces_per_s / naive, 3) if naive else None,
