@@ -1,7 +1,7 @@
 """The batcher: gathers frames from many cameras into one inference batch.
 
-A batch closes when it holds ``max_batch`` frames or ``max_wait_s`` has passed since its first frame,
-whichever comes first (the idea of DeepStream's nvstreammux and Roboflow's InferencePipeline). Cameras
+A batch closes when it holds ``max_batch`` frames or ``max_wait_s`` has passed since its first frame was
+captured, whichever comes first (the idea of DeepStream's nvstreammux and Roboflow's InferencePipeline). Cameras
 are visited round-robin, one frame each per pass, so a busy camera cannot starve the others. Each
 stage that batches has its own batcher over its own cameras (door cameras for faces, room cameras
 for persons).
@@ -90,7 +90,7 @@ class Batcher:
                         await self._wakeup.wait()
                 except TimeoutError:
                     pass
-        deadline = time.monotonic() + self.max_wait_s
+        deadline = time.monotonic() + self._wait_left(batch)
         while len(batch) < self.max_batch:
             remaining = deadline - time.monotonic()
             if remaining <= 0:
@@ -108,6 +108,15 @@ class Batcher:
         self.batches += 1
         self.frames += len(batch)
         return batch
+
+    def _wait_left(self, batch: list[Frame]) -> float:
+        """How much longer a fuller batch may be waited for: ``max_wait_s`` counts from the capture of the
+        batch's oldest frame, not from the moment it was taken. Frames that waited in their buffers while
+        the stage was busy have waited already (measured on the eight doors of `bench faces`: the models sat
+        idle 40 % of the time, three quarters of it while the batcher waited out its 20 ms afresh after
+        every call)."""
+        waited = time.time() - min(frame.captured_at for frame in batch)
+        return min(self.max_wait_s, max(0.0, self.max_wait_s - waited))
 
     async def run(self, out: asyncio.Queue) -> None:
         """Entry point: put batches on ``out`` (bounded: back-pressure leaves frames in the drop-oldest

@@ -114,6 +114,22 @@ async def test_batch_closes_after_max_wait_with_what_arrived():
     assert 0.12 <= waited < 0.5  # first frame at ~0.05 s, then max_wait 0.1 s
 
 
+async def test_max_wait_counts_from_the_oldest_frames_capture():
+    """Frames that waited in their buffers while the stage was busy have waited already: a batch of them
+    goes at once, or waits only what is left of max_wait_s."""
+    loop = asyncio.get_running_loop()
+    buffers = {"a": FrameBuffer("a", capacity=4, loop=loop), "b": FrameBuffer("b", capacity=4, loop=loop)}
+    batcher = Batcher(lambda: buffers, max_batch=8, max_wait_s=0.4)
+    buffers["a"].put(Frame("a", 0, 0.0, time.time() - 1.0, IMAGE))  # captured a second ago
+    started = time.monotonic()
+    assert [f.seq for f in await batcher.next_batch()] == [0]
+    assert time.monotonic() - started < 0.1  # not another 0.4 s
+    buffers["b"].put(Frame("b", 0, 0.0, time.time() - 0.2, IMAGE))  # 0.2 s of its 0.4 s gone
+    started = time.monotonic()
+    assert [f.seq for f in await batcher.next_batch()] == [0]
+    assert 0.15 <= time.monotonic() - started < 0.35
+
+
 async def test_camera_added_later_is_picked_up():
     loop = asyncio.get_running_loop()
     buffers: dict[str, FrameBuffer] = {}
