@@ -1,7 +1,9 @@
-"""What the processor benchmarks share: frames loaded from a rendered video, latency percentiles."""
+"""What the processor benchmarks share: frames loaded from a rendered video, latency percentiles, streams
+switched on one after the other."""
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 import av
@@ -29,3 +31,17 @@ def load_frames(video: Path, *, start_s: float, count: int, every: int = 1) -> l
             if len(frames) >= count:
                 break
     return frames
+
+
+def switch_on(urls: list[str], *, frame_period_s: float, open_timeout_s: float = 10.0) -> None:
+    """Start each stream's media on the loopback server one after the other, as a campus's cameras were
+    switched on at different moments. The server starts a mount's media with its first client and keeps it
+    playing; a processor opens all its streams within a few milliseconds, so without this every stream's
+    frame of a period arrives within a few milliseconds of the others' (seen in `bench faces`: its batcher
+    waited ~50 ms for the next burst of eight frames before every other batch), which independent cameras
+    never do. Each open takes a few hundred milliseconds; a pause of a fraction of the frame period between
+    them spreads the phases further."""
+    for index, url in enumerate(urls):
+        with av.open(url, options={"rtsp_transport": "tcp"}, timeout=open_timeout_s) as container:
+            next(container.demux(video=0), None)  # the media plays from here on, client or not
+        time.sleep(frame_period_s * (index + 1) / (len(urls) + 1))

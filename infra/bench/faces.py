@@ -3,8 +3,10 @@ loop, in one run.
 
 Three figures on the same frames (the default scenario's door video):
 
-- pipeline: the real processor (N concurrent RTSP streams from the embedded stack → ingest → batcher →
-  face stage → face tracks → recognition events on Kafka), faces per second over a fixed window;
+- pipeline: the real processor (N concurrent RTSP streams from the embedded stack, switched on one after
+  the other so that their frames do not arrive in step: see ``switch_on`` → ingest → batcher → face stage →
+  face tracks → recognition events on Kafka), faces per second over a fixed window (by default one whole loop
+  of the video, so every stream offers all of it whatever moment it started at);
 - ceiling: the same model work in a tight loop over frames already in memory, at the batch sizes the
   pipeline formed, on the very frames the pipeline analysed in its window (each analysed frame is matched
   to its frame of the video by a small thumbnail; up to 300 distinct frames, in the pipeline's proportions).
@@ -43,7 +45,7 @@ import av
 import numpy as np
 from prometheus_client import REGISTRY
 
-from infra.bench.common import percentiles_ms
+from infra.bench.common import percentiles_ms, switch_on
 from infra.devstack import stack
 from infra.devstack.run_space import run_space
 from infra.devstack.stack import start_embedded_stack
@@ -257,6 +259,8 @@ async def measure_pipeline(config: Config, state, database_url: str, door_video:
     room = config.rooms[0].id if config.rooms else "bench"
     cameras = [CameraConfig(id=f"bench-door-{i}", url=state.rtsp_url(mount.lstrip("/")), role="door", room=room,
                             analysis_fps=10) for i, mount in enumerate(mounts)]
+    # cameras switched on at different moments, as on a campus (see switch_on)
+    await asyncio.to_thread(switch_on, [camera.url for camera in cameras], frame_period_s=0.1)
     bench_config = config.model_copy(update={"cameras": cameras, "doors": []})
     processor = Processor(bench_config, database_url=database_url, kafka_bootstrap_servers=state.kafka_bootstrap_servers)
     try:

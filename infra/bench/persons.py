@@ -23,7 +23,7 @@ from pathlib import Path
 
 import numpy as np
 
-from infra.bench.common import load_frames, percentiles_ms
+from infra.bench.common import load_frames, percentiles_ms, switch_on
 from infra.devstack import stack
 from infra.devstack.run_space import run_space
 from infra.devstack.stack import start_embedded_stack
@@ -63,6 +63,8 @@ async def measure_room_pipeline(config: Config, state, database_url: str, room_v
     # A door per room camera (its camera never runs here) so each camera has its entry zone and handoff.
     doors = [DoorConfig(id=f"bench-door-{i}", room=room, door_camera=f"bench-door-{i}", room_camera=camera.id,
                         entry_zone=zone) for i, camera in enumerate(cameras)]
+    # cameras switched on at different moments, as on a campus (see switch_on)
+    await asyncio.to_thread(switch_on, [camera.url for camera in cameras], frame_period_s=0.1)
     bench_config = config.model_copy(update={"cameras": cameras, "doors": doors})
     processor = Processor(bench_config, database_url=database_url, kafka_bootstrap_servers=state.kafka_bootstrap_servers)
     try:
