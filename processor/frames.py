@@ -75,9 +75,10 @@ class Frame:
 
     def grey(self, width: int, height: int) -> np.ndarray | None:
         """A ``width`` x ``height`` grey copy (area-averaged) scaled from the decoded picture, without
-        converting it to BGR: what a motion check needs, for a fraction of the conversion's cost (0.6 vs
-        about 5 ms a 720p frame). None when there is no decoded picture left (an image given or converted):
-        scale the image then."""
+        converting it to BGR: what a motion check needs, for less than the conversion (160 x 90 from 720p:
+        0.15 against 0.25 ms, best of three over 100 frames on the 2-core machine, 2026-12-04), and no BGR
+        image is kept for a frame that coasts. None when there is no decoded picture left (an image given or
+        converted): scale the image then."""
         decoded = self._decoded
         if self._image is not None or decoded is None or not hasattr(decoded, "reformat"):
             return None
