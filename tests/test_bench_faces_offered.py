@@ -1,5 +1,10 @@
 """`bench faces` places every offered frame in the looping video by its stream time (pure logic)."""
 
+from types import SimpleNamespace
+
+import numpy as np
+
+from infra.bench import faces as bench_faces
 from infra.bench.faces import offered_indices
 
 
@@ -20,3 +25,24 @@ def test_a_frame_found_elsewhere_lowers_the_share_placed_and_is_outvoted():
     order, placed = offered_indices(analysed, analysed_at, [("a", 0.9)], 750, 10.0)
     assert order == [59]
     assert placed == 0.9
+
+
+
+class _FacesBySeq:
+    """A face stage stand-in for counting only: frame i shows i % 3 faces (the detector is not under test)."""
+
+    def __init__(self):
+        self.batches = []
+
+    def process(self, frames):
+        self.batches.append([f.seq for f in frames])
+        return [SimpleNamespace(faces=[None] * (f.seq % 3)) for f in frames]
+
+
+def test_faces_are_counted_per_appearance_a_batch_at_a_time(monkeypatch):
+    monkeypatch.setattr(bench_faces, "video_frames",
+                        lambda _video, wanted: ((i, np.zeros((2, 2, 3), np.uint8)) for i in sorted(wanted)))
+    stage = _FacesBySeq()
+    order = [5, 1, 5, 2, 4, 5]  # frame 5 offered three times
+    assert bench_faces.faces_on(stage, "video", order, batch=2) == 3 * 2 + 1 + 2 + 1
+    assert stage.batches == [[1, 2], [4, 5]]  # each distinct frame analysed once, two at a time

@@ -218,21 +218,33 @@ def offered_indices(analysed: list[tuple[str, float]], analysed_at: list[int], o
     return [(round(pts * fps) + shifts[camera]) % frames for camera, pts in offered if camera in shifts], agree
 
 
-def faces_on(stage, video: Path, order: list[int], batch: int = 8) -> int:
-    """The faces the face stage finds on these video frames (each counted as often as it appears)."""
-    wanted = sorted(set(order))
-    wanted_set = set(wanted)
-    images = {}
+def video_frames(video: Path, wanted: set[int]):
+    """(index, BGR image) of the video's frames whose index is in ``wanted``, in video order, one at a time."""
     with av.open(str(video)) as container:
         for index, frame in enumerate(container.decode(video=0)):
-            if index in wanted_set:
-                images[index] = frame.to_ndarray(format="bgr24")
+            if index in wanted:
+                yield index, frame.to_ndarray(format="bgr24")
+
+
+def faces_on(stage, video: Path, order: list[int], batch: int = 8) -> int:
+    """The faces the face stage finds on these video frames (each counted as often as it appears); the
+    frames are decoded and analysed a batch at a time (a whole loop's frames would be ~2 GB as BGR)."""
     faces: dict[int, int] = {}
-    for start in range(0, len(wanted), batch):
-        part = wanted[start:start + batch]
-        results = stage.process([Frame("offered", i, float(i), 0.0, images[i]) for i in part])
-        faces.update((i, len(result.faces)) for i, result in zip(part, results))
+    part: list[tuple[int, np.ndarray]] = []
+    for item in video_frames(video, set(order)):
+        part.append(item)
+        if len(part) == batch:
+            faces.update(_count_faces(stage, part))
+            part = []
+    faces.update(_count_faces(stage, part))
     return sum(faces[i] for i in order)
+
+
+def _count_faces(stage, part: list[tuple[int, np.ndarray]]) -> dict[int, int]:
+    if not part:
+        return {}
+    results = stage.process([Frame("offered", i, float(i), 0.0, image) for i, image in part])
+    return {i: len(result.faces) for (i, _), result in zip(part, results)}
 
 
 def analysed_frames(video: Path, order: list[int], limit: int = 300) -> list[np.ndarray]:
@@ -242,12 +254,7 @@ def analysed_frames(video: Path, order: list[int], limit: int = 300) -> list[np.
     if len(distinct) > limit:
         keep = set(distinct[i] for i in np.linspace(0, len(distinct) - 1, limit).round().astype(int))
         order = [i for i in order if i in keep]
-    wanted = set(order)
-    images = {}
-    with av.open(str(video)) as container:
-        for index, frame in enumerate(container.decode(video=0)):
-            if index in wanted:
-                images[index] = frame.to_ndarray(format="bgr24")
+    images = dict(video_frames(video, set(order)))
     return [images[i] for i in order]
 
 
