@@ -10,13 +10,13 @@ than ``pixel_threshold`` grey levels against it. The frame goes to the detector 
   person where no track is, or somebody walking in;
 * the changed share of some track's box reaches ``track_share``: that person stood up or walked off
   (a seated person's hands and head change far less of the box);
-* the frame before went to the detector for motion (``follow``): whoever moved may still be moving by
-  less than the thresholds against that frame (someone stepping into the doorway), and a new track needs
-  a second sighting to be confirmed;
+* the frame before went to the detector for motion: whoever moved may still be moving by less than the
+  thresholds against that frame (someone stepping into the doorway), and a new track needs a second
+  sighting to be confirmed (``follow`` after motion where no track is, ``follow_track`` after a track's);
 * ``max_skip_s`` of stream time passed since the detector last ran (whatever the pixels say);
-* the gate is held open (:meth:`hold`: an entry's handoff still collecting looks, a new track), the
-  previous detection count differed from the one before (people still settling), or the stream
-  restarted (stream time went back).
+* the gate is held open (:meth:`hold`: an entry's handoff still collecting looks, a new track: ``held``;
+  a track the detector missed: ``missed``), the previous detection count differed from the one before
+  (people still settling), or the stream restarted (stream time went back).
 
 Otherwise the frame is *coasted*: the tracker is told nothing changed (tracks keep their boxes and are
 not aged; see ``PersonTracker.coast``). The reference only moves on when the detector runs, so slow
@@ -48,7 +48,9 @@ class MotionSettings:
 @dataclass(frozen=True)
 class Decision:
     detect: bool
-    reason: str  # "first" | "restart" | "held" | "settling" | "follow" | "max_skip" | "free" | "track" | "still"
+    # "first" | "restart" | "held" | "missed" | "settling" | "follow" | "follow_track" | "max_skip" | "free" |
+    # "track" | "still"
+    reason: str
 
 
 class MotionGate:
@@ -63,17 +65,22 @@ class MotionGate:
         self._zone_mask: np.ndarray | None = None
         self._detected_pts: float | None = None
         self._last_pts: float | None = None
-        self._held_until = float("-inf")
+        self._held_until = float("-inf")  # an arrival: a new track, an entry collecting looks
+        self._watch_until = float("-inf")  # a track the detector missed: until it is seen again or lost
         self._counts: list[int] = []  # detection counts of the last two detector runs
-        self._moved = False  # the last frame was detected because something moved
+        self._moved: str | None = None  # "free" or "track": the last frame was detected because something moved
         self.boxes: tuple[Box, ...] = ()  # the camera's active track boxes (set by the room stage)
         self.detected = 0
         self.coasted = 0
         self.reasons: Counter[str] = Counter()  # decisions by reason
 
-    def hold(self, until_pts: float) -> None:
-        """Run the detector on every frame up to stream time ``until_pts``."""
-        self._held_until = max(self._held_until, float(until_pts))
+    def hold(self, until_pts: float, *, arrival: bool = True) -> None:
+        """Run the detector on every frame up to stream time ``until_pts``: for an arrival (somebody new,
+        reason ``held``) or, ``arrival=False``, for a track the detector missed (reason ``missed``)."""
+        if arrival:
+            self._held_until = max(self._held_until, float(until_pts))
+        else:
+            self._watch_until = max(self._watch_until, float(until_pts))
 
     def decide(self, image: np.ndarray, pts_s: float) -> Decision:
         """Whether the detector must run on this BGR frame; when it does, the frame becomes the reference."""
@@ -93,7 +100,7 @@ class MotionGate:
         small = cv2.GaussianBlur(grey, (3, 3), 0)  # compression noise is pixel-sized
         decision = self._decide(small, float(pts_s))
         self._last_pts = float(pts_s)
-        self._moved = decision.reason in ("free", "track")
+        self._moved = decision.reason if decision.reason in ("free", "track") else None
         self.reasons[decision.reason] += 1
         if decision.detect:
             self._reference, self._detected_pts = small, float(pts_s)
@@ -113,10 +120,12 @@ class MotionGate:
             return Decision(True, "restart")
         if pts_s <= self._held_until:
             return Decision(True, "held")
+        if pts_s <= self._watch_until:
+            return Decision(True, "missed")
         if len(self._counts) == 2 and self._counts[0] != self._counts[1]:
             return Decision(True, "settling")
         if self._moved:
-            return Decision(True, "follow")
+            return Decision(True, "follow" if self._moved == "free" else "follow_track")
         if pts_s - self._detected_pts >= self.settings.max_skip_s:
             return Decision(True, "max_skip")
         changed = changed_mask(self._reference, small, self.settings.pixel_threshold)

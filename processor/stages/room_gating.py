@@ -24,9 +24,10 @@ from processor.stages.motion import Decision, MotionGate, MotionSettings
 
 ALWAYS = Decision(True, "ungated")
 # gate decisions of a settled room, the only ones a reduced detector input is used for (see RoomGating.plan):
-# with the reduced side on every frame, class-rush at 2 fps ran its arrivals at 576 and 512 px and two
-# entries' handoffs came out ambiguous
-SETTLED = frozenset({"max_skip", "track", "still"})
+# the people in view are all seen already (a known person moving or missed, the periodic run). With the
+# reduced side on every frame, class-rush at 2 fps ran its arrivals at 576 and 512 px and two entries'
+# handoffs came out ambiguous: arrivals ("free", "follow", "held") and settling counts keep the full side.
+SETTLED = frozenset({"max_skip", "track", "follow_track", "missed", "still"})
 
 
 @dataclass(frozen=True)
@@ -80,11 +81,13 @@ class RoomGating:
 
     def plan(self, frame: Frame) -> Plan:
         """What this frame needs (asked in frame order per camera). A reduced input side only for a settled
-        room (``SETTLED``: the periodic run on a still room, someone known standing up): the side is chosen
-        from the people already seen, and somebody new (motion where no track is or in an entry zone, the
-        frames after it, a new track, counts changing, or no motion gate to tell) may be smaller, farther
-        away, than all of them, and an entering track's boxes give the looks and the entry place its
-        handoff is decided on."""
+        room (``SETTLED``: the periodic run on a still room, someone known standing up or moving, a track
+        the detector missed): the side is chosen from the people already seen, and somebody new (motion
+        where no track is or in an entry zone, the frames after it, a new track, counts changing, or no
+        motion gate to tell) may be smaller, farther away, than all of them, and an entering track's boxes
+        give the looks and the entry place its handoff is decided on. A missed track was seen (its size
+        is among those the side is chosen from); a reduced run that finds fewer people than the run
+        before puts the camera back on the full side (:class:`InputSizeChooser`)."""
         gating = self.camera(frame.camera_id)
         decision = self._decide(gating.gate, frame) if gating.gate is not None else ALWAYS
         side = (gating.sizes.side if gating.sizes is not None and gating.sizes.side < self.detector_side
@@ -121,20 +124,26 @@ class RoomGating:
         (hidden, walked off) and the frames until they are seen again or lost must be looked at, not
         coasted as if they were still there."""
         active = [t for t in tracks if t.state == "active"]
-        held = settling or any(t.missed > 0 for t in active) or any(
+        arrival = settling or any(
             collecting(t.track_id) and pts_s - t.first_pts_s <= self.looks_hold_s for t in active)
+        missed = any(t.missed > 0 for t in active)
         self.observe(camera_id, [t.box for t in active], faces_wanted=any(face_undecided(t.track_id) for t in active),
-                     hold_until=pts_s + self.hold_s if held else None)
+                     hold_until=pts_s + self.hold_s if arrival else None,
+                     watch_until=pts_s + self.hold_s if missed else None)
 
-    def observe(self, camera_id: str, boxes, *, faces_wanted: bool, hold_until: float | None = None) -> None:
+    def observe(self, camera_id: str, boxes, *, faces_wanted: bool, hold_until: float | None = None,
+                watch_until: float | None = None) -> None:
         """The room stage's view of a camera after a frame: its active tracks' boxes, whether any of them
-        still wants a room face, and a stream time up to which every frame must be detected."""
+        still wants a room face, and stream times up to which every frame must be detected: for an arrival
+        (``hold_until``) or for a track the detector missed (``watch_until``)."""
         gating = self.camera(camera_id)
         gating.faces_wanted = faces_wanted
         if gating.gate is not None:
             gating.gate.boxes = tuple(tuple(float(v) for v in box) for box in boxes)
             if hold_until is not None:
                 gating.gate.hold(hold_until)
+            if watch_until is not None:
+                gating.gate.hold(watch_until, arrival=False)
 
     def forget(self, camera_id: str) -> None:
         self._cameras.pop(camera_id, None)
