@@ -256,8 +256,12 @@ def test_a_known_person_moving_or_missed_is_detected_at_the_reduced_side():
     gating.observe(camera, [SEATED], faces_wanted=False, watch_until=1.3)  # the detector missed the track
     assert [(p.reason, p.side) for p in (gating.plan(Frame(camera, n, n * 0.2, 1000.0 + n * 0.2, leaning))
                                          for n in (4, 5, 6, 7))] == [("missed", 384)] * 3 + [("still", 384)]
+    far = (100, 200, 140, 300)  # while a track is watched, somebody where no track is: the full side
+    gating.observe(camera, [SEATED], faces_wanted=False, watch_until=1.9)
+    assert (lambda p: (p.reason, p.side))(gating.plan(Frame(camera, 8, 1.6, 1001.6, room([SEATED, far])))) == (
+        "free", None)
     gating.observe(camera, [SEATED], faces_wanted=False, hold_until=2.0)  # a new track: an arrival
-    assert (lambda p: (p.reason, p.side))(gating.plan(Frame(camera, 8, 1.6, 1001.6, leaning))) == ("held", None)
+    assert (lambda p: (p.reason, p.side))(gating.plan(Frame(camera, 9, 1.8, 1001.8, leaning))) == ("held", None)
 
 
 def _room_stage(gallery, gating: RoomGating) -> RoomStage:

@@ -114,24 +114,29 @@ class MotionGate:
         self._counts = (self._counts + [int(detections)])[-2:]
 
     def _decide(self, small: np.ndarray, pts_s: float) -> Decision:
+        """The first reason that applies. The decisions of a settled room (``missed``, ``follow_track``,
+        ``max_skip``, ``track``: the person stage may run them at a reduced input side) come after the
+        check for motion where no track is, so a frame that may show somebody new is always ``free``."""
         if self._reference is None or self._reference.shape != small.shape:
             return Decision(True, "first")
         if self._last_pts is not None and pts_s < self._last_pts:
             return Decision(True, "restart")
         if pts_s <= self._held_until:
             return Decision(True, "held")
-        if pts_s <= self._watch_until:
-            return Decision(True, "missed")
         if len(self._counts) == 2 and self._counts[0] != self._counts[1]:
             return Decision(True, "settling")
-        if self._moved:
-            return Decision(True, "follow" if self._moved == "free" else "follow_track")
-        if pts_s - self._detected_pts >= self.settings.max_skip_s:
-            return Decision(True, "max_skip")
+        if self._moved == "free":
+            return Decision(True, "follow")
         changed = changed_mask(self._reference, small, self.settings.pixel_threshold)
         boxes = [self._to_small(box, small.shape) for box in self.boxes]
         if self._free_change(changed, boxes) >= self.settings.free_px:
             return Decision(True, "free")
+        if pts_s <= self._watch_until:
+            return Decision(True, "missed")
+        if self._moved == "track":
+            return Decision(True, "follow_track")
+        if pts_s - self._detected_pts >= self.settings.max_skip_s:
+            return Decision(True, "max_skip")
         for x1, y1, x2, y2 in boxes:
             area = max(1, (x2 - x1) * (y2 - y1))
             if np.count_nonzero(changed[y1:y2, x1:x2]) / area >= self.settings.track_share:
