@@ -27,7 +27,6 @@ def test_a_frame_found_elsewhere_lowers_the_share_placed_and_is_outvoted():
     assert placed == 0.9
 
 
-
 class _FacesBySeq:
     """A face stage stand-in for counting only: frame i shows i % 3 faces (the detector is not under test)."""
 

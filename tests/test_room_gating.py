@@ -294,6 +294,6 @@ def test_the_sides_built_ahead_are_every_side_the_chooser_may_pick():
     assert possible_sides(320, 640) == [320]
     chooser = InputSizeChooser(640, 320, min_person_px=16.0, settle_s=0.0, window_s=5.0)
     picked = {chooser.side}
-    for t in range(40):  # tall people only: the chooser steps down to its floor
+    for t in range(40):  # tall people only: the chooser goes down to its floor
         picked.add(chooser.observe(float(t), 1280, [600.0]))
     assert picked <= set(possible_sides(640, 320)) and 320 in picked, picked
