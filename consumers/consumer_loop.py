@@ -284,6 +284,8 @@ class RebalanceListener(ConsumerRebalanceListener):
         await self.loop.release(revoked)
 
     async def on_partitions_assigned(self, assigned):
+        self.loop.stats.assignments += 1
+        self.loop.stats.partitions = len(assigned)
         await self.loop.seek_to_stored(assigned)
 
 

@@ -49,6 +49,8 @@ class WriterStats:
     bisected: int = 0  # batches PostgreSQL refused for a message's data
     log_resets: int = 0  # partitions read again because the broker's log ended before the stored offset
     housekeeping_errors: int = 0  # rounds of the clock / outbox / purge that failed (and were retried)
+    assignments: int = 0  # partition assignments the group gave this member (1 + rebalances it took part in)
+    partitions: int = 0  # partitions assigned now
     started: float = field(default_factory=time.monotonic)
 
 

@@ -25,6 +25,7 @@ from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
 from consumers.sessions import open_session
 from consumers.writer import AttendanceWriter
+from infra.bench.writer_members import time_members
 from infra.foundation import db
 from infra.foundation.config import Config, config_from_dict
 from infra.scenario.synthetic import presence_event
@@ -32,9 +33,13 @@ from infra.scenario.synthetic import presence_event
 PEOPLE_PER_ROOM = 30
 
 
-def _bench_config(config: Config, tag: str, rooms: int) -> Config:
+def _bench_config(config: Config, tag: str, rooms: int) -> dict:
+    """The configuration's raw form with private topics, group, rooms and courses (a dict: it also goes to
+    the members' processes)."""
     raw = config.model_dump(mode="json", exclude={"source"})
-    raw["kafka"]["topics"]["presence"] = {"name": f"bench-{tag}.presence.v1", "partitions": 6}
+    # as many partitions as the deployment's presence topic: how the events spread over a group's members
+    raw["kafka"]["topics"]["presence"] = {"name": f"bench-{tag}.presence.v1",
+                                          "partitions": config.kafka.topics.presence.partitions}
     raw["kafka"]["topics"]["recognitions"] = {"name": f"bench-{tag}.recognitions.v1", "partitions": 1}
     raw["kafka"]["topics"]["attendance"] = {"name": f"bench-{tag}.attendance.v1", "partitions": 3}
     raw["kafka"]["topics"]["dead_letter"] = {"name": f"bench-{tag}.dead-letter.v1", "partitions": 1}
@@ -45,7 +50,7 @@ def _bench_config(config: Config, tag: str, rooms: int) -> Config:
                       for i in range(rooms)]
     for key in ("cameras", "doors", "timetable"):
         raw[key] = []
-    return config_from_dict(raw, environ={})
+    return raw
 
 
 def _messages(rooms: int, events: int, now: float) -> list[tuple[bytes, bytes]]:
@@ -79,9 +84,12 @@ def _ts(unix: float) -> str:
 
 
 async def bench_writer(config: Config, database_url: str, bootstrap: str, *, events: int, rooms: int,
-                       say: Callable[[str], None]) -> dict:
+                       say: Callable[[str], None], writers: int = 1) -> dict:
+    """``writers`` 1: the writer in this process; more: a group of that many members, a process each
+    (:mod:`infra.bench.writer_members`)."""
     tag = uuid.uuid4().hex[:8]
-    bench_config = _bench_config(config, tag, rooms)
+    raw_config = _bench_config(config, tag, rooms)
+    bench_config = config_from_dict(raw_config, environ={})
     name = f"bench_writer_{tag}"
     admin_conn = await asyncpg.connect(database_url, timeout=10)
     base, _, _ = database_url.rpartition("/")
@@ -104,8 +112,12 @@ async def bench_writer(config: Config, database_url: str, bootstrap: str, *, eve
         say(f"producing {len(messages)} presence events ({rooms} rooms x {PEOPLE_PER_ROOM} people) ...")
         await _produce(bootstrap, topics.presence.name, messages)
 
-        say("running the writer ...")
-        events_per_s, batches = await _time_writer(bench_config, url, bootstrap, len(messages))
+        if writers == 1:
+            say("running the writer ...")
+            timed = await _time_writer(bench_config, url, bootstrap, len(messages))
+        else:
+            say(f"running {writers} writers in one group, a process each ...")
+            timed = await time_members(raw_config, url, bootstrap, len(messages), writers)
         rows = await conn.fetchval("SELECT count(*) FROM attendance")
 
         say("measuring the COPY ceiling ...")
@@ -117,15 +129,17 @@ async def bench_writer(config: Config, database_url: str, bootstrap: str, *, eve
         except Exception:  # noqa: BLE001 - a broker that refuses deletion keeps them; not the benchmark's result
             pass
         await admin.close()
-        await admin_conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
         await admin_conn.close()
+        await db.drop_database(database_url, name)
+    events_per_s = timed.pop("events_per_s")
     return {
         "events": len(messages),
+        "writers": writers,
         "events_per_s": round(events_per_s, 1),
         "ceiling_rows_per_s": round(ceiling, 1),
         "ratio_ceiling": round(events_per_s / ceiling, 3),
-        "batches": batches,
-        "mean_batch": round(len(messages) / max(batches, 1), 1),
+        "mean_batch": round(len(messages) / max(timed["batches"], 1), 1),
+        **timed,
         "attendance_rows": rows,
         "rooms": rooms,
         "max_batch": config.attendance.max_batch,
@@ -144,8 +158,8 @@ async def _produce(bootstrap: str, topic: str, messages: list[tuple[bytes, bytes
         await producer.stop()
 
 
-async def _time_writer(bench_config: Config, url: str, bootstrap: str, total: int) -> tuple[float, int]:
-    """Run the writer until it has read all ``total`` events: (events/s from its first batch on, batches)."""
+async def _time_writer(bench_config: Config, url: str, bootstrap: str, total: int) -> dict:
+    """Run the writer until it has read all ``total`` events: events/s from its first batch on, batches."""
     writer = AttendanceWriter(bench_config, database_url=url, bootstrap_servers=bootstrap)
     task = asyncio.create_task(writer.run())
     first: tuple[float, int] | None = None
@@ -161,7 +175,8 @@ async def _time_writer(bench_config: Config, url: str, bootstrap: str, total: in
     await task
     if first is None or writer.stats.events < total:
         raise RuntimeError(f"the writer wrote {writer.stats.events} of {total} events in 600 s")
-    return (writer.stats.events - first[1]) / max(finished - first[0], 1e-6), writer.stats.batches
+    return {"events_per_s": (writer.stats.events - first[1]) / max(finished - first[0], 1e-6),
+            "batches": writer.stats.batches}
 
 
 async def _copy_ceiling(conn, url: str, count: int, batch: int) -> float:

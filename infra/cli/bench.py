@@ -190,16 +190,19 @@ def bench_capacity_command(ctx: click.Context, spec: Path, max_copies: int | Non
 @click.option("--events", type=click.IntRange(1000, 10_000_000), default=200_000, show_default=True,
               help="Presence events to write.")
 @click.option("--rooms", type=click.IntRange(1, 1000), default=40, show_default=True, help="Rooms with a session each.")
+@click.option("--writers", type=click.IntRange(1, 6), default=1, show_default=True,
+              help="Members of the writer's consumer group; more than 1 runs each in a process of its own "
+                   "(at most the presence topic's 6 partitions).")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON document.")
 @click.pass_context
-def bench_writer(ctx, events: int, rooms: int, as_json: bool) -> None:
+def bench_writer(ctx, events: int, rooms: int, writers: int, as_json: bool) -> None:
     """Writer events/s from topic to committed rows vs the plain COPY ceiling of the same PostgreSQL."""
     if events < 1000 or rooms < 1:
         raise RollcallError("--events must be at least 1000 and --rooms at least 1")
     config = _config(ctx)
     endpoints = resolve(config, need=("database", "kafka"))
     result = asyncio.run(run_writer_bench(config, endpoints.database_url, endpoints.kafka_bootstrap_servers,
-                                          events=events, rooms=rooms, say=progress(as_json)))
+                                          events=events, rooms=rooms, writers=writers, say=progress(as_json)))
     print_figures(result, as_json)
 
 

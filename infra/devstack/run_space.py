@@ -154,26 +154,13 @@ async def _remove(server_url: str, bootstrap: str, databases: list[str], topics:
         finally:
             await admin.close()
     for name in databases:
-        if not await _drop_database(server_url, name):
+        try:
+            await db.drop_database(server_url, name, within_s=15.0)
+        except (OSError, asyncpg.PostgresError, asyncio.TimeoutError) as exc:
+            log.warning("could not drop the run's database %s: %s: %s", name, type(exc).__name__, exc)
             left.append(name)
     if left:
         log.warning("left behind: %s", ", ".join(left))
     return left
 
 
-async def _drop_database(server_url: str, name: str, attempts: int = 3) -> bool:
-    """DROP DATABASE ... WITH (FORCE): a connection the run left open (a killed writer) must not keep the
-    database alive. Retried: FORCE waits only 5 s for the sessions it ends, which a loaded machine can miss."""
-    for attempt in range(1, attempts + 1):
-        try:
-            conn = await asyncpg.connect(server_url, timeout=10)
-            try:
-                await conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-                return True
-            finally:
-                await conn.close()
-        except (OSError, asyncpg.PostgresError, asyncio.TimeoutError) as exc:
-            log.warning("could not drop the run's database %s (attempt %d of %d): %s: %s", name, attempt, attempts,
-                        type(exc).__name__, exc)
-            await asyncio.sleep(1.0 * attempt)
-    return False

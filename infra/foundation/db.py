@@ -3,12 +3,14 @@ of the configured campus topology (rooms, cameras, doors, courses, timetable) in
 
 from __future__ import annotations
 
+import asyncio
 import re
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlsplit
 
 import asyncpg
+from tenacity import AsyncRetrying, retry_if_exception_type, stop_after_delay, wait_exponential
 
 from infra.foundation import topology
 from infra.foundation.errors import RollcallError
@@ -103,3 +105,24 @@ async def import_config(database_url: str, config, *, prune: bool, dry_run: bool
     finally:
         await conn.close()
     return diff, counts
+
+
+async def drop_database(server_url: str, name: str, *, within_s: float = 60.0) -> None:
+    """DROP DATABASE ``name`` (if it exists) on the server of ``server_url`` (a URL of another database there),
+    also while a connection is left open on it (a killed writer): ``WITH (FORCE)`` ends those. FORCE refuses
+    to end a process of another role, such as an autovacuum worker (it starts on a table just filled with
+    many rows): a plain DROP then cancels the worker itself. Both wait at most 5 s for the sessions they end,
+    which a loaded machine can miss: retried for ``within_s``, then the last error is raised."""
+    force = True
+    async for attempt in AsyncRetrying(stop=stop_after_delay(within_s), wait=wait_exponential(multiplier=0.5, max=5),
+                                       retry=retry_if_exception_type((OSError, asyncpg.PostgresError,
+                                                                      asyncio.TimeoutError)), reraise=True):
+        with attempt:
+            conn = await asyncpg.connect(server_url, timeout=10)
+            try:
+                await conn.execute(f'DROP DATABASE IF EXISTS "{name}"' + (" WITH (FORCE)" if force else ""))
+            except asyncpg.InsufficientPrivilegeError:
+                force = False  # an autovacuum worker (see above): the next attempt drops without FORCE
+                raise
+            finally:
+                await conn.close()
