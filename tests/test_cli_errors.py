@@ -38,6 +38,7 @@ BAD_VALUES = [
     (["bench", "writer", "--events", "nan"], "not a valid integer"),
     (["bench", "writer", "--events", "1" + "0" * 30], "not in the range"),
     (["bench", "writer", "--rooms", "0"], "not in the range"),
+    (["bench", "writer", "--writers", "0"], "not in the range"),
     (["bench", "faces", "--seconds", "nan"], "finite"),
     (["bench", "faces", "--streams", "0"], "not in the range"),
     (["bench", "persons", "--fps", "inf"], "finite"),
