@@ -111,3 +111,24 @@ def test_import_dry_run_prints_differences_and_writes_nothing(fresh_database):
     assert diff.tables["camera"].removed == [(dropped,)] and counts["camera"] == len(config.cameras) - 1
     again, _ = asyncio.run(db.import_config(fresh_database, changed, prune=True, dry_run=True))
     assert again.empty  # converged
+
+
+def test_drop_database_ends_a_session_left_open_on_it(stack, fresh_database):
+    """A run's database goes also while a connection is still open on it (a killed writer's); dropping one
+    that is gone already is no error."""
+    name = fresh_database.rpartition("/")[2]
+
+    async def main():
+        left_open = await asyncpg.connect(fresh_database)
+        await db.drop_database(stack.database_url, name, within_s=20)
+        admin = await asyncpg.connect(stack.database_url)
+        try:
+            exists = await admin.fetchval("SELECT count(*) FROM pg_database WHERE datname = $1", name)
+        finally:
+            await admin.close()
+        with pytest.raises((asyncpg.PostgresError, OSError, asyncpg.InterfaceError)):
+            await left_open.fetchval("SELECT 1")  # ended by the drop
+        await db.drop_database(stack.database_url, name, within_s=5)  # gone already: nothing to do
+        return exists
+
+    assert asyncio.run(main()) == 0

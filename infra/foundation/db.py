@@ -124,5 +124,8 @@ async def drop_database(server_url: str, name: str, *, within_s: float = 60.0) -
             except asyncpg.InsufficientPrivilegeError:
                 force = False  # an autovacuum worker (see above): the next attempt drops without FORCE
                 raise
+            except asyncpg.ObjectInUseError:
+                force = True  # a session of ours without FORCE: the next attempt ends it
+                raise
             finally:
                 await conn.close()
