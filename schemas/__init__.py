@@ -9,6 +9,9 @@ URLs are identifiers, never fetched).
 - :func:`load_schema` — a schema file as a dict (a fresh copy; the parsed file is cached).
 - :func:`validator` — a cached ``Draft202012Validator`` for it (its ``$ref`` to the other files inlined,
   for speed) with format checking of ``uuid`` and ``date-time``.
+- :func:`fast_validator` — the same schema and the same format checks compiled by jsonschema-rs: about a
+  hundred times faster (2 µs against 200 µs an event), so it answers "valid" for events built or read at
+  stream rates; its "not valid" is left to :func:`validator`, which names the field (and decides).
 - :func:`resolve` — follow a ``$ref`` of a schema (to the shared definitions).
 - ``SCHEMA_VERSIONS`` — ``{event_type: "MAJOR.MINOR"}``, the newest version of each event type (the
   ``default`` of its ``schema_version`` property); ``EVENT_SCHEMAS`` — ``{event_type: schema name}``.
@@ -28,6 +31,7 @@ import re
 from pathlib import Path
 from typing import Any
 
+import jsonschema_rs
 from jsonschema import Draft202012Validator, FormatChecker
 from referencing import Registry, Resource
 from referencing.jsonschema import DRAFT202012
@@ -124,13 +128,47 @@ def validator(name: str) -> Draft202012Validator:
 
 @functools.cache
 def _validator(name: str) -> Draft202012Validator:
-    # The references are inlined: jsonschema resolving a $ref on every use costs more than half of the
-    # time of a validation. Same rules; the definition's own keywords win over annotations beside the $ref.
+    return Draft202012Validator(_inlined(name) or _parsed(name), registry=_registry(), format_checker=format_checker())
+
+
+def fast_validator(name: str) -> jsonschema_rs.Validator | None:
+    """jsonschema-rs's validator of schema ``name`` with :func:`format_checker`'s checks (cached); None for a
+    recursive schema. Trust its "valid" only: an instance it refuses goes to :func:`validator`, which says
+    why, and which takes a few things jsonschema-rs refuses (NaN as a number; a pattern's ``$`` before a
+    final newline, as Python's ``re`` reads it)."""
+    return _fast_validator(_normalise(name))
+
+
+@functools.cache
+def _fast_validator(name: str) -> jsonschema_rs.Validator | None:
+    schema = _inlined(name)
+    if schema is None:
+        return None
+    # The same format functions as jsonschema's (a leap second, an offset: one answer for both validators).
+    formats = {fmt: _conforms(*check) for fmt, check in format_checker().checkers.items()}
+    return jsonschema_rs.validator_for(schema, formats=formats, validate_formats=True)
+
+
+def _conforms(check: Any, raises: Any) -> Any:
+    """A format function of jsonschema's ``FormatChecker`` as a plain yes/no (its ``conforms``, without the
+    lookup by name on every call)."""
+    def conforms(instance: Any) -> bool:
+        try:
+            return bool(check(instance))
+        except raises:
+            return False
+    return conforms
+
+
+@functools.cache
+def _inlined(name: str) -> dict[str, Any] | None:
+    """Schema ``name`` with its references inlined (None for a recursive schema): jsonschema resolving a $ref
+    on every use costs more than half of a validation's time. Same rules; the definition's own keywords win
+    over annotations beside the $ref."""
     try:
-        schema = _inline(name, _parsed(name), depth=0)
+        return _inline(name, _parsed(name), depth=0)
     except RecursionError:  # a recursive schema: leave the references to the registry
-        schema = _parsed(name)
-    return Draft202012Validator(schema, registry=_registry(), format_checker=format_checker())
+        return None
 
 
 def _inline(name: str, node: Any, depth: int) -> Any:
@@ -164,5 +202,5 @@ SCHEMA_VERSIONS: dict[str, str] = {
     event_type: _parsed(name)["properties"]["schema_version"]["default"] for event_type, name in EVENT_SCHEMAS.items()
 }
 
-__all__ = ["EVENT_SCHEMAS", "SCHEMA_DIR", "SCHEMA_VERSIONS", "format_checker", "load_schema", "resolve",
-           "schema_names", "validator"]
+__all__ = ["EVENT_SCHEMAS", "SCHEMA_DIR", "SCHEMA_VERSIONS", "fast_validator", "format_checker", "load_schema",
+           "resolve", "schema_names", "validator"]

@@ -213,6 +213,8 @@ def validate(event: Any, *, unpublished: bool = False) -> None:
 
 
 def _check(name: str, event: Mapping[str, Any], event_type: str) -> None:
+    if _fast_valid(name, event):
+        return
     validator = schemas.validator(name)
     errors = list(validator.iter_errors(event))
     if not errors:
@@ -230,6 +232,17 @@ def _check(name: str, event: Mapping[str, Any], event_type: str) -> None:
     if more > 0:
         reason += f" (and {more} more field{'s' if more > 1 else ''} wrong)"
     raise InvalidEvent(reason, field=field, event_type=event_type)
+
+
+def _fast_valid(name: str, event: Mapping[str, Any]) -> bool:
+    """jsonschema-rs's "valid" (see :func:`schemas.fast_validator`); False leaves the verdict to jsonschema."""
+    fast = schemas.fast_validator(name)
+    if fast is None:
+        return False
+    try:
+        return fast.is_valid(event)
+    except Exception:  # noqa: BLE001 - what it cannot read as JSON (a tuple, a datetime, deep nesting): jsonschema says
+        return False
 
 
 def _describe(error: ValidationError, event: Mapping[str, Any],
