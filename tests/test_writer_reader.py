@@ -52,7 +52,7 @@ def _presence(**changes) -> bytes:
 def test_a_valid_presence_event_takes_the_fast_path():
     reader = MessageReader(TOPICS)
     reader.begin_batch(NOW)
-    assert records._valid_fields(records._FIELDS["presence"][0], _presence()) is not None
+    assert records._FIELDS["presence"][0](_presence())["event_type"] == "presence"  # no ValidationError
     event_id, row = reader.read("p", 0, 7, b"k", _presence(kind="update"))
     assert row[:2] == (event_id, "update") and row[-3:] == ("p", 0, 7) and not isinstance(row, DeadLetter)
 
