@@ -168,7 +168,8 @@ async def play(spec, config: Config, cameras: tuple[str, str], database_url: str
             if processor.supervisor.failure is not None:  # a stage gave up: the run's scores would mean nothing
                 raise processor.supervisor.failure
             stats = processor.ingest.stats()
-            if all(stats.get(c, {}).get("decoded", 0) >= spec.n_frames for c in cameras):
+            # one loop of the video read (an idle door decodes keyframes only: count its packets, not its frames)
+            if all(stats.get(c, {}).get("packets", 0) >= spec.n_frames for c in cameras):
                 break
             await asyncio.sleep(0.25)
         stats = processor.ingest.stats()

@@ -19,7 +19,8 @@ from processor.frames import Frame, FrameBuffer
 from processor.ingest import metrics
 from processor.ingest.hwaccel import choose_hwaccel
 from processor.ingest.options import CameraState, IngestOptions, Transition
-from processor.ingest.stream import Failure, IdleDecode, KeyframeGate, Pacer, Sampler, Stalled, StallWatch, Timestamps
+from processor.ingest.idle import IdleDecode
+from processor.ingest.stream import Failure, KeyframeGate, Pacer, Sampler, Stalled, StallWatch, Timestamps
 
 log = logging.getLogger("rollcall.ingest")
 
@@ -76,6 +77,7 @@ class CameraSource:
         self._state_since = time.time()
         self._state_since_mono = time.monotonic()
         # counters (written by the decoder thread only)
+        self.packets = 0  # video packets read (a frame each): the stream time gone by, decoded or not
         self.decoded = 0  # frames out of the decoder
         self.analysed = 0  # sampled frames put into the buffer
         self.not_sampled = 0  # clean frames between two sample instants
@@ -175,6 +177,7 @@ class CameraSource:
             "state": state.value if state else None,
             "state_since": since,
             "time_in_state_s": round(time.monotonic() - since_mono, 3),
+            "packets": self.packets,
             "decoded": self.decoded,
             "analysed": self.analysed,
             "dropped": self.buffer.dropped,
@@ -332,7 +335,9 @@ class CameraSource:
             stream.codec_context.thread_count = self.options.decoder_threads
         rate = stream.average_rate or stream.guessed_rate
         frame_step_s = 1.0 / float(rate) if rate else 0.04
-        self._idle = IdleDecode(stream.codec_context, self.options.idle_max_keyframe_gap_s)
+        opts = self.options
+        self._idle = IdleDecode(stream.codec_context, opts.idle_max_keyframe_gap_s, wake_ratio=opts.idle_wake_ratio,
+                                wake_min_bytes=opts.idle_wake_min_bytes, wake_hold_s=opts.idle_wake_hold_s)
         self._idle.wanted = self._idle_wanted
         return _Connection(
             container=container, stream=stream, live=is_live(url) or not self.options.pace_files, started=started,
@@ -347,10 +352,11 @@ class CameraSource:
             if self._stop.is_set():
                 return
             conn.watch.packet_read(conn.gate)
+            if packet.size:
+                self.packets += 1
             if not conn.gate.admits_packet(packet):
                 self.skipped_packets += 1
                 continue
-            conn.idle.before_decode(packet)
             for frame in self._decode(conn, packet):
                 self.decoded += 1
                 self._counters.decoded.inc()
@@ -366,7 +372,7 @@ class CameraSource:
         import av
 
         try:
-            return packet.decode()
+            return conn.idle.decode(packet)  # an idle door's mode, its replay when it wakes mid-GOP
         except av.FFmpegError as exc:
             self.decode_errors += 1
             if conn.gate.clean:
@@ -396,7 +402,7 @@ class CameraSource:
             if not conn.pacer.wait_for(pts):
                 return False
             conn.watch.progressed()
-        self._emit(frame, pts)
+        self._emit(frame, pts, conn.idle.arrival_of(frame.pts))
         return True
 
     def _streaming(self, conn: _Connection, since: float) -> None:
@@ -413,9 +419,11 @@ class CameraSource:
         self.skipped += 1
         self._counters.skipped.inc()
 
-    def _emit(self, frame, pts: float) -> None:
+    def _emit(self, frame, pts: float, arrived: float | None = None) -> None:
+        """Hand a frame out; ``arrived``: when its packet came, for a frame decoded later than that (an
+        idle door's replay), else now."""
         self.resolution = (frame.width, frame.height)
-        captured = time.time()
+        captured = time.time() if arrived is None else arrived
         self.last_frame_at = captured
         if self._stop.is_set():
             return  # a restarted camera's successor owns the buffer now

@@ -54,6 +54,11 @@ class IngestOptions:
     pace_files: bool = True
     # door cameras told they are idle decode keyframes only, while keyframes come at most this far apart
     idle_max_keyframe_gap_s: float = 2.0  # file:// and plain paths are read at their own frame rate, like a camera
+    # ... and wake (every frame decoded, from the GOP's keyframe on) for idle_wake_hold_s when the bytes of
+    # three P-frames exceed idle_wake_ratio x what a still doorway gives (and idle_wake_min_bytes); 0: off
+    idle_wake_ratio: float = 4.0
+    idle_wake_min_bytes: int = 1500
+    idle_wake_hold_s: float = 2.0
 
     def __post_init__(self) -> None:
         if self.buffer_capacity < 1:

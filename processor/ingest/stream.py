@@ -173,37 +173,3 @@ class Pacer:
             if self._stop.wait(min(wait, 0.5)):
                 return False
         return True
-
-
-class IdleDecode:
-    """While a door is idle (nobody in view) decode keyframes only: H.264 P-frames cannot be skipped without
-    breaking the pictures that reference them, but FFmpeg's ``skip_frame = "NONKEY"`` leaves them undecoded
-    altogether. Full decoding resumes only at the next keyframe packet (the P-frames in between reference
-    pictures that were never decoded: the shared-media pitfall again). Keyframe-only decoding is used only
-    while the stream's keyframes come at most ``max_gap_s`` apart (a long GOP would hide an arrival)."""
-
-    def __init__(self, codec, max_gap_s: float):
-        self._codec = codec
-        self.max_gap_s = max_gap_s
-        self.wanted = False  # set from the event loop: nobody is at the door
-        self.keyframes_only = False  # what the decoder is doing now
-        self.gap_s: float | None = None  # measured keyframe interval, stream time
-        self._last_key_pts: float | None = None
-        self.switches = 0
-
-    def before_decode(self, packet) -> None:
-        """Called with every packet before it is decoded: switch modes where that is safe."""
-        if packet.is_keyframe and packet.pts is not None and packet.time_base is not None:
-            pts = float(packet.pts * packet.time_base)
-            if self._last_key_pts is not None and pts > self._last_key_pts:
-                self.gap_s = pts - self._last_key_pts
-            self._last_key_pts = pts
-        short_gop = self.gap_s is not None and self.gap_s <= self.max_gap_s
-        if self.wanted and short_gop and not self.keyframes_only:
-            self._codec.skip_frame = "NONKEY"  # at once: nothing after this needs the skipped pictures
-            self.keyframes_only = True
-            self.switches += 1
-        elif self.keyframes_only and (not self.wanted or not short_gop) and packet.is_keyframe:
-            self._codec.skip_frame = "DEFAULT"  # from a keyframe on, every reference is decoded
-            self.keyframes_only = False
-            self.switches += 1
