@@ -224,9 +224,8 @@ class Processor:
 
     def _door_activity(self, camera_id: str, active: bool) -> None:
         """Nobody at the door for ``door_idle_hold_s``: its camera decodes keyframes only ([scheduling]
-        door_idle_keyframes). The hold keeps a passage whose face is lost for a moment (turned away,
-        between two tracks) in full decoding: back on keyframes only, its rest would come up to a GOP
-        late, as a second track and a second recognition."""
+        door_idle_keyframes; processor.ingest.idle). The hold keeps a passage whose face is lost for a
+        moment (turned away, between two tracks) in full decoding."""
         scheduling = self.config.scheduling
         now = time.monotonic()
         if active:

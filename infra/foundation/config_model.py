@@ -220,11 +220,11 @@ class SchedulingConfig(_Strict):
                                    description="door frames analysed first while a face is in view")
     door_idle_fps: float = Field(default=2.0, gt=0.0, le=60.0,
                                  description="door frames analysed first while nobody is at the door")
-    door_idle_keyframes: bool = Field(default=False,
+    door_idle_keyframes: bool = Field(default=True,
                                       description="while nobody is at a door its camera decodes keyframes only "
-                                                  "(when they come at most 2 s apart); every frame again from the "
-                                                  "next keyframe once a face is in view. Off by default: on the "
-                                                  "default scenario it split 2 of 5 passages into two events")
+                                                  "(when they come at most 2 s apart); a face in view, or a burst "
+                                                  "of P-frame bytes (motion), wakes it at once: the GOP so far is "
+                                                  "decoded again from its keyframe (processor.ingest.idle)")
     door_idle_hold_s: float = Field(default=3.0, ge=0.0, le=60.0,
                                     description="a door stays on full decoding this long after the last face "
                                                 "in view, so one passage is never split by going idle")
