@@ -45,3 +45,12 @@ def test_faces_are_counted_per_appearance_a_batch_at_a_time(monkeypatch):
     order = [5, 1, 5, 2, 4, 5]  # frame 5 offered three times
     assert bench_faces.faces_on(stage, "video", order, batch=2) == 3 * 2 + 1 + 2 + 1
     assert stage.batches == [[1, 2], [4, 5]]  # each distinct frame analysed once, two at a time
+
+
+def test_what_a_stream_sent_includes_the_frames_an_idle_door_never_decoded():
+    # camera a decoded keyframes only between 2.0 and 4.0 (idle), b every frame; both sent every frame
+    put = [("a", 1.8), ("a", 1.9), ("a", 2.0), ("a", 3.0), ("a", 4.0), ("a", 4.1), ("b", 0.5), ("b", 0.6)]
+    sent = bench_faces.streamed(put, 10.0)
+    a = sorted(round(t, 3) for camera, t in sent if camera == "a")
+    assert a == [round(1.8 + k / 10, 3) for k in range(24)]  # 1.8 .. 4.1, the undecoded frames included
+    assert sorted(round(t, 3) for camera, t in sent if camera == "b") == [0.5, 0.6]

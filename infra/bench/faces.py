@@ -16,12 +16,15 @@ Three figures on the same frames (the default scenario's door video):
   the accepted faces as the pipeline embedded (it skips faces of tracks already decided): what the
   models allow on this machine for that work, with no decoding, queues or Kafka;
 - naive: what a simple script does: per frame, detect at the frame's own size, then per face align
-  and embed one at a time (on the same frames as the ceiling).
+  and embed one at a time, on every frame the streams sent (in their proportions, up to 300 distinct
+  ones): a script cannot skip a frame without looking at it, so the frames the pipeline did not decode or
+  analyse count for the naive loop too.
 
 Ratios pipeline/ceiling and pipeline/naive come from the same run, so a busy machine moves all three.
 ``ratio_ceiling`` is against the lower of the ceiling and the faces the streams offered (``offered_faces_per_s``:
-the faces the face stage finds on every frame the cameras put into their buffers in the window, analysed or
-shed, each placed in the video by its stream time, counted after the pipeline has stopped; ``offered_placed``:
+the faces the face stage finds on every frame the streams sent in the window, analysed, shed or never
+decoded (an idle door decodes keyframes only; ``sent_frames_per_s``, against ``offered_frames_per_s`` put
+into the buffers), each placed in the video by its stream time, counted after the pipeline has stopped; ``offered_placed``:
 the share of analysed frames that placing puts where their thumbnails were found; ``offered_unplaced``:
 offered frames of cameras that analysed none in the window, which cannot be placed and are not counted;
 ``offered_faces_per_s_estimated``: the estimate of earlier versions, offered frames x the analysed frames'
@@ -218,6 +221,18 @@ def offered_indices(analysed: list[tuple[str, float]], analysed_at: list[int], o
     return [(round(pts * fps) + shifts[camera]) % frames for camera, pts in offered if camera in shifts], agree
 
 
+def streamed(offered: list[tuple[str, float]], fps: float) -> list[tuple[str, float]]:
+    """(camera, stream time) of every frame each camera's stream sent in the window: every frame time from
+    its first to its last frame put into its buffer. An idle door decodes keyframes only, so the frames it
+    put are not all it was sent; what it never decoded was offered all the same."""
+    spans: dict[str, tuple[float, float]] = {}
+    for camera, pts in offered:
+        first, last = spans.get(camera, (pts, pts))
+        spans[camera] = (min(first, pts), max(last, pts))
+    return [(camera, first + k / fps) for camera, (first, last) in spans.items()
+            for k in range(int(round((last - first) * fps)) + 1)]
+
+
 def video_frames(video: Path, wanted: set[int]):
     """(index, BGR image) of the video's frames whose index is in ``wanted``, in video order, one at a time."""
     with av.open(str(video)) as container:
@@ -332,18 +347,22 @@ def bench_faces(config: Config, *, streams: int, seconds: float, say=lambda _m: 
     say(f"ceiling: the models alone at batch {batch}, embedding {pipeline.embed_share:.0%} of accepted faces, "
         f"for {seconds / 2:g} s")
     ceiling = measure_ceiling(stage, FaceEmbedder(pack), frames, batch, seconds / 2, pipeline.embed_share)
-    say(f"naive: per frame, per face, for {seconds / 2:g} s")
-    naive = measure_naive(pack, config.thresholds, frames, seconds / 2)
+    # What the streams sent in the window, decoded or not (placed in the video by stream time).
+    sent = streamed(pipeline.offered, float(spec.fps))
+    order, placed = offered_indices(pipeline.analysed, analysed_at, sent, len(thumbs), float(spec.fps))
+    # The naive script analyses every frame it is sent (it cannot know which frames are empty without
+    # looking), in the streams' proportions; the ceiling did the pipeline's own work, on its frames.
+    say(f"naive: per frame, per face, on the frames the streams sent, for {seconds / 2:g} s")
+    naive = measure_naive(pack, config.thresholds, analysed_frames(rendered.door_video, order), seconds / 2)
     pct = percentiles_ms(pipeline.latencies_s)
     faces_per_frame = pipeline.faces_per_s / pipeline.frames_per_s if pipeline.frames_per_s else 0.0
     # No pipeline analyses more faces than its streams offer: the ceiling for this work is the models' rate
     # or the offered rate, whichever is lower. The offered faces are counted: the face stage run on every
-    # frame the streams put into the buffers in the window (placed in the video by its stream time).
-    say(f"offered: counting the faces on the {len(pipeline.offered)} frames the streams offered")
-    order, placed = offered_indices(pipeline.analysed, analysed_at, pipeline.offered, len(thumbs), float(spec.fps))
+    # frame the streams sent in the window.
+    say(f"offered: counting the faces on the {len(order)} frames the streams sent")
     offered = faces_on(stage, rendered.door_video, order) / pipeline.window_s
-    # The estimate of earlier versions (every offered frame at the analysed frames' faces a frame), kept
-    # beside it: a saturated pipeline sheds mostly the extra frames of doors with a face in view, so it
+    # The estimate of earlier versions (every frame put into a buffer at the analysed frames' faces a frame),
+    # kept beside it: a saturated pipeline sheds mostly the extra frames of doors with a face in view, so it
     # came out low.
     estimated = pipeline.offered_frames_per_s * faces_per_frame
     bound = min(ceiling, offered) if offered else ceiling
@@ -357,11 +376,12 @@ def bench_faces(config: Config, *, streams: int, seconds: float, say=lambda _m: 
         "embed_share": round(pipeline.embed_share, 3),
         "ceiling_faces_per_s": round(ceiling, 2),
         "naive_faces_per_s": round(naive, 2),
-        "offered_frames_per_s": round(pipeline.offered_frames_per_s, 2),
+        "offered_frames_per_s": round(pipeline.offered_frames_per_s, 2),  # put into the buffers (decoded)
+        "sent_frames_per_s": round(len(sent) / pipeline.window_s, 2),
         "offered_faces_per_s": round(offered, 2),
         "offered_faces_per_s_estimated": round(estimated, 2),
         "offered_placed": round(placed, 3),
-        "offered_unplaced": len(pipeline.offered) - len(order),  # of cameras that analysed nothing: not counted
+        "offered_unplaced": len(sent) - len(order),  # of cameras that analysed nothing: not counted
         "ratio_ceiling": round(pipeline.faces_per_s / bound, 3) if bound else None,
         "ratio_model_ceiling": round(pipeline.faces_per_s / ceiling, 3) if ceiling else None,
         "ratio_naive": round(pipeline.faces_per_s / naive, 3) if naive else None,
