@@ -67,7 +67,8 @@ class MotionFromSizes:
 
 
 class IdleDecode:
-    """A door camera's decoding mode, decided packet by packet in its ingest thread (``before_decode``)."""
+    """A camera's decoding, packet by packet in its ingest thread (:meth:`decode`): every frame, or, for a
+    door nobody is at, keyframes only."""
 
     def __init__(self, codec: Any, max_gap_s: float, *, wake_ratio: float = 4.0, wake_min_bytes: int = 1500,
                  wake_hold_s: float = 2.0, clock=time.monotonic):
