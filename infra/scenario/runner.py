@@ -324,7 +324,7 @@ def _report(spec, spec_path: Path, truth: dict, outcome: RunOutcome) -> dict:
         not_measured["handoff.accuracy"] = handoff.get("reason", "no room tracks of enrolled people")
     if outcome.failover is not None:  # a processor group: what lives only inside a processor's memory
         for key in ("recognition.quality_gate", "recognition.review_queue_written",
-                    "recognition.review_queue_suspected_spoofs", "frames.decoded"):
+                    "recognition.review_queue_suspected_spoofs", "frames.received", "frames.decoded"):
             not_measured[key] = "kept inside each group member; the report reads the topics"
     return {
         "scenario": spec.name,
@@ -334,11 +334,14 @@ def _report(spec, spec_path: Path, truth: dict, outcome: RunOutcome) -> dict:
         "events": {"recognitions": len(outcome.events), "presence": len(outcome.presence)},
         "recognition": recognition,
         "frames": {
+            # received: the packets (a frame each) read from the streams; an idle door decodes keyframes only
+            "received": int(outcome.door.get("packets") or 0) + int(outcome.room.get("packets") or 0),
             "decoded": door_decoded + room_decoded,
             "expected": 2 * spec.n_frames,
             "per_camera": {
                 stats.get("camera_id", role): {
-                    "role": role, "decoded": stats.get("decoded"), "analysed": stats.get("analysed"),
+                    "role": role, "received": stats.get("packets"), "decoded": stats.get("decoded"),
+                    "analysed": stats.get("analysed"),
                     "dropped": stats.get("dropped"), "reconnects": stats.get("reconnects"),
                     "error": stats.get("last_error")}
                 for role, stats in (("door", outcome.door), ("room", outcome.room))
