@@ -213,11 +213,8 @@ def _checked_presence_row(reader: "MessageReader", event: dict, topic: str, part
             raise _Reject
     elif identity != "unknown" or person is not None:
         raise _Reject
-    known, moment = reader.moments, reader.moment  # most times were read before (a track repeats first_seen)
-    frame, first, last = event["frame_time"], event["first_seen"], event["last_seen"]
-    frame = known.get(frame) or moment(frame)
-    first = known.get(first) or moment(first)
-    last = known.get(last) or moment(last)
+    moment = reader.moment
+    frame, first, last = moment(event["frame_time"]), moment(event["first_seen"]), moment(event["last_seen"])
     low = high = frame[1]  # comparisons, not min()/max(): a tenth of the reader's time went to those calls
     for seconds in (first[1], last[1]):
         if seconds < low:
@@ -254,7 +251,7 @@ class MessageReader:
         self.bounds = bounds or TimeBounds()
         self._window: tuple[dt.datetime, dt.datetime] | None = None
         self._parsed: dict[str, dt.datetime] = {}  # timestamps read (see _time)
-        self.moments: dict[str, tuple[dt.datetime, float]] = {}  # the fast path's: (datetime, Unix seconds)
+        self._moments: dict[str, tuple[dt.datetime, float]] = {}  # the fast path's: (datetime, Unix seconds)
         # per topic: (the event type it carries, the fast path's field validator and row builder, or None)
         self._routes: dict[str, tuple[str, Any]] = {}
         self.fast_bounds_s = (0.0, 0.0, 0.0)  # the fast path's window and track span, _BOUND_MARGIN_S inside
@@ -270,13 +267,13 @@ class MessageReader:
 
     def moment(self, value: Any) -> tuple[dt.datetime, float]:
         """(the timestamp ``value`` as _time reads it, its Unix seconds), kept for the next messages."""
-        found = self.moments.get(value)
+        found = self._moments.get(value)
         if found is not None:
             return found
         moment = _time(value, self._parsed)
-        if len(self.moments) >= _PARSED_TIMES_KEPT:
-            self.moments.clear()
-        self.moments[value] = found = (moment, moment.timestamp())
+        if len(self._moments) >= _PARSED_TIMES_KEPT:
+            self._moments.clear()
+        self._moments[value] = found = (moment, moment.timestamp())
         return found
 
     def read(self, topic: str, partition: int, offset: int, key: bytes | None,

@@ -262,9 +262,9 @@ def _count_faces(stage, part: list[tuple[int, np.ndarray]]) -> dict[int, int]:
     return {i: len(result.faces) for (i, _), result in zip(part, results)}
 
 
-def analysed_frames(video: Path, order: list[int], limit: int = 300) -> list[np.ndarray]:
-    """The video frames the pipeline analysed (``order``: their indices), in its order and proportions (at
-    most ``limit`` distinct ones)."""
+def frames_in_order(video: Path, order: list[int], limit: int = 300) -> list[np.ndarray]:
+    """The video frames at the indices ``order`` (those the pipeline analysed, or the streams sent), in that
+    order and in its proportions (at most ``limit`` distinct ones)."""
     distinct = sorted(set(order))
     if len(distinct) > limit:
         keep = set(distinct[i] for i in np.linspace(0, len(distinct) - 1, limit).round().astype(int))
@@ -339,7 +339,7 @@ def bench_faces(config: Config, *, streams: int, seconds: float, say=lambda _m: 
     # The same frames, in memory: those the pipeline analysed in its window.
     thumbs = video_thumbnails(rendered.door_video)
     analysed_at = matched_indices(thumbs, pipeline.thumbnails)
-    frames = analysed_frames(rendered.door_video, analysed_at)
+    frames = frames_in_order(rendered.door_video, analysed_at)
     pack = config.models.pack
     stage = FaceStage(FaceDetector(pack, score_threshold=config.thresholds.face_detection, input_size=None),
                       config.thresholds)
@@ -353,7 +353,7 @@ def bench_faces(config: Config, *, streams: int, seconds: float, say=lambda _m: 
     # The naive script analyses every frame it is sent (it cannot know which frames are empty without
     # looking), in the streams' proportions; the ceiling did the pipeline's own work, on its frames.
     say(f"naive: per frame, per face, on the frames the streams sent, for {seconds / 2:g} s")
-    naive = measure_naive(pack, config.thresholds, analysed_frames(rendered.door_video, order), seconds / 2)
+    naive = measure_naive(pack, config.thresholds, frames_in_order(rendered.door_video, order), seconds / 2)
     pct = percentiles_ms(pipeline.latencies_s)
     faces_per_frame = pipeline.faces_per_s / pipeline.frames_per_s if pipeline.frames_per_s else 0.0
     # No pipeline analyses more faces than its streams offer: the ceiling for this work is the models' rate
