@@ -2,6 +2,11 @@
 
 yuv420p, a keyframe every second (late RTSP clients start fast), preset veryfast, and NOT
 ``tune=zerolatency``: its sliced-thread encode came out corrupted through the RTSP path.
+
+No B-frames, as surveillance cameras send (IP-only GOPs are their default: a B-frame waits in the camera
+for the later picture it is predicted from). x264's default 3 B-frames with a pyramid made a frame's packet
+leave the loopback server up to 5 frames (0.5 s at 10 fps) after the frame's own time, and that wait, which
+a campus's cameras do not have, was then the largest part of a door's capture-to-event figure.
 """
 
 from __future__ import annotations
@@ -26,7 +31,7 @@ class TsWriter:
         self.stream.options = {
             "preset": X264_PRESET,
             "crf": str(X264_CRF),
-            "x264-params": f"keyint={fps}:min-keyint={fps}:scenecut=0",
+            "x264-params": f"keyint={fps}:min-keyint={fps}:scenecut=0:bframes=0",
         }
         self.frames = 0
 

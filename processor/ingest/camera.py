@@ -20,7 +20,8 @@ from processor.ingest import metrics
 from processor.ingest.hwaccel import choose_hwaccel
 from processor.ingest.options import CameraState, IngestOptions, Transition
 from processor.ingest.idle import IdleDecode
-from processor.ingest.stream import Failure, KeyframeGate, Pacer, Sampler, Stalled, StallWatch, Timestamps
+from processor.ingest.stream import (CaptureClock, Failure, KeyframeGate, Pacer, Sampler, Stalled, StallWatch,
+                                     Timestamps)
 
 log = logging.getLogger("rollcall.ingest")
 
@@ -39,6 +40,7 @@ class _Connection:
     sampler: Sampler
     pacer: Pacer
     idle: IdleDecode
+    capture_clock: CaptureClock
     streaming_since: float | None = None  # time.monotonic() of the first clean frame
 
     def streamed(self) -> float:
@@ -330,7 +332,7 @@ class CameraSource:
         if not container.streams.video:
             raise Failure(f"no video stream in {redact(url)}")
         stream = container.streams.video[0]
-        stream.thread_type = "AUTO"
+        stream.thread_type = self.options.decoder_thread_type
         if self.options.decoder_threads:
             stream.codec_context.thread_count = self.options.decoder_threads
         rate = stream.average_rate or stream.guessed_rate
@@ -344,7 +346,7 @@ class CameraSource:
             gate=KeyframeGate(stream.codec_context, self.camera_id),
             watch=StallWatch(self.options.stall_timeout_s, self.options.keyframe_timeout_s),
             timestamps=Timestamps(frame_step_s), sampler=Sampler(self.analysis_fps), pacer=Pacer(self._stop),
-            idle=self._idle)
+            idle=self._idle, capture_clock=CaptureClock())
 
     def _read(self, conn: _Connection) -> None:
         """Demux and decode until the stream ends or stop; every clean frame goes to :meth:`_on_frame`."""
@@ -358,6 +360,7 @@ class CameraSource:
                 self.skipped_packets += 1
                 continue
             for frame in self._decode(conn, packet):
+                arrived = conn.idle.arrival_of(frame.pts)  # taken now: a frame skipped below leaves none
                 self.decoded += 1
                 self._counters.decoded.inc()
                 if frame.is_corrupt:
@@ -365,7 +368,7 @@ class CameraSource:
                 if not conn.gate.admits_frame(frame):
                     self._skip()
                     continue
-                if not self._on_frame(conn, frame):
+                if not self._on_frame(conn, frame, arrived):
                     return
 
     def _decode(self, conn: _Connection, packet) -> list:
@@ -380,8 +383,9 @@ class CameraSource:
             conn.gate.decode_failed()
             return []
 
-    def _on_frame(self, conn: _Connection, frame) -> bool:
-        """A clean frame: timestamp it, sample it, pace it (files), hand it out. False when stopped."""
+    def _on_frame(self, conn: _Connection, frame, packet_arrived: float | None) -> bool:
+        """A clean frame: timestamp it, sample it, pace it (files), hand it out. False when stopped.
+        ``packet_arrived``: when its packet came (None: unknown, now stands in)."""
         arrived = conn.watch.progressed()
         if conn.streaming_since is None:
             self._streaming(conn, arrived)
@@ -394,6 +398,9 @@ class CameraSource:
         if conn.timestamps.goes_back(pts):
             self.out_of_order += 1
             return True
+        captured = None  # a file's frames are captured when the pacer hands them out
+        if conn.live and packet_arrived is not None:
+            captured = conn.capture_clock.captured(pts, packet_arrived)
         conn.sampler.interval = 1.0 / self.analysis_fps  # set_analysis_fps may have changed it
         if not conn.sampler.due(pts, conn.timestamps.advance(pts)):
             self.not_sampled += 1
@@ -402,7 +409,7 @@ class CameraSource:
             if not conn.pacer.wait_for(pts):
                 return False
             conn.watch.progressed()
-        self._emit(frame, pts, conn.idle.arrival_of(frame.pts))
+        self._emit(frame, pts, captured)
         return True
 
     def _streaming(self, conn: _Connection, since: float) -> None:
@@ -419,11 +426,10 @@ class CameraSource:
         self.skipped += 1
         self._counters.skipped.inc()
 
-    def _emit(self, frame, pts: float, arrived: float | None = None) -> None:
-        """Hand a frame out; ``arrived``: when its packet came, for a frame decoded later than that (an
-        idle door's replay), else now."""
+    def _emit(self, frame, pts: float, captured: float | None = None) -> None:
+        """Hand a frame out, stamped ``captured`` (wall clock; None: now)."""
         self.resolution = (frame.width, frame.height)
-        captured = time.time() if arrived is None else arrived
+        captured = time.time() if captured is None else captured
         self.last_frame_at = captured
         if self._stop.is_set():
             return  # a restarted camera's successor owns the buffer now

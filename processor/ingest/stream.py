@@ -6,6 +6,7 @@ runs for every packet or frame (and builds afresh at every connect):
 - :class:`StallWatch`: no frame for ``stall_timeout_s`` (or no clean keyframe for ``keyframe_timeout_s``)
   ends the connection as stalled;
 - :class:`Timestamps`: a missing pts is inferred, time going backwards is refused;
+- :class:`CaptureClock`: when a live stream's frame was captured, on our clock, from its stream time;
 - :class:`Sampler`: keeps the frames whose pts crosses the next sample instant of ``analysis_fps``;
 - :class:`Pacer`: a file is handed out at the rate a camera would send it.
 """
@@ -15,6 +16,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections import deque
 
 log = logging.getLogger("rollcall.ingest")
 
@@ -138,6 +140,39 @@ class Timestamps:
         """Take ``pts`` as the latest; returns the one before it."""
         previous, self.last = self.last, pts
         return previous
+
+
+class CaptureClock:
+    """When each frame of a live stream was captured, on our wall clock, from its stream time.
+
+    A frame's packet arrives after the frame was captured; how long after, this side cannot see (network,
+    the camera's encoder, and with B-frames the wait for the later picture a frame is predicted from: such a
+    frame's packet comes frames after its capture). Taking each frame's own packet arrival would call a
+    P-frame captured before the B-frames shown ahead of it. The estimate here is the latest capture clock
+    consistent with every packet of the last ``window_s`` of stream time having arrived after its frame
+    was captured: stream time + the least (arrival - stream time) of that window. It runs with the stream's
+    clock, so the wait in our decoder (B-frame reordering: ~2 packets on the scenario videos) and every
+    queue after it count in the capture-to-event figures, and it moves with a camera clock that drifts.
+    """
+
+    def __init__(self, window_s: float = 30.0):
+        self.window_s = window_s
+        self._offsets: deque[tuple[float, float]] = deque()  # (pts, arrival - pts), offsets increasing
+        self._last_pts: float | None = None
+
+    def captured(self, pts: float, arrived: float) -> float:
+        """Take a frame's stream time and its packet's arrival (wall clock); its capture time."""
+        if self._last_pts is not None and pts < self._last_pts:
+            self._offsets.clear()  # the stream's clock went back (a restart): what was learnt is void
+        self._last_pts = pts
+        offsets = self._offsets
+        offset = arrived - pts
+        while offsets and offsets[-1][1] >= offset:
+            offsets.pop()
+        offsets.append((pts, offset))
+        while offsets[0][0] < pts - self.window_s:
+            offsets.popleft()
+        return pts + offsets[0][1]
 
 
 class Sampler:
