@@ -127,7 +127,7 @@ class Drain:
     """A consumer on the loop: takes every frame of a buffer as it arrives, remembering when."""
 
     def __init__(self, buffer):
-        self.buffer, self.frames, self.arrivals = buffer, [], []
+        self.buffer, self.frames, self.arrivals, self.taken_at = buffer, [], [], []
         self.task = asyncio.get_running_loop().create_task(self._run())
 
     async def _run(self):
@@ -136,6 +136,7 @@ class Drain:
             while (frame := self.buffer.take()) is not None:
                 self.frames.append(frame)
                 self.arrivals.append(time.monotonic())
+                self.taken_at.append(time.time())
 
     def max_gap(self, since: float = 0.0) -> float:
         times = [t for t in self.arrivals if t >= since]
@@ -175,6 +176,10 @@ async def test_sampled_at_half_rate_by_pts_and_slow_consumer_drops_oldest(media)
         assert [f.seq for f in fast] == list(range(fast[0].seq, fast[0].seq + len(fast)))
         assert all(f.image.shape == (720, 1280, 3) and f.image.dtype == np.uint8 for f in fast)
         assert all(f.camera_id == "hd" and abs(f.captured_at - time.time()) < 10 for f in fast)
+        # dated by the camera's clock: never after the frame reached us, and as far apart as their stream times
+        assert all(f.captured_at <= taken for f, taken in zip(fast, drain.taken_at))
+        settled = fast[5:]  # the least delay is learnt within the first second
+        assert all(abs((b.captured_at - a.captured_at) - (b.pts_s - a.pts_s)) < 0.05 for a, b in zip(settled, settled[1:]))
         assert buffer.dropped == 0, "a consumer that keeps up loses nothing"
 
         # a slow consumer: looks once a second; the buffer holds the newest two and counts the rest
