@@ -41,7 +41,9 @@ class Frame:
         self.camera_id = camera_id
         self.seq = seq  # analysed-frame number on this camera, from 0
         self.pts_s = pts_s  # stream time of the frame, seconds (from the decoder)
-        self.captured_at = captured_at  # wall clock (time.time()) its packet arrived: start of the latency budget
+        # wall clock (time.time()) it was captured, read off the camera's clock (ingest.stream.CaptureClock;
+        # a paced file: when it was handed out): the start of the latency budget
+        self.captured_at = captured_at
         self._image = image
         self._decoded = decoded
 

@@ -21,10 +21,10 @@ and given them again from that keyframe, so the picture of now is decoded at onc
 full decode gives. Keyframe-only decoding is used only while keyframes come at most ``max_gap_s`` apart (a
 long GOP would hide an arrival).
 
-Every frame, replayed or not, carries the time its own packet arrived (``arrival_of``): the nearest this
-side can see to when the camera captured it. The decoder hands a frame out packets after its own (B-frame
-reordering: 2 packets on average on the scenario videos; a frame-threaded decoder adds thread count - 1
-more), and that wait is the pipeline's, so it belongs in the capture-to-event figures."""
+Every frame, replayed or not, is paired with the time its own packet arrived (``arrival_of``), not the
+time it left the decoder: the decoder hands a frame out packets after its own (B-frame reordering; a
+frame-threaded decoder adds thread count - 1 more), and that wait is the pipeline's. The camera turns the
+arrivals into capture times (``processor.ingest.stream.CaptureClock``)."""
 
 from __future__ import annotations
 

@@ -52,9 +52,10 @@ class IngestOptions:
     hwaccel: str = "auto"  # auto (cuda, then vaapi, else software), none, or an FFmpeg device type
     decoder_threads: int = 0  # 0 = FFmpeg's choice
     # SLICE, not FFmpeg's AUTO: frame threading holds every frame thread count - 1 more packets in the
-    # decoder (the scenario's 720p door: 4 packets from a packet to its frame against 2 with slices, 400
-    # against 200 ms at 10 fps, for 17 % more CPU). Cameras are decoded side by side, a thread each, and one
-    # 720p frame takes ~1.7 ms on one core here: the parallelism inside one decoder buys nothing but delay.
+    # decoder (the scenario's 720p door video: 2 packets from a packet to its frame against 0 with slices,
+    # 200 ms at 10 fps, for 30 % more CPU: 1.50 against 1.13 s for its 750 frames). Cameras are decoded side
+    # by side, a thread each, and a 720p frame takes ~1.5 ms on one core here: the parallelism inside one
+    # decoder buys nothing but delay.
     decoder_thread_type: str = "SLICE"
     pace_files: bool = True
     # door cameras told they are idle decode keyframes only, while keyframes come at most this far apart

@@ -151,8 +151,8 @@ class CaptureClock:
     P-frame captured before the B-frames shown ahead of it. The estimate here is the latest capture clock
     consistent with every packet of the last ``window_s`` of stream time having arrived after its frame
     was captured: stream time + the least (arrival - stream time) of that window. It runs with the stream's
-    clock, so the wait in our decoder (B-frame reordering: ~2 packets on the scenario videos) and every
-    queue after it count in the capture-to-event figures, and it moves with a camera clock that drifts.
+    clock, so the wait in our decoder (B-frame reordering: 2 packets on average with x264's defaults) and
+    every queue after it count in the capture-to-event figures, and it moves with a camera clock that drifts.
     """
 
     def __init__(self, window_s: float = 30.0):
