@@ -15,13 +15,26 @@ portraits; ``rollcall models fetch``), letterboxed exactly as the detector feeds
 built once per model, input size and calibration set, and cached (``<cache>/int8``); a change of any of
 them builds a new one. The cache key is made of file digests (:func:`variant_key`), so a start that finds
 its variant cached letterboxes nothing and quantises nothing.
+
+A running processor never builds a variant in the cameras' way (:class:`BackgroundBuilds`): building one
+takes ~7 s of both cores of this machine, and a room camera meeting an input size with no variant yet used
+to wait for it, with the doors starved beside it (a first `scenario run class-rush --load 2` with int8 on a
+fresh machine, three sizes built as the cameras met them: recognitions 6 of 18, attendance recall 0.4). The
+size is built in a process of its own at the lowest CPU priority (``python -m processor.int8_build``) while
+the float model serves it.
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
+import logging
+import os
 import re
+import subprocess
+import sys
 import tempfile
+import threading
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
@@ -30,6 +43,8 @@ import onnx
 
 from infra.foundation.errors import RollcallError
 from infra.foundation.paths import cache_dir
+
+log = logging.getLogger("rollcall.processor")
 
 MIN_CALIBRATION_IMAGES = 8
 # Part of every cache key: change it when int8_variant's settings or the way the detector letterboxes and
@@ -98,21 +113,88 @@ def variant_key(model_file: Path, photos: Sequence[Path], detail: str) -> str:
     return digest.hexdigest()[:24]
 
 
-def int8_variant_cached(key: str) -> bool:
-    """Whether :func:`cached_int8_variant` would find ``key`` built already."""
-    return (cache_dir() / "int8" / f"{key}.onnx").is_file()
+def variants_dir() -> Path:
+    """Where int8 variants are cached."""
+    return cache_dir() / "int8"
+
+
+def int8_variant_cached(key: str, folder: Path | None = None) -> bool:
+    """Whether :func:`cached_int8_variant` would find ``key`` built already (in ``folder``, default
+    :func:`variants_dir`)."""
+    return ((folder or variants_dir()) / f"{key}.onnx").is_file()
 
 
 def cached_int8_variant(key: str, model: Callable[[], onnx.ModelProto], input_name: str,
-                        calibration: Callable[[], Sequence[np.ndarray]]) -> bytes:
+                        calibration: Callable[[], Sequence[np.ndarray]], folder: Path | None = None) -> bytes:
     """:func:`int8_variant` of ``model()`` calibrated on ``calibration()``, built once per ``key``
-    (:func:`variant_key`) and kept under ``<cache>/int8``; both are called only to build one."""
-    path = cache_dir() / "int8" / f"{key}.onnx"
+    (:func:`variant_key`) and kept in ``folder`` (default :func:`variants_dir`); both are called only to
+    build one."""
+    path = (folder or variants_dir()) / f"{key}.onnx"
     if path.is_file():
         return path.read_bytes()
     data = int8_variant(model(), input_name, calibration())
     path.parent.mkdir(parents=True, exist_ok=True)
-    partial = path.with_suffix(".partial")
+    partial = path.with_suffix(f".{os.getpid()}.partial")  # a build in another process may write the same key
     partial.write_bytes(data)
     partial.replace(path)
     return data
+
+
+class BackgroundBuilds:
+    """int8 variants built in processes of their own at the lowest CPU priority, each key once at a time:
+    what a running processor uses so that no camera waits for a build (the float model serves meanwhile).
+
+    A process, not a thread: quantising is largely Python (the graph's rewriting, the calibration's
+    bookkeeping), and a low-priority thread of the processor holding the GIL while the CPU is busy elsewhere
+    stalls every other thread of it (tried: under a two-core hog the event loop froze long enough for a
+    database connection to time out). A build still running when the processor exits finishes on its own
+    (the variant is cached for the next start)."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._running: dict[str, subprocess.Popen] = {}
+        self.failed: dict[str, str] = {}  # key -> why its build failed (not tried again: the float model stays)
+
+    def ready(self, key: str, command: Sequence[str], folder: Path, what: str) -> bool:
+        """True when the variant ``key`` is cached in ``folder``; otherwise False, and its build (``command``,
+        which caches it there) is started unless it runs or failed already. ``what``: the variant in words."""
+        with self._lock:
+            build = self._running.get(key)
+            if build is not None and build.poll() is not None:
+                self._ended(key, build, folder, what)
+                build = None
+            if int8_variant_cached(key, folder):
+                return True
+            if build is not None or key in self.failed:
+                return False
+            log.warning("%s: no int8 variant on this machine yet; building it in a process of its own at the "
+                        "lowest CPU priority, the float model runs meanwhile (`rollcall models quantize "
+                        "--person` builds them ahead)", what)
+            errors = tempfile.TemporaryFile()
+            self._running[key] = subprocess.Popen([sys.executable, *command], stdin=subprocess.DEVNULL,
+                                                  stdout=subprocess.DEVNULL, stderr=errors)
+            self._running[key].errors = errors  # type: ignore[attr-defined]
+        return False
+
+    def _ended(self, key: str, build: subprocess.Popen, folder: Path, what: str) -> None:
+        del self._running[key]
+        errors = build.errors  # type: ignore[attr-defined]
+        errors.seek(0)
+        said = errors.read().decode("utf-8", "replace").strip().splitlines()
+        errors.close()
+        if int8_variant_cached(key, folder):
+            log.info("%s: int8 variant built; it takes over from the float model", what)
+            return
+        self.failed[key] = (said[-1] if said else f"exit status {build.returncode}")[:300]
+        log.error("%s: building its int8 variant failed (%s); the float model goes on serving it", what,
+                  self.failed[key])
+
+    def wait(self, timeout_s: float) -> bool:
+        """Wait up to ``timeout_s`` for the builds running now; True when none is left running."""
+        with self._lock:
+            builds = list(self._running.values())
+        for build in builds:
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                build.wait(timeout_s)
+        with self._lock:
+            return all(build.poll() is not None for build in self._running.values())

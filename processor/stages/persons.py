@@ -102,6 +102,9 @@ class PersonDetector:
         self.precision = self._open(session, precision)
         self._sessions: dict[tuple[int, int], Any] = (
             {(export_size[1], export_size[0]): self.session} if self.precision == "fp32" else {})
+        self._meanwhile: dict[tuple[int, int], Any] = {}  # int8: float sessions of sizes whose variant is building
+        self._keys: dict[tuple[int, int], tuple[str, Sequence[Path]]] = {}
+        self._builds = quantize.BackgroundBuilds()
 
     def _open(self, session: Any, precision: str) -> str:
         """Sets ``session`` (the export's fp32 session: the one given, a new one, or None for int8) and the
@@ -147,28 +150,59 @@ class PersonDetector:
 
     def _session(self, size: tuple[int, int]):
         session = self._sessions.get(size)
+        if session is not None:
+            return session
+        if self.precision == "int8":
+            key, photos = self._int8_keyed(size)
+            folder = quantize.variants_dir()
+            command = ["-m", "processor.int8_build", self.pack.name, str(size[0]), str(size[1]), str(folder)]
+            if not self._builds.ready(key, command, folder, f"person detector {size[1]}x{size[0]}"):
+                return self._float_meanwhile(size)  # its variant is being built (quantize.BackgroundBuilds)
+            data = self._int8_variant(size, key, photos, folder)  # cached now: read, not built
+        else:
+            data = self._sized_model(size).SerializeToString()
+        session = self._sessions[size] = mp.create_session(data, self.providers, self.threads)
+        self._meanwhile.pop(size, None)
+        return session
+
+    def _float_meanwhile(self, size: tuple[int, int]):
+        """The float model at ``size``: what serves an int8 detector's size until its variant is built."""
+        session = self._meanwhile.get(size)
         if session is None:
-            data = self.int8_model(size) if self.precision == "int8" else self._sized_model(size).SerializeToString()
-            session = self._sessions[size] = mp.create_session(data, self.providers, self.threads)
+            data = self._sized_model(size).SerializeToString()
+            session = self._meanwhile[size] = mp.create_session(data, self.providers, self.threads)
         return session
 
     def _sized_model(self, size: tuple[int, int]) -> onnx.ModelProto:
         return onnx_surgery.yolov8_input_size(onnx.load(self.pack.path("person_detector")), *size)
 
-    def int8_model(self, size: tuple[int, int]) -> bytes:
-        """The serialised int8 variant for ``size`` (height, width): from the cache, or built and cached."""
-        photos = calibration_photos()
-        key = self._int8_key(size, photos)
-        if not quantize.int8_variant_cached(key):
-            # ~7 s of both cores on a quiet 2-core machine, while the cameras wait: at 4 + 4 cameras the
-            # first run after a fresh install lost recognitions to it (README, bench capacity)
-            log.warning("person detector: building its int8 variant for %dx%d input now (first use on this "
-                        "machine; `rollcall models quantize --person` builds them ahead)", size[1], size[0])
-        return self._int8_variant(size, key, photos)
+    def _int8_keyed(self, size: tuple[int, int]) -> tuple[str, Sequence[Path]]:
+        """(the cache key of ``size``'s int8 variant, its calibration photos): the key hashes the model and the
+        photos, so it is made once per size, not per batch."""
+        keyed = self._keys.get(size)
+        if keyed is None:
+            photos = calibration_photos()
+            keyed = self._keys[size] = (self._int8_key(size, photos), photos)
+        return keyed
 
-    def _int8_variant(self, size: tuple[int, int], key: str, photos: Sequence[Path]) -> bytes:
+    def int8_model(self, size: tuple[int, int], folder: Path | None = None) -> bytes:
+        """The serialised int8 variant for ``size`` (height, width): from the cache (``folder``, default
+        :func:`~processor.quantize.variants_dir`), or built here and now, and cached."""
+        return self._int8_variant(size, *self._int8_keyed(size), folder)
+
+    @property
+    def int8_pending(self) -> bool:
+        """Some input size is served by the float model while its int8 variant is built."""
+        return bool(self._meanwhile)
+
+    def wait_for_int8(self, timeout_s: float) -> bool:
+        """Wait up to ``timeout_s`` for the int8 variants being built; True when none is left to build."""
+        return self._builds.wait(timeout_s)
+
+    def _int8_variant(self, size: tuple[int, int], key: str, photos: Sequence[Path],
+                      folder: Path | None = None) -> bytes:
         return quantize.cached_int8_variant(key, lambda: self._sized_model(size), self.input_name,
-                                            lambda: self._calibration(size, photos))
+                                            lambda: self._calibration(size, photos), folder)
 
     def _int8_key(self, size: tuple[int, int], photos: Sequence[Path]) -> str:
         # what the calibration blobs are made with besides the photos' bytes (the version covers the code)
