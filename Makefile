@@ -11,12 +11,10 @@ HOME_DIR := $(or $(ROLLCALL_HOME),var)
 INSTALLED := $(VENV)/.installed
 PACK := $(HOME_DIR)/models/open/manifest.json
 TANSU := $(HOME_DIR)/bin/tansu
-# the room person detector's int8 variants ([models] person_precision auto = int8 on a CPU), built once
-INT8 := $(HOME_DIR)/cache/int8/.person-variants
 
 .PHONY: setup debian demo test clean distclean
 
-setup: debian $(INSTALLED) $(PACK) $(INT8) $(TANSU)
+setup: debian $(INSTALLED) $(PACK) $(TANSU)
 
 debian:
 	@bash infra/setup/debian-packages.sh
@@ -37,10 +35,6 @@ $(INSTALLED): requirements.lock requirements-gpu.lock pyproject.toml | $(PY)
 
 $(PACK): $(INSTALLED)
 	$(ROLLCALL) models fetch open
-
-$(INT8): $(PACK)
-	$(ROLLCALL) models quantize --person
-	@touch $@
 
 $(TANSU): $(INSTALLED)
 	$(ROLLCALL) stack fetch
