@@ -227,36 +227,3 @@ def test_a_walker_passing_in_front_of_a_seated_person_does_not_take_their_track(
     seated, walker = tracker.track(first[600]), tracker.track(first[340])
     right = seated.foot == (600.0, 560.0) and walker.foot[0] > 700.0
     assert right == keeps, (seated.foot, walker.foot)
-
-
-def test_a_box_spanning_a_walker_and_someone_seated_starts_no_track():
-    """A walker passing in front of someone seated, and for one frame a third box spanning both (the int8
-    detector on class-rush's room video, 80.6 s: 358 px tall over people of 284 and 294, score 0.54): no
-    track of nobody is started from it, taken for an arrival; the two people keep their tracks."""
-    def seated(t):
-        return PersonDetection(box=(600.0, 350.0, 720.0, 646.0), score=0.6, class_id=0)
-
-    def walker(t):
-        x = 560.0 + 40.0 * (t - 3.0)
-        return PersonDetection(box=(x - 45.0, 275.0, x + 45.0, 559.0), score=0.6, class_id=0)
-
-    spanning = PersonDetection(box=(560.0, 268.0, 700.0, 627.0), score=0.55, class_id=0)
-    tracker = PersonTracker("room", fps=4.0, entry_zones={"door": ZONE})
-    script = [(t, [seated(t), walker(t)]) for t in times(0.0, 3.0)]
-    script += [(t, [seated(t), walker(t), spanning]) for t in times(3.25, 3.5)]  # two frames: it would confirm
-    script += [(t, [seated(t), walker(t)]) for t in times(3.75, 6.0)]
-    events = run(tracker, script)
-    assert [k for k, _, _ in events] == ["appeared", "appeared"], events
-    assert tracker.tracks_started == 2 and tracker.merged_boxes == 2
-    assert len(tracker.open_tracks) == 2 and all(t.state == "active" for t in tracker.open_tracks)
-
-
-def test_a_tall_person_near_the_camera_in_front_of_smaller_ones_is_tracked():
-    """Someone near the camera whose box holds two people seated farther away (each under 0.6 of the near
-    one's height) is a person, not a merged box: tracked like the others."""
-    near = PersonDetection(box=(500.0, 100.0, 800.0, 700.0), score=0.8, class_id=0)
-    far = [PersonDetection(box=(x, 400.0, x + 80.0, 600.0), score=0.6, class_id=0) for x in (540.0, 660.0)]
-    tracker = PersonTracker("room", fps=4.0, entry_zones={"door": ZONE})
-    events = run(tracker, [(t, [near, *far]) for t in times(0.0, 2.0)])
-    assert [k for k, _, _ in events] == ["appeared"] * 3, events
-    assert tracker.merged_boxes == 0

@@ -117,26 +117,3 @@ def isolated(boxes: np.ndarray, all_boxes: np.ndarray, limit: float = 0.3) -> li
     itself = np.all(np.abs(boxes[:, None, :] - all_boxes[None, :, :]) <= 1.0, axis=2)  # its own detection
     overlaps[itself] = 0.0
     return [bool(row.max(initial=0.0) <= limit) for row in overlaps]
-
-
-def two_people_merged(boxes: np.ndarray, inside: float = 0.6, similar: float = 0.6) -> list[bool]:
-    """For each detection box: it is two people in one, not a person. A walker passing in front of someone
-    seated sometimes gets, besides their own boxes, a third one spanning both (class-rush's room video at
-    80.6 s with the int8 detector: a box 358 px tall over a walker of 284 px and a seated student of 294,
-    score 0.54, which NMS keeps: its overlap with either is small). Fed to the tracker it starts a track of
-    nobody, taken for an arrival (handoff 15 of 16 in every int8 run). Such a box holds at least two other
-    detections of the frame, each with ``inside`` of its area within it and at least ``similar`` of its
-    height: people of its own size. A person near the camera in front of smaller, farther people holds them
-    too, but is far taller than they are, and stays."""
-    n = len(boxes)
-    if n < 3:
-        return [False] * n
-    w = np.minimum(boxes[:, None, 2], boxes[None, :, 2]) - np.maximum(boxes[:, None, 0], boxes[None, :, 0])
-    h = np.minimum(boxes[:, None, 3], boxes[None, :, 3]) - np.maximum(boxes[:, None, 1], boxes[None, :, 1])
-    inter = np.clip(w, 0.0, None) * np.clip(h, 0.0, None)  # [outer, inner]
-    area = (boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1])
-    height = boxes[:, 3] - boxes[:, 1]
-    held = np.divide(inter, area[None, :], out=np.zeros_like(inter), where=area[None, :] > 0) >= inside
-    alike = height[None, :] >= similar * height[:, None]
-    np.fill_diagonal(held, False)
-    return [bool(count >= 2) for count in (held & alike).sum(axis=1)]

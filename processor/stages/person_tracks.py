@@ -74,7 +74,7 @@ from scipy.optimize import linear_sum_assignment
 
 from processor.stages.entry_zones import EntryZones
 from processor.stages.person_track_parts import (Box, PersonTrack, TrackEvent, box_key, foot, isolated, reach_ratio,
-                                                 torso_look, two_people_merged)
+                                                 torso_look)
 from processor.stages.persons import PersonDetection
 from processor.stages.track_association import ASSOCIATIONS, ReachSimilarity, library_tracker
 from processor.stages.track_reacquire import ReacquireRules
@@ -134,7 +134,6 @@ class PersonTracker:
         self._by_tracker_id: dict[int, str] = {}  # library id -> track_id (the track's current id only)
         self.tracks_started = 0
         self.reacquired = 0
-        self.merged_boxes = 0  # detections dropped as two people in one box
         self.walked_on = 0  # lost tracks continued on their look alone, beyond the prediction's reach
         self.silent_continuations = 0  # library id switches stitched before the track was declared lost
         self.coasted = 0  # frames coasted (see coast)
@@ -170,11 +169,6 @@ class PersonTracker:
         from ``looks`` (one per detection) or the frame's ``image`` (BGR); without either, position alone
         decides who continues a lost track."""
         pts_s = float(pts_s)
-        merged = two_people_merged(np.array([d.box for d in detections], float).reshape(-1, 4))
-        if any(merged):  # two people in one box: not a person to track (see two_people_merged)
-            self.merged_boxes += sum(merged)
-            detections = [d for d, drop in zip(detections, merged) if not drop]
-            looks = None if looks is None else [look for look, drop in zip(looks, merged) if not drop]
         if looks is None:
             looks = [torso_look(image, d.box) if image is not None else None for d in detections]
         ids, det_ix, boxes, isolated = self._associate(pts_s, detections, looks)
