@@ -20,11 +20,10 @@ import json
 import re
 import time
 from dataclasses import dataclass
-from typing import Annotated, Any, Literal, Optional, Sequence
+from typing import Any, Literal, Optional, Sequence
 
-from pydantic import ConfigDict, StringConstraints, TypeAdapter
+import msgspec
 from pydantic_core import from_json
-from typing_extensions import TypedDict
 
 from schemas.events import MalformedEvent, decode
 
@@ -158,35 +157,54 @@ def _recognition_row(event: dict, parsed: dict[str, dt.datetime]) -> tuple | Non
 _ROW_BUILDERS = {"presence": _presence_row, "recognition": _recognition_row}
 
 
-# The presence fields the writer reads, as the checks above want them (the same patterns and values),
-# checked by pydantic-core in one pass over the message's bytes, without making objects of the rest. A
-# message it takes is one the checks above take, with the same values (its parser gives the same objects
-# as json.loads, the last of a repeated key included, and refuses more: see _parse); one it refuses goes
-# through the checks above.
-_STRICT = ConfigDict(strict=True, extra="ignore")
+# The presence fields the writer reads, as the checks above want them, decoded by msgspec in one pass over
+# the message's bytes without making objects of the rest: 2.5x as fast as pydantic-core's validator of the
+# same fields (1.1 against 2.6 us a message), and the writer's largest cost after the COPY. A message it
+# takes gives the same values as json.loads (the last of a repeated key included; it refuses more: NaN, a
+# UTF-8 BOM, escaped lone surrogates, numbers out of range, deep nesting); one it refuses goes through the
+# checks above. The id patterns are checked after it, in Python: msgspec's patterns run Python's re per
+# field, and room, camera and schema version repeat, so each value's verdict is remembered
+# (_KnownGood).
+class _HandoffFields(msgspec.Struct):
+    recognition_event_id: str
 
 
-class _HandoffFields(TypedDict):
-    __pydantic_config__ = _STRICT  # type: ignore[misc]
-    recognition_event_id: Annotated[str, StringConstraints(pattern=_UUID.pattern)]
-
-
-class _PresenceFields(TypedDict):
-    __pydantic_config__ = _STRICT  # type: ignore[misc]
-    event_id: Annotated[str, StringConstraints(pattern=_UUID.pattern)]
+class _PresenceFields(msgspec.Struct):
+    event_id: str
     event_type: Literal["presence"]
-    schema_version: Annotated[str, StringConstraints(pattern=_VERSION_1.pattern)]
+    schema_version: str
     kind: Literal["enter", "update", "exit", "identity"]  # _PRESENCE_KINDS
     handoff: Optional[_HandoffFields]
     identity_source: Literal["handoff", "face", "reacquired", "none"]  # _IDENTITY_SOURCES
-    room_id: Annotated[str, StringConstraints(pattern=_ID.pattern)]
-    camera_id: Annotated[str, StringConstraints(pattern=_ID.pattern)]
+    room_id: str
+    camera_id: str
     track_id: Any  # the rest as _presence_row checks them
     identity: Any
     person_id: Any
     frame_time: Any
     first_seen: Any
     last_seen: Any
+
+
+class _KnownGood:
+    """Strings that matched one pattern (bounded: a stream of distinct values cannot grow it for ever)."""
+
+    def __init__(self, pattern: re.Pattern, keep: int = 4096):
+        self.fullmatch, self.keep, self.good = pattern.fullmatch, keep, set()
+
+    def __call__(self, value: str) -> bool:
+        if value in self.good:
+            return True
+        if not self.fullmatch(value):
+            return False
+        if len(self.good) >= self.keep:
+            self.good.clear()
+        self.good.add(value)
+        return True
+
+
+_GOOD_ID, _GOOD_VERSION = _KnownGood(_ID), _KnownGood(_VERSION_1)
+_UUID_MATCH = _UUID.fullmatch
 
 
 def _storable_text(value: Any) -> bool:
@@ -201,12 +219,17 @@ def _storable_text(value: Any) -> bool:
 _BOUND_MARGIN_S = 0.001
 
 
-def _checked_presence_row(reader: "MessageReader", event: dict, topic: str, partition: int, offset: int) -> tuple:
-    """The staging row of fields _PresenceFields took (kind, handoff, identity_source and the ids are as it
-    wants): _presence_row's checks and _check_times' bounds in one pass, the times compared as seconds.
-    Raises _Reject for anything it does not take (the checks above then decide, and say why)."""
-    track, identity, person = event["track_id"], event["identity"], event["person_id"]
-    if not _storable_text(track):
+def _checked_presence_row(reader: "MessageReader", event: _PresenceFields, topic: str, partition: int,
+                          offset: int) -> tuple:
+    """The staging row of the fields _PresenceFields took (kind and identity_source are as it wants):
+    _presence_row's checks and _check_times' bounds in one pass, the times compared as seconds. Raises
+    _Reject for anything it does not take (the checks above then decide, and say why)."""
+    event_id, handoff, track, identity, person = (event.event_id, event.handoff, event.track_id, event.identity,
+                                                  event.person_id)
+    if not (_UUID_MATCH(event_id) and _GOOD_VERSION(event.schema_version) and _GOOD_ID(event.room_id)
+            and _GOOD_ID(event.camera_id) and _storable_text(track)):
+        raise _Reject
+    if handoff is not None and not _UUID_MATCH(handoff.recognition_event_id):
         raise _Reject
     if identity == "known":
         if not _storable_text(person):
@@ -214,7 +237,7 @@ def _checked_presence_row(reader: "MessageReader", event: dict, topic: str, part
     elif identity != "unknown" or person is not None:
         raise _Reject
     moment = reader.moment
-    frame, first, last = moment(event["frame_time"]), moment(event["first_seen"]), moment(event["last_seen"])
+    frame, first, last = moment(event.frame_time), moment(event.first_seen), moment(event.last_seen)
     low = high = frame[1]  # comparisons, not min()/max(): a tenth of the reader's time went to those calls
     for seconds in (first[1], last[1]):
         if seconds < low:
@@ -224,14 +247,12 @@ def _checked_presence_row(reader: "MessageReader", event: dict, topic: str, part
     earliest_s, latest_s, span_s = reader.fast_bounds_s
     if low < earliest_s or high > latest_s or high - low > span_s:
         raise _Reject  # near or past a bound: _check_times decides
-    handoff = event["handoff"]
-    return (event["event_id"], event["kind"], event["room_id"], event["camera_id"], track, person, frame[0], first[0],
-            last[0], None if handoff is None else handoff["recognition_event_id"], event["identity_source"], topic,
-            partition, offset)
+    return (event_id, event.kind, event.room_id, event.camera_id, track, person, frame[0], first[0], last[0],
+            None if handoff is None else handoff.recognition_event_id, event.identity_source, topic, partition,
+            offset)
 
 
-# pydantic-core's validator itself: TypeAdapter.validate_json's own Python work costs more than a microsecond
-_FIELDS = {"presence": (TypeAdapter(_PresenceFields).validator.validate_json, _checked_presence_row)}
+_FIELDS = {"presence": (msgspec.json.Decoder(_PresenceFields).decode, _checked_presence_row)}
 
 
 def clean_reason(text: str, limit: int = 2000) -> str:

@@ -37,6 +37,7 @@ import tempfile
 import threading
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import IO
 
 import numpy as np
 import onnx
@@ -152,7 +153,7 @@ class BackgroundBuilds:
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
-        self._running: dict[str, subprocess.Popen] = {}
+        self._running: dict[str, tuple[subprocess.Popen, IO[bytes]]] = {}  # key -> the build, its stderr
         self.failed: dict[str, str] = {}  # key -> why its build failed (not tried again: the float model stays)
 
     def ready(self, key: str, command: Sequence[str], folder: Path, what: str) -> bool:
@@ -160,8 +161,8 @@ class BackgroundBuilds:
         which caches it there) is started unless it runs or failed already. ``what``: the variant in words."""
         with self._lock:
             build = self._running.get(key)
-            if build is not None and build.poll() is not None:
-                self._ended(key, build, folder, what)
+            if build is not None and build[0].poll() is not None:
+                self._ended(key, folder, what)
                 build = None
             if int8_variant_cached(key, folder):
                 return True
@@ -171,14 +172,12 @@ class BackgroundBuilds:
                         "lowest CPU priority, the float model runs meanwhile (`rollcall models quantize "
                         "--person` builds them ahead)", what)
             errors = tempfile.TemporaryFile()
-            self._running[key] = subprocess.Popen([sys.executable, *command], stdin=subprocess.DEVNULL,
-                                                  stdout=subprocess.DEVNULL, stderr=errors)
-            self._running[key].errors = errors  # type: ignore[attr-defined]
+            self._running[key] = (subprocess.Popen([sys.executable, *command], stdin=subprocess.DEVNULL,
+                                                   stdout=subprocess.DEVNULL, stderr=errors), errors)
         return False
 
-    def _ended(self, key: str, build: subprocess.Popen, folder: Path, what: str) -> None:
-        del self._running[key]
-        errors = build.errors  # type: ignore[attr-defined]
+    def _ended(self, key: str, folder: Path, what: str) -> None:
+        build, errors = self._running.pop(key)
         errors.seek(0)
         said = errors.read().decode("utf-8", "replace").strip().splitlines()
         errors.close()
@@ -192,9 +191,9 @@ class BackgroundBuilds:
     def wait(self, timeout_s: float) -> bool:
         """Wait up to ``timeout_s`` for the builds running now; True when none is left running."""
         with self._lock:
-            builds = list(self._running.values())
+            builds = [build for build, _ in self._running.values()]
         for build in builds:
             with contextlib.suppress(subprocess.TimeoutExpired):
                 build.wait(timeout_s)
         with self._lock:
-            return all(build.poll() is not None for build in self._running.values())
+            return all(build.poll() is not None for build, _ in self._running.values())

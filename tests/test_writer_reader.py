@@ -1,4 +1,4 @@
-"""The writer's message reader without a broker or a database: the pydantic-core check of the presence
+"""The writer's message reader without a broker or a database: the msgspec decoding of the presence
 fields (the fast path) takes exactly the messages the Python checks take, with the same rows, and refuses
 with the same reasons (those come from the checks it falls back to); the pydantic-core parser gives the
 same objects as json.loads or refuses. Generated with the fuzzing test's strategies (valid, nearly valid,
@@ -52,7 +52,7 @@ def _presence(**changes) -> bytes:
 def test_a_valid_presence_event_takes_the_fast_path():
     reader = MessageReader(TOPICS)
     reader.begin_batch(NOW)
-    assert records._FIELDS["presence"][0](_presence())["event_type"] == "presence"  # no ValidationError
+    assert records._FIELDS["presence"][0](_presence()).event_type == "presence"  # no ValidationError
     event_id, row = reader.read("p", 0, 7, b"k", _presence(kind="update"))
     assert row[:2] == (event_id, "update") and row[-3:] == ("p", 0, 7) and not isinstance(row, DeadLetter)
 
@@ -72,10 +72,18 @@ _EDGE_CASES = {
     "major version 2": _presence(schema_version="2.0"),
     "wrong type": _presence(event_type="recognition"),
     "repeated key": _presence()[:-1] + b',"kind":"bogus"}',  # the last one counts, as json.loads has it
-    "escaped lone surrogate": _presence()[:-1] + b',"note":"\\ud800"}',  # json.loads takes it, pydantic-core not
+    "escaped lone surrogate": _presence()[:-1] + b',"note":"\\ud800"}',  # json.loads takes it, msgspec not
     "UTF-8 BOM": b"\xef\xbb\xbf" + _presence(),  # json.loads takes it
     "escaped key": _presence().replace(b'"kind"', b'"\\u006bind"'),
     "no value": None, "empty": b"", "array": b"[]", "empty object": b"{}",
+    # what msgspec refuses and json.loads takes: the checks decide those
+    "NaN elsewhere": _presence()[:-1] + b',"note":NaN}',
+    "number out of range elsewhere": _presence()[:-1] + b',"note":1e400}',
+    "deep nesting elsewhere": _presence()[:-1] + b',"note":' + b"[" * 3000 + b"]" * 3000 + b"}",
+    "huge integer track": _presence(track_id=10 ** 40),
+    "handoff not an object": _presence(handoff="x"),
+    "non-ASCII room": _presence(room_id="A101é"),
+    "schema version 1.10000": _presence(schema_version="1.10000"),
 }
 
 

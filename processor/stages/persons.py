@@ -217,10 +217,9 @@ class PersonDetector:
 
     def prebuild_int8(self, sizes: Sequence[tuple[int, int]]) -> list[tuple[tuple[int, int], bool]]:
         """Build (unless cached) the int8 variant of each size; (size, True if built now) for each."""
-        photos = calibration_photos()
         done = []
         for size in sizes:
-            key = self._int8_key(size, photos)
+            key, photos = self._int8_keyed(size)
             built = not quantize.int8_variant_cached(key)
             if built:
                 self._int8_variant(size, key, photos)
