@@ -227,3 +227,22 @@ def test_a_walker_passing_in_front_of_a_seated_person_does_not_take_their_track(
     seated, walker = tracker.track(first[600]), tracker.track(first[340])
     right = seated.foot == (600.0, 560.0) and walker.foot[0] > 700.0
     assert right == keeps, (seated.foot, walker.foot)
+
+
+@pytest.mark.parametrize("look_after, reach_frames, taken", [("same", 2, True), ("other", 2, False), ("same", 0, False)])
+def test_a_walker_who_turned_while_hidden_is_found_where_they_were_seen(look_after, reach_frames, taken):
+    """Two frames a second: someone walks right across the room at 200 px/s, is missed in one frame (hidden
+    behind a seated student) and turns into a row meanwhile, so at 3 s their feet are 0.8 box heights from
+    where the library predicted them and 0.6 from where they were last seen. The same torso look there
+    continues their track in that very frame; another look, or the rule off (``seen_reach_frames`` 0),
+    leaves the track unmatched (a new library id takes the box)."""
+    red, blue = _look(0), _look(9)
+    tracker = PersonTracker("room", fps=2.0, entry_zones={"door": ZONE}, seen_reach_frames=reach_frames)
+    for k in range(5):  # 0-2 s: walking right along y=500, from x=300 (past the door) to x=700
+        tracker.update(0.5 * k, [person(300.0 + 100.0 * k, 500.0)], looks=[red])
+    [track] = tracker.open_tracks
+    tracker.update(2.5, [])  # hidden
+    assert track.missed == 1
+    tracker.update(3.0, [person(760.0, 640.0)], looks=[red if look_after == "same" else blue])
+    assert (track.last_pts_s == 3.0 and track.foot == (760.0, 640.0)) == taken, (track.last_pts_s, track.foot)
+    assert tracker.tracks_started == 1

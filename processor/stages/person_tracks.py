@@ -96,7 +96,7 @@ class PersonTracker:
                  door_reach_heights: float = 0.35, look_weight: float = 2.0, walk_heights_per_s: float = 1.0,
                  walk_on_look_distance: float = 0.3, walk_on_margin: float = 0.15, still_after_s: float = 1.5,
                  still_radius: float = 0.25, still_mobility: float = 0.5, look_floor: float = 0.1,
-                 height_factor: float = 1.6):
+                 height_factor: float = 1.6, seen_reach_frames: int = 2):
         if reacquire_s < lost_after_s:
             raise ValueError("reacquire_s must be at least lost_after_s")
         if association not in ASSOCIATIONS:
@@ -109,6 +109,9 @@ class PersonTracker:
         self.still_radius = float(still_radius)
         self.still_after_s = float(still_after_s)
         self.still_mobility = float(still_mobility)
+        # an active track missed in up to this many analysed frames is also matched near where it was seen
+        # (ReachSimilarity, observed); 0: off. Without a bound, tracks long unseen flickered between people.
+        self.seen_reach_frames = int(seen_reach_frames)
         self.backdate_s = float(backdate_s)
         self.door_reach_heights = float(door_reach_heights)
         self.rules = ReacquireRules(
@@ -233,6 +236,7 @@ class PersonTracker:
                                                         for t in self._library_tracks(tracks)],
                                                        [det_looks.get(box_key(b)) for b in boxes])
         self.similarity.mobility = lambda tracks: [self._mobility(t, pts_s) for t in self._library_tracks(tracks)]
+        self.similarity.observed = lambda tracks: [self._where_seen(t, pts_s) for t in self._library_tracks(tracks)]
         self.similarity.elapsed_s = pts_s - self._last_pts if self._last_pts is not None else 1.0 / self.fps
         self._last_pts = pts_s if self._last_pts is None else max(self._last_pts, pts_s)
         tracked = self._tracker.update(dets, timestamp=pts_s)
@@ -345,6 +349,13 @@ class PersonTracker:
         """The Rollcall track behind each predicted box of the library's tracklets (None: not one yet)."""
         by_box = {box_key(t.get_state_bbox()): t.tracker_id for t in self._tracker.tracks}
         return [self._tracks.get(self._by_tracker_id.get(by_box.get(box_key(box), -1), "")) for box in predicted]
+
+    def _where_seen(self, track: PersonTrack | None, pts_s: float) -> tuple[Box, float] | None:
+        """(box last seen, seconds unseen) of an active track the detector missed in the last
+        ``seen_reach_frames`` analysed frames, else None (see ReachSimilarity)."""
+        if track is None or track.state != "active" or not 0 < track.missed <= self.seen_reach_frames:
+            return None
+        return track.box, track.unseen_s(pts_s)
 
     def _mobility(self, track: PersonTrack | None, pts_s: float) -> float:
         """The share of a walk's reach a track gets: ``still_mobility`` once its feet have stayed within
