@@ -9,7 +9,9 @@ where the boxes no longer overlap, how near the feet are in box heights against 
 the time since the last analysed frame (half that for a track whose feet have not moved for 1.5 s outside
 the entry zones: someone seated, whom a walker passing in front hides; with a walk's reach the seated
 track took the walker or the next person to sit down beside them), lowered when the torso looks differ
-(down to a tenth for clearly different looks).
+(down to a tenth for clearly different looks). A track missed in the last ``seen_reach_frames`` analysed
+frames is also near where it was last seen, over the whole time unseen, for a detection that looks like it
+(the library predicts it on in a straight line; someone who turned while hidden is not there).
 With both, class-rush at 3 fps went from IDF1 0.943 to 0.959 and from 34 to 19 ID switches over 6
 replays. A camera that gets one frame a second (a loaded machine) sees a walker a box width or more
 further on each time: IoU alone starts a new track at every frame (C-BIoU's buffered IoU did not reach far
