@@ -59,27 +59,28 @@ class ReachSimilarity(BaseIoU):
             mobility = np.asarray(self.mobility(boxes_1), float)
         sigma = self.still_heights + walk * mobility[:, None]
         near = _near(dx, dy, height, sigma, h1[:, None], h2[None, :])
-        if self.observed is not None and self.looks is not None and len(boxes_2):
-            near = np.maximum(near, self._near_where_seen(boxes_1, boxes_2, mobility))
+        # the looks' distances once a call: both the seen-place reach and the look factor use them
+        wanted = self.looks is not None and (self.look_weight > 0 or self.observed is not None)
+        distances = _look_distances(*self.looks(boxes_1, boxes_2)) if wanted else None
+        if self.observed is not None and distances is not None and len(boxes_2):
+            near = np.maximum(near, self._near_where_seen(boxes_1, boxes_2, mobility, distances))
         similarity = np.maximum(iou, near)
-        if self.looks is not None and self.look_weight > 0:
-            similarity *= self._look_factor(boxes_1, boxes_2)
+        if distances is not None and self.look_weight > 0:
+            similarity *= self._look_factor(distances)
         return similarity
 
-    def _near_where_seen(self, boxes_1: np.ndarray, boxes_2: np.ndarray, mobility: np.ndarray) -> np.ndarray:
+    def _near_where_seen(self, boxes_1: np.ndarray, boxes_2: np.ndarray, mobility: np.ndarray,
+                         distances: np.ndarray) -> np.ndarray:
         """Nearness of each detection to where each missed track was last seen, over the time it has been
-        unseen; 0 where the looks are not both there and alike (see the class docstring)."""
+        unseen; 0 where the looks are not both there and alike (``distances``: NaN where one is missing;
+        see the class docstring)."""
         near = np.zeros((len(boxes_1), len(boxes_2)))
-        track_looks, det_looks = self.looks(boxes_1, boxes_2)
         h2 = boxes_2[:, 3] - boxes_2[:, 1]
         for r, seen in enumerate(self.observed(boxes_1)):
-            if seen is None or track_looks[r] is None:
+            alike = distances[r] <= self.observed_look_distance  # NaN compares False
+            if seen is None or not alike.any():
                 continue
             (x1, y1, x2, y2), unseen_s = seen
-            alike = np.array([b is not None and cv2.compareHist(track_looks[r], b, cv2.HISTCMP_BHATTACHARYYA)
-                              <= self.observed_look_distance for b in det_looks])
-            if not alike.any():
-                continue
             h1 = max(1.0, y2 - y1)
             dx = (x1 + x2 - boxes_2[:, 0] - boxes_2[:, 2]) / 2.0
             dy = y2 - boxes_2[:, 3]
@@ -88,16 +89,23 @@ class ReachSimilarity(BaseIoU):
             near[r] = np.where(alike, _near(dx, dy, height, sigma, h1, h2), 0.0)
         return near
 
-    def _look_factor(self, boxes_1: np.ndarray, boxes_2: np.ndarray) -> np.ndarray:
-        """1 for alike looks (Bhattacharyya distance up to 0.3) or nothing to compare, down to ``look_floor``."""
-        track_looks, det_looks = self.looks(boxes_1, boxes_2)
-        factor = np.ones((len(boxes_1), len(boxes_2)))
-        for r, a in enumerate(track_looks):
-            for c, b in enumerate(det_looks):
-                if a is not None and b is not None:
-                    distance = cv2.compareHist(a, b, cv2.HISTCMP_BHATTACHARYYA)
-                    factor[r, c] = float(np.clip(1.0 - self.look_weight * (distance - 0.3), self.look_floor, 1.0))
-        return factor
+    def _look_factor(self, distances: np.ndarray) -> np.ndarray:
+        """1 for alike looks (Bhattacharyya distance up to 0.3) or nothing to compare (NaN), down to
+        ``look_floor``."""
+        factor = np.clip(1.0 - self.look_weight * (distances - 0.3), self.look_floor, 1.0)
+        return np.where(np.isnan(distances), 1.0, factor)
+
+
+def _look_distances(track_looks, det_looks) -> np.ndarray:
+    """Bhattacharyya distance between each track's and each detection's torso look; NaN where either has none."""
+    distances = np.full((len(track_looks), len(det_looks)), np.nan)
+    for r, a in enumerate(track_looks):
+        if a is None:
+            continue
+        for c, b in enumerate(det_looks):
+            if b is not None:
+                distances[r, c] = cv2.compareHist(a, b, cv2.HISTCMP_BHATTACHARYYA)
+    return distances
 
 
 def _near(dx, dy, height, sigma, h1, h2) -> np.ndarray:
