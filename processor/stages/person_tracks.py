@@ -371,19 +371,31 @@ class PersonTracker:
         return self.still_mobility
 
     def _first_sightings(self, boxes: list[Box], pts_s: float) -> list[tuple[float, Box]]:
-        """The unconfirmed sighting each newly confirmed box continues (the library confirms at the second
-        sighting), within a brisk walk: one each, nearest overall (people who come in together are told
-        apart by where each was); a box with none is its own first sighting. The ones taken are spent."""
+        """The unconfirmed sighting each newly confirmed box continues, within a brisk walk: one each,
+        nearest overall (people who come in together are told apart by where each was); a box with none is
+        its own first sighting. The ones taken are spent. The latest earlier frame's sightings first:
+        the library confirms a tracklet at its second consecutive update, so that is where it began; an
+        older one only for a box none of those continues. (A reach grows with the time since, so a stale
+        sighting two seconds old had looked nearer than the one the tracklet began from: a student just
+        in through the door was dated from a stray box in the aisle and lost their entry.)"""
         earlier = [s for s in self._sightings if s[0] < pts_s]
-        if not boxes or not earlier:
-            return [(pts_s, box) for box in boxes]
-        cost = np.array([[reach_ratio(s[0], s[1], pts_s, box) for s in earlier] for box in boxes])
-        rows, cols = linear_sum_assignment(np.minimum(cost, 10.0))
         found = [(pts_s, box) for box in boxes]
-        for r, c in zip(rows, cols):
-            if cost[r, c] <= 1.0:
-                found[r] = earlier[c]
-                self._sightings.remove(earlier[c])
+        if not boxes or not earlier:
+            return found
+        latest = max(s[0] for s in earlier)
+        open_rows = list(range(len(boxes)))
+        for candidates in ([s for s in earlier if s[0] == latest], [s for s in earlier if s[0] < latest]):
+            if not open_rows or not candidates:
+                continue
+            cost = np.array([[reach_ratio(s[0], s[1], pts_s, boxes[r]) for s in candidates] for r in open_rows])
+            rows, cols = linear_sum_assignment(np.minimum(cost, 10.0))
+            taken = set()
+            for r, c in zip(rows, cols):
+                if cost[r, c] <= 1.0:
+                    found[open_rows[r]] = candidates[c]
+                    self._sightings.remove(candidates[c])
+                    taken.add(open_rows[r])
+            open_rows = [r for r in open_rows if r not in taken]
         return found
 
     def _see(self, track: PersonTrack, pts_s: float, box: Box, zone: str | None, look) -> list[TrackEvent]:
