@@ -117,3 +117,24 @@ def isolated(boxes: np.ndarray, all_boxes: np.ndarray, limit: float = 0.3) -> li
     itself = np.all(np.abs(boxes[:, None, :] - all_boxes[None, :, :]) <= 1.0, axis=2)  # its own detection
     overlaps[itself] = 0.0
     return [bool(row.max(initial=0.0) <= limit) for row in overlaps]
+
+
+def covered_share(boxes: np.ndarray, scores: np.ndarray, grid: int = 12) -> np.ndarray:
+    """For each box, the share of its area the boxes scored above it cover together (sampled on a
+    ``grid`` x ``grid`` lattice of points inside it)."""
+    n = len(boxes)
+    shares = np.zeros(n)
+    if n < 2:
+        return shares
+    steps = (np.arange(grid) + 0.5) / grid
+    for i in range(n):
+        higher = boxes[scores > scores[i]]
+        if not len(higher):
+            continue
+        x1, y1, x2, y2 = boxes[i]
+        xs, ys = x1 + steps * (x2 - x1), y1 + steps * (y2 - y1)
+        inside_x = (xs[None, :] >= higher[:, 0, None]) & (xs[None, :] <= higher[:, 2, None])  # (k, grid)
+        inside_y = (ys[None, :] >= higher[:, 1, None]) & (ys[None, :] <= higher[:, 3, None])
+        covered = np.any(inside_y[:, :, None] & inside_x[:, None, :], axis=0)  # (grid y, grid x)
+        shares[i] = covered.mean()
+    return shares
