@@ -143,7 +143,9 @@ def bench_persons(config: Config, *, streams: int, seconds: float, analysis_fps:
                                                      streams, seconds, warmup_s=4.0, analysis_fps=analysis_fps))
     # The same frames, in memory: the stretch of the video with people in the room.
     frames = load_frames(rendered.room_video, start_s=20.0, count=60, every=2)
-    detector = PersonDetector(config.models.pack, score_threshold=config.thresholds.person_detection)
+    # the pipeline's precision (auto: int8 on a CPU), so the ratios compare the work done, not two models
+    detector = PersonDetector(config.models.pack, score_threshold=config.thresholds.person_detection,
+                              precision=config.models.person_precision, providers=config.models.providers or None)
     faces = None
     if config.tracking.room_faces:
 
@@ -161,6 +163,7 @@ def bench_persons(config: Config, *, streams: int, seconds: float, analysis_fps:
         "streams": streams,
         "seconds": seconds,
         "analysis_fps": analysis_fps,
+        "precision": detector.precision,
         "pipeline_frames_per_s": round(pipeline.frames_per_s, 2),
         "pipeline_persons_per_s": round(pipeline.persons_per_s, 2),
         "mean_batch": round(pipeline.mean_batch, 2),
