@@ -77,10 +77,10 @@ import supervision as sv
 from scipy.optimize import linear_sum_assignment
 
 from processor.stages.entry_zones import EntryZones
-from processor.stages.person_track_parts import (Box, PersonTrack, TrackEvent, box_key, covered_share, foot, isolated,
-                                                 reach_ratio, torso_look)
+from processor.stages.person_track_parts import (Box, PersonTrack, TrackEvent, box_key, foot, isolated, reach_ratio,
+                                                 torso_look)
 from processor.stages.persons import PersonDetection
-from processor.stages.track_association import ASSOCIATIONS, ReachSimilarity, library_tracker
+from processor.stages.track_association import ASSOCIATIONS, ReachSimilarity, demote_covered, library_tracker
 from processor.stages.track_reacquire import ReacquireRules
 from processor.stages.track_resume import ResumeRules, resume_pairs
 
@@ -126,7 +126,7 @@ class PersonTracker:
         self.run_id = uuid.uuid4().hex[:8]
         self.high_conf_det_threshold = float(high_conf_det_threshold)
         # a detection the boxes scored above it cover for at least this share goes to the library's second
-        # round (see _library_confidences); 0: off
+        # round (track_association.demote_covered); 0: off
         self.covered_demote_share = float(covered_demote_share)
         self.set_entry_zones(entry_zones or {})
         self.similarity = ReachSimilarity(look_weight=look_weight, look_floor=look_floor)
@@ -234,7 +234,8 @@ class PersonTracker:
         """The library's association of this frame: per returned box its library id (-1: not confirmed),
         the index of its detection, the boxes, and whether each stands alone (no other detection on it)."""
         xyxy = np.array([d.box for d in detections], np.float32).reshape(-1, 4)
-        confidence = self._library_confidences(xyxy, np.array([d.score for d in detections], np.float32))
+        confidence = demote_covered(xyxy, np.array([d.score for d in detections], np.float32),
+                                    self.high_conf_det_threshold, self.covered_demote_share)
         dets = sv.Detections(
             xyxy=xyxy,
             confidence=confidence,
@@ -255,22 +256,6 @@ class PersonTracker:
         det_ix = [int(i) for i in tracked.data["det"]] if len(tracked) else []
         boxes = np.asarray(tracked.xyxy, np.float64).reshape(-1, 4)
         return ids, det_ix, boxes, isolated(boxes, np.asarray(dets.xyxy, np.float64).reshape(-1, 4))
-
-    def _library_confidences(self, boxes: np.ndarray, scores: np.ndarray) -> np.ndarray:
-        """The scores the library associates by: a box that the boxes scored above it cover for at least
-        ``covered_demote_share`` of its area is put just below ``high_conf_det_threshold``, so ByteTrack
-        (and BoT-SORT) offer it only to the tracks no better box took, and never start a track from it.
-        The int8 detector gives such boxes where a walker passes close to a seated person: one box over
-        both, scored like a real one. In the high round it overlapped the walker's lagging prediction more
-        than the walker's own box did, took the walker's track, and the walker went on as a new track
-        without identity (class-rush live at 2 fps, every run). Offline, a share of 0.7 lost 3 door entries
-        of 156 at 1 fps, and 0.9 missed the case. A person half hidden in a crowd still continues their own
-        track in the second round."""
-        if not self.covered_demote_share or len(scores) < 2:
-            return scores
-        covered = covered_share(boxes.astype(np.float64), scores) >= self.covered_demote_share
-        demote = covered & (scores >= self.high_conf_det_threshold)
-        return np.where(demote, np.float32(self.high_conf_det_threshold - 0.01), scores).astype(np.float32)
 
     def flush(self, pts_s: float) -> list[TrackEvent]:
         """End every open track (the camera stopped or the processor is shutting down)."""
