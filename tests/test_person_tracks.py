@@ -310,3 +310,4 @@ def test_covered_share_is_the_area_better_boxes_cover_together():
     assert shares[2] == 1.0  # the two better boxes cover it between them, neither alone
     assert shares[3] == 0.0
     assert covered_share(boxes[:1], scores[:1]).tolist() == [0.0]
+    assert covered_share(boxes, scores, among=np.array([True, True, False, True])).tolist() == [0.0] * 4  # 2 not asked

@@ -119,15 +119,13 @@ def isolated(boxes: np.ndarray, all_boxes: np.ndarray, limit: float = 0.3) -> li
     return [bool(row.max(initial=0.0) <= limit) for row in overlaps]
 
 
-def covered_share(boxes: np.ndarray, scores: np.ndarray, grid: int = 12) -> np.ndarray:
+def covered_share(boxes: np.ndarray, scores: np.ndarray, grid: int = 12, among: np.ndarray | None = None) -> np.ndarray:
     """For each box, the share of its area the boxes scored above it cover together (sampled on a
-    ``grid`` x ``grid`` lattice of points inside it)."""
-    n = len(boxes)
-    shares = np.zeros(n)
-    if n < 2:
-        return shares
+    ``grid`` x ``grid`` lattice of points inside it); only for the boxes ``among`` marks (a boolean mask;
+    the others read 0)."""
+    shares = np.zeros(len(boxes))
     steps = (np.arange(grid) + 0.5) / grid
-    for i in range(n):
+    for i in np.flatnonzero(np.ones(len(boxes), bool) if among is None else among):
         higher = boxes[scores > scores[i]]
         if not len(higher):
             continue
