@@ -46,6 +46,8 @@ BAD_VALUES = [
     (["bench", "tracking", SPEC, "--fps", "nan,2"], "must be numbers above 0"),
     (["bench", "tracking", SPEC, "--fps", "inf"], "must be numbers above 0"),
     (["bench", "tracking", SPEC, "--detect-budget", "-1"], "out of range"),
+    (["bench", "trace", SPEC], "not a room trace"),
+    (["bench", "trace", SPEC, "--window", "0", "nan"], "finite"),
     (["bench", "dashboard", "--rate", "nan"], "finite"),
     (["bench", "dashboard", "--events", "5"], "not in the range"),
     (["scenario", "run", SPEC, "--load", "nan"], "finite"),

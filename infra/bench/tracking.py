@@ -216,26 +216,35 @@ def score(gt: dict, run: Replay) -> dict:
     person_ix: dict[str, int] = {}
     track_ix: dict[str, int] = {}
     gt_ids, tr_ids, sims = [], [], []
-    matched: dict[str, Counter] = defaultdict(Counter)  # track -> person -> frames matched (IoU >= 0.5)
-    first_seen: dict[str, float] = {}
     for t, (tids, tboxes) in zip(run.times, run.tracked):
         pids, pboxes = truth_at(gt, t)
-        sim = iou_matrix(pboxes, tboxes)
         gt_ids.append(np.array([person_ix.setdefault(p, len(person_ix)) for p in pids], int))
         tr_ids.append(np.array([track_ix.setdefault(k, len(track_ix)) for k in tids], int))
-        sims.append(sim)
-        for k in tids:
-            first_seen.setdefault(k, t)
-        if sim.size:
-            for r, c in zip(*linear_sum_assignment(sim, maximize=True)):
-                if sim[r, c] >= MIN_IOU:
-                    matched[tids[c]][pids[r]] += 1
+        sims.append(iou_matrix(pboxes, tboxes))
+    matched, first_seen = track_matches(gt, run)
     identity = compute_identity_metrics(gt_ids, tr_ids, sims, threshold=MIN_IOU)
     hota = compute_hota_metrics(gt_ids, tr_ids, sims)
     clear = compute_clear_metrics(gt_ids, tr_ids, sims, threshold=MIN_IOU)
     return {"IDF1": round(float(identity["IDF1"]), 4), "HOTA": round(float(hota["HOTA"]), 4),
             "AssA": round(float(hota["AssA"]), 4), "MOTA": round(float(clear["MOTA"]), 4), "IDSW": int(clear["IDSW"]),
             **_attendance_counts(gt, run, matched, first_seen)}
+
+
+def track_matches(gt: dict, run: Replay) -> tuple[dict[str, Counter], dict[str, float]]:
+    """Per track, the frames it matched each person on (optimal assignment, IoU >= 0.5), and when each
+    track was first seen."""
+    matched: dict[str, Counter] = defaultdict(Counter)
+    first_seen: dict[str, float] = {}
+    for t, (tids, tboxes) in zip(run.times, run.tracked):
+        pids, pboxes = truth_at(gt, t)
+        sim = iou_matrix(pboxes, tboxes)
+        for k in tids:
+            first_seen.setdefault(k, t)
+        if sim.size:
+            for r, c in zip(*linear_sum_assignment(sim, maximize=True)):
+                if sim[r, c] >= MIN_IOU:
+                    matched[tids[c]][pids[r]] += 1
+    return matched, first_seen
 
 
 def _attendance_counts(gt: dict, run: Replay, matched: dict[str, Counter], first_seen: dict[str, float]) -> dict:

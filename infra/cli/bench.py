@@ -1,5 +1,5 @@
 """`rollcall bench ...`: benchmarks that print figures measured in one run: `faces`, `persons`, `precision`,
-`tracking` (the processor), `capacity` (the whole system on this machine), `writer` (the attendance writer)
+`tracking`, `trace` (the processor), `capacity` (the whole system on this machine), `writer` (the attendance writer)
 and `dashboard` (the live feed)."""
 
 from __future__ import annotations
@@ -17,6 +17,8 @@ from infra.bench import gpu as gpu_bench
 from infra.bench.faces import bench_faces
 from infra.bench.gpu_carry import prepare_carry
 from infra.bench.persons import bench_persons
+from infra.bench.trace_replay import format_report as format_trace_report
+from infra.bench.trace_replay import replay_report
 from infra.bench.tracking import bench_tracking, format_table, to_json
 from infra.bench.writer import bench_writer as run_writer_bench
 from infra.cli.support import config_of as _config
@@ -138,6 +140,23 @@ def bench_tracking_command(ctx: click.Context, spec: Path, rates: str, detect_bu
                             "separated by commas")
     report = bench_tracking(spec, _config(ctx), parsed, say=progress(as_json), detect_budget_s=detect_budget)
     click.echo(to_json(report) if as_json else format_table(report))
+
+
+@bench.command("trace")
+@click.argument("trace", type=click.Path(dir_okay=False, readable=True, path_type=Path))
+@click.option("--scenario", "spec", type=click.Path(dir_okay=False, readable=True, path_type=Path),
+              help="Score the replay against this scenario's ground truth (the trace of its room camera).")
+@click.option("--window", nargs=2, type=FiniteFloat(-1e9, 1e9), default=None, metavar="T0 T1",
+              help="Print every traced frame between these stream times (s): detections, tracks, events.")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON document.")
+def bench_trace_command(trace: Path, spec: Path | None, window: tuple[float, float] | None, as_json: bool) -> None:
+    """Replay a room tracker's trace ([tracking] trace_dir) through this code's tracker: the same events or
+    the first difference, and with --scenario the tracking scores and each person's tracks."""
+    report = replay_report(trace, spec, window, say=lambda line: click.echo(line, err=as_json))
+    if as_json:
+        print_json(report)
+    else:
+        click.echo(format_trace_report(report))
 
 
 # --- the whole system on this machine ---------------------------------------------------------------

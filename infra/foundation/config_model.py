@@ -203,6 +203,10 @@ class TrackingConfig(_Strict):
     person_min_height_px: float = Field(default=64.0, ge=16.0, le=640.0,
                                         description="with adaptive_input, the smallest person seen on a camera "
                                                     "must stay at least this high in the detector's input")
+    trace_dir: str | None = Field(default=None, min_length=1, max_length=4096,
+                                  description="debugging: write each room camera's tracker input (detections, "
+                                              "torso colour looks) and track events as JSON lines under this "
+                                              "folder, for `rollcall bench trace`; off by default")
 
     @model_validator(mode="after")
     def _order(self) -> "TrackingConfig":

@@ -28,10 +28,12 @@ from processor.checkpoints import RoomCheckpoint
 from processor.frames import Frame
 from processor.handoff import HandoffMatcher
 from processor.scheduler import Scheduler
+from processor.stages.person_track_parts import torso_look
 from processor.stages.person_tracks import PersonTracker
 from processor.stages.room_gating import RoomFace, RoomGating
 from processor.stages.room_handover import RoomHandover
 from processor.stages.room_state import EntryLooks, Live, isolated
+from processor.stages.track_trace import TraceWriter
 from schemas.events import box_object, build_event
 
 log = logging.getLogger("rollcall.room")
@@ -102,6 +104,7 @@ class RoomStage(RoomHandover):
     _followed_at: dict[str, float] = field(default_factory=dict)  # standby camera -> the checkpoint paired last
     _places: dict[str, dict] = field(default_factory=dict)  # standby camera -> track -> recent (time, box)
     gating: RoomGating | None = None  # the person stage's per-camera gates, told each camera's tracks
+    traces: dict[str, TraceWriter | None] = field(default_factory=dict)  # camera -> its trace ([tracking] trace_dir)
 
     def __post_init__(self) -> None:
 
@@ -179,6 +182,8 @@ class RoomStage(RoomHandover):
             settling = False
             if detections is None:
                 tracker.coast(frame.pts_s)  # nothing moved: the tracks stay as they were
+                if (trace := self._trace(camera_id, tracker)) is not None:
+                    trace.coast(frame.pts_s)
             else:
                 settling = self._track(tracker, frame, detections, (width, height))
             now = frame.captured_at
@@ -212,13 +217,32 @@ class RoomStage(RoomHandover):
         """The tracker's update on a detected frame and what follows from its events; whether a track
         appeared or came back (its gate then looks again for a while)."""
         settling = False
-        for event in tracker.update(frame.pts_s, detections, frame.image):
+        trace = self._trace(frame.camera_id, tracker)
+        looks = [torso_look(frame.image, d.box) for d in detections] if trace is not None else None
+        events = tracker.update(frame.pts_s, detections, frame.image, looks=looks)
+        if trace is not None:
+            trace.frame(frame.pts_s, detections, looks, events)
+        for event in events:
             wall = frame.captured_at - (frame.pts_s - event.pts_s)
             self._on_track_event(event, wall, frame_size)
             settling = settling or event.kind in ("appeared", "reacquired")
         self._describe_entries(tracker, frame, detections)
         self._describe_gap_entries(tracker, frame, detections)
         return settling
+
+    def _trace(self, camera_id: str, tracker) -> TraceWriter | None:
+        """The camera's trace when ``[tracking] trace_dir`` is set (opened at its first frame), else None."""
+        folder = self.config.tracking.trace_dir
+        if not folder:
+            return None
+        if camera_id not in self.traces:
+            try:
+                self.traces[camera_id] = TraceWriter(folder, tracker)
+                log.info("camera %s: tracing the room tracker to %s", camera_id, self.traces[camera_id].path)
+            except OSError as exc:  # a debugging aid must not stop the camera
+                log.error("camera %s: cannot write a trace under %s: %s", camera_id, folder, exc)
+                self.traces[camera_id] = None
+        return self.traces[camera_id]
 
     def _tell_gating(self, camera_id: str, tracker, pts_s: float, settling: bool) -> None:
         """The camera's gate learns what its tracks need (``RoomGating.after_frame``)."""

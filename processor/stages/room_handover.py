@@ -254,6 +254,8 @@ had published their entries)."""
         else:
             self._flush_tracker(tracker)
         del self.trackers[camera_id]
+        if (trace := self.traces.pop(camera_id, None)) is not None:
+            trace.close()  # a camera taken up again later starts a new trace: its tracker starts anew
         for per_camera in (self._last_pts, self._counts, self._occupancy_sent, self._checkpointed, self._gaps,
                            self._owner_ids, self._followed_at, self._places):
             per_camera.pop(camera_id, None)
