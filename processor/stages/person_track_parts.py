@@ -119,20 +119,38 @@ def isolated(boxes: np.ndarray, all_boxes: np.ndarray, limit: float = 0.3) -> li
     return [bool(row.max(initial=0.0) <= limit) for row in overlaps]
 
 
+def _inside(box: np.ndarray, others: np.ndarray, grid: int) -> np.ndarray:
+    """Which of a ``grid`` x ``grid`` lattice of points inside ``box`` each of ``others`` holds: (k, grid y, grid x)."""
+    steps = (np.arange(grid) + 0.5) / grid
+    x1, y1, x2, y2 = box
+    xs, ys = x1 + steps * (x2 - x1), y1 + steps * (y2 - y1)
+    inside_x = (xs[None, :] >= others[:, 0, None]) & (xs[None, :] <= others[:, 2, None])  # (k, grid)
+    inside_y = (ys[None, :] >= others[:, 1, None]) & (ys[None, :] <= others[:, 3, None])
+    return inside_y[:, :, None] & inside_x[:, None, :]
+
+
 def covered_share(boxes: np.ndarray, scores: np.ndarray, grid: int = 12, among: np.ndarray | None = None) -> np.ndarray:
     """For each box, the share of its area the boxes scored above it cover together (sampled on a
     ``grid`` x ``grid`` lattice of points inside it); only for the boxes ``among`` marks (a boolean mask;
     the others read 0)."""
     shares = np.zeros(len(boxes))
-    steps = (np.arange(grid) + 0.5) / grid
     for i in np.flatnonzero(np.ones(len(boxes), bool) if among is None else among):
         higher = boxes[scores > scores[i]]
-        if not len(higher):
-            continue
-        x1, y1, x2, y2 = boxes[i]
-        xs, ys = x1 + steps * (x2 - x1), y1 + steps * (y2 - y1)
-        inside_x = (xs[None, :] >= higher[:, 0, None]) & (xs[None, :] <= higher[:, 2, None])  # (k, grid)
-        inside_y = (ys[None, :] >= higher[:, 1, None]) & (ys[None, :] <= higher[:, 3, None])
-        covered = np.any(inside_y[:, :, None] & inside_x[:, None, :], axis=0)  # (grid y, grid x)
-        shares[i] = covered.mean()
+        if len(higher):
+            shares[i] = np.any(_inside(boxes[i], higher, grid), axis=0).mean()
     return shares
+
+
+def spans_others(boxes: np.ndarray, among: np.ndarray, share: float, grid: int = 12) -> np.ndarray:
+    """For each box ``among`` marks: whether the other marked boxes cover at least ``share`` of it together
+    while none of them covers that much alone: a box over two or more people who have boxes of their own,
+    whatever its score (a box mostly inside one other is a person half hidden by a nearer one)."""
+    spans = np.zeros(len(boxes), bool)
+    marked = np.flatnonzero(among)
+    for i in marked:
+        others = boxes[marked[marked != i]]
+        if len(others) < 2:
+            continue
+        inside = _inside(boxes[i], others, grid)
+        spans[i] = inside.any(axis=0).mean() >= share and inside.mean(axis=(1, 2)).max() < share
+    return spans

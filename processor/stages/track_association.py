@@ -10,7 +10,7 @@ import numpy as np
 from trackers import BoTSORTTracker, ByteTrackTracker, OCSORTTracker
 from trackers.utils.iou import BaseIoU, IoU
 
-from processor.stages.person_track_parts import covered_share
+from processor.stages.person_track_parts import covered_share, spans_others
 
 ASSOCIATIONS = ("bytetrack", "botsort", "ocsort")
 
@@ -43,6 +43,13 @@ class ReachSimilarity(BaseIoU):
         self.looks = None
         self.mobility = None  # callable: per track box, the share of a walk's reach it gets (1: walking)
         self.observed = None  # callable: per track box, (box last seen, seconds unseen) or None (see above)
+        # callable: per detection box, whether demote_covered put it below the high round. Such a box only
+        # continues a track it is this similar to: with the floor of the others (0.1), a box over a walker
+        # and a seated student went to a still track the detector had missed that frame (a duplicate box of
+        # a student's upper body, half its height, IoU 0.14), which then took the walker's next box and
+        # his identity with it (class-rush at 2 fps, traced in the test suite).
+        self.demoted = None
+        self.demoted_floor = 0.3
         # different people's torso looks are 0.45-0.65 apart at their 5th percentile (the renderer's people)
         self.observed_look_distance = float(observed_look_distance)
         # over a longer gap a seated person may have stood up, and the library's prediction drifts: full reach
@@ -69,6 +76,9 @@ class ReachSimilarity(BaseIoU):
         similarity = np.maximum(iou, near)
         if distances is not None and self.look_weight > 0:
             similarity *= self._look_factor(distances)
+        if self.demoted is not None and len(boxes_2):
+            weak = np.asarray(self.demoted(boxes_2), bool)
+            similarity[:, weak] = np.where(similarity[:, weak] >= self.demoted_floor, similarity[:, weak], 0.0)
         return similarity
 
     def _near_where_seen(self, boxes_1: np.ndarray, boxes_2: np.ndarray, mobility: np.ndarray,
@@ -118,20 +128,31 @@ def _near(dx, dy, height, sigma, h1, h2) -> np.ndarray:
     return np.where(ratio < 1 / 1.4, 0.0, near)
 
 
-def demote_covered(boxes: np.ndarray, scores: np.ndarray, high_conf: float, share: float) -> np.ndarray:
-    """The scores the library associates by: a box that the boxes scored above it cover for at least
-    ``share`` of its area is put just below ``high_conf``, so ByteTrack (and BoT-SORT) offer it only to the
-    tracks no better box took, and never start a track from it (``share`` 0: off). The int8 detector gives
-    such boxes where a walker passes close to a seated person: one box over both, scored like a real one.
-    In the high round it overlapped the walker's lagging prediction more than the walker's own box did,
-    took the walker's track, and the walker went on as a new track without identity (class-rush live at
-    2 fps, every run). Offline, a share of 0.7 lost 3 door entries of 156 at 1 fps, and 0.9 missed the
-    case. A person half hidden in a crowd still continues their own track in the second round."""
+def demote_covered(boxes: np.ndarray, scores: np.ndarray, high_conf: float, share: float) \
+        -> tuple[np.ndarray, np.ndarray]:
+    """The scores the library associates by, and which boxes were put below ``high_conf``.
+
+    A box that the boxes scored above it cover for at least ``share`` of its area is put just below
+    ``high_conf``, so ByteTrack (and BoT-SORT) offer it only to the tracks no better box took, and never
+    start a track from it (``share`` 0: off). The int8 detector gives such boxes where a walker passes close
+    to a seated person: one box over both, scored like a real one. In the high round it overlapped the
+    walker's lagging prediction more than the walker's own box did, took the walker's track, and the
+    walker went on as a new track without identity (class-rush live at 2 fps, every run). Offline, a
+    share of 0.7 lost 3 door entries of 156 at 1 fps, and 0.9 missed the case. A person half hidden in a
+    crowd still continues their own track in the second round.
+
+    So is a box over two people whose own boxes cover it together, neither alone (``spans_others``),
+    whatever its score: scored between their two boxes, it was left over in the high round, started a
+    tentative track and took the seated person's place the next frame as a new arrival (class-rush, 4 fps,
+    one core busy; traced in the test suite). Left out altogether instead, seated students' own boxes went
+    too (a seated person's box between two others spans them as well)."""
+    scores = np.asarray(scores, np.float32)
     candidates = scores >= high_conf  # only a box in the high round can be put below it
     if not share or len(scores) < 2 or not candidates.any():
-        return scores
-    demote = covered_share(np.asarray(boxes, np.float64), scores, among=candidates) >= share
-    return np.where(demote, np.float32(high_conf - 0.01), scores).astype(np.float32)
+        return scores, np.zeros(len(scores), bool)
+    boxes = np.asarray(boxes, np.float64)
+    demote = (covered_share(boxes, scores, among=candidates) >= share) | spans_others(boxes, candidates, share)
+    return np.where(demote, np.float32(high_conf - 0.01), scores).astype(np.float32), demote
 
 
 def library_tracker(association: str, buffer: int, fps: float, similarity: ReachSimilarity, *,
