@@ -11,10 +11,11 @@ HOME_DIR := $(or $(ROLLCALL_HOME),var)
 INSTALLED := $(VENV)/.installed
 PACK := $(HOME_DIR)/models/open/manifest.json
 TANSU := $(HOME_DIR)/bin/tansu
+PERSON_INT8 := $(HOME_DIR)/cache/int8/.person-ready
 
 .PHONY: setup debian demo test clean distclean
 
-setup: debian $(INSTALLED) $(PACK) $(TANSU)
+setup: debian $(INSTALLED) $(PACK) $(PERSON_INT8) $(TANSU)
 
 debian:
 	@bash infra/setup/debian-packages.sh
@@ -38,6 +39,13 @@ $(PACK): $(INSTALLED)
 
 $(TANSU): $(INSTALLED)
 	$(ROLLCALL) stack fetch
+
+# The room person detector's int8 variants (`[models] person_precision` auto: int8 on a CPU), built ahead so
+# that no processor builds them while it serves cameras; again when the quantisation code changes (each
+# variant is cached by its model and code, so only what changed is built).
+$(PERSON_INT8): $(PACK) processor/quantize.py processor/stages/persons.py
+	$(ROLLCALL) models quantize --person
+	@touch $@
 
 demo: setup
 	$(ROLLCALL) demo

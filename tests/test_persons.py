@@ -204,7 +204,7 @@ def test_int8_detector_finds_the_same_people(detector):
 
 
     _need(VTEST)
-    # precision auto (an option; the configuration's default is fp32): int8 on a CPU (this machine), the float
+    # precision auto (the configuration's default): int8 on a CPU (this machine), the float
     # export where the session runs on a GPU or the input is the export's own square
     assert PersonDetector("open", precision="auto", providers=["CPUExecutionProvider"]).precision == "int8"
     assert PersonDetector("open", precision="auto", fit_to_frame=False).precision == "fp32"

@@ -110,12 +110,12 @@ class ModelsConfig(_Strict):
         description="onnxruntime providers in order of preference; empty = CUDA/TensorRT when present, else CPU",
     )
     person_precision: Literal["auto", "fp32", "int8"] = Field(
-        default="fp32",
+        default="auto",
         description="the room person detector: fp32 as exported, or int8 (quantised once on the pack's sample "
-                    "photos and cached, `rollcall models quantize --person` builds them ahead, a running "
-                    "processor builds a missing one in the background; 1.6-2.7x faster on a CPU, nearly the same "
-                    "detections, but class-rush still lost a student's identity in some runs, see the README); "
-                    "auto: int8 on a CPU, fp32 on a GPU")
+                    "photos and cached; `make setup` and `rollcall models quantize --person` build them ahead, a "
+                    "running processor builds a missing one in the background, the float model serving "
+                    "meanwhile; 1.6-2.7x faster on a CPU, nearly the same detections); auto (the default): int8 "
+                    "on a CPU, fp32 on a GPU")
     face_embedder_precision: Literal["fp32", "int8"] = Field(
         default="fp32",
         description="the face embedder: fp32 as shipped, or int8 (quantised once, cached, and used only if its "
