@@ -455,6 +455,10 @@ class RoomStage(RoomHandover):
         """End every open track (shutdown): exit events, so downstream never keeps a ghost in the room."""
         for tracker in self.trackers.values():
             self._flush_tracker(tracker)
+        for trace in self.traces.values():
+            if trace is not None:
+                trace.close()
+        self.traces.clear()
 
     async def run(self, inbox: asyncio.Queue) -> None:
         while True:

@@ -34,7 +34,7 @@ class ReachSimilarity(BaseIoU):
     people hidden in the crowd there (offline, class-rush at 2 fps: an entry lost)."""
 
     def __init__(self, walk_heights_per_s: float = 0.5, still_heights: float = 0.1, look_weight: float = 1.0,
-                 look_floor: float = 0.3, observed_look_distance: float = 0.45):
+                 look_floor: float = 0.3, observed_look_distance: float = 0.45, demoted_floor: float = 0.3):
         self.walk_heights_per_s = float(walk_heights_per_s)
         self.still_heights = float(still_heights)
         self.look_weight = float(look_weight)
@@ -49,7 +49,7 @@ class ReachSimilarity(BaseIoU):
         # a student's upper body, half its height, IoU 0.14), which then took the walker's next box and
         # his identity with it (class-rush at 2 fps, traced in the test suite).
         self.demoted = None
-        self.demoted_floor = 0.3
+        self.demoted_floor = float(demoted_floor)
         # different people's torso looks are 0.45-0.65 apart at their 5th percentile (the renderer's people)
         self.observed_look_distance = float(observed_look_distance)
         # over a longer gap a seated person may have stood up, and the library's prediction drifts: full reach
