@@ -10,13 +10,13 @@ times are the video's), and says which tracks each person got and through which 
 
 from __future__ import annotations
 
-from collections import Counter, defaultdict
+from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 
-from infra.bench.tracking import Replay, score, track_matches, truth_at
+from infra.bench.tracking import Replay, score, track_matches, tracks_by_person, truth_at
 from infra.scenario.mounts import render_cached
 from processor.stages.track_trace import event_row, read_trace, replay_trace
 
@@ -68,18 +68,17 @@ def replay_report(path: Path, spec: Path | None = None, window: tuple[float, flo
 def _people(gt: dict, run: Replay) -> dict:
     """Per person of the scenario: the tracks that matched them most (in order) and the first one's door."""
     matched, first_seen = track_matches(gt, run)
-    by_person: dict[str, list[str]] = defaultdict(list)
-    for k in sorted(matched, key=lambda k: first_seen[k]):
-        person, frames = matched[k].most_common(1)[0]
-        if frames >= 2:
-            by_person[person].append(k)
+    _, by_person = tracks_by_person(matched, first_seen)
     return {p["id"]: {"tracks": [f"{k.rsplit('-', 1)[-1]}@{first_seen[k]:.2f}s" for k in by_person.get(p["id"], [])],
                       "entered_via": run.entered_via.get(by_person[p["id"]][0]) if by_person.get(p["id"]) else None}
             for p in gt["people"] if p["room"]["t_enter_zone"] is not None}
 
 
+def short(box) -> list[int]:
+    return [int(v) for v in box]
+
+
 def _frame_lines(row: dict, events: list[tuple], seen: list, tracker, gt: dict | None) -> str:
-    short = lambda box: [int(v) for v in box]  # noqa: E731
     lines = [f"t={row['pts_s']:.2f} detections: " + ", ".join(
         f"{score:.2f} {short(box)}" for box, score, _, _ in row["detections"])]
     lines.append("   seen: " + ", ".join(f"{t.track_id.rsplit('-', 1)[-1]} {short(t.box)}" for t in seen))

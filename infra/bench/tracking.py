@@ -247,12 +247,20 @@ def track_matches(gt: dict, run: Replay) -> tuple[dict[str, Counter], dict[str, 
     return matched, first_seen
 
 
-def _attendance_counts(gt: dict, run: Replay, matched: dict[str, Counter], first_seen: dict[str, float]) -> dict:
-    """Tracks per person (a track counts for the person it matched most, on at least 2 frames), entries."""
+def tracks_by_person(matched: dict[str, Counter], first_seen: dict[str, float]) \
+        -> tuple[dict[str, str], dict[str, list[str]]]:
+    """Each track's person (the one it matched most, on at least 2 frames), and each person's tracks in the
+    order they were first seen."""
     owner = {k: c.most_common(1)[0][0] for k, c in matched.items() if c.most_common(1)[0][1] >= 2}
     by_person: dict[str, list[str]] = defaultdict(list)
     for k in sorted(owner, key=lambda k: first_seen[k]):
         by_person[owner[k]].append(k)
+    return owner, by_person
+
+
+def _attendance_counts(gt: dict, run: Replay, matched: dict[str, Counter], first_seen: dict[str, float]) -> dict:
+    """Tracks per person (a track counts for the person it matched most, on at least 2 frames), entries."""
+    owner, by_person = tracks_by_person(matched, first_seen)
     people = [p["id"] for p in gt["people"] if p["room"]["t_enter_zone"] is not None]
     seen_people = [p for p in people if by_person.get(p)]
     entries_ok = sum(1 for p in seen_people if run.entered_via.get(by_person[p][0]) is not None)
