@@ -3,11 +3,40 @@ switched on one after the other."""
 
 from __future__ import annotations
 
+import os
 import time
 from pathlib import Path
 
 import av
 import numpy as np
+from prometheus_client import REGISTRY
+
+
+def stage_seconds(stage: str) -> tuple[float, float]:
+    """(seconds, calls) so far of the stage's batches (``rollcall_stage_seconds``: from the turn at the
+    inference gate to the result, model calls and the stage's own work with them)."""
+    return (REGISTRY.get_sample_value("rollcall_stage_seconds_sum", {"stage": stage}) or 0.0,
+            REGISTRY.get_sample_value("rollcall_stage_seconds_count", {"stage": stage}) or 0.0)
+
+
+def profile_counters(stages) -> dict:
+    """The counters :func:`window_profile` compares: each stage's (seconds, calls), the process's CPU time."""
+    return {**{stage: stage_seconds(stage) for stage in stages}, "cpu": time.process_time()}
+
+
+def window_profile(before: dict, after: dict, elapsed: float) -> dict:
+    """Where a window's time went: each stage's busy share (seconds in calls per second of the window; with
+    several inference slots they add up to more than 1) and ms a call; the cores the process used (CPU
+    seconds per second, decoding included) of the machine's ``cpu_cores``. A stage busy most of the window
+    on a process well below the machine's cores is waiting for its calls, not for CPU."""
+    profile = {}
+    for stage in (key for key in after if key != "cpu"):
+        seconds, calls = after[stage][0] - before[stage][0], after[stage][1] - before[stage][1]
+        profile[f"{stage}_busy"] = round(seconds / elapsed, 3)
+        profile[f"{stage}_ms_per_call"] = round(1000 * seconds / calls, 1) if calls else None
+    profile["process_cores"] = round((after["cpu"] - before["cpu"]) / elapsed, 2)
+    profile["cpu_cores"] = os.cpu_count()
+    return profile
 
 
 def percentiles_ms(latencies_s: list[float]):

@@ -47,9 +47,8 @@ from pathlib import Path
 
 import av
 import numpy as np
-from prometheus_client import REGISTRY
 
-from infra.bench.common import percentiles_ms, switch_on
+from infra.bench.common import percentiles_ms, profile_counters, switch_on, window_profile
 from infra.devstack import stack
 from infra.devstack.run_space import run_space
 from infra.devstack.stack import start_embedded_stack
@@ -60,6 +59,11 @@ from processor.frames import Frame
 from processor.pipeline import FaceStage
 from processor.service import Processor
 from processor.stages.faces import FaceDetector, FaceEmbedder, align
+
+
+# the stages whose model calls the profile times (faces: detection with alignment and the quality gate;
+# embed: the embedder)
+FACE_STAGES = ("faces", "embed")
 
 
 def faces_in(results) -> int:
@@ -131,37 +135,9 @@ class PipelineFigures:
     profile: dict  # where the window's time went: model calls' share of it, ms a call, cores the process used
 
 
-def stage_seconds(stage: str) -> float:
-    """Seconds spent so far in the stage's model calls (``rollcall_stage_seconds``; faces: detection
-    with alignment and the quality gate; embed: the embedder)."""
-    return REGISTRY.get_sample_value("rollcall_stage_seconds_sum", {"stage": stage}) or 0.0
-
-
-def stage_calls(stage: str) -> float:
-    return REGISTRY.get_sample_value("rollcall_stage_seconds_count", {"stage": stage}) or 0.0
-
-
 def offered_frames(stats: dict) -> int:
     """Frames the cameras have put into their buffers (sampled at the analysis rate), analysed or shed."""
     return sum(s.get("analysed", 0) for s in stats.values())
-
-
-def window_profile(before: dict, after: dict, elapsed: float) -> dict:
-    """Busy shares (seconds in calls per second of the window; with several inference slots they add up to
-    more than 1), ms a call, and the process's cores (CPU seconds per second, decoding included)."""
-    profile = {}
-    for stage in ("faces", "embed"):
-        seconds = after[stage][0] - before[stage][0]
-        calls = after[stage][1] - before[stage][1]
-        profile[f"{stage}_busy"] = round(seconds / elapsed, 3)
-        profile[f"{stage}_ms_per_call"] = round(1000 * seconds / calls, 1) if calls else None
-    profile["process_cores"] = round((after["cpu"] - before["cpu"]) / elapsed, 2)
-    return profile
-
-
-def profile_counters() -> dict:
-    return {"faces": (stage_seconds("faces"), stage_calls("faces")),
-            "embed": (stage_seconds("embed"), stage_calls("embed")), "cpu": time.process_time()}
 
 
 def thumbnail(image: np.ndarray) -> np.ndarray:
@@ -302,12 +278,12 @@ async def measure_pipeline(config: Config, state, database_url: str, door_video:
         frames0, batches0 = processor.batcher.frames, processor.batcher.batches
         latencies0 = len(processor.recognition.latencies_s)
         offered0 = offered_frames(processor.ingest.stats())
-        counters0 = profile_counters()
+        counters0 = profile_counters(FACE_STAGES)
         started = time.perf_counter()
         await asyncio.sleep(seconds)
         recording_on[0] = False
         elapsed = time.perf_counter() - started
-        profile = window_profile(counters0, profile_counters(), elapsed)
+        profile = window_profile(counters0, profile_counters(FACE_STAGES), elapsed)
         faces = sum(stage.gate_reasons.values()) - faces0
         accepted = stage.gate_reasons.get("accepted", 0) - accepted0
         embedded = processor.recognition.faces_embedded - embedded0

@@ -11,6 +11,9 @@ the tracks stay where they are) counts like a detected one, because the tracks a
 gives are the same. So the pipeline can beat the ceiling and the naive loop by the work it skips; how
 much it skipped is reported beside it (``detected_share``: frames the detector ran on, of those analysed;
 ``input_sides``: each camera's person-detector input side at the end, chosen from the people it saw).
+``profile`` says where the window's time went: the person stage's batches' share of it (its turn at the
+inference gate to its result: detection, room faces, the stage's own work with them), ms a batch, and the
+cores the process used of the machine's.
 """
 
 from __future__ import annotations
@@ -23,7 +26,7 @@ from pathlib import Path
 
 import numpy as np
 
-from infra.bench.common import load_frames, percentiles_ms, switch_on
+from infra.bench.common import load_frames, percentiles_ms, profile_counters, switch_on, window_profile
 from infra.devstack import stack
 from infra.devstack.run_space import run_space
 from infra.devstack.stack import start_embedded_stack
@@ -48,6 +51,7 @@ class RoomPipelineFigures:
     detected_share: float
     input_sides: dict
     gate_reasons: dict  # the motion gates' decisions by reason, over the whole run (warm-up included)
+    profile: dict  # the person stage's share of the window and ms a batch, the cores the process used
 
 
 async def measure_room_pipeline(config: Config, state, database_url: str, room_video: Path, streams: int,
@@ -74,9 +78,11 @@ async def measure_room_pipeline(config: Config, state, database_url: str, room_v
         frames0, batches0 = batcher.frames, batcher.batches
         persons0, latencies0 = processor.person_stage.persons, len(room_stage.latencies_s)
         detected0, coasted0 = processor.person_stage.detected, processor.person_stage.coasted
+        counters0 = profile_counters(("persons",))
         started = time.perf_counter()
         await asyncio.sleep(seconds)
         elapsed = time.perf_counter() - started
+        profile = window_profile(counters0, profile_counters(("persons",)), elapsed)
         frames = batcher.frames - frames0
         batches = max(1, batcher.batches - batches0)
         persons = processor.person_stage.persons - persons0
@@ -99,7 +105,7 @@ async def measure_room_pipeline(config: Config, state, database_url: str, room_v
                                dropped=sum(s.get("dropped", 0) for s in stats.values()),
                                decoded=sum(s.get("decoded", 0) for s in stats.values()), events=len(latencies),
                                detected_share=detected / max(1, detected + coasted), input_sides=sides,
-                               gate_reasons=reasons)
+                               gate_reasons=reasons, profile=profile)
 
 
 def measure_person_ceiling(detector, frames: list[np.ndarray], batch: int, seconds: float, faces=None) -> float:
@@ -170,6 +176,7 @@ def bench_persons(config: Config, *, streams: int, seconds: float, analysis_fps:
         "detected_share": round(pipeline.detected_share, 3),
         "input_sides": pipeline.input_sides,
         "gate_reasons": pipeline.gate_reasons,
+        "profile": pipeline.profile,
         "ceiling_frames_per_s": round(ceiling, 2),
         "naive_frames_per_s": round(naive, 2),
         "ratio_ceiling": round(pipeline.frames_per_s / ceiling, 3) if ceiling else None,
