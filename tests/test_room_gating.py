@@ -69,6 +69,29 @@ def test_small_motion_inside_a_track_coasts_but_standing_up_is_detected():
     assert gate.decide(stood, 0.8).reason == "still"  # the reference moved on with the detector runs
 
 
+def test_a_known_person_walking_along_their_heading_is_their_motion_not_somebody_new():
+    walker = (300.0, 300.0, 400.0, 560.0)
+    ahead = (360.0, 300.0, 460.0, 560.0)  # 0.2 s later at 300 px/s: 60 px ahead, most of it outside the box
+    heading = MotionGate(SETTINGS)
+    heading.decide(room([walker]), 0.0)
+    heading.boxes, heading.headings = (walker,), ((300.0, 0.0),)
+    assert heading.decide(room([ahead]), 0.2).reason == "track"  # a settled decision: the reduced side may run it
+    blind = MotionGate(SETTINGS)  # the same frames without the heading: an arrival's full-side "free"
+    blind.decide(room([walker]), 0.0)
+    blind.boxes = (walker,)
+    assert blind.decide(room([ahead]), 0.2).reason == "free"
+    # somebody appearing behind the walker, against the heading, is still somebody new
+    behind = MotionGate(SETTINGS)
+    behind.decide(room([walker]), 0.0)
+    behind.boxes, behind.headings = (walker,), ((300.0, 0.0),)
+    assert behind.decide(room([ahead, (150, 300, 220, 560)]), 0.2).reason == "free"
+    # a heading only sweeps as far as the time since the reference: a still track sweeps nothing
+    still = MotionGate(SETTINGS)
+    still.decide(room([SEATED]), 0.0)
+    still.boxes, still.headings = (SEATED,), ((0.0, 0.0),)
+    assert still.decide(room([SEATED, (720, 300, 780, 560)]), 0.2).reason == "free"
+
+
 def test_motion_in_an_entry_zone_triggers_even_inside_a_track_box():
     zone = [(560, 400), (760, 400), (760, 600), (560, 600)]  # a door's zone overlapping the seated box
     gate = MotionGate(SETTINGS, {"door": zone})

@@ -7,7 +7,9 @@ than ``pixel_threshold`` grey levels against it. The frame goes to the detector 
 
 * the changed pixels outside every track's box, or inside a door's entry zone (even within a box: somebody
   entering behind a seated person), reach ``free_px`` (about a tenth of a far walker's area at 160 px): a
-  person where no track is, or somebody walking in;
+  person where no track is, or somebody walking in. A track's box here is swept along its heading (its
+  smoothed velocity, since the reference): a known person walking across the room changes the pixels
+  ahead of their box, and that is their own motion (the ``track`` test below), not somebody new;
 * the changed share of some track's box reaches ``track_share``: that person stood up or walked off
   (a seated person's hands and head change far less of the box);
 * the frame before went to the detector for motion: whoever moved may still be moving by less than the
@@ -26,6 +28,7 @@ cameras into one detector call changes nothing in it.
 
 from __future__ import annotations
 
+import itertools
 from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -70,6 +73,7 @@ class MotionGate:
         self._counts: list[int] = []  # detection counts of the last two detector runs
         self._moved: str | None = None  # "free" or "track": the last frame was detected because something moved
         self.boxes: tuple[Box, ...] = ()  # the camera's active track boxes (set by the room stage)
+        self.headings: tuple[tuple[float, float], ...] = ()  # their velocities, pixels a second (or none)
         self.detected = 0
         self.coasted = 0
         self.reasons: Counter[str] = Counter()  # decisions by reason
@@ -129,7 +133,8 @@ class MotionGate:
             return Decision(True, "follow")
         changed = changed_mask(self._reference, small, self.settings.pixel_threshold)
         boxes = [self._to_small(box, small.shape) for box in self.boxes]
-        if self._free_change(changed, boxes) >= self.settings.free_px:
+        swept = [self._to_small(box, small.shape) for box in self._swept(pts_s - self._detected_pts)]
+        if self._free_change(changed, swept) >= self.settings.free_px:
             return Decision(True, "free")
         if pts_s <= self._watch_until:
             return Decision(True, "missed")
@@ -142,6 +147,17 @@ class MotionGate:
             if np.count_nonzero(changed[y1:y2, x1:x2]) / area >= self.settings.track_share:
                 return Decision(True, "track")
         return Decision(False, "still")
+
+    def _swept(self, dt: float) -> list[Box]:
+        """Each track's box and where its heading takes it in ``dt`` seconds (at most ``max_skip_s``), as
+        one box: the pixels a known person walking may have changed since the reference."""
+        dt = min(max(0.0, dt), self.settings.max_skip_s)
+        swept = []
+        for box, (vx, vy) in itertools.zip_longest(self.boxes, self.headings[:len(self.boxes)], fillvalue=(0.0, 0.0)):
+            dx, dy = vx * dt, vy * dt
+            x1, y1, x2, y2 = box
+            swept.append((min(x1, x1 + dx), min(y1, y1 + dy), max(x2, x2 + dx), max(y2, y2 + dy)))
+        return swept
 
     def _free_change(self, changed: np.ndarray, boxes: list[tuple[int, int, int, int]]) -> int:
         """Changed pixels outside every track's box, plus those in an entry zone."""

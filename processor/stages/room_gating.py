@@ -127,11 +127,12 @@ class RoomGating:
         arrival = settling or any(
             collecting(t.track_id) and pts_s - t.first_pts_s <= self.looks_hold_s for t in active)
         missed = any(t.missed > 0 for t in active)
-        self.observe(camera_id, [t.box for t in active], faces_wanted=any(face_undecided(t.track_id) for t in active),
+        self.observe(camera_id, [t.box for t in active], headings=[t.velocity for t in active],
+                     faces_wanted=any(face_undecided(t.track_id) for t in active),
                      hold_until=pts_s + self.hold_s if arrival else None,
                      watch_until=pts_s + self.hold_s if missed else None)
 
-    def observe(self, camera_id: str, boxes, *, faces_wanted: bool, hold_until: float | None = None,
+    def observe(self, camera_id: str, boxes, *, faces_wanted: bool, headings=(), hold_until: float | None = None,
                 watch_until: float | None = None) -> None:
         """The room stage's view of a camera after a frame: its active tracks' boxes, whether any of them
         still wants a room face, and stream times up to which every frame must be detected: for an arrival
@@ -140,6 +141,7 @@ class RoomGating:
         gating.faces_wanted = faces_wanted
         if gating.gate is not None:
             gating.gate.boxes = tuple(tuple(float(v) for v in box) for box in boxes)
+            gating.gate.headings = tuple((float(vx), float(vy)) for vx, vy in headings)
             if hold_until is not None:
                 gating.gate.hold(hold_until)
             if watch_until is not None:
