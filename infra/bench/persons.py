@@ -39,6 +39,9 @@ from processor.stages.person_tracks import PersonTracker
 from processor.stages.persons import PersonDetector
 
 
+PERSON_STAGES = ("persons",)  # the stages the profile covers: detection and room faces run in one
+
+
 @dataclass
 class RoomPipelineFigures:
     frames_per_s: float
@@ -78,11 +81,11 @@ async def measure_room_pipeline(config: Config, state, database_url: str, room_v
         frames0, batches0 = batcher.frames, batcher.batches
         persons0, latencies0 = processor.person_stage.persons, len(room_stage.latencies_s)
         detected0, coasted0 = processor.person_stage.detected, processor.person_stage.coasted
-        counters0 = profile_counters(("persons",))
+        counters0 = profile_counters(PERSON_STAGES)
         started = time.perf_counter()
         await asyncio.sleep(seconds)
         elapsed = time.perf_counter() - started
-        profile = window_profile(counters0, profile_counters(("persons",)), elapsed)
+        profile = window_profile(counters0, profile_counters(PERSON_STAGES), elapsed)
         frames = batcher.frames - frames0
         batches = max(1, batcher.batches - batches0)
         persons = processor.person_stage.persons - persons0
