@@ -85,7 +85,7 @@ def test_a_known_person_walking_along_their_heading_is_their_motion_not_somebody
     behind.decide(room([walker]), 0.0)
     behind.boxes, behind.headings = (walker,), ((300.0, 0.0),)
     assert behind.decide(room([ahead, (150, 300, 220, 560)]), 0.2).reason == "free"
-    # a heading only sweeps as far as the time since the reference: a still track sweeps nothing
+    # a still track sweeps nothing: somebody appearing beside it is somebody new
     still = MotionGate(SETTINGS)
     still.decide(room([SEATED]), 0.0)
     still.boxes, still.headings = (SEATED,), ((0.0, 0.0),)

@@ -28,7 +28,6 @@ cameras into one detector call changes nothing in it.
 
 from __future__ import annotations
 
-import itertools
 from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -152,8 +151,10 @@ class MotionGate:
         """Each track's box and where its heading takes it in ``dt`` seconds (at most ``max_skip_s``), as
         one box: the pixels a known person walking may have changed since the reference."""
         dt = min(max(0.0, dt), self.settings.max_skip_s)
+        if len(self.headings) != len(self.boxes):  # boxes given without headings: nothing is swept
+            return list(self.boxes)
         swept = []
-        for box, (vx, vy) in itertools.zip_longest(self.boxes, self.headings[:len(self.boxes)], fillvalue=(0.0, 0.0)):
+        for box, (vx, vy) in zip(self.boxes, self.headings):
             dx, dy = vx * dt, vy * dt
             x1, y1, x2, y2 = box
             swept.append((min(x1, x1 + dx), min(y1, y1 + dy), max(x2, x2 + dx), max(y2, y2 + dy)))
