@@ -70,6 +70,9 @@ def test_capacity_two_steps_scored_per_copy(stack, stack_dir, tmp_path):
             break
         best = step["copies"]
     assert report["door_streams"] == report["room_streams"] == best, report
+    failed = [s["copies"] for s in steps if not s["passed"]]
+    assert report["answer"] == (f"step {failed[0]} failed" if failed else
+                                "every step passed up to --max 2: this machine may carry more"), report["answer"]
     for step in steps:
         assert step["run"]["left_behind"] == [], step["run"]
         for copy in step["per_copy"]:

@@ -3,7 +3,7 @@
 
 from __future__ import annotations
 
-from infra.bench.capacity import combine_runs, largest_passed
+from infra.bench.capacity import answer_note, combine_runs, largest_passed
 from infra.bench.capacity_scores import _slowest
 
 
@@ -55,3 +55,15 @@ def test_the_slowest_recognitions_of_enrolled_people_say_what_held_them():
     slowest = _slowest(events)
     assert [row["person_id"] for row in slowest] == ["hanks", "obama", "messi"]  # the stranger is not counted
     assert slowest[0] == {"person_id": "hanks", "delay_ms": 1200.0, "frames": 9, "liveness_frames": 11}
+
+
+def test_the_answer_says_what_bounds_it():
+    def step(k: int, ok: bool) -> dict:
+        return {"copies": k, "passed": ok}
+    assert answer_note([step(1, True), step(2, False)], 1, 4, None) == "step 2 failed"
+    # every step the pool allows passed: a floor, not the machine's capacity
+    pool = answer_note([step(k, True) for k in (1, 2, 3, 4)], 1, 4, None)
+    assert pool.startswith("every step passed up to 4, the most copies the identity pool allows") and "may carry more" in pool
+    assert answer_note([step(1, True), step(2, True)], 1, 2, 2).startswith("every step passed up to --max 2")
+    later = answer_note([step(4, True)], 4, 4, 4)
+    assert later.endswith("steps 1 to 3 not run (--from 4), so no figure is claimed")

@@ -87,7 +87,8 @@ def bench_capacity(config: Config, *, spec_path: Path = DEFAULT_SCENARIO, max_co
         if not step["passed"] and not all_steps:
             break
     best = largest_passed(steps)
-    return {"door_streams": best, "room_streams": best, "cpu_cores": os.cpu_count(), "device": device_of(config),
+    return {"door_streams": best, "room_streams": best, "answer": answer_note(steps, first, count, max_copies),
+            "cpu_cores": os.cpu_count(), "device": device_of(config),
             "scenario": display_path(base.path), "max": count, "all_steps": all_steps, "load_cores": load,
             "repeat": repeat, "first_step": first,
             "criteria": CRITERIA,
@@ -104,6 +105,23 @@ def largest_passed(steps: list[dict]) -> int:
             break
         best = step["copies"]
     return best
+
+
+def answer_note(steps: list[dict], first: int, count: int, max_copies: int | None) -> str:
+    """What ``door_streams`` / ``room_streams`` mean for a planner: a step that failed bounds them; when every
+    step run passed they are only a floor (the identity pool or ``--max`` stopped the steps: the machine may
+    carry more); with ``--from`` the smaller steps were not run, so nothing is claimed."""
+    failed = next((step["copies"] for step in steps if not step["passed"]), None)
+    if failed is not None:
+        stop = f"step {failed} failed"
+    elif max_copies is not None:
+        stop = f"every step passed up to --max {max_copies}: this machine may carry more"
+    else:
+        stop = (f"every step passed up to {count}, the most copies the identity pool allows of this scenario: "
+                "this machine may carry more")
+    if first > 1:
+        stop += f"; steps 1 to {first - 1} not run (--from {first}), so no figure is claimed"
+    return stop
 
 
 def combine_runs(runs: list[dict]) -> dict:

@@ -199,7 +199,7 @@ def bench_capacity_command(ctx: click.Context, spec: Path, max_copies: int | Non
                        f"recall {c['recall']} door p95 {c['door_p95_ms']} ms room p95 {c['room_p95_ms']} ms "
                        f"({'passed' if c['passed'] else 'failed: ' + '; '.join(c['failed'])})")
     click.echo(f"{report['door_streams']} door and {report['room_streams']} room cameras at once with attendance "
-               f"intact on {report['cpu_cores']} cores ({report['device']})")
+               f"intact on {report['cpu_cores']} cores ({report['device']}); {report['answer']}")
 
 
 # --- the attendance writer ------------------------------------------------------------------------
