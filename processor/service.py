@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import sys
 import time
 
 from infra.foundation.config import CameraConfig, Config
@@ -95,6 +96,7 @@ class Processor:
         # the stage loops, restarted a few times when one dies, then the processor stops (run_forever)
         self.supervisor = StageSupervisor()
         self.started = asyncio.Event()
+        self._switch_interval: float | None = None  # the process's own, while the processor runs (see start)
 
     def door_cameras(self) -> list[CameraConfig]:
         return self._running("door")
@@ -130,6 +132,13 @@ class Processor:
     async def start(self) -> None:
 
         config = self.config
+        # A model call's worker thread needs the interpreter lock back to hand in its result, and the lock is
+        # held meanwhile by the decoder threads' and the event loop's Python; at Python's 5 ms switch interval
+        # the call's turn at the gate lasted that much longer (bench persons --streams 12: 41.6-44.6 ms a
+        # detector batch at 5 ms, 39.5-40.1 at 1 ms, README "Benchmarks"). Process-wide: the processor owns
+        # its process; put back when it stops.
+        self._switch_interval = sys.getswitchinterval()
+        sys.setswitchinterval(config.scheduling.gil_switch_interval_ms / 1000.0)
         pack = config.models.pack
         providers = config.models.providers or None
         detector, embedder = door_face_models(config, providers)
@@ -422,6 +431,9 @@ class Processor:
                     await result
             except Exception as exc:  # noqa: BLE001 - the remaining steps must still run
                 log.error("processor: stopping the %s failed: %s", name, exc)
+        if self._switch_interval is not None:
+            sys.setswitchinterval(self._switch_interval)
+            self._switch_interval = None
 
     def _hand_over_rooms(self) -> None:
         for camera_id in list(self.room.trackers):

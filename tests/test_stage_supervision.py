@@ -227,8 +227,10 @@ async def test_the_processor_recovers_from_a_recognition_stage_that_died_twice(s
     processor = Processor(config, database_url=fresh_database, kafka_bootstrap_servers=stack.kafka_bootstrap_servers,
                           metrics_port=0)
     before = _restarts("recognition-stage")
+    interval_before = sys.getswitchinterval()
     try:
         await processor.start()
+        interval_running = sys.getswitchinterval()
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline and processor.review.written < 1:
             await asyncio.sleep(0.5)
@@ -240,6 +242,11 @@ async def test_the_processor_recovers_from_a_recognition_stage_that_died_twice(s
     assert status == 200, body
     assert json.loads(body)["stages"]["recognition-stage"]["restarts"] == 2
     assert _restarts("recognition-stage") - before == 2
+    # the thread switch interval is the processor's while it runs (`[scheduling] gil_switch_interval_ms`), and
+    # the process's own again once it stopped
+    assert interval_running == pytest.approx(config.scheduling.gil_switch_interval_ms / 1000.0)
+    assert interval_running != pytest.approx(interval_before)
+    assert sys.getswitchinterval() == pytest.approx(interval_before)
 
 
 def test_rollcall_run_exits_non_zero_with_one_line_when_a_stage_keeps_dying(stack, stack_dir, fresh_database):

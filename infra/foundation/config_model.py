@@ -242,6 +242,11 @@ class SchedulingConfig(_Strict):
                                  description="model calls at a time (1 on a CPU: one call already uses "
                                              "every core); with more, each onnxruntime session gets the "
                                              "cores divided among them")
+    gil_switch_interval_ms: float = Field(default=1.0, ge=0.1, le=100.0,
+                                          description="the processor's Python thread switch interval (Python's "
+                                                      "default 5 ms): a model call's worker thread waits this "
+                                                      "long at most for the interpreter lock when it hands its "
+                                                      "result back, while decoders and the event loop hold it")
 
 
 class CameraConfig(_Strict):
