@@ -134,8 +134,8 @@ class Processor:
         config = self.config
         # A model call's worker thread needs the interpreter lock back to hand in its result, and the lock is
         # held meanwhile by the decoder threads' and the event loop's Python; at Python's 5 ms switch interval
-        # the call's turn at the gate lasted that much longer (bench persons --streams 12: 41.6-44.6 ms a
-        # detector batch at 5 ms, 39.5-40.1 at 1 ms, README "Benchmarks"). Process-wide: the processor owns
+        # the call's turn at the gate lasted that much longer (bench persons --streams 12, four runs each: 41.6-44.6
+        # ms a detector batch at 5 ms, 39.5-43.3 at 1 ms; README "Benchmarks"). Process-wide: the processor owns
         # its process; put back when it stops.
         self._switch_interval = sys.getswitchinterval()
         sys.setswitchinterval(config.scheduling.gil_switch_interval_ms / 1000.0)
