@@ -385,8 +385,11 @@ def test_the_schedule_mails_the_weekly_report_and_absence_notices_to_a_local_smt
     # curie's account was disabled above, and a disabled account gets no reports: enabled again for hers
     admin, _ = kit.login_with_token(served, "admin")
     assert admin.post("/api/accounts/curie/enable").status_code == 200
+    # the weekly report falls due today at midnight (site time): last week's is then the one due, whatever the
+    # day and hour the test runs (the example's Monday 07:00 would, on a Monday morning, still owe the week before)
     env = {**os.environ, "DATABASE_URL": served.database_url, "PYTHONPATH": str(PROJECT_ROOT),
-           "ROLLCALL__REPORTS__SMTP__HOST": "127.0.0.1"}
+           "ROLLCALL__REPORTS__SMTP__HOST": "127.0.0.1", "ROLLCALL__REPORTS__WEEKLY_ON": WEEKDAYS[today.weekday()],
+           "ROLLCALL__REPORTS__WEEKLY_AT": "00:00:00"}
 
     def send_now(port: int) -> subprocess.CompletedProcess:
         return subprocess.run([sys.executable, "-m", "infra.cli.main", "--config", str(EXAMPLE_CONFIG), "reports",
