@@ -35,7 +35,7 @@ import cv2
 import numpy as np
 import pytest
 
-from consumers.reports import WEEKDAYS, report_loop
+from consumers.reports import report_loop
 from infra.devstack import dashboard as testing
 from infra.devstack import stack as embedded
 from infra.devstack.ports import choose_free_port
@@ -385,10 +385,11 @@ def test_the_schedule_mails_the_weekly_report_and_absence_notices_to_a_local_smt
     # curie's account was disabled above, and a disabled account gets no reports: enabled again for hers
     admin, _ = kit.login_with_token(served, "admin")
     assert admin.post("/api/accounts/curie/enable").status_code == 200
-    # the weekly report falls due today at midnight (site time): last week's is then the one due, whatever the
-    # day and hour the test runs (the example's Monday 07:00 would, on a Monday morning, still owe the week before)
+    # the weekly report falls due at the very start of the week (Monday 00:00, site time): last week's is then
+    # the one due whatever the day and hour the test runs (the example's Monday 07:00 would, on a Monday
+    # morning, still owe the week before)
     env = {**os.environ, "DATABASE_URL": served.database_url, "PYTHONPATH": str(PROJECT_ROOT),
-           "ROLLCALL__REPORTS__SMTP__HOST": "127.0.0.1", "ROLLCALL__REPORTS__WEEKLY_ON": WEEKDAYS[today.weekday()],
+           "ROLLCALL__REPORTS__SMTP__HOST": "127.0.0.1", "ROLLCALL__REPORTS__WEEKLY_ON": "mon",
            "ROLLCALL__REPORTS__WEEKLY_AT": "00:00:00"}
 
     def send_now(port: int) -> subprocess.CompletedProcess:
@@ -405,7 +406,7 @@ def test_the_schedule_mails_the_weekly_report_and_absence_notices_to_a_local_smt
     smtp.start()
     try:
         reports = ReportsConfig(enabled=True, smtp=SmtpConfig(host="127.0.0.1", port=smtp.port),
-                                weekly_on=WEEKDAYS[today.weekday()], weekly_at=dt.time(0, 0), absence_threshold=3,
+                                weekly_on="mon", weekly_at=dt.time(0, 0), absence_threshold=3,
                                 check_every_s=1)
         config = served.config.model_copy(update={"reports": reports})
         stop = asyncio.Event()
