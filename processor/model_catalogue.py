@@ -55,6 +55,8 @@ FACE_RECOGNITION_SDIST = PinnedArchive("face_recognition", "1.3.0", "5e5efdd1686
 INSIGHTFACE_SDIST = PinnedArchive("insightface", "2.1", "776cbd36b70f5f2ae1a026101cfb80387f0b2280a0dbaf073f8d3ed69f554e01", sdist=True)
 SKIMAGE_WHEEL = PinnedArchive("scikit-image", "0.26.0", "74aa5518ccea28121f57a95374581d3b979839adc25bb03f289b1bc9b99c58af")
 ULTRALYTICS_WHEEL = PinnedArchive("ultralytics", "8.4.190", "bd309728efa168af64d39040136828edd2dbcb4aeceb4510bdff4f3ca0ea01b8")
+# one more identity for `bench capacity`'s fifth copy: matplotlib's sample portrait (cp311 manylinux x86_64 wheel)
+MATPLOTLIB_WHEEL = PinnedArchive("matplotlib", "3.11.2", "07d9b9fa60cd4c393692f50d0bb03123242ddf61c99bb0e95e75feb354e7c1a8")
 
 
 @dataclass(frozen=True)
@@ -224,6 +226,8 @@ _OPEN = PackSpec(
               "c02019c4979c191eb739ddd944445ef408dad5679acab6fd520ef9d434bfbc63", "people at a bus"),
         Photo("ultralytics_zidane.jpg", ULTRALYTICS_WHEEL, "ultralytics/assets/zidane.jpg",
               "16d73869e3267a7d4ed00de8e860833bd1657c1b252e94c0c348277adc7b6edb", "two people"),
+        Photo("grace_hopper.jpg", MATPLOTLIB_WHEEL, "matplotlib/mpl-data/sample_data/grace_hopper.jpg",
+              "a8ca6d734765703b09728ab47fe59f473d93ae3967fc24c7c0288c3c7adb7130", "Grace Hopper"),
     ),
 )
 

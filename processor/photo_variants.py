@@ -1,7 +1,7 @@
 """More test identities out of the few photos registry packages ship: faces cut out of group photos, and a
 second photo of a one-photo identity made by mirroring and relighting the first.
 
-Registry packages ship 18 distinct real people in all (see ``infra/scenarios/photos/CREDITS.md``), but only
+Registry packages ship 19 distinct real people in all (see ``infra/scenarios/photos/CREDITS.md``), but only
 Macron, Ardern and Obama have two genuinely different photos. For everyone else the "door photo" made here
 is the enrolment photo mirrored, re-lit (gamma, colour cast) and slightly rotated: the door camera then tests
 recognition under a pose/lighting change of the SAME picture, which is much easier than recognising a
@@ -76,6 +76,7 @@ VARIANTS: tuple[PhotoVariant, ...] = (
     ]),
     *_crops("astronaut.png", [("collins", "Eileen Collins", (120, 0, 220, 330), 0.8, _WARM)]),
     *_crops("tom_hanks.png", [("hanks", "Tom Hanks", None, 1.25, _COOL)]),
+    *_crops("grace_hopper.jpg", [("hopper", "Grace Hopper", None, 0.85, _WARM)]),
     PhotoVariant("sunak_door.png", "sunak.jpg", "Rishi Sunak", None, True, 0.85, _WARM, 4.0),
     PhotoVariant("biden_door.png", "biden.jpg", "Joe Biden", None, True, 1.2, _COOL, -4.0),
 )

@@ -117,7 +117,7 @@ def _check_copy(copy: dict, criteria: dict) -> None:
 
 def test_capacity_bad_input_is_one_line(stack_dir, tmp_path):
     for args, words in ((["--max", "0"], "0 is not in the range"),
-                        (["--max", "9"], "can run at most 4 copies at once"),
+                        (["--max", "9"], "can run at most 5 copies at once"),
                         (["--max", "2", "--from", "3"], "--from 3: give a step from 1 to --max"),
                         (["--repeat", "0"], "0 is not in the range")):
         result = _capacity(stack_dir, *args, timeout=120)

@@ -18,6 +18,7 @@ import pytest
 
 from infra.foundation.paths import PROJECT_ROOT
 from processor import model_packs as mp
+from processor.stages import persons as person_stage
 from processor.stages.persons import PersonDetector
 from processor.stages.person_tracks import PersonTracker
 from infra.scenario.mounts import render_cached
@@ -232,6 +233,20 @@ def test_int8_detector_finds_the_same_people(detector):
     # built ahead (`rollcall models quantize --person`): a size already cached is not built again
     assert int8.prebuild_int8([size]) == [(size, False)]
     assert int8.input_sizes((720, 1280), [640, 576, 320]) == [(384, 640), (352, 576), (192, 320)]
+
+
+def test_an_int8_variant_key_follows_its_calibration_photos(monkeypatch):
+    """The int8 variant is calibrated on the pack's sample photos: a photo added to them (a new test identity)
+    makes another variant, so whatever is cached from a variant's detections (bench tracking) must not be
+    reused under the old key."""
+    size = (384, 640)
+    photos = person_stage.calibration_photos()
+    assert len(photos) > 2
+    before = PersonDetector("open", precision="int8").int8_key(size)
+    monkeypatch.setattr(person_stage, "calibration_photos", lambda: photos[:-1])
+    fewer = PersonDetector("open", precision="int8")
+    assert fewer.int8_key(size) != before
+    assert fewer.int8_key((256, 448)) != fewer.int8_key(size)
 
 
 def _int8_builds(folder: Path) -> list[int]:

@@ -71,11 +71,15 @@ class DetectionCache:
         return dets, looks
 
 
-def _cache_key(video: Path, detector: PersonDetector) -> str:
+def _cache_key(video: Path, detector: PersonDetector, frame_shape: tuple[int, int]) -> str:
+    """What the cached detections depend on. An int8 detector's are its variant's: the quantisation is
+    calibrated on the pack's sample photos, so a photo added to the pack makes other detections."""
     model = sha256_of(detector.pack.path("person_detector"))
+    precision = ("" if detector.precision == "fp32" else f" precision={detector.precision}"
+                 + (f" variant={detector.int8_key(detector.input_size_for(frame_shape))}"
+                    if detector.precision == "int8" else ""))
     return (f"{CACHE_FORMAT} video={sha256_of(video)} model={model} score>={detector.score_threshold:g} "
-            f"input={detector.input_width}x{detector.input_height}"
-            + ("" if detector.precision == "fp32" else f" precision={detector.precision}"))
+            f"input={detector.input_width}x{detector.input_height}" + precision)
 
 
 def cache_paths(out_dir: Path, input_px: int = 640, precision: str = "fp32") -> tuple[Path, Path]:
@@ -97,7 +101,9 @@ def load_or_detect(out_dir: Path, gt: dict, detector: PersonDetector, say: Calla
     ``budget_s``, stop after about that long and keep what was done (``detections.partial.npz``): the next
     call goes on from there (a long render's detection split into runs that each hold the CPU briefly)."""
     video = out_dir / gt["cameras"]["room"]["file"]
-    key = _cache_key(video, detector)  # the room video itself: a render that changed only the door keeps it
+    room = gt["cameras"]["room"]
+    # the room video itself: a render that changed only the door keeps it
+    key = _cache_key(video, detector, (int(room["height"]), int(room["width"])))
     path, partial = cache_paths(out_dir, max(detector.input_width, detector.input_height), detector.precision)
     if path.is_file() and (cache := read_cache(path)).key == key:
         return cache

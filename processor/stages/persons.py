@@ -185,6 +185,11 @@ class PersonDetector:
             keyed = self._keys[size] = (self._int8_key(size, photos), photos)
         return keyed
 
+    def int8_key(self, size: tuple[int, int]) -> str:
+        """The cache key of the int8 variant for ``size`` (height, width): it changes with the model and with
+        the calibration photos."""
+        return self._int8_keyed(size)[0]
+
     def int8_model(self, size: tuple[int, int], folder: Path | None = None) -> bytes:
         """The serialised int8 variant for ``size`` (height, width): from the cache (``folder``, default
         :func:`~processor.quantize.variants_dir`), or built here and now, and cached."""
