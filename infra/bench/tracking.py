@@ -75,9 +75,10 @@ def _cache_key(video: Path, detector: PersonDetector, frame_shape: tuple[int, in
     """What the cached detections depend on. An int8 detector's are its variant's: the quantisation is
     calibrated on the pack's sample photos, so a photo added to the pack makes other detections."""
     model = sha256_of(detector.pack.path("person_detector"))
-    precision = ("" if detector.precision == "fp32" else f" precision={detector.precision}"
-                 + (f" variant={detector.int8_key(detector.input_size_for(frame_shape))}"
-                    if detector.precision == "int8" else ""))
+    variant = ""
+    if detector.precision == "int8":
+        variant = f" variant={detector.int8_key(detector.input_size_for(frame_shape))}"
+    precision = "" if detector.precision == "fp32" else f" precision={detector.precision}{variant}"
     return (f"{CACHE_FORMAT} video={sha256_of(video)} model={model} score>={detector.score_threshold:g} "
             f"input={detector.input_width}x{detector.input_height}" + precision)
 
