@@ -44,6 +44,21 @@ DEFAULT_PACK = "open"
 MANIFEST = "manifest.json"
 MANIFEST_FORMAT = 1
 PHOTOS_DIR = PROJECT_ROOT / "infra" / "scenarios" / "photos"
+# The person detector's int8 calibration set (processor/quantize.py): the photos of PHOTOS_DIR as they were
+# when the variants were last checked (2026-12-07: the pinned photos and the crops and door variants
+# photo_variants.py derives from them). Named, not globbed: a photo added to the folder for a test identity
+# (or a file an operator drops there) would otherwise re-quantise the detector every camera runs, unchecked.
+# A change here builds new variants: compare them with the old ones on room frames before committing it.
+PERSON_INT8_CALIBRATION: tuple[str, ...] = (
+    "ardern_2018.jpg", "ardern_2022.jpg", "astronaut.png", "biden.jpg", "biden_door.png", "bus_a.png",
+    "bus_a_door.png", "bus_b.png", "bus_b_door.png", "collins.png", "collins_door.png", "grace_hopper.jpg",
+    "hanks.png", "hanks_door.png", "hopper.png", "hopper_door.png", "insightface_t1.jpg", "macron_2014.jpg",
+    "macron_2025.jpg", "messi.png", "messi_door.png", "obama_blueroom.jpg", "obama_congress.jpg", "obama_oval.jpg",
+    "obama_senate.jpg", "sunak.jpg", "sunak_door.png", "t1_a.png", "t1_a_door.png", "t1_b.png", "t1_b_door.png",
+    "t1_c.png", "t1_c_door.png", "t1_d.png", "t1_d_door.png", "t1_e.png", "t1_e_door.png", "t1_f.png",
+    "t1_f_door.png", "tom_hanks.png", "ultralytics_bus.jpg", "ultralytics_zidane.jpg", "zidane_a.png",
+    "zidane_a_door.png", "zidane_b.png", "zidane_b_door.png",
+)
 
 # ---------------------------------------------------------------------------------------------- pins
 

@@ -24,7 +24,9 @@ from processor.stages.person_tracks import PersonTracker
 from infra.scenario.mounts import render_cached
 from infra.scenario.check import iou
 from processor import onnx_surgery, quantize
-from processor.model_catalogue import PHOTOS_DIR
+from processor.model_catalogue import PERSON_INT8_CALIBRATION, PHOTOS_DIR, pack_spec
+from processor.photo_variants import VARIANTS
+from infra.foundation.errors import RollcallError
 from processor.quantize import float_head_nodes
 
 VTEST = Path("/usr/share/doc/opencv-doc/examples/data/vtest.avi")
@@ -247,6 +249,27 @@ def test_an_int8_variant_key_follows_its_calibration_photos(monkeypatch):
     fewer = PersonDetector("open", precision="int8")
     assert fewer.int8_key(size) != before
     assert fewer.int8_key((256, 448)) != fewer.int8_key(size)
+
+
+def test_the_int8_calibration_set_is_named_not_whatever_the_photo_folder_holds(monkeypatch, tmp_path):
+    """A photo added to the sample folder (a test identity, a file an operator drops there) must not re-quantise
+    the detector every camera runs: the calibration set is the named list, each a photo the catalogue pins or
+    derives, and a listed photo missing is a one-line error that says how to get it."""
+    declared = {p.name for p in pack_spec("open").photos} | {v.name for v in VARIANTS}
+    assert set(PERSON_INT8_CALIBRATION) <= declared and len(PERSON_INT8_CALIBRATION) >= quantize.MIN_CALIBRATION_IMAGES
+    size = (384, 640)
+    before = PersonDetector("open", precision="int8").int8_key(size)
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    for photo in PHOTOS_DIR.iterdir():
+        (folder / photo.name).symlink_to(photo)
+    (folder / "zz_new_identity.png").write_bytes((PHOTOS_DIR / "hopper.png").read_bytes())
+    monkeypatch.setattr(person_stage, "PHOTOS_DIR", folder)
+    assert [p.name for p in person_stage.calibration_photos()] == sorted(PERSON_INT8_CALIBRATION)
+    assert PersonDetector("open", precision="int8").int8_key(size) == before
+    (folder / "bus_a.png").unlink()
+    with pytest.raises(RollcallError, match=r"1 calibration photo\(s\) missing .*\(bus_a\.png\): run `rollcall models fetch`"):
+        person_stage.calibration_photos()
 
 
 def _int8_builds(folder: Path) -> list[int]:

@@ -24,8 +24,9 @@ import cv2
 import numpy as np
 import onnx
 
+from infra.foundation.errors import RollcallError
 from processor import model_packs as mp
-from processor.model_catalogue import PHOTOS_DIR
+from processor.model_catalogue import PERSON_INT8_CALIBRATION, PHOTOS_DIR
 from processor import onnx_surgery, quantize
 from processor.stages.base import require_bgr
 
@@ -304,8 +305,15 @@ class PersonDetector:
 
 
 def calibration_photos() -> list[Path]:
-    """The model pack's sample photos (``rollcall models fetch``): the int8 variant's calibration set."""
-    return sorted(p for p in PHOTOS_DIR.glob("*") if p.suffix.lower() in (".jpg", ".jpeg", ".png"))
+    """The int8 variant's calibration set: the sample photos named in
+    :data:`~processor.model_catalogue.PERSON_INT8_CALIBRATION` (``rollcall models fetch`` puts them in place),
+    whatever else the folder holds."""
+    photos = [PHOTOS_DIR / name for name in sorted(PERSON_INT8_CALIBRATION)]
+    missing = [p.name for p in photos if not p.is_file()]
+    if missing:
+        raise RollcallError(f"int8 person detector: {len(missing)} calibration photo(s) missing from {PHOTOS_DIR} "
+                            f"({', '.join(missing[:3])}{', ...' if len(missing) > 3 else ''}): run `rollcall models fetch`")
+    return photos
 
 
 def _io_names(model_file: Path) -> tuple[str, str]:
