@@ -33,7 +33,7 @@ from processor.gallery import GalleryWatcher
 from processor.ingest import IngestManager
 from processor.publisher import EventPublisher
 from processor.review import ReviewQueue
-from processor.scheduler import OWED, InferenceGate, Scheduler
+from processor.scheduler import EXTRAS_SKIPPED, OWED, InferenceGate, Scheduler
 from processor.stages.base import BatchStage
 from processor.stages.face_tracks import FaceObservation, FaceTracker, MatchResult, TrackDecision, measure_liveness
 from processor.stages.liveness import LivenessSettings
@@ -103,6 +103,7 @@ class RecognitionStage:
     # recent capture-to-event latencies, bounded (the histogram metric keeps the long view)
     latencies_s: deque[float] = field(default_factory=lambda: deque(maxlen=100_000))
     faces_embedded: int = 0  # faces embedded (the rest were gated out or on tracks already decided)
+    refinements_skipped: int = 0  # embeddings that would only have refined a track's answer, skipped for rooms
     scheduler: Scheduler | None = None  # the inference gate, door activity, extras for cameras not behind
     on_analysed: Callable[[str, float, float], None] | None = None  # (camera, capture time, stream time)
     on_activity: Callable[[str, bool], None] | None = None  # (camera, a face in view): keyframe-only decoding when idle
@@ -134,13 +135,18 @@ class RecognitionStage:
         wanting: list[FaceObservation] = []
         # faces whose liveness cues this frame feeds, with the frame's faces (a neighbour is not a picture's edge)
         measuring: list[tuple[np.ndarray, FaceObservation, list[FaceObservation]]] = []
+        # embeddings that only refine a track's answer wait for better times while room tracking is starved
+        refine = self.scheduler is None or not self.scheduler.rooms_starved()
         for result in results:
             tracker = self._tracker(result.frame.camera_id)
             pairs = tracker.assign(result.faces)
             for key, face in pairs:
-                if tracker.wants_embedding(key, face):
+                if tracker.wants_embedding(key, face, refine=refine):
                     crops.append(face.crop)
                     wanting.append(face)
+                elif not refine and tracker.wants_embedding(key, face):
+                    self.refinements_skipped += 1
+                    EXTRAS_SKIPPED.labels(result.frame.camera_id, "refining_embeddings").inc()
                 if tracker.wants_liveness(key):
                     measuring.append((result.frame.image, face, result.faces))
             assigned.append((result.frame, tracker, pairs))

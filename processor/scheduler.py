@@ -267,6 +267,22 @@ class Scheduler:
         last = camera.times[-1] if camera.times else camera.since
         return self._clock() - last > 1.0 / owed
 
+    def rooms_starved(self) -> bool:
+        """A room camera with frames waiting that is behind its minimum, or whose last analysed frame is more
+        than two minimum spacings old (a room that ran well above its minimum keeps a good average for seconds
+        while it gets nothing; measured with `rollcall bench capacity` at five copies and one core busy: while
+        the five doors recognised at once the rooms got one frame every 2 s, a walking student's track was
+        lost and split, and two copies lost attendance). Door work that only refines an answer is skipped
+        then (:meth:`~processor.stages.face_tracks.FaceTracker.wants_embedding`)."""
+        now = self._clock()
+        for camera_id, camera in self._cameras.items():
+            if camera.role != "room" or camera.waiting is None or camera.waiting() <= 0:
+                continue
+            last = camera.times[-1] if camera.times else camera.since
+            if self.behind(camera_id) or now - last > 2.0 / camera.minimum:
+                return True
+        return False
+
     def owed_waiting(self) -> bool:
         """A camera behind its minimum has frames waiting: its stage is about to ask for the gate."""
         return any(camera.waiting is not None and camera.waiting() > 0 and self.behind(camera_id, PRIORITY_HEADROOM)

@@ -335,3 +335,29 @@ def test_a_door_is_owed_its_frames_evenly_not_only_on_average():
     scheduler.set_active("door", True)  # a face not decided yet: one frame every 0.2 s
     clock.now += 0.25
     assert scheduler.priority(["door"]) == OWED
+
+
+def test_rooms_are_starved_when_behind_or_left_without_a_frame_for_two_spacings():
+    """A room that ran well above its minimum keeps a good average for seconds while it gets nothing (five
+    doors recognising at once): two minimum spacings without an analysed frame, with frames waiting, is
+    starved already; a room with nothing waiting (its frames coasted or not come yet) is not."""
+    clock = Clock()
+    scheduler = Scheduler(window_s=4.0, clock=clock)
+    waiting = {"room": 1}
+    scheduler.register("room", "room", 2.0, waiting=lambda: waiting["room"])
+    scheduler.register("door", "door", 5.0, idle=2.0, waiting=lambda: 5)
+    for _ in range(30):  # 3 s at 10 fps
+        clock.now += 0.1
+        scheduler.analysed("room")
+    assert not scheduler.rooms_starved()
+    clock.now += 0.9  # 7 fps over the window, 0.9 s without a frame
+    assert not scheduler.behind("room") and not scheduler.rooms_starved()
+    clock.now += 0.2  # 1.1 s: more than two spacings of its 2 fps
+    assert not scheduler.behind("room") and scheduler.rooms_starved()
+    waiting["room"] = 0
+    assert not scheduler.rooms_starved()
+    waiting["room"] = 1
+    scheduler.analysed("room")
+    assert not scheduler.rooms_starved()
+    clock.now += 3.5  # behind on average too
+    assert scheduler.behind("room") and scheduler.rooms_starved()

@@ -218,16 +218,21 @@ class FaceTracker:
         return [(int(tracker_id), faces[int(index)]) for tracker_id, index in zip(ids, tracked.data.get("index", []))
                 if tracker_id is not None and int(tracker_id) >= 0]  # -1: not confirmed yet
 
-    def wants_embedding(self, key: int, face: FaceObservation) -> bool:
+    def wants_embedding(self, key: int, face: FaceObservation, *, refine: bool = True) -> bool:
         """Only faces that passed the quality gate, on tracks not decided yet, are worth an embedding; once
         a track has ``decide_after`` embeddings, only a face better than its best or every
-        ``embed_every``-th good face (counting this one)."""
+        ``embed_every``-th good face (counting this one), and only with ``refine``: those refine an answer
+        the track can already give (it waits for its liveness frames), and are skipped while room cameras
+        are starved of model time (the recognition stage asks
+        :meth:`~processor.scheduler.Scheduler.rooms_starved`)."""
         if face.quality <= 0 or face.crop is None:
             return False
         track = self._tracks.get(key)
         if track is None:
             return True
         if track.decided:
+            return False
+        if not refine and track.frames >= self.decide_after:
             return False
         # (a better face by a clear step: quality jitters by a few hundredths from frame to frame)
         if track.frames < self.decide_after or face.quality > track.best_quality + 0.02:
