@@ -10,7 +10,9 @@ gate coasts (nothing moved since the camera's detector last ran, so the detector
 the tracks stay where they are) counts like a detected one, because the tracks and the presence events it
 gives are the same. So the pipeline can beat the ceiling and the naive loop by the work it skips; how
 much it skipped is reported beside it (``detected_share``: frames the detector ran on, of those analysed;
-``input_sides``: each camera's person-detector input side at the end, chosen from the people it saw).
+``input_sides``: each camera's person-detector input side at the end, chosen from the people it saw;
+``room_face_searches_skipped``: detected frames not searched for faces because nobody in them was tall enough
+to show one the quality gate would pass, :mod:`processor.stages.room_face_sizes`).
 ``profile`` says where the window's time went: the person stage's batches' share of it (its turn at the
 inference gate to its result: detection, room faces, the stage's own work with them), ms a batch, and the
 cores the process used of the machine's.
@@ -54,6 +56,7 @@ class RoomPipelineFigures:
     detected_share: float
     input_sides: dict
     gate_reasons: dict  # the motion gates' decisions by reason, over the whole run (warm-up included)
+    faces_skipped: int  # detected frames not searched for faces: nobody tall enough to show a usable one
     profile: dict  # the person stage's share of the window and ms a batch, the cores the process used
 
 
@@ -81,6 +84,7 @@ async def measure_room_pipeline(config: Config, state, database_url: str, room_v
         frames0, batches0 = batcher.frames, batcher.batches
         persons0, latencies0 = processor.person_stage.persons, len(room_stage.latencies_s)
         detected0, coasted0 = processor.person_stage.detected, processor.person_stage.coasted
+        faces_skipped0 = processor.person_stage.faces_skipped
         counters0 = profile_counters(PERSON_STAGES)
         started = time.perf_counter()
         await asyncio.sleep(seconds)
@@ -91,6 +95,7 @@ async def measure_room_pipeline(config: Config, state, database_url: str, room_v
         persons = processor.person_stage.persons - persons0
         detected = processor.person_stage.detected - detected0
         coasted = processor.person_stage.coasted - coasted0
+        faces_skipped = processor.person_stage.faces_skipped - faces_skipped0
         gating = processor.person_stage.gating
         per_camera = gating.stats() if gating is not None else {}
         sides = {camera: stats["side"] for camera, stats in per_camera.items()}
@@ -108,7 +113,7 @@ async def measure_room_pipeline(config: Config, state, database_url: str, room_v
                                dropped=sum(s.get("dropped", 0) for s in stats.values()),
                                decoded=sum(s.get("decoded", 0) for s in stats.values()), events=len(latencies),
                                detected_share=detected / max(1, detected + coasted), input_sides=sides,
-                               gate_reasons=reasons, profile=profile)
+                               gate_reasons=reasons, faces_skipped=faces_skipped, profile=profile)
 
 
 def measure_person_ceiling(detector, frames: list[np.ndarray], batch: int, seconds: float, faces=None) -> float:
@@ -177,6 +182,7 @@ def bench_persons(config: Config, *, streams: int, seconds: float, analysis_fps:
         "pipeline_persons_per_s": round(pipeline.persons_per_s, 2),
         "mean_batch": round(pipeline.mean_batch, 2),
         "detected_share": round(pipeline.detected_share, 3),
+        "room_face_searches_skipped": pipeline.faces_skipped,
         "input_sides": pipeline.input_sides,
         "gate_reasons": pipeline.gate_reasons,
         "profile": pipeline.profile,

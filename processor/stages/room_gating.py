@@ -21,6 +21,7 @@ from processor.frames import Frame, materialise
 from processor.stages.base import BatchStage
 from processor.stages.input_size import InputSizeChooser
 from processor.stages.motion import Decision, MotionGate, MotionSettings
+from processor.stages.room_face_sizes import FaceSizeBound
 
 ALWAYS = Decision(True, "ungated")
 # gate decisions of a settled room, the only ones a reduced detector input is used for (see RoomGating.plan):
@@ -172,6 +173,7 @@ class PersonStage(BatchStage):
         self.detected = 0  # frames the detector ran on
         self.coasted = 0  # frames the motion gate found unchanged (detections None: the tracks coast)
         self._prepared: tuple[list[Frame], list[Plan]] | None = None  # the batch prepare() planned, its plans
+        self._face_sizes: dict[str, FaceSizeBound] = {}  # per camera: can its people show a usable face?
 
     extra_work = "room_faces"  # faces are looked for only on cameras that are not behind their minimum
     prepare_always = True  # the motion gates decide in prepare(), before the gate
@@ -215,14 +217,29 @@ class PersonStage(BatchStage):
         self.coasted += len(batch) - len(run)
         faces: list[list[RoomFace]] = [[] for _ in batch]
         wanted = [i for i in run if self.faces is not None and (extras_for is None or batch[i].camera_id in extras_for)
-                  and (self.gating is None or self.gating.faces_wanted(batch[i].camera_id))]
+                  and (self.gating is None or self.gating.faces_wanted(batch[i].camera_id))
+                  and self._face_size(batch[i].camera_id).worth_searching(batch[i].pts_s,
+                                                                          [d.box for d in detections[i]])]
         if wanted:
             # Only faces that pass the quality gate are embedded (few on room cameras: they are far).
             found_faces = self.faces.analyse([images[i] for i in wanted])
             for i, found in zip(wanted, found_faces):
+                self._face_size(batch[i].camera_id).searched(batch[i].pts_s, [d.box for d in detections[i]],
+                                                             [f.detection.box for f in found])
                 faces[i] = [RoomFace(f.detection.box, f.embedding, f.quality.score)
                             for f in found if f.embedding is not None]
         return list(zip(batch, detections, faces))
+
+    def _face_size(self, camera_id: str) -> FaceSizeBound:
+        bound = self._face_sizes.get(camera_id)
+        if bound is None:
+            bound = self._face_sizes[camera_id] = FaceSizeBound(self.faces.thresholds.min_face_px)
+        return bound
+
+    @property
+    def faces_skipped(self) -> int:
+        """Room frames not searched for faces: nobody in them tall enough to show a usable one."""
+        return sum(bound.skipped for bound in self._face_sizes.values())
 
     def _detect(self, images: list[np.ndarray], sides: list[int | None]) -> list[list]:
         if not images:
