@@ -238,8 +238,9 @@ class PersonStage(BatchStage):
 
     @property
     def faces_skipped(self) -> int:
-        """Room frames not searched for faces: nobody in them tall enough to show a usable one."""
-        return sum(bound.skipped for bound in self._face_sizes.values())
+        """Room frames not searched for faces: nobody in them tall enough to show a usable one (read from the
+        event loop while the stage's worker thread may add a camera: a copy of the values is iterated)."""
+        return sum(bound.skipped for bound in list(self._face_sizes.values()))
 
     def _detect(self, images: list[np.ndarray], sides: list[int | None]) -> list[list]:
         if not images:
