@@ -141,12 +141,13 @@ class RecognitionStage:
             tracker = self._tracker(result.frame.camera_id)
             pairs = tracker.assign(result.faces)
             for key, face in pairs:
-                if tracker.wants_embedding(key, face, refine=refine):
-                    crops.append(face.crop)
-                    wanting.append(face)
-                elif not refine and tracker.wants_embedding(key, face):
-                    self.refinements_skipped += 1
-                    EXTRAS_SKIPPED.labels(result.frame.camera_id, "refining_embeddings").inc()
+                if tracker.wants_embedding(key, face):
+                    if refine or not tracker.refining(key):
+                        crops.append(face.crop)
+                        wanting.append(face)
+                    else:
+                        self.refinements_skipped += 1
+                        EXTRAS_SKIPPED.labels(result.frame.camera_id, "refining_embeddings").inc()
                 if tracker.wants_liveness(key):
                     measuring.append((result.frame.image, face, result.faces))
             assigned.append((result.frame, tracker, pairs))

@@ -264,8 +264,12 @@ class Scheduler:
         owed = camera.owed_rate()
         if camera.role != "door" or owed <= 0:
             return False
-        last = camera.times[-1] if camera.times else camera.since
-        return self._clock() - last > 1.0 / owed
+        return self._clock() - self._last_analysed(camera) > 1.0 / owed
+
+    @staticmethod
+    def _last_analysed(camera: _CameraRate) -> float:
+        """When the camera's last frame was analysed (its registration, before any)."""
+        return camera.times[-1] if camera.times else camera.since
 
     def rooms_starved(self) -> bool:
         """A room camera with frames waiting that is behind its minimum, or whose last analysed frame is more
@@ -278,8 +282,7 @@ class Scheduler:
         for camera_id, camera in self._cameras.items():
             if camera.role != "room" or camera.waiting is None or camera.waiting() <= 0:
                 continue
-            last = camera.times[-1] if camera.times else camera.since
-            if self.behind(camera_id) or now - last > 2.0 / camera.minimum:
+            if self.behind(camera_id) or now - self._last_analysed(camera) > 2.0 / camera.minimum:
                 return True
         return False
 

@@ -218,13 +218,10 @@ class FaceTracker:
         return [(int(tracker_id), faces[int(index)]) for tracker_id, index in zip(ids, tracked.data.get("index", []))
                 if tracker_id is not None and int(tracker_id) >= 0]  # -1: not confirmed yet
 
-    def wants_embedding(self, key: int, face: FaceObservation, *, refine: bool = True) -> bool:
+    def wants_embedding(self, key: int, face: FaceObservation) -> bool:
         """Only faces that passed the quality gate, on tracks not decided yet, are worth an embedding; once
         a track has ``decide_after`` embeddings, only a face better than its best or every
-        ``embed_every``-th good face (counting this one), and only with ``refine``: those refine an answer
-        the track can already give (it waits for its liveness frames), and are skipped while room cameras
-        are starved of model time (the recognition stage asks
-        :meth:`~processor.scheduler.Scheduler.rooms_starved`)."""
+        ``embed_every``-th good face (counting this one): see :meth:`refining`."""
         if face.quality <= 0 or face.crop is None:
             return False
         track = self._tracks.get(key)
@@ -232,12 +229,17 @@ class FaceTracker:
             return True
         if track.decided:
             return False
-        if not refine and track.frames >= self.decide_after:
-            return False
         # (a better face by a clear step: quality jitters by a few hundredths from frame to frame)
         if track.frames < self.decide_after or face.quality > track.best_quality + 0.02:
             return True
         return (track.looks + 1) % max(1, self.embed_every) == 0
+
+    def refining(self, key: int) -> bool:
+        """Whether an embedding of track ``key`` would only refine an answer it can already give (it has its
+        ``decide_after`` embeddings and waits for its liveness frames): the recognition stage skips those
+        while room cameras are starved of model time (:meth:`~processor.scheduler.Scheduler.rooms_starved`)."""
+        track = self._tracks.get(key)
+        return track is not None and track.frames >= self.decide_after
 
     def wants_liveness(self, key: int) -> bool:
         """Whether this frame's face on track ``key`` (from :meth:`assign`) feeds liveness cues: the check

@@ -34,16 +34,17 @@ class FaceSizeBound:
         self.quantile, self.margin = float(quantile), float(margin)
         self.min_samples, self.recheck_s = int(min_samples), float(recheck_s)
         self._ratios: deque[float] = deque(maxlen=int(window))
+        self._bound: float | None = None  # the bound of the ratios as they are (None: not learnt, or to sort again)
         self._searched_pts: float | None = None
         self.skipped = 0  # frames not searched: nobody tall enough for a usable face
 
     @property
     def bound(self) -> float | None:
         """The largest face size a person box of height 1 may hold here (None: not learnt yet)."""
-        if len(self._ratios) < self.min_samples:
-            return None
-        ratios = sorted(self._ratios)
-        return ratios[min(len(ratios) - 1, int(self.quantile * len(ratios)))] * self.margin
+        if self._bound is None and len(self._ratios) >= self.min_samples:  # sorted once per search, not per frame
+            ratios = sorted(self._ratios)
+            self._bound = ratios[min(len(ratios) - 1, int(self.quantile * len(ratios)))] * self.margin
+        return self._bound
 
     def worth_searching(self, pts_s: float, person_boxes: Sequence[Box]) -> bool:
         """Whether a frame with these person boxes may show a usable face (or is due for a look anyway)."""
@@ -67,3 +68,4 @@ class FaceSizeBound:
             heights = [b[3] - b[1] for b in person_boxes if b[0] <= cx <= b[2] and b[1] <= cy <= b[3]]
             if heights and min(heights) > 0:
                 self._ratios.append(min(x2 - x1, y2 - y1) / min(heights))
+                self._bound = None

@@ -216,19 +216,34 @@ class PersonStage(BatchStage):
         self.detected += len(run)
         self.coasted += len(batch) - len(run)
         faces: list[list[RoomFace]] = [[] for _ in batch]
-        wanted = [i for i in run if self.faces is not None and (extras_for is None or batch[i].camera_id in extras_for)
-                  and (self.gating is None or self.gating.faces_wanted(batch[i].camera_id))
-                  and self._face_size(batch[i].camera_id).worth_searching(batch[i].pts_s,
-                                                                          [d.box for d in detections[i]])]
+        wanted = self._face_frames(batch, run, detections, extras_for)
         if wanted:
             # Only faces that pass the quality gate are embedded (few on room cameras: they are far).
             found_faces = self.faces.analyse([images[i] for i in wanted])
-            for i, found in zip(wanted, found_faces):
-                self._face_size(batch[i].camera_id).searched(batch[i].pts_s, [d.box for d in detections[i]],
-                                                             [f.detection.box for f in found])
+            for (i, (bound, boxes)), found in zip(wanted.items(), found_faces):
+                bound.searched(batch[i].pts_s, boxes, [f.detection.box for f in found])
                 faces[i] = [RoomFace(f.detection.box, f.embedding, f.quality.score)
                             for f in found if f.embedding is not None]
         return list(zip(batch, detections, faces))
+
+    def _face_frames(self, batch: list[Frame], run: list[int], detections: list,
+                     extras_for: frozenset[str] | None) -> dict[int, tuple[FaceSizeBound, list]]:
+        """{index: (its camera's face-size bound, its person boxes)} of the detected frames to search for faces:
+        room faces on, extras allowed for the camera, a track there still wanting a face, and somebody in the
+        frame tall enough to show a usable one."""
+        if self.faces is None:
+            return {}
+        wanted = {}
+        for i in run:
+            camera_id = batch[i].camera_id
+            if extras_for is not None and camera_id not in extras_for:
+                continue
+            if self.gating is not None and not self.gating.faces_wanted(camera_id):
+                continue
+            bound, boxes = self._face_size(camera_id), [d.box for d in detections[i]]
+            if bound.worth_searching(batch[i].pts_s, boxes):
+                wanted[i] = (bound, boxes)
+        return wanted
 
     def _face_size(self, camera_id: str) -> FaceSizeBound:
         bound = self._face_sizes.get(camera_id)
