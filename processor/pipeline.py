@@ -2,7 +2,8 @@
 
     IngestManager (a decoder thread per camera, drop-oldest FrameBuffers)
         → Batcher (door cameras; max batch / max wait)          ─ queue ─
-        → FaceStage (detect → align → quality gate, batched, in a worker thread)  ─ queue ─
+        → FaceStage (processor/stages/door_faces.py: detect → align → quality gate, batched, in a worker
+                     thread; a settled door's frames only glanced at)  ─ queue ─
         → RecognitionStage (per-camera face tracks → embed the faces of undecided tracks, batched →
                             gallery match → recognition events)
 
@@ -25,62 +26,16 @@ from typing import Callable
 
 import numpy as np
 
-from infra.foundation.config import CameraConfig, Config
+from infra.foundation.config import CameraConfig
 from processor import metrics
-from processor.batcher import Batcher, DemandQueue
 from processor.frames import Frame
-from processor.gallery import GalleryWatcher
-from processor.ingest import IngestManager
-from processor.publisher import EventPublisher
-from processor.review import ReviewQueue
-from processor.scheduler import EXTRAS_SKIPPED, OWED, InferenceGate, Scheduler
-from processor.stages.base import BatchStage
+from processor.scheduler import EXTRAS_SKIPPED, OWED, Scheduler
+from processor.stages.door_faces import FaceBatchResult
 from processor.stages.face_tracks import FaceObservation, FaceTracker, MatchResult, TrackDecision, measure_liveness
 from processor.stages.liveness import LivenessSettings
-from processor.stages.faces import FaceAnalyzer, FaceDetector, FaceEmbedder, align, assess
-from processor.stages.persons import PersonDetector
-from processor.stages.recognition_feed import RecognitionFeed
-from processor.stages.room import RoomStage
 from schemas.events import box_object, build_event, recognition_event
 
 log = logging.getLogger("rollcall.processor")
-
-
-@dataclass
-class FaceBatchResult:
-    frame: Frame
-    faces: list[FaceObservation]
-
-
-class FaceStage(BatchStage):
-    """Door cameras: one detector call per batch of frames, then alignment and the quality gate."""
-
-    name = "faces"
-
-    def __init__(self, detector, thresholds):
-        self.detector = detector
-        self.thresholds = thresholds
-        self.gate_reasons: dict[str, int] = {}
-
-    def process(self, batch: list[Frame], extras_for: frozenset[str] | None = None) -> list[FaceBatchResult]:
-
-        detections = self.detector.detect([frame.image for frame in batch])
-        results: list[FaceBatchResult] = []
-        for frame, faces in zip(batch, detections):
-            observations = []
-            for detection in faces:
-                crop = align(frame.image, detection.landmarks)
-                quality = assess(frame.image, detection, crop, self.thresholds)
-                outcome = quality.reason or "accepted"
-                self.gate_reasons[outcome] = self.gate_reasons.get(outcome, 0) + 1
-                metrics.FACES.labels(frame.camera_id, outcome).inc()
-                accepted = quality.reason is None
-                observations.append(FaceObservation(
-                    box=tuple(float(v) for v in detection.box), score=float(detection.score),
-                    quality=float(quality.score) if accepted else 0.0, embedding=None,
-                    crop=crop if accepted else None, landmarks=detection.landmarks))
-            results.append(FaceBatchResult(frame, observations))
-        return results
 
 
 @dataclass
@@ -160,10 +115,13 @@ class RecognitionStage:
         for result, (frame, tracker, pairs) in zip(results, assigned):
             if self.on_analysed is not None:
                 self.on_analysed(frame.camera_id, frame.captured_at, frame.pts_s)
-            height, width = frame.image.shape[:2]
+            width, height = frame.size
             self.frame_sizes[frame.camera_id] = (width, height)
+            # a glanced frame is converted only for a face whose liveness cues it feeds (measured above): its
+            # tracks want no image otherwise (decided ones take nothing more from a frame)
+            image = frame.image if frame.converted else None
             for decision in tracker.settle(pairs, pts_s=frame.pts_s, captured_at=frame.captured_at,
-                                           frame_size=(width, height), match=self._match, image=frame.image):
+                                           frame_size=(width, height), match=self._match, image=image):
                 self.emit(decision)
             # a face in view (detected, or on a track still open): the camera decodes every frame again.
             # The rate recognition needs is owed only while a track is undecided: once every face in view

@@ -299,7 +299,7 @@ class Scheduler:
             return OWED
         if any(self._recognising_door(c) for c in cameras):
             return RECOGNISING
-        return SPARE if cameras and all(self._idle_door(c) for c in cameras) else EXTRA
+        return SPARE if cameras and all(self.door_settled(c) for c in cameras) else EXTRA
 
     def best_priority(self, camera_ids: Iterable[str]) -> int | None:
         """The best (lowest) priority any one of these cameras has on its own; None for no cameras."""
@@ -309,7 +309,9 @@ class Scheduler:
         camera = self._cameras.get(camera_id)
         return camera is not None and camera.role == "door" and camera.active
 
-    def _idle_door(self, camera_id: str) -> bool:
+    def door_settled(self, camera_id: str) -> bool:
+        """A door camera with no face whose identity is still undecided in view (nobody there, or everyone
+        there recognised already): its frames can only show that somebody new arrived."""
         camera = self._cameras.get(camera_id)
         return camera is not None and camera.role == "door" and not camera.active
 

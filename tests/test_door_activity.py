@@ -9,7 +9,8 @@ import numpy as np
 
 from infra.foundation.config import load_config
 from processor.frames import Frame
-from processor.pipeline import FaceBatchResult, RecognitionStage
+from processor.pipeline import RecognitionStage
+from processor.stages.door_faces import FaceBatchResult
 from processor.scheduler import Scheduler
 from processor.service import Processor
 from processor.stages.face_tracks import FaceObservation

@@ -10,7 +10,8 @@ import cv2
 import numpy as np
 
 from processor.frames import Frame
-from processor.pipeline import FaceBatchResult, RecognitionStage
+from processor.pipeline import RecognitionStage
+from processor.stages.door_faces import FaceBatchResult
 from processor.stages.face_tracks import FaceObservation, FaceTracker, MatchResult
 from processor.stages.liveness import LivenessSettings, LivenessTrack, measure
 

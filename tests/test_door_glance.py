@@ -1,0 +1,132 @@
+"""A settled door's frames are only glanced at (processor/stages/door_faces.py): on the real open pack and real
+portraits placed in camera-sized frames, decoded pictures as PyAV hands them over. The glance finds the
+faces the full side finds, in the full frame's pixels, without converting the frame or giving a crop to
+embed; a door with a face still undecided is detected at the full side; the first face of a new track on
+a glanced frame makes the door unsettled, so its next frame is detected at the full side."""
+
+from __future__ import annotations
+
+import asyncio
+
+import av
+import cv2
+import numpy as np
+import pytest
+
+from infra.foundation.config import ThresholdsConfig, load_config
+from processor import model_fetch
+from processor import model_packs as mp
+from processor.frames import Frame
+from processor.model_catalogue import PHOTOS_DIR
+from processor.pipeline import RecognitionStage
+from processor.scheduler import Scheduler
+from processor.service import glance_detector
+from processor.stages.door_faces import FaceStage
+from processor.stages.faces import FaceDetector
+
+SETTLED, RECOGNISING = "door-settled", "door-recognising"
+
+
+@pytest.fixture(scope="module")
+def detector() -> FaceDetector:
+    model_fetch.fetch_pack("open")
+    return FaceDetector(mp.load_pack("open"), input_size=None)
+
+
+def _door_frame(name: str, x: int, height: int = 220) -> np.ndarray:
+    """A 1280x720 grey wall with the portrait pasted at x: a face ~80-110 px wide, as at a door."""
+    photo = cv2.imread(str(PHOTOS_DIR / name))
+    frame = np.full((720, 1280, 3), 90, np.uint8)
+    s = height / photo.shape[0]
+    small = cv2.resize(photo, (round(photo.shape[1] * s), height), interpolation=cv2.INTER_AREA)
+    frame[200:200 + small.shape[0], x:x + small.shape[1]] = small
+    return frame
+
+
+def _decoded(camera_id: str, seq: int, image: np.ndarray) -> Frame:
+    """A frame as ingest hands it over: a decoded YUV picture, not converted yet."""
+    picture = av.VideoFrame.from_ndarray(image, format="bgr24").reformat(format="yuv420p")
+    return Frame(camera_id, seq, seq / 10, 0.0, decoded=picture)
+
+
+def _iou(a, b) -> float:
+    w = max(0.0, min(a[2], b[2]) - max(a[0], b[0]))
+    h = max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
+    return w * h / ((a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - w * h)
+
+
+def _scheduler() -> Scheduler:
+    scheduler = Scheduler()
+    for camera_id in (SETTLED, RECOGNISING):
+        scheduler.register(camera_id, "door", 5.0, idle=2.0)
+    scheduler.set_active(RECOGNISING, True)  # a face not decided yet in view
+    return scheduler
+
+
+def _stage(detector: FaceDetector, scheduler: Scheduler | None) -> FaceStage:
+    config = load_config(None)
+    stage = FaceStage(detector, ThresholdsConfig(), glance=glance_detector(detector, config))
+    stage.scheduler = scheduler
+    return stage
+
+
+def test_a_settled_doors_frame_is_glanced_at_without_converting_it(detector):
+    stage = _stage(detector, _scheduler())
+    assert stage.glance is not None and stage.glance.max_side == 448
+    images = [_door_frame("obama_senate.jpg", 300), _door_frame("ardern_2018.jpg", 700)]
+    batch = [_decoded(SETTLED, 0, images[0]), _decoded(RECOGNISING, 0, images[1])]
+    assert stage.prepare(batch)
+    glanced, full = stage.process(batch)
+    assert not batch[0].converted, "a glanced frame is never converted to BGR"
+    assert batch[1].converted
+    # the recognising door's face: landmarks, the quality gate, a crop to embed
+    assert len(full.faces) == 1 and full.faces[0].crop is not None and full.faces[0].quality > 0
+    # the settled door's face: its box only, where the full side finds it, in the full frame's pixels
+    reference = detector.detect([images[0]])[0]
+    assert len(glanced.faces) == len(reference) == 1
+    face = glanced.faces[0]
+    assert _iou(face.box, reference[0].box) > 0.8
+    assert face.crop is None and face.quality == 0.0 and face.landmarks is None and face.embedding is None
+    assert stage.gate_reasons == {"glance": 1, "accepted": 1}
+
+
+def test_without_a_scheduler_or_with_the_setting_off_every_frame_is_detected_at_full_side(detector):
+    image = _door_frame("obama_senate.jpg", 300)
+    stage = _stage(detector, None)
+    frame = _decoded(SETTLED, 0, image)
+    assert stage.prepare([frame]) and stage.process([frame])[0].faces[0].crop is not None
+    config = load_config(None)
+    off = config.scheduling.model_copy(update={"door_glance_side": 0})
+    assert glance_detector(detector, config.model_copy(update={"scheduling": off})) is None
+    at_full = config.scheduling.model_copy(update={"door_glance_side": 640})
+    assert glance_detector(detector, config.model_copy(update={"scheduling": at_full})) is None
+
+
+class _Embedder:
+    def __init__(self):
+        self.crops = 0
+
+    def embed(self, crops):
+        self.crops += len(crops)
+        return [np.ones(128, np.float32) / np.sqrt(128) for _ in crops]
+
+
+def test_a_new_face_on_a_glanced_frame_makes_the_next_frame_full(detector):
+    """Nobody at the door: settled, so the arrival's first frame is glanced at (no embedding); the
+    recognition stage then finds a face on no decided track, the door is no longer settled, and the next
+    frame is detected at the full side and embedded."""
+    scheduler = _scheduler()
+    stage = _stage(detector, scheduler)
+    embedder = _Embedder()
+    recognition = RecognitionStage(embedder=embedder, cameras={}, doors_by_camera={}, gallery=lambda: None,
+                                   publish=lambda *a, **k: True, topic="t", model_pack="open",
+                                   fps_of=lambda _c: 10.0, scheduler=scheduler)
+    image = _door_frame("obama_senate.jpg", 300)
+    for seq, expect_glance in enumerate([True, False, False]):
+        frame = _decoded(SETTLED, seq, image)
+        assert scheduler.door_settled(SETTLED) == expect_glance
+        stage.prepare([frame])
+        results = stage.process([frame])
+        assert (results[0].faces[0].crop is None) == expect_glance
+        asyncio.run(recognition.handle(results))
+    assert embedder.crops == 2  # the two full-side frames; the glanced one had nothing to embed
