@@ -1,8 +1,9 @@
-"""A settled door's frames are only glanced at (processor/stages/door_faces.py): on the real open pack and real
-portraits placed in camera-sized frames, decoded pictures as PyAV hands them over. The glance finds the
-faces the full side finds, in the full frame's pixels, without converting the frame or giving a crop to
-embed; a door with a face still undecided is detected at the full side; the first face of a new track on
-a glanced frame makes the door unsettled, so its next frame is detected at the full side."""
+"""A door whose faces in view are all recognised is only glanced at (processor/stages/door_faces.py): on the
+real open pack and real portraits placed in camera-sized frames, decoded pictures as PyAV hands them over.
+The glance finds the faces the full side finds, in the full frame's pixels, without converting the frame or
+giving a crop to embed; a door with a face still undecided, or with nobody there (its next face is an
+arrival's first look), is detected at the full side; a newcomer's face on a glanced frame makes the door
+recognising, so its next frame is detected at the full side."""
 
 from __future__ import annotations
 
@@ -12,8 +13,10 @@ import av
 import cv2
 import numpy as np
 import pytest
+from pydantic import ValidationError
 
 from infra.foundation.config import ThresholdsConfig, load_config
+from infra.foundation.config_model import SchedulingConfig
 from processor import model_fetch
 from processor import model_packs as mp
 from processor.frames import Frame
@@ -24,7 +27,7 @@ from processor.service import glance_detector
 from processor.stages.door_faces import FaceStage
 from processor.stages.faces import FaceDetector
 
-SETTLED, RECOGNISING = "door-settled", "door-recognising"
+RECOGNISED, RECOGNISING, EMPTY = "door-recognised", "door-recognising", "door-empty"
 
 
 @pytest.fixture(scope="module")
@@ -57,8 +60,9 @@ def _iou(a, b) -> float:
 
 def _scheduler() -> Scheduler:
     scheduler = Scheduler()
-    for camera_id in (SETTLED, RECOGNISING):
+    for camera_id in (RECOGNISED, RECOGNISING, EMPTY):
         scheduler.register(camera_id, "door", 5.0, idle=2.0)
+    scheduler.set_active(RECOGNISED, False, in_view=True)  # faces in view, all decided
     scheduler.set_active(RECOGNISING, True)  # a face not decided yet in view
     return scheduler
 
@@ -70,30 +74,32 @@ def _stage(detector: FaceDetector, scheduler: Scheduler | None) -> FaceStage:
     return stage
 
 
-def test_a_settled_doors_frame_is_glanced_at_without_converting_it(detector):
+def test_a_recognised_doors_frame_is_glanced_at_without_converting_it(detector):
     stage = _stage(detector, _scheduler())
     assert stage.glance is not None and stage.glance.max_side == 448
-    images = [_door_frame("obama_senate.jpg", 300), _door_frame("ardern_2018.jpg", 700)]
-    batch = [_decoded(SETTLED, 0, images[0]), _decoded(RECOGNISING, 0, images[1])]
+    images = [_door_frame("obama_senate.jpg", 300), _door_frame("ardern_2018.jpg", 700),
+              _door_frame("macron_2014.jpg", 500)]
+    batch = [_decoded(RECOGNISED, 0, images[0]), _decoded(RECOGNISING, 0, images[1]), _decoded(EMPTY, 0, images[2])]
     assert stage.prepare(batch)
-    glanced, full = stage.process(batch)
+    glanced, full, arrival = stage.process(batch)
     assert not batch[0].converted, "a glanced frame is never converted to BGR"
-    assert batch[1].converted
-    # the recognising door's face: landmarks, the quality gate, a crop to embed
-    assert len(full.faces) == 1 and full.faces[0].crop is not None and full.faces[0].quality > 0
-    # the settled door's face: its box only, where the full side finds it, in the full frame's pixels
+    assert batch[1].converted and batch[2].converted
+    # the recognising door's face and the empty door's arrival: landmarks, the quality gate, a crop to embed
+    for result in (full, arrival):
+        assert len(result.faces) == 1 and result.faces[0].crop is not None and result.faces[0].quality > 0
+    # the recognised door's face: its box only, where the full side finds it, in the full frame's pixels
     reference = detector.detect([images[0]])[0]
     assert len(glanced.faces) == len(reference) == 1
     face = glanced.faces[0]
     assert _iou(face.box, reference[0].box) > 0.8
     assert face.crop is None and face.quality == 0.0 and face.landmarks is None and face.embedding is None
-    assert stage.gate_reasons == {"glance": 1, "accepted": 1}
+    assert stage.gate_reasons == {"glance": 1, "accepted": 2}
 
 
 def test_without_a_scheduler_or_with_the_setting_off_every_frame_is_detected_at_full_side(detector):
     image = _door_frame("obama_senate.jpg", 300)
     stage = _stage(detector, None)
-    frame = _decoded(SETTLED, 0, image)
+    frame = _decoded(RECOGNISED, 0, image)
     assert stage.prepare([frame]) and stage.process([frame])[0].faces[0].crop is not None
     config = load_config(None)
     off = config.scheduling.model_copy(update={"door_glance_side": 0})
@@ -111,10 +117,10 @@ class _Embedder:
         return [np.ones(128, np.float32) / np.sqrt(128) for _ in crops]
 
 
-def test_a_new_face_on_a_glanced_frame_makes_the_next_frame_full(detector):
-    """Nobody at the door: settled, so the arrival's first frame is glanced at (no embedding); the
-    recognition stage then finds a face on no decided track, the door is no longer settled, and the next
-    frame is detected at the full side and embedded."""
+def test_a_newcomer_on_a_glanced_frame_makes_the_next_frame_full(detector):
+    """Everyone at the door recognised: the next frame is glanced at, and shows a face on no decided track
+    (no embedding); the recognition stage then tells the scheduler that a face is undecided, and the
+    frames after are detected at the full side and embedded."""
     scheduler = _scheduler()
     stage = _stage(detector, scheduler)
     embedder = _Embedder()
@@ -123,10 +129,17 @@ def test_a_new_face_on_a_glanced_frame_makes_the_next_frame_full(detector):
                                    fps_of=lambda _c: 10.0, scheduler=scheduler)
     image = _door_frame("obama_senate.jpg", 300)
     for seq, expect_glance in enumerate([True, False, False]):
-        frame = _decoded(SETTLED, seq, image)
-        assert scheduler.door_settled(SETTLED) == expect_glance
+        frame = _decoded(RECOGNISED, seq, image)
+        assert scheduler.door_recognised(RECOGNISED) == expect_glance
         stage.prepare([frame])
         results = stage.process([frame])
         assert (results[0].faces[0].crop is None) == expect_glance
         asyncio.run(recognition.handle(results))
     assert embedder.crops == 2  # the two full-side frames; the glanced one had nothing to embed
+    assert not scheduler.door_settled(RECOGNISED)
+
+
+def test_a_glance_side_too_small_to_find_a_door_face_is_refused():
+    assert SchedulingConfig(door_glance_side=0).door_glance_side == 0
+    with pytest.raises(ValidationError, match="at least 160"):
+        SchedulingConfig(door_glance_side=100)

@@ -25,14 +25,15 @@ class FaceStage(BatchStage):
     """Door cameras: one detector call per batch of frames, then alignment and the quality gate.
 
     With ``glance`` (a detector at a smaller side, sharing the full one's session) and a scheduler, the frames
-    of a settled door (:meth:`~processor.scheduler.Scheduler.door_settled`: nobody there, or everyone there
-    recognised) are only glanced at: detected on a small copy scaled straight from the decoded picture (the
-    full frame is never converted), no landmarks, alignment or quality gate. Such a frame can only show
-    that somebody new arrived, and a face's box is what the door's face tracks need to follow the people
-    already decided and to notice a new one; the first face of a new track is then on a glanced frame
-    (counted as ``glance``, gated out: no embedding), the door is no longer settled, and its next frames are
-    detected at the full side, whose landmarks the embeddings are aligned on (at 448 px instead of 640 they
-    move by ~6 % of the face's width)."""
+    of a door whose faces in view are all recognised already (:meth:`~processor.scheduler.Scheduler.door_recognised`)
+    are only glanced at: detected on a small copy scaled straight from the decoded picture (the full frame is
+    never converted), no landmarks, alignment or quality gate. Such a frame can only show that the people
+    decided are still there or that somebody new arrived, and a face's box is what the door's face tracks
+    need for either. A newcomer's first face is then on a glanced frame (counted as ``glance``, gated out:
+    no embedding), the door has an undecided face, and its next frames are detected at the full side, whose
+    landmarks the embeddings are aligned on (at 448 px instead of 640 they move by ~6 % of the face's width).
+    An empty door's frames are not glanced at: its next face is an arrival's first look, and a short passage
+    (a student the detector finds in few frames) needs every one of them."""
 
     name = "faces"
     prepare_always = True  # prepare() plans which frames are glanced at, before the gate
@@ -59,7 +60,7 @@ class FaceStage(BatchStage):
         small: list[np.ndarray | None] = []
         for frame in batch:
             copy = None
-            if self.scheduler.door_settled(frame.camera_id):
+            if self.scheduler.door_recognised(frame.camera_id):
                 width, height = self.glance.canvas_for([frame.size[::-1]])
                 fit = min(width / frame.size[0], height / frame.size[1])
                 size = (round(frame.size[0] * fit), round(frame.size[1] * fit))
