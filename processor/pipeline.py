@@ -130,7 +130,7 @@ class RecognitionStage:
             active = bool(result.faces) or tracker.open_tracks > 0
             if self.scheduler is not None:
                 undecided = tracker.undecided_tracks > 0 or len(pairs) < len(result.faces)
-                self.scheduler.set_active(frame.camera_id, undecided, in_view=active)
+                self.scheduler.set_active(frame.camera_id, undecided, faces=len(result.faces))
             if self.on_activity is not None:
                 self.on_activity(frame.camera_id, active)
             if self.overlay_topic is not None and self._extras_allowed(frame.camera_id):

@@ -178,7 +178,7 @@ class _CameraRate:
     minimum: float  # room: the minimum tracking rate; door: the rate recognition needs while active
     idle: float = 0.0  # door: the rate owed while no face is in view (or all in view are decided)
     active: bool = False  # door: a face whose track is not decided yet is in view
-    in_view: bool = False  # door: a face in view (or a track still open), decided or not
+    faces: int = 0  # door: the faces its last analysed frame showed, decided or not
     since: float = field(default_factory=time.monotonic)
     times: deque = field(default_factory=deque)  # monotonic times of analysed frames
     short: bool = False  # in a reported shortfall
@@ -226,14 +226,14 @@ class Scheduler:
             camera.times.extend([now] * frames)
             self._trim(camera, now)
 
-    def set_active(self, camera_id: str, active: bool, *, in_view: bool | None = None) -> None:
+    def set_active(self, camera_id: str, active: bool, *, faces: int = 0) -> None:
         """A door: whether a face whose track is not decided yet is in view (a decided one needs no more
-        than the idle rate: frames enough to notice the next arrival); ``in_view``: whether any face is
-        (None: as ``active``)."""
+        than the idle rate: frames enough to notice the next arrival), and how many faces its last analysed
+        frame showed."""
         camera = self._cameras.get(camera_id)
         if camera is not None:
             camera.active = active
-            camera.in_view = active if in_view is None else in_view
+            camera.faces = faces
 
     def cap_idle(self, camera_id: str, fps: float | None) -> None:
         """An idle door decoding keyframes only delivers at most ``fps``: it is owed no more (None: no cap)."""
@@ -318,11 +318,10 @@ class Scheduler:
         camera = self._cameras.get(camera_id)
         return camera is not None and camera.role == "door" and not camera.active
 
-    def door_recognised(self, camera_id: str) -> bool:
-        """A door camera with faces in view whose identities are all decided: its frames follow people
-        recognised already (an empty door is not: its next face is an arrival's first look)."""
+    def faces_in_view(self, camera_id: str) -> int:
+        """The faces a door camera's last analysed frame showed (0 for any other camera)."""
         camera = self._cameras.get(camera_id)
-        return camera is not None and camera.role == "door" and camera.in_view and not camera.active
+        return camera.faces if camera is not None and camera.role == "door" else 0
 
     def extras_allowed(self, camera_id: str, what: str) -> bool:
         """Room faces, overlays: only for a camera that is not behind its minimum."""

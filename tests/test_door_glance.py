@@ -1,9 +1,9 @@
-"""A door whose faces in view are all recognised is only glanced at (processor/stages/door_faces.py): on the
-real open pack and real portraits placed in camera-sized frames, decoded pictures as PyAV hands them over.
-The glance finds the faces the full side finds, in the full frame's pixels, without converting the frame or
-giving a crop to embed; a door with a face still undecided, or with nobody there (its next face is an
-arrival's first look), is detected at the full side; a newcomer's face on a glanced frame makes the door
-recognising, so its next frame is detected at the full side."""
+"""A settled door is glanced at first (processor/stages/door_faces.py): on the real open pack and real
+portraits placed in camera-sized frames, decoded pictures as PyAV hands them over. The glance finds the
+faces the full side finds, in the full frame's pixels, without converting the frame or giving a crop to
+embed; a door with a face still undecided is detected at the full side, and so is a settled door's frame
+where the glance finds more faces than the door's last frame showed (an arrival's first looks); a face on
+no decided track in a glanced frame makes the door recognising, so its next frame is at the full side."""
 
 from __future__ import annotations
 
@@ -62,7 +62,7 @@ def _scheduler() -> Scheduler:
     scheduler = Scheduler()
     for camera_id in (RECOGNISED, RECOGNISING, EMPTY):
         scheduler.register(camera_id, "door", 5.0, idle=2.0)
-    scheduler.set_active(RECOGNISED, False, in_view=True)  # faces in view, all decided
+    scheduler.set_active(RECOGNISED, False, faces=1)  # one face in view, decided
     scheduler.set_active(RECOGNISING, True)  # a face not decided yet in view
     return scheduler
 
@@ -74,7 +74,7 @@ def _stage(detector: FaceDetector, scheduler: Scheduler | None) -> FaceStage:
     return stage
 
 
-def test_a_recognised_doors_frame_is_glanced_at_without_converting_it(detector):
+def test_a_settled_doors_frame_is_glanced_at_without_converting_it_unless_somebody_arrived(detector):
     stage = _stage(detector, _scheduler())
     assert stage.glance is not None and stage.glance.max_side == 448
     images = [_door_frame("obama_senate.jpg", 300), _door_frame("ardern_2018.jpg", 700),
@@ -84,7 +84,8 @@ def test_a_recognised_doors_frame_is_glanced_at_without_converting_it(detector):
     glanced, full, arrival = stage.process(batch)
     assert not batch[0].converted, "a glanced frame is never converted to BGR"
     assert batch[1].converted and batch[2].converted
-    # the recognising door's face and the empty door's arrival: landmarks, the quality gate, a crop to embed
+    # the recognising door's face, and the empty door's arrival (the glance found a face where the last frame
+    # showed none): landmarks, the quality gate, a crop to embed
     for result in (full, arrival):
         assert len(result.faces) == 1 and result.faces[0].crop is not None and result.faces[0].quality > 0
     # the recognised door's face: its box only, where the full side finds it, in the full frame's pixels
@@ -117,10 +118,21 @@ class _Embedder:
         return [np.ones(128, np.float32) / np.sqrt(128) for _ in crops]
 
 
-def test_a_newcomer_on_a_glanced_frame_makes_the_next_frame_full(detector):
-    """Everyone at the door recognised: the next frame is glanced at, and shows a face on no decided track
-    (no embedding); the recognition stage then tells the scheduler that a face is undecided, and the
-    frames after are detected at the full side and embedded."""
+def test_a_second_face_beside_the_recognised_one_is_detected_at_the_full_side(detector):
+    stage = _stage(detector, _scheduler())
+    pair = _door_frame("obama_senate.jpg", 200)
+    pair[:, 700:] = _door_frame("ardern_2018.jpg", 100)[:, 100:680]
+    frame = _decoded(RECOGNISED, 0, pair)
+    stage.prepare([frame])
+    faces = stage.process([frame])[0].faces
+    assert len(faces) == 2 and all(face.crop is not None for face in faces)
+    assert frame.converted and "glance" not in stage.gate_reasons
+
+
+def test_a_face_on_no_decided_track_in_a_glanced_frame_makes_the_next_frame_full(detector):
+    """The door showed one face, all decided: the next frame is glanced at and shows one face (here on no
+    track: the stage cannot tell faces apart, the recognition stage can); the recognition stage then tells
+    the scheduler that a face is undecided, and the frames after are detected at the full side and embedded."""
     scheduler = _scheduler()
     stage = _stage(detector, scheduler)
     embedder = _Embedder()
@@ -130,13 +142,13 @@ def test_a_newcomer_on_a_glanced_frame_makes_the_next_frame_full(detector):
     image = _door_frame("obama_senate.jpg", 300)
     for seq, expect_glance in enumerate([True, False, False]):
         frame = _decoded(RECOGNISED, seq, image)
-        assert scheduler.door_recognised(RECOGNISED) == expect_glance
+        assert scheduler.door_settled(RECOGNISED) == expect_glance
         stage.prepare([frame])
         results = stage.process([frame])
         assert (results[0].faces[0].crop is None) == expect_glance
         asyncio.run(recognition.handle(results))
     assert embedder.crops == 2  # the two full-side frames; the glanced one had nothing to embed
-    assert not scheduler.door_settled(RECOGNISED)
+    assert scheduler.faces_in_view(RECOGNISED) == 1
 
 
 def test_a_glance_side_too_small_to_find_a_door_face_is_refused():

@@ -25,15 +25,16 @@ class FaceStage(BatchStage):
     """Door cameras: one detector call per batch of frames, then alignment and the quality gate.
 
     With ``glance`` (a detector at a smaller side, sharing the full one's session) and a scheduler, the frames
-    of a door whose faces in view are all recognised already (:meth:`~processor.scheduler.Scheduler.door_recognised`)
-    are only glanced at: detected on a small copy scaled straight from the decoded picture (the full frame is
-    never converted), no landmarks, alignment or quality gate. Such a frame can only show that the people
-    decided are still there or that somebody new arrived, and a face's box is what the door's face tracks
-    need for either. A newcomer's first face is then on a glanced frame (counted as ``glance``, gated out:
-    no embedding), the door has an undecided face, and its next frames are detected at the full side, whose
-    landmarks the embeddings are aligned on (at 448 px instead of 640 they move by ~6 % of the face's width).
-    An empty door's frames are not glanced at: its next face is an arrival's first look, and a short passage
-    (a student the detector finds in few frames) needs every one of them."""
+    of a settled door (:meth:`~processor.scheduler.Scheduler.door_settled`: nobody there, or everyone there
+    recognised already) are glanced at first: detected on a small copy scaled straight from the decoded
+    picture (the full frame is not converted), for the boxes alone. Such a frame can only show that the
+    people decided are still there, that they left, or that somebody new arrived. When the glance finds
+    no more faces than the door's last frame showed, its boxes are the frame's answer (counted as ``glance``,
+    gated out: nothing to embed, no landmarks for the liveness check's rigidity cue): the face tracks follow
+    the people decided on them. When it finds more, somebody arrived, and the frame is detected again at the
+    full side: an arrival's first looks are embedded and measured as before the glance existed (a short
+    passage, a student the detector finds in few frames, needs every one of them), on landmarks at the full
+    side (at 448 px instead of 640 they move by ~6 % of the face's width)."""
 
     name = "faces"
     prepare_always = True  # prepare() plans which frames are glanced at, before the gate
@@ -60,7 +61,7 @@ class FaceStage(BatchStage):
         small: list[np.ndarray | None] = []
         for frame in batch:
             copy = None
-            if self.scheduler.door_recognised(frame.camera_id):
+            if self.scheduler.door_settled(frame.camera_id):
                 width, height = self.glance.canvas_for([frame.size[::-1]])
                 fit = min(width / frame.size[0], height / frame.size[1])
                 size = (round(frame.size[0] * fit), round(frame.size[1] * fit))
@@ -73,15 +74,18 @@ class FaceStage(BatchStage):
     def process(self, batch: list[Frame], extras_for: frozenset[str] | None = None) -> list[FaceBatchResult]:
         prepared, self._prepared = self._prepared, None
         small = prepared[1] if prepared is not None and prepared[0] is batch else self._glances(batch)
-        full = [i for i, copy in enumerate(small) if copy is None]
         glanced = [i for i, copy in enumerate(small) if copy is not None]
         detections: list[list] = [[] for _ in batch]
-        for i, found in zip(full, self.detector.detect([batch[i].image for i in full])):
-            detections[i] = self._observed(batch[i], found)
+        full = [i for i, copy in enumerate(small) if copy is None]
         if glanced:
             found_small = self.glance.detect([small[i] for i in glanced], [batch[i].size[::-1] for i in glanced])
             for i, found in zip(glanced, found_small):
-                detections[i] = self._glanced(batch[i], found)
+                if len(found) > self.scheduler.faces_in_view(batch[i].camera_id):
+                    full.append(i)  # somebody arrived: their first looks at the full side
+                else:
+                    detections[i] = self._glanced(batch[i], found)
+        for i, found in zip(full, self.detector.detect([batch[i].image for i in full])):
+            detections[i] = self._observed(batch[i], found)
         return [FaceBatchResult(frame, faces) for frame, faces in zip(batch, detections)]
 
     def _observed(self, frame: Frame, found: list) -> list[FaceObservation]:
