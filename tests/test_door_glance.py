@@ -1,9 +1,10 @@
-"""A settled door is glanced at first (processor/stages/door_faces.py): on the real open pack and real
-portraits placed in camera-sized frames, decoded pictures as PyAV hands them over. The glance finds the
-faces the full side finds, in the full frame's pixels, without converting the frame or giving a crop to
-embed; a door with a face still undecided is detected at the full side, and so is a settled door's frame
-where the glance finds more faces than the door's last frame showed (an arrival's first looks); a face on
-no decided track in a glanced frame makes the door recognising, so its next frame is at the full side."""
+"""A door whose faces in view are all recognised is glanced at first (processor/stages/door_faces.py): on the
+real open pack and real portraits placed in camera-sized frames, decoded pictures as PyAV hands them over.
+The glance finds the faces the full side finds, in the full frame's pixels, without converting the frame
+or giving a crop to embed; a door with a face still undecided, or with nobody there (an arrival's first,
+far looks), is detected at the full side, and so is a glanced frame that shows more faces than the door's
+last frame did; a face on no decided track in a glanced frame makes the door recognising, so its next
+frame is at the full side."""
 
 from __future__ import annotations
 
@@ -84,8 +85,7 @@ def test_a_settled_doors_frame_is_glanced_at_without_converting_it_unless_somebo
     glanced, full, arrival = stage.process(batch)
     assert not batch[0].converted, "a glanced frame is never converted to BGR"
     assert batch[1].converted and batch[2].converted
-    # the recognising door's face, and the empty door's arrival (the glance found a face where the last frame
-    # showed none): landmarks, the quality gate, a crop to embed
+    # the recognising door's face, and the empty door's arrival: landmarks, the quality gate, a crop to embed
     for result in (full, arrival):
         assert len(result.faces) == 1 and result.faces[0].crop is not None and result.faces[0].quality > 0
     # the recognised door's face: its box only, where the full side finds it, in the full frame's pixels
@@ -95,6 +95,9 @@ def test_a_settled_doors_frame_is_glanced_at_without_converting_it_unless_somebo
     assert _iou(face.box, reference[0].box) > 0.8
     assert face.crop is None and face.quality == 0.0 and face.landmarks is None and face.embedding is None
     assert stage.gate_reasons == {"glance": 1, "accepted": 2}
+    empty = _decoded(EMPTY, 1, np.full((720, 1280, 3), 90, np.uint8))
+    stage.prepare([empty])
+    assert empty.converted, "an empty door is never glanced at"
 
 
 def test_without_a_scheduler_or_with_the_setting_off_every_frame_is_detected_at_full_side(detector):

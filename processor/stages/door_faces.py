@@ -25,16 +25,17 @@ class FaceStage(BatchStage):
     """Door cameras: one detector call per batch of frames, then alignment and the quality gate.
 
     With ``glance`` (a detector at a smaller side, sharing the full one's session) and a scheduler, the frames
-    of a settled door (:meth:`~processor.scheduler.Scheduler.door_settled`: nobody there, or everyone there
-    recognised already) are glanced at first: detected on a small copy scaled straight from the decoded
-    picture (the full frame is not converted), for the boxes alone. Such a frame can only show that the
-    people decided are still there, that they left, or that somebody new arrived. When the glance finds
+    of a door whose faces in view are all recognised already (:meth:`~processor.scheduler.Scheduler.door_settled`
+    with faces in its last frame) are glanced at first: detected on a small copy scaled straight from the
+    decoded picture (the full frame is not converted), for the boxes alone. Such a frame can only show that
+    the people decided are still there, that they left, or that somebody new arrived. When the glance finds
     no more faces than the door's last frame showed, its boxes are the frame's answer (counted as ``glance``,
     gated out: nothing to embed, no landmarks for the liveness check's rigidity cue): the face tracks follow
     the people decided on them. When it finds more, somebody arrived, and the frame is detected again at the
-    full side: an arrival's first looks are embedded and measured as before the glance existed (a short
-    passage, a student the detector finds in few frames, needs every one of them), on landmarks at the full
-    side (at 448 px instead of 640 they move by ~6 % of the face's width)."""
+    full side, whose landmarks the embeddings are aligned on (at 448 px instead of 640 they move by ~6 % of
+    the face's width). An empty door is never glanced at: the glance misses the small, far faces an arrival
+    first shows (`bench capacity` lost a short passage's student that way, twice), and a short passage
+    needs every one of its looks."""
 
     name = "faces"
     prepare_always = True  # prepare() plans which frames are glanced at, before the gate
@@ -61,7 +62,8 @@ class FaceStage(BatchStage):
         small: list[np.ndarray | None] = []
         for frame in batch:
             copy = None
-            if self.scheduler.door_settled(frame.camera_id):
+            camera_id = frame.camera_id
+            if self.scheduler.door_settled(camera_id) and self.scheduler.faces_in_view(camera_id) > 0:
                 width, height = self.glance.canvas_for([frame.size[::-1]])
                 fit = min(width / frame.size[0], height / frame.size[1])
                 size = (round(frame.size[0] * fit), round(frame.size[1] * fit))
