@@ -81,21 +81,10 @@ class Frame:
         0.15 against 0.25 ms, best of three over 100 frames on the 2-core machine, 2026-12-04), and no BGR
         image is kept for a frame that coasts. None when there is no decoded picture left (an image given or
         converted): scale the image then."""
-        return self._scaled(width, height, "gray")
-
-    def scaled(self, width: int, height: int) -> np.ndarray | None:
-        """A ``width`` x ``height`` BGR copy (area-averaged) scaled from the decoded picture in one step,
-        without converting the full frame: what a door's glance detection needs (448 x 252 from 720p: 0.34
-        ms, where the full conversion takes 0.22 and OpenCV's area scaling of it 2.1; best of three over 80
-        frames on the 2-core machine, 2026-12-07). None when there is no decoded picture left: scale the
-        image then."""
-        return self._scaled(width, height, "bgr24")
-
-    def _scaled(self, width: int, height: int, pixel_format: str) -> np.ndarray | None:
         decoded = self._decoded
         if self._image is not None or decoded is None or not hasattr(decoded, "reformat"):
             return None
-        return decoded.reformat(width=width, height=height, format=pixel_format, interpolation="AREA").to_ndarray()
+        return decoded.reformat(width=width, height=height, format="gray", interpolation="AREA").to_ndarray()
 
     def __repr__(self) -> str:
         return (f"Frame({self.camera_id!r}, seq={self.seq}, pts_s={self.pts_s:.3f}, "

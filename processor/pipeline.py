@@ -3,7 +3,7 @@
     IngestManager (a decoder thread per camera, drop-oldest FrameBuffers)
         → Batcher (door cameras; max batch / max wait)          ─ queue ─
         → FaceStage (processor/stages/door_faces.py: detect → align → quality gate, batched, in a worker
-                     thread; a settled door's frames only glanced at)  ─ queue ─
+                     thread)  ─ queue ─
         → RecognitionStage (per-camera face tracks → embed the faces of undecided tracks, batched →
                             gallery match → recognition events)
 
@@ -115,13 +115,10 @@ class RecognitionStage:
         for result, (frame, tracker, pairs) in zip(results, assigned):
             if self.on_analysed is not None:
                 self.on_analysed(frame.camera_id, frame.captured_at, frame.pts_s)
-            width, height = frame.size
+            height, width = frame.image.shape[:2]
             self.frame_sizes[frame.camera_id] = (width, height)
-            # a glanced frame is converted only for a face whose liveness cues it feeds (measured above): its
-            # tracks want no image otherwise (decided ones take nothing more from a frame)
-            image = frame.image if frame.converted else None
             for decision in tracker.settle(pairs, pts_s=frame.pts_s, captured_at=frame.captured_at,
-                                           frame_size=(width, height), match=self._match, image=image):
+                                           frame_size=(width, height), match=self._match, image=frame.image):
                 self.emit(decision)
             # a face in view (detected, or on a track still open): the camera decodes every frame again.
             # The rate recognition needs is owed only while a track is undecided: once every face in view
@@ -130,7 +127,7 @@ class RecognitionStage:
             active = bool(result.faces) or tracker.open_tracks > 0
             if self.scheduler is not None:
                 undecided = tracker.undecided_tracks > 0 or len(pairs) < len(result.faces)
-                self.scheduler.set_active(frame.camera_id, undecided, faces=len(result.faces))
+                self.scheduler.set_active(frame.camera_id, undecided)
             if self.on_activity is not None:
                 self.on_activity(frame.camera_id, active)
             if self.overlay_topic is not None and self._extras_allowed(frame.camera_id):

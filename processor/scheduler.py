@@ -178,7 +178,6 @@ class _CameraRate:
     minimum: float  # room: the minimum tracking rate; door: the rate recognition needs while active
     idle: float = 0.0  # door: the rate owed while no face is in view (or all in view are decided)
     active: bool = False  # door: a face whose track is not decided yet is in view
-    faces: int = 0  # door: the faces its last analysed frame showed, decided or not
     since: float = field(default_factory=time.monotonic)
     times: deque = field(default_factory=deque)  # monotonic times of analysed frames
     short: bool = False  # in a reported shortfall
@@ -226,14 +225,12 @@ class Scheduler:
             camera.times.extend([now] * frames)
             self._trim(camera, now)
 
-    def set_active(self, camera_id: str, active: bool, *, faces: int = 0) -> None:
+    def set_active(self, camera_id: str, active: bool) -> None:
         """A door: whether a face whose track is not decided yet is in view (a decided one needs no more
-        than the idle rate: frames enough to notice the next arrival), and how many faces its last analysed
-        frame showed."""
+        than the idle rate: frames enough to notice the next arrival)."""
         camera = self._cameras.get(camera_id)
         if camera is not None:
             camera.active = active
-            camera.faces = faces
 
     def cap_idle(self, camera_id: str, fps: float | None) -> None:
         """An idle door decoding keyframes only delivers at most ``fps``: it is owed no more (None: no cap)."""
@@ -302,7 +299,7 @@ class Scheduler:
             return OWED
         if any(self._recognising_door(c) for c in cameras):
             return RECOGNISING
-        return SPARE if cameras and all(self.door_settled(c) for c in cameras) else EXTRA
+        return SPARE if cameras and all(self._idle_door(c) for c in cameras) else EXTRA
 
     def best_priority(self, camera_ids: Iterable[str]) -> int | None:
         """The best (lowest) priority any one of these cameras has on its own; None for no cameras."""
@@ -312,16 +309,9 @@ class Scheduler:
         camera = self._cameras.get(camera_id)
         return camera is not None and camera.role == "door" and camera.active
 
-    def door_settled(self, camera_id: str) -> bool:
-        """A door camera with no face whose identity is still undecided in view (nobody there, or everyone
-        there recognised already): its frames can only show that somebody new arrived."""
+    def _idle_door(self, camera_id: str) -> bool:
         camera = self._cameras.get(camera_id)
         return camera is not None and camera.role == "door" and not camera.active
-
-    def faces_in_view(self, camera_id: str) -> int:
-        """The faces a door camera's last analysed frame showed (0 for any other camera)."""
-        camera = self._cameras.get(camera_id)
-        return camera.faces if camera is not None and camera.role == "door" else 0
 
     def extras_allowed(self, camera_id: str, what: str) -> bool:
         """Room faces, overlays: only for a camera that is not behind its minimum."""

@@ -55,16 +55,6 @@ def door_face_models(config: Config, providers=None) -> tuple[FaceDetector, Face
     return detector, FaceEmbedder(pack, providers=providers, session=session, threads=threads)
 
 
-def glance_detector(detector: FaceDetector, config: Config) -> FaceDetector | None:
-    """The door's detector at ``[scheduling] door_glance_side``, on the same onnxruntime session (None: off,
-    a side not below the full one's, or a detector that cannot take scaled copies)."""
-    side = config.scheduling.door_glance_side
-    if detector.arch != "yunet" or detector.input_size is not None or not 0 < side < detector.max_side:
-        return None
-    return FaceDetector(detector.pack, score_threshold=detector.score_threshold, input_size=None, max_side=side,
-                        nms_iou=detector.nms_iou, session=detector.session)
-
-
 class Processor:
     """Runs the door and room pipelines on its cameras until stopped (see the module)."""
 
@@ -198,7 +188,7 @@ class Processor:
         if trained is not None:  # ready in the pack, not yet in the decision: say so rather than imply it
             log.warning("model pack %s holds a liveness model (%s); this version decides liveness on its "
                         "hand-made cues only (processor/stages/liveness.py)", detector.pack.name, trained[1].name)
-        self.face_stage = FaceStage(detector, config.thresholds, glance=glance_detector(detector, config))
+        self.face_stage = FaceStage(detector, config.thresholds)
         self.face_stage.scheduler = self.scheduler
         door_buffers = self._buffers_of("door")
         self.face_stage.waiting_priority = lambda: self.scheduler.best_priority(

@@ -46,7 +46,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import av
-import cv2
 import numpy as np
 
 from infra.bench.common import percentiles_ms, profile_counters, switch_on, window_profile
@@ -141,30 +140,21 @@ def offered_frames(stats: dict) -> int:
     return sum(s.get("analysed", 0) for s in stats.values())
 
 
-THUMBNAIL_SIZE = (32, 18)  # (width, height): a few hundred pixels, enough to find a frame among the video's
-
-
-def thumbnail(frame: Frame) -> np.ndarray:
-    """A grey thumbnail scaled from the decoded picture (PyAV's area scaling, as for the video's own frames),
-    so a frame the face stage only glances at is not converted for it; a frame converted already (or given
-    as an image) is scaled from its image."""
-    small = frame.grey(*THUMBNAIL_SIZE)
-    if small is None:
-        grey = cv2.cvtColor(frame.image, cv2.COLOR_BGR2GRAY)
-        small = cv2.resize(grey, THUMBNAIL_SIZE, interpolation=cv2.INTER_AREA)
-    return small.astype(np.int16)
+def thumbnail(image: np.ndarray) -> np.ndarray:
+    """A few hundred pixels of a frame, enough to find it again among the video's frames."""
+    return image[::40, ::40].astype(np.int16)
 
 
 def recording(stage, thumbnails: list[np.ndarray], times: list[tuple[str, float]], on: list[bool]):
-    """The stage's prepare (before its turn at the gate, ahead of process on every batch), noting a thumbnail
-    and the (camera, stream time) of every frame it analyses while ``on[0]``."""
-    prepare = stage.prepare
+    """The stage's process, noting a thumbnail and the (camera, stream time) of every frame it analyses
+    while ``on[0]``."""
+    process = stage.process
 
     def recorded(batch, *args, **kwargs):
         if on[0]:
-            thumbnails.extend(thumbnail(frame) for frame in batch)
+            thumbnails.extend(thumbnail(frame.image) for frame in batch)
             times.extend((frame.camera_id, frame.pts_s) for frame in batch)
-        return prepare(batch, *args, **kwargs)
+        return process(batch, *args, **kwargs)
     return recorded
 
 
@@ -183,13 +173,12 @@ def recording_offered(buffers: dict, offered: list[tuple[str, float]], on: list[
 
 def video_thumbnails(video: Path) -> np.ndarray:
     with av.open(str(video)) as container:
-        return np.stack([thumbnail(Frame("video", i, 0.0, 0.0, decoded=f))
-                         for i, f in enumerate(container.decode(video=0))])
+        return np.stack([thumbnail(f.to_ndarray(format="bgr24")) for f in container.decode(video=0)])
 
 
 def matched_indices(thumbs: np.ndarray, thumbnails: list[np.ndarray]) -> list[int]:
     """The index of the video frame closest to each thumbnail."""
-    return [int(np.argmin(np.abs(thumbs - t).sum(axis=(1, 2)))) for t in thumbnails]
+    return [int(np.argmin(np.abs(thumbs - t).sum(axis=(1, 2, 3)))) for t in thumbnails]
 
 
 def offered_indices(analysed: list[tuple[str, float]], analysed_at: list[int], offered: list[tuple[str, float]],
@@ -280,7 +269,7 @@ async def measure_pipeline(config: Config, state, database_url: str, door_video:
         thumbnails: list[np.ndarray] = []
         recording_on = [True]
         analysed: list[tuple[str, float]] = []
-        stage.prepare = recording(stage, thumbnails, analysed, recording_on)
+        stage.process = recording(stage, thumbnails, analysed, recording_on)
         offered: list[tuple[str, float]] = []
         recording_offered(processor.ingest.buffers(), offered, recording_on)
         faces0 = sum(stage.gate_reasons.values())

@@ -233,11 +233,6 @@ class SchedulingConfig(_Strict):
     door_idle_hold_s: float = Field(default=3.0, ge=0.0, le=60.0,
                                     description="a door stays on full decoding this long after the last face "
                                                 "in view, so one passage is never split by going idle")
-    door_glance_side: int = Field(default=448, ge=0, le=4096,
-                                  description="a settled door's frames (nobody there, or everyone there "
-                                              "recognised) are only glanced at: faces detected on a copy "
-                                              "this many pixels on its longer side, for their boxes alone "
-                                              "(0, or at least the detector's 640: every frame at full side)")
     window_s: float = Field(default=4.0, ge=1.0, le=60.0, description="rates are measured over this window")
     room_batch: int = Field(default=1, ge=1, le=64,
                             description="room frames per person-detector call; a call holds the inference "
@@ -252,13 +247,6 @@ class SchedulingConfig(_Strict):
                                                       "default 5 ms): a model call's worker thread waits this "
                                                       "long at most for the interpreter lock when it hands its "
                                                       "result back, while decoders and the event loop hold it")
-
-    @field_validator("door_glance_side")
-    @classmethod
-    def _glance_side(cls, value: int) -> int:
-        if 0 < value < 160:
-            raise ValueError("must be 0 (off) or at least 160: a smaller copy loses the faces at the door")
-        return value
 
 
 class CameraConfig(_Strict):

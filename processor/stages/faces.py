@@ -134,28 +134,22 @@ class FaceDetector:
 
     # -- detection
 
-    def detect(self, images: Sequence[np.ndarray],
-               full_shapes: Sequence[tuple[int, int]] | None = None) -> list[list[FaceDetection]]:
-        """Faces in each BGR image, best score first, in that image's own pixel coordinates; with
-        ``full_shapes`` ((height, width) each) the images are scaled copies of frames that size, and the
-        faces come back in the full frames' coordinates."""
+    def detect(self, images: Sequence[np.ndarray]) -> list[list[FaceDetection]]:
+        """Faces in each BGR image, best score first, in that image's own pixel coordinates."""
         if not len(images):
             return []
         require_bgr(images)
         if self._scrfd is not None:
-            if full_shapes is not None:
-                raise ValueError("scaled copies are for the yunet detector only")
             return [self._detect_scrfd(img) for img in images]
-        shapes = list(full_shapes) if full_shapes is not None else [img.shape[:2] for img in images]
-        width, height = self.canvas_for(shapes)
+        width, height = self.canvas_for([img.shape[:2] for img in images])
         blob = np.zeros((len(images), 3, height, width), np.float32)
         scales = []
         for i, img in enumerate(images):
             small, s = self._fit(img, width, height)
             blob[i, :, : small.shape[0], : small.shape[1]] = small.transpose(2, 0, 1)
-            scales.append(s * img.shape[1] / shapes[i][1])  # the canvas's pixels per full-frame pixel
+            scales.append(s)
         outputs = dict(zip(self.output_names, self.session.run(self.output_names, {self.input_name: blob})))
-        return [self._decode_yunet(outputs, i, width, scales[i], shapes[i]) for i in range(len(images))]
+        return [self._decode_yunet(outputs, i, width, scales[i], img.shape[:2]) for i, img in enumerate(images)]
 
     def _decode_yunet(self, out: dict[str, np.ndarray], b: int, width: int, scale: float,
                       shape: tuple[int, int]) -> list[FaceDetection]:
