@@ -26,12 +26,12 @@ from processor.group.catalogue import Catalogue, CatalogueWatcher
 from processor.group.coordinator import GroupCoordinator
 from processor.ingest import IngestManager
 from processor.pipeline import RecognitionStage
-from processor.stages.door_faces import FaceStage
 from processor.publisher import EventPublisher
 from processor.review import ReviewQueue
 from processor.scheduler import InferenceGate, Scheduler, session_threads
 from processor.stages.liveness import LivenessSettings
 from processor.stages.faces import FaceAnalyzer, FaceDetector, FaceEmbedder
+from processor.stages.door_faces import FaceStage
 from processor.stages.persons import PersonDetector
 from processor.stages.recognition_feed import RecognitionFeed
 from processor.stages.room import RoomStage

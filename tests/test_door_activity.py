@@ -10,10 +10,10 @@ import numpy as np
 from infra.foundation.config import load_config
 from processor.frames import Frame
 from processor.pipeline import RecognitionStage
-from processor.stages.door_faces import FaceBatchResult
 from processor.scheduler import Scheduler
 from processor.service import Processor
-from processor.stages.face_tracks import FaceObservation
+from processor.stages.door_faces import FaceBatchResult
+from processor.stages.face_tracks import FaceObservation, FaceTracker
 
 
 class _NoEmbedder:
@@ -109,3 +109,45 @@ def test_an_idle_door_on_keyframes_is_owed_no_more_than_its_keyframe_rate():
     scheduler.set_active("door-1", False)
     scheduler.cap_idle("door-1", None)
     assert camera.owed_rate() == 2.0
+
+
+class _CountingEmbedder:
+    def __init__(self):
+        self.calls: list[int] = []  # crops per call
+
+    def embed(self, crops):
+        self.calls.append(len(crops))
+        return [np.full(128, 128 ** -0.5, np.float32) for _ in crops]
+
+
+def test_embeddings_that_only_refine_an_answer_are_skipped_while_a_room_is_starved():
+    """While a room camera is starved (frames waiting, none analysed for two spacings) the recognition stage
+    still embeds a door track's first ``decide_after`` looks (what its decision needs), and none after them,
+    not even a better look; once the room is served again, every look the track wants is embedded."""
+    clock = {"now": 0.0}
+    scheduler = Scheduler(window_s=4.0, clock=lambda: clock["now"])
+    waiting = {"room": 1}
+    scheduler.register("room", "room", 2.0, waiting=lambda: waiting["room"])
+    scheduler.register("door-1", "door", 5.0, idle=2.0)
+    clock["now"] = 1.5  # registered 1.5 s ago, nothing analysed: starved
+    assert scheduler.rooms_starved()
+    embedder = _CountingEmbedder()
+    stage = RecognitionStage(embedder=embedder, cameras={}, doors_by_camera={}, gallery=lambda: None,
+                             publish=lambda *a, **k: True, topic="t", model_pack="open", fps_of=lambda _c: 10.0,
+                             scheduler=scheduler)
+    stage.trackers["door-1"] = FaceTracker(camera_id="door-1", fps=10, decide_after=3, lost_after_s=0.5,
+                                           embed_every=1)
+    crop = np.zeros((112, 112, 3), np.uint8)
+    embedded = []
+    for i in range(12):
+        if i == 8:
+            waiting["room"] = 0  # the room's frames taken: no longer starved
+        face = FaceObservation((100 + i * 10, 200, 180 + i * 10, 300), 0.9, 0.6 + 0.02 * i, None, crop)
+        before = sum(embedder.calls)
+        asyncio.run(stage.handle([FaceBatchResult(_frame(i), [face])]))
+        if sum(embedder.calls) > before:
+            embedded.append(i)
+    first = embedded[0]
+    assert embedded[:3] == [first, first + 1, first + 2] and first + 2 < 8  # the looks the decision needs
+    assert embedded[3:] == [8, 9, 10, 11]  # nothing refined while starved; every (better) look after
+    assert stage.refinements_skipped == 8 - (first + 3)

@@ -209,25 +209,6 @@ def test_an_undecided_track_is_embedded_on_its_first_looks_then_only_on_better_o
     assert not tracker.wants_embedding(0, FaceObservation((0, 0, 50, 50), 0.9, 0.0, None, None))
 
 
-def test_embeddings_that_only_refine_an_answer_are_skipped_while_rooms_are_starved():
-    """While refining is skipped (as the recognition stage does while rooms are starved) a track still gets its
-    first ``decide_after`` embeddings (what its decision needs), and none after them, not even for a better look."""
-    tracker = FaceTracker(camera_id="door", fps=10, decide_after=3, lost_after_s=0.5, embed_every=1)
-    crop = np.zeros((112, 112, 3), np.uint8)
-    embedded = []
-    for i in range(12):
-        face = FaceObservation((100 + i * 10, 200, 180 + i * 10, 300), 0.9, 0.6 + 0.02 * i, None, crop)
-        pairs = tracker.assign([face])
-        for key, observed in pairs:
-            if tracker.wants_embedding(key, observed) and (i >= 8 or not tracker.refining(key)):
-                observed.embedding = near(_blend(0.0, seed=16), 0.02)
-                embedded.append(i)
-        tracker.settle(pairs, pts_s=i / 10, captured_at=float(i), frame_size=(1280, 720), match=matcher)
-    first = embedded[0]
-    assert embedded[:3] == [first, first + 1, first + 2] and first + 2 < 8  # the looks the decision needs
-    assert embedded[3:] == [8, 9, 10, 11]  # nothing refined while starved; every (better) look after
-
-
 BOB = _blend(0.0, seed=15)
 
 

@@ -29,7 +29,6 @@ class FaceStage(BatchStage):
         self.gate_reasons: dict[str, int] = {}
 
     def process(self, batch: list[Frame], extras_for: frozenset[str] | None = None) -> list[FaceBatchResult]:
-
         detections = self.detector.detect([frame.image for frame in batch])
         results: list[FaceBatchResult] = []
         for frame, faces in zip(batch, detections):
