@@ -271,6 +271,7 @@ class Processor:
                               checkpoint_every_s=config.group.checkpoint_every_s)
         # per camera: the motion gate, the detector's input side, whether room faces are still wanted
         gating = RoomGating(config, detector.input_side, adaptive=detector.fit_to_frame)
+        gating.backlog = lambda camera_id: len(self.ingest.buffers().get(camera_id, ()))
         self.room.gating = gating
         if self.group:
             self.checkpoints = CheckpointTable(self.kafka_bootstrap_servers, config.kafka.topics.room_tracks.name,

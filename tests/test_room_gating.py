@@ -44,6 +44,52 @@ def test_a_still_room_is_coasted_until_max_skip_then_detected():
     assert (gate.detected, gate.coasted) == (2, 10)
 
 
+def test_a_camera_behind_puts_off_its_still_rooms_periodic_run_but_not_what_moved():
+    """While a camera's next frames already wait, the periodic run waits max_skip_busy_s (coasted as
+    ``deferred`` meanwhile); someone standing up or somebody new is still detected at once."""
+    settings = MotionSettings(max_skip_s=2.0, max_skip_busy_s=6.0)
+    gate = MotionGate(settings)
+    gate.decide(room([SEATED], noise_seed=0), 0.0)
+    gate.boxes = (SEATED,)
+    reasons = [gate.decide(room([SEATED], noise_seed=n), n * 0.2, behind=True).reason for n in range(1, 31)]
+    assert reasons[:9] == ["still"] * 9
+    assert reasons[9:29] == ["deferred"] * 20  # 2.0 .. 5.8 s: due, put off
+    assert reasons[29] == "max_skip"  # 6 s after the last run, behind or not
+    # no longer behind: the run that is due (2 s since the last) comes at once
+    assert gate.decide(room([SEATED], noise_seed=31), 8.0, behind=True).reason == "deferred"
+    assert gate.decide(room([SEATED], noise_seed=32), 8.2).reason == "max_skip"
+    # behind, someone standing up and somebody new are not put off
+    stood = room([(600, 200, 700, 460)])
+    assert gate.decide(stood, 8.4, behind=True).reason in ("track", "free")
+    gate.decide(stood, 8.6, behind=True)
+    newcomer = room([(600, 200, 700, 460), (100, 200, 140, 300)])
+    assert gate.decide(newcomer, 9.0, behind=True).reason == "free"
+    assert gate.reasons["deferred"] == 21
+
+
+def test_the_person_stages_plan_puts_off_the_periodic_run_only_for_a_camera_with_frames_waiting():
+    config = _gated_config()
+    config = config.model_copy(update={"tracking": config.tracking.model_copy(
+        update={"motion_max_skip_s": 2.0, "motion_max_skip_busy_s": 4.0})})
+    camera = next(c.id for c in config.cameras if c.role == "room")
+    waiting = {camera: 0}
+    gating = RoomGating(config, 640)
+    gating.backlog = lambda camera_id: waiting.get(camera_id, 0)
+
+    def reasons(start: int, count: int) -> list[str]:
+        return [gating.plan(Frame(camera, n, n * 0.2, 1000.0 + n * 0.2, room([SEATED]))).reason
+                for n in range(start, start + count)]
+
+    assert reasons(0, 1) == ["first"]
+    gating.observe(camera, [SEATED], faces_wanted=False)
+    assert reasons(1, 10)[-1] == "max_skip"  # keeping up: every 2 s
+    waiting[camera] = 2  # from now on its next frames wait
+    behind = reasons(11, 20)
+    # the last run at 2.0 s: due again from 4.0 s (put off: 4.0 .. 5.8 s), run at 6.0 s
+    assert behind.index("max_skip") == 19 and behind.count("deferred") == 10
+    assert not gating.plan(Frame(camera, 31, 6.2, 1006.2, room([SEATED]))).detect
+
+
 def test_somebody_appearing_where_no_track_is_is_always_detected():
     gate = MotionGate(SETTINGS)
     gate.decide(room([SEATED]), 0.0)

@@ -185,6 +185,10 @@ class TrackingConfig(_Strict):
                                 "something moved since it last ran (tracks coast through still frames)")
     motion_max_skip_s: float = Field(default=2.0, gt=0.0, le=30.0,
                                      description="with motion gating, the detector still runs at least this often")
+    motion_max_skip_busy_s: float = Field(default=6.0, gt=0.0, le=60.0,
+                                          description="... and at least this often while the camera is behind (its "
+                                                      "next frames already wait): a still room's periodic run is "
+                                                      "put off for frames that may show something")
     motion_width_px: int = Field(default=160, ge=32, le=1280,
                                  description="width of the small grey copy of each frame motion is measured on")
     motion_pixel_threshold: int = Field(default=25, ge=1, le=255,

@@ -56,6 +56,9 @@ class RoomGating:
         self.adaptive = adaptive  # False: the detector cannot take a per-image side (not fitted to the frame)
         self.hold_s = hold_s  # after a track appears or is reacquired, every frame is detected this long
         self.looks_hold_s = looks_hold_s  # an entering track's first seconds are detected while its looks are collected
+        # per camera: its frames waiting in its buffer (set by the processor; read from the stage's worker
+        # thread): a camera whose next frames already wait is behind, and its still room's periodic run waits
+        self.backlog: Callable[[str], int] | None = None
         self._cameras: dict[str, CameraGating] = {}
         self.reconfigure(config)
 
@@ -65,7 +68,8 @@ class RoomGating:
         tracking = config.tracking
         self.settings = MotionSettings(width=tracking.motion_width_px, pixel_threshold=tracking.motion_pixel_threshold,
                                        free_px=tracking.motion_free_px, track_share=tracking.motion_track_share,
-                                       max_skip_s=tracking.motion_max_skip_s)
+                                       max_skip_s=tracking.motion_max_skip_s,
+                                       max_skip_busy_s=tracking.motion_max_skip_busy_s)
         self._cameras.clear()
 
     def camera(self, camera_id: str) -> CameraGating:
@@ -90,18 +94,21 @@ class RoomGating:
         is among those the side is chosen from); a reduced run that finds fewer people than the run
         before puts the camera back on the full side (:class:`InputSizeChooser`)."""
         gating = self.camera(frame.camera_id)
-        decision = self._decide(gating.gate, frame) if gating.gate is not None else ALWAYS
+        behind = self.backlog is not None and self.backlog(frame.camera_id) > 0
+        decision = self._decide(gating.gate, frame, behind) if gating.gate is not None else ALWAYS
         side = (gating.sizes.side if gating.sizes is not None and gating.sizes.side < self.detector_side
                 and decision.reason in SETTLED else None)
         return Plan(decision.detect, side, decision.reason)
 
     @staticmethod
-    def _decide(gate: MotionGate, frame: Frame):
+    def _decide(gate: MotionGate, frame: Frame, behind: bool = False):
         """The gate's decision, on a grey copy scaled from the decoded picture when the frame has one: the
         frames it coasts (most of a seated class's) are then never converted to BGR."""
         width, height = frame.size
         grey = frame.grey(*gate.small_size(width, height))
-        return gate.decide(frame.image, frame.pts_s) if grey is None else gate.decide_grey(grey, width, frame.pts_s)
+        if grey is None:
+            return gate.decide(frame.image, frame.pts_s, behind=behind)
+        return gate.decide_grey(grey, width, frame.pts_s, behind=behind)
 
     def ran(self, frame: Frame, detections: list) -> None:
         """The detector's answer on a frame planned for it."""
