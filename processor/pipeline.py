@@ -65,6 +65,9 @@ class RecognitionStage:
     # an unknown track this similar to a decision the door made just before is a fragment of it, not a
     # second person (the gallery's match threshold; None: never dropped)
     fragment_similarity: float | None = None
+    # a track whose mean matches nobody better than this, once it has decide_after embeddings, is a clear
+    # stranger: only its clearly better faces are embedded (None: every embed_every-th too)
+    stranger_below: float | None = None
     liveness: LivenessSettings | None = None  # the liveness check of door face tracks (None: off)
     face_gone_s: float | None = 0.4  # a known, live track whose face is gone this long is decided (None: off)
 
@@ -73,6 +76,7 @@ class RecognitionStage:
         if tracker is None:
             tracker = self.trackers[camera_id] = FaceTracker(camera_id=camera_id, fps=self.fps_of(camera_id),
                                                              fragment_similarity=self.fragment_similarity,
+                                                             stranger_below=self.stranger_below,
                                                              liveness=self.liveness,
                                                              gone_after_s=self.face_gone_s)
         return tracker

@@ -208,6 +208,7 @@ class Processor:
             on_analysed=self.analysis.analysed,
             on_activity=self._door_activity,
             fragment_similarity=match_settings(config.models.pack, config.thresholds)[0],
+            stranger_below=match_settings(config.models.pack, config.thresholds)[0] - config.thresholds.face_stranger_gap,
             liveness=LivenessSettings(config.liveness.suspect_below, config.liveness.min_frames,
                                       config.liveness.clear_frames)
             if config.liveness.enabled else None,

@@ -209,6 +209,46 @@ def test_an_undecided_track_is_embedded_on_its_first_looks_then_only_on_better_o
     assert not tracker.wants_embedding(0, FaceObservation((0, 0, 50, 50), 0.9, 0.0, None, None))
 
 
+def _embedded_looks(tracker: FaceTracker, look) -> tuple[list[int], list]:
+    """30 frames of one face walking across a door (``look(i)``: (quality, embedding) of frame i), embedded
+    where the tracker wants it as the recognition stage does: the frames embedded, the decisions."""
+    crop = np.zeros((112, 112, 3), np.uint8)
+    embedded, decisions = [], []
+    for i in range(45):
+        faces = []
+        if i < 30:
+            x = 100 + i * 10
+            faces.append(FaceObservation((x, 200, x + 80, 300), 0.9, look(i)[0], None, crop))
+        pairs = tracker.assign(faces)
+        for key, face in pairs:
+            if tracker.wants_embedding(key, face):
+                face.embedding = look(i)[1]
+                embedded.append(i)
+        decisions += tracker.settle(pairs, pts_s=i / 10, captured_at=float(i), frame_size=(1280, 720),
+                                    match=matcher)
+    return embedded, decisions
+
+
+def test_a_clear_strangers_track_is_embedded_only_on_its_first_and_clearly_better_looks():
+    stranger, near_miss = _blend(0.0, seed=16), _blend(0.45, seed=17)  # matcher: alice above 0.5
+
+    def tracker():
+        return FaceTracker(camera_id="door", fps=10, decide_after=5, lost_after_s=0.5, embed_every=3,
+                           stranger_below=0.35)
+
+    embedded, decisions = _embedded_looks(tracker(), lambda i: (0.9 if i == 20 else 0.6, near(stranger, 0.02)))
+    assert len(embedded) == 6 and 20 in embedded  # the first five looks and the better one, nothing else
+    assert [d.person_id for d in decisions] == [None] and decisions[0].frames == 6
+    # someone matching nobody, but not by far, is embedded every third look as before
+    embedded, decisions = _embedded_looks(tracker(), lambda i: (0.9 if i == 20 else 0.6, near(near_miss, 0.02)))
+    assert len(embedded) >= 5 + 1 + 6 and [d.person_id for d in decisions] == [None]
+    # a known person whose first looks were poor (looking down: low quality, far from her enrolment) is
+    # embedded again once she looks up, and recognised
+    embedded, decisions = _embedded_looks(
+        tracker(), lambda i: (0.3, _blend(0.05, seed=18)) if i < 8 else (0.8, near(ALICE, 0.05)))
+    assert [d.person_id for d in decisions] == ["alice"] and any(i >= 8 for i in embedded)
+
+
 BOB = _blend(0.0, seed=15)
 
 

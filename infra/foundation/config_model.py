@@ -126,6 +126,11 @@ class ThresholdsConfig(_Strict):
     # Cosine similarity needed to accept a face match; None = the model pack's calibrated default.
     face_match: float | None = Field(default=None, ge=-1.0, le=1.0)
     face_margin: float = Field(default=0.08, ge=0.0, le=2.0)
+    face_stranger_gap: float = Field(
+        default=0.15, ge=0.0, le=2.0,
+        description="a door face track whose embeddings, once it has enough for a decision, match nobody better "
+                    "than face_match less this is a clear stranger: its further faces are embedded only when "
+                    "clearly better than its best (2: never)")
     face_detection: float = Field(default=0.6, gt=0.0, lt=1.0)
     min_face_px: int = Field(default=40, ge=8)
     min_sharpness: float = Field(default=40.0, ge=0.0, description="variance of the Laplacian on the face crop")

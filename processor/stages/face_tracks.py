@@ -43,7 +43,13 @@ Embeddings are the largest cost per face (~20 ms on a CPU), so an undecided trac
 good face only until it has ``decide_after`` of them; after that only on a face better than its best so
 far, or every ``embed_every``-th good face (:meth:`FaceTracker.wants_embedding`). A stranger's track
 that stays in view for 3 s then costs ~12 embeddings instead of ~30, and its mean embedding keeps the
-best looks, which carry most of the weight anyway.
+best looks, which carry most of the weight anyway. With ``stranger_below`` set, a track whose mean, once
+it has ``decide_after`` embeddings, matches nobody better than that is a *clear stranger*: only its
+clearly better faces are embedded (a better look is how a known person's poor first faces would come
+right; more faces of the same quality do not move a mean that far from everyone). Measured with `rollcall
+bench faces --streams 16` (2026-12-07): visitors' tracks took 189 of 291 door embeddings, 81 of them
+every-n-th faces; their means scored at most 0.21 against the gallery, every known track's at least 0.61
+(SFace, match threshold 0.40). Embeddings are ~16-25 ms a face on this CPU: five frames' face detection.
 """
 
 from __future__ import annotations
@@ -123,6 +129,7 @@ class _Track:
     liveness: LivenessTrack | None = None  # cues over the passage (None: the check is off)
     missed: int = 0  # analysed frames since its face was last seen (counted while undecided)
     gone_tried: bool = False  # decided unknown or suspect once its face was gone: waits for its end
+    stranger: bool = False  # its mean matched nobody better than FaceTracker.stranger_below (last look)
     last_box: tuple[float, float, float, float] = (0, 0, 0, 0)
 
     def add(self, obs: FaceObservation, pts_s: float, captured_at: float, image: np.ndarray | None = None) -> None:
@@ -175,6 +182,7 @@ class FaceTracker:
     min_frames: int = 2  # a track with fewer good frames never becomes an event
     embed_every: int = 3  # after decide_after embeddings: every n-th good face (and any better one)
     fragment_similarity: float | None = None  # None: never drop a track as a fragment of another
+    stranger_below: float | None = None  # a mean matching nobody better: a clear stranger (None: off)
     fragment_window_s: float = 3.0
     liveness: LivenessSettings | None = None  # None: no liveness check
     _tracker: object = field(init=False, repr=False)
@@ -232,6 +240,8 @@ class FaceTracker:
         # (a better face by a clear step: quality jitters by a few hundredths from frame to frame)
         if track.frames < self.decide_after or face.quality > track.best_quality + 0.02:
             return True
+        if track.stranger:
+            return False
         return (track.looks + 1) % max(1, self.embed_every) == 0
 
     def refining(self, key: int) -> bool:
@@ -264,14 +274,28 @@ class FaceTracker:
             if track is None:
                 track = self._tracks[key] = self._new_track(key, pts_s)
             track.add(face, pts_s, captured_at, image)
-            if not track.decided and track.frames >= self.decide_after and self._clearly_live(track):
-                decision = self._decide(track, frame_size, match, ended=False)
-                if decision.person_id is not None:
-                    decisions.extend(self._settle_decision(track, decision))
+            if not track.decided and track.frames >= self.decide_after:
+                decisions.extend(self._early(track, frame_size, match))
         for key in [k for k, t in self._tracks.items() if pts_s - t.last_pts_s > self.lost_after_s]:
             decisions.extend(self._end(self._tracks.pop(key), frame_size, match))
         decisions.extend(self._gone(pts_s, frame_size, match))
         return decisions
+
+    def _early(self, track: _Track, frame_size: tuple[int, int], match: Matcher) -> list[TrackDecision]:
+        """A track with ``decide_after`` embeddings: decided now if it is clearly live and known; else noted
+        as a clear stranger or not (see the module's text), for :meth:`wants_embedding`."""
+        if self._clearly_live(track):
+            decision = self._decide(track, frame_size, match, ended=False)
+            if decision.person_id is not None:
+                return self._settle_decision(track, decision)
+            # (a suspect track's score is that of whom it pictures: not a stranger's)
+            score = decision.score
+        elif self.stranger_below is not None:
+            score = match(track.mean_embedding()).score
+        else:
+            return []
+        track.stranger = self.stranger_below is not None and score < self.stranger_below
+        return []
 
     def _gone(self, pts_s: float, frame_size: tuple[int, int], match: Matcher) -> list[TrackDecision]:
         """Decide the undecided tracks whose face has been out of view for ``gone_after_s`` and two analysed
