@@ -193,6 +193,7 @@ class Processor:
         door_buffers = self._buffers_of("door")
         self.face_stage.waiting_priority = lambda: self.scheduler.best_priority(
             camera_id for camera_id, buffer in door_buffers().items() if len(buffer))
+        match_threshold = match_settings(config.models.pack, config.thresholds)[0]
         self.recognition = RecognitionStage(
             embedder=embedder,
             cameras={c.id: c for c in config.cameras},
@@ -207,8 +208,8 @@ class Processor:
             scheduler=self.scheduler,
             on_analysed=self.analysis.analysed,
             on_activity=self._door_activity,
-            fragment_similarity=match_settings(config.models.pack, config.thresholds)[0],
-            stranger_below=match_settings(config.models.pack, config.thresholds)[0] - config.thresholds.face_stranger_gap,
+            fragment_similarity=match_threshold,
+            stranger_below=match_threshold - config.thresholds.face_stranger_gap,
             liveness=LivenessSettings(config.liveness.suspect_below, config.liveness.min_frames,
                                       config.liveness.clear_frames)
             if config.liveness.enabled else None,
