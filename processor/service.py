@@ -273,7 +273,7 @@ class Processor:
                               checkpoint_every_s=config.group.checkpoint_every_s)
         # per camera: the motion gate, the detector's input side, whether room faces are still wanted
         gating = RoomGating(config, detector.input_side, adaptive=detector.fit_to_frame)
-        gating.backlog = lambda camera_id: len(self.ingest.buffers().get(camera_id, ()))
+        gating.backlog = lambda camera_id: self.ingest.waiting(camera_id)
         self.room.gating = gating
         if self.group:
             self.checkpoints = CheckpointTable(self.kafka_bootstrap_servers, config.kafka.topics.room_tracks.name,
@@ -394,7 +394,7 @@ class Processor:
 
     def _waiting(self, camera_id: str):
         # the camera's current buffer (a restarted camera gets a new one)
-        return lambda: len(self.ingest.buffers().get(camera_id, ()))
+        return lambda: self.ingest.waiting(camera_id)
 
     async def _watch_queues(self) -> None:
         """Once a second: queue depths, and each room camera's tracking rate against its minimum."""

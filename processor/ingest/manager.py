@@ -112,6 +112,11 @@ class IngestManager:
     def buffers(self) -> dict[str, FrameBuffer]:
         return {camera_id: source.buffer for camera_id, source in self._sources.items()}
 
+    def waiting(self, camera_id: str) -> int:
+        """Frames waiting in the camera's current buffer (0: no such camera); safe from a worker thread."""
+        source = self._sources.get(camera_id)
+        return len(source.buffer) if source is not None else 0
+
     def stats(self) -> dict[str, dict[str, Any]]:
         return {camera_id: source.stats() for camera_id, source in self._sources.items()}
 
