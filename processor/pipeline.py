@@ -65,9 +65,13 @@ class RecognitionStage:
     # an unknown track this similar to a decision the door made just before is a fragment of it, not a
     # second person (the gallery's match threshold; None: never dropped)
     fragment_similarity: float | None = None
-    # a track whose mean matches nobody better than this, once it has decide_after embeddings, is a clear
-    # stranger: only its clearly better faces are embedded (None: every embed_every-th too)
+    # a track whose mean matches nobody better than this, once it has its looks (FaceTracker.has_looks), is a
+    # clear stranger: only its clearly better faces are embedded (None: every embed_every-th too)
     stranger_below: float | None = None
+    # a track whose mean matches an enrolled person this well (margin met) is clearly known; a clear answer
+    # either way needs only its first clear_after embeddings (None: decide_after, as any other)
+    known_above: float | None = None
+    clear_after: int | None = None
     liveness: LivenessSettings | None = None  # the liveness check of door face tracks (None: off)
     face_gone_s: float | None = 0.4  # a known, live track whose face is gone this long is decided (None: off)
 
@@ -77,6 +81,8 @@ class RecognitionStage:
             tracker = self.trackers[camera_id] = FaceTracker(camera_id=camera_id, fps=self.fps_of(camera_id),
                                                              fragment_similarity=self.fragment_similarity,
                                                              stranger_below=self.stranger_below,
+                                                             known_above=self.known_above,
+                                                             clear_after=self.clear_after,
                                                              liveness=self.liveness,
                                                              gone_after_s=self.face_gone_s)
         return tracker

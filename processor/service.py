@@ -210,6 +210,8 @@ class Processor:
             on_activity=self._door_activity,
             fragment_similarity=match_threshold,
             stranger_below=match_threshold - config.thresholds.face_stranger_gap,
+            known_above=match_threshold + config.thresholds.face_known_gap,
+            clear_after=config.thresholds.face_clear_after,
             liveness=LivenessSettings(config.liveness.suspect_below, config.liveness.min_frames,
                                       config.liveness.clear_frames)
             if config.liveness.enabled else None,

@@ -288,3 +288,30 @@ def test_the_next_person_stepping_in_where_a_decided_face_began_gets_a_track_of_
         decisions += tracker.flush((1280, 720), bob_or_alice)
         assert [d.person_id for d in decisions] == ["alice", "bob"], (gap_frames, decisions)
         assert decisions[0].track_id != decisions[1].track_id
+
+
+def test_a_clear_answer_needs_only_its_first_clear_after_looks():
+    """A clearly known face (far above the match threshold) and a clear stranger (far below) are embedded on
+    their first three looks and then only on clearly better ones; the known one is decided on its third, and
+    a near miss (matching nobody, but not by far) still gets its five first looks and every third after."""
+    stranger, near_miss = _blend(0.0, seed=16), _blend(0.45, seed=17)  # matcher: alice above 0.5
+
+    def tracker(clear_after=3):
+        return FaceTracker(camera_id="door", fps=10, decide_after=5, lost_after_s=0.5, embed_every=3,
+                           stranger_below=0.35, known_above=0.65, clear_after=clear_after)
+
+    # alice, clearly: decided on her third embedding (no liveness check here), nothing embedded after it
+    embedded, decisions = _embedded_looks(tracker(), lambda i: (0.6, near(ALICE, 0.02)))
+    assert len(embedded) == 3 and [(d.person_id, d.frames) for d in decisions] == [("alice", 3)]
+    # the same with clear_after at decide_after: five looks, as before the rule
+    embedded, decisions = _embedded_looks(tracker(clear_after=5), lambda i: (0.6, near(ALICE, 0.02)))
+    assert len(embedded) == 5 and [(d.person_id, d.frames) for d in decisions] == [("alice", 5)]
+    # a clear stranger: three first looks and the clearly better one
+    embedded, decisions = _embedded_looks(tracker(), lambda i: (0.9 if i == 20 else 0.6, near(stranger, 0.02)))
+    assert len(embedded) == 4 and 20 in embedded and [d.person_id for d in decisions] == [None]
+    # a near miss is no clear answer: five first looks, then every third
+    embedded, decisions = _embedded_looks(tracker(), lambda i: (0.6, near(near_miss, 0.02)))
+    assert len(embedded) >= 5 + 6 and [d.person_id for d in decisions] == [None]
+    # alice recognised, but not by far (between the threshold and known_above): five looks before her decision
+    embedded, decisions = _embedded_looks(tracker(), lambda i: (0.6, near(_blend(0.6, seed=19), 0.02)))
+    assert [(d.person_id, d.frames) for d in decisions] == [("alice", 5)]

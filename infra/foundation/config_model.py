@@ -128,9 +128,19 @@ class ThresholdsConfig(_Strict):
     face_margin: float = Field(default=0.08, ge=0.0, le=2.0)
     face_stranger_gap: float = Field(
         default=0.15, ge=0.0, le=2.0,
-        description="a door face track whose embeddings, once it has enough for a decision, match nobody better "
+        description="a door face track whose embeddings, once it has face_clear_after of them, match nobody better "
                     "than face_match less this is a clear stranger: its further faces are embedded only when "
                     "clearly better than its best (2: never)")
+    face_known_gap: float = Field(
+        default=0.15, ge=0.0, le=2.0,
+        description="a door face track whose embeddings match an enrolled person by at least face_match plus this "
+                    "(and the margin) is clearly known: its further faces are embedded only when clearly better "
+                    "than its best, and it is decided once clearly live (2: never)")
+    face_clear_after: int = Field(
+        default=3, ge=1, le=100,
+        description="embeddings after which a door face track's clear answer (see face_stranger_gap and "
+                    "face_known_gap) needs no more; 5, the embeddings any decision waits for, or more: the "
+                    "clear answer is taken only then")
     face_detection: float = Field(default=0.6, gt=0.0, lt=1.0)
     min_face_px: int = Field(default=40, ge=8)
     min_sharpness: float = Field(default=40.0, ge=0.0, description="variance of the Laplacian on the face crop")

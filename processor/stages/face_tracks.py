@@ -50,6 +50,13 @@ right; more faces of the same quality do not move a mean that far from everyone)
 bench faces --streams 16` (2026-12-07): visitors' tracks took 189 of 291 door embeddings, 81 of them
 every-n-th faces; their means scored at most 0.21 against the gallery, every known track's at least 0.61
 (SFace, match threshold 0.40). Embeddings are ~16-25 ms a face on this CPU: five frames' face detection.
+
+A clear answer needs fewer first looks: with ``clear_after`` below ``decide_after``, a track whose mean of its
+first ``clear_after`` embeddings is a clear stranger (below ``stranger_below``) or clearly an enrolled person
+(``known_above`` or more, the gallery's margin met) has its looks (:meth:`FaceTracker.has_looks`): only its
+clearly better faces are embedded after that, and a clearly known one is decided as soon as it is clearly live.
+The liveness check wants 12-20 frames of cues whatever the embeddings, so the decision comes no later; what
+is saved is the embeddings a door's rush of arrivals spends while room cameras wait for the same cores.
 """
 
 from __future__ import annotations
@@ -130,6 +137,7 @@ class _Track:
     missed: int = 0  # analysed frames since its face was last seen (counted while undecided)
     gone_tried: bool = False  # decided unknown or suspect once its face was gone: waits for its end
     stranger: bool = False  # its mean matched nobody better than FaceTracker.stranger_below (last look)
+    clear: bool = False  # its answer was clear (a clear stranger, or clearly known) on its last look
     last_box: tuple[float, float, float, float] = (0, 0, 0, 0)
 
     def add(self, obs: FaceObservation, pts_s: float, captured_at: float, image: np.ndarray | None = None) -> None:
@@ -183,6 +191,8 @@ class FaceTracker:
     embed_every: int = 3  # after decide_after embeddings: every n-th good face (and any better one)
     fragment_similarity: float | None = None  # None: never drop a track as a fragment of another
     stranger_below: float | None = None  # a mean matching nobody better: a clear stranger (None: off)
+    known_above: float | None = None  # a mean matching a person this well (margin met): clearly known (None: off)
+    clear_after: int | None = None  # embeddings after which a clear answer needs no more (None: decide_after)
     fragment_window_s: float = 3.0
     liveness: LivenessSettings | None = None  # None: no liveness check
     _tracker: object = field(init=False, repr=False)
@@ -238,18 +248,23 @@ class FaceTracker:
         if track.decided:
             return False
         # (a better face by a clear step: quality jitters by a few hundredths from frame to frame)
-        if track.frames < self.decide_after or face.quality > track.best_quality + 0.02:
+        if not self.has_looks(track) or face.quality > track.best_quality + 0.02:
             return True
-        if track.stranger:
+        if track.stranger or track.clear:
             return False
         return (track.looks + 1) % max(1, self.embed_every) == 0
 
+    def has_looks(self, track: _Track) -> bool:
+        """Whether the track has the embeddings its answer needs: ``decide_after``, or ``clear_after`` when
+        that answer was clear on its last look (see the module's text)."""
+        return track.frames >= self.decide_after or track.clear
+
     def refining(self, key: int) -> bool:
         """Whether an embedding of track ``key`` would only refine an answer it can already give (it has its
-        ``decide_after`` embeddings and waits for its liveness frames): the recognition stage skips those
-        while room cameras are starved of model time (:meth:`~processor.scheduler.Scheduler.rooms_starved`)."""
+        looks and waits for its liveness frames): the recognition stage skips those while room cameras are
+        starved of model time (:meth:`~processor.scheduler.Scheduler.rooms_starved`)."""
         track = self._tracks.get(key)
-        return track is not None and track.frames >= self.decide_after
+        return track is not None and self.has_looks(track)
 
     def wants_liveness(self, key: int) -> bool:
         """Whether this frame's face on track ``key`` (from :meth:`assign`) feeds liveness cues: the check
@@ -274,7 +289,7 @@ class FaceTracker:
             if track is None:
                 track = self._tracks[key] = self._new_track(key, pts_s)
             track.add(face, pts_s, captured_at, image)
-            if not track.decided and track.frames >= self.decide_after:
+            if not track.decided and track.frames >= min(self.decide_after, self.clear_after or self.decide_after):
                 decisions.extend(self._early(track, frame_size, match))
         for key in [k for k, t in self._tracks.items() if pts_s - t.last_pts_s > self.lost_after_s]:
             decisions.extend(self._end(self._tracks.pop(key), frame_size, match))
@@ -282,8 +297,13 @@ class FaceTracker:
         return decisions
 
     def _early(self, track: _Track, frame_size: tuple[int, int], match: Matcher) -> list[TrackDecision]:
-        """A track with ``decide_after`` embeddings: decided now if it is clearly live and known; else noted
-        as a clear stranger or not (see the module's text), for :meth:`wants_embedding`."""
+        """A track with ``clear_after`` embeddings or more: its answer noted as clear or not, and with its
+        looks (:meth:`has_looks`) decided now if it is clearly live and known; else noted as a clear
+        stranger or not (see the module's text), for :meth:`wants_embedding`."""
+        if self.clear_after is not None and self.clear_after < self.decide_after:
+            track.clear = self._clear(match(track.mean_embedding()))
+        if not self.has_looks(track):
+            return []
         if self._clearly_live(track):
             decision = self._decide(track, frame_size, match, ended=False)
             if decision.person_id is not None:
@@ -296,6 +316,13 @@ class FaceTracker:
             return []
         track.stranger = self.stranger_below is not None and score < self.stranger_below
         return []
+
+    def _clear(self, result: MatchResult) -> bool:
+        """Whether a mean's match is a clear answer: nobody near (below ``stranger_below``), or an enrolled
+        person by far (``known_above`` or more, the gallery's margin met: ``person_id`` set)."""
+        stranger = self.stranger_below is not None and result.score < self.stranger_below
+        known = self.known_above is not None and result.person_id is not None and result.score >= self.known_above
+        return stranger or known
 
     def _gone(self, pts_s: float, frame_size: tuple[int, int], match: Matcher) -> list[TrackDecision]:
         """Decide the undecided tracks whose face has been out of view for ``gone_after_s`` and two analysed
