@@ -84,13 +84,16 @@ EXTRAS_SKIPPED = metrics.get_or_create(metrics.Counter, "rollcall_extras_skipped
 _PRIORITY_NAMES = {OWED: "owed", RECOGNISING: "recognising", EXTRA: "extra", SPARE: "spare"}
 
 
-def session_threads(slots: int, cores: int | None = None) -> int | None:
-    """onnxruntime intra-op threads for each model session when ``slots`` calls run at once: the cores
-    shared among them (at least one each); None for one slot (onnxruntime's default, every core).
+def session_threads(slots: int, cores: int | None = None, threads: int = 0) -> int | None:
+    """onnxruntime intra-op threads for each model session when ``slots`` calls run at once: ``threads`` when
+    set (``[scheduling] inference_threads``), else the cores shared among them (at least one each); None for
+    one slot (onnxruntime's default, every core).
 
     Without it, two calls at once would each start a thread per core and fight over them. Measured with
     `rollcall bench faces` on 2 cores (2026-12-04): two one-thread slots ran a detection beside an embedding,
     but each call took ~1.5x as long as on two threads, so faces/s did not rise (README, Benchmarks)."""
+    if threads:
+        return threads
     if slots <= 1:
         return None
     return max(1, (cores or os.cpu_count() or 1) // slots)

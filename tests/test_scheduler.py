@@ -310,6 +310,8 @@ def test_session_threads_share_the_cores_among_the_slots():
     assert session_threads(2, cores=2) == 1
     assert session_threads(2, cores=8) == 4
     assert session_threads(4, cores=2) == 1  # never fewer than one thread a session
+    assert session_threads(2, cores=2, threads=2) == 2  # [scheduling] inference_threads: as set
+    assert session_threads(1, cores=8, threads=3) == 3
 
 
 def test_a_door_is_owed_its_frames_evenly_not_only_on_average():
