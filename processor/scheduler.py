@@ -3,8 +3,9 @@
 A campus runs its machines near capacity, and every model call of every camera competes for the same
 cores. Attendance stands on room tracking (a tracker that sees the room too seldom splits tracks and
 misses entries), and on the door seeing each face often enough to recognise it. So model calls go
-through one :class:`InferenceGate` (on a CPU one call at a time already uses every core; two at once
-only split them), and a waiting call is served by priority:
+through one :class:`InferenceGate` with ``[scheduling] inference_slots`` calls at a time (2: on a CPU one
+call on every core leaves a quarter of them idle, in its serial stretches and between calls, and a
+detection beside an embedding uses it), and a waiting call is served by priority:
 
 ``OWED`` (0)
     frames a camera is owed: a room camera below its minimum tracking rate (``min_tracking_fps``,
@@ -46,7 +47,6 @@ import asyncio
 import contextlib
 import itertools
 import logging
-import os
 import time
 from collections import deque
 from collections.abc import Callable, Iterable, Mapping
@@ -82,21 +82,6 @@ EXTRAS_SKIPPED = metrics.get_or_create(metrics.Counter, "rollcall_extras_skipped
 
 
 _PRIORITY_NAMES = {OWED: "owed", RECOGNISING: "recognising", EXTRA: "extra", SPARE: "spare"}
-
-
-def session_threads(slots: int, cores: int | None = None, threads: int = 0) -> int | None:
-    """onnxruntime intra-op threads for each model session when ``slots`` calls run at once: ``threads`` when
-    set (``[scheduling] inference_threads``), else the cores shared among them (at least one each); None for
-    one slot (onnxruntime's default, every core).
-
-    Without it, two calls at once would each start a thread per core and fight over them. Measured with
-    `rollcall bench faces` on 2 cores (2026-12-04): two one-thread slots ran a detection beside an embedding,
-    but each call took ~1.5x as long as on two threads, so faces/s did not rise (README, Benchmarks)."""
-    if threads:
-        return threads
-    if slots <= 1:
-        return None
-    return max(1, (cores or os.cpu_count() or 1) // slots)
 
 
 class InferenceGate:

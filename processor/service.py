@@ -28,7 +28,7 @@ from processor.ingest import IngestManager
 from processor.pipeline import RecognitionStage
 from processor.publisher import EventPublisher
 from processor.review import ReviewQueue
-from processor.scheduler import InferenceGate, Scheduler, session_threads
+from processor.scheduler import InferenceGate, Scheduler
 from processor.stages.liveness import LivenessSettings
 from processor.stages.faces import FaceAnalyzer, FaceDetector, FaceEmbedder
 from processor.stages.door_faces import FaceStage
@@ -45,7 +45,7 @@ log = logging.getLogger("rollcall.processor")
 def door_face_models(config: Config, providers=None) -> tuple[FaceDetector, FaceEmbedder]:
     """The door's face detector and embedder (the room's faces share them)."""
     pack = config.models.pack
-    threads = session_threads(config.scheduling.inference_slots, threads=config.scheduling.inference_threads)
+    threads = config.scheduling.inference_threads or None  # None: onnxruntime's default, every core
     # input_size=None: the detector picks a letterbox size from the frame (640x384 for 720p: all faces, 5x faster)
     detector = FaceDetector(pack, score_threshold=config.thresholds.face_detection, input_size=None,
                             providers=providers, threads=threads)
@@ -256,8 +256,7 @@ class Processor:
         detector = PersonDetector(config.models.pack, score_threshold=config.thresholds.person_detection,
                                   max_side=config.tracking.person_input_px, providers=providers,
                                   precision=config.models.person_precision,
-                                  threads=session_threads(config.scheduling.inference_slots,
-                                                          threads=config.scheduling.inference_threads))
+                                  threads=config.scheduling.inference_threads or None)
         recognitions: asyncio.Queue = asyncio.Queue(maxsize=1000)
         self.recognition_feed = RecognitionFeed(
             self.kafka_bootstrap_servers,

@@ -164,8 +164,8 @@ def test_align_embed_batch_equals_single_and_is_normalised(photos, detector, emb
 
 
 def test_one_thread_sessions_give_the_same_faces_and_embeddings(pack, photos, detector, embedder):
-    """Sessions of one intra-op thread each (``[scheduling] inference_slots`` 2 on two cores) run the same
-    models: the same boxes and embeddings as sessions on every core."""
+    """Sessions of one intra-op thread each (``[scheduling] inference_threads`` 1) run the same models: the
+    same boxes and embeddings as sessions on every core."""
     names = list(photos)[:4]
     images = [photos[n] for n in names]
     one_detector = F.FaceDetector(pack, 0.6, threads=1)

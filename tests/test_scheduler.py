@@ -11,7 +11,7 @@ import numpy as np
 
 from processor.batcher import Batcher, DemandQueue
 from processor.frames import Frame, FrameBuffer
-from processor.scheduler import EXTRA, OWED, RECOGNISING, SPARE, InferenceGate, Scheduler, session_threads
+from processor.scheduler import EXTRA, OWED, RECOGNISING, SPARE, InferenceGate, Scheduler
 from processor.stages.base import BatchStage
 from dashboard.health import parse_metrics
 
@@ -303,15 +303,6 @@ def test_a_batch_of_idle_doors_is_served_at_the_priority_of_a_new_face_waiting_b
         return served
 
     assert asyncio.run(main()) == ["door-a", "room"]
-
-
-def test_session_threads_share_the_cores_among_the_slots():
-    assert session_threads(1, cores=2) is None  # one call at a time: onnxruntime's default, every core
-    assert session_threads(2, cores=2) == 1
-    assert session_threads(2, cores=8) == 4
-    assert session_threads(4, cores=2) == 1  # never fewer than one thread a session
-    assert session_threads(2, cores=2, threads=2) == 2  # [scheduling] inference_threads: as set
-    assert session_threads(1, cores=8, threads=3) == 3
 
 
 def test_a_door_is_owed_its_frames_evenly_not_only_on_average():

@@ -257,13 +257,13 @@ class SchedulingConfig(_Strict):
                             description="room frames per person-detector call; a call holds the inference "
                                         "gate, so on a CPU one frame a turn lets the doors in between (on a "
                                         "GPU larger batches pay)")
-    inference_slots: int = Field(default=1, ge=1, le=16,
-                                 description="model calls at a time (1 on a CPU: one call already uses "
-                                             "every core); with more, each onnxruntime session gets the "
-                                             "cores divided among them, unless inference_threads says")
+    inference_slots: int = Field(default=2, ge=1, le=16,
+                                 description="model calls at a time: 2 on a CPU (one call on every core leaves "
+                                             "a quarter of them idle; a detection beside an embedding uses it, "
+                                             "README Benchmarks); raise on a GPU")
     inference_threads: int = Field(default=0, ge=0, le=256,
-                                   description="onnxruntime intra-op threads per model call; 0: the cores divided "
-                                               "among the inference_slots (every core for one)")
+                                   description="onnxruntime intra-op threads per model call; 0: onnxruntime's "
+                                               "default, every core")
     gil_switch_interval_ms: float = Field(default=1.0, ge=0.1, le=100.0,
                                           description="the processor's Python thread switch interval (Python's "
                                                       "default 5 ms): a model call's worker thread waits this "
