@@ -13,8 +13,9 @@ import pytest
 from processor import model_fetch
 from processor import model_packs as mp
 from processor.model_catalogue import PHOTOS_DIR
-from infra.foundation.config import ThresholdsConfig
+from infra.foundation.config import EXAMPLE_CONFIG, ThresholdsConfig, load_config
 from processor.gallery import Gallery, match_settings
+from processor.service import door_face_models
 from processor.stages import faces as F
 
 PORTRAITS = {
@@ -177,6 +178,19 @@ def test_one_thread_sessions_give_the_same_faces_and_embeddings(pack, photos, de
     np.testing.assert_allclose([faces[0].box for faces in one_found], [faces[0].box for faces in found], atol=1e-2)
     crops = [F.align(img, faces[0].landmarks) for img, faces in zip(images, found)]
     np.testing.assert_allclose(one_embedder.embed(crops), embedder.embed(crops), atol=1e-5)
+
+
+def test_inference_threads_reach_the_door_sessions():
+    """``[scheduling] inference_threads`` is what each of the door's sessions runs a call on; 0, the default,
+    leaves onnxruntime's own (every core), whatever ``inference_slots`` says."""
+    config = load_config(EXAMPLE_CONFIG, environ={"ROLLCALL__SCHEDULING__INFERENCE_THREADS": "1"})
+    assert config.scheduling.inference_slots == 2
+    detector, embedder = door_face_models(config)
+    assert detector.session.get_session_options().intra_op_num_threads == 1
+    assert embedder.session.get_session_options().intra_op_num_threads == 1
+    detector, embedder = door_face_models(load_config(EXAMPLE_CONFIG, environ={}))
+    assert detector.session.get_session_options().intra_op_num_threads == 0  # not set: onnxruntime's default
+    assert embedder.session.get_session_options().intra_op_num_threads == 0
 
 
 @pytest.mark.parametrize("enrolled", [
