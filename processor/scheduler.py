@@ -3,9 +3,9 @@
 A campus runs its machines near capacity, and every model call of every camera competes for the same
 cores. Attendance stands on room tracking (a tracker that sees the room too seldom splits tracks and
 misses entries), and on the door seeing each face often enough to recognise it. So model calls go
-through one :class:`InferenceGate` with ``[scheduling] inference_slots`` calls at a time (2: on a CPU one
-call on every core leaves a quarter of them idle, in its serial stretches and between calls, and a
-detection beside an embedding uses it), and a waiting call is served by priority:
+through one :class:`InferenceGate` with ``[scheduling] inference_slots`` calls at a time (2: on 2 CPU cores,
+one call at a time on every core left a quarter to half a core idle in a rush of door faces, and a
+detection beside an embedding uses it; README, Benchmarks), and a waiting call is served by priority:
 
 ``OWED`` (0)
     frames a camera is owed: a room camera below its minimum tracking rate (``min_tracking_fps``,

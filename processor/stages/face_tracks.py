@@ -289,7 +289,7 @@ class FaceTracker:
             if track is None:
                 track = self._tracks[key] = self._new_track(key, pts_s)
             track.add(face, pts_s, captured_at, image)
-            if not track.decided and track.frames >= min(self.decide_after, self.clear_after or self.decide_after):
+            if not track.decided and track.frames >= self._judged_from:
                 decisions.extend(self._early(track, frame_size, match))
         for key in [k for k, t in self._tracks.items() if pts_s - t.last_pts_s > self.lost_after_s]:
             decisions.extend(self._end(self._tracks.pop(key), frame_size, match))
@@ -300,8 +300,10 @@ class FaceTracker:
         """A track with ``clear_after`` embeddings or more: its answer noted as clear or not, and with its
         looks (:meth:`has_looks`) decided now if it is clearly live and known; else noted as a clear
         stranger or not (see the module's text), for :meth:`wants_embedding`."""
-        if self.clear_after is not None and self.clear_after < self.decide_after:
-            track.clear = self._clear(match(track.mean_embedding()))
+        looked = None  # the mean's match, asked once a look
+        if self._judged_from < self.decide_after:
+            looked = match(track.mean_embedding())
+            track.clear = self._clear(looked)
         if not self.has_looks(track):
             return []
         if self._clearly_live(track):
@@ -311,11 +313,17 @@ class FaceTracker:
             # (a suspect track's score is that of whom it pictures: not a stranger's)
             score = decision.score
         elif self.stranger_below is not None:
-            score = match(track.mean_embedding()).score
+            score = (looked or match(track.mean_embedding())).score
         else:
             return []
         track.stranger = self.stranger_below is not None and score < self.stranger_below
         return []
+
+    @property
+    def _judged_from(self) -> int:
+        """Embeddings from which a track's answer is looked at: ``clear_after`` when it is below
+        ``decide_after``, else ``decide_after``."""
+        return min(self.decide_after, self.clear_after or self.decide_after)
 
     def _clear(self, result: MatchResult) -> bool:
         """Whether a mean's match is a clear answer: nobody near (below ``stranger_below``), or an enrolled
