@@ -190,6 +190,7 @@ class Processor:
                         "hand-made cues only (processor/stages/liveness.py)", detector.pack.name, trained[1].name)
         self.face_stage = FaceStage(detector, config.thresholds)
         self.face_stage.scheduler = self.scheduler
+        self.face_stage.in_flight = config.scheduling.door_batches_in_flight
         door_buffers = self._buffers_of("door")
         self.face_stage.waiting_priority = lambda: self.scheduler.best_priority(
             camera_id for camera_id, buffer in door_buffers().items() if len(buffer))

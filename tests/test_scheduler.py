@@ -8,6 +8,7 @@ import logging
 import time
 
 import numpy as np
+import pytest
 
 from processor.batcher import Batcher, DemandQueue
 from processor.frames import Frame, FrameBuffer
@@ -354,3 +355,67 @@ def test_rooms_are_starved_when_behind_or_left_without_a_frame_for_two_spacings(
     assert not scheduler.rooms_starved()
     clock.now += 3.5  # behind on average too
     assert scheduler.behind("room") and scheduler.rooms_starved()
+
+
+class UnevenStage(BatchStage):
+    """Batch i takes ``seconds[i]`` in its worker thread: a later batch can finish before an earlier one."""
+
+    def __init__(self, seconds: list[float], scheduler: Scheduler, in_flight: int):
+        self.name = "uneven"
+        self.seconds = seconds
+        self.scheduler = scheduler
+        self.in_flight = in_flight
+        self.running = 0
+        self.most_running = 0
+
+    def process(self, batch, extras_for=None):
+        self.running += 1
+        self.most_running = max(self.most_running, self.running)
+        time.sleep(self.seconds[batch[0].seq])
+        self.running -= 1
+        return [frame.seq for frame in batch]
+
+
+def test_batches_in_flight_overlap_at_the_gate_and_leave_in_the_order_they_came():
+    """Two batches in flight on a two-slot gate: the second, quick one is done while the first is still in
+    its call, yet its result waits for the first's; one batch in flight never overlaps."""
+
+    async def main(in_flight: int):
+        scheduler = Scheduler(window_s=2.0, gate=InferenceGate(slots=2))
+        scheduler.register("door", "door", 5.0)
+        stage = UnevenStage([0.15, 0.01, 0.01, 0.1], scheduler, in_flight)
+        inbox, outbox = asyncio.Queue(), asyncio.Queue()
+        image = np.zeros((4, 4, 3), np.uint8)
+        for index in range(4):
+            inbox.put_nowait([Frame("door", index, index / 10, time.time(), image)])
+        running = asyncio.create_task(stage.run(inbox, outbox))
+        order = [(await outbox.get())[0] for _ in range(4)]
+        running.cancel()
+        return order, stage.most_running
+
+    assert asyncio.run(main(2)) == ([0, 1, 2, 3], 2)
+    assert asyncio.run(main(1)) == ([0, 1, 2, 3], 1)
+
+
+def test_a_failed_batch_in_flight_stops_the_stage_with_its_own_error():
+    """The supervisor restarts a stage whose loop raised and says the error in one line: with batches in
+    flight that is the failed batch's error, not a group of one."""
+
+    class Failing(UnevenStage):
+        def process(self, batch, extras_for=None):
+            if batch[0].seq == 1:
+                raise ValueError("a broken model session")
+            return super().process(batch, extras_for)
+
+    async def main():
+        scheduler = Scheduler(window_s=2.0, gate=InferenceGate(slots=2))
+        scheduler.register("door", "door", 5.0)
+        stage = Failing([0.05, 0.0, 0.0], scheduler, in_flight=2)
+        inbox, outbox = asyncio.Queue(), asyncio.Queue()
+        image = np.zeros((4, 4, 3), np.uint8)
+        for index in range(3):
+            inbox.put_nowait([Frame("door", index, index / 10, time.time(), image)])
+        await asyncio.wait_for(stage.run(inbox, outbox), 5)
+
+    with pytest.raises(ValueError, match="a broken model session"):
+        asyncio.run(main())

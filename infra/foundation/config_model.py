@@ -264,6 +264,11 @@ class SchedulingConfig(_Strict):
     inference_threads: int = Field(default=0, ge=0, le=256,
                                    description="onnxruntime intra-op threads per model call; 0: onnxruntime's "
                                                "default, every core")
+    door_batches_in_flight: int = Field(default=2, ge=1, le=8,
+                                        description="door face batches taken at once: with 2 the next batch is "
+                                                    "converted and queued at the gate while one is in its model "
+                                                    "call, results still in order (README Benchmarks); 1: one "
+                                                    "at a time")
     gil_switch_interval_ms: float = Field(default=1.0, ge=0.1, le=100.0,
                                           description="the processor's Python thread switch interval (Python's "
                                                       "default 5 ms): a model call's worker thread waits this "

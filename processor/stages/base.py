@@ -30,6 +30,7 @@ class BatchStage:
     # gate with that batch, holds back the better frames that came after it (a door's new face)
     waiting_priority: Callable[[], int | None] | None = None
     prepare_always = False  # True: ``prepare`` runs on every batch (it plans the batch), not only to convert
+    in_flight = 1  # batches between the inbox and the outbox at once (taken, converting, at the gate, in a call)
 
     def process(self, batch, extras_for: frozenset[str] | None = None):  # pragma: no cover - each stage defines it
         """``extras_for``: the cameras whose extra work may be done (None: all)."""
@@ -44,30 +45,65 @@ class BatchStage:
         return True
 
     async def run(self, inbox: asyncio.Queue, outbox: asyncio.Queue) -> None:
-        while True:
-            batch = await inbox.get()
-            models = True
-            if self.prepare_always or not all(frame.converted for frame in batch):
-                # before the turn at the gate, which is for model calls
-                models = await asyncio.to_thread(self.prepare, batch)
-            scheduler = self.scheduler
-            if not models:
-                results = self.process(batch, frozenset())  # no model call: cheap, on the event loop
-                if scheduler is not None:
-                    for frame in batch:
-                        scheduler.analysed(frame.camera_id)
-            elif scheduler is None:
-                results = await self._timed(batch, None)
-            else:
-                cameras = [frame.camera_id for frame in batch]
-                async with scheduler.gate.turn(lambda: self._priority(scheduler, cameras)):
-                    extras = None
-                    if self.extra_work is not None:
-                        extras = frozenset(c for c in set(cameras) if scheduler.extras_allowed(c, self.extra_work))
-                    results = await self._timed(batch, extras)
-                for camera_id in cameras:
-                    scheduler.analysed(camera_id)
-            await outbox.put(results)
+        """Entry point: batches from ``inbox``, results to ``outbox`` in the order the batches came. With
+        ``in_flight`` above 1 the next batches are taken, converted and queued at the gate while earlier ones
+        are still in their model call; their results still leave in order (per-camera tracking needs it)."""
+        if self.in_flight <= 1:
+            while True:
+                await outbox.put(await self._round(await inbox.get()))
+        try:
+            await self._overlapped(inbox, outbox)
+        except ExceptionGroup as failed:  # the supervisor says one stage failure, not a group of one
+            raise failed.exceptions[0] from None
+
+    async def _overlapped(self, inbox: asyncio.Queue, outbox: asyncio.Queue) -> None:
+        """``in_flight`` rounds at once, their results put in the order their batches were taken. One task
+        group holds them: a failed round stops the others, and so does the stage being stopped."""
+        slots = asyncio.Semaphore(self.in_flight)
+        rounds: asyncio.Queue[asyncio.Task] = asyncio.Queue()
+
+        async def take(group: asyncio.TaskGroup) -> None:
+            while True:
+                await slots.acquire()
+                rounds.put_nowait(group.create_task(self._round(await inbox.get())))
+
+        async def give() -> None:
+            while True:
+                round_ = await rounds.get()
+                try:
+                    results = await round_
+                finally:
+                    slots.release()
+                await outbox.put(results)
+
+        async with asyncio.TaskGroup() as group:
+            group.create_task(take(group))
+            group.create_task(give())
+
+    async def _round(self, batch):
+        """One batch: converted, its turn at the gate, the model call, its cameras marked analysed."""
+        models = True
+        if self.prepare_always or not all(frame.converted for frame in batch):
+            # before the turn at the gate, which is for model calls
+            models = await asyncio.to_thread(self.prepare, batch)
+        scheduler = self.scheduler
+        if not models:
+            results = self.process(batch, frozenset())  # no model call: cheap, on the event loop
+            if scheduler is not None:
+                for frame in batch:
+                    scheduler.analysed(frame.camera_id)
+            return results
+        if scheduler is None:
+            return await self._timed(batch, None)
+        cameras = [frame.camera_id for frame in batch]
+        async with scheduler.gate.turn(lambda: self._priority(scheduler, cameras)):
+            extras = None
+            if self.extra_work is not None:
+                extras = frozenset(c for c in set(cameras) if scheduler.extras_allowed(c, self.extra_work))
+            results = await self._timed(batch, extras)
+        for camera_id in cameras:
+            scheduler.analysed(camera_id)
+        return results
 
     def _priority(self, scheduler: Scheduler, cameras: list[str]) -> int:
         own = scheduler.priority(cameras)

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import threading
 from dataclasses import dataclass
 
 from processor import metrics
@@ -27,6 +28,8 @@ class FaceStage(BatchStage):
         self.detector = detector
         self.thresholds = thresholds
         self.gate_reasons: dict[str, int] = {}
+        # batches in flight (BatchStage.in_flight) run process() in worker threads side by side
+        self._counting = threading.Lock()
 
     def process(self, batch: list[Frame], extras_for: frozenset[str] | None = None) -> list[FaceBatchResult]:
         detections = self.detector.detect([frame.image for frame in batch])
@@ -37,7 +40,8 @@ class FaceStage(BatchStage):
                 crop = align(frame.image, detection.landmarks)
                 quality = assess(frame.image, detection, crop, self.thresholds)
                 outcome = quality.reason or "accepted"
-                self.gate_reasons[outcome] = self.gate_reasons.get(outcome, 0) + 1
+                with self._counting:
+                    self.gate_reasons[outcome] = self.gate_reasons.get(outcome, 0) + 1
                 metrics.FACES.labels(frame.camera_id, outcome).inc()
                 accepted = quality.reason is None
                 observations.append(FaceObservation(
