@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import threading
 import time
 
 import numpy as np
@@ -358,7 +359,8 @@ def test_rooms_are_starved_when_behind_or_left_without_a_frame_for_two_spacings(
 
 
 class UnevenStage(BatchStage):
-    """Batch i takes ``seconds[i]`` in its worker thread: a later batch can finish before an earlier one."""
+    """Batch i takes ``seconds[i]`` in its worker thread; batch 0 first waits (up to 1 s) for batch 1 to
+    start, so with two in flight the later batch is done first however busy the machine is."""
 
     def __init__(self, seconds: list[float], scheduler: Scheduler, in_flight: int):
         self.name = "uneven"
@@ -367,12 +369,21 @@ class UnevenStage(BatchStage):
         self.in_flight = in_flight
         self.running = 0
         self.most_running = 0
+        self._counting = threading.Lock()
+        self._second_started = threading.Event()
 
     def process(self, batch, extras_for=None):
-        self.running += 1
-        self.most_running = max(self.most_running, self.running)
-        time.sleep(self.seconds[batch[0].seq])
-        self.running -= 1
+        seq = batch[0].seq
+        with self._counting:
+            self.running += 1
+            self.most_running = max(self.most_running, self.running)
+        if seq == 1:
+            self._second_started.set()
+        if seq == 0:
+            self._second_started.wait(1.0)
+        time.sleep(self.seconds[seq])
+        with self._counting:
+            self.running -= 1
         return [frame.seq for frame in batch]
 
 

@@ -313,7 +313,7 @@ class FaceTracker:
             # (a suspect track's score is that of whom it pictures: not a stranger's)
             score = decision.score
         elif self.stranger_below is not None:
-            score = (looked or match(track.mean_embedding())).score
+            score = (looked if looked is not None else match(track.mean_embedding())).score
         else:
             return []
         track.stranger = self.stranger_below is not None and score < self.stranger_below
