@@ -288,6 +288,7 @@ class Processor:
             self._tasks.append(self._supervised("room-checkpoints", self.checkpoints.run))
         self.person_stage = PersonStage(detector, faces=faces, gating=gating)
         self.person_stage.scheduler = self.scheduler
+        self.person_stage.in_flight = config.scheduling.room_batches_in_flight
         room_batches: asyncio.Queue = DemandQueue()
         room_results: asyncio.Queue = asyncio.Queue(maxsize=2)
         self.room_batcher = Batcher(self._buffers_of("room"), max_batch=config.scheduling.room_batch,

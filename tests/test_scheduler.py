@@ -430,3 +430,101 @@ def test_a_failed_batch_in_flight_stops_the_stage_with_its_own_error():
 
     with pytest.raises(ValueError, match="a broken model session"):
         asyncio.run(main())
+
+
+def test_a_free_gate_is_held_for_another_stages_owed_camera_never_for_its_own():
+    """Room b is owed and has a frame waiting. A door batch (door work is not owed) is held back, its slot
+    kept for the person stage that is about to ask; a batch of room a, which is not owed, is that person
+    stage itself, and holding it would only keep room b's frame waiting behind it."""
+    clock = Clock()
+    scheduler = Scheduler(clock=clock, gate=InferenceGate(1, max_hold_s=30.0))
+    scheduler.register("room-a", "room", minimum=2.0)
+    scheduler.register("room-b", "room", minimum=2.0, waiting=lambda: 1)
+    scheduler.register("door-a", "door", minimum=5.0, idle=2.0)
+    scheduler.analysed("room-a", 40)  # well above its minimum
+    scheduler.analysed("door-a", 40)
+    assert scheduler.behind("room-b") and not scheduler.behind("room-a", 1.25)
+
+    async def granted(cameras: list[str]) -> bool:
+        async def take_turn():
+            async with scheduler.gate.turn(EXTRA, cameras=cameras):
+                pass
+
+        turn = asyncio.create_task(take_turn())
+        done, _ = await asyncio.wait([turn], timeout=0.2)
+        turn.cancel()
+        return bool(done)
+
+    async def main():
+        return await granted(["room-a"]), await granted(["door-a"])
+
+    assert asyncio.run(main()) == (True, False)
+    assert not scheduler.owed_waiting(["room-a"]) and scheduler.owed_waiting(["door-a"]) and scheduler.owed_waiting()
+
+
+class RoomLikeStage(BatchStage):
+    """Stands in for the person stage: a frame whose ``seq`` is in ``coasted`` needs no model call (its
+    ``prepare`` says so), the others are detected in a worker thread; a camera's next frame depends on its
+    last result (``one_round_per_camera``). The first frame's call waits (up to 1 s) for the frame named
+    ``beside`` to start its call, and notes which calls had started by its end."""
+
+    one_round_per_camera = True
+    prepare_always = True
+
+    def __init__(self, coasted: set[int], beside: int, in_flight: int):
+        self.name = "room-like"
+        self.coasted = coasted
+        self.beside = beside
+        self.in_flight = in_flight
+        self.started: list[int] = []
+        self.started_by_first_end: list[int] = []
+        self._beside_started = threading.Event()
+        self._noting = threading.Lock()
+
+    def prepare(self, batch) -> bool:
+        return batch[0].seq not in self.coasted
+
+    def process(self, batch, extras_for=None):
+        seq = batch[0].seq
+        if seq not in self.coasted:
+            with self._noting:
+                self.started.append(seq)
+            if seq == self.beside:
+                self._beside_started.set()
+            if seq == 0:
+                self._beside_started.wait(1.0)
+                with self._noting:
+                    self.started_by_first_end = list(self.started)
+        return [frame.seq for frame in batch]
+
+
+def _run_room_like(stage: RoomLikeStage, cameras: list[str]):
+    async def main():
+        inbox, outbox = asyncio.Queue(), asyncio.Queue()
+        image = np.zeros((4, 4, 3), np.uint8)
+        for seq, camera in enumerate(cameras):
+            inbox.put_nowait([Frame(camera, seq, seq / 10, time.time(), image)])
+        running = asyncio.create_task(stage.run(inbox, outbox))
+        order = [(await outbox.get())[0] for _ in cameras]
+        running.cancel()
+        return order
+
+    return asyncio.run(main())
+
+
+def test_a_coasted_room_frame_frees_its_place_at_once_and_the_next_camera_is_detected_beside_the_first():
+    """Two room batches in flight: frame 1 (camera b) coasts, done in a moment while frame 0 (camera a) is in
+    its call; its place goes to frame 2 (camera c), whose call runs beside frame 0's. Results leave in order.
+    Had a round kept its place until its result left, frame 2 would wait for frame 0 to end."""
+    stage = RoomLikeStage(coasted={1}, beside=2, in_flight=2)
+    assert _run_room_like(stage, ["a", "b", "c", "d"]) == [0, 1, 2, 3]
+    assert 2 in stage.started_by_first_end
+
+
+def test_a_cameras_next_room_frame_waits_for_its_last_round_while_another_camera_goes_ahead():
+    """Three room batches in flight; frames 0 and 1 are camera a's, frame 2 camera b's: frame 1 waits for
+    frame 0's call to end (its motion plan follows from that detection), frame 2 runs beside frame 0."""
+    stage = RoomLikeStage(coasted=set(), beside=2, in_flight=3)
+    assert _run_room_like(stage, ["a", "a", "b", "c"]) == [0, 1, 2, 3]
+    assert 2 in stage.started_by_first_end and 1 not in stage.started_by_first_end
+    assert stage.started.index(1) > stage.started.index(0)

@@ -269,6 +269,12 @@ class SchedulingConfig(_Strict):
                                                     "converted and queued at the gate while one is in its model "
                                                     "call, results still in order (README Benchmarks); 1: one "
                                                     "at a time")
+    room_batches_in_flight: int = Field(default=2, ge=1, le=8,
+                                        description="room batches taken at once, never two rounds of one camera "
+                                                    "(its motion plan follows from its last detection): with 2 "
+                                                    "the next camera's frame is planned, and coasted or queued "
+                                                    "at the gate, while one is in its model call; 1: one at a "
+                                                    "time")
     gil_switch_interval_ms: float = Field(default=1.0, ge=0.1, le=100.0,
                                           description="the processor's Python thread switch interval (Python's "
                                                       "default 5 ms): a model call's worker thread waits this "

@@ -31,6 +31,9 @@ class BatchStage:
     waiting_priority: Callable[[], int | None] | None = None
     prepare_always = False  # True: ``prepare`` runs on every batch (it plans the batch), not only to convert
     in_flight = 1  # batches between the inbox and the outbox at once (taken, converting, at the gate, in a call)
+    # True: a camera's next batch starts only once the round with its last frames is over (a stage whose
+    # work on a frame follows from the camera's last result, as the room's motion plans do)
+    one_round_per_camera = False
 
     def process(self, batch, extras_for: frozenset[str] | None = None):  # pragma: no cover - each stage defines it
         """``extras_for``: the cameras whose extra work may be done (None: all)."""
@@ -57,28 +60,50 @@ class BatchStage:
             raise failed.exceptions[0] from None
 
     async def _overlapped(self, inbox: asyncio.Queue, outbox: asyncio.Queue) -> None:
-        """``in_flight`` rounds at once, their results put in the order their batches were taken. One task
-        group holds them: a failed round stops the others, and so does the stage being stopped."""
-        slots = asyncio.Semaphore(self.in_flight)
+        """Up to ``in_flight`` rounds running at once, their results put in the order their batches were
+        taken. A round's place is freed when it is over, not when its result leaves: a round with no model
+        call (the person stage's coasted frames) is over in a moment, and the next batch can be prepared
+        while the slow round before it is still in its call; ``2 * in_flight`` bounds the rounds over and
+        waiting behind it. One task group holds them: a failed round stops the others, and so does the
+        stage being stopped."""
+        running = asyncio.Semaphore(self.in_flight)
+        unsent = asyncio.Semaphore(2 * self.in_flight)
         rounds: asyncio.Queue[asyncio.Task] = asyncio.Queue()
+        latest: dict[str, asyncio.Task] = {}  # one_round_per_camera: each camera's last round
 
         async def take(group: asyncio.TaskGroup) -> None:
             while True:
-                await slots.acquire()
-                rounds.put_nowait(group.create_task(self._round(await inbox.get())))
+                await unsent.acquire()
+                await running.acquire()
+                batch = await inbox.get()
+                round_ = group.create_task(self._round_after(self._earlier(batch, latest), batch))
+                round_.add_done_callback(lambda _: running.release())
+                if self.one_round_per_camera:
+                    latest.update((frame.camera_id, round_) for frame in batch)
+                rounds.put_nowait(round_)
 
         async def give() -> None:
             while True:
-                round_ = await rounds.get()
-                try:
-                    results = await round_
-                finally:
-                    slots.release()
+                results = await (await rounds.get())
+                unsent.release()
                 await outbox.put(results)
 
         async with asyncio.TaskGroup() as group:
             group.create_task(take(group))
             group.create_task(give())
+
+    def _earlier(self, batch, latest: dict[str, asyncio.Task]) -> set[asyncio.Task]:
+        """The rounds not over yet that this batch must wait for (``one_round_per_camera``); forgets those over."""
+        if not self.one_round_per_camera:
+            return set()
+        for camera_id in [c for c, round_ in latest.items() if round_.done()]:
+            del latest[camera_id]
+        return {latest[frame.camera_id] for frame in batch if frame.camera_id in latest}
+
+    async def _round_after(self, earlier: set[asyncio.Task], batch):
+        if earlier:
+            await asyncio.wait(earlier)
+        return await self._round(batch)
 
     async def _round(self, batch):
         """One batch: converted, its turn at the gate, the model call, its cameras marked analysed."""
@@ -96,7 +121,7 @@ class BatchStage:
         if scheduler is None:
             return await self._timed(batch, None)
         cameras = [frame.camera_id for frame in batch]
-        async with scheduler.gate.turn(lambda: self._priority(scheduler, cameras)):
+        async with scheduler.gate.turn(lambda: self._priority(scheduler, cameras), cameras=cameras):
             extras = None
             if self.extra_work is not None:
                 extras = frozenset(c for c in set(cameras) if scheduler.extras_allowed(c, self.extra_work))

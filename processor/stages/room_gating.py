@@ -11,6 +11,7 @@ stage replaces a camera's view by assignment, and the person stage reads it whol
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
@@ -179,11 +180,15 @@ class PersonStage(BatchStage):
         self.persons = 0  # detections so far
         self.detected = 0  # frames the detector ran on
         self.coasted = 0  # frames the motion gate found unchanged (detections None: the tracks coast)
-        self._prepared: tuple[list[Frame], list[Plan]] | None = None  # the batch prepare() planned, its plans
+        # the plans prepare() made, by batch: with room batches in flight one batch is prepared while another
+        # is in its call
+        self._prepared: dict[int, tuple[list[Frame], list[Plan]]] = {}
+        self._counting = threading.Lock()  # the counters above, added to by calls side by side
         self._face_sizes: dict[str, FaceSizeBound] = {}  # per camera: can its people show a usable face?
 
     extra_work = "room_faces"  # faces are looked for only on cameras that are not behind their minimum
     prepare_always = True  # the motion gates decide in prepare(), before the gate
+    one_round_per_camera = True  # a camera's plan follows from its last detection (RoomGating.ran)
 
     def prepare(self, batch: list[Frame]) -> bool:
         """Before the turn at the inference gate (worker thread): each frame's plan, and the frames the
@@ -193,12 +198,12 @@ class PersonStage(BatchStage):
             return super().prepare(batch)
         plans = [self.gating.plan(frame) for frame in batch]
         materialise(frame for frame, plan in zip(batch, plans) if plan.detect)
-        self._prepared = (batch, plans)
+        self._prepared[id(batch)] = (batch, plans)
         return any(plan.detect for plan in plans)
 
     def _plans(self, batch: list[Frame]) -> list[Plan] | None:
         """The plans :meth:`prepare` made for this batch, else made now (None: no gating, detect every frame)."""
-        prepared, self._prepared = self._prepared, None
+        prepared = self._prepared.pop(id(batch), None)
         if prepared is not None and prepared[0] is batch:
             return prepared[1]
         return [self.gating.plan(frame) for frame in batch] if self.gating is not None else None
@@ -219,9 +224,10 @@ class PersonStage(BatchStage):
             detections[i] = boxes
             if self.gating is not None:
                 self.gating.ran(batch[i], boxes)
-        self.persons += sum(map(len, found))
-        self.detected += len(run)
-        self.coasted += len(batch) - len(run)
+        with self._counting:
+            self.persons += sum(map(len, found))
+            self.detected += len(run)
+            self.coasted += len(batch) - len(run)
         faces: list[list[RoomFace]] = [[] for _ in batch]
         wanted = self._face_frames(batch, run, detections, extras_for)
         if wanted:
