@@ -89,11 +89,10 @@ class InferenceGate:
     again each time a slot frees (a camera behind when it asked may have caught up since, and the
     other way round); the lowest number goes first, then those asked ``first``, FIFO within those.
 
-    ``hold_extra`` (optional) says, given what a waiter serves (its ``cameras``), that owed work of
-    another stage is about to ask (an owed camera has frames waiting but its stage is between batches): a
+    ``hold_extra`` (optional) says, given a waiter's ``cameras`` (owed cameras of their roles do not count),
+    that owed work is about to ask (an owed camera has frames waiting but its stage is between batches): a
     free slot is then held back from that waiter, unless it is ``OWED`` itself, for up to ``max_hold_s``,
-    or a stage that asks again right after its last call would never be first in line. A waiter is never
-    held for owed work only its own stage can bring: that stage is the one waiting."""
+    or a stage that asks again right after its last call would never be first in line."""
 
     def __init__(self, slots: int = 1, *, hold_extra: Callable[[frozenset[str]], bool] | None = None,
                  max_hold_s: float = 0.25):
@@ -111,7 +110,8 @@ class InferenceGate:
     @contextlib.asynccontextmanager
     async def turn(self, priority: int | Callable[[], int], *, first: bool = False,
                    cameras: Iterable[str] = ()):
-        """``cameras``: whose frames the call is for (what ``hold_extra`` is asked about)."""
+        """``cameras``: owed cameras of their roles do not hold this call back (``hold_extra`` is asked
+        about them; none: any owed camera does)."""
         started = time.perf_counter()
         priority_of = priority if callable(priority) else (lambda: priority)
         await self._acquire(priority_of, first, frozenset(cameras))
@@ -281,11 +281,10 @@ class Scheduler:
 
     def owed_waiting(self, besides: Iterable[str] = ()) -> bool:
         """A camera behind its minimum has frames waiting: its stage is about to ask for the gate. Only
-        cameras of another role than those ``besides`` count (a role's cameras share one stage): a stage
-        waiting at the gate with a batch of rooms that are not owed is the very stage that would bring an
-        owed room's frames, and holding it back only delays them. Measured with `rollcall bench persons`
-        (12 rooms, one stage, nothing else asking): each room batch not owed while another room was
-        waited out the gate's whole hold."""
+        cameras of another role than those ``besides`` count (a role's cameras share one stage): the person
+        stage waiting at the gate with rooms that are not owed is the very stage that would bring an owed
+        room's frames, and its batcher does not take owed rooms first, so holding it back (up to the gate's
+        ``max_hold_s``) only delays them (:attr:`BatchStage.held_for_own_role`)."""
         own_roles = {self._cameras[c].role for c in besides if c in self._cameras}
         return any(camera.role not in own_roles and camera.waiting is not None and camera.waiting() > 0
                    and self.behind(camera_id, PRIORITY_HEADROOM)

@@ -34,6 +34,11 @@ class BatchStage:
     # True: a camera's next batch starts only once the round with its last frames is over (a stage whose
     # work on a frame follows from the camera's last result, as the room's motion plans do)
     one_round_per_camera = False
+    # whether a batch waiting at the gate is held back while an owed camera of this stage's own role has
+    # frames waiting (the gate's hold): yes for the doors, whose batcher takes owed cameras first, so the
+    # stage's next round brings that camera's frames; no for the rooms, whose batcher goes round-robin: their
+    # next batch is no likelier the owed camera's, and holding one would only delay both
+    held_for_own_role = True
 
     def process(self, batch, extras_for: frozenset[str] | None = None):  # pragma: no cover - each stage defines it
         """``extras_for``: the cameras whose extra work may be done (None: all)."""
@@ -121,7 +126,8 @@ class BatchStage:
         if scheduler is None:
             return await self._timed(batch, None)
         cameras = [frame.camera_id for frame in batch]
-        async with scheduler.gate.turn(lambda: self._priority(scheduler, cameras), cameras=cameras):
+        exempt = () if self.held_for_own_role else cameras
+        async with scheduler.gate.turn(lambda: self._priority(scheduler, cameras), cameras=exempt):
             extras = None
             if self.extra_work is not None:
                 extras = frozenset(c for c in set(cameras) if scheduler.extras_allowed(c, self.extra_work))

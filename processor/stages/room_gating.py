@@ -189,6 +189,7 @@ class PersonStage(BatchStage):
     extra_work = "room_faces"  # faces are looked for only on cameras that are not behind their minimum
     prepare_always = True  # the motion gates decide in prepare(), before the gate
     one_round_per_camera = True  # a camera's plan follows from its last detection (RoomGating.ran)
+    held_for_own_role = False  # the room batcher goes round-robin (BatchStage.held_for_own_role)
 
     def prepare(self, batch: list[Frame]) -> bool:
         """Before the turn at the inference gate (worker thread): each frame's plan, and the frames the
