@@ -10,6 +10,7 @@ import contextlib
 import av
 import cv2
 import numpy as np
+import pytest
 
 from processor.frames import Frame
 from processor.stages.motion import MotionGate
@@ -76,7 +77,7 @@ class RecordingScheduler:
 
         class Gate:
             @contextlib.asynccontextmanager
-            async def turn(self, _priority):
+            async def turn(self, _priority, *, cameras=()):
                 scheduler.turns += 1
                 yield
 
@@ -92,11 +93,13 @@ class RecordingScheduler:
         self.analysed_frames.append(camera_id)
 
 
-def test_a_batch_that_only_coasts_takes_no_turn_at_the_gate():
+@pytest.mark.parametrize("in_flight", [1, 2])
+def test_a_batch_that_only_coasts_takes_no_turn_at_the_gate(in_flight):
     config = _gated_config()
     camera = next(c.id for c in config.cameras if c.role == "room")
     stage = PersonStage(CountingDetector(), gating=RoomGating(config, 640))
     stage.scheduler = scheduler = RecordingScheduler()
+    stage.in_flight = in_flight  # two: the camera's rounds still one after the other
 
     async def run(count: int):
         inbox, outbox = asyncio.Queue(), asyncio.Queue()
